@@ -1,0 +1,62 @@
+import { z } from "zod";
+import { parseArn } from "../aws/arn.ts";
+import type { Operation, RequestContext } from "../aws/service.ts";
+import { putTags, removeTags, tagProblem, tagsOf } from "../aws/tags.ts";
+import { parseInput } from "../aws/validate.ts";
+import type { Store, Tx } from "../store/store.ts";
+import { findCluster, toWireTags } from "./clusters.ts";
+import { ClusterNotFound, InvalidParameter } from "./errors.ts";
+import { Tags } from "./shapes.ts";
+
+const TagResourceInput = z.object({ resourceArn: z.string(), tags: Tags });
+const UntagResourceInput = z.object({ resourceArn: z.string(), tagKeys: z.array(z.string()).max(50) });
+const ListTagsInput = z.object({ resourceArn: z.string() });
+
+/**
+ * Checks that an ECS ARN names a resource that exists and can carry tags.
+ * Each resource type that lands adds its case here.
+ */
+async function requireTaggable(tx: Tx, ctx: RequestContext, resourceArn: string): Promise<void> {
+  const arn = parseArn(resourceArn);
+  if (arn === undefined || arn.service !== "ecs") throw InvalidParameter("The ARN provided is invalid.");
+  const type = arn.resource.split("/", 1)[0];
+  if (type === "cluster") {
+    const cluster = await findCluster(tx, { region: ctx.region, accountId: ctx.accountId }, resourceArn);
+    if (cluster === undefined || cluster.status !== "ACTIVE") throw ClusterNotFound("Cluster not found.");
+    return;
+  }
+  throw InvalidParameter("The specified resource type is not supported for tagging.");
+}
+
+/** ECS TagResource, UntagResource, ListTagsForResource. */
+export function tagOperations(store: Store): Record<string, Operation> {
+  return {
+    async TagResource(raw, ctx) {
+      const input = parseInput(TagResourceInput, raw, InvalidParameter);
+      await store.transaction(async (tx) => {
+        await requireTaggable(tx, ctx, input.resourceArn);
+        const problem = tagProblem(input.tags, await tagsOf(tx, input.resourceArn));
+        if (problem !== undefined) throw InvalidParameter(problem);
+        await putTags(tx, input.resourceArn, input.tags);
+      });
+      return {};
+    },
+
+    async UntagResource(raw, ctx) {
+      const input = parseInput(UntagResourceInput, raw, InvalidParameter);
+      await store.transaction(async (tx) => {
+        await requireTaggable(tx, ctx, input.resourceArn);
+        await removeTags(tx, input.resourceArn, input.tagKeys);
+      });
+      return {};
+    },
+
+    async ListTagsForResource(raw, ctx) {
+      const input = parseInput(ListTagsInput, raw, InvalidParameter);
+      return store.read(async (tx) => {
+        await requireTaggable(tx, ctx, input.resourceArn);
+        return { tags: toWireTags(await tagsOf(tx, input.resourceArn)) };
+      });
+    },
+  };
+}

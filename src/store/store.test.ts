@@ -1,0 +1,146 @@
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, it } from "node:test";
+import { SqliteStore } from "./sqlite.ts";
+import type { Migration, Store } from "./store.ts";
+
+const schema: Migration[] = [
+  { version: 1, name: "items", statements: ["CREATE TABLE items (id TEXT PRIMARY KEY, n INTEGER NOT NULL)"] },
+];
+
+/**
+ * The contract every Store implementation must keep. A PostgreSQL store
+ * runs this same suite.
+ */
+function storeContract(name: string, open: (migrations: Migration[]) => Promise<Store>): void {
+  describe(`Store contract: ${name}`, () => {
+    it("commits everything a transaction wrote, together", async () => {
+      const store = await open(schema);
+      await store.transaction(async (tx) => {
+        await tx.run("INSERT INTO items (id, n) VALUES (?, ?)", "a", 1);
+        await tx.run("INSERT INTO items (id, n) VALUES (?, ?)", "b", 2);
+      });
+      const rows = await store.read((tx) =>
+        tx.all<{ id: string; n: number }>("SELECT id, n FROM items ORDER BY id"),
+      );
+      assert.deepEqual(rows, [
+        { id: "a", n: 1 },
+        { id: "b", n: 2 },
+      ]);
+      await store.close();
+    });
+
+    it("keeps nothing of a transaction that throws", async () => {
+      const store = await open(schema);
+      await assert.rejects(
+        store.transaction(async (tx) => {
+          await tx.run("INSERT INTO items (id, n) VALUES (?, ?)", "x", 1);
+          throw new Error("changed my mind");
+        }),
+        /changed my mind/,
+      );
+      const row = await store.read((tx) => tx.get("SELECT id FROM items WHERE id = ?", "x"));
+      assert.equal(row, undefined);
+      await store.close();
+    });
+
+    it("runs concurrent transactions one after another (no lost update)", async () => {
+      const store = await open(schema);
+      await store.transaction((tx) => tx.run("INSERT INTO items (id, n) VALUES ('counter', 0)"));
+      await Promise.all(
+        Array.from({ length: 50 }, () =>
+          store.transaction(async (tx) => {
+            const row = await tx.get<{ n: number }>("SELECT n FROM items WHERE id = 'counter'");
+            await new Promise((resolve) => setImmediate(resolve));
+            await tx.run("UPDATE items SET n = ? WHERE id = 'counter'", (row?.n ?? 0) + 1);
+          }),
+        ),
+      );
+      const row = await store.read((tx) => tx.get<{ n: number }>("SELECT n FROM items WHERE id = 'counter'"));
+      assert.equal(row?.n, 50);
+      await store.close();
+    });
+
+    it("reports how many rows a statement changed", async () => {
+      const store = await open(schema);
+      const changed = await store.transaction(async (tx) => {
+        await tx.run("INSERT INTO items (id, n) VALUES ('p', 1), ('q', 1), ('r', 2)");
+        return tx.run("UPDATE items SET n = 9 WHERE n = 1");
+      });
+      assert.equal(changed, 2);
+      await store.close();
+    });
+  });
+}
+
+const dirs: string[] = [];
+after(() => {
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+});
+function freshPath(): string {
+  const dir = mkdtempSync(join(tmpdir(), "wharf-store-"));
+  dirs.push(dir);
+  return join(dir, "db.sqlite");
+}
+
+storeContract("SQLite file", (migrations) => SqliteStore.open({ path: freshPath(), migrations }));
+storeContract("SQLite in memory", (migrations) => SqliteStore.open({ path: ":memory:", migrations }));
+
+describe("SqliteStore", () => {
+  it("keeps committed writes across a reopen and applies each migration once", async () => {
+    const path = freshPath();
+    const first = await SqliteStore.open({ path, migrations: schema });
+    await first.transaction((tx) => tx.run("INSERT INTO items (id, n) VALUES ('kept', 7)"));
+    await first.close();
+    const more: Migration[] = [
+      ...schema,
+      { version: 2, name: "more", statements: ["ALTER TABLE items ADD COLUMN label TEXT"] },
+    ];
+    const second = await SqliteStore.open({ path, migrations: more });
+    const row = await second.read((tx) => tx.get("SELECT id, n, label FROM items"));
+    assert.deepEqual(row, { id: "kept", n: 7, label: null });
+    const versions = await second.read((tx) =>
+      tx.all("SELECT version FROM schema_migrations ORDER BY version"),
+    );
+    assert.deepEqual(versions, [{ version: 1 }, { version: 2 }]);
+    await second.close();
+    // A third open with the same migrations changes nothing and does not fail on the ALTER.
+    const third = await SqliteStore.open({ path, migrations: more });
+    await third.close();
+  });
+
+  it("rolls back a migration that fails and leaves the schema where it was", async () => {
+    const path = freshPath();
+    const broken: Migration[] = [
+      ...schema,
+      { version: 2, name: "half", statements: ["CREATE TABLE half (id TEXT)", "THIS IS NOT SQL"] },
+    ];
+    await assert.rejects(SqliteStore.open({ path, migrations: broken }));
+    const store = await SqliteStore.open({ path, migrations: schema });
+    const half = await store.read((tx) => tx.get("SELECT name FROM sqlite_master WHERE name = 'half'"));
+    assert.equal(half, undefined);
+    await store.close();
+  });
+
+  it("lets readers see only committed data while a write is under way", async () => {
+    const store = await SqliteStore.open({ path: freshPath(), migrations: schema });
+    let release: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const writing = store.transaction(async (tx) => {
+      await tx.run("INSERT INTO items (id, n) VALUES ('pending', 1)");
+      await gate;
+    });
+    await new Promise((resolve) => setImmediate(resolve));
+    const during = await store.read((tx) => tx.get("SELECT id FROM items WHERE id = 'pending'"));
+    assert.equal(during, undefined);
+    release();
+    await writing;
+    const afterCommit = await store.read((tx) => tx.get("SELECT id FROM items WHERE id = 'pending'"));
+    assert.deepEqual(afterCommit, { id: "pending" });
+    await store.close();
+  });
+});

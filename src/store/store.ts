@@ -1,0 +1,40 @@
+/**
+ * The control-plane state store.
+ *
+ * Callers speak portable SQL (`?` placeholders, TEXT/INTEGER columns, JSON as
+ * TEXT) inside transactions; every method is asynchronous so that a
+ * PostgreSQL implementation can follow without touching callers. A write is
+ * acknowledged only after its transaction commits durably.
+ */
+
+export type SqlValue = string | number | bigint | null | Buffer;
+export type Row = Record<string, SqlValue>;
+
+/** Reads and writes inside one transaction. */
+export interface Tx {
+  /** The first row of a query, or undefined. */
+  get<T extends Row = Row>(sql: string, ...params: SqlValue[]): Promise<T | undefined>;
+  /** Every row of a query. */
+  all<T extends Row = Row>(sql: string, ...params: SqlValue[]): Promise<T[]>;
+  /** A statement; returns how many rows it changed. */
+  run(sql: string, ...params: SqlValue[]): Promise<number>;
+}
+
+export interface Store {
+  /**
+   * Runs `fn` in one serialisable transaction: everything it wrote commits
+   * together when it resolves, nothing when it throws.
+   */
+  transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T>;
+  /** A read-only snapshot; cheaper than a transaction and never blocks writers. */
+  read<T>(fn: (tx: Tx) => Promise<T>): Promise<T>;
+  close(): Promise<void>;
+}
+
+/** One schema step. Applied in order, each in its own transaction, exactly once. */
+export interface Migration {
+  version: number;
+  name: string;
+  /** Portable DDL statements. */
+  statements: string[];
+}

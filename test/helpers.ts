@@ -1,0 +1,88 @@
+import { execFile } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { ECSClient } from "@aws-sdk/client-ecs";
+import { resolveConfig } from "../src/server/config.ts";
+import { type RunningServer, startServer } from "../src/server/server.ts";
+
+export interface TestServer extends RunningServer {
+  dataDir: string;
+  credentials: { accessKeyId: string; secretAccessKey: string };
+  /** Stops the server and removes its data directory. */
+  stop(): Promise<void>;
+}
+
+/** A real server on an ephemeral loopback port with a fresh data directory. */
+export async function startTestServer(
+  options: { dataDir?: string; clock?: () => Date } = {},
+): Promise<TestServer> {
+  const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), "wharf-test-"));
+  const config = { ...resolveConfig({ host: "127.0.0.1", port: 0, dataDir, logLevel: "warn" }, {}) };
+  const server = await startServer(config, options.clock === undefined ? {} : { clock: options.clock });
+  return {
+    ...server,
+    dataDir,
+    credentials: { accessKeyId: server.admin.accessKeyId, secretAccessKey: server.admin.secretAccessKey },
+    async stop() {
+      await server.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+export function ecsClient(server: { endpoint: string; credentials: TestServer["credentials"] }): ECSClient {
+  return new ECSClient({
+    endpoint: server.endpoint,
+    region: "us-east-1",
+    credentials: server.credentials,
+    maxAttempts: 1,
+  });
+}
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+  /** stdout parsed as JSON when it is JSON. */
+  json?: unknown;
+}
+
+/** Debian's AWS CLI v2 (/usr/bin/aws), isolated from any user configuration. */
+export function aws(
+  server: { endpoint: string; credentials: TestServer["credentials"] },
+  args: string[],
+  overrides: Record<string, string> = {},
+): Promise<CliResult> {
+  const env = {
+    PATH: process.env.PATH ?? "/usr/bin:/bin",
+    HOME: tmpdir(),
+    AWS_ACCESS_KEY_ID: server.credentials.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: server.credentials.secretAccessKey,
+    AWS_DEFAULT_REGION: "us-east-1",
+    AWS_CONFIG_FILE: "/nonexistent/wharf-test-config",
+    AWS_SHARED_CREDENTIALS_FILE: "/nonexistent/wharf-test-credentials",
+    AWS_EC2_METADATA_DISABLED: "true",
+    AWS_PAGER: "",
+    AWS_MAX_ATTEMPTS: "1",
+    AWS_RETRY_MODE: "standard",
+    ...overrides,
+  };
+  return new Promise((resolve) => {
+    execFile(
+      "/usr/bin/aws",
+      [...args, "--endpoint-url", server.endpoint, "--output", "json"],
+      { env, timeout: 60_000 },
+      (error, stdout, stderr) => {
+        const code = error === null ? 0 : typeof error.code === "number" ? error.code : 1;
+        const result: CliResult = { code, stdout, stderr };
+        try {
+          if (stdout.trim() !== "") result.json = JSON.parse(stdout);
+        } catch {
+          // not JSON
+        }
+        resolve(result);
+      },
+    );
+  });
+}
