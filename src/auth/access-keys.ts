@@ -31,7 +31,7 @@ function newSecret(): string {
 export class AccessKeys {
   private readonly store: Store;
   private readonly sealer: Sealer;
-  private readonly cache = new Map<string, string>();
+  private readonly cache = new Map<string, { secret: string; userName: string }>();
 
   constructor(store: Store, sealer: Sealer) {
     this.store = store;
@@ -41,17 +41,27 @@ export class AccessKeys {
   /** Loads every active key; call once at start. */
   async load(): Promise<void> {
     const rows = await this.store.read((tx) =>
-      tx.all<{ access_key_id: string; secret_sealed: string }>(
-        "SELECT access_key_id, secret_sealed FROM access_keys WHERE status = 'Active'",
+      tx.all<{ access_key_id: string; secret_sealed: string; user_name: string }>(
+        "SELECT access_key_id, secret_sealed, user_name FROM access_keys WHERE status = 'Active'",
       ),
     );
     this.cache.clear();
-    for (const row of rows) this.cache.set(row.access_key_id, this.sealer.unseal(row.secret_sealed));
+    for (const row of rows) {
+      this.cache.set(row.access_key_id, {
+        secret: this.sealer.unseal(row.secret_sealed),
+        userName: row.user_name,
+      });
+    }
   }
 
   /** The secret of an active key, for SigV4; synchronous because it sits on every request. */
   secretOf(accessKeyId: string): string | undefined {
-    return this.cache.get(accessKeyId);
+    return this.cache.get(accessKeyId)?.secret;
+  }
+
+  /** The user an active key belongs to. */
+  userOf(accessKeyId: string): string | undefined {
+    return this.cache.get(accessKeyId)?.userName;
   }
 
   /** The admin key, created on first call and the same on every call after. */
@@ -78,7 +88,7 @@ export class AccessKeys {
       );
       return created;
     });
-    this.cache.set(key.accessKeyId, key.secretAccessKey);
+    this.cache.set(key.accessKeyId, { secret: key.secretAccessKey, userName: key.userName });
     return key;
   }
 }

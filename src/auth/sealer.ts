@@ -1,4 +1,4 @@
-import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
+import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from "node:crypto";
 import {
   closeSync,
   fsyncSync,
@@ -53,6 +53,11 @@ export class Sealer {
       unlinkSync(temporary);
     }
     return new Sealer(readFileSync(path));
+  }
+
+  /** A key for one purpose (token signing, blob encryption), derived so the master key itself is used for nothing else. */
+  derive(purpose: string): Buffer {
+    return Buffer.from(hkdfSync("sha256", this.key, Buffer.alloc(0), `wharf ${purpose}`, 32));
   }
 
   seal(plaintext: string): string {

@@ -1,8 +1,10 @@
 import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { Command, Option } from "commander";
 import { resolveConfig } from "../server/config.ts";
 import { dataPaths } from "../server/paths.ts";
 import { openDataDir, startServer } from "../server/server.ts";
+import { readCaCertificate } from "../server/tls.ts";
 
 const packageJson = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as {
   version: string;
@@ -13,6 +15,11 @@ interface ServerFlags {
   port?: string;
   dataDir?: string;
   logLevel?: string;
+  registryHost?: string;
+  tls?: boolean;
+  tlsHost?: string[];
+  tlsCert?: string;
+  tlsKey?: string;
 }
 
 function serverOptions(command: Command): Command {
@@ -106,6 +113,14 @@ export function cli(): Command {
     .description('print export lines for the AWS CLI and SDKs: eval "$(npx wharf env)"')
     .addOption(new Option("--data-dir <dir>", "the server's data directory (env WHARF_DATA_DIR)"))
     .action((flags: { dataDir?: string }) => printEnv(flags));
+  program
+    .command("ca")
+    .description("print the CA certificate to trust when Wharf serves HTTPS with its own CA")
+    .addOption(new Option("--data-dir <dir>", "the server's data directory (env WHARF_DATA_DIR)"))
+    .action((flags: { dataDir?: string }) => {
+      const config = resolveConfig(flags);
+      process.stdout.write(readCaCertificate(join(dataPaths(config.dataDir).root, "tls")));
+    });
   program
     .command("version")
     .description("print the version")

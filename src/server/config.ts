@@ -8,6 +8,18 @@ export interface ServerConfig {
   logLevel: string;
   /** Largest AWS API request body accepted, in bytes. */
   maxRequestBytes: number;
+  /** `host:port` in repositoryUri and proxyEndpoint; default `localhost:<port>`. */
+  registryHost?: string | undefined;
+  /** HTTPS on the one endpoint; undefined serves plain HTTP. */
+  tls?: TlsConfig | undefined;
+}
+
+export interface TlsConfig {
+  /** Names and addresses the generated certificate covers (besides localhost, 127.0.0.1, ::1). */
+  hosts: string[];
+  /** The operator's own certificate and key instead of Wharf's generated CA. */
+  certPath?: string | undefined;
+  keyPath?: string | undefined;
 }
 
 export interface ConfigFlags {
@@ -15,6 +27,11 @@ export interface ConfigFlags {
   port?: string | number | undefined;
   dataDir?: string | undefined;
   logLevel?: string | undefined;
+  registryHost?: string | undefined;
+  tls?: boolean | undefined;
+  tlsHost?: string[] | undefined;
+  tlsCert?: string | undefined;
+  tlsKey?: string | undefined;
 }
 
 export const DEFAULT_PORT = 4700;
@@ -38,5 +55,22 @@ export function resolveConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = 
     accountId,
     logLevel: flags.logLevel ?? env.WHARF_LOG_LEVEL ?? "info",
     maxRequestBytes: 8 * 1024 * 1024,
+    registryHost: flags.registryHost ?? env.WHARF_REGISTRY_HOST,
+    tls: tlsConfig(flags, env),
   };
+}
+
+function tlsConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv): TlsConfig | undefined {
+  const certPath = flags.tlsCert ?? env.WHARF_TLS_CERT;
+  const keyPath = flags.tlsKey ?? env.WHARF_TLS_KEY;
+  const enabled =
+    flags.tls === true || env.WHARF_TLS === "1" || env.WHARF_TLS === "true" || certPath !== undefined;
+  if (!enabled) return undefined;
+  if ((certPath === undefined) !== (keyPath === undefined))
+    throw new Error("--tls-cert and --tls-key go together");
+  const hosts = [
+    ...(flags.tlsHost ?? []),
+    ...(env.WHARF_TLS_HOSTS?.split(",").filter((h) => h !== "") ?? []),
+  ];
+  return { hosts, certPath, keyPath };
 }

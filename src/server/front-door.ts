@@ -35,7 +35,8 @@ function signedRequest(request: FastifyRequest): SignedRequest {
     method: request.method,
     path: q === -1 ? url : url.slice(0, q),
     query: q === -1 ? "" : url.slice(q + 1),
-    headers: request.headers,
+    // Distinct values keep repeated signed headers exactly as the client signed them.
+    headers: request.raw.headersDistinct,
     body: Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0),
   };
 }
@@ -113,8 +114,7 @@ export function registerFrontDoor(app: FastifyInstance, options: FrontDoorOption
       (credential === undefined ? undefined : bySigningName.get(credential.service)) ??
       byVersion.get(params.get("Version") ?? "");
     if (service === undefined) {
-      if (credential === undefined)
-        throw MissingAuthenticationToken("Request is missing Authentication Token");
+      if (credential === undefined) throw MissingAuthenticationToken("Missing Authentication Token");
       throw UnknownOperation(`No service is served for the signing name '${credential.service}'.`);
     }
     try {

@@ -1,14 +1,18 @@
 import { renameSync, rmSync, writeFileSync } from "node:fs";
-import Fastify, { type FastifyInstance, LogController } from "fastify";
+import { createServer as createHttpsServer } from "node:https";
+import { join } from "node:path";
+import Fastify, { type FastifyInstance, type FastifyServerFactory, LogController } from "fastify";
 import { type AccessKey, AccessKeys } from "../auth/access-keys.ts";
 import { Sealer } from "../auth/sealer.ts";
 import { ecsService } from "../ecs/service.ts";
+import { type RegistryService, startRegistry } from "../registry/index.ts";
 import { SqliteStore } from "../store/sqlite.ts";
 import type { Store } from "../store/store.ts";
 import { stsService } from "../sts/service.ts";
 import type { ServerConfig } from "./config.ts";
 import { registerFrontDoor, sendAwsError } from "./front-door.ts";
 import { dataPaths } from "./paths.ts";
+import { ensureTls, type TlsMaterial } from "./tls.ts";
 
 export interface RunningServer {
   /** e.g. http://127.0.0.1:4700 */
@@ -16,11 +20,17 @@ export interface RunningServer {
   port: number;
   admin: AccessKey;
   store: Store;
+  registry: RegistryService;
+  /** The CA certificate clients should trust, when serving HTTPS with Wharf's own CA. */
+  caCertificate?: Buffer;
   close(): Promise<void>;
 }
 
 export interface ServerDeps {
   clock?: () => Date;
+  /** Registry maintenance (lifecycle, GC) tuning, for tests. */
+  maintenanceIntervalMs?: number;
+  gcGraceMs?: number;
 }
 
 /** Opens the data directory: the store, the master key and the admin access key. */
@@ -31,10 +41,12 @@ export async function openDataDir(dataDir: string, now: Date) {
   const keys = new AccessKeys(store, sealer);
   await keys.load();
   const admin = await keys.ensureAdmin(now);
-  return { paths, store, keys, admin };
+  return { paths, sealer, store, keys, admin };
 }
 
-function buildApp(config: ServerConfig): FastifyInstance {
+function buildApp(config: ServerConfig, tls: TlsMaterial | undefined): FastifyInstance {
+  const serverFactory: FastifyServerFactory | undefined =
+    tls === undefined ? undefined : (handler) => createHttpsServer({ cert: tls.cert, key: tls.key }, handler);
   const app = Fastify({
     logger: { level: config.logLevel },
     bodyLimit: config.maxRequestBytes,
@@ -43,8 +55,9 @@ function buildApp(config: ServerConfig): FastifyInstance {
     logController: new LogController({
       disableRequestLogging: config.logLevel !== "debug" && config.logLevel !== "trace",
     }),
+    ...(serverFactory === undefined ? {} : { serverFactory }),
   });
-  // Every body arrives as raw bytes: SigV4 hashes exactly what was sent.
+  // Every AWS API body arrives as raw bytes: SigV4 hashes exactly what was sent.
   app.removeAllContentTypeParsers();
   app.addContentTypeParser("*", { parseAs: "buffer" }, (_request, body, done) => done(null, body));
   app.setErrorHandler((error, request, reply) => sendAwsError(request, reply, error));
@@ -55,13 +68,41 @@ function buildApp(config: ServerConfig): FastifyInstance {
   return app;
 }
 
-/** Starts the control plane: store, credentials, the AWS front door on one port. */
+/** Starts the control plane: store, credentials, every API and the registry on one port. */
 export async function startServer(config: ServerConfig, deps: ServerDeps = {}): Promise<RunningServer> {
   const clock = deps.clock ?? (() => new Date());
-  const { paths, store, keys, admin } = await openDataDir(config.dataDir, clock());
-  const app = buildApp(config);
+  const { paths, sealer, store, keys, admin } = await openDataDir(config.dataDir, clock());
+  const tls =
+    config.tls === undefined
+      ? undefined
+      : await ensureTls({
+          dir: join(paths.root, "tls"),
+          hosts: [config.host, ...config.tls.hosts],
+          ...(config.tls.certPath !== undefined && config.tls.keyPath !== undefined
+            ? { provided: { certPath: config.tls.certPath, keyPath: config.tls.keyPath } }
+            : {}),
+        });
+  const scheme = tls === undefined ? "http" : "https";
+  const app = buildApp(config, tls);
+  let port = config.port;
+  const registry = await startRegistry({
+    store,
+    dataDir: paths.root,
+    deriveKey: (purpose) => sealer.derive(purpose),
+    clock,
+    accountId: config.accountId,
+    registryHost: () => config.registryHost ?? `localhost:${port}`,
+    scheme: () => scheme,
+    userOf: (id) => keys.userOf(id),
+    log: app.log,
+    ...(deps.maintenanceIntervalMs === undefined
+      ? {}
+      : { maintenanceIntervalMs: deps.maintenanceIntervalMs }),
+    ...(deps.gcGraceMs === undefined ? {} : { gcGraceMs: deps.gcGraceMs }),
+  });
+  registry.register(app);
   registerFrontDoor(app, {
-    services: [ecsService(store), stsService(store)],
+    services: [ecsService(store), registry.ecr, stsService(keys)],
     region: config.region,
     accountId: config.accountId,
     clock,
@@ -70,30 +111,35 @@ export async function startServer(config: ServerConfig, deps: ServerDeps = {}): 
   try {
     await app.listen({ host: config.host, port: config.port });
   } catch (error) {
+    await registry.close();
     await store.close();
     throw error;
   }
   const address = app.server.address();
-  const port = typeof address === "object" && address !== null ? address.port : config.port;
-  const host = config.host.includes(":") ? `[${config.host}]` : config.host;
-  const endpoint = `http://${host === "0.0.0.0" ? "127.0.0.1" : host}:${port}`;
+  port = typeof address === "object" && address !== null ? address.port : config.port;
+  const host = config.host === "0.0.0.0" || config.host === "::" ? "127.0.0.1" : config.host;
+  const endpoint = `${scheme}://${host.includes(":") ? `[${host}]` : host}:${port}`;
   const temporary = `${paths.endpoint}.${process.pid}.tmp`;
   writeFileSync(temporary, `${JSON.stringify({ endpoint, region: config.region, pid: process.pid })}\n`);
   renameSync(temporary, paths.endpoint);
 
   let closing: Promise<void> | undefined;
-  return {
+  const running: RunningServer = {
     endpoint,
     port,
     admin,
     store,
+    registry,
     close() {
       closing ??= (async () => {
         await app.close();
+        await registry.close();
         await store.close();
         rmSync(paths.endpoint, { force: true });
       })();
       return closing;
     },
   };
+  if (tls?.ca !== undefined) running.caCertificate = tls.ca;
+  return running;
 }

@@ -43,4 +43,77 @@ export const migrations: Migration[] = [
       )`,
     ],
   },
+  {
+    version: 3,
+    name: "registry",
+    statements: [
+      `CREATE TABLE registry_repositories (
+        name TEXT PRIMARY KEY,
+        arn TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        tag_mutability TEXT NOT NULL,
+        scan_on_push INTEGER NOT NULL,
+        encryption_type TEXT NOT NULL,
+        kms_key TEXT,
+        policy TEXT,
+        lifecycle_policy TEXT,
+        lifecycle_updated_at INTEGER
+      )`,
+      `CREATE TABLE registry_blobs (
+        digest TEXT PRIMARY KEY,
+        size INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        touched_at INTEGER NOT NULL
+      )`,
+      `CREATE TABLE registry_repo_blobs (
+        repo TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        PRIMARY KEY (repo, digest)
+      )`,
+      "CREATE INDEX registry_repo_blobs_digest ON registry_repo_blobs (digest)",
+      `CREATE TABLE registry_manifests (
+        repo TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        media_type TEXT NOT NULL,
+        artifact_type TEXT,
+        subject TEXT,
+        size INTEGER NOT NULL,
+        image_size INTEGER NOT NULL,
+        annotations TEXT,
+        pushed_at INTEGER NOT NULL,
+        last_pulled_at INTEGER,
+        PRIMARY KEY (repo, digest)
+      )`,
+      "CREATE INDEX registry_manifests_subject ON registry_manifests (repo, subject)",
+      `CREATE TABLE registry_manifest_refs (
+        repo TEXT NOT NULL,
+        manifest TEXT NOT NULL,
+        ref TEXT NOT NULL,
+        PRIMARY KEY (repo, manifest, ref)
+      )`,
+      "CREATE INDEX registry_manifest_refs_ref ON registry_manifest_refs (ref)",
+      `CREATE TABLE registry_tags (
+        repo TEXT NOT NULL,
+        tag TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (repo, tag)
+      )`,
+      "CREATE INDEX registry_tags_digest ON registry_tags (repo, digest)",
+      `CREATE TABLE registry_uploads (
+        id TEXT PRIMARY KEY,
+        repo TEXT NOT NULL,
+        length INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+      )`,
+      `CREATE TABLE registry_lifecycle_previews (
+        repo TEXT PRIMARY KEY,
+        status TEXT NOT NULL,
+        policy TEXT NOT NULL,
+        results TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+      )`,
+    ],
+  },
 ];

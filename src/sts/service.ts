@@ -1,11 +1,11 @@
+import type { AccessKeys } from "../auth/access-keys.ts";
 import type { QueryService } from "../aws/service.ts";
-import type { Store } from "../store/store.ts";
 
 /**
  * AWS STS, only `GetCallerIdentity`: the Query-protocol way to ask
  * "whose credentials are these?" (`aws sts get-caller-identity`).
  */
-export function stsService(store: Store): QueryService {
+export function stsService(keys: AccessKeys): QueryService {
   return {
     protocol: "query",
     signingName: "sts",
@@ -13,13 +13,7 @@ export function stsService(store: Store): QueryService {
     xmlNamespace: "https://sts.amazonaws.com/doc/2011-06-15/",
     operations: {
       async GetCallerIdentity(_input, ctx) {
-        const key = await store.read((tx) =>
-          tx.get<{ user_name: string }>(
-            "SELECT user_name FROM access_keys WHERE access_key_id = ?",
-            ctx.identity.accessKeyId,
-          ),
-        );
-        const userName = key?.user_name ?? "unknown";
+        const userName = keys.userOf(ctx.identity.accessKeyId) ?? "unknown";
         return {
           UserId: ctx.identity.accessKeyId,
           Account: ctx.accountId,

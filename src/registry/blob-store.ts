@@ -1,0 +1,222 @@
+import { createHash, type Hash, randomUUID } from "node:crypto";
+import { mkdirSync, readdirSync, renameSync, rmSync, statSync } from "node:fs";
+import { rename, rm, stat } from "node:fs/promises";
+import { join } from "node:path";
+import type { Readable } from "node:stream";
+import { algorithmOf } from "./names.ts";
+import { plaintextLength, readSealed, SealedAppender } from "./sealed-file.ts";
+
+/**
+ * Content-addressed blob storage. Uploads are written (sealed) under
+ * `uploads/`, hashed as they stream in, and made visible by one atomic rename
+ * into `blobs/` once their digest is verified; nothing half-written is ever
+ * at a blob's path. Every path is drawn here:
+ *
+ *   <root>/blobs/<alg>/<first two hex>/<hex>   committed blobs
+ *   <root>/uploads/<upload id>                 uploads in progress
+ *   <root>/trash/<alg>-<hex>                   blobs being collected
+ */
+export interface BlobStore {
+  /** Plaintext size of a committed blob, or undefined. */
+  size(digest: string): Promise<number | undefined>;
+  /** Streams bytes [start, end] of a committed blob of `size` bytes. */
+  read(digest: string, size: number, start?: number, end?: number): Readable;
+  readAll(digest: string, size: number): Promise<Buffer>;
+  /** Stores small content (manifests) whose digest the caller computed. */
+  putSmall(digest: string, bytes: Buffer): Promise<void>;
+  /** Bytes an upload holds so far, as recorded on disk. */
+  uploadLength(uploadId: string): Promise<number>;
+  /** Appends a stream to an upload holding `length` bytes; returns the new length. */
+  append(
+    uploadId: string,
+    length: number,
+    source: AsyncIterable<Buffer> | Iterable<Buffer>,
+    limit?: number,
+  ): Promise<number>;
+  /** The digest of an upload's bytes (using the running hash when it is current). */
+  digestOf(uploadId: string, length: number, algorithm: "sha256" | "sha512"): Promise<string>;
+  /** Moves a verified upload to its blob path. */
+  commit(uploadId: string, digest: string): Promise<void>;
+  removeUpload(uploadId: string): Promise<void>;
+  /** Moves a blob aside (within a transaction that deletes its row); `restore` undoes, `purge` finishes. */
+  trash(digest: string): void;
+  restore(digest: string): void;
+  purge(digest: string): Promise<void>;
+  /** After a crash: blobs left in the trash go back if still referenced, else away. */
+  recoverTrash(stillWanted: (digest: string) => boolean): void;
+}
+
+export class UploadTooLarge extends Error {}
+
+interface RunningHash {
+  algorithm: "sha256" | "sha512";
+  hash: Hash;
+  length: number;
+}
+
+export class FileBlobStore implements BlobStore {
+  private readonly root: string;
+  private readonly masterKey: Buffer;
+  /** Hashes of uploads in progress, so a PUT after PATCHes need not re-read the bytes. */
+  private readonly hashes = new Map<string, RunningHash>();
+
+  constructor(root: string, masterKey: Buffer) {
+    this.root = root;
+    this.masterKey = masterKey;
+    for (const dir of ["blobs", "uploads", "trash"])
+      mkdirSync(join(root, dir), { recursive: true, mode: 0o700 });
+  }
+
+  private blobPath(digest: string): string {
+    const [algorithm, hex] = digest.split(":") as [string, string];
+    return join(this.root, "blobs", algorithm, hex.slice(0, 2), hex);
+  }
+
+  private uploadPath(uploadId: string): string {
+    if (!/^[a-f0-9-]{36}$/.test(uploadId)) throw new Error("bad upload id");
+    return join(this.root, "uploads", uploadId);
+  }
+
+  private trashPath(digest: string): string {
+    return join(this.root, "trash", digest.replace(":", "-"));
+  }
+
+  async size(digest: string): Promise<number | undefined> {
+    try {
+      return plaintextLength((await stat(this.blobPath(digest))).size);
+    } catch {
+      return undefined;
+    }
+  }
+
+  read(digest: string, size: number, start = 0, end = size - 1): Readable {
+    return readSealed(this.blobPath(digest), this.masterKey, size, start, end);
+  }
+
+  async readAll(digest: string, size: number): Promise<Buffer> {
+    const chunks: Buffer[] = [];
+    for await (const chunk of this.read(digest, size)) chunks.push(chunk as Buffer);
+    return Buffer.concat(chunks);
+  }
+
+  async putSmall(digest: string, bytes: Buffer): Promise<void> {
+    if ((await this.size(digest)) === bytes.length) return;
+    const id = randomUploadId();
+    const appender = await SealedAppender.open(this.uploadPath(id), this.masterKey, 0);
+    try {
+      await appender.write(bytes);
+      await appender.close();
+      await this.commit(id, digest);
+    } catch (error) {
+      await this.removeUpload(id);
+      throw error;
+    }
+  }
+
+  async uploadLength(uploadId: string): Promise<number> {
+    try {
+      return plaintextLength((await stat(this.uploadPath(uploadId))).size);
+    } catch {
+      return 0;
+    }
+  }
+
+  async append(
+    uploadId: string,
+    length: number,
+    source: AsyncIterable<Buffer> | Iterable<Buffer>,
+    limit = Number.MAX_SAFE_INTEGER,
+  ) {
+    const appender = await SealedAppender.open(this.uploadPath(uploadId), this.masterKey, length);
+    let running = this.hashes.get(uploadId);
+    if (running !== undefined && running.length !== length) running = undefined;
+    const hash = running?.hash ?? (length === 0 ? createHash("sha256") : undefined);
+    let total = length;
+    try {
+      for await (const chunk of source) {
+        total += chunk.length;
+        if (total > limit) throw new UploadTooLarge(`upload exceeds ${limit} bytes`);
+        hash?.update(chunk);
+        await appender.write(chunk);
+      }
+      await appender.close();
+    } catch (error) {
+      await appender.abandon();
+      this.hashes.delete(uploadId);
+      throw error;
+    }
+    if (hash === undefined) this.hashes.delete(uploadId);
+    else this.hashes.set(uploadId, { algorithm: "sha256", hash, length: total });
+    return total;
+  }
+
+  async digestOf(uploadId: string, length: number, algorithm: "sha256" | "sha512"): Promise<string> {
+    const running = this.hashes.get(uploadId);
+    if (running !== undefined && running.length === length && running.algorithm === algorithm) {
+      return `${algorithm}:${running.hash.copy().digest("hex")}`;
+    }
+    const hash = createHash(algorithm);
+    if (length > 0) {
+      for await (const chunk of readSealed(this.uploadPath(uploadId), this.masterKey, length))
+        hash.update(chunk as Buffer);
+    }
+    return `${algorithm}:${hash.digest("hex")}`;
+  }
+
+  async commit(uploadId: string, digest: string): Promise<void> {
+    algorithmOf(digest);
+    const target = this.blobPath(digest);
+    mkdirSync(join(target, ".."), { recursive: true, mode: 0o700 });
+    await rename(this.uploadPath(uploadId), target);
+    this.hashes.delete(uploadId);
+  }
+
+  async removeUpload(uploadId: string): Promise<void> {
+    this.hashes.delete(uploadId);
+    await rm(this.uploadPath(uploadId), { force: true });
+  }
+
+  trash(digest: string): void {
+    try {
+      renameSync(this.blobPath(digest), this.trashPath(digest));
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+    }
+  }
+
+  restore(digest: string): void {
+    try {
+      renameSync(this.trashPath(digest), this.blobPath(digest));
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+    }
+  }
+
+  async purge(digest: string): Promise<void> {
+    await rm(this.trashPath(digest), { force: true });
+  }
+
+  recoverTrash(stillWanted: (digest: string) => boolean): void {
+    for (const entry of readdirSync(join(this.root, "trash"))) {
+      const digest = entry.replace("-", ":");
+      if (stillWanted(digest)) {
+        mkdirSync(join(this.blobPath(digest), ".."), { recursive: true, mode: 0o700 });
+        this.restore(digest);
+      } else rmSync(this.trashPath(digest), { force: true });
+    }
+  }
+
+  /** Whether a committed blob file is present (for tests and recovery checks). */
+  exists(digest: string): boolean {
+    try {
+      statSync(this.blobPath(digest));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+}
+
+export function randomUploadId(): string {
+  return randomUUID();
+}
