@@ -116,4 +116,58 @@ export const migrations: Migration[] = [
       )`,
     ],
   },
+  {
+    version: 4,
+    name: "ecs task definitions",
+    statements: [
+      `CREATE TABLE ecs_task_definitions (
+        arn TEXT PRIMARY KEY,
+        family TEXT NOT NULL,
+        revision INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        body TEXT NOT NULL,
+        registered_at INTEGER NOT NULL,
+        deregistered_at INTEGER,
+        UNIQUE (family, revision)
+      )`,
+      "CREATE INDEX ecs_task_definitions_status ON ecs_task_definitions (status, family, revision)",
+    ],
+  },
+  {
+    version: 5,
+    name: "ecs container instances and tasks",
+    statements: [
+      `CREATE TABLE ecs_container_instances (
+        arn TEXT PRIMARY KEY,
+        cluster_arn TEXT NOT NULL,
+        instance_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        agent_connected INTEGER NOT NULL,
+        last_heartbeat INTEGER NOT NULL,
+        registered_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        token_hash TEXT NOT NULL,
+        body TEXT NOT NULL
+      )`,
+      "CREATE INDEX ecs_container_instances_cluster ON ecs_container_instances (cluster_arn, status)",
+      `CREATE TABLE ecs_tasks (
+        arn TEXT PRIMARY KEY,
+        cluster_arn TEXT NOT NULL,
+        container_instance_arn TEXT,
+        task_definition_arn TEXT NOT NULL,
+        family TEXT NOT NULL,
+        last_status TEXT NOT NULL,
+        desired_status TEXT NOT NULL,
+        started_by TEXT,
+        service_name TEXT,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        stopped_at INTEGER,
+        version INTEGER NOT NULL,
+        body TEXT NOT NULL
+      )`,
+      "CREATE INDEX ecs_tasks_cluster ON ecs_tasks (cluster_arn, desired_status, last_status)",
+      "CREATE INDEX ecs_tasks_instance ON ecs_tasks (container_instance_arn, desired_status)",
+    ],
+  },
 ];
