@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 # program-path:debian-package (paths, not names: a pyenv or pip `aws` on PATH is not Debian's AWS CLI v2)
 SYSTEM_PACKAGES="/usr/bin/aws:awscli /usr/bin/openssl:openssl /usr/bin/curl:curl
   /usr/sbin/dockerd:docker.io /usr/bin/skopeo:skopeo /bin/busybox:busybox-static
-  /usr/bin/docker-registry:docker-registry /usr/bin/umoci:umoci"
+  /usr/bin/docker-registry:docker-registry /usr/bin/umoci:umoci
+  /usr/sbin/runc:runc /usr/sbin/ip:iproute2 /usr/sbin/iptables:iptables"
 
 missing=""
 for entry in $SYSTEM_PACKAGES; do

@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ECSClient } from "@aws-sdk/client-ecs";
 import { resolveConfig } from "../src/server/config.ts";
-import { type RunningServer, startServer } from "../src/server/server.ts";
+import { type RunningServer, type ServerDeps, startServer } from "../src/server/server.ts";
 
 export interface TestServer extends RunningServer {
   dataDir: string;
@@ -15,11 +15,12 @@ export interface TestServer extends RunningServer {
 
 /** A real server on an ephemeral loopback port with a fresh data directory. */
 export async function startTestServer(
-  options: { dataDir?: string; clock?: () => Date } = {},
+  options: { dataDir?: string } & ServerDeps = {},
 ): Promise<TestServer> {
-  const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), "wharf-test-"));
+  const { dataDir: given, ...deps } = options;
+  const dataDir = given ?? mkdtempSync(join(tmpdir(), "wharf-test-"));
   const config = { ...resolveConfig({ host: "127.0.0.1", port: 0, dataDir, logLevel: "warn" }, {}) };
-  const server = await startServer(config, options.clock === undefined ? {} : { clock: options.clock });
+  const server = await startServer(config, deps);
   return {
     ...server,
     dataDir,

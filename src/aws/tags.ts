@@ -74,3 +74,8 @@ export async function removeTags(tx: Tx, arn: string, keys: string[]): Promise<v
 export async function removeAllTags(tx: Tx, arn: string): Promise<void> {
   await tx.run("DELETE FROM resource_tags WHERE arn = ?", arn);
 }
+
+/** ECS's `{key, value}` wire tags into tags. */
+export function toTags(tags: Array<{ key: string; value?: string }>): Tag[] {
+  return tags.map((tag) => ({ key: tag.key, value: tag.value ?? "" }));
+}

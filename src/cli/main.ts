@@ -1,6 +1,8 @@
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Command, Option } from "commander";
+import { Agent } from "../agent/agent.ts";
+import { defaultAgentConfig } from "../agent/config.ts";
 import { resolveConfig } from "../server/config.ts";
 import { dataPaths } from "../server/paths.ts";
 import { openDataDir, startServer } from "../server/server.ts";
@@ -29,13 +31,111 @@ function serverOptions(command: Command): Command {
     .addOption(new Option("--data-dir <dir>", "where state is kept (env WHARF_DATA_DIR)"))
     .addOption(
       new Option("--log-level <level>", "fatal, error, warn, info, debug or trace (env WHARF_LOG_LEVEL)"),
-    );
+    )
+    .addOption(new Option("--registry-host <host:port>", "registry host in repositoryUri (env WHARF_REGISTRY_HOST)"))
+    .addOption(new Option("--tls", "serve HTTPS with a CA and certificate Wharf generates (env WHARF_TLS=1)"))
+    .addOption(
+      new Option("--tls-host <name>", "a host name or address the certificate must cover (repeatable)").argParser(
+        (value: string, previous: string[] | undefined) => [...(previous ?? []), value],
+      ),
+    )
+    .addOption(new Option("--tls-cert <file>", "serve HTTPS with this certificate (PEM) instead"))
+    .addOption(new Option("--tls-key <file>", "the key of --tls-cert (PEM)"));
+}
+
+interface AgentFlags {
+  server: string;
+  cluster: string;
+  dataDir: string;
+  region?: string;
+  availabilityZone?: string;
+  attribute?: string[];
+  bridge: string;
+  subnet: string;
+  address: string;
+  cpu?: string;
+  memory?: string;
+}
+
+function agentLogger() {
+  const write = (level: string) => (fields: Record<string, unknown>, message: string) => {
+    process.stderr.write(`${JSON.stringify({ level, time: new Date().toISOString(), msg: message, ...fields })}\n`);
+  };
+  return { info: write("info"), warn: write("warn"), error: write("error") };
+}
+
+async function untilSignal(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    process.once("SIGINT", resolve);
+    process.once("SIGTERM", resolve);
+  });
+}
+
+async function runAgent(flags: AgentFlags): Promise<void> {
+  const accessKeyId = process.env.AWS_ACCESS_KEY_ID;
+  const secretAccessKey = process.env.AWS_SECRET_ACCESS_KEY;
+  if (accessKeyId === undefined || secretAccessKey === undefined) {
+    throw new Error('set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (eval "$(npx wharf env)")');
+  }
+  const region = flags.region ?? process.env.AWS_DEFAULT_REGION ?? "us-east-1";
+  const config = defaultAgentConfig({
+    server: flags.server,
+    credentials: { accessKeyId, secretAccessKey },
+    cluster: flags.cluster,
+    dataDir: flags.dataDir,
+    region,
+    availabilityZone: flags.availabilityZone ?? `${region}a`,
+    attributes: (flags.attribute ?? []).map((a) => {
+      const eq = a.indexOf("=");
+      return eq < 0 ? { name: a } : { name: a.slice(0, eq), value: a.slice(eq + 1) };
+    }),
+    bridge: flags.bridge,
+    subnet: flags.subnet,
+    address: flags.address,
+    ...(flags.cpu === undefined ? {} : { cpu: Number(flags.cpu) }),
+    ...(flags.memory === undefined ? {} : { memory: Number(flags.memory) }),
+  });
+  const agent = new Agent(config, agentLogger());
+  await agent.start();
+  process.stdout.write(`wharf agent: ${agent.containerInstanceArn} in cluster ${config.cluster}\n`);
+  const signal = await untilSignal();
+  process.stdout.write(`\n${signal}: stopping the agent (tasks keep running)\n`);
+  await agent.stop();
+}
+
+/** Whether this machine can run the local agent: root and Debian's runc. */
+function canRunAgent(): string | undefined {
+  if (process.getuid?.() !== 0) return "not running as root";
+  if (!existsSync("/usr/sbin/runc") && !existsSync("/usr/bin/runc")) return "runc is not installed";
+  return undefined;
 }
 
 /** Runs the server until SIGINT or SIGTERM, then closes it cleanly. */
-async function serve(flags: ServerFlags): Promise<void> {
+async function serve(flags: ServerFlags, withAgent = false): Promise<void> {
   const config = resolveConfig(flags);
   const server = await startServer(config);
+  let agent: Agent | undefined;
+  if (withAgent) {
+    const why = canRunAgent();
+    if (why === undefined) {
+      agent = new Agent(
+        defaultAgentConfig({
+          server: server.endpoint,
+          credentials: { accessKeyId: server.admin.accessKeyId, secretAccessKey: server.admin.secretAccessKey },
+          dataDir: join(dataPaths(config.dataDir).root, "agent"),
+          region: config.region,
+          availabilityZone: `${config.region}a`,
+        }),
+        agentLogger(),
+      );
+      await agent.start().catch((error: unknown) => {
+        process.stderr.write(`the local agent could not start: ${String(error)}\n`);
+        agent = undefined;
+      });
+    } else {
+      process.stderr.write(`no local agent: ${why}; tasks need an agent (wharf agent) to run\n`);
+    }
+  }
   process.stdout.write(
     [
       `Wharf is serving the AWS APIs and the registry at ${server.endpoint}`,
@@ -45,18 +145,15 @@ async function serve(flags: ServerFlags): Promise<void> {
       "",
     ].join("\n"),
   );
-  await new Promise<void>((resolve) => {
-    const stop = (signal: NodeJS.Signals) => {
-      process.stdout.write(`\n${signal}: stopping\n`);
-      server.close().then(resolve, (error: unknown) => {
-        process.stderr.write(`error while stopping: ${String(error)}\n`);
-        process.exitCode = 1;
-        resolve();
-      });
-    };
-    process.once("SIGINT", stop);
-    process.once("SIGTERM", stop);
-  });
+  const signal = await untilSignal();
+  process.stdout.write(`\n${signal}: stopping\n`);
+  try {
+    await agent?.stop();
+    await server.close();
+  } catch (error) {
+    process.stderr.write(`error while stopping: ${String(error)}\n`);
+    process.exitCode = 1;
+  }
 }
 
 function shellQuote(value: string): string {
@@ -95,19 +192,29 @@ export function cli(): Command {
 
   serverOptions(
     program.command("up").description("start Wharf on this machine with embedded defaults"),
-  ).action((flags: ServerFlags) => serve(flags));
+  ).action((flags: ServerFlags) => serve(flags, true));
   serverOptions(
     program.command("server").description("run the control plane (all AWS APIs and the registry)"),
   ).action((flags: ServerFlags) => serve(flags));
   program
     .command("agent")
-    .description("run a node agent that runs tasks with runc")
+    .description("run a node agent that runs tasks with runc (as root); credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY")
     .requiredOption("--server <url>", "the Wharf server's endpoint")
     .option("--cluster <name>", "cluster to join", "default")
-    .action(() => {
-      process.stderr.write("wharf agent: the node agent is not in this version of Wharf yet.\n");
-      process.exitCode = 2;
-    });
+    .option("--data-dir <dir>", "where the agent keeps state, images and bundles", "/var/lib/wharf/agent")
+    .option("--region <region>", "region (env AWS_DEFAULT_REGION)")
+    .option("--availability-zone <zone>", "the ecs.availability-zone attribute")
+    .addOption(
+      new Option("--attribute <name=value>", "a custom attribute (repeatable)").argParser(
+        (value: string, previous: string[] | undefined) => [...(previous ?? []), value],
+      ),
+    )
+    .option("--bridge <name>", "the task bridge", "wharf0")
+    .option("--subnet <cidr>", "this node's task subnet (a /24)", "172.31.250.0/24")
+    .option("--address <ip>", "the address clients reach published ports at", "127.0.0.1")
+    .option("--cpu <units>", "CPU units to offer (default: 1024 per core)")
+    .option("--memory <mib>", "memory to offer in MiB (default: the machine's)")
+    .action((flags: AgentFlags) => runAgent(flags));
   program
     .command("env")
     .description('print export lines for the AWS CLI and SDKs: eval "$(npx wharf env)"')

@@ -10,3 +10,5 @@ export const ClusterContainsServices = errorType("ClusterContainsServicesExcepti
 export const ClusterContainsTasks = errorType("ClusterContainsTasksException");
 export const ClusterContainsCapacityProvider = errorType("ClusterContainsCapacityProviderException");
 export const ServerException = errorType("ServerException", { status: 500 });
+export const TargetNotFound = errorType("TargetNotFoundException");
+export const AttributeLimitExceeded = errorType("AttributeLimitExceededException");

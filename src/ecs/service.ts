@@ -1,15 +1,34 @@
 import type { JsonService } from "../aws/service.ts";
 import type { Store } from "../store/store.ts";
 import { clusterOperations } from "./cluster-api.ts";
+import { instanceOperations } from "./instance-api.ts";
+import type { InstanceNotifier } from "./notifier.ts";
 import { tagOperations } from "./tag-api.ts";
+import { type TaskRegistryAccess, taskOperations } from "./task-api.ts";
+import { taskDefinitionOperations } from "./task-definition-api.ts";
+
+export interface EcsDeps {
+  store: Store;
+  /** Wakes agents' polls when their instance has new work. */
+  notifier: InstanceNotifier;
+  /** How tasks get at images in Wharf's own registry. */
+  registry: TaskRegistryAccess;
+}
 
 /** Amazon ECS, spoken as JSON 1.1. */
-export function ecsService(store: Store): JsonService {
+export function ecsService(deps: EcsDeps): JsonService {
+  const { store } = deps;
   return {
     protocol: "json",
     signingName: "ecs",
     targetPrefix: "AmazonEC2ContainerServiceV20141113",
     jsonVersion: "1.1",
-    operations: { ...clusterOperations(store), ...tagOperations(store) },
+    operations: {
+      ...clusterOperations(store),
+      ...tagOperations(store),
+      ...taskDefinitionOperations(store),
+      ...instanceOperations(store, deps.notifier),
+      ...taskOperations(store, deps.notifier, deps.registry),
+    },
   };
 }

@@ -5,8 +5,9 @@ import { putTags, removeTags, tagProblem, tagsOf } from "../aws/tags.ts";
 import { parseInput } from "../aws/validate.ts";
 import type { Store, Tx } from "../store/store.ts";
 import { findCluster, toWireTags } from "./clusters.ts";
-import { ClusterNotFound, InvalidParameter } from "./errors.ts";
+import { ClientException, ClusterNotFound, InvalidParameter } from "./errors.ts";
 import { Tags } from "./shapes.ts";
+import { findTaskDefinition } from "./task-definitions.ts";
 
 const TagResourceInput = z.object({ resourceArn: z.string(), tags: Tags });
 const UntagResourceInput = z.object({ resourceArn: z.string(), tagKeys: z.array(z.string()).max(50) });
@@ -23,6 +24,19 @@ async function requireTaggable(tx: Tx, ctx: RequestContext, resourceArn: string)
   if (type === "cluster") {
     const cluster = await findCluster(tx, { region: ctx.region, accountId: ctx.accountId }, resourceArn);
     if (cluster === undefined || cluster.status !== "ACTIVE") throw ClusterNotFound("Cluster not found.");
+    return;
+  }
+  if (type === "task-definition") {
+    const scope = { region: ctx.region, accountId: ctx.accountId };
+    const definition = await findTaskDefinition(tx, scope, resourceArn);
+    // Tags belong to one revision: an ARN without its revision names no taggable resource.
+    if (
+      definition === undefined ||
+      definition.taskDefinitionArn !== resourceArn ||
+      definition.status === "DELETE_IN_PROGRESS"
+    ) {
+      throw ClientException("Unable to describe task definition.");
+    }
     return;
   }
   throw InvalidParameter("The specified resource type is not supported for tagging.");

@@ -42,13 +42,20 @@ export class RegistryTokens {
     return { password: `${PREFIX}.${payload}.${this.mac(payload).toString("base64url")}`, expiresAt };
   }
 
-  /** The access key a password was issued to, if it is genuine and unexpired. */
+  /** A bearer token for anonymous pulls of public repositories (the token flow docker uses). */
+  issueAnonymous(now: Date): { password: string; expiresAt: Date } {
+    return this.issue("", now);
+  }
+
+  /** The access key a password was issued to ("" for an anonymous token), if it is genuine and unexpired. */
   verify(password: string, now: Date): string | undefined {
     const [prefix, payload, mac] = password.split(".");
     if (prefix !== PREFIX || payload === undefined || mac === undefined) return undefined;
     const given = Buffer.from(mac, "base64url");
     const expected = this.mac(payload);
     if (given.length !== expected.length || !timingSafeEqual(given, expected)) return undefined;
+    // One spelling only: base64url's unused padding bits must not give a second valid token.
+    if (expected.toString("base64url") !== mac) return undefined;
     try {
       const claims = JSON.parse(Buffer.from(payload, "base64url").toString("utf8")) as {
         k?: unknown;

@@ -4,7 +4,7 @@ import { rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { algorithmOf } from "./names.ts";
-import { plaintextLength, readSealed, SealedAppender } from "./sealed-file.ts";
+import { plaintextLength, readSealed, SealedAppender, sealedSize } from "./sealed-file.ts";
 
 /**
  * Content-addressed blob storage. Uploads are written (sealed) under
@@ -33,7 +33,11 @@ export interface BlobStore {
     source: AsyncIterable<Buffer> | Iterable<Buffer>,
     limit?: number,
   ): Promise<number>;
-  /** The digest of an upload's bytes (using the running hash when it is current). */
+  /**
+   * The digest of an upload's bytes (using the running hash when it is current). Anything
+   * past `length` that a cut-off append left in the file is dropped first (and an empty
+   * upload gets its file), so what is committed holds exactly the blob.
+   */
   digestOf(uploadId: string, length: number, algorithm: "sha256" | "sha512"): Promise<string>;
   /** Moves a verified upload to its blob path. */
   commit(uploadId: string, digest: string): Promise<void>;
@@ -151,6 +155,11 @@ export class FileBlobStore implements BlobStore {
   }
 
   async digestOf(uploadId: string, length: number, algorithm: "sha256" | "sha512"): Promise<string> {
+    // (An empty upload may have no file at all yet.)
+    const path = this.uploadPath(uploadId);
+    if (length === 0 || (await stat(path)).size !== sealedSize(length)) {
+      await (await SealedAppender.open(path, this.masterKey, length)).close();
+    }
     const running = this.hashes.get(uploadId);
     if (running !== undefined && running.length === length && running.algorithm === algorithm) {
       return `${algorithm}:${running.hash.copy().digest("hex")}`;

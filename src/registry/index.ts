@@ -27,6 +27,8 @@ export interface RegistryServiceOptions {
 
 export interface RegistryService {
   registry: Registry;
+  /** Issues registry passwords (the ECR token), e.g. for tasks pulling their images. */
+  tokens: RegistryTokens;
   ecr: JsonService;
   register(app: FastifyInstance): void;
   /** Runs lifecycle policies (all repositories, or one) and then GC; resolves when done. */
@@ -88,6 +90,7 @@ export async function startRegistry(options: RegistryServiceOptions): Promise<Re
 
   return {
     registry,
+    tokens,
     ecr: ecrService({
       registry,
       tokens,

@@ -123,6 +123,8 @@ export class Registry {
   private readonly gcGraceMs: number;
   /** Manifests are small and read often: keep recent ones in memory (by digest; content-addressed, never stale). */
   private readonly manifestCache = new Map<string, Buffer>();
+  /** The last queued operation on each upload (see `exclusive`). */
+  private readonly uploadQueues = new Map<string, Promise<unknown>>();
 
   constructor(options: RegistryOptions) {
     this.store = options.store;
@@ -251,6 +253,22 @@ export class Registry {
 
   // Uploads.
 
+  /**
+   * Runs operations on one upload one at a time. A client that retries a chunk whose
+   * connection broke can arrive before the server has seen the old request end; its bytes
+   * must not be written into the file while the old request's still are.
+   */
+  private exclusive<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    const previous = this.uploadQueues.get(id) ?? Promise.resolve();
+    const result = previous.then(fn, fn);
+    const settled = result.catch(() => undefined);
+    this.uploadQueues.set(id, settled);
+    void settled.then(() => {
+      if (this.uploadQueues.get(id) === settled) this.uploadQueues.delete(id);
+    });
+    return result;
+  }
+
   async startUpload(repo: string): Promise<string> {
     const id = randomUploadId();
     const now = this.now();
@@ -286,7 +304,17 @@ export class Registry {
     source: AsyncIterable<Buffer> | Iterable<Buffer>,
     start?: number,
     expectedLength?: number,
-  ) {
+  ): Promise<number> {
+    return this.exclusive(id, () => this.appendInOrder(repo, id, source, start, expectedLength));
+  }
+
+  private async appendInOrder(
+    repo: string,
+    id: string,
+    source: AsyncIterable<Buffer> | Iterable<Buffer>,
+    start: number | undefined,
+    expectedLength: number | undefined,
+  ): Promise<number> {
     const length = await this.uploadLength(repo, id);
     if (start !== undefined && start !== length) {
       throw ociError(
@@ -318,12 +346,18 @@ export class Registry {
   }
 
   /** Verifies the upload against `digest` and makes it a blob of `repo`; the upload ends either way. */
-  async completeUpload(repo: string, id: string, digest: string): Promise<number> {
-    const length = await this.uploadLength(repo, id);
-    requireDigest(digest);
+  completeUpload(repo: string, id: string, digest: string): Promise<number> {
+    return this.exclusive(id, async () => {
+      const length = await this.uploadLength(repo, id);
+      requireDigest(digest);
+      return this.commitUpload(repo, id, digest, length);
+    });
+  }
+
+  private async commitUpload(repo: string, id: string, digest: string, length: number): Promise<number> {
     const actual = await this.blobs.digestOf(id, length, algorithmOf(digest));
     if (actual !== digest) {
-      await this.cancelUpload(repo, id);
+      await this.dropUpload(id);
       throw ociError("DIGEST_INVALID", "provided digest did not match uploaded content", {
         expected: digest,
         actual,
@@ -355,8 +389,14 @@ export class Registry {
     return length;
   }
 
-  async cancelUpload(repo: string, id: string): Promise<void> {
-    await this.uploadLength(repo, id);
+  cancelUpload(repo: string, id: string): Promise<void> {
+    return this.exclusive(id, async () => {
+      await this.uploadLength(repo, id);
+      await this.dropUpload(id);
+    });
+  }
+
+  private async dropUpload(id: string): Promise<void> {
     await this.store.transaction((tx) => tx.run("DELETE FROM registry_uploads WHERE id = ?", id));
     await this.blobs.removeUpload(id);
   }
@@ -406,8 +446,6 @@ export class Registry {
       });
     }
     const parsed = parseManifest(bytes, contentType);
-    await this.blobs.putSmall(digest, bytes);
-    this.manifestCache.set(digest, bytes);
     const now = this.now();
     await this.store.transaction(async (tx) => {
       const repo = await this.findRepository(tx, repoName);
@@ -435,6 +473,9 @@ export class Registry {
           );
         }
       }
+      // Written only once the manifest is accepted (a refused one leaves no file behind), and
+      // inside the transaction, so GC cannot collect the bytes between this check and the commit.
+      await this.blobs.putSmall(digest, bytes);
       const existing = await this.findManifest(tx, repoName, digest);
       if (existing === undefined) {
         await tx.run(
@@ -476,6 +517,7 @@ export class Registry {
         );
       }
     });
+    this.manifestCache.set(digest, bytes);
     return { digest, parsed };
   }
 

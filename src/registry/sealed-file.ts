@@ -14,6 +14,11 @@ import { Readable } from "node:stream";
  * each segment has a fresh random nonce (a partial last segment is rewritten
  * with a new one when an upload grows) and the segment index as associated
  * data, so segments cannot be reordered or moved between files.
+ *
+ * The caller records how many plaintext bytes a file holds. An append that is
+ * cut off (or whose length the caller never records) may leave more in the
+ * file: the segment at the recorded end then holds the recorded bytes as a
+ * prefix, and the next append starts from them. Only `close()` trims the file.
  */
 
 const MAGIC = Buffer.from("WHB1");
@@ -83,6 +88,13 @@ async function readHeader(handle: FileHandle, masterKey: Buffer): Promise<Header
   return { key: fileKey(masterKey, salt), segmentBytes };
 }
 
+/** The size of a sealed file holding exactly `length` plaintext bytes. */
+export function sealedSize(length: number, segmentBytes = SEGMENT_BYTES): number {
+  const full = Math.floor(length / segmentBytes);
+  const rest = length - full * segmentBytes;
+  return segmentOffset(full, segmentBytes) + (rest > 0 ? rest + OVERHEAD : 0);
+}
+
 /** The plaintext length of a sealed file of `fileBytes` bytes. */
 export function plaintextLength(fileBytes: number, segmentBytes = SEGMENT_BYTES): number {
   if (fileBytes <= HEADER_BYTES) return 0;
@@ -95,7 +107,9 @@ export function plaintextLength(fileBytes: number, segmentBytes = SEGMENT_BYTES)
 /**
  * Appends plaintext to a sealed file that already holds `length` plaintext
  * bytes (creating it when `length` is 0). Bytes past `length` in the file (a
- * write that was cut off) are discarded. Call `close()` to seal the tail.
+ * write that was cut off) are discarded by `close()`, which seals the tail;
+ * until then the file still holds the first `length` bytes, readable and
+ * resumable, however the append ends.
  */
 export class SealedAppender {
   private readonly handle: FileHandle;
@@ -130,15 +144,11 @@ export class SealedAppender {
       const partial = length - index * segmentBytes;
       const appender = new SealedAppender(handle, key, segmentBytes, index);
       if (partial > 0) {
-        // Re-open the partial last segment: it will be sealed again, with a new nonce, once it grows.
-        const sealed = Buffer.alloc(partial + OVERHEAD);
-        const { bytesRead } = await handle.read(sealed, 0, sealed.length, segmentOffset(index, segmentBytes));
-        if (bytesRead !== sealed.length)
-          throw new SealedFileError("sealed file is shorter than its recorded length");
-        appender.pending.push(openSegment(key, index, sealed));
+        // Re-open the partial last segment: it will be sealed again, with a new nonce, once it
+        // grows. It stays on disk until then, so an append cut off before that loses nothing.
+        appender.pending.push(await readTail(handle, key, index, segmentBytes, partial));
         appender.pendingBytes = partial;
       }
-      await handle.truncate(segmentOffset(index, segmentBytes));
       return appender;
     } catch (error) {
       await handle.close();
@@ -167,10 +177,13 @@ export class SealedAppender {
     this.pendingBytes = 0;
   }
 
-  /** Seals what is buffered, makes it durable and closes the file. */
+  /** Seals what is buffered, drops anything past it, makes it durable and closes the file. */
   async close(): Promise<void> {
     try {
+      const tail = this.pendingBytes;
       await this.flushSegment();
+      const end = segmentOffset(this.index, this.segmentBytes) + (tail > 0 ? tail + OVERHEAD : 0);
+      await this.handle.truncate(end);
       await this.handle.sync();
     } finally {
       await this.handle.close();
@@ -180,6 +193,30 @@ export class SealedAppender {
   /** Closes without sealing the buffered tail (the write is being abandoned). */
   async abandon(): Promise<void> {
     await this.handle.close();
+  }
+}
+
+/**
+ * The first `partial` plaintext bytes of segment `index`, the last one a file
+ * is recorded to hold. The segment is either sealed with exactly those bytes
+ * or, after an append that was cut off or never recorded, with more (up to a
+ * whole segment) that begin with them.
+ */
+async function readTail(
+  handle: FileHandle,
+  key: Buffer,
+  index: number,
+  segmentBytes: number,
+  partial: number,
+): Promise<Buffer> {
+  const sealed = Buffer.alloc(segmentBytes + OVERHEAD);
+  const { bytesRead } = await handle.read(sealed, 0, sealed.length, segmentOffset(index, segmentBytes));
+  if (bytesRead < partial + OVERHEAD) throw new SealedFileError(`segment ${index} is missing`);
+  try {
+    return openSegment(key, index, sealed.subarray(0, partial + OVERHEAD));
+  } catch (error) {
+    if (bytesRead === partial + OVERHEAD) throw error;
+    return openSegment(key, index, sealed.subarray(0, bytesRead)).subarray(0, partial);
   }
 }
 
@@ -204,10 +241,14 @@ export function readSealed(
       const buffer = Buffer.alloc(segmentBytes + OVERHEAD);
       for (let index = first; index <= last; index++) {
         const plainBytes = Math.min(segmentBytes, length - index * segmentBytes);
-        const sealedBytes = plainBytes + OVERHEAD;
-        const { bytesRead } = await handle.read(buffer, 0, sealedBytes, segmentOffset(index, segmentBytes));
-        if (bytesRead !== sealedBytes) throw new SealedFileError(`segment ${index} is missing`);
-        const plaintext = openSegment(key, index, buffer.subarray(0, sealedBytes));
+        let plaintext: Buffer;
+        if (plainBytes < segmentBytes) plaintext = await readTail(handle, key, index, segmentBytes, plainBytes);
+        else {
+          const sealedBytes = plainBytes + OVERHEAD;
+          const { bytesRead } = await handle.read(buffer, 0, sealedBytes, segmentOffset(index, segmentBytes));
+          if (bytesRead !== sealedBytes) throw new SealedFileError(`segment ${index} is missing`);
+          plaintext = openSegment(key, index, buffer.subarray(0, sealedBytes));
+        }
         const from = index === first ? start - index * segmentBytes : 0;
         const to = index === last ? end - index * segmentBytes + 1 : plaintext.length;
         yield plaintext.subarray(from, to);

@@ -26,6 +26,7 @@ export interface V2Options {
 
 type Route =
   | { kind: "base" }
+  | { kind: "token" }
   | { kind: "catalog" }
   | { kind: "tags"; name: string }
   | { kind: "manifest"; name: string; reference: string }
@@ -36,6 +37,7 @@ type Route =
 
 const ROUTES: Array<[RegExp, (m: RegExpExecArray) => Route]> = [
   [/^\/v2\/?$/, () => ({ kind: "base" })],
+  [/^\/v2\/token$/, () => ({ kind: "token" })],
   [/^\/v2\/_catalog$/, () => ({ kind: "catalog" })],
   [/^\/v2\/(.+)\/tags\/list$/, (m) => ({ kind: "tags", name: m[1] as string })],
   [
@@ -70,6 +72,18 @@ function route(path: string): Route | undefined {
 
 const PULL_METHODS = new Set(["GET", "HEAD"]);
 
+/**
+ * The ECR actions a /v2/ request needs, as ECR names them for its own registry: a pull
+ * needs `ecr:BatchGetImage` for manifests and `ecr:GetDownloadUrlForLayer` for layers
+ * (a policy granting just those two makes a repository pullable); deleting a manifest
+ * is `ecr:BatchDeleteImage`; anything else writes and needs every push action.
+ */
+function actionsFor(kind: Exclude<Route["kind"], "base" | "token" | "catalog">, method: string): readonly string[] {
+  if (PULL_METHODS.has(method)) return kind === "blob" ? ["ecr:GetDownloadUrlForLayer"] : ["ecr:BatchGetImage"];
+  if (kind === "manifest" && method === "DELETE") return ["ecr:BatchDeleteImage"];
+  return PUSH_ACTIONS;
+}
+
 /** Reads a request body up to `limit` bytes. */
 async function readBody(stream: AsyncIterable<Buffer>, limit: number): Promise<Buffer> {
   const chunks: Buffer[] = [];
@@ -96,6 +110,19 @@ function parseContentRange(header: string | undefined): { start: number; end: nu
   const end = Number(match[2]);
   if (end < start) throw ociError("BLOB_UPLOAD_INVALID", "invalid Content-Range");
   return { start, end };
+}
+
+/** A chunk's Content-Range and Content-Length, which must agree when both are given. */
+function chunkHeaders(request: FastifyRequest): {
+  range: { start: number; end: number } | undefined;
+  declared: number | undefined;
+} {
+  const range = parseContentRange(request.headers["content-range"] as string | undefined);
+  const declared = contentLength(request);
+  if (range !== undefined && declared !== undefined && declared !== range.end - range.start + 1) {
+    throw ociError("SIZE_INVALID", "Content-Length does not match Content-Range");
+  }
+  return { range, declared };
 }
 
 function contentLength(request: FastifyRequest): number | undefined {
@@ -137,6 +164,7 @@ export function registerV2(app: FastifyInstance, options: V2Options): void {
       const path = (request.raw.url ?? "/").split("?")[0] ?? "/";
       const target = route(path);
       if (target === undefined) throw ociError("NAME_UNKNOWN", "unknown path", { path });
+      if (target.kind === "token") return issueToken(request, reply);
       const principal = authenticate(request);
       if (target.kind === "base") {
         if (principal.kind === "anonymous") throw challenge(request);
@@ -153,7 +181,7 @@ export function registerV2(app: FastifyInstance, options: V2Options): void {
         return reply.header("content-type", "application/json").send(JSON.stringify({ repositories: page }));
       }
       requireName(target.name);
-      await authorizeRepository(request, principal, target.name);
+      await authorizeRepository(request, principal, target.name, actionsFor(target.kind, request.method));
       switch (target.kind) {
         case "tags":
           return listTags(request, reply, target.name);
@@ -183,38 +211,75 @@ export function registerV2(app: FastifyInstance, options: V2Options): void {
     });
   });
 
+  /**
+   * Clients are sent to the token endpoint (the distribution token flow), so
+   * docker can pull public repositories without logging in; Basic auth with
+   * the ECR password is accepted on every request too, as ECR does.
+   */
   function challenge(request: FastifyRequest): RegistryError {
     const host = request.headers.host ?? "wharf";
+    const scheme = (request.raw.socket as { encrypted?: boolean }).encrypted === true ? "https" : "http";
     const error = ociError("UNAUTHORIZED", "authentication required");
-    error.challenge = `Basic realm="${host}"`;
+    error.challenge = `Bearer realm="${scheme}://${host}/v2/token",service="${host}"`;
     return error;
   }
 
+  function refused(request: FastifyRequest): RegistryError {
+    const error = challenge(request);
+    error.message = "authentication token is invalid or has expired";
+    return error;
+  }
+
+  /** The principal a password or token names; anonymous for an anonymous token. */
+  function principalOf(request: FastifyRequest, password: string): Principal {
+    const accessKeyId = options.tokens.verify(password, options.clock());
+    if (accessKeyId === "") return { kind: "anonymous" };
+    const user = accessKeyId === undefined ? undefined : options.userOf(accessKeyId);
+    if (accessKeyId === undefined || user === undefined) throw refused(request);
+    return { kind: "user", accessKeyId, arn: `arn:aws:iam::${options.accountId}:user/${user}` };
+  }
+
   function authenticate(request: FastifyRequest): Principal {
+    const header = request.headers.authorization;
+    if (header !== undefined && /^bearer /i.test(header)) return principalOf(request, header.slice(7).trim());
     // GetDownloadUrlForLayer's URLs carry their token in the query, like a pre-signed URL.
     const urlToken = (request.query as Record<string, string | undefined>)["X-Wharf-Token"];
     const basic =
-      basicPassword(request.headers.authorization) ??
+      basicPassword(header) ??
       (urlToken !== undefined && request.method === "GET" ? { user: "AWS", password: urlToken } : undefined);
-    if (basic === undefined) return { kind: "anonymous" };
-    const accessKeyId =
-      basic.user === "AWS" ? options.tokens.verify(basic.password, options.clock()) : undefined;
-    const user = accessKeyId === undefined ? undefined : options.userOf(accessKeyId);
-    if (accessKeyId === undefined || user === undefined) {
-      const error = challenge(request);
-      error.message = "authentication token is invalid or has expired";
-      throw error;
-    }
-    return { kind: "user", accessKeyId, arn: `arn:aws:iam::${options.accountId}:user/${user}` };
+    // Empty Basic credentials (skopeo's answer to a challenge without a login) are no credentials.
+    if (basic === undefined || (basic.user === "" && basic.password === "")) return { kind: "anonymous" };
+    if (basic.user !== "AWS") throw refused(request);
+    return principalOf(request, basic.password);
+  }
+
+  /** GET /v2/token: a bearer token for the caller's credentials, or an anonymous one. */
+  function issueToken(request: FastifyRequest, reply: FastifyReply) {
+    if (request.method !== "GET" && request.method !== "POST") throw unsupported();
+    const principal = authenticate(request);
+    const now = options.clock();
+    const issued =
+      principal.kind === "anonymous"
+        ? options.tokens.issueAnonymous(now)
+        : options.tokens.issue(principal.accessKeyId, now);
+    const expiresIn = Math.floor((issued.expiresAt.getTime() - now.getTime()) / 1000);
+    return reply.header("content-type", "application/json").send(
+      JSON.stringify({
+        token: issued.password,
+        access_token: issued.password,
+        expires_in: expiresIn,
+        issued_at: now.toISOString(),
+      }),
+    );
   }
 
   async function authorizeRepository(
     request: FastifyRequest,
     principal: Principal,
     name: string,
+    actions: readonly string[],
   ): Promise<void> {
     const repo = await registry.store.read((tx) => registry.findRepository(tx, name));
-    const actions = PULL_METHODS.has(request.method) ? PULL_ACTIONS : PUSH_ACTIONS;
     if (repo === undefined) {
       // Nobody learns which repositories exist without credentials.
       if (principal.kind === "anonymous") throw challenge(request);
@@ -238,8 +303,8 @@ export function registerV2(app: FastifyInstance, options: V2Options): void {
     const { n, last } = pageParams(request);
     const tags = await registry.tags(name, last, n + 1);
     const page = tags.slice(0, n);
-    if (tags.length > n)
-      void reply.header("Link", nextLink(`/v2/${name}/tags/list`, n, page[page.length - 1]));
+    const link = tags.length > n ? nextLink(`/v2/${name}/tags/list`, n, page[page.length - 1]) : undefined;
+    if (link !== undefined) void reply.header("Link", link);
     return reply.header("content-type", "application/json").send(JSON.stringify({ name, tags: page }));
   }
 
@@ -367,11 +432,7 @@ export function registerV2(app: FastifyInstance, options: V2Options): void {
         return uploadAccepted(reply, name, id, length, 204);
       }
       case "PATCH": {
-        const range = parseContentRange(request.headers["content-range"] as string | undefined);
-        const declared = contentLength(request);
-        if (range !== undefined && declared !== undefined && declared !== range.end - range.start + 1) {
-          throw ociError("SIZE_INVALID", "Content-Length does not match Content-Range");
-        }
+        const { range, declared } = chunkHeaders(request);
         const current = await registry.uploadLength(name, id);
         if (range !== undefined && range.start !== current) {
           return reply
@@ -389,10 +450,10 @@ export function registerV2(app: FastifyInstance, options: V2Options): void {
         const query = request.query as Record<string, string | undefined>;
         if (query.digest === undefined) throw ociError("DIGEST_INVALID", "digest parameter is required");
         requireDigest(query.digest);
-        const declared = contentLength(request);
+        const { range, declared } = chunkHeaders(request);
         if (declared === undefined || declared > 0 || request.headers["transfer-encoding"] !== undefined) {
-          const range = parseContentRange(request.headers["content-range"] as string | undefined);
-          await registry.appendUpload(name, id, bodyStream(request), range?.start, declared);
+          const expected = range === undefined ? declared : range.end - range.start + 1;
+          await registry.appendUpload(name, id, bodyStream(request), range?.start, expected);
         }
         await registry.completeUpload(name, id, query.digest);
         return reply
@@ -422,9 +483,10 @@ export function registerV2(app: FastifyInstance, options: V2Options): void {
       if (m.annotations !== null) descriptor.annotations = JSON.parse(m.annotations);
       return descriptor;
     });
+    // A Buffer, so the media type goes out exactly (Fastify adds a charset to strings).
     return reply
       .header("content-type", MEDIA.ociIndex)
-      .send(JSON.stringify({ schemaVersion: 2, mediaType: MEDIA.ociIndex, manifests }));
+      .send(Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MEDIA.ociIndex, manifests })));
   }
 }
 

@@ -28,7 +28,7 @@ function mediaType(request: FastifyRequest): string {
   return (request.headers["content-type"] ?? "").split(";")[0]?.trim().toLowerCase() ?? "";
 }
 
-function signedRequest(request: FastifyRequest): SignedRequest {
+export function signedRequest(request: FastifyRequest): SignedRequest {
   const url = request.raw.url ?? "/";
   const q = url.indexOf("?");
   return {

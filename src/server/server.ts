@@ -4,11 +4,17 @@ import { join } from "node:path";
 import Fastify, { type FastifyInstance, type FastifyServerFactory, LogController } from "fastify";
 import { type AccessKey, AccessKeys } from "../auth/access-keys.ts";
 import { Sealer } from "../auth/sealer.ts";
+import { ContainerStats } from "../cloudwatch/container-stats.ts";
+import { appendLogEvents } from "../cloudwatch/logs/ingest.ts";
+import { logsService } from "../cloudwatch/logs/service.ts";
+import { InstanceNotifier } from "../ecs/notifier.ts";
 import { ecsService } from "../ecs/service.ts";
 import { type RegistryService, startRegistry } from "../registry/index.ts";
+import type { LogBatch } from "../shared/agent-protocol.ts";
 import { SqliteStore } from "../store/sqlite.ts";
 import type { Store } from "../store/store.ts";
 import { stsService } from "../sts/service.ts";
+import { registerAgentChannel } from "./agent-channel.ts";
 import type { ServerConfig } from "./config.ts";
 import { registerFrontDoor, sendAwsError } from "./front-door.ts";
 import { dataPaths } from "./paths.ts";
@@ -85,13 +91,15 @@ export async function startServer(config: ServerConfig, deps: ServerDeps = {}): 
   const scheme = tls === undefined ? "http" : "https";
   const app = buildApp(config, tls);
   let port = config.port;
+  const registryHost = () => config.registryHost ?? `localhost:${port}`;
+  const stats = new ContainerStats();
   const registry = await startRegistry({
     store,
     dataDir: paths.root,
     deriveKey: (purpose) => sealer.derive(purpose),
     clock,
     accountId: config.accountId,
-    registryHost: () => config.registryHost ?? `localhost:${port}`,
+    registryHost,
     scheme: () => scheme,
     userOf: (id) => keys.userOf(id),
     log: app.log,
@@ -101,8 +109,45 @@ export async function startServer(config: ServerConfig, deps: ServerDeps = {}): 
     ...(deps.gcGraceMs === undefined ? {} : { gcGraceMs: deps.gcGraceMs }),
   });
   registry.register(app);
+  const notifier = new InstanceNotifier();
+  const scope = { region: config.region, accountId: config.accountId };
+  registerAgentChannel(app, {
+    store,
+    notifier,
+    ...scope,
+    clock,
+    lookupSecret: (id) => keys.secretOf(id),
+    appendLogs: async (batch) => {
+      // One append per stream, in the order the agent sent them.
+      const streams = new Map<string, LogBatch["events"]>();
+      for (const event of batch.events) {
+        const key = JSON.stringify([event.group, event.stream, event.createGroup]);
+        streams.set(key, [...(streams.get(key) ?? []), event]);
+      }
+      for (const [key, events] of streams) {
+        const [group, stream, createGroup] = JSON.parse(key) as [string, string, boolean];
+        await appendLogEvents(store, scope, group, stream, events, { createGroup, now: clock() });
+      }
+    },
+    recordStats: (instanceArn, batch) => stats.record(instanceArn, batch),
+  });
   registerFrontDoor(app, {
-    services: [ecsService(store), registry.ecr, stsService(keys)],
+    services: [
+      ecsService({
+        store,
+        notifier,
+        registry: {
+          host: registryHost,
+          credentials: (accessKeyId, now) => ({
+            username: "AWS",
+            password: registry.tokens.issue(accessKeyId, now).password,
+          }),
+        },
+      }),
+      registry.ecr,
+      stsService(keys),
+      logsService(store),
+    ],
     region: config.region,
     accountId: config.accountId,
     clock,

@@ -170,4 +170,47 @@ export const migrations: Migration[] = [
       "CREATE INDEX ecs_tasks_instance ON ecs_tasks (container_instance_arn, desired_status)",
     ],
   },
+  {
+    version: 6,
+    name: "cloudwatch logs",
+    statements: [
+      `CREATE TABLE logs_groups (
+        id INTEGER PRIMARY KEY,
+        region TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        arn TEXT NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL,
+        retention_days INTEGER,
+        log_group_class TEXT NOT NULL,
+        kms_key_id TEXT,
+        stored_bytes INTEGER NOT NULL,
+        next_seq INTEGER NOT NULL,
+        UNIQUE (region, account_id, name)
+      )`,
+      `CREATE TABLE logs_streams (
+        id INTEGER PRIMARY KEY,
+        group_id INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        first_event_ts INTEGER,
+        last_event_ts INTEGER,
+        last_ingestion_time INTEGER,
+        uploads INTEGER NOT NULL,
+        stored_bytes INTEGER NOT NULL,
+        UNIQUE (group_id, name)
+      )`,
+      `CREATE TABLE logs_events (
+        group_id INTEGER NOT NULL,
+        stream_id INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        event_time INTEGER NOT NULL,
+        ingestion_time INTEGER NOT NULL,
+        message TEXT NOT NULL,
+        PRIMARY KEY (group_id, seq)
+      )`,
+      "CREATE INDEX logs_events_stream ON logs_events (group_id, stream_id, event_time, seq)",
+      "CREATE INDEX logs_events_time ON logs_events (group_id, event_time, seq)",
+    ],
+  },
 ];

@@ -295,7 +295,23 @@ function isStaticElf(path: string): boolean {
 }
 
 /** The busybox applets linked into test images. */
-export const BUSYBOX_APPLETS = ["sh", "sleep", "echo", "cat", "httpd"] as const;
+export const BUSYBOX_APPLETS = [
+  "sh",
+  "sleep",
+  "echo",
+  "cat",
+  "httpd",
+  "true",
+  "false",
+  "head",
+  "tr",
+  "wget",
+  "ls",
+  "id",
+  "dd",
+  "kill",
+  "ps",
+] as const;
 
 /**
  * Builds a tiny image FROM scratch: /bin/busybox (Debian's busybox-static) with symlinks for

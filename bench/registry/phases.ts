@@ -1,0 +1,163 @@
+// What is timed: pushing the images, pulling them back, and a burst of manifest requests.
+import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { cpus } from "node:os";
+import type { RegistryClient } from "./client.ts";
+import { type Image, layerChunks, MEDIA } from "./layers.ts";
+import { CLOCK_TICKS, processCpuSeconds } from "./peers.ts";
+
+export interface PhaseResult {
+  /** Layer and config bytes moved (0 for the manifest phase). */
+  bytes: number;
+  requests: number;
+  seconds: number;
+  /** CPU the registry process used during the phase. */
+  serverCpuSeconds: number;
+  /** CPU this (client) process used during the phase. */
+  clientCpuSeconds: number;
+  /** CPU every other process on the machine used during the phase. */
+  backgroundCpuSeconds: number;
+  /** Per-request latency percentiles in milliseconds (manifest phase). */
+  latencyMs?: { p50: number; p99: number };
+}
+
+/** Runs `work` with `concurrency` workers taking items in order. */
+async function pool<T>(items: T[], concurrency: number, work: (item: T, index: number) => Promise<void>) {
+  let next = 0;
+  const worker = async () => {
+    for (let index = next++; index < items.length; index = next++) await work(items[index] as T, index);
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(concurrency, items.length)) }, worker));
+}
+
+/** Flushes dirty pages so one phase's write-back does not land in the next one's timing. */
+export function settle(): void {
+  execFileSync("sync");
+}
+
+/** Busy and total CPU seconds of the whole machine so far (from /proc/stat). */
+function machineCpu(): { busy: number; total: number } {
+  const line = readFileSync("/proc/stat", "utf8").split("\n", 1)[0] ?? "";
+  // cpu user nice system idle iowait irq softirq steal …, in clock ticks
+  const ticks = line.trim().split(/\s+/).slice(1, 9).map(Number);
+  const total = ticks.reduce((sum, t) => sum + t, 0);
+  const idle = (ticks[3] ?? 0) + (ticks[4] ?? 0);
+  return { busy: (total - idle) / CLOCK_TICKS, total: total / CLOCK_TICKS };
+}
+
+/**
+ * Waits until the rest of the machine is quiet: a one-second window in which
+ * other processes use less than `maxCores` of CPU. Other work on a two-core
+ * machine would otherwise decide the figures. False when it gave up.
+ */
+export async function waitForQuiet(maxCores: number, timeoutMs: number, onWait: (cores: number) => void) {
+  const deadline = Date.now() + timeoutMs;
+  let warned = false;
+  for (;;) {
+    const before = machineCpu();
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    const after = machineCpu();
+    const cores = ((after.busy - before.busy) / Math.max(after.total - before.total, 1e-9)) * cpus().length;
+    if (cores < maxCores) return true;
+    if (Date.now() >= deadline) return false;
+    if (!warned) onWait(cores);
+    warned = true;
+  }
+}
+
+async function timed(
+  pid: number,
+  run: () => Promise<{ bytes: number; requests: number }>,
+): Promise<PhaseResult> {
+  const machine0 = machineCpu();
+  const server0 = processCpuSeconds(pid);
+  const client0 = process.cpuUsage();
+  const t0 = process.hrtime.bigint();
+  const { bytes, requests } = await run();
+  const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  const client = process.cpuUsage(client0);
+  const serverCpuSeconds = processCpuSeconds(pid) - server0;
+  const clientCpuSeconds = (client.user + client.system) / 1e6;
+  const machineBusy = machineCpu().busy - machine0.busy;
+  return {
+    bytes,
+    requests,
+    seconds,
+    serverCpuSeconds,
+    clientCpuSeconds,
+    backgroundCpuSeconds: Math.max(0, machineBusy - serverCpuSeconds - clientCpuSeconds),
+  };
+}
+
+/** Every blob (layers and configs) with `streams` uploads in flight, then each image's manifest by tag. */
+export function push(
+  client: RegistryClient,
+  pid: number,
+  repository: string,
+  images: Image[],
+  streams: number,
+): Promise<PhaseResult> {
+  return timed(pid, async () => {
+    const blobs = images.flatMap((image) => [
+      ...image.layers.map((layer) => ({
+        digest: layer.digest,
+        size: layer.size,
+        content: () => layerChunks(layer),
+      })),
+      { digest: image.config.digest, size: image.config.size, content: () => [image.config.bytes] },
+    ]);
+    // Largest first, as a client with several uploads in flight would finish soonest.
+    blobs.sort((a, b) => b.size - a.size);
+    await pool(blobs, streams, (blob) => client.pushBlob(repository, blob.digest, blob.size, blob.content()));
+    for (const image of images)
+      await client.putManifest(repository, image.tag, MEDIA.manifest, image.manifest.bytes);
+    return {
+      bytes: blobs.reduce((sum, blob) => sum + blob.size, 0),
+      requests: blobs.length * 3 + images.length,
+    };
+  });
+}
+
+/** Each image's manifest by tag, then every blob with `streams` downloads in flight, verifying sha256. */
+export function pull(
+  client: RegistryClient,
+  pid: number,
+  repository: string,
+  images: Image[],
+  streams: number,
+): Promise<PhaseResult> {
+  return timed(pid, async () => {
+    for (const image of images) await client.manifest("GET", repository, image.tag, image.manifest.digest);
+    const blobs = images.flatMap((image) => [image.config, ...image.layers]);
+    blobs.sort((a, b) => b.size - a.size);
+    await pool(blobs, streams, (blob) => client.pullBlob(repository, blob.digest, blob.size));
+    return { bytes: blobs.reduce((sum, blob) => sum + blob.size, 0), requests: images.length + blobs.length };
+  });
+}
+
+/** `total` manifest requests, `inFlight` at a time, cycling GET/HEAD by tag/by digest over the images. */
+export async function manifests(
+  client: RegistryClient,
+  pid: number,
+  repository: string,
+  images: Image[],
+  total: number,
+  inFlight: number,
+): Promise<PhaseResult> {
+  const latencies = new Float64Array(total);
+  const requests = Array.from({ length: total }, (_, i) => i);
+  const result = await timed(pid, async () => {
+    await pool(requests, inFlight, async (i) => {
+      const image = images[Math.floor(i / 4) % images.length] as Image;
+      const method = i % 2 === 0 ? "GET" : "HEAD";
+      const reference = i % 4 < 2 ? image.tag : image.manifest.digest;
+      const t0 = process.hrtime.bigint();
+      await client.manifest(method, repository, reference, image.manifest.digest);
+      latencies[i] = Number(process.hrtime.bigint() - t0) / 1e6;
+    });
+    return { bytes: 0, requests: total };
+  });
+  latencies.sort();
+  const at = (q: number) => latencies[Math.min(total - 1, Math.floor(q * total))] ?? 0;
+  return { ...result, latencyMs: { p50: at(0.5), p99: at(0.99) } };
+}

@@ -1,0 +1,252 @@
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { arch, cpus, totalmem } from "node:os";
+import { join } from "node:path";
+import { AGENT_PROTOCOL_VERSION, type TaskAssignment } from "../shared/agent-protocol.ts";
+import { ServerClient, ServerError } from "./client.ts";
+import type { AgentConfig } from "./config.ts";
+import { type TaskState, TaskStateStore } from "./engine/state.ts";
+import { TaskEngine } from "./engine/task-engine.ts";
+import { ImageStore } from "./image/store.ts";
+import { LogShipper } from "./logs/shipper.ts";
+import { NodeNetwork } from "./network/node-network.ts";
+import { RuncRuntime } from "./runtime/runc.ts";
+import { StatsSampler } from "./stats/sampler.ts";
+
+export interface AgentLogger {
+  info(fields: Record<string, unknown>, message: string): void;
+  warn(fields: Record<string, unknown>, message: string): void;
+  error(fields: Record<string, unknown>, message: string): void;
+}
+
+interface Registration {
+  containerInstanceArn: string;
+  cluster: string;
+}
+
+const AGENT_VERSION = "1.0.0-wharf";
+
+/** ECS's name for the machine's architecture. */
+function cpuArchitecture(): string {
+  return arch() === "x64" ? "x86_64" : arch();
+}
+
+/**
+ * The node agent: registers the node, long-polls the server for the tasks it
+ * should run, hands each to its own TaskEngine, ships logs and stats. Tasks
+ * keep running across agent restarts; a restarted agent adopts them.
+ */
+export class Agent {
+  readonly config: AgentConfig;
+  private readonly log: AgentLogger;
+  private readonly client: ServerClient;
+  private readonly states: TaskStateStore;
+  private readonly images: ImageStore;
+  private readonly runtime: RuncRuntime;
+  private readonly network: NodeNetwork;
+  private readonly shipper: LogShipper;
+  private readonly sampler: StatsSampler;
+  private readonly engines = new Map<string, TaskEngine>();
+  private readonly stopped = new AbortController();
+  private loop: Promise<void> | undefined;
+  containerInstanceArn: string | undefined;
+
+  constructor(config: AgentConfig, log: AgentLogger) {
+    this.config = config;
+    this.log = log;
+    mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+    this.client = new ServerClient(config.server, config.credentials, config.region);
+    this.states = new TaskStateStore(config.dataDir);
+    this.images = new ImageStore(join(config.dataDir, "images"));
+    this.runtime = new RuncRuntime({ root: join(config.dataDir, "runc") });
+    this.network = new NodeNetwork({
+      bridge: config.bridge,
+      subnet: config.subnet,
+      stateDir: join(config.dataDir, "network"),
+      hostAddresses: [config.address],
+    });
+    this.shipper = new LogShipper(
+      async (batch) => {
+        await this.client.logs(batch);
+      },
+      (task) => this.states.save(task),
+      () => Date.now(),
+    );
+    this.sampler = new StatsSampler(
+      () => [...this.engines.values()].map((engine) => engine.state),
+      async (batch) => {
+        await this.client.stats(batch);
+      },
+    );
+  }
+
+  private registrationPath(): string {
+    return join(this.config.dataDir, "registration.json");
+  }
+
+  private async register(): Promise<void> {
+    let previous: Registration | undefined;
+    try {
+      previous = JSON.parse(readFileSync(this.registrationPath(), "utf8")) as Registration;
+    } catch {
+      previous = undefined;
+    }
+    const response = await this.client.register({
+      cluster: this.config.cluster,
+      ...(previous?.cluster === this.config.cluster ? { containerInstanceArn: previous.containerInstanceArn } : {}),
+      hostname: this.config.hostname,
+      address: this.config.address,
+      totalResources: {
+        cpu: this.config.cpu ?? cpus().length * 1024,
+        memory: this.config.memory ?? Math.floor(totalmem() / 1024 / 1024) - 256,
+      },
+      attributes: [
+        { name: "ecs.os-type", value: "linux" },
+        { name: "ecs.os-family", value: "LINUX" },
+        { name: "ecs.cpu-architecture", value: cpuArchitecture() },
+        { name: "ecs.availability-zone", value: this.config.availabilityZone },
+        { name: "ecs.instance-type", value: "wharf.node" },
+        { name: "ecs.capability.task-eni" },
+        { name: "ecs.capability.container-health-check" },
+        { name: "ecs.capability.container-ordering" },
+        { name: "com.amazonaws.ecs.capability.logging-driver.awslogs" },
+        { name: "com.amazonaws.ecs.capability.docker-remote-api.1.17" },
+        { name: "com.amazonaws.ecs.capability.docker-remote-api.1.18" },
+        { name: "com.amazonaws.ecs.capability.docker-remote-api.1.19" },
+        { name: "com.amazonaws.ecs.capability.docker-remote-api.1.21" },
+        { name: "com.amazonaws.ecs.capability.docker-remote-api.1.22" },
+        { name: "com.amazonaws.ecs.capability.docker-remote-api.1.24" },
+        { name: "com.amazonaws.ecs.capability.docker-remote-api.1.25" },
+        { name: "com.amazonaws.ecs.capability.docker-remote-api.1.29" },
+        ...this.config.attributes,
+      ],
+      versionInfo: { agentVersion: AGENT_VERSION, agentHash: `protocol-${AGENT_PROTOCOL_VERSION}` },
+      capacity: "EC2",
+    });
+    this.containerInstanceArn = response.containerInstanceArn;
+    const registration: Registration = { containerInstanceArn: response.containerInstanceArn, cluster: this.config.cluster };
+    const temporary = `${this.registrationPath()}.tmp`;
+    writeFileSync(temporary, JSON.stringify(registration), { mode: 0o600 });
+    renameSync(temporary, this.registrationPath());
+    this.log.info({ containerInstanceArn: response.containerInstanceArn }, "registered container instance");
+  }
+
+  /** Registers, adopts what an earlier agent left running, and starts polling. */
+  async start(): Promise<void> {
+    await this.network.init();
+    await this.register();
+    for (const state of this.states.loadAll()) {
+      if (state.status === "STOPPED") {
+        this.states.remove(state.taskId);
+        continue;
+      }
+      this.log.info({ task: state.assignment.taskArn }, "adopting task");
+      this.engines.set(state.assignment.taskArn, this.engine(state.assignment, state));
+    }
+    this.shipper.start();
+    this.sampler.start();
+    this.loop = this.pollLoop();
+  }
+
+  private engine(assignment: TaskAssignment, recovered?: TaskState): TaskEngine {
+    const engine = new TaskEngine(
+      {
+        states: this.states,
+        runtime: this.runtime,
+        pull: (image, task, signal) => this.pull(image, task, signal),
+        network: this.network,
+        report: async (report) => {
+          await this.client.report(report);
+        },
+        watchLogs: (state, container) => this.shipper.watch(state, container),
+        log: (message, fields) => this.log.warn(fields ?? {}, message),
+        now: () => Date.now(),
+      },
+      assignment,
+      recovered,
+    );
+    void engine.done.then(async () => {
+      await this.shipper.flush();
+      if (engine.state.status === "STOPPED") {
+        this.engines.delete(assignment.taskArn);
+        this.states.remove(engine.state.taskId);
+      }
+    });
+    return engine;
+  }
+
+  /** Pulls an image; images on Wharf's own registry come from this agent's server with the task's credentials. */
+  private pull(image: string, task: TaskAssignment, signal: AbortSignal) {
+    const wharf = task.wharfRegistry;
+    const server = new URL(this.config.server);
+    let reference = image;
+    if (image.startsWith(`${wharf.host}/`)) reference = `${server.host}/${image.slice(wharf.host.length + 1)}`;
+    return this.images.pull(reference, {
+      platform: { os: "linux", architecture: arch() === "x64" ? "amd64" : arch() },
+      credentials: async (registry) =>
+        registry === server.host ? { username: wharf.username, password: wharf.password } : undefined,
+      insecure: (registry) => registry === server.host && server.protocol === "http:",
+      ...(this.config.ca === undefined ? {} : { ca: this.config.ca }),
+      signal,
+      timeoutMs: 5 * 60_000,
+    });
+  }
+
+  private async pollLoop(): Promise<void> {
+    let backoff = 500;
+    while (!this.stopped.signal.aborted) {
+      try {
+        const known: Record<string, number> = {};
+        for (const [arn, engine] of this.engines) known[arn] = engine.state.assignment.version;
+        const usedPorts = await this.network.usedPorts().catch(() => ({ tcp: [], udp: [] }));
+        const response = await this.client.poll({ known, usedPorts }, 60_000, this.stopped.signal);
+        this.apply(response.tasks);
+        backoff = 500;
+      } catch (error) {
+        if (this.stopped.signal.aborted) return;
+        if (error instanceof ServerError && error.status === 401) {
+          await this.register().catch((e: unknown) => this.log.error({ error: String(e) }, "re-registration failed"));
+        } else {
+          this.log.warn({ error: String(error) }, "poll failed; retrying");
+        }
+        await new Promise((resolve) => setTimeout(resolve, backoff));
+        backoff = Math.min(backoff * 2, 10_000);
+      }
+    }
+  }
+
+  private apply(tasks: TaskAssignment[]): void {
+    const listed = new Set(tasks.map((t) => t.taskArn));
+    for (const assignment of tasks) {
+      const engine = this.engines.get(assignment.taskArn);
+      if (engine === undefined) {
+        this.engines.set(assignment.taskArn, this.engine(assignment));
+      } else if (engine.state.assignment.version !== assignment.version) {
+        engine.update(assignment);
+      }
+    }
+    // A task the server no longer lists is stopped there: stop it here too.
+    for (const [arn, engine] of this.engines) {
+      if (!listed.has(arn) && engine.state.assignment.desiredStatus !== "STOPPED") {
+        engine.update({ ...engine.state.assignment, desiredStatus: "STOPPED", version: engine.state.assignment.version + 1 });
+      }
+    }
+  }
+
+  /** Stops polling and shipping; running tasks keep running (they are adopted on the next start). */
+  async stop(): Promise<void> {
+    this.stopped.abort();
+    await this.loop;
+    this.sampler.stop();
+    await this.shipper.stop();
+  }
+
+  /** Removes this node's bridge, task namespaces and rules (when a node is retired, and in tests). */
+  async destroyNetwork(): Promise<void> {
+    await this.network.destroy();
+  }
+
+  /** Waits until every task engine has finished (tests). */
+  async idle(): Promise<void> {
+    await Promise.all([...this.engines.values()].map((engine) => engine.done));
+  }
+}

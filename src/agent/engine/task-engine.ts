@@ -1,0 +1,476 @@
+import { execFile } from "node:child_process";
+import { mkdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import type { AssignedContainer, TaskAssignment, TaskReport, TaskStatus } from "../../shared/agent-protocol.ts";
+import type { PulledImage } from "../image/store.ts";
+import type { PortMapping, TaskNetwork } from "../network/node-network.ts";
+import type { Runtime } from "../runtime/runc.ts";
+import { buildSpec } from "../runtime/spec.ts";
+import { type ContainerState, type TaskState, type TaskStateStore, taskIdOf } from "./state.ts";
+
+const run = promisify(execFile);
+
+/** What a task engine needs from the node. */
+export interface EngineDeps {
+  states: TaskStateStore;
+  runtime: Runtime;
+  pull(image: string, assignment: TaskAssignment, signal: AbortSignal): Promise<PulledImage>;
+  network: {
+    setup(taskId: string, mode: TaskNetwork["mode"], ports: PortMapping[], hostname: string): Promise<TaskNetwork>;
+    teardown(taskId: string): Promise<void>;
+  };
+  report(report: TaskReport): Promise<void>;
+  /** Tells the log shipper about a container's output files. */
+  watchLogs(state: TaskState, container: ContainerState): void;
+  log(message: string, fields?: Record<string, unknown>): void;
+  now(): number;
+}
+
+const DEFAULT_STOP_TIMEOUT_S = 30;
+
+/** Mounts an overlay: the image's root read-only below, the container's writes above. */
+async function mountOverlay(lower: string, dir: string): Promise<string> {
+  const upper = join(dir, "upper");
+  const work = join(dir, "work");
+  const target = join(dir, "rootfs");
+  for (const d of [upper, work, target]) mkdirSync(d, { recursive: true });
+  const mounts = readFileSync("/proc/self/mounts", "utf8");
+  if (!mounts.includes(` ${target} `)) {
+    await run("mount", ["-t", "overlay", "overlay", "-o", `lowerdir=${lower},upperdir=${upper},workdir=${work}`, target], {
+      timeout: 10_000,
+    });
+  }
+  return target;
+}
+
+async function unmount(target: string): Promise<void> {
+  await run("umount", ["-l", target], { timeout: 10_000 }).catch(() => undefined);
+}
+
+function readIfExists(path: string): string | undefined {
+  try {
+    return readFileSync(path, "utf8");
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * One owner per task: it drives the task from its assignment to RUNNING and
+ * back to STOPPED, serially, reporting every transition in ECS's order.
+ */
+export class TaskEngine {
+  readonly state: TaskState;
+  private readonly deps: EngineDeps;
+  private readonly abort = new AbortController();
+  private wake: (() => void) | undefined;
+  private stopping = false;
+  private readonly images = new Map<string, PulledImage>();
+  readonly done: Promise<void>;
+
+  constructor(deps: EngineDeps, assignment: TaskAssignment, recovered?: TaskState) {
+    this.deps = deps;
+    this.state = recovered ?? {
+      assignment,
+      taskId: taskIdOf(assignment.taskArn),
+      status: assignment.networkMode === "awsvpc" ? "PROVISIONING" : "PENDING",
+      containers: [],
+    };
+    this.state.assignment = assignment;
+    this.done = this.drive().catch((error: unknown) => {
+      deps.log("task engine failed", { task: assignment.taskArn, error: String(error) });
+    });
+  }
+
+  /** A newer assignment from the server (e.g. desired STOPPED). */
+  update(assignment: TaskAssignment): void {
+    this.state.assignment = assignment;
+    this.poke();
+  }
+
+  private poke(): void {
+    const wake = this.wake;
+    this.wake = undefined;
+    wake?.();
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.wake = undefined;
+        resolve();
+      }, ms);
+      this.wake = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+  }
+
+  private container(name: string): ContainerState | undefined {
+    return this.state.containers.find((c) => c.name === name);
+  }
+
+  private definition(name: string): AssignedContainer | undefined {
+    return this.state.assignment.containers.find((c) => c.name === name);
+  }
+
+  private async send(status: TaskStatus): Promise<void> {
+    this.state.status = status;
+    this.deps.states.save(this.state);
+    const report: TaskReport = {
+      taskArn: this.state.assignment.taskArn,
+      lastStatus: status,
+      at: this.deps.now(),
+      containers: this.state.assignment.containers.map((definition) => {
+        const c = this.container(definition.name);
+        const bindings = (this.state.network?.bindings ?? []).filter((b) =>
+          definition.portMappings.some((p) => p.containerPort === b.containerPort && p.protocol === b.protocol),
+        );
+        return {
+          name: definition.name,
+          lastStatus: c?.status ?? (status === "STOPPED" ? "STOPPED" : "PENDING"),
+          ...(c?.exitCode === undefined ? {} : { exitCode: c.exitCode }),
+          ...(c?.reason === undefined ? {} : { reason: c.reason }),
+          ...(c?.healthStatus === undefined ? {} : { healthStatus: c.healthStatus }),
+          ...(c === undefined ? {} : { runtimeId: c.id }),
+          networkBindings: bindings,
+        };
+      }),
+    };
+    if (this.state.network?.ipv4Address !== undefined && this.state.assignment.networkMode === "awsvpc") {
+      report.privateIpv4Address = this.state.network.ipv4Address;
+      if (this.state.network.macAddress !== undefined) report.macAddress = this.state.network.macAddress;
+    }
+    if (this.state.stopCode !== undefined) report.stopCode = this.state.stopCode;
+    if (this.state.stoppedReason !== undefined) report.stoppedReason = this.state.stoppedReason;
+    if (this.state.pullStartedAt !== undefined) report.pullStartedAt = this.state.pullStartedAt;
+    if (this.state.pullStoppedAt !== undefined) report.pullStoppedAt = this.state.pullStoppedAt;
+    try {
+      await this.deps.report(report);
+    } catch (error) {
+      // The next report carries the whole state again; the server keeps the latest.
+      this.deps.log("report failed", { task: this.state.assignment.taskArn, error: String(error) });
+    }
+  }
+
+  private wantsStop(): boolean {
+    return this.state.assignment.desiredStatus === "STOPPED" || this.stopping;
+  }
+
+  private beginStop(code: NonNullable<TaskState["stopCode"]>, reason: string): void {
+    if (this.stopping) return;
+    this.stopping = true;
+    this.state.stopCode ??= code;
+    this.state.stoppedReason ??= reason;
+  }
+
+  private async drive(): Promise<void> {
+    if (this.state.status === "STOPPED") return;
+    const startedBefore = this.state.containers.length > 0;
+    if (!startedBefore && !this.wantsStop()) {
+      await this.send(this.state.status);
+      await this.prepare();
+    }
+    if (startedBefore) this.adopt();
+    while (!this.wantsStop()) {
+      await this.startReady();
+      this.checkExits();
+      if (this.wantsStop()) break;
+      const all = this.state.assignment.containers.every((d) => this.container(d.name) !== undefined);
+      if (all && this.state.status !== "RUNNING") await this.send("RUNNING");
+      await this.sleep(1000);
+      await this.refresh();
+    }
+    if (this.state.assignment.desiredStatus === "STOPPED") {
+      this.beginStop("UserInitiated", this.state.assignment.stopReason ?? "Task stopped by user");
+    }
+    await this.stopAll();
+  }
+
+  /** Network and images; a failure stops the task as ECS reports it. */
+  private async prepare(): Promise<void> {
+    const { assignment } = this.state;
+    try {
+      const ports: PortMapping[] = assignment.containers.flatMap((c) =>
+        c.portMappings.map((p) => ({
+          containerPort: p.containerPort,
+          protocol: p.protocol,
+          ...(p.hostPort === undefined ? {} : { hostPort: p.hostPort }),
+        })),
+      );
+      const hostname = assignment.containers.find((c) => c.hostname !== undefined)?.hostname ?? this.state.taskId.slice(0, 12);
+      const network = await this.deps.network.setup(this.state.taskId, assignment.networkMode, ports, hostname);
+      this.state.network = {
+        bindings: network.bindings,
+        hostsFile: network.hostsFile,
+        resolvConf: network.resolvConf,
+        hostnameFile: network.hostnameFile,
+        ...(network.netnsPath === undefined ? {} : { netnsPath: network.netnsPath }),
+        ...(network.ipv4Address === undefined ? {} : { ipv4Address: network.ipv4Address }),
+        ...(network.macAddress === undefined ? {} : { macAddress: network.macAddress }),
+      };
+    } catch (error) {
+      this.beginStop("TaskFailedToStart", `ResourceInitializationError: ${(error as Error).message}`);
+      return;
+    }
+    if (this.state.status === "PROVISIONING") await this.send("PENDING");
+    this.state.pullStartedAt = this.deps.now();
+    for (const container of assignment.containers) {
+      if (this.wantsStop()) return;
+      try {
+        this.images.set(container.name, await this.deps.pull(container.image, assignment, this.abort.signal));
+      } catch (error) {
+        const reason = `CannotPullContainerError: ${(error as Error).message}`;
+        this.state.containers.push(this.placeholder(container, reason));
+        this.beginStop("TaskFailedToStart", reason);
+        return;
+      }
+    }
+    this.state.pullStoppedAt = this.deps.now();
+    await this.send("ACTIVATING" === this.state.status ? "ACTIVATING" : "PENDING");
+  }
+
+  private placeholder(definition: AssignedContainer, reason: string): ContainerState {
+    const dir = join(this.deps.states.taskDir(this.state.taskId), definition.name);
+    return {
+      name: definition.name,
+      id: `${this.state.taskId}-${definition.name}`.slice(0, 120),
+      bundle: dir,
+      rootfs: join(dir, "rootfs"),
+      status: "STOPPED",
+      reason,
+      stdout: join(dir, "stdout.log"),
+      stderr: join(dir, "stderr.log"),
+      logOffsets: { stdout: 0, stderr: 0 },
+    };
+  }
+
+  /** Whether a container's dependencies allow it to start now (ECS's dependsOn conditions). */
+  private dependenciesMet(definition: AssignedContainer): boolean | "never" {
+    for (const dependency of definition.dependsOn) {
+      const target = this.container(dependency.containerName);
+      if (target === undefined) return false;
+      switch (dependency.condition) {
+        case "START":
+          break;
+        case "COMPLETE":
+          if (target.status !== "STOPPED") return false;
+          break;
+        case "SUCCESS":
+          if (target.status !== "STOPPED") return false;
+          if (target.exitCode !== 0) return "never";
+          break;
+        case "HEALTHY":
+          if (target.healthStatus === "UNHEALTHY" || target.status === "STOPPED") return "never";
+          if (target.healthStatus !== "HEALTHY") return false;
+          break;
+      }
+    }
+    return true;
+  }
+
+  private async startReady(): Promise<void> {
+    for (const definition of this.state.assignment.containers) {
+      if (this.wantsStop() || this.container(definition.name) !== undefined) continue;
+      const ready = this.dependenciesMet(definition);
+      if (ready === "never") {
+        const reason = `Dependency condition not met for container ${definition.name}`;
+        this.state.containers.push(this.placeholder(definition, reason));
+        this.beginStop("TaskFailedToStart", reason);
+        return;
+      }
+      if (ready) await this.startContainer(definition);
+    }
+  }
+
+  private async imageFor(definition: AssignedContainer): Promise<PulledImage | undefined> {
+    const known = this.images.get(definition.name);
+    if (known !== undefined) return known;
+    // After an agent restart: the layers are cached, so this is quick.
+    const pulled = await this.deps.pull(definition.image, this.state.assignment, this.abort.signal).catch(() => undefined);
+    if (pulled !== undefined) this.images.set(definition.name, pulled);
+    return pulled;
+  }
+
+  private async startContainer(definition: AssignedContainer): Promise<void> {
+    const image = await this.imageFor(definition);
+    const container = this.placeholder(definition, "");
+    delete container.reason;
+    container.status = "PENDING";
+    if (image === undefined) {
+      container.status = "STOPPED";
+      container.reason = "CannotPullContainerError: image not available";
+      this.state.containers.push(container);
+      this.beginStop("TaskFailedToStart", container.reason);
+      return;
+    }
+    try {
+      mkdirSync(container.bundle, { recursive: true });
+      container.rootfs = await mountOverlay(image.rootfs, container.bundle);
+      const network = this.state.network;
+      const mounts = network === undefined
+        ? []
+        : [
+            { source: network.hostsFile, destination: "/etc/hosts" },
+            { source: network.resolvConf, destination: "/etc/resolv.conf" },
+            { source: network.hostnameFile, destination: "/etc/hostname" },
+          ];
+      for (const point of definition.mountPoints) {
+        const volume = this.state.assignment.volumes.find((v) => v.name === point.sourceVolume);
+        const source = volume?.host?.sourcePath ?? join(this.deps.states.taskDir(this.state.taskId), "volumes", point.sourceVolume);
+        mkdirSync(source, { recursive: true });
+        mounts.push({ source, destination: point.containerPath, ...(point.readOnly === true ? { readonly: true } : {}) } as never);
+      }
+      const spec = buildSpec({
+        id: container.id,
+        rootfs: container.rootfs,
+        readonlyRootfs: definition.readonlyRootFilesystem === true,
+        image: image.config.config ?? {},
+        container: definition,
+        ...(readIfExists(join(image.rootfs, "etc/passwd")) === undefined ? {} : { passwd: readIfExists(join(image.rootfs, "etc/passwd")) as string }),
+        ...(readIfExists(join(image.rootfs, "etc/group")) === undefined ? {} : { group: readIfExists(join(image.rootfs, "etc/group")) as string }),
+        hostname: definition.hostname ?? this.state.taskId.slice(0, 12),
+        ...(network?.netnsPath === undefined ? {} : { netnsPath: network.netnsPath }),
+        mounts,
+        cgroupsPath: `/wharf/${this.state.taskId}/${definition.name}`,
+        ...(this.state.assignment.memory === undefined ? {} : { taskMemoryLimitMiB: this.state.assignment.memory }),
+      } as Parameters<typeof buildSpec>[0]);
+      await this.deps.runtime.start(spec, container.bundle, { stdout: container.stdout, stderr: container.stderr });
+      container.status = "RUNNING";
+      container.startedAt = this.deps.now();
+      if (definition.healthCheck !== undefined) container.healthStatus = "UNKNOWN";
+    } catch (error) {
+      container.status = "STOPPED";
+      container.reason = `CannotStartContainerError: ${(error as Error).message}`;
+      this.state.containers.push(container);
+      this.beginStop("TaskFailedToStart", container.reason);
+      return;
+    }
+    this.state.containers.push(container);
+    this.deps.states.save(this.state);
+    this.deps.watchLogs(this.state, container);
+    if (definition.healthCheck !== undefined) void this.healthLoop(container, definition);
+    void this.watchExit(container);
+  }
+
+  /** After an agent restart: watch the containers an earlier agent started, as if we had. */
+  private adopt(): void {
+    for (const container of this.state.containers) {
+      if (container.status !== "RUNNING") continue;
+      this.deps.watchLogs(this.state, container);
+      const definition = this.definition(container.name);
+      if (definition?.healthCheck !== undefined) void this.healthLoop(container, definition);
+      void this.watchExit(container);
+    }
+  }
+
+  private async watchExit(container: ContainerState): Promise<void> {
+    try {
+      const exit = await this.deps.runtime.wait(container.id, container.bundle, this.abort.signal);
+      container.status = "STOPPED";
+      container.exitCode = exit.exitCode;
+      if (exit.oomKilled) container.reason = "OutOfMemoryError: Container killed due to memory usage";
+      this.deps.states.save(this.state);
+      this.poke();
+    } catch (error) {
+      if (!this.abort.signal.aborted) this.deps.log("wait failed", { container: container.id, error: String(error) });
+    }
+  }
+
+  /** Runs the container's health check inside it: CMD or CMD-SHELL, with ECS's interval, timeout, retries, start period. */
+  private async healthLoop(container: ContainerState, definition: AssignedContainer): Promise<void> {
+    const check = definition.healthCheck;
+    if (check === undefined) return;
+    const [kind, ...rest] = check.command;
+    const args = kind === "CMD-SHELL" ? ["/bin/sh", "-c", rest.join(" ")] : kind === "CMD" ? rest : check.command;
+    let failures = 0;
+    const started = this.deps.now();
+    while (container.status === "RUNNING" && !this.abort.signal.aborted) {
+      await new Promise((resolve) => setTimeout(resolve, (check.interval ?? 30) * 1000));
+      if (container.status !== "RUNNING") return;
+      let healthy = false;
+      try {
+        healthy = (await this.deps.runtime.exec(container.id, args, { timeoutMs: (check.timeout ?? 5) * 1000 })).exitCode === 0;
+      } catch {
+        healthy = false;
+      }
+      const inStartPeriod = this.deps.now() - started < (check.startPeriod ?? 0) * 1000;
+      const before = container.healthStatus;
+      if (healthy) {
+        failures = 0;
+        container.healthStatus = "HEALTHY";
+      } else if (!inStartPeriod && ++failures >= (check.retries ?? 3)) {
+        container.healthStatus = "UNHEALTHY";
+      }
+      if (container.healthStatus !== before) {
+        await this.send(this.state.status);
+        this.poke();
+      }
+    }
+  }
+
+  /** An essential container that exited stops the task; others just stop. */
+  private checkExits(): void {
+    for (const container of this.state.containers) {
+      if (container.status !== "STOPPED") continue;
+      if (this.definition(container.name)?.essential === true) {
+        this.beginStop("EssentialContainerExited", "Essential container in task exited");
+        return;
+      }
+    }
+  }
+
+  /** Re-reads container states from the runtime (after a restart, or to catch a missed exit). */
+  private async refresh(): Promise<void> {
+    let changed = false;
+    for (const container of this.state.containers) {
+      if (container.status !== "RUNNING") continue;
+      const state = await this.deps.runtime.state(container.id, container.bundle).catch(() => undefined);
+      if (state?.status === "stopped" || state?.status === "unknown") {
+        container.status = "STOPPED";
+        if (state.exit !== undefined) {
+          container.exitCode = state.exit.exitCode;
+          if (state.exit.oomKilled) container.reason = "OutOfMemoryError: Container killed due to memory usage";
+        }
+        changed = true;
+      }
+    }
+    if (changed) await this.send(this.state.status === "STOPPED" ? "STOPPED" : this.state.status);
+  }
+
+  /** Stops containers in reverse dependency order, tears the network down, reports STOPPED. */
+  private async stopAll(): Promise<void> {
+    const networked = this.state.assignment.networkMode === "awsvpc";
+    if (networked) await this.send("DEACTIVATING");
+    await this.send("STOPPING");
+    const order = [...this.state.containers].reverse();
+    for (const container of order) {
+      if (container.status === "RUNNING") {
+        const definition = this.definition(container.name);
+        try {
+          const exit = await this.deps.runtime.stop(
+            container.id,
+            container.bundle,
+            (definition?.stopTimeout ?? DEFAULT_STOP_TIMEOUT_S) * 1000,
+          );
+          container.exitCode = exit.exitCode;
+        } catch (error) {
+          this.deps.log("stop failed", { container: container.id, error: String(error) });
+        }
+        container.status = "STOPPED";
+      }
+    }
+    this.abort.abort();
+    for (const container of this.state.containers) {
+      await this.deps.runtime.remove(container.id, container.bundle).catch(() => undefined);
+      await unmount(container.rootfs);
+    }
+    if (networked) await this.send("DEPROVISIONING");
+    await this.deps.network.teardown(this.state.taskId).catch((error: unknown) => {
+      this.deps.log("network teardown failed", { task: this.state.taskId, error: String(error) });
+    });
+    await this.send("STOPPED");
+  }
+}

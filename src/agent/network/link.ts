@@ -1,0 +1,169 @@
+/**
+ * Links and network namespaces through iproute2: the node's bridge, a task's
+ * named namespace, and the veth pair that joins them.
+ */
+
+import { createHash } from "node:crypto";
+import { access } from "node:fs/promises";
+import { run, succeeds } from "./exec.ts";
+
+const NETNS_DIR = "/run/netns";
+/** The interface name a task sees inside its namespace. */
+export const TASK_INTERFACE = "eth0";
+
+export function netnsName(taskId: string): string {
+  return `wharf-${taskId}`;
+}
+
+export function netnsPath(taskId: string): string {
+  return `${NETNS_DIR}/${netnsName(taskId)}`;
+}
+
+/** The host end of a task's veth: short (IFNAMSIZ is 16) and the same every time for a bridge and task. */
+export function hostVethName(bridge: string, taskId: string): string {
+  return `wv${createHash("sha256").update(`${bridge}\0${taskId}`).digest("hex").slice(0, 11)}`;
+}
+
+/** A locally administered MAC derived from the IPv4 address, as Docker does: no stale ARP entries on reuse. */
+export function macForAddress(address: number): string {
+  const bytes = [0x02, 0x42, address >>> 24, (address >>> 16) & 255, (address >>> 8) & 255, address & 255];
+  return bytes.map((b) => b.toString(16).padStart(2, "0")).join(":");
+}
+
+/** A stable locally administered MAC for the bridge, so it does not follow its ports' addresses. */
+function bridgeMac(bridge: string): string {
+  const hash = createHash("sha256").update(`wharf-bridge\0${bridge}`).digest();
+  const bytes = [0x02, ...hash.subarray(0, 5)];
+  return bytes.map((b) => b.toString(16).padStart(2, "0")).join(":");
+}
+
+function ip(args: readonly string[]): Promise<string> {
+  return run("ip", args);
+}
+
+export function linkExists(name: string, netns?: string): Promise<boolean> {
+  return succeeds("ip", [...(netns ? ["-n", netns] : []), "-o", "link", "show", "dev", name]);
+}
+
+export async function netnsExists(name: string): Promise<boolean> {
+  try {
+    await access(`${NETNS_DIR}/${name}`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Creates the bridge if missing, gives it the gateway address and brings it up. */
+export async function ensureBridge(bridge: string, gatewayCidr: string, mtu: number): Promise<void> {
+  if (!(await linkExists(bridge))) {
+    try {
+      await ip([
+        "link",
+        "add",
+        "name",
+        bridge,
+        "address",
+        bridgeMac(bridge),
+        "mtu",
+        String(mtu),
+        "type",
+        "bridge",
+      ]);
+    } catch (error) {
+      if (!(await linkExists(bridge))) throw error;
+    }
+  }
+  await ip(["addr", "replace", gatewayCidr, "dev", bridge]);
+  await ip(["link", "set", "dev", bridge, "up"]);
+}
+
+/** The MTU of the interface that carries the default route, or 1500. */
+export async function uplinkMtu(): Promise<number> {
+  try {
+    const routes = JSON.parse(await ip(["-j", "route", "show", "default"])) as { dev?: string }[];
+    const dev = routes[0]?.dev;
+    if (!dev) return 1500;
+    const links = JSON.parse(await ip(["-j", "link", "show", "dev", dev])) as { mtu?: number }[];
+    return links[0]?.mtu ?? 1500;
+  } catch {
+    return 1500;
+  }
+}
+
+export async function createNetns(name: string): Promise<void> {
+  await ip(["netns", "add", name]);
+  await ip(["-n", name, "link", "set", "dev", "lo", "up"]);
+}
+
+export interface VethOptions {
+  hostName: string;
+  netns: string;
+  bridge: string;
+  cidr: string;
+  gateway: string;
+  mac: string;
+  mtu: number;
+}
+
+/** Joins a namespace to the bridge: veth pair, address, default route via the bridge. */
+export async function createVeth(o: VethOptions): Promise<void> {
+  const mtu = String(o.mtu);
+  const peer = ["peer", "name", TASK_INTERFACE, "address", o.mac, "mtu", mtu, "netns", o.netns];
+  await ip(["link", "add", o.hostName, "mtu", mtu, "type", "veth", ...peer]);
+  await ip(["link", "set", "dev", o.hostName, "master", o.bridge]);
+  // Hairpin: a task may reach its own published port through the node's address.
+  await ip(["link", "set", "dev", o.hostName, "type", "bridge_slave", "hairpin", "on"]);
+  await ip(["link", "set", "dev", o.hostName, "up"]);
+  await ip(["-n", o.netns, "addr", "add", o.cidr, "dev", TASK_INTERFACE]);
+  await ip(["-n", o.netns, "link", "set", "dev", TASK_INTERFACE, "up"]);
+  await ip(["-n", o.netns, "route", "add", "default", "via", o.gateway, "dev", TASK_INTERFACE]);
+}
+
+export interface InterfaceState {
+  mac: string;
+  ipv4Address?: string;
+  prefix?: number;
+}
+
+/** The task's interface as the kernel has it, or undefined when it is gone. */
+export async function readTaskInterface(netns: string): Promise<InterfaceState | undefined> {
+  let text: string;
+  try {
+    text = await ip(["-n", netns, "-j", "addr", "show", "dev", TASK_INTERFACE]);
+  } catch {
+    return undefined;
+  }
+  const links = JSON.parse(text) as {
+    address?: string;
+    addr_info?: { family?: string; local?: string; prefixlen?: number }[];
+  }[];
+  const link = links[0];
+  if (!link?.address) return undefined;
+  const inet = link.addr_info?.find((a) => a.family === "inet");
+  return {
+    mac: link.address,
+    ...(inet?.local ? { ipv4Address: inet.local } : {}),
+    ...(inet?.prefixlen !== undefined ? { prefix: inet.prefixlen } : {}),
+  };
+}
+
+/** Deletes a link if it exists (deleting one end of a veth removes both). */
+export async function deleteLink(name: string): Promise<void> {
+  if (!(await linkExists(name))) return;
+  try {
+    await ip(["link", "del", "dev", name]);
+  } catch (error) {
+    if (await linkExists(name)) throw error;
+  }
+}
+
+/** Deletes a named namespace if it exists; its interfaces go with it once no process holds it. */
+export async function deleteNetns(name: string): Promise<void> {
+  if (!(await netnsExists(name))) return;
+  try {
+    await ip(["netns", "del", name]);
+  } catch (error) {
+    if (await netnsExists(name)) throw error;
+  }
+}

@@ -1,0 +1,476 @@
+import { randomBytes } from "node:crypto";
+import { z } from "zod";
+import { decodeToken, toPage } from "../aws/pagination.ts";
+import type { Operation, RequestContext } from "../aws/service.ts";
+import { putTags, tagProblem, tagsOf, toTags } from "../aws/tags.ts";
+import { parseInput } from "../aws/validate.ts";
+import { type Constraint, type InstanceView, type PlacementFailure, place, type Strategy } from "../scheduler/placement.ts";
+import { parseQuery, QueryError } from "../scheduler/query.ts";
+import type { AssignedContainer, TaskAssignment } from "../shared/agent-protocol.ts";
+import type { Store, Tx } from "../store/store.ts";
+import { activeCluster, type ClusterRecord } from "./clusters.ts";
+import { ClientException, InvalidParameter } from "./errors.ts";
+import { instancesOf, instanceUsage, instanceView, resolveInstance } from "./instances.ts";
+import type { InstanceNotifier } from "./notifier.ts";
+import { Tags } from "./shapes.ts";
+import { findTaskDefinition } from "./task-definitions.ts";
+import {
+  clusterNameOfArn,
+  containerWire,
+  findTask,
+  newTaskArn,
+  requestStop,
+  saveTask,
+  STOPPED_RETENTION_MS,
+  type TaskRecord,
+  type TaskWire,
+  taskShape,
+} from "./tasks.ts";
+
+/** What RunTask needs of a task definition (the ECS wire shape). */
+interface RunnableDefinition {
+  taskDefinitionArn: string;
+  family: string;
+  revision: number;
+  status: string;
+  networkMode?: string;
+  cpu?: string;
+  memory?: string;
+  containerDefinitions: Array<Record<string, unknown> & { name: string; image: string }>;
+  volumes?: Array<{ name: string; host?: { sourcePath?: string } }>;
+  placementConstraints?: Array<{ type: string; expression?: string }>;
+  requiresCompatibilities?: string[];
+}
+
+/** Credentials tasks get for Wharf's own registry. */
+export interface TaskRegistryAccess {
+  host(): string;
+  credentials(accessKeyId: string, now: Date): { username: string; password: string };
+}
+
+const KeyValue = z.object({ name: z.string(), value: z.string().default("") });
+const ContainerOverride = z.object({
+  name: z.string(),
+  command: z.array(z.string()).optional(),
+  environment: z.array(KeyValue).optional(),
+  cpu: z.number().int().min(0).optional(),
+  memory: z.number().int().min(0).optional(),
+  memoryReservation: z.number().int().min(0).optional(),
+});
+const Overrides = z.object({
+  containerOverrides: z.array(ContainerOverride).optional(),
+  cpu: z.string().optional(),
+  memory: z.string().optional(),
+  taskRoleArn: z.string().optional(),
+  executionRoleArn: z.string().optional(),
+});
+const PlacementConstraint = z.object({ type: z.enum(["distinctInstance", "memberOf"]), expression: z.string().max(2000).optional() });
+const PlacementStrategy = z.object({ type: z.enum(["random", "spread", "binpack"]), field: z.string().optional() });
+
+const RunTaskInput = z.object({
+  cluster: z.string().optional(),
+  taskDefinition: z.string(),
+  count: z.number().int().optional(),
+  launchType: z.enum(["EC2", "FARGATE", "EXTERNAL"]).optional(),
+  capacityProviderStrategy: z.array(z.object({ capacityProvider: z.string() }).passthrough()).optional(),
+  networkConfiguration: z
+    .object({
+      awsvpcConfiguration: z
+        .object({
+          subnets: z.array(z.string()),
+          securityGroups: z.array(z.string()).optional(),
+          assignPublicIp: z.enum(["ENABLED", "DISABLED"]).optional(),
+        })
+        .optional(),
+    })
+    .optional(),
+  overrides: Overrides.optional(),
+  placementConstraints: z.array(PlacementConstraint).max(10).optional(),
+  placementStrategy: z.array(PlacementStrategy).max(5).optional(),
+  startedBy: z.string().max(128).optional(),
+  group: z.string().max(255).optional(),
+  tags: Tags.optional(),
+  enableECSManagedTags: z.boolean().optional(),
+  propagateTags: z.enum(["TASK_DEFINITION", "SERVICE", "NONE"]).optional(),
+  referenceId: z.string().optional(),
+  platformVersion: z.string().optional(),
+  enableExecuteCommand: z.boolean().optional(),
+  clientToken: z.string().optional(),
+});
+const StartTaskInput = RunTaskInput.omit({ count: true, launchType: true, placementConstraints: true, placementStrategy: true }).extend({
+  containerInstances: z.array(z.string()).min(1).max(10),
+});
+const StopTaskInput = z.object({ cluster: z.string().optional(), task: z.string(), reason: z.string().max(255).optional() });
+const DescribeTasksInput = z.object({
+  cluster: z.string().optional(),
+  tasks: z.array(z.string()).min(1).max(100),
+  include: z.array(z.enum(["TAGS"])).optional(),
+});
+const ListTasksInput = z.object({
+  cluster: z.string().optional(),
+  containerInstance: z.string().optional(),
+  family: z.string().optional(),
+  nextToken: z.string().optional(),
+  maxResults: z.number().int().min(1).max(100).optional(),
+  startedBy: z.string().optional(),
+  serviceName: z.string().optional(),
+  desiredStatus: z.enum(["RUNNING", "PENDING", "STOPPED"]).optional(),
+  launchType: z.enum(["EC2", "FARGATE", "EXTERNAL"]).optional(),
+});
+
+type RunInput = z.infer<typeof RunTaskInput>;
+
+function scopeOf(ctx: RequestContext) {
+  return { region: ctx.region, accountId: ctx.accountId };
+}
+
+/** ECS's task-size strings ("1 vCPU", "0.5 GB", "512") as CPU units / MiB. */
+function sizeOf(value: string | undefined, unit: "cpu" | "memory"): number | undefined {
+  if (value === undefined) return undefined;
+  const match = /^\s*([\d.]+)\s*(vcpu|gb)?\s*$/i.exec(value);
+  if (match === null) return undefined;
+  const n = Number(match[1]);
+  if (match[2] === undefined) return Math.round(n);
+  return Math.round(unit === "cpu" ? n * 1024 : n * 1024);
+}
+
+function num(value: unknown): number | undefined {
+  return typeof value === "number" ? value : undefined;
+}
+
+/** The container definitions with RunTask's overrides applied, as the agent takes them. */
+function assignedContainers(definition: RunnableDefinition, overrides: RunInput["overrides"]): AssignedContainer[] {
+  return definition.containerDefinitions.map((c) => {
+    const override = overrides?.containerOverrides?.find((o) => o.name === c.name);
+    const environment = new Map(
+      ((c.environment as Array<{ name: string; value: string }> | undefined) ?? []).map((e) => [e.name, e.value]),
+    );
+    for (const e of override?.environment ?? []) environment.set(e.name, e.value);
+    const container: AssignedContainer = {
+      ...(c as unknown as AssignedContainer),
+      name: c.name,
+      image: c.image,
+      essential: c.essential !== false,
+      environment: [...environment].map(([name, value]) => ({ name, value })),
+      portMappings: ((c.portMappings as AssignedContainer["portMappings"] | undefined) ?? []).map((p) => ({
+        ...p,
+        protocol: p.protocol ?? "tcp",
+      })),
+      dependsOn: (c.dependsOn as AssignedContainer["dependsOn"] | undefined) ?? [],
+      mountPoints: (c.mountPoints as AssignedContainer["mountPoints"] | undefined) ?? [],
+    };
+    if (override?.command !== undefined) container.command = override.command;
+    if (override?.cpu !== undefined) container.cpu = override.cpu;
+    if (override?.memory !== undefined) container.memory = override.memory;
+    if (override?.memoryReservation !== undefined) container.memoryReservation = override.memoryReservation;
+    return container;
+  });
+}
+
+/** CPU, memory and static host ports one task reserves on an instance. */
+function reservationOf(definition: RunnableDefinition, containers: AssignedContainer[], overrides: RunInput["overrides"]) {
+  const taskCpu = sizeOf(overrides?.cpu ?? definition.cpu, "cpu");
+  const taskMemory = sizeOf(overrides?.memory ?? definition.memory, "memory");
+  const cpu = taskCpu ?? containers.reduce((sum, c) => sum + (num(c.cpu) ?? 0), 0);
+  const memory = taskMemory ?? containers.reduce((sum, c) => sum + (num(c.memory) ?? num(c.memoryReservation) ?? 0), 0);
+  const tcp: number[] = [];
+  const udp: number[] = [];
+  const mode = definition.networkMode ?? "bridge";
+  if (mode === "bridge" || mode === "host") {
+    for (const c of containers) {
+      for (const p of c.portMappings) {
+        const port = mode === "host" ? p.containerPort : (p.hostPort ?? 0);
+        if (port > 0) (p.protocol === "udp" ? udp : tcp).push(port);
+      }
+    }
+  }
+  return { cpu, memory, tcp, udp };
+}
+
+interface TaskFactory {
+  ctx: RequestContext;
+  cluster: ClusterRecord;
+  definition: RunnableDefinition;
+  input: Omit<RunInput, "count" | "launchType" | "placementConstraints" | "placementStrategy"> & { launchType?: string };
+  registry: TaskRegistryAccess;
+}
+
+/** A new task record, PROVISIONING (awsvpc) or PENDING, assigned to an instance. */
+function newTask(factory: TaskFactory, instanceArn: string, zone: string | undefined): TaskRecord {
+  const { ctx, cluster, definition, input } = factory;
+  const scope = scopeOf(ctx);
+  const taskArn = newTaskArn(scope, cluster.arn);
+  const containers = assignedContainers(definition, input.overrides);
+  const networkMode = (definition.networkMode ?? "bridge") as TaskAssignment["networkMode"];
+  const now = ctx.now.getTime();
+  const wire: TaskWire = {
+    taskArn,
+    clusterArn: cluster.arn,
+    taskDefinitionArn: definition.taskDefinitionArn,
+    containerInstanceArn: instanceArn,
+    overrides: {
+      containerOverrides: input.overrides?.containerOverrides ?? definition.containerDefinitions.map((c) => ({ name: c.name })),
+      inferenceAcceleratorOverrides: [],
+    },
+    lastStatus: networkMode === "awsvpc" ? "PROVISIONING" : "PENDING",
+    desiredStatus: "RUNNING",
+    containers: containers.map((c) => containerWire(scope, taskArn, c)),
+    version: 1,
+    createdAt: now,
+    group: input.group ?? `family:${definition.family}`,
+    launchType: input.launchType ?? "EC2",
+    attachments: [],
+    healthStatus: "UNKNOWN",
+    enableExecuteCommand: input.enableExecuteCommand ?? false,
+    tags: input.tags ?? [],
+  };
+  if (input.startedBy !== undefined) wire.startedBy = input.startedBy;
+  if (zone !== undefined) wire.availabilityZone = zone;
+  const reservation = reservationOf(definition, containers, input.overrides);
+  if (definition.cpu !== undefined || input.overrides?.cpu !== undefined) wire.cpu = String(reservation.cpu);
+  if (definition.memory !== undefined || input.overrides?.memory !== undefined) wire.memory = String(reservation.memory);
+  if (networkMode === "awsvpc") {
+    wire.attachments.push({ id: randomBytes(16).toString("hex"), type: "ElasticNetworkInterface", status: "PRECREATED", details: [] });
+  }
+  const access = factory.registry.credentials(ctx.identity.accessKeyId, ctx.now);
+  const assignment: TaskRecord["assignment"] = {
+    taskArn,
+    clusterArn: cluster.arn,
+    family: definition.family,
+    revision: definition.revision,
+    networkMode,
+    containers,
+    volumes: definition.volumes ?? [],
+    wharfRegistry: { host: factory.registry.host(), ...access },
+    region: ctx.region,
+  };
+  if (wire.cpu !== undefined) assignment.cpu = reservation.cpu;
+  if (wire.memory !== undefined) assignment.memory = reservation.memory;
+  return { wire, assignment, reservation, desiredVersion: 1 };
+}
+
+function failureReasonText(failure: PlacementFailure): string {
+  return failure.reason === "DRAINING" || failure.reason === "INACTIVE" ? "ATTRIBUTE" : failure.reason;
+}
+
+/** ECS task operations: RunTask, StartTask, StopTask, DescribeTasks, ListTasks. */
+export function taskOperations(
+  store: Store,
+  notifier: InstanceNotifier,
+  registry: TaskRegistryAccess,
+  random: () => number = Math.random,
+): Record<string, Operation> {
+  async function definitionFor(tx: Tx, ctx: RequestContext, reference: string): Promise<RunnableDefinition> {
+    const definition = (await findTaskDefinition(tx, scopeOf(ctx), reference)) as RunnableDefinition | undefined;
+    if (definition === undefined) throw ClientException("Unable to find task definition.");
+    if (definition.status !== "ACTIVE") throw ClientException("TaskDefinition is inactive");
+    return definition;
+  }
+
+  function checkInput(input: Omit<RunInput, "count">, definition: RunnableDefinition): void {
+    if (input.launchType === "FARGATE" || input.capacityProviderStrategy !== undefined) {
+      throw InvalidParameter("Fargate capacity is not available in this Wharf yet: run tasks with launchType EC2.");
+    }
+    if ((definition.networkMode ?? "bridge") === "awsvpc" && input.networkConfiguration?.awsvpcConfiguration === undefined) {
+      throw InvalidParameter("Network Configuration must be provided when networkMode 'awsvpc' is specified.");
+    }
+    for (const override of input.overrides?.containerOverrides ?? []) {
+      if (!definition.containerDefinitions.some((c) => c.name === override.name)) {
+        throw InvalidParameter(`Override for container named ${override.name} is not a container in the TaskDefinition.`);
+      }
+    }
+    const problem = tagProblem(toTags(input.tags ?? []));
+    if (problem !== undefined) throw InvalidParameter(problem);
+  }
+
+  function constraintsOf(input: RunInput, definition: RunnableDefinition): Constraint[] {
+    return [...(definition.placementConstraints ?? []), ...(input.placementConstraints ?? [])].map((c) => {
+      if (c.type === "distinctInstance") return { type: "distinctInstance" };
+      try {
+        return { type: "memberOf", expression: parseQuery(c.expression ?? "") };
+      } catch (error) {
+        throw InvalidParameter(`Invalid placement constraint expression: ${error instanceof QueryError ? error.message : "syntax error"}`);
+      }
+    });
+  }
+
+  function strategiesOf(input: RunInput): Strategy[] {
+    if (input.placementStrategy === undefined) return [{ type: "spread", field: "attribute:ecs.availability-zone" }];
+    return input.placementStrategy.map((s) => {
+      if (s.type === "binpack" && s.field !== "cpu" && s.field !== "memory") {
+        throw InvalidParameter("Invalid placement strategy field: binpack takes cpu or memory.");
+      }
+      if (s.type === "spread" && s.field === undefined) throw InvalidParameter("spread placement strategy requires a field.");
+      return s.field === undefined ? { type: s.type } : { type: s.type, field: s.field };
+    });
+  }
+
+  async function snapshot(tx: Tx, cluster: ClusterRecord, now: number): Promise<Array<{ view: InstanceView; zone?: string }>> {
+    const out: Array<{ view: InstanceView; zone?: string }> = [];
+    for (const record of await instancesOf(tx, cluster.arn)) {
+      if (record.capacity !== "EC2") continue;
+      const view = instanceView(record, await instanceUsage(tx, record.arn), now);
+      const zone = view.attributes["ecs.availability-zone"];
+      out.push(zone === undefined ? { view } : { view, zone });
+    }
+    return out;
+  }
+
+  return {
+    async RunTask(raw, ctx) {
+      const input = parseInput(RunTaskInput, raw, InvalidParameter);
+      const count = input.count ?? 1;
+      if (count < 1 || count > 10) throw InvalidParameter("Count must be between 1 and 10.");
+      const now = ctx.now.getTime();
+      const result = await store.transaction(async (tx) => {
+        const cluster = await activeCluster(tx, scopeOf(ctx), input.cluster);
+        const definition = await definitionFor(tx, ctx, input.taskDefinition);
+        checkInput(input, definition);
+        const instances = await snapshot(tx, cluster, now);
+        if (instances.length === 0) throw InvalidParameter("No Container Instances were found in your cluster.");
+        const containers = assignedContainers(definition, input.overrides);
+        const reservation = reservationOf(definition, containers, input.overrides);
+        const plan = place(
+          instances.map((i) => i.view),
+          count,
+          { cpu: reservation.cpu, memory: reservation.memory, ports: reservation, group: input.group ?? `family:${definition.family}` },
+          constraintsOf(input, definition),
+          strategiesOf(input),
+          random,
+        );
+        const tasks: TaskRecord[] = [];
+        for (const instanceArn of plan.placements) {
+          const zone = instances.find((i) => i.view.arn === instanceArn)?.zone;
+          const task = newTask({ ctx, cluster, definition, input, registry }, instanceArn, zone);
+          await saveTask(tx, task, now);
+          await putTags(tx, task.wire.taskArn, toTags(input.tags ?? []));
+          tasks.push(task);
+        }
+        const failures = plan.failures.map((f) => ({ arn: f.arn, reason: failureReasonText(f) }));
+        return { tasks, failures };
+      });
+      for (const task of result.tasks) notifier.notify(task.wire.containerInstanceArn ?? "");
+      return { tasks: result.tasks.map((t) => taskShape(t, true)), failures: result.failures };
+    },
+
+    async StartTask(raw, ctx) {
+      const input = parseInput(StartTaskInput, raw, InvalidParameter);
+      const now = ctx.now.getTime();
+      const result = await store.transaction(async (tx) => {
+        const cluster = await activeCluster(tx, scopeOf(ctx), input.cluster);
+        const definition = await definitionFor(tx, ctx, input.taskDefinition);
+        checkInput(input, definition);
+        const tasks: TaskRecord[] = [];
+        const failures: Array<{ arn: string; reason: string }> = [];
+        for (const reference of input.containerInstances) {
+          const record = await resolveInstance(tx, scopeOf(ctx), cluster.arn, reference);
+          if (record === undefined || record.status === "INACTIVE") {
+            failures.push({ arn: reference, reason: "MISSING" });
+            continue;
+          }
+          const zone = record.attributes.find((a) => a.name === "ecs.availability-zone")?.value;
+          const task = newTask({ ctx, cluster, definition, input, registry }, record.arn, zone);
+          await saveTask(tx, task, now);
+          await putTags(tx, task.wire.taskArn, toTags(input.tags ?? []));
+          tasks.push(task);
+        }
+        return { tasks, failures };
+      });
+      for (const task of result.tasks) notifier.notify(task.wire.containerInstanceArn ?? "");
+      return { tasks: result.tasks.map((t) => taskShape(t, true)), failures: result.failures };
+    },
+
+    async StopTask(raw, ctx) {
+      const input = parseInput(StopTaskInput, raw, InvalidParameter);
+      const now = ctx.now.getTime();
+      const task = await store.transaction(async (tx) => {
+        const cluster = await activeCluster(tx, scopeOf(ctx), input.cluster);
+        const record = await taskByReference(tx, ctx, cluster, input.task);
+        if (record === undefined) throw InvalidParameter("The referenced task was not found.");
+        const instance =
+          record.wire.containerInstanceArn === undefined
+            ? undefined
+            : await resolveInstance(tx, scopeOf(ctx), cluster.arn, record.wire.containerInstanceArn);
+        // With no agent left to stop it, the task stops at once.
+        const orphaned = instance === undefined || instance.status === "INACTIVE";
+        if (requestStop(record, input.reason ?? "Task stopped by user", "UserInitiated", now, orphaned)) {
+          await saveTask(tx, record, now);
+        }
+        return record;
+      });
+      notifier.notify(task.wire.containerInstanceArn ?? "");
+      return { task: taskShape(task, false) };
+    },
+
+    async DescribeTasks(raw, ctx) {
+      const input = parseInput(DescribeTasksInput, raw, InvalidParameter);
+      return store.read(async (tx) => {
+        const cluster = await activeCluster(tx, scopeOf(ctx), input.cluster);
+        const tasks: Record<string, unknown>[] = [];
+        const failures: Array<{ arn: string; reason: string }> = [];
+        for (const reference of input.tasks) {
+          const record = await taskByReference(tx, ctx, cluster, reference);
+          if (record === undefined) {
+            failures.push({ arn: reference, reason: "MISSING" });
+            continue;
+          }
+          const shape = taskShape(record, false);
+          if (input.include?.includes("TAGS")) {
+            shape.tags = (await tagsOf(tx, record.wire.taskArn)).map((t) => ({ key: t.key, value: t.value }));
+          }
+          tasks.push(shape);
+        }
+        return { tasks, failures };
+      });
+    },
+
+    async ListTasks(raw, ctx) {
+      const input = parseInput(ListTasksInput, raw, InvalidParameter);
+      if (input.family !== undefined && input.serviceName !== undefined) {
+        throw InvalidParameter("family and serviceName cannot both be specified.");
+      }
+      const limit = input.maxResults ?? 100;
+      const after = decodeToken(input.nextToken, () => InvalidParameter("Invalid NextToken"));
+      const now = ctx.now.getTime();
+      const arns = await store.read(async (tx) => {
+        const cluster = await activeCluster(tx, scopeOf(ctx), input.cluster);
+        const clauses = ["cluster_arn = ?", "arn > ?"];
+        const params: Array<string | number> = [cluster.arn, after ?? ""];
+        const desired = input.desiredStatus ?? "RUNNING";
+        if (desired === "STOPPED") {
+          clauses.push("desired_status = 'STOPPED'", "(stopped_at IS NULL OR stopped_at > ?)");
+          params.push(now - STOPPED_RETENTION_MS);
+        } else if (desired === "PENDING") {
+          clauses.push("desired_status = 'RUNNING'", "last_status IN ('PROVISIONING', 'PENDING', 'ACTIVATING')");
+        } else {
+          clauses.push("desired_status = 'RUNNING'");
+        }
+        if (input.family !== undefined) clauses.push("family = ?") && params.push(input.family);
+        if (input.startedBy !== undefined) clauses.push("started_by = ?") && params.push(input.startedBy);
+        if (input.serviceName !== undefined) clauses.push("service_name = ?") && params.push(input.serviceName);
+        if (input.containerInstance !== undefined) {
+          const instance = await resolveInstance(tx, scopeOf(ctx), cluster.arn, input.containerInstance);
+          clauses.push("container_instance_arn = ?");
+          params.push(instance?.arn ?? input.containerInstance);
+        }
+        const rows = await tx.all<{ arn: string }>(
+          `SELECT arn FROM ecs_tasks WHERE ${clauses.join(" AND ")} ORDER BY arn LIMIT ?`,
+          ...params,
+          limit + 1,
+        );
+        return rows.map((r) => r.arn);
+      });
+      const page = toPage(arns, limit, (arn) => arn);
+      return page.nextToken === undefined ? { taskArns: page.items } : { taskArns: page.items, nextToken: page.nextToken };
+    },
+  };
+}
+
+/** A task named by ARN or by its id within the cluster. */
+async function taskByReference(tx: Tx, ctx: RequestContext, cluster: ClusterRecord, reference: string) {
+  const arn = reference.startsWith("arn:")
+    ? reference
+    : `arn:aws:ecs:${ctx.region}:${ctx.accountId}:task/${clusterNameOfArn(cluster.arn)}/${reference}`;
+  const record = await findTask(tx, arn);
+  return record !== undefined && record.wire.clusterArn === cluster.arn ? record : undefined;
+}

@@ -1,0 +1,202 @@
+/**
+ * ECS's cluster query language, as memberOf constraints and
+ * ListContainerInstances filters use it:
+ *
+ *   attribute:ecs.instance-type == t2.small and attribute:color in [blue, green]
+ *   not(attribute:stack exists) or (runningTasksCount < 2 and agentConnected == true)
+ *   attribute:ecs.availability-zone =~ us-east-1.*
+ *
+ * Pure: parse once, evaluate against any subject lookup.
+ */
+
+export type Subjects = (subject: string) => string | string[] | undefined;
+
+type Op = "==" | "!=" | ">" | ">=" | "<" | "<=" | "=~" | "!~" | "in" | "!in" | "exists";
+
+export type Expr =
+  | { kind: "and" | "or"; left: Expr; right: Expr }
+  | { kind: "not"; operand: Expr }
+  | { kind: "compare"; subject: string; op: Op; values: string[] };
+
+export class QueryError extends Error {}
+
+const OPERATORS = ["==", "!=", ">=", "<=", "=~", "!~", ">", "<"] as const;
+
+/** Splits an expression into tokens: words, quoted strings, operators, brackets. */
+function tokenize(text: string): string[] {
+  const tokens: string[] = [];
+  let i = 0;
+  while (i < text.length) {
+    const c = text[i] as string;
+    if (/\s/.test(c)) {
+      i++;
+    } else if ("()[],".includes(c)) {
+      tokens.push(c);
+      i++;
+    } else if (c === "'" || c === '"') {
+      const end = text.indexOf(c, i + 1);
+      if (end < 0) throw new QueryError("unterminated quoted string");
+      tokens.push(`\u0000${text.slice(i + 1, end)}`);
+      i = end + 1;
+    } else {
+      const op = OPERATORS.find((o) => text.startsWith(o, i));
+      if (op !== undefined) {
+        tokens.push(op);
+        i += op.length;
+        continue;
+      }
+      let j = i;
+      while (j < text.length && !/[\s()[\],]/.test(text[j] as string) && !OPERATORS.some((o) => text.startsWith(o, j))) j++;
+      tokens.push(text.slice(i, j));
+      i = j;
+    }
+  }
+  return tokens;
+}
+
+function literal(token: string | undefined): string {
+  if (token === undefined) throw new QueryError("expression ends too early");
+  return token.startsWith("\u0000") ? token.slice(1) : token;
+}
+
+class Parser {
+  private i = 0;
+  constructor(private readonly tokens: string[]) {}
+
+  private peek(): string | undefined {
+    return this.tokens[this.i];
+  }
+
+  private next(): string | undefined {
+    return this.tokens[this.i++];
+  }
+
+  private expect(token: string): void {
+    if (this.next() !== token) throw new QueryError(`expected '${token}'`);
+  }
+
+  parse(): Expr {
+    const expr = this.or();
+    if (this.i < this.tokens.length) throw new QueryError(`unexpected '${literal(this.peek())}'`);
+    return expr;
+  }
+
+  private or(): Expr {
+    let left = this.and();
+    while (this.peek()?.toLowerCase() === "or" || this.peek() === "||") {
+      this.next();
+      left = { kind: "or", left, right: this.and() };
+    }
+    return left;
+  }
+
+  private and(): Expr {
+    let left = this.unary();
+    while (this.peek()?.toLowerCase() === "and" || this.peek() === "&&") {
+      this.next();
+      left = { kind: "and", left, right: this.unary() };
+    }
+    return left;
+  }
+
+  private unary(): Expr {
+    const token = this.peek();
+    if (token?.toLowerCase() === "not" || token === "!") {
+      this.next();
+      this.expect("(");
+      const operand = this.or();
+      this.expect(")");
+      return { kind: "not", operand };
+    }
+    if (token === "(") {
+      this.next();
+      const inner = this.or();
+      this.expect(")");
+      return inner;
+    }
+    return this.comparison();
+  }
+
+  private comparison(): Expr {
+    const subject = literal(this.next());
+    const opToken = this.next();
+    if (opToken === undefined) throw new QueryError(`'${subject}' needs an operator`);
+    const lower = opToken.toLowerCase();
+    if (lower === "exists") return { kind: "compare", subject, op: "exists", values: [] };
+    if (lower === "in" || lower === "!in" || lower === "not_in") {
+      this.expect("[");
+      const values: string[] = [];
+      while (this.peek() !== "]") {
+        values.push(literal(this.next()));
+        if (this.peek() === ",") this.next();
+        else if (this.peek() !== "]") throw new QueryError("expected ',' or ']'");
+      }
+      this.expect("]");
+      return { kind: "compare", subject, op: lower === "in" ? "in" : "!in", values };
+    }
+    if (!(OPERATORS as readonly string[]).includes(opToken)) throw new QueryError(`unknown operator '${opToken}'`);
+    return { kind: "compare", subject, op: opToken as Op, values: [literal(this.next())] };
+  }
+}
+
+/** Parses an expression; throws QueryError with a short reason when it is not valid. */
+export function parseQuery(text: string): Expr {
+  if (text.trim() === "") throw new QueryError("empty expression");
+  return new Parser(tokenize(text)).parse();
+}
+
+function compareOrdered(actual: string, expected: string): number {
+  const a = Number(actual);
+  const b = Number(expected);
+  if (!Number.isNaN(a) && !Number.isNaN(b)) return a - b;
+  return actual < expected ? -1 : actual > expected ? 1 : 0;
+}
+
+function wildcard(pattern: string): RegExp {
+  return new RegExp(`^${pattern.replace(/[.+^${}()|[\]\\]/g, "\\$&").replaceAll("*", ".*")}$`);
+}
+
+function test(op: Op, actual: string, values: string[]): boolean {
+  const [value = ""] = values;
+  switch (op) {
+    case "==":
+      return value.includes("*") ? wildcard(value).test(actual) : actual === value;
+    case "!=":
+      return value.includes("*") ? !wildcard(value).test(actual) : actual !== value;
+    case ">":
+      return compareOrdered(actual, value) > 0;
+    case ">=":
+      return compareOrdered(actual, value) >= 0;
+    case "<":
+      return compareOrdered(actual, value) < 0;
+    case "<=":
+      return compareOrdered(actual, value) <= 0;
+    case "=~":
+      return new RegExp(`^(?:${value})$`).test(actual);
+    case "!~":
+      return !new RegExp(`^(?:${value})$`).test(actual);
+    case "in":
+      return values.includes(actual);
+    case "!in":
+      return !values.includes(actual);
+    case "exists":
+      return true;
+  }
+}
+
+export function evaluate(expr: Expr, subjects: Subjects): boolean {
+  switch (expr.kind) {
+    case "and":
+      return evaluate(expr.left, subjects) && evaluate(expr.right, subjects);
+    case "or":
+      return evaluate(expr.left, subjects) || evaluate(expr.right, subjects);
+    case "not":
+      return !evaluate(expr.operand, subjects);
+    case "compare": {
+      const actual = subjects(expr.subject);
+      if (actual === undefined) return expr.op === "!=" || expr.op === "!in" || expr.op === "!~";
+      const values = Array.isArray(actual) ? actual : [actual];
+      return values.some((v) => test(expr.op, v, expr.values));
+    }
+  }
+}

@@ -1,0 +1,188 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import { AwsError } from "../aws/errors.ts";
+import { verifySigV4 } from "../aws/sigv4.ts";
+import { activeCluster, clusterArn, DEFAULT_CLUSTER, findCluster, saveCluster } from "../ecs/clusters.ts";
+import { ClusterNotFound, InvalidParameter } from "../ecs/errors.ts";
+import { registerInstance } from "../ecs/instance-api.ts";
+import { AGENT_TIMEOUT_MS, instanceByToken, POLL_TIMEOUT_MS, saveInstance } from "../ecs/instances.ts";
+import type { InstanceNotifier } from "../ecs/notifier.ts";
+import { applyReport, assignmentOf, findTask, saveTask, tasksForInstance } from "../ecs/tasks.ts";
+import type {
+  LogBatch,
+  PollRequest,
+  PollResponse,
+  RegisterNodeRequest,
+  RegisterNodeResponse,
+  StatsBatch,
+  TaskReport,
+} from "../shared/agent-protocol.ts";
+import type { Store } from "../store/store.ts";
+import { sendAwsError, signedRequest } from "./front-door.ts";
+
+export interface AgentChannelOptions {
+  store: Store;
+  notifier: InstanceNotifier;
+  region: string;
+  accountId: string;
+  clock: () => Date;
+  lookupSecret(accessKeyId: string): string | undefined;
+  /** Container output shipped by agents for the awslogs driver. */
+  appendLogs(batch: LogBatch): Promise<void>;
+  /** CPU and memory samples from agents. */
+  recordStats(instanceArn: string, batch: StatsBatch): void;
+}
+
+const Unauthorized = (message: string) => new AwsError("UnauthorizedNode", message, { status: 401 });
+
+function json<T>(request: FastifyRequest): T {
+  const body = Buffer.isBuffer(request.body) ? request.body.toString("utf8") : "{}";
+  try {
+    return JSON.parse(body === "" ? "{}" : body) as T;
+  } catch {
+    throw InvalidParameter("The request body is not valid JSON.");
+  }
+}
+
+/**
+ * The agent protocol's server end (see src/shared/agent-protocol.ts):
+ * registration signed with SigV4, then a node token for polling and reports.
+ */
+export function registerAgentChannel(app: FastifyInstance, options: AgentChannelOptions): void {
+  const { store, notifier } = options;
+  const scope = { region: options.region, accountId: options.accountId };
+  // Polls end when the server closes, before the store does.
+  const closing = new AbortController();
+  app.addHook("preClose", async () => {
+    closing.abort();
+  });
+
+  async function node(request: FastifyRequest) {
+    const header = request.headers.authorization ?? "";
+    const token = header.startsWith("Bearer ") ? header.slice(7) : "";
+    if (token === "") throw Unauthorized("A node token is required.");
+    const instance = await store.read((tx) => instanceByToken(tx, token));
+    if (instance === undefined) throw Unauthorized("The node token is not valid; register again.");
+    return instance;
+  }
+
+  const route = (path: string, handler: (request: FastifyRequest, reply: FastifyReply) => Promise<unknown>) => {
+    app.post(path, async (request, reply) => {
+      try {
+        const result = await handler(request, reply);
+        void reply.header("content-type", "application/json").send(JSON.stringify(result ?? {}));
+      } catch (error) {
+        sendAwsError(request, reply, error);
+      }
+    });
+  };
+
+  route("/agent/v1/register", async (request) => {
+    const now = options.clock();
+    const identity = verifySigV4(signedRequest(request), {
+      region: options.region,
+      service: "ecs",
+      now,
+      lookupSecret: options.lookupSecret,
+    });
+    void identity;
+    const body = json<RegisterNodeRequest>(request);
+    if (typeof body.cluster !== "string" || typeof body.totalResources?.cpu !== "number") {
+      throw InvalidParameter("cluster and totalResources are required.");
+    }
+    const result = await store.transaction(async (tx) => {
+      let cluster = await findCluster(tx, scope, body.cluster);
+      if ((cluster === undefined || cluster.status !== "ACTIVE") && body.cluster === DEFAULT_CLUSTER) {
+        // The ECS agent creates the default cluster when it joins it and it does not exist.
+        cluster = {
+          arn: clusterArn(scope, DEFAULT_CLUSTER),
+          name: DEFAULT_CLUSTER,
+          status: "ACTIVE",
+          settings: [{ name: "containerInsights", value: "disabled" }],
+          capacityProviders: [],
+          defaultCapacityProviderStrategy: [],
+          createdAt: now.getTime(),
+          updatedAt: now.getTime(),
+        };
+        await saveCluster(tx, cluster);
+      }
+      if (cluster === undefined || cluster.status !== "ACTIVE") throw ClusterNotFound("Cluster not found.");
+      const active = await activeCluster(tx, scope, cluster.name);
+      return registerInstance(tx, { ...scope, now: now.getTime() }, active, {
+        ...(body.containerInstanceArn === undefined ? {} : { arn: body.containerInstanceArn }),
+        cpu: body.totalResources.cpu,
+        memory: body.totalResources.memory,
+        attributes: body.attributes ?? [],
+        versionInfo: body.versionInfo ?? { agentVersion: "unknown" },
+        hostname: body.hostname ?? "",
+        address: body.address ?? "",
+        capacity: body.capacity === "FARGATE" ? "FARGATE" : "EC2",
+      });
+    });
+    const response: RegisterNodeResponse = {
+      containerInstanceArn: result.record.arn,
+      clusterArn: result.record.clusterArn,
+      nodeToken: result.token,
+      pollTimeoutMs: POLL_TIMEOUT_MS,
+    };
+    return response;
+  });
+
+  route("/agent/v1/poll", async (request) => {
+    const instance = await node(request);
+    const body = json<PollRequest>(request);
+    const known = body.known ?? {};
+    const heartbeat = async () =>
+      store.transaction(async (tx) => {
+        const now = options.clock().getTime();
+        const current = { ...instance, lastHeartbeat: now };
+        if (body.usedPorts !== undefined) current.usedPorts = body.usedPorts;
+        await saveInstance(tx, current);
+        return (await tasksForInstance(tx, instance.arn)).map(assignmentOf);
+      });
+    const differs = (tasks: PollResponse["tasks"]) =>
+      tasks.length !== Object.keys(known).length || tasks.some((t) => known[t.taskArn] !== t.version);
+    let tasks = await heartbeat();
+    if (!differs(tasks)) {
+      const aborted = new AbortController();
+      request.raw.once("close", () => aborted.abort());
+      const signal = AbortSignal.any([aborted.signal, closing.signal]);
+      await notifier.wait(instance.arn, Math.min(POLL_TIMEOUT_MS, AGENT_TIMEOUT_MS / 2), signal);
+      if (signal.aborted) return { tasks };
+      tasks = await heartbeat();
+    }
+    const response: PollResponse = { tasks };
+    return response;
+  });
+
+  route("/agent/v1/report", async (request) => {
+    const instance = await node(request);
+    const report = json<TaskReport>(request);
+    if (typeof report.taskArn !== "string" || typeof report.lastStatus !== "string" || !Array.isArray(report.containers)) {
+      throw InvalidParameter("taskArn, lastStatus and containers are required.");
+    }
+    await store.transaction(async (tx) => {
+      const task = await findTask(tx, report.taskArn);
+      if (task === undefined || task.wire.containerInstanceArn !== instance.arn) {
+        throw InvalidParameter("The task is not assigned to this container instance.");
+      }
+      if (applyReport(task, report)) await saveTask(tx, task, options.clock().getTime());
+    });
+    return {};
+  });
+
+  route("/agent/v1/logs", async (request) => {
+    await node(request);
+    const batch = json<LogBatch>(request);
+    if (!Array.isArray(batch.events)) throw InvalidParameter("events is required.");
+    await options.appendLogs(batch);
+    return {};
+  });
+
+  route("/agent/v1/stats", async (request) => {
+    const instance = await node(request);
+    const batch = json<StatsBatch>(request);
+    if (!Array.isArray(batch.samples)) throw InvalidParameter("samples is required.");
+    options.recordStats(instance.arn, batch);
+    return {};
+  });
+}

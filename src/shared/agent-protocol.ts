@@ -1,0 +1,163 @@
+/**
+ * The agent protocol: what `wharf agent` and the server say to each other.
+ * Types only, no I/O; both processes import this and nothing else of each
+ * other.
+ *
+ *   POST /agent/v1/register   SigV4-signed (the agent's access key), once:
+ *                             → container instance ARN and a node token
+ *   POST /agent/v1/poll       Bearer <node token>; long poll: the tasks this
+ *                             instance should run, whenever they change
+ *   POST /agent/v1/report     Bearer; a task's and its containers' state
+ *   POST /agent/v1/logs       Bearer; container output for the awslogs driver
+ *   POST /agent/v1/stats      Bearer; CPU and memory samples per container
+ *
+ * Polling is the heartbeat: an instance whose agent has not polled within
+ * the server's timeout is reported `agentConnected: false`.
+ */
+
+export const AGENT_PROTOCOL_VERSION = 1;
+
+/** Task statuses in ECS's order; a task only ever moves forward through them. */
+export const TASK_STATUSES = [
+  "PROVISIONING",
+  "PENDING",
+  "ACTIVATING",
+  "RUNNING",
+  "DEACTIVATING",
+  "STOPPING",
+  "DEPROVISIONING",
+  "STOPPED",
+] as const;
+export type TaskStatus = (typeof TASK_STATUSES)[number];
+
+export function statusRank(status: TaskStatus): number {
+  return TASK_STATUSES.indexOf(status);
+}
+
+export type ContainerStatus = "PENDING" | "RUNNING" | "STOPPED";
+export type HealthStatus = "HEALTHY" | "UNHEALTHY" | "UNKNOWN";
+
+export interface RegisterNodeRequest {
+  cluster: string;
+  /** Set when the agent restarts with state from an earlier registration. */
+  containerInstanceArn?: string;
+  hostname: string;
+  /** The node's address other nodes and clients reach it at. */
+  address: string;
+  totalResources: { cpu: number; memory: number };
+  attributes: Array<{ name: string; value?: string }>;
+  versionInfo: { agentVersion: string; agentHash?: string; dockerVersion?: string };
+  /** Launch types this node's capacity serves ("EC2", and "FARGATE" for Wharf-managed capacity). */
+  capacity: "EC2" | "FARGATE";
+}
+
+export interface RegisterNodeResponse {
+  containerInstanceArn: string;
+  clusterArn: string;
+  nodeToken: string;
+  /** How often to poll at least, so the server keeps the instance connected. */
+  pollTimeoutMs: number;
+}
+
+/** One task the server wants on this node; `version` grows with every change the agent must act on. */
+export interface TaskAssignment {
+  taskArn: string;
+  version: number;
+  desiredStatus: "RUNNING" | "STOPPED";
+  clusterArn: string;
+  family: string;
+  revision: number;
+  networkMode: "awsvpc" | "bridge" | "host" | "none";
+  /** The task definition's container definitions with overrides applied. */
+  containers: AssignedContainer[];
+  /** Task-level limits (MiB / CPU units) when the definition sets them. */
+  cpu?: number;
+  memory?: number;
+  volumes: Array<{ name: string; host?: { sourcePath?: string } }>;
+  /**
+   * Wharf's own registry: images whose host is `host` are pulled from the
+   * agent's server endpoint with these credentials (the ECR token).
+   */
+  wharfRegistry: { host: string; username: string; password: string };
+  /** Why the server wants it stopped (StopTask's reason), if it does. */
+  stopReason?: string;
+  region: string;
+}
+
+/** A container definition as the agent needs it (ECS field names). */
+export interface AssignedContainer {
+  name: string;
+  image: string;
+  cpu?: number;
+  memory?: number;
+  memoryReservation?: number;
+  essential: boolean;
+  command?: string[];
+  entryPoint?: string[];
+  environment: Array<{ name: string; value: string }>;
+  workingDirectory?: string;
+  user?: string;
+  portMappings: Array<{ containerPort: number; hostPort?: number; protocol: "tcp" | "udp"; name?: string }>;
+  healthCheck?: { command: string[]; interval: number; timeout: number; retries: number; startPeriod: number };
+  dependsOn: Array<{ containerName: string; condition: "START" | "COMPLETE" | "SUCCESS" | "HEALTHY" }>;
+  stopTimeout?: number;
+  ulimits?: Array<{ name: string; softLimit: number; hardLimit: number }>;
+  readonlyRootFilesystem?: boolean;
+  linuxParameters?: {
+    capabilities?: { add?: string[]; drop?: string[] };
+    initProcessEnabled?: boolean;
+    sharedMemorySize?: number;
+    tmpfs?: Array<{ containerPath: string; size: number; mountOptions?: string[] }>;
+  };
+  mountPoints: Array<{ sourceVolume: string; containerPath: string; readOnly?: boolean }>;
+  logConfiguration?: { logDriver: string; options?: Record<string, string> };
+  dockerLabels?: Record<string, string>;
+  privileged?: boolean;
+  hostname?: string;
+}
+
+export interface PollRequest {
+  /** Versions of the assignments the agent already has; the server answers when anything differs. */
+  known: Record<string, number>;
+  /** Host ports bound by tasks on this node (for placement). */
+  usedPorts?: { tcp: number[]; udp: number[] };
+}
+
+export interface PollResponse {
+  /** Every task assigned to this instance that is not yet STOPPED on the server. */
+  tasks: TaskAssignment[];
+}
+
+export interface ContainerReport {
+  name: string;
+  lastStatus: ContainerStatus;
+  exitCode?: number;
+  reason?: string;
+  healthStatus?: HealthStatus;
+  runtimeId?: string;
+  networkBindings?: Array<{ bindIP: string; containerPort: number; hostPort: number; protocol: "tcp" | "udp" }>;
+}
+
+export interface TaskReport {
+  taskArn: string;
+  lastStatus: TaskStatus;
+  containers: ContainerReport[];
+  /** For awsvpc: the task's address. */
+  privateIpv4Address?: string;
+  macAddress?: string;
+  /** Set with STOPPED (or when a stop begins for a reason the agent found). */
+  stopCode?: "TaskFailedToStart" | "EssentialContainerExited" | "UserInitiated" | "ServiceSchedulerInitiated" | "SpotInterruption" | "TerminationNotice";
+  stoppedReason?: string;
+  /** Milliseconds since the epoch, for the timestamps DescribeTasks reports. */
+  pullStartedAt?: number;
+  pullStoppedAt?: number;
+  at: number;
+}
+
+export interface LogBatch {
+  events: Array<{ group: string; stream: string; createGroup: boolean; timestamp: number; message: string }>;
+}
+
+export interface StatsBatch {
+  samples: Array<{ taskArn: string; container: string; cpuUtilization: number; memoryBytes: number; at: number }>;
+}
