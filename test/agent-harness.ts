@@ -12,7 +12,7 @@ import { skopeo, writeMultiPlatformLayout } from "./support/oci.ts";
 export function freeSubnet(): string {
   const used = execFileSync("ip", ["-o", "-4", "addr"], { encoding: "utf8", timeout: 10_000 });
   for (;;) {
-    const candidate = `10.${200 + (randomBytes(1)[0] ?? 0) % 50}.${(randomBytes(1)[0] ?? 0) % 250}`;
+    const candidate = `10.${200 + ((randomBytes(1)[0] ?? 0) % 50)}.${(randomBytes(1)[0] ?? 0) % 250}`;
     if (!used.includes(` ${candidate}.`)) return `${candidate}.0/24`;
   }
 }
@@ -31,7 +31,14 @@ export interface TestAgent {
 /** A real node agent (runc, netns) in this process, joined to `cluster`, with its own bridge and subnet. */
 export async function startTestAgent(
   server: TestServer,
-  options: { cluster?: string; dataDir?: string; bridge?: string; subnet?: string; attributes?: Array<{ name: string; value?: string }>; zone?: string } = {},
+  options: {
+    cluster?: string;
+    dataDir?: string;
+    bridge?: string;
+    subnet?: string;
+    attributes?: Array<{ name: string; value?: string }>;
+    zone?: string;
+  } = {},
 ): Promise<TestAgent> {
   const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), "wharf-agent-"));
   const bridge = options.bridge ?? `wt${randomBytes(4).toString("hex")}`;
@@ -46,7 +53,12 @@ export async function startTestAgent(
     attributes: options.attributes ?? [],
     availabilityZone: options.zone ?? "us-east-1a",
   });
-  const quiet = { info: () => undefined, warn: () => undefined, error: (f: Record<string, unknown>, m: string) => console.error(m, f) };
+  const verbose = process.env.WHARF_TEST_VERBOSE === "1";
+  const quiet = {
+    info: (f: Record<string, unknown>, m: string) => (verbose ? console.error(m, f) : undefined),
+    warn: (f: Record<string, unknown>, m: string) => (verbose ? console.error(m, f) : undefined),
+    error: (f: Record<string, unknown>, m: string) => console.error(m, f),
+  };
   const agent = new Agent(config, quiet);
   await agent.start();
   const handle: TestAgent = {
@@ -67,8 +79,17 @@ export async function startTestAgent(
 export async function cleanupAgent(handle: TestAgent): Promise<void> {
   const runcRoot = join(handle.dataDir, "runc");
   try {
-    const ids = execFileSync("runc", ["--root", runcRoot, "list", "-q"], { encoding: "utf8", timeout: 10_000 }).split("\n").filter(Boolean);
-    for (const id of ids) execFileSync("runc", ["--root", runcRoot, "delete", "--force", id], { timeout: 10_000, stdio: "ignore" });
+    const ids = execFileSync("runc", ["--root", runcRoot, "list", "-q"], {
+      encoding: "utf8",
+      timeout: 10_000,
+    })
+      .split("\n")
+      .filter(Boolean);
+    for (const id of ids)
+      execFileSync("runc", ["--root", runcRoot, "delete", "--force", id], {
+        timeout: 10_000,
+        stdio: "ignore",
+      });
   } catch {
     // nothing left
   }
@@ -90,7 +111,8 @@ export async function cleanupAgent(handle: TestAgent): Promise<void> {
 /** Creates repository `name` and pushes the busybox test image to it as `:latest`; returns the image URI. */
 export async function pushBusybox(server: TestServer, name: string): Promise<string> {
   const created = await aws(server, ["ecr", "create-repository", "--repository-name", name]);
-  if (created.code !== 0 && !created.stderr.includes("RepositoryAlreadyExists")) throw new Error(created.stderr);
+  if (created.code !== 0 && !created.stderr.includes("RepositoryAlreadyExists"))
+    throw new Error(created.stderr);
   const password = (await aws(server, ["ecr", "get-login-password"])).stdout.trim();
   const dir = mkdtempSync(join(tmpdir(), "wharf-layout-"));
   try {
@@ -113,7 +135,11 @@ export async function pushBusybox(server: TestServer, name: string): Promise<str
 }
 
 /** Polls `check` until it returns a value, or fails after `timeoutMs`. */
-export async function eventually<T>(what: string, check: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
+export async function eventually<T>(
+  what: string,
+  check: () => Promise<T | undefined>,
+  timeoutMs = 60_000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   for (;;) {
@@ -123,7 +149,8 @@ export async function eventually<T>(what: string, check: () => Promise<T | undef
     } catch (error) {
       last = error;
     }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last === undefined ? "" : `: ${String(last)}`}`);
+    if (Date.now() > deadline)
+      throw new Error(`timed out waiting for ${what}${last === undefined ? "" : `: ${String(last)}`}`);
     await new Promise((resolve) => setTimeout(resolve, 250));
   }
 }

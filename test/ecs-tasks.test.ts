@@ -67,11 +67,20 @@ async function describe1(taskArn: string): Promise<Task> {
   return (result.json as { tasks: Task[] }).tasks[0] as Task;
 }
 
-function until(taskArn: string, predicate: (task: Task) => boolean, what: string, timeoutMs = 60_000): Promise<Task> {
-  return eventually(what, async () => {
-    const task = await describe1(taskArn);
-    return predicate(task) ? task : undefined;
-  }, timeoutMs);
+function until(
+  taskArn: string,
+  predicate: (task: Task) => boolean,
+  what: string,
+  timeoutMs = 60_000,
+): Promise<Task> {
+  return eventually(
+    what,
+    async () => {
+      const task = await describe1(taskArn);
+      return predicate(task) ? task : undefined;
+    },
+    timeoutMs,
+  );
 }
 
 describe("tasks on real containers", () => {
@@ -87,7 +96,12 @@ describe("tasks on real containers", () => {
           stopTimeout: 2,
           logConfiguration: {
             logDriver: "awslogs",
-            options: { "awslogs-group": "/ecs/hello", "awslogs-stream-prefix": "web", "awslogs-create-group": "true", "awslogs-region": "us-east-1" },
+            options: {
+              "awslogs-group": "/ecs/hello",
+              "awslogs-stream-prefix": "web",
+              "awslogs-create-group": "true",
+              "awslogs-region": "us-east-1",
+            },
           },
         },
       ],
@@ -100,14 +114,24 @@ describe("tasks on real containers", () => {
     // The process runs on the host under runc.
     const runtimeId = container?.runtimeId ?? "";
     const state = JSON.parse(
-      execFileSync("runc", ["--root", join(agent.dataDir, "runc"), "state", runtimeId], { encoding: "utf8", timeout: 10_000 }),
+      execFileSync("runc", ["--root", join(agent.dataDir, "runc"), "state", runtimeId], {
+        encoding: "utf8",
+        timeout: 10_000,
+      }),
     ) as { status: string; pid: number };
     assert.equal(state.status, "running");
     assert.match(execFileSync("cat", [`/proc/${state.pid}/cmdline`], { encoding: "utf8" }), /sleep/);
 
     const taskId = started.taskArn.slice(started.taskArn.lastIndexOf("/") + 1);
     const logs = await eventually("the log line", async () => {
-      const result = await aws(server, ["logs", "get-log-events", "--log-group-name", "/ecs/hello", "--log-stream-name", `web/app/${taskId}`]);
+      const result = await aws(server, [
+        "logs",
+        "get-log-events",
+        "--log-group-name",
+        "/ecs/hello",
+        "--log-stream-name",
+        `web/app/${taskId}`,
+      ]);
       const events = (result.json as { events?: Array<{ message: string }> } | undefined)?.events ?? [];
       return events.length > 0 ? events : undefined;
     });
@@ -125,12 +149,206 @@ describe("tasks on real containers", () => {
   it("stops a task whose image does not exist with CannotPullContainerError", async () => {
     const arn = await registerTaskDefinition({
       family: "missing-image",
-      containerDefinitions: [{ name: "app", image: `${image.split("/")[0]}/no-such-repo:latest`, memory: 32 }],
+      containerDefinitions: [
+        { name: "app", image: `${image.split("/")[0]}/no-such-repo:latest`, memory: 32 },
+      ],
     });
     const started = await runTask(arn);
     const stopped = await until(started.taskArn, (t) => t.lastStatus === "STOPPED", "STOPPED");
     assert.equal(stopped.stopCode, "TaskFailedToStart");
     assert.match(stopped.stoppedReason ?? "", /^CannotPullContainerError/);
     assert.match(stopped.containers[0]?.reason ?? "", /^CannotPullContainerError/);
+  });
+
+  it("honours dependsOn HEALTHY, keeps running when a non-essential container exits, and stops when an essential one does", async () => {
+    const arn = await registerTaskDefinition({
+      family: "ordered",
+      containerDefinitions: [
+        {
+          name: "db",
+          image,
+          memory: 32,
+          essential: true,
+          command: ["sh", "-c", "sleep 2; echo ok > /ready; sleep 300"],
+          healthCheck: {
+            command: ["CMD-SHELL", "cat /ready"],
+            interval: 5,
+            timeout: 2,
+            retries: 3,
+            startPeriod: 0,
+          },
+          stopTimeout: 2,
+        },
+        {
+          name: "migrate",
+          image,
+          memory: 16,
+          essential: false,
+          command: ["sh", "-c", "exit 0"],
+          dependsOn: [{ containerName: "db", condition: "HEALTHY" }],
+        },
+        {
+          name: "web",
+          image,
+          memory: 32,
+          essential: true,
+          command: ["sh", "-c", "sleep 8; exit 7"],
+          dependsOn: [{ containerName: "migrate", condition: "SUCCESS" }],
+          stopTimeout: 2,
+        },
+      ],
+    });
+    const started = await runTask(arn);
+    // web starts only after db is healthy and migrate succeeded.
+    const running = await until(
+      started.taskArn,
+      (t) => t.containers.find((c) => c.name === "web")?.lastStatus === "RUNNING",
+      "web RUNNING",
+      90_000,
+    );
+    assert.equal(running.containers.find((c) => c.name === "db")?.healthStatus, "HEALTHY");
+    const migrate = running.containers.find((c) => c.name === "migrate");
+    assert.equal(migrate?.lastStatus, "STOPPED");
+    assert.equal(migrate?.exitCode, 0);
+    assert.notEqual(
+      running.lastStatus,
+      "STOPPED",
+      "a non-essential container's exit leaves the task running",
+    );
+    const stopped = await until(started.taskArn, (t) => t.lastStatus === "STOPPED", "STOPPED", 90_000);
+    assert.equal(stopped.stopCode, "EssentialContainerExited");
+    assert.equal(stopped.stoppedReason, "Essential container in task exited");
+    assert.equal(stopped.containers.find((c) => c.name === "web")?.exitCode, 7);
+  });
+
+  it("publishes a bridge task's dynamic host port on 127.0.0.1 and reports it in networkBindings", async () => {
+    const arn = await registerTaskDefinition({
+      family: "bridge-web",
+      networkMode: "bridge",
+      containerDefinitions: [
+        {
+          name: "web",
+          image,
+          memory: 32,
+          portMappings: [{ containerPort: 8080, hostPort: 0, protocol: "tcp" }],
+          command: ["sh", "-c", "echo bridged > /index.html; httpd -f -p 8080 -h /"],
+          stopTimeout: 2,
+        },
+      ],
+    });
+    const started = await runTask(arn);
+    const running = await until(started.taskArn, (t) => t.lastStatus === "RUNNING", "RUNNING");
+    const binding = running.containers[0]?.networkBindings?.[0];
+    assert.ok(binding !== undefined && binding.hostPort > 0, "a host port was chosen");
+    assert.equal(binding.containerPort, 8080);
+    const body = await eventually("the published port", async () => {
+      const response = await fetch(`http://127.0.0.1:${binding.hostPort}/index.html`, {
+        signal: AbortSignal.timeout(2000),
+      });
+      return response.ok ? response.text() : undefined;
+    });
+    assert.equal(body.trim(), "bridged");
+    await aws(server, ["ecs", "stop-task", "--task", started.taskArn]);
+    await until(started.taskArn, (t) => t.lastStatus === "STOPPED", "STOPPED");
+  });
+
+  it("gives an awsvpc task its own address, reachable from the node", async () => {
+    const arn = await registerTaskDefinition({
+      family: "vpc-web",
+      networkMode: "awsvpc",
+      containerDefinitions: [
+        {
+          name: "web",
+          image,
+          memory: 32,
+          portMappings: [{ containerPort: 8080, protocol: "tcp" }],
+          command: ["sh", "-c", "echo vpc > /index.html; httpd -f -p 8080 -h /"],
+          stopTimeout: 2,
+        },
+        {
+          name: "sidecar",
+          image,
+          memory: 16,
+          command: ["sh", "-c", "sleep 2; wget -q -O /got http://127.0.0.1:8080/index.html; sleep 300"],
+          stopTimeout: 2,
+        },
+      ],
+    });
+    const started = await runTask(arn, [
+      "--network-configuration",
+      "awsvpcConfiguration={subnets=[subnet-wharf]}",
+    ]);
+    assert.equal(started.lastStatus, "PROVISIONING");
+    const running = await until(started.taskArn, (t) => t.lastStatus === "RUNNING", "RUNNING");
+    const address = running.containers[0]?.networkInterfaces?.[0]?.privateIpv4Address;
+    assert.ok(address !== undefined && address.length > 0, "the task has an address");
+    const body = await eventually("the task's address", async () => {
+      const response = await fetch(`http://${address}:8080/index.html`, {
+        signal: AbortSignal.timeout(2000),
+      });
+      return response.ok ? response.text() : undefined;
+    });
+    assert.equal(body.trim(), "vpc");
+    await aws(server, ["ecs", "stop-task", "--task", started.taskArn, "--reason", "done here"]);
+    const stopped = await until(started.taskArn, (t) => t.lastStatus === "STOPPED", "STOPPED");
+    assert.equal(stopped.stoppedReason, "done here");
+  });
+
+  it("OOM-kills a container that allocates past its memory limit and says so", async () => {
+    const arn = await registerTaskDefinition({
+      family: "hog",
+      containerDefinitions: [
+        {
+          name: "hog",
+          image,
+          memory: 16,
+          command: ["sh", "-c", "x=$(head -c 200000000 /dev/zero | tr '\\0' x); echo survived"],
+        },
+      ],
+    });
+    const started = await runTask(arn);
+    const stopped = await until(started.taskArn, (t) => t.lastStatus === "STOPPED", "STOPPED", 90_000);
+    const hog = stopped.containers[0];
+    assert.match(hog?.reason ?? "", /OutOfMemoryError/);
+    assert.equal(stopped.stopCode, "EssentialContainerExited");
+  });
+
+  it("keeps tasks running across an agent restart and reports a container that died meanwhile", async () => {
+    const arn = await registerTaskDefinition({
+      family: "survivor",
+      containerDefinitions: [{ name: "app", image, memory: 32, command: ["sleep", "300"], stopTimeout: 2 }],
+    });
+    const keep = await runTask(arn);
+    const doomed = await runTask(arn);
+    const [keepRunning, doomedRunning] = await Promise.all([
+      until(keep.taskArn, (t) => t.lastStatus === "RUNNING", "RUNNING"),
+      until(doomed.taskArn, (t) => t.lastStatus === "RUNNING", "RUNNING"),
+    ]);
+    await agent.stop();
+    // While the agent is down, one container is killed from the host.
+    const runcRoot = join(agent.dataDir, "runc");
+    execFileSync("runc", ["--root", runcRoot, "kill", doomedRunning.containers[0]?.runtimeId ?? "", "KILL"], {
+      timeout: 10_000,
+    });
+    agent = await agent.restart();
+    const stillRunning = await describe1(keep.taskArn);
+    assert.equal(stillRunning.lastStatus, "RUNNING");
+    assert.equal(
+      stillRunning.containers[0]?.runtimeId,
+      keepRunning.containers[0]?.runtimeId,
+      "the same container, adopted",
+    );
+    const state = JSON.parse(
+      execFileSync("runc", ["--root", runcRoot, "state", keepRunning.containers[0]?.runtimeId ?? ""], {
+        encoding: "utf8",
+        timeout: 10_000,
+      }),
+    ) as { status: string };
+    assert.equal(state.status, "running");
+    const died = await until(doomed.taskArn, (t) => t.lastStatus === "STOPPED", "STOPPED");
+    assert.equal(died.containers[0]?.exitCode, 137);
+    assert.equal(died.stopCode, "EssentialContainerExited");
+    await aws(server, ["ecs", "stop-task", "--task", keep.taskArn]);
+    await until(keep.taskArn, (t) => t.lastStatus === "STOPPED", "STOPPED");
   });
 });

@@ -14,9 +14,7 @@ export interface TestServer extends RunningServer {
 }
 
 /** A real server on an ephemeral loopback port with a fresh data directory. */
-export async function startTestServer(
-  options: { dataDir?: string } & ServerDeps = {},
-): Promise<TestServer> {
+export async function startTestServer(options: { dataDir?: string } & ServerDeps = {}): Promise<TestServer> {
   const { dataDir: given, ...deps } = options;
   const dataDir = given ?? mkdtempSync(join(tmpdir(), "wharf-test-"));
   const config = { ...resolveConfig({ host: "127.0.0.1", port: 0, dataDir, logLevel: "warn" }, {}) };

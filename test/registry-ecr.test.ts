@@ -88,7 +88,9 @@ async function describeImages(repo: string, ...extra: string[]): Promise<ImageDe
 }
 
 async function tagsOf(repo: string, digest: string): Promise<string[] | undefined> {
-  const out = await ecr.send(new DescribeImagesCommand({ repositoryName: repo, imageIds: [{ imageDigest: digest }] }));
+  const out = await ecr.send(
+    new DescribeImagesCommand({ repositoryName: repo, imageIds: [{ imageDigest: digest }] }),
+  );
   return out.imageDetails?.[0]?.imageTags;
 }
 
@@ -128,7 +130,10 @@ describe("ECR repositories", () => {
     assert.deepEqual(plain?.encryptionConfiguration, { encryptionType: "AES256" });
     assert.ok(plain?.createdAt instanceof Date);
 
-    await cliFails(["ecr", "create-repository", "--repository-name", "cli/app"], "RepositoryAlreadyExistsException");
+    await cliFails(
+      ["ecr", "create-repository", "--repository-name", "cli/app"],
+      "RepositoryAlreadyExistsException",
+    );
     await assert.rejects(
       ecr.send(new CreateRepositoryCommand({ repositoryName: "Bad_Name" })),
       InvalidParameterException,
@@ -162,9 +167,9 @@ describe("ECR repositories", () => {
     for (const name of ["page/a", "page/b", "page/c", "page/d", "page/e"]) {
       await ecr.send(new CreateRepositoryCommand({ repositoryName: name }));
     }
-    const all = ((await cli(["ecr", "describe-repositories"])).repositories as Array<{ repositoryName: string }>).map(
-      (r) => r.repositoryName,
-    );
+    const all = (
+      (await cli(["ecr", "describe-repositories"])).repositories as Array<{ repositoryName: string }>
+    ).map((r) => r.repositoryName);
     assert.ok(all.length >= 5);
     const first = await cli(["ecr", "describe-repositories", "--max-items", "2"]);
     assert.equal((first.repositories as unknown[]).length, 2);
@@ -199,7 +204,10 @@ describe("ECR repositories", () => {
   it("refuses to delete a repository with images unless forced", async () => {
     await ecr.send(new CreateRepositoryCommand({ repositoryName: "doomed" }));
     await pushImage(client, "doomed", "v1");
-    await cliFails(["ecr", "delete-repository", "--repository-name", "doomed"], "RepositoryNotEmptyException");
+    await cliFails(
+      ["ecr", "delete-repository", "--repository-name", "doomed"],
+      "RepositoryNotEmptyException",
+    );
     assert.equal((await client.request("GET", "/v2/doomed/manifests/v1")).status, 200);
     const deleted = await cli(["ecr", "delete-repository", "--repository-name", "doomed", "--force"]);
     assert.equal((deleted.repository as { repositoryName: string }).repositoryName, "doomed");
@@ -215,7 +223,9 @@ describe("ECR repositories", () => {
     const login = new V2Client(server.endpoint, password);
     assert.equal((await login.request("GET", "/v2/")).status, 200);
 
-    const data = ((await cli(["ecr", "get-authorization-token"])).authorizationData as Array<Record<string, string>>)[0];
+    const data = (
+      (await cli(["ecr", "get-authorization-token"])).authorizationData as Array<Record<string, string>>
+    )[0];
     assert.ok(data !== undefined);
     const port = new URL(server.endpoint).port;
     assert.equal(data.proxyEndpoint, `http://localhost:${port}`);
@@ -283,7 +293,9 @@ describe("ECR images", () => {
       (onlyTagged.imageDetails ?? []).map((i) => i.imageDigest).sort(),
       [docker.digest, oci.digest].sort(),
     );
-    const one = await ecr.send(new DescribeImagesCommand({ repositoryName: repo, imageIds: [{ imageTag: "oci" }] }));
+    const one = await ecr.send(
+      new DescribeImagesCommand({ repositoryName: repo, imageIds: [{ imageTag: "oci" }] }),
+    );
     assert.equal(one.imageDetails?.[0]?.imageDigest, oci.digest);
     assert.ok(one.imageDetails?.[0]?.imagePushedAt instanceof Date);
     assert.equal(one.imageDetails?.[0]?.imageSizeInBytes, 1234);
@@ -327,13 +339,21 @@ describe("ECR images", () => {
       "imageTag=docker",
       "imageTag=missing",
     ]);
-    const images = out.images as Array<{ imageId: { imageDigest: string; imageTag: string }; imageManifest: string; imageManifestMediaType: string }>;
+    const images = out.images as Array<{
+      imageId: { imageDigest: string; imageTag: string };
+      imageManifest: string;
+      imageManifestMediaType: string;
+    }>;
     assert.equal(images.length, 1);
     assert.deepEqual(images[0]?.imageId, { imageDigest: docker.digest, imageTag: "docker" });
     assert.equal(images[0]?.imageManifest, docker.manifest.toString());
     assert.equal(images[0]?.imageManifestMediaType, MEDIA.dockerManifest);
     assert.deepEqual(out.failures, [
-      { imageId: { imageTag: "missing" }, failureCode: "ImageNotFound", failureReason: "Requested image not found" },
+      {
+        imageId: { imageTag: "missing" },
+        failureCode: "ImageNotFound",
+        failureReason: "Requested image not found",
+      },
     ]);
     const sdk = await ecr.send(
       new BatchGetImageCommand({
@@ -364,10 +384,15 @@ describe("ECR images", () => {
       "--image-manifest",
       docker.manifest.toString(),
     ]);
-    const image = out.image as { imageId: { imageDigest: string; imageTag: string }; imageManifestMediaType: string };
+    const image = out.image as {
+      imageId: { imageDigest: string; imageTag: string };
+      imageManifestMediaType: string;
+    };
     assert.deepEqual(image.imageId, { imageDigest: docker.digest, imageTag: "from-cli" });
     assert.equal(image.imageManifestMediaType, MEDIA.dockerManifest);
-    const pulled = await client.request("GET", `/v2/${repo}/manifests/from-cli`, { headers: { accept: MEDIA.dockerManifest } });
+    const pulled = await client.request("GET", `/v2/${repo}/manifests/from-cli`, {
+      headers: { accept: MEDIA.dockerManifest },
+    });
     assert.equal(pulled.headers.get("docker-content-digest"), docker.digest);
     assert.deepEqual(pulled.body, docker.manifest);
     assert.deepEqual(await tagsOf(repo, docker.digest), ["docker", "from-cli"]);
@@ -386,7 +411,13 @@ describe("ECR images", () => {
       oci.digest,
     );
     await assert.rejects(
-      ecr.send(new PutImageCommand({ repositoryName: repo, imageTag: "from-sdk", imageManifest: oci.manifest.toString() })),
+      ecr.send(
+        new PutImageCommand({
+          repositoryName: repo,
+          imageTag: "from-sdk",
+          imageManifest: oci.manifest.toString(),
+        }),
+      ),
       ImageAlreadyExistsException,
     );
   });
@@ -423,7 +454,16 @@ describe("ECR images", () => {
     ]);
     assert.equal(out.imageTagMutability, "IMMUTABLE");
     await cliFails(
-      ["ecr", "put-image", "--repository-name", "retag", "--image-tag", "stable", "--image-manifest", second.manifest.toString()],
+      [
+        "ecr",
+        "put-image",
+        "--repository-name",
+        "retag",
+        "--image-tag",
+        "stable",
+        "--image-manifest",
+        second.manifest.toString(),
+      ],
       "ImageTagAlreadyExistsException",
     );
     const still = await client.request("HEAD", "/v2/retag/manifests/stable");
@@ -431,19 +471,26 @@ describe("ECR images", () => {
   });
 
   it("deletes one tag of several, then an image by digest", async () => {
-    const byTag = await cli(["ecr", "batch-delete-image", "--repository-name", repo, "--image-ids", "imageTag=also-oci"]);
+    const byTag = await cli([
+      "ecr",
+      "batch-delete-image",
+      "--repository-name",
+      repo,
+      "--image-ids",
+      "imageTag=also-oci",
+    ]);
     assert.deepEqual(byTag.imageIds, [{ imageDigest: oci.digest, imageTag: "also-oci" }]);
     assert.deepEqual(byTag.failures, []);
     assert.deepEqual(await tagsOf(repo, oci.digest), ["from-sdk", "oci"]);
     assert.equal((await client.request("GET", `/v2/${repo}/manifests/oci`)).status, 200);
 
     const byDigest = await ecr.send(
-      new BatchDeleteImageCommand({ repositoryName: repo, imageIds: [{ imageDigest: oci.digest }, { imageTag: "gone" }] }),
+      new BatchDeleteImageCommand({
+        repositoryName: repo,
+        imageIds: [{ imageDigest: oci.digest }, { imageTag: "gone" }],
+      }),
     );
-    assert.deepEqual(
-      (byDigest.imageIds ?? []).map((id) => id.imageTag).sort(),
-      ["from-sdk", "oci"],
-    );
+    assert.deepEqual((byDigest.imageIds ?? []).map((id) => id.imageTag).sort(), ["from-sdk", "oci"]);
     assert.equal(byDigest.failures?.[0]?.failureCode, "ImageNotFound");
     assert.equal((await client.request("GET", `/v2/${repo}/manifests/oci`)).status, 404);
     assert.equal((await client.request("GET", `/v2/${repo}/manifests/${oci.digest}`)).status, 404);
@@ -473,11 +520,20 @@ describe("ECR layers", () => {
       missing,
     ]);
     assert.deepEqual(out.layers, [
-      { layerDigest: digest, layerAvailability: "AVAILABLE", layerSize: 777, mediaType: "application/octet-stream" },
+      {
+        layerDigest: digest,
+        layerAvailability: "AVAILABLE",
+        layerSize: 777,
+        mediaType: "application/octet-stream",
+      },
     ]);
-    assert.deepEqual((out.failures as Array<{ layerDigest: string; failureCode: string }>).map((f) => [f.layerDigest, f.failureCode]), [
-      [missing, "MissingLayerDigest"],
-    ]);
+    assert.deepEqual(
+      (out.failures as Array<{ layerDigest: string; failureCode: string }>).map((f) => [
+        f.layerDigest,
+        f.failureCode,
+      ]),
+      [[missing, "MissingLayerDigest"]],
+    );
   });
 
   it("uploads a layer in parts with the CLI, and /v2/ serves it", async () => {
@@ -537,7 +593,14 @@ describe("ECR layers", () => {
   it("gives a download URL that a plain GET can use", async () => {
     const layer = randomBytes(5000);
     const digest = await client.pushBlob(repo, layer);
-    const out = await cli(["ecr", "get-download-url-for-layer", "--repository-name", repo, "--layer-digest", digest]);
+    const out = await cli([
+      "ecr",
+      "get-download-url-for-layer",
+      "--repository-name",
+      repo,
+      "--layer-digest",
+      digest,
+    ]);
     assert.equal(out.layerDigest, digest);
     const response = await fetch(out.downloadUrl as string);
     assert.equal(response.status, 200);
@@ -625,7 +688,12 @@ describe("ECR lifecycle policies", () => {
       {
         rulePriority: 1,
         description: "keep the two newest v images",
-        selection: { tagStatus: "tagged", tagPrefixList: ["v"], countType: "imageCountMoreThan", countNumber: 2 },
+        selection: {
+          tagStatus: "tagged",
+          tagPrefixList: ["v"],
+          countType: "imageCountMoreThan",
+          countNumber: 2,
+        },
         action: { type: "expire" },
       },
     ],
@@ -636,7 +704,12 @@ describe("ECR lifecycle policies", () => {
     const rule = (selection: object) =>
       JSON.stringify({
         rules: [
-          { rulePriority: 1, description: "a rule that is wrong on purpose", selection, action: { type: "expire" } },
+          {
+            rulePriority: 1,
+            description: "a rule that is wrong on purpose",
+            selection,
+            action: { type: "expire" },
+          },
         ],
       });
     const missingPrefixes = await cliFails(
@@ -655,7 +728,9 @@ describe("ECR lifecycle policies", () => {
     for (const text of [
       rule({ tagStatus: "any", countType: "imageCountMoreThan", countUnit: "days", countNumber: 1 }),
       rule({ tagStatus: "untagged", countType: "imageCountMoreThan", countNumber: 0 }),
-      JSON.stringify({ rules: "not a list of rules, though long enough to pass the 100 character minimum length of the API" }),
+      JSON.stringify({
+        rules: "not a list of rules, though long enough to pass the 100 character minimum length of the API",
+      }),
     ]) {
       await assert.rejects(
         clockedEcr.send(new PutLifecyclePolicyCommand({ repositoryName: repo, lifecyclePolicyText: text })),
@@ -682,7 +757,14 @@ describe("ECR lifecycle policies", () => {
     const digestOf = (tag: string) => images.get(tag)?.digest ?? "";
 
     const started = await cli(
-      ["ecr", "start-lifecycle-policy-preview", "--repository-name", repo, "--lifecycle-policy-text", KEEP_TWO_V],
+      [
+        "ecr",
+        "start-lifecycle-policy-preview",
+        "--repository-name",
+        repo,
+        "--lifecycle-policy-text",
+        KEEP_TWO_V,
+      ],
       clocked,
     );
     assert.equal(started.lifecyclePolicyText, KEEP_TWO_V);
@@ -706,7 +788,10 @@ describe("ECR lifecycle policies", () => {
     assert.deepEqual(preview.summary, { expiringImageTotalCount: 3 });
     assert.equal((await tagsByImage()).length, 5, "a preview expires nothing");
 
-    await cli(["ecr", "put-lifecycle-policy", "--repository-name", repo, "--lifecycle-policy-text", KEEP_TWO_V], clocked);
+    await cli(
+      ["ecr", "put-lifecycle-policy", "--repository-name", repo, "--lifecycle-policy-text", KEEP_TWO_V],
+      clocked,
+    );
     await clocked.registry.maintain(repo);
     assert.deepEqual((await tagsByImage()).sort(), [["v4"], ["v5"]]);
     const got = await cli(["ecr", "get-lifecycle-policy", "--repository-name", repo], clocked);
@@ -719,7 +804,11 @@ describe("ECR lifecycle policies", () => {
       assert.ok(image !== undefined);
       assert.equal((await login.request("GET", `/v2/${repo}/manifests/${image.digest}`)).status, 404);
       for (const digest of [image.digest, image.blobs[0] ?? "", image.blobs[2] ?? ""]) {
-        assert.equal((await login.request("HEAD", `/v2/${repo}/blobs/${digest}`)).status, 404, `${tag} ${digest}`);
+        assert.equal(
+          (await login.request("HEAD", `/v2/${repo}/blobs/${digest}`)).status,
+          404,
+          `${tag} ${digest}`,
+        );
         assert.equal(existsSync(blobPath(clocked, digest)), false, `${tag} ${digest} on disk`);
       }
     }

@@ -62,7 +62,11 @@ const DENY_ADMIN = (actions: string[]) =>
 
 /** Asserts a reply is the spec's error envelope with `code` and `status`. */
 function assertError(reply: Reply, status: number, code: string): void {
-  assert.equal(reply.status, status, `expected ${status} ${code}, got ${reply.status} ${reply.body.toString()}`);
+  assert.equal(
+    reply.status,
+    status,
+    `expected ${status} ${code}, got ${reply.status} ${reply.body.toString()}`,
+  );
   assert.deepEqual(errorCodes(reply), [code]);
   const entry = (reply.json as { errors: Array<Record<string, unknown>> }).errors[0];
   assert.equal(typeof entry?.message, "string");
@@ -79,7 +83,10 @@ async function startUpload(repo: string): Promise<string> {
 
 function patch(location: string, bytes: Buffer, start: number): Promise<Reply> {
   return client.request("PATCH", location, {
-    headers: { "content-type": "application/octet-stream", "content-range": `${start}-${start + bytes.length - 1}` },
+    headers: {
+      "content-type": "application/octet-stream",
+      "content-range": `${start}-${start + bytes.length - 1}`,
+    },
     body: bytes,
   });
 }
@@ -147,7 +154,9 @@ describe("OCI distribution: blobs", () => {
     const beyond = await ranged("bytes=1000-2000");
     assert.equal(beyond.status, 416);
     assert.equal(beyond.headers.get("content-range"), "bytes */1000");
-    const headRange = await client.request("HEAD", `/v2/blobs/blobs/${digest}`, { headers: { range: "bytes=0-9" } });
+    const headRange = await client.request("HEAD", `/v2/blobs/blobs/${digest}`, {
+      headers: { range: "bytes=0-9" },
+    });
     assert.equal(headRange.status, 206);
     assert.equal(headRange.headers.get("content-length"), "10");
   });
@@ -219,14 +228,20 @@ describe("OCI distribution: blobs", () => {
     const digest = await client.pushBlob("mount-source", bytes);
     assert.equal((await client.request("HEAD", `/v2/mount-target/blobs/${digest}`)).status, 404);
 
-    const mounted = await client.request("POST", `/v2/mount-target/blobs/uploads/?mount=${digest}&from=mount-source`);
+    const mounted = await client.request(
+      "POST",
+      `/v2/mount-target/blobs/uploads/?mount=${digest}&from=mount-source`,
+    );
     assert.equal(mounted.status, 201);
     assert.equal(mounted.headers.get("location"), `/v2/mount-target/blobs/${digest}`);
     assert.equal(mounted.headers.get("docker-content-digest"), digest);
     assert.deepEqual(await client.pullBlob("mount-target", digest), bytes);
 
     const unknown = sha256(randomBytes(10));
-    const notThere = await client.request("POST", `/v2/mount-target/blobs/uploads/?mount=${unknown}&from=mount-source`);
+    const notThere = await client.request(
+      "POST",
+      `/v2/mount-target/blobs/uploads/?mount=${unknown}&from=mount-source`,
+    );
     assert.equal(notThere.status, 202);
 
     await ecr.send(
@@ -236,9 +251,15 @@ describe("OCI distribution: blobs", () => {
       }),
     );
     try {
-      const refused = await client.request("POST", `/v2/mount-denied/blobs/uploads/?mount=${digest}&from=mount-source`);
+      const refused = await client.request(
+        "POST",
+        `/v2/mount-denied/blobs/uploads/?mount=${digest}&from=mount-source`,
+      );
       assert.equal(refused.status, 202);
-      assert.match(refused.headers.get("location") ?? "", /^\/v2\/mount-denied\/blobs\/uploads\/[0-9a-f-]{36}$/);
+      assert.match(
+        refused.headers.get("location") ?? "",
+        /^\/v2\/mount-denied\/blobs\/uploads\/[0-9a-f-]{36}$/,
+      );
       assert.equal((await client.request("HEAD", `/v2/mount-denied/blobs/${digest}`)).status, 404);
     } finally {
       await ecr.send(new DeleteRepositoryPolicyCommand({ repositoryName: "mount-source" }));
@@ -251,7 +272,11 @@ describe("OCI distribution: manifests", () => {
   before(() => createRepository(repo));
 
   async function getManifest(reference: string, accept?: string): Promise<Reply> {
-    return client.request("GET", `/v2/${repo}/manifests/${reference}`, accept === undefined ? {} : { headers: { accept } });
+    return client.request(
+      "GET",
+      `/v2/${repo}/manifests/${reference}`,
+      accept === undefined ? {} : { headers: { accept } },
+    );
   }
 
   it("stores Docker schema 2 and OCI image manifests by tag and by digest, and deletes them", async () => {
@@ -281,7 +306,11 @@ describe("OCI distribution: manifests", () => {
       assert.equal((await getManifest(image.digest)).status, 200);
       assert.equal((await client.request("DELETE", `/v2/${repo}/manifests/${image.digest}`)).status, 202);
       assertError(await getManifest(image.digest), 404, "MANIFEST_UNKNOWN");
-      assertError(await client.request("DELETE", `/v2/${repo}/manifests/${image.digest}`), 404, "MANIFEST_UNKNOWN");
+      assertError(
+        await client.request("DELETE", `/v2/${repo}/manifests/${image.digest}`),
+        404,
+        "MANIFEST_UNKNOWN",
+      );
     }
   });
 
@@ -352,7 +381,11 @@ describe("OCI distribution: manifests", () => {
     assert.equal(all.status, 200);
     assert.equal(all.headers.get("content-type"), MEDIA.ociIndex);
     assert.equal(all.headers.get("oci-filters-applied"), null);
-    const index = all.json as { schemaVersion: number; mediaType: string; manifests: Array<Record<string, unknown>> };
+    const index = all.json as {
+      schemaVersion: number;
+      mediaType: string;
+      manifests: Array<Record<string, unknown>>;
+    };
     assert.equal(index.schemaVersion, 2);
     assert.equal(index.mediaType, MEDIA.ociIndex);
     const byDigest = new Map(index.manifests.map((m) => [m.digest, m]));
@@ -383,7 +416,8 @@ describe("OCI distribution: manifests", () => {
   it("lists tags and the catalog in pages that follow Link headers", async () => {
     await createRepository("paged");
     const image = await pushImage(client, "paged", "a");
-    for (const tag of ["b", "c", "d", "e"]) await client.pushManifest("paged", tag, image.manifest, MEDIA.ociManifest);
+    for (const tag of ["b", "c", "d", "e"])
+      await client.pushManifest("paged", tag, image.manifest, MEDIA.ociManifest);
 
     const seen: string[] = [];
     let next: string | undefined = "/v2/paged/tags/list?n=2";
@@ -408,7 +442,8 @@ describe("OCI distribution: manifests", () => {
     assert.deepEqual((zero.json as { tags: string[] }).tags, []);
     assert.equal(zero.headers.get("link"), null);
 
-    const all = ((await client.request("GET", "/v2/_catalog")).json as { repositories: string[] }).repositories;
+    const all = ((await client.request("GET", "/v2/_catalog")).json as { repositories: string[] })
+      .repositories;
     assert.ok(all.includes("paged") && all.includes("manifests"));
     const paged: string[] = [];
     next = "/v2/_catalog?n=3";
@@ -459,7 +494,11 @@ describe("OCI distribution: error codes", () => {
     assertError(await client.request("GET", unknown), 404, "BLOB_UPLOAD_UNKNOWN");
     assertError(await patch(unknown, randomBytes(10), 0), 404, "BLOB_UPLOAD_UNKNOWN");
     assertError(await client.request("PUT", `${unknown}?digest=${sha256("x")}`), 404, "BLOB_UPLOAD_UNKNOWN");
-    assertError(await client.request("DELETE", `/v2/${repo}/blobs/uploads/not-an-upload`), 404, "BLOB_UPLOAD_UNKNOWN");
+    assertError(
+      await client.request("DELETE", `/v2/${repo}/blobs/uploads/not-an-upload`),
+      404,
+      "BLOB_UPLOAD_UNKNOWN",
+    );
   });
 
   it("DIGEST_INVALID when the bytes do not match, and nothing becomes visible", async () => {
@@ -472,11 +511,17 @@ describe("OCI distribution: error codes", () => {
     assert.equal((await client.request("HEAD", `/v2/${repo}/blobs/${sha256(bytes)}`)).status, 404);
     assertError(await client.request("GET", location), 404, "BLOB_UPLOAD_UNKNOWN");
 
-    const monolithic = await client.request("POST", `/v2/${repo}/blobs/uploads/?digest=${claimed}`, { body: bytes });
+    const monolithic = await client.request("POST", `/v2/${repo}/blobs/uploads/?digest=${claimed}`, {
+      body: bytes,
+    });
     assertError(monolithic, 400, "DIGEST_INVALID");
     assert.equal((await client.request("HEAD", `/v2/${repo}/blobs/${claimed}`)).status, 404);
 
-    assertError(await client.request("PUT", `${await startUpload(repo)}?digest=sha256:xyz`, { body: bytes }), 400, "DIGEST_INVALID");
+    assertError(
+      await client.request("PUT", `${await startUpload(repo)}?digest=sha256:xyz`, { body: bytes }),
+      400,
+      "DIGEST_INVALID",
+    );
 
     const image = await pushImage(client, repo, "digest-check");
     const wrong = await client.request("PUT", `/v2/${repo}/manifests/${sha256("other manifest")}`, {
@@ -484,7 +529,10 @@ describe("OCI distribution: error codes", () => {
       body: image.manifest,
     });
     assertError(wrong, 400, "DIGEST_INVALID");
-    assert.equal((await client.request("GET", `/v2/${repo}/manifests/${sha256("other manifest")}`)).status, 404);
+    assert.equal(
+      (await client.request("GET", `/v2/${repo}/manifests/${sha256("other manifest")}`)).status,
+      404,
+    );
   });
 
   it("MANIFEST_BLOB_UNKNOWN for a manifest naming a missing blob, with nothing stored", async () => {
@@ -507,14 +555,23 @@ describe("OCI distribution: error codes", () => {
     assert.equal(detail?.digest, sha256("a layer never pushed"));
     assertError(await client.request("GET", `/v2/${repo}/manifests/dangling`), 404, "MANIFEST_UNKNOWN");
     assert.equal((await client.request("GET", `/v2/${repo}/manifests/${sha256(manifest)}`)).status, 404);
-    assert.ok(!((await client.request("GET", `/v2/${repo}/tags/list`)).json as { tags: string[] }).tags.includes("dangling"));
+    assert.ok(
+      !((await client.request("GET", `/v2/${repo}/tags/list`)).json as { tags: string[] }).tags.includes(
+        "dangling",
+      ),
+    );
     const hex = sha256(manifest).slice(7);
-    assert.equal(existsSync(join(server.dataDir, "registry", "blobs", "sha256", hex.slice(0, 2), hex)), false);
+    assert.equal(
+      existsSync(join(server.dataDir, "registry", "blobs", "sha256", hex.slice(0, 2), hex)),
+      false,
+    );
 
     const index = {
       schemaVersion: 2,
       mediaType: MEDIA.ociIndex,
-      manifests: [{ ...descriptor(MEDIA.ociManifest, manifest), platform: { os: "linux", architecture: "amd64" } }],
+      manifests: [
+        { ...descriptor(MEDIA.ociManifest, manifest), platform: { os: "linux", architecture: "amd64" } },
+      ],
     };
     const indexReply = await client.request("PUT", `/v2/${repo}/manifests/dangling-index`, {
       headers: { "content-type": MEDIA.ociIndex },
@@ -525,12 +582,21 @@ describe("OCI distribution: error codes", () => {
 
   it("MANIFEST_INVALID for bytes that are not a manifest", async () => {
     const put = (body: string, contentType = MEDIA.ociManifest) =>
-      client.request("PUT", `/v2/${repo}/manifests/broken`, { headers: { "content-type": contentType }, body });
+      client.request("PUT", `/v2/${repo}/manifests/broken`, {
+        headers: { "content-type": contentType },
+        body,
+      });
     assertError(await put("{not json"), 400, "MANIFEST_INVALID");
     assertError(await put("[]"), 400, "MANIFEST_INVALID");
-    assertError(await put(JSON.stringify({ schemaVersion: 2, mediaType: MEDIA.ociManifest })), 400, "MANIFEST_INVALID");
     assertError(
-      await put(JSON.stringify({ schemaVersion: 2, mediaType: MEDIA.dockerManifest, config: {}, layers: [] })),
+      await put(JSON.stringify({ schemaVersion: 2, mediaType: MEDIA.ociManifest })),
+      400,
+      "MANIFEST_INVALID",
+    );
+    assertError(
+      await put(
+        JSON.stringify({ schemaVersion: 2, mediaType: MEDIA.dockerManifest, config: {}, layers: [] }),
+      ),
       400,
       "MANIFEST_INVALID",
     );
@@ -604,7 +670,10 @@ describe("OCI distribution: error codes", () => {
     const still = await client.request("GET", "/v2/immutable/manifests/v1");
     assert.equal(still.headers.get("docker-content-digest"), first.digest);
     // The same manifest again is no move.
-    assert.equal((await client.pushManifest("immutable", "v1", first.manifest, MEDIA.ociManifest)).digest, first.digest);
+    assert.equal(
+      (await client.pushManifest("immutable", "v1", first.manifest, MEDIA.ociManifest)).digest,
+      first.digest,
+    );
 
     const malformed = await client.request("PUT", `/v2/${repo}/manifests/.hidden`, {
       headers: { "content-type": MEDIA.ociManifest },
@@ -656,7 +725,9 @@ describe("OCI distribution: error codes", () => {
   it("DENIED when the repository policy explicitly denies the caller", async () => {
     await createRepository("denied");
     const image = await pushImage(client, "denied", "v1");
-    await ecr.send(new SetRepositoryPolicyCommand({ repositoryName: "denied", policyText: DENY_ADMIN(["ecr:*"]) }));
+    await ecr.send(
+      new SetRepositoryPolicyCommand({ repositoryName: "denied", policyText: DENY_ADMIN(["ecr:*"]) }),
+    );
     try {
       assertError(await client.request("GET", "/v2/denied/manifests/v1"), 403, "DENIED");
       assertError(await client.request("GET", `/v2/denied/blobs/${image.blobs[0]}`), 403, "DENIED");
@@ -669,8 +740,16 @@ describe("OCI distribution: error codes", () => {
   });
 
   it("UNSUPPORTED for methods a route does not take", async () => {
-    assertError(await client.request("PATCH", `/v2/${repo}/manifests/latest`, { body: "{}" }), 405, "UNSUPPORTED");
+    assertError(
+      await client.request("PATCH", `/v2/${repo}/manifests/latest`, { body: "{}" }),
+      405,
+      "UNSUPPORTED",
+    );
     assertError(await client.request("POST", `/v2/${repo}/tags/list`), 405, "UNSUPPORTED");
-    assertError(await client.request("PUT", `/v2/${repo}/blobs/${sha256("x")}`, { body: "x" }), 405, "UNSUPPORTED");
+    assertError(
+      await client.request("PUT", `/v2/${repo}/blobs/${sha256("x")}`, { body: "x" }),
+      405,
+      "UNSUPPORTED",
+    );
   });
 });

@@ -92,7 +92,9 @@ export class Agent {
     }
     const response = await this.client.register({
       cluster: this.config.cluster,
-      ...(previous?.cluster === this.config.cluster ? { containerInstanceArn: previous.containerInstanceArn } : {}),
+      ...(previous?.cluster === this.config.cluster
+        ? { containerInstanceArn: previous.containerInstanceArn }
+        : {}),
       hostname: this.config.hostname,
       address: this.config.address,
       totalResources: {
@@ -123,7 +125,10 @@ export class Agent {
       capacity: "EC2",
     });
     this.containerInstanceArn = response.containerInstanceArn;
-    const registration: Registration = { containerInstanceArn: response.containerInstanceArn, cluster: this.config.cluster };
+    const registration: Registration = {
+      containerInstanceArn: response.containerInstanceArn,
+      cluster: this.config.cluster,
+    };
     const temporary = `${this.registrationPath()}.tmp`;
     writeFileSync(temporary, JSON.stringify(registration), { mode: 0o600 });
     renameSync(temporary, this.registrationPath());
@@ -179,7 +184,8 @@ export class Agent {
     const wharf = task.wharfRegistry;
     const server = new URL(this.config.server);
     let reference = image;
-    if (image.startsWith(`${wharf.host}/`)) reference = `${server.host}/${image.slice(wharf.host.length + 1)}`;
+    if (image.startsWith(`${wharf.host}/`))
+      reference = `${server.host}/${image.slice(wharf.host.length + 1)}`;
     return this.images.pull(reference, {
       platform: { os: "linux", architecture: arch() === "x64" ? "amd64" : arch() },
       credentials: async (registry) =>
@@ -204,7 +210,9 @@ export class Agent {
       } catch (error) {
         if (this.stopped.signal.aborted) return;
         if (error instanceof ServerError && error.status === 401) {
-          await this.register().catch((e: unknown) => this.log.error({ error: String(e) }, "re-registration failed"));
+          await this.register().catch((e: unknown) =>
+            this.log.error({ error: String(e) }, "re-registration failed"),
+          );
         } else {
           this.log.warn({ error: String(error) }, "poll failed; retrying");
         }
@@ -227,7 +235,11 @@ export class Agent {
     // A task the server no longer lists is stopped there: stop it here too.
     for (const [arn, engine] of this.engines) {
       if (!listed.has(arn) && engine.state.assignment.desiredStatus !== "STOPPED") {
-        engine.update({ ...engine.state.assignment, desiredStatus: "STOPPED", version: engine.state.assignment.version + 1 });
+        engine.update({
+          ...engine.state.assignment,
+          desiredStatus: "STOPPED",
+          version: engine.state.assignment.version + 1,
+        });
       }
     }
   }

@@ -36,16 +36,33 @@ export class ServerClient {
     const payload = JSON.stringify(body);
     let headers: Record<string, string> = { "content-type": "application/json", host: url.host };
     if (path.endsWith("/register")) {
-      const signer = new SignatureV4({ service: "ecs", region: this.region, credentials: this.credentials, sha256: Sha256 });
+      const signer = new SignatureV4({
+        service: "ecs",
+        region: this.region,
+        credentials: this.credentials,
+        sha256: Sha256,
+      });
       const signed = await signer.sign(
-        new HttpRequest({ method: "POST", hostname: url.hostname, port: Number(url.port), path: url.pathname, headers, body: payload }),
+        new HttpRequest({
+          method: "POST",
+          hostname: url.hostname,
+          port: Number(url.port),
+          path: url.pathname,
+          headers,
+          body: payload,
+        }),
       );
       headers = signed.headers;
     } else if (this.token !== undefined) {
       headers.authorization = `Bearer ${this.token}`;
     }
     const signals = [AbortSignal.timeout(timeoutMs), ...(signal === undefined ? [] : [signal])];
-    const response = await fetch(url, { method: "POST", headers, body: payload, signal: AbortSignal.any(signals) });
+    const response = await fetch(url, {
+      method: "POST",
+      headers,
+      body: payload,
+      signal: AbortSignal.any(signals),
+    });
     const text = await response.text();
     if (!response.ok) {
       let code = "Error";

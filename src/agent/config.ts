@@ -25,7 +25,9 @@ export interface AgentConfig {
   memory?: number;
 }
 
-export function defaultAgentConfig(partial: Partial<AgentConfig> & Pick<AgentConfig, "server" | "credentials">): AgentConfig {
+export function defaultAgentConfig(
+  partial: Partial<AgentConfig> & Pick<AgentConfig, "server" | "credentials">,
+): AgentConfig {
   return {
     cluster: "default",
     dataDir: "/var/lib/wharf/agent",

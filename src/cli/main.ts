@@ -32,12 +32,15 @@ function serverOptions(command: Command): Command {
     .addOption(
       new Option("--log-level <level>", "fatal, error, warn, info, debug or trace (env WHARF_LOG_LEVEL)"),
     )
-    .addOption(new Option("--registry-host <host:port>", "registry host in repositoryUri (env WHARF_REGISTRY_HOST)"))
+    .addOption(
+      new Option("--registry-host <host:port>", "registry host in repositoryUri (env WHARF_REGISTRY_HOST)"),
+    )
     .addOption(new Option("--tls", "serve HTTPS with a CA and certificate Wharf generates (env WHARF_TLS=1)"))
     .addOption(
-      new Option("--tls-host <name>", "a host name or address the certificate must cover (repeatable)").argParser(
-        (value: string, previous: string[] | undefined) => [...(previous ?? []), value],
-      ),
+      new Option(
+        "--tls-host <name>",
+        "a host name or address the certificate must cover (repeatable)",
+      ).argParser((value: string, previous: string[] | undefined) => [...(previous ?? []), value]),
     )
     .addOption(new Option("--tls-cert <file>", "serve HTTPS with this certificate (PEM) instead"))
     .addOption(new Option("--tls-key <file>", "the key of --tls-cert (PEM)"));
@@ -59,7 +62,9 @@ interface AgentFlags {
 
 function agentLogger() {
   const write = (level: string) => (fields: Record<string, unknown>, message: string) => {
-    process.stderr.write(`${JSON.stringify({ level, time: new Date().toISOString(), msg: message, ...fields })}\n`);
+    process.stderr.write(
+      `${JSON.stringify({ level, time: new Date().toISOString(), msg: message, ...fields })}\n`,
+    );
   };
   return { info: write("info"), warn: write("warn"), error: write("error") };
 }
@@ -121,7 +126,10 @@ async function serve(flags: ServerFlags, withAgent = false): Promise<void> {
       agent = new Agent(
         defaultAgentConfig({
           server: server.endpoint,
-          credentials: { accessKeyId: server.admin.accessKeyId, secretAccessKey: server.admin.secretAccessKey },
+          credentials: {
+            accessKeyId: server.admin.accessKeyId,
+            secretAccessKey: server.admin.secretAccessKey,
+          },
           dataDir: join(dataPaths(config.dataDir).root, "agent"),
           region: config.region,
           availabilityZone: `${config.region}a`,
@@ -198,7 +206,9 @@ export function cli(): Command {
   ).action((flags: ServerFlags) => serve(flags));
   program
     .command("agent")
-    .description("run a node agent that runs tasks with runc (as root); credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY")
+    .description(
+      "run a node agent that runs tasks with runc (as root); credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY",
+    )
     .requiredOption("--server <url>", "the Wharf server's endpoint")
     .option("--cluster <name>", "cluster to join", "default")
     .option("--data-dir <dir>", "where the agent keeps state, images and bundles", "/var/lib/wharf/agent")

@@ -4,8 +4,8 @@ import { decodeToken, toPage } from "../aws/pagination.ts";
 import type { Operation, RequestContext } from "../aws/service.ts";
 import { putTags, tagsOf, toTags } from "../aws/tags.ts";
 import { parseInput } from "../aws/validate.ts";
-import { parseQuery, QueryError, evaluate } from "../scheduler/query.ts";
 import { instanceSubjects } from "../scheduler/placement.ts";
+import { evaluate, parseQuery, QueryError } from "../scheduler/query.ts";
 import type { Store, Tx } from "../store/store.ts";
 import { activeCluster, type ClusterRecord, findCluster } from "./clusters.ts";
 import { ClusterNotFound, InvalidParameter, TargetNotFound } from "./errors.ts";
@@ -40,14 +40,26 @@ const RegisterInput = z.object({
   instanceIdentityDocument: z.string().optional(),
   instanceIdentityDocumentSignature: z.string().optional(),
   totalResources: z
-    .array(z.object({ name: z.string(), type: z.string().optional(), integerValue: z.number().int().optional() }))
+    .array(
+      z.object({ name: z.string(), type: z.string().optional(), integerValue: z.number().int().optional() }),
+    )
     .optional(),
-  versionInfo: z.object({ agentVersion: z.string().optional(), agentHash: z.string().optional(), dockerVersion: z.string().optional() }).optional(),
+  versionInfo: z
+    .object({
+      agentVersion: z.string().optional(),
+      agentHash: z.string().optional(),
+      dockerVersion: z.string().optional(),
+    })
+    .optional(),
   containerInstanceArn: z.string().optional(),
   attributes: z.array(AttributeShape).optional(),
   tags: Tags.optional(),
 });
-const DeregisterInput = z.object({ cluster: z.string().optional(), containerInstance: z.string(), force: z.boolean().optional() });
+const DeregisterInput = z.object({
+  cluster: z.string().optional(),
+  containerInstance: z.string(),
+  force: z.boolean().optional(),
+});
 const DescribeInput = z.object({
   cluster: z.string().optional(),
   containerInstances: z.array(z.string()).min(1).max(100),
@@ -65,7 +77,10 @@ const UpdateStateInput = z.object({
   containerInstances: z.array(z.string()).min(1).max(10),
   status: z.enum(["ACTIVE", "DRAINING"]),
 });
-const PutAttributesInput = z.object({ cluster: z.string().optional(), attributes: z.array(AttributeShape).min(1).max(10) });
+const PutAttributesInput = z.object({
+  cluster: z.string().optional(),
+  attributes: z.array(AttributeShape).min(1).max(10),
+});
 const ListAttributesInput = z.object({
   cluster: z.string().optional(),
   targetType: z.enum(["container-instance"]),
@@ -80,7 +95,8 @@ function scopeOf(ctx: RequestContext) {
 }
 
 function checkAttribute(attribute: Attribute): void {
-  if (!ATTRIBUTE_NAME.test(attribute.name)) throw InvalidParameter(`Attribute name '${attribute.name}' is invalid.`);
+  if (!ATTRIBUTE_NAME.test(attribute.name))
+    throw InvalidParameter(`Attribute name '${attribute.name}' is invalid.`);
   if (attribute.value !== undefined && !ATTRIBUTE_VALUE.test(attribute.value)) {
     throw InvalidParameter(`Attribute value '${attribute.value}' is invalid.`);
   }
@@ -89,7 +105,11 @@ function checkAttribute(attribute: Attribute): void {
 /** Merges attributes by name; later ones replace earlier ones. */
 export function mergeAttributes(current: Attribute[], changes: Attribute[]): Attribute[] {
   const merged = new Map(current.map((a) => [a.name, a]));
-  for (const change of changes) merged.set(change.name, change.value === undefined ? { name: change.name } : { name: change.name, value: change.value });
+  for (const change of changes)
+    merged.set(
+      change.name,
+      change.value === undefined ? { name: change.name } : { name: change.name, value: change.value },
+    );
   return [...merged.values()].sort((a, b) => a.name.localeCompare(b.name));
 }
 
@@ -111,8 +131,11 @@ export async function registerInstance(
 ): Promise<{ record: InstanceRecord; token: string }> {
   const token = randomBytes(32).toString("base64url");
   const existing = options.arn === undefined ? undefined : await findInstance(tx, options.arn);
-  const reuse = existing !== undefined && existing.clusterArn === cluster.arn && existing.status !== "INACTIVE";
-  const ids = reuse ? { arn: existing.arn, instanceId: existing.instanceId } : newInstanceArn(ctx, cluster.name);
+  const reuse =
+    existing !== undefined && existing.clusterArn === cluster.arn && existing.status !== "INACTIVE";
+  const ids = reuse
+    ? { arn: existing.arn, instanceId: existing.instanceId }
+    : newInstanceArn(ctx, cluster.name);
   const record: InstanceRecord = {
     arn: ids.arn,
     clusterArn: cluster.arn,
@@ -139,7 +162,9 @@ export function instanceOperations(store: Store, notifier: InstanceNotifier): Re
   async function instanceOrFail(tx: Tx, ctx: RequestContext, cluster: ClusterRecord, reference: string) {
     const record = await resolveInstance(tx, scopeOf(ctx), cluster.arn, reference);
     if (record === undefined) {
-      throw InvalidParameter(`The referenced container instance ${reference} was not found in cluster ${cluster.name}.`);
+      throw InvalidParameter(
+        `The referenced container instance ${reference} was not found in cluster ${cluster.name}.`,
+      );
     }
     return record;
   }
@@ -155,14 +180,18 @@ export function instanceOperations(store: Store, notifier: InstanceNotifier): Re
           ...(input.containerInstanceArn === undefined ? {} : { arn: input.containerInstanceArn }),
           cpu: resources.get("CPU") ?? 0,
           memory: resources.get("MEMORY") ?? 0,
-          attributes: (input.attributes ?? []).map((a) => (a.value === undefined ? { name: a.name } : { name: a.name, value: a.value })),
+          attributes: (input.attributes ?? []).map((a) =>
+            a.value === undefined ? { name: a.name } : { name: a.name, value: a.value },
+          ),
           versionInfo: { agentVersion: input.versionInfo?.agentVersion ?? "unknown" },
           hostname: "",
           address: "",
           capacity: "EC2",
         });
         await putTags(tx, record.arn, toTags(input.tags ?? []));
-        return { containerInstance: instanceShape(record, await instanceUsage(tx, record.arn), ctx.now.getTime()) };
+        return {
+          containerInstance: instanceShape(record, await instanceUsage(tx, record.arn), ctx.now.getTime()),
+        };
       });
     },
 
@@ -180,7 +209,13 @@ export function instanceOperations(store: Store, notifier: InstanceNotifier): Re
           );
         }
         for (const task of tasks) {
-          requestStop(task, "Container instance deregistration forced by user", "TerminationNotice", now, true);
+          requestStop(
+            task,
+            "Container instance deregistration forced by user",
+            "TerminationNotice",
+            now,
+            true,
+          );
           await saveTask(tx, task, now);
           stopped.push(task.wire.taskArn);
         }
@@ -188,7 +223,9 @@ export function instanceOperations(store: Store, notifier: InstanceNotifier): Re
         await saveInstance(tx, inactive);
         return { containerInstance: instanceShape(inactive, await instanceUsage(tx, record.arn), now) };
       });
-      notifier.notify(String((out.containerInstance as { containerInstanceArn: string }).containerInstanceArn));
+      notifier.notify(
+        String((out.containerInstance as { containerInstanceArn: string }).containerInstanceArn),
+      );
       return out;
     },
 
@@ -206,11 +243,14 @@ export function instanceOperations(store: Store, notifier: InstanceNotifier): Re
             continue;
           }
           const shape = instanceShape(record, await instanceUsage(tx, record.arn), now);
-          if (input.include?.includes("TAGS")) shape.tags = (await tagsOf(tx, record.arn)).map((t) => ({ key: t.key, value: t.value }));
+          if (input.include?.includes("TAGS"))
+            shape.tags = (await tagsOf(tx, record.arn)).map((t) => ({ key: t.key, value: t.value }));
           if (input.include?.includes("CONTAINER_INSTANCE_HEALTH")) {
             shape.healthStatus = {
               overallStatus: shape.agentConnected === true ? "OK" : "IMPAIRED",
-              details: [{ type: "CONTAINER_RUNTIME", status: shape.agentConnected === true ? "OK" : "IMPAIRED" }],
+              details: [
+                { type: "CONTAINER_RUNTIME", status: shape.agentConnected === true ? "OK" : "IMPAIRED" },
+              ],
             };
           }
           containerInstances.push(shape);
@@ -226,7 +266,9 @@ export function instanceOperations(store: Store, notifier: InstanceNotifier): Re
         try {
           filter = parseQuery(input.filter);
         } catch (error) {
-          throw InvalidParameter(`Invalid filter expression: ${error instanceof QueryError ? error.message : "syntax error"}`);
+          throw InvalidParameter(
+            `Invalid filter expression: ${error instanceof QueryError ? error.message : "syntax error"}`,
+          );
         }
       }
       const limit = input.maxResults ?? 100;
@@ -238,7 +280,13 @@ export function instanceOperations(store: Store, notifier: InstanceNotifier): Re
         for (const record of await instancesOf(tx, cluster.arn)) {
           if (after !== undefined && record.arn <= after) continue;
           if (input.status !== undefined && record.status !== input.status) continue;
-          if (filter !== undefined && !evaluate(filter, instanceSubjects(instanceView(record, await instanceUsage(tx, record.arn), now)))) {
+          if (
+            filter !== undefined &&
+            !evaluate(
+              filter,
+              instanceSubjects(instanceView(record, await instanceUsage(tx, record.arn), now)),
+            )
+          ) {
             continue;
           }
           out.push(record.arn);
@@ -265,7 +313,12 @@ export function instanceOperations(store: Store, notifier: InstanceNotifier): Re
             failures.push({ arn: reference, reason: "MISSING" });
             continue;
           }
-          const updated: InstanceRecord = { ...record, status: input.status, updatedAt: now, version: record.version + 1 };
+          const updated: InstanceRecord = {
+            ...record,
+            status: input.status,
+            updatedAt: now,
+            version: record.version + 1,
+          };
           await saveInstance(tx, updated);
           containerInstances.push(instanceShape(updated, await instanceUsage(tx, record.arn), now));
         }
@@ -279,10 +332,14 @@ export function instanceOperations(store: Store, notifier: InstanceNotifier): Re
       return store.transaction(async (tx) => {
         const cluster = await activeCluster(tx, scopeOf(ctx), input.cluster);
         for (const attribute of input.attributes) {
-          if (attribute.targetId === undefined) throw InvalidParameter("targetId is required for container-instance attributes.");
+          if (attribute.targetId === undefined)
+            throw InvalidParameter("targetId is required for container-instance attributes.");
           const record = await resolveInstance(tx, scopeOf(ctx), cluster.arn, attribute.targetId);
           if (record === undefined) throw TargetNotFound(`Could not find ${attribute.targetId}.`);
-          const change = attribute.value === undefined ? { name: attribute.name } : { name: attribute.name, value: attribute.value };
+          const change =
+            attribute.value === undefined
+              ? { name: attribute.name }
+              : { name: attribute.name, value: attribute.value };
           await saveInstance(tx, { ...record, attributes: mergeAttributes(record.attributes, [change]) });
         }
         return { attributes: input.attributes };
@@ -294,10 +351,14 @@ export function instanceOperations(store: Store, notifier: InstanceNotifier): Re
       return store.transaction(async (tx) => {
         const cluster = await activeCluster(tx, scopeOf(ctx), input.cluster);
         for (const attribute of input.attributes) {
-          if (attribute.targetId === undefined) throw InvalidParameter("targetId is required for container-instance attributes.");
+          if (attribute.targetId === undefined)
+            throw InvalidParameter("targetId is required for container-instance attributes.");
           const record = await resolveInstance(tx, scopeOf(ctx), cluster.arn, attribute.targetId);
           if (record === undefined) throw TargetNotFound(`Could not find ${attribute.targetId}.`);
-          await saveInstance(tx, { ...record, attributes: record.attributes.filter((a) => a.name !== attribute.name) });
+          await saveInstance(tx, {
+            ...record,
+            attributes: record.attributes.filter((a) => a.name !== attribute.name),
+          });
         }
         return { attributes: input.attributes };
       });
@@ -315,14 +376,21 @@ export function instanceOperations(store: Store, notifier: InstanceNotifier): Re
           for (const attribute of record.attributes) {
             if (input.attributeName !== undefined && attribute.name !== input.attributeName) continue;
             if (input.attributeValue !== undefined && attribute.value !== input.attributeValue) continue;
-            const out: Record<string, string> = { name: attribute.name, targetType: "container-instance", targetId: record.arn };
+            const out: Record<string, string> = {
+              name: attribute.name,
+              targetType: "container-instance",
+              targetId: record.arn,
+            };
             if (attribute.value !== undefined) out.value = attribute.value;
             attributes.push(out);
           }
         }
         const page = attributes.slice(after, after + limit);
         const result: Record<string, unknown> = { attributes: page };
-        if (after + limit < attributes.length) result.nextToken = Buffer.from(JSON.stringify({ after: String(after + limit) })).toString("base64url");
+        if (after + limit < attributes.length)
+          result.nextToken = Buffer.from(JSON.stringify({ after: String(after + limit) })).toString(
+            "base64url",
+          );
         return result;
       });
     },

@@ -48,7 +48,12 @@ interface InstanceRow {
 export function newInstanceArn(scope: Scope, cluster: string): { arn: string; instanceId: string } {
   const id = randomBytes(16).toString("hex");
   return {
-    arn: formatArn({ service: "ecs", region: scope.region, accountId: scope.accountId, resource: `container-instance/${cluster}/${id}` }),
+    arn: formatArn({
+      service: "ecs",
+      region: scope.region,
+      accountId: scope.accountId,
+      resource: `container-instance/${cluster}/${id}`,
+    }),
     instanceId: `i-${randomBytes(9).toString("hex").slice(0, 17)}`,
   };
 }
@@ -91,7 +96,10 @@ export async function saveInstance(tx: Tx, record: InstanceRecord, tokenHash?: s
 }
 
 export async function findInstance(tx: Tx, arn: string): Promise<InstanceRecord | undefined> {
-  const row = await tx.get<InstanceRow>("SELECT arn, body, last_heartbeat, status FROM ecs_container_instances WHERE arn = ?", arn);
+  const row = await tx.get<InstanceRow>(
+    "SELECT arn, body, last_heartbeat, status FROM ecs_container_instances WHERE arn = ?",
+    arn,
+  );
   return row === undefined ? undefined : fromRow(row);
 }
 
@@ -100,7 +108,12 @@ export async function resolveInstance(tx: Tx, scope: Scope, clusterArn: string, 
   const cluster = clusterArn.slice(clusterArn.indexOf("cluster/") + "cluster/".length);
   let arn = reference;
   if (!reference.startsWith("arn:")) {
-    arn = formatArn({ service: "ecs", region: scope.region, accountId: scope.accountId, resource: `container-instance/${cluster}/${reference}` });
+    arn = formatArn({
+      service: "ecs",
+      region: scope.region,
+      accountId: scope.accountId,
+      resource: `container-instance/${cluster}/${reference}`,
+    });
   } else if (parseArn(reference)?.service !== "ecs") {
     return undefined;
   }
@@ -108,7 +121,11 @@ export async function resolveInstance(tx: Tx, scope: Scope, clusterArn: string, 
   return record !== undefined && record.clusterArn === clusterArn ? record : undefined;
 }
 
-export async function instancesOf(tx: Tx, clusterArn: string, includeInactive = false): Promise<InstanceRecord[]> {
+export async function instancesOf(
+  tx: Tx,
+  clusterArn: string,
+  includeInactive = false,
+): Promise<InstanceRecord[]> {
   const rows = await tx.all<InstanceRow>(
     `SELECT arn, body, last_heartbeat, status FROM ecs_container_instances WHERE cluster_arn = ?${includeInactive ? "" : " AND status != 'INACTIVE'"} ORDER BY arn`,
     clusterArn,
@@ -145,7 +162,15 @@ export async function instanceUsage(tx: Tx, arn: string): Promise<InstanceUsage>
     "SELECT body, last_status FROM ecs_tasks WHERE container_instance_arn = ? AND last_status != 'STOPPED'",
     arn,
   );
-  const usage: InstanceUsage = { cpu: 0, memory: 0, tcp: [], udp: [], running: 0, pending: 0, groups: new Map() };
+  const usage: InstanceUsage = {
+    cpu: 0,
+    memory: 0,
+    tcp: [],
+    udp: [],
+    running: 0,
+    pending: 0,
+    groups: new Map(),
+  };
   for (const row of rows) {
     const task = JSON.parse(row.body) as {
       reservation: { cpu: number; memory: number; tcp: number[]; udp: number[] };
@@ -183,12 +208,30 @@ export function instanceView(record: InstanceRecord, usage: InstanceUsage, now: 
 }
 
 /** The ECS `ContainerInstance` wire shape. */
-export function instanceShape(record: InstanceRecord, usage: InstanceUsage, now: number): Record<string, unknown> {
+export function instanceShape(
+  record: InstanceRecord,
+  usage: InstanceUsage,
+  now: number,
+): Record<string, unknown> {
   const resources = (cpu: number, memory: number, tcp: number[], udp: number[]) => [
     { name: "CPU", type: "INTEGER", doubleValue: 0, longValue: 0, integerValue: cpu },
     { name: "MEMORY", type: "INTEGER", doubleValue: 0, longValue: 0, integerValue: memory },
-    { name: "PORTS", type: "STRINGSET", doubleValue: 0, longValue: 0, integerValue: 0, stringSetValue: tcp.map(String) },
-    { name: "PORTS_UDP", type: "STRINGSET", doubleValue: 0, longValue: 0, integerValue: 0, stringSetValue: udp.map(String) },
+    {
+      name: "PORTS",
+      type: "STRINGSET",
+      doubleValue: 0,
+      longValue: 0,
+      integerValue: 0,
+      stringSetValue: tcp.map(String),
+    },
+    {
+      name: "PORTS_UDP",
+      type: "STRINGSET",
+      doubleValue: 0,
+      longValue: 0,
+      integerValue: 0,
+      stringSetValue: udp.map(String),
+    },
   ];
   return {
     containerInstanceArn: record.arn,

@@ -4,7 +4,13 @@ import { decodeToken, toPage } from "../aws/pagination.ts";
 import type { Operation, RequestContext } from "../aws/service.ts";
 import { putTags, tagProblem, tagsOf, toTags } from "../aws/tags.ts";
 import { parseInput } from "../aws/validate.ts";
-import { type Constraint, type InstanceView, type PlacementFailure, place, type Strategy } from "../scheduler/placement.ts";
+import {
+  type Constraint,
+  type InstanceView,
+  type PlacementFailure,
+  place,
+  type Strategy,
+} from "../scheduler/placement.ts";
 import { parseQuery, QueryError } from "../scheduler/query.ts";
 import type { AssignedContainer, TaskAssignment } from "../shared/agent-protocol.ts";
 import type { Store, Tx } from "../store/store.ts";
@@ -20,8 +26,8 @@ import {
   findTask,
   newTaskArn,
   requestStop,
-  saveTask,
   STOPPED_RETENTION_MS,
+  saveTask,
   type TaskRecord,
   type TaskWire,
   taskShape,
@@ -64,8 +70,14 @@ const Overrides = z.object({
   taskRoleArn: z.string().optional(),
   executionRoleArn: z.string().optional(),
 });
-const PlacementConstraint = z.object({ type: z.enum(["distinctInstance", "memberOf"]), expression: z.string().max(2000).optional() });
-const PlacementStrategy = z.object({ type: z.enum(["random", "spread", "binpack"]), field: z.string().optional() });
+const PlacementConstraint = z.object({
+  type: z.enum(["distinctInstance", "memberOf"]),
+  expression: z.string().max(2000).optional(),
+});
+const PlacementStrategy = z.object({
+  type: z.enum(["random", "spread", "binpack"]),
+  field: z.string().optional(),
+});
 
 const RunTaskInput = z.object({
   cluster: z.string().optional(),
@@ -97,10 +109,19 @@ const RunTaskInput = z.object({
   enableExecuteCommand: z.boolean().optional(),
   clientToken: z.string().optional(),
 });
-const StartTaskInput = RunTaskInput.omit({ count: true, launchType: true, placementConstraints: true, placementStrategy: true }).extend({
+const StartTaskInput = RunTaskInput.omit({
+  count: true,
+  launchType: true,
+  placementConstraints: true,
+  placementStrategy: true,
+}).extend({
   containerInstances: z.array(z.string()).min(1).max(10),
 });
-const StopTaskInput = z.object({ cluster: z.string().optional(), task: z.string(), reason: z.string().max(255).optional() });
+const StopTaskInput = z.object({
+  cluster: z.string().optional(),
+  task: z.string(),
+  reason: z.string().max(255).optional(),
+});
 const DescribeTasksInput = z.object({
   cluster: z.string().optional(),
   tasks: z.array(z.string()).min(1).max(100),
@@ -139,11 +160,17 @@ function num(value: unknown): number | undefined {
 }
 
 /** The container definitions with RunTask's overrides applied, as the agent takes them. */
-function assignedContainers(definition: RunnableDefinition, overrides: RunInput["overrides"]): AssignedContainer[] {
+function assignedContainers(
+  definition: RunnableDefinition,
+  overrides: RunInput["overrides"],
+): AssignedContainer[] {
   return definition.containerDefinitions.map((c) => {
     const override = overrides?.containerOverrides?.find((o) => o.name === c.name);
     const environment = new Map(
-      ((c.environment as Array<{ name: string; value: string }> | undefined) ?? []).map((e) => [e.name, e.value]),
+      ((c.environment as Array<{ name: string; value: string }> | undefined) ?? []).map((e) => [
+        e.name,
+        e.value,
+      ]),
     );
     for (const e of override?.environment ?? []) environment.set(e.name, e.value);
     const container: AssignedContainer = {
@@ -168,11 +195,16 @@ function assignedContainers(definition: RunnableDefinition, overrides: RunInput[
 }
 
 /** CPU, memory and static host ports one task reserves on an instance. */
-function reservationOf(definition: RunnableDefinition, containers: AssignedContainer[], overrides: RunInput["overrides"]) {
+function reservationOf(
+  definition: RunnableDefinition,
+  containers: AssignedContainer[],
+  overrides: RunInput["overrides"],
+) {
   const taskCpu = sizeOf(overrides?.cpu ?? definition.cpu, "cpu");
   const taskMemory = sizeOf(overrides?.memory ?? definition.memory, "memory");
   const cpu = taskCpu ?? containers.reduce((sum, c) => sum + (num(c.cpu) ?? 0), 0);
-  const memory = taskMemory ?? containers.reduce((sum, c) => sum + (num(c.memory) ?? num(c.memoryReservation) ?? 0), 0);
+  const memory =
+    taskMemory ?? containers.reduce((sum, c) => sum + (num(c.memory) ?? num(c.memoryReservation) ?? 0), 0);
   const tcp: number[] = [];
   const udp: number[] = [];
   const mode = definition.networkMode ?? "bridge";
@@ -191,7 +223,9 @@ interface TaskFactory {
   ctx: RequestContext;
   cluster: ClusterRecord;
   definition: RunnableDefinition;
-  input: Omit<RunInput, "count" | "launchType" | "placementConstraints" | "placementStrategy"> & { launchType?: string };
+  input: Omit<RunInput, "count" | "launchType" | "placementConstraints" | "placementStrategy"> & {
+    launchType?: string;
+  };
   registry: TaskRegistryAccess;
 }
 
@@ -209,7 +243,8 @@ function newTask(factory: TaskFactory, instanceArn: string, zone: string | undef
     taskDefinitionArn: definition.taskDefinitionArn,
     containerInstanceArn: instanceArn,
     overrides: {
-      containerOverrides: input.overrides?.containerOverrides ?? definition.containerDefinitions.map((c) => ({ name: c.name })),
+      containerOverrides:
+        input.overrides?.containerOverrides ?? definition.containerDefinitions.map((c) => ({ name: c.name })),
       inferenceAcceleratorOverrides: [],
     },
     lastStatus: networkMode === "awsvpc" ? "PROVISIONING" : "PENDING",
@@ -228,9 +263,15 @@ function newTask(factory: TaskFactory, instanceArn: string, zone: string | undef
   if (zone !== undefined) wire.availabilityZone = zone;
   const reservation = reservationOf(definition, containers, input.overrides);
   if (definition.cpu !== undefined || input.overrides?.cpu !== undefined) wire.cpu = String(reservation.cpu);
-  if (definition.memory !== undefined || input.overrides?.memory !== undefined) wire.memory = String(reservation.memory);
+  if (definition.memory !== undefined || input.overrides?.memory !== undefined)
+    wire.memory = String(reservation.memory);
   if (networkMode === "awsvpc") {
-    wire.attachments.push({ id: randomBytes(16).toString("hex"), type: "ElasticNetworkInterface", status: "PRECREATED", details: [] });
+    wire.attachments.push({
+      id: randomBytes(16).toString("hex"),
+      type: "ElasticNetworkInterface",
+      status: "PRECREATED",
+      details: [],
+    });
   }
   const access = factory.registry.credentials(ctx.identity.accessKeyId, ctx.now);
   const assignment: TaskRecord["assignment"] = {
@@ -261,7 +302,9 @@ export function taskOperations(
   random: () => number = Math.random,
 ): Record<string, Operation> {
   async function definitionFor(tx: Tx, ctx: RequestContext, reference: string): Promise<RunnableDefinition> {
-    const definition = (await findTaskDefinition(tx, scopeOf(ctx), reference)) as RunnableDefinition | undefined;
+    const definition = (await findTaskDefinition(tx, scopeOf(ctx), reference)) as
+      | RunnableDefinition
+      | undefined;
     if (definition === undefined) throw ClientException("Unable to find task definition.");
     if (definition.status !== "ACTIVE") throw ClientException("TaskDefinition is inactive");
     return definition;
@@ -269,14 +312,23 @@ export function taskOperations(
 
   function checkInput(input: Omit<RunInput, "count">, definition: RunnableDefinition): void {
     if (input.launchType === "FARGATE" || input.capacityProviderStrategy !== undefined) {
-      throw InvalidParameter("Fargate capacity is not available in this Wharf yet: run tasks with launchType EC2.");
+      throw InvalidParameter(
+        "Fargate capacity is not available in this Wharf yet: run tasks with launchType EC2.",
+      );
     }
-    if ((definition.networkMode ?? "bridge") === "awsvpc" && input.networkConfiguration?.awsvpcConfiguration === undefined) {
-      throw InvalidParameter("Network Configuration must be provided when networkMode 'awsvpc' is specified.");
+    if (
+      (definition.networkMode ?? "bridge") === "awsvpc" &&
+      input.networkConfiguration?.awsvpcConfiguration === undefined
+    ) {
+      throw InvalidParameter(
+        "Network Configuration must be provided when networkMode 'awsvpc' is specified.",
+      );
     }
     for (const override of input.overrides?.containerOverrides ?? []) {
       if (!definition.containerDefinitions.some((c) => c.name === override.name)) {
-        throw InvalidParameter(`Override for container named ${override.name} is not a container in the TaskDefinition.`);
+        throw InvalidParameter(
+          `Override for container named ${override.name} is not a container in the TaskDefinition.`,
+        );
       }
     }
     const problem = tagProblem(toTags(input.tags ?? []));
@@ -289,23 +341,31 @@ export function taskOperations(
       try {
         return { type: "memberOf", expression: parseQuery(c.expression ?? "") };
       } catch (error) {
-        throw InvalidParameter(`Invalid placement constraint expression: ${error instanceof QueryError ? error.message : "syntax error"}`);
+        throw InvalidParameter(
+          `Invalid placement constraint expression: ${error instanceof QueryError ? error.message : "syntax error"}`,
+        );
       }
     });
   }
 
   function strategiesOf(input: RunInput): Strategy[] {
-    if (input.placementStrategy === undefined) return [{ type: "spread", field: "attribute:ecs.availability-zone" }];
+    if (input.placementStrategy === undefined)
+      return [{ type: "spread", field: "attribute:ecs.availability-zone" }];
     return input.placementStrategy.map((s) => {
       if (s.type === "binpack" && s.field !== "cpu" && s.field !== "memory") {
         throw InvalidParameter("Invalid placement strategy field: binpack takes cpu or memory.");
       }
-      if (s.type === "spread" && s.field === undefined) throw InvalidParameter("spread placement strategy requires a field.");
+      if (s.type === "spread" && s.field === undefined)
+        throw InvalidParameter("spread placement strategy requires a field.");
       return s.field === undefined ? { type: s.type } : { type: s.type, field: s.field };
     });
   }
 
-  async function snapshot(tx: Tx, cluster: ClusterRecord, now: number): Promise<Array<{ view: InstanceView; zone?: string }>> {
+  async function snapshot(
+    tx: Tx,
+    cluster: ClusterRecord,
+    now: number,
+  ): Promise<Array<{ view: InstanceView; zone?: string }>> {
     const out: Array<{ view: InstanceView; zone?: string }> = [];
     for (const record of await instancesOf(tx, cluster.arn)) {
       if (record.capacity !== "EC2") continue;
@@ -327,13 +387,19 @@ export function taskOperations(
         const definition = await definitionFor(tx, ctx, input.taskDefinition);
         checkInput(input, definition);
         const instances = await snapshot(tx, cluster, now);
-        if (instances.length === 0) throw InvalidParameter("No Container Instances were found in your cluster.");
+        if (instances.length === 0)
+          throw InvalidParameter("No Container Instances were found in your cluster.");
         const containers = assignedContainers(definition, input.overrides);
         const reservation = reservationOf(definition, containers, input.overrides);
         const plan = place(
           instances.map((i) => i.view),
           count,
-          { cpu: reservation.cpu, memory: reservation.memory, ports: reservation, group: input.group ?? `family:${definition.family}` },
+          {
+            cpu: reservation.cpu,
+            memory: reservation.memory,
+            ports: reservation,
+            group: input.group ?? `family:${definition.family}`,
+          },
           constraintsOf(input, definition),
           strategiesOf(input),
           random,
@@ -441,13 +507,17 @@ export function taskOperations(
           clauses.push("desired_status = 'STOPPED'", "(stopped_at IS NULL OR stopped_at > ?)");
           params.push(now - STOPPED_RETENTION_MS);
         } else if (desired === "PENDING") {
-          clauses.push("desired_status = 'RUNNING'", "last_status IN ('PROVISIONING', 'PENDING', 'ACTIVATING')");
+          clauses.push(
+            "desired_status = 'RUNNING'",
+            "last_status IN ('PROVISIONING', 'PENDING', 'ACTIVATING')",
+          );
         } else {
           clauses.push("desired_status = 'RUNNING'");
         }
         if (input.family !== undefined) clauses.push("family = ?") && params.push(input.family);
         if (input.startedBy !== undefined) clauses.push("started_by = ?") && params.push(input.startedBy);
-        if (input.serviceName !== undefined) clauses.push("service_name = ?") && params.push(input.serviceName);
+        if (input.serviceName !== undefined)
+          clauses.push("service_name = ?") && params.push(input.serviceName);
         if (input.containerInstance !== undefined) {
           const instance = await resolveInstance(tx, scopeOf(ctx), cluster.arn, input.containerInstance);
           clauses.push("container_instance_arn = ?");
@@ -461,7 +531,9 @@ export function taskOperations(
         return rows.map((r) => r.arn);
       });
       const page = toPage(arns, limit, (arn) => arn);
-      return page.nextToken === undefined ? { taskArns: page.items } : { taskArns: page.items, nextToken: page.nextToken };
+      return page.nextToken === undefined
+        ? { taskArns: page.items }
+        : { taskArns: page.items, nextToken: page.nextToken };
     },
   };
 }

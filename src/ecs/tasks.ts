@@ -185,7 +185,13 @@ export function assignmentOf(record: TaskRecord): TaskAssignment {
  * Asks for a task to stop. The first reason given is the one ECS reports.
  * A task whose agent is gone for good (instance deregistered) stops at once.
  */
-export function requestStop(record: TaskRecord, reason: string, stopCode: string, now: number, immediately = false): boolean {
+export function requestStop(
+  record: TaskRecord,
+  reason: string,
+  stopCode: string,
+  now: number,
+  immediately = false,
+): boolean {
   const wire = record.wire;
   if (wire.lastStatus === "STOPPED") return false;
   if (wire.desiredStatus !== "STOPPED") {
@@ -222,7 +228,9 @@ function applyContainer(container: ContainerWire, report: ContainerReport): void
 function taskHealth(record: TaskRecord): string {
   const essentials = record.assignment.containers.filter((c) => c.essential && c.healthCheck !== undefined);
   if (essentials.length === 0) return "UNKNOWN";
-  const statuses = essentials.map((c) => record.wire.containers.find((w) => w.name === c.name)?.healthStatus ?? "UNKNOWN");
+  const statuses = essentials.map(
+    (c) => record.wire.containers.find((w) => w.name === c.name)?.healthStatus ?? "UNKNOWN",
+  );
   if (statuses.includes("UNHEALTHY")) return "UNHEALTHY";
   return statuses.every((s) => s === "HEALTHY") ? "HEALTHY" : "UNKNOWN";
 }
@@ -285,11 +293,7 @@ export function applyReport(record: TaskRecord, report: TaskReport): boolean {
   return true;
 }
 
-export function containerWire(
-  scope: Scope,
-  taskArn: string,
-  container: AssignedContainer,
-): ContainerWire {
+export function containerWire(scope: Scope, taskArn: string, container: AssignedContainer): ContainerWire {
   const wire: ContainerWire = {
     containerArn: newContainerArn(scope, taskArn),
     taskArn,

@@ -70,7 +70,11 @@ describe("sealed files", () => {
       [data.length - 1, data.length - 1],
     ];
     for (const [start, end] of ranges) {
-      assert.deepEqual(await read(path, data.length, start, end), data.subarray(start, end + 1), `${start}-${end}`);
+      assert.deepEqual(
+        await read(path, data.length, start, end),
+        data.subarray(start, end + 1),
+        `${start}-${end}`,
+      );
     }
   });
 
@@ -89,7 +93,15 @@ describe("sealed files", () => {
   it("append after reopening with a partial last segment, in several rounds", async () => {
     const path = freshPath();
     const data = pattern(3 * SEGMENT_BYTES + 777, 5);
-    const cuts = [1, 1000, SEGMENT_BYTES + 5, SEGMENT_BYTES + 6, 2 * SEGMENT_BYTES, 2 * SEGMENT_BYTES + 1, data.length];
+    const cuts = [
+      1,
+      1000,
+      SEGMENT_BYTES + 5,
+      SEGMENT_BYTES + 6,
+      2 * SEGMENT_BYTES,
+      2 * SEGMENT_BYTES + 1,
+      data.length,
+    ];
     let length = 0;
     for (const cut of cuts) {
       await append(path, length, data.subarray(length, cut), 4096);
@@ -170,7 +182,10 @@ describe("sealed files", () => {
     await rejectsSealed(read(path, data.length), /failed authentication/);
 
     writeFileSync(path, original);
-    await rejectsSealed(read(path, data.length, 0, data.length - 1, randomBytes(32)), /failed authentication/);
+    await rejectsSealed(
+      read(path, data.length, 0, data.length - 1, randomBytes(32)),
+      /failed authentication/,
+    );
     assert.deepEqual(await read(path, data.length), data);
   });
 

@@ -242,7 +242,8 @@ export function readSealed(
       for (let index = first; index <= last; index++) {
         const plainBytes = Math.min(segmentBytes, length - index * segmentBytes);
         let plaintext: Buffer;
-        if (plainBytes < segmentBytes) plaintext = await readTail(handle, key, index, segmentBytes, plainBytes);
+        if (plainBytes < segmentBytes)
+          plaintext = await readTail(handle, key, index, segmentBytes, plainBytes);
         else {
           const sealedBytes = plainBytes + OVERHEAD;
           const { bytesRead } = await handle.read(buffer, 0, sealedBytes, segmentOffset(index, segmentBytes));

@@ -78,8 +78,12 @@ const PULL_METHODS = new Set(["GET", "HEAD"]);
  * (a policy granting just those two makes a repository pullable); deleting a manifest
  * is `ecr:BatchDeleteImage`; anything else writes and needs every push action.
  */
-function actionsFor(kind: Exclude<Route["kind"], "base" | "token" | "catalog">, method: string): readonly string[] {
-  if (PULL_METHODS.has(method)) return kind === "blob" ? ["ecr:GetDownloadUrlForLayer"] : ["ecr:BatchGetImage"];
+function actionsFor(
+  kind: Exclude<Route["kind"], "base" | "token" | "catalog">,
+  method: string,
+): readonly string[] {
+  if (PULL_METHODS.has(method))
+    return kind === "blob" ? ["ecr:GetDownloadUrlForLayer"] : ["ecr:BatchGetImage"];
   if (kind === "manifest" && method === "DELETE") return ["ecr:BatchDeleteImage"];
   return PUSH_ACTIONS;
 }

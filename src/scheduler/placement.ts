@@ -1,4 +1,4 @@
-import { evaluate, type Expr } from "./query.ts";
+import { type Expr, evaluate } from "./query.ts";
 
 /**
  * Task placement as ECS does it, as a pure function of a snapshot: filter the
@@ -40,7 +40,14 @@ export interface Strategy {
 
 export interface PlacementFailure {
   arn: string;
-  reason: "AGENT" | "ATTRIBUTE" | "RESOURCE:CPU" | "RESOURCE:MEMORY" | "RESOURCE:PORTS" | "INACTIVE" | "DRAINING";
+  reason:
+    | "AGENT"
+    | "ATTRIBUTE"
+    | "RESOURCE:CPU"
+    | "RESOURCE:MEMORY"
+    | "RESOURCE:PORTS"
+    | "INACTIVE"
+    | "DRAINING";
 }
 
 export interface PlacementPlan {
@@ -67,19 +74,27 @@ export function instanceSubjects(instance: InstanceView): (subject: string) => s
   };
 }
 
-function refusal(instance: InstanceView, needs: TaskNeeds, constraints: Constraint[]): PlacementFailure["reason"] | undefined {
+function refusal(
+  instance: InstanceView,
+  needs: TaskNeeds,
+  constraints: Constraint[],
+): PlacementFailure["reason"] | undefined {
   if (instance.status === "DRAINING") return "DRAINING";
   if (instance.status !== "ACTIVE") return "INACTIVE";
   if (!instance.connected) return "AGENT";
   for (const constraint of constraints) {
-    if (constraint.type === "distinctInstance" && (instance.groups.get(needs.group) ?? 0) > 0) return "ATTRIBUTE";
+    if (constraint.type === "distinctInstance" && (instance.groups.get(needs.group) ?? 0) > 0)
+      return "ATTRIBUTE";
     if (constraint.type === "memberOf" && constraint.expression !== undefined) {
       if (!evaluate(constraint.expression, instanceSubjects(instance))) return "ATTRIBUTE";
     }
   }
   if (instance.remaining.cpu < needs.cpu) return "RESOURCE:CPU";
   if (instance.remaining.memory < needs.memory) return "RESOURCE:MEMORY";
-  if (needs.ports.tcp.some((p) => instance.ports.tcp.has(p)) || needs.ports.udp.some((p) => instance.ports.udp.has(p))) {
+  if (
+    needs.ports.tcp.some((p) => instance.ports.tcp.has(p)) ||
+    needs.ports.udp.some((p) => instance.ports.udp.has(p))
+  ) {
     return "RESOURCE:PORTS";
   }
   return undefined;
@@ -114,7 +129,8 @@ function rank(
         const value = spreadValue(instance, field);
         load.set(value, (load.get(value) ?? 0) + (instance.groups.get(group) ?? 0));
       }
-      for (const candidate of candidates) keys.get(candidate)?.push(load.get(spreadValue(candidate, field)) ?? 0);
+      for (const candidate of candidates)
+        keys.get(candidate)?.push(load.get(spreadValue(candidate, field)) ?? 0);
     }
   }
   return [...candidates].sort((a, b) => {

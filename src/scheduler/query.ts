@@ -46,7 +46,12 @@ function tokenize(text: string): string[] {
         continue;
       }
       let j = i;
-      while (j < text.length && !/[\s()[\],]/.test(text[j] as string) && !OPERATORS.some((o) => text.startsWith(o, j))) j++;
+      while (
+        j < text.length &&
+        !/[\s()[\],]/.test(text[j] as string) &&
+        !OPERATORS.some((o) => text.startsWith(o, j))
+      )
+        j++;
       tokens.push(text.slice(i, j));
       i = j;
     }
@@ -134,7 +139,8 @@ class Parser {
       this.expect("]");
       return { kind: "compare", subject, op: lower === "in" ? "in" : "!in", values };
     }
-    if (!(OPERATORS as readonly string[]).includes(opToken)) throw new QueryError(`unknown operator '${opToken}'`);
+    if (!(OPERATORS as readonly string[]).includes(opToken))
+      throw new QueryError(`unknown operator '${opToken}'`);
     return { kind: "compare", subject, op: opToken as Op, values: [literal(this.next())] };
   }
 }

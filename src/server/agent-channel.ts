@@ -65,7 +65,10 @@ export function registerAgentChannel(app: FastifyInstance, options: AgentChannel
     return instance;
   }
 
-  const route = (path: string, handler: (request: FastifyRequest, reply: FastifyReply) => Promise<unknown>) => {
+  const route = (
+    path: string,
+    handler: (request: FastifyRequest, reply: FastifyReply) => Promise<unknown>,
+  ) => {
     app.post(path, async (request, reply) => {
       try {
         const result = await handler(request, reply);
@@ -157,7 +160,11 @@ export function registerAgentChannel(app: FastifyInstance, options: AgentChannel
   route("/agent/v1/report", async (request) => {
     const instance = await node(request);
     const report = json<TaskReport>(request);
-    if (typeof report.taskArn !== "string" || typeof report.lastStatus !== "string" || !Array.isArray(report.containers)) {
+    if (
+      typeof report.taskArn !== "string" ||
+      typeof report.lastStatus !== "string" ||
+      !Array.isArray(report.containers)
+    ) {
       throw InvalidParameter("taskArn, lastStatus and containers are required.");
     }
     await store.transaction(async (tx) => {

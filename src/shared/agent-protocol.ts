@@ -98,7 +98,13 @@ export interface AssignedContainer {
   workingDirectory?: string;
   user?: string;
   portMappings: Array<{ containerPort: number; hostPort?: number; protocol: "tcp" | "udp"; name?: string }>;
-  healthCheck?: { command: string[]; interval: number; timeout: number; retries: number; startPeriod: number };
+  healthCheck?: {
+    command: string[];
+    interval: number;
+    timeout: number;
+    retries: number;
+    startPeriod: number;
+  };
   dependsOn: Array<{ containerName: string; condition: "START" | "COMPLETE" | "SUCCESS" | "HEALTHY" }>;
   stopTimeout?: number;
   ulimits?: Array<{ name: string; softLimit: number; hardLimit: number }>;
@@ -135,7 +141,12 @@ export interface ContainerReport {
   reason?: string;
   healthStatus?: HealthStatus;
   runtimeId?: string;
-  networkBindings?: Array<{ bindIP: string; containerPort: number; hostPort: number; protocol: "tcp" | "udp" }>;
+  networkBindings?: Array<{
+    bindIP: string;
+    containerPort: number;
+    hostPort: number;
+    protocol: "tcp" | "udp";
+  }>;
 }
 
 export interface TaskReport {
@@ -146,7 +157,13 @@ export interface TaskReport {
   privateIpv4Address?: string;
   macAddress?: string;
   /** Set with STOPPED (or when a stop begins for a reason the agent found). */
-  stopCode?: "TaskFailedToStart" | "EssentialContainerExited" | "UserInitiated" | "ServiceSchedulerInitiated" | "SpotInterruption" | "TerminationNotice";
+  stopCode?:
+    | "TaskFailedToStart"
+    | "EssentialContainerExited"
+    | "UserInitiated"
+    | "ServiceSchedulerInitiated"
+    | "SpotInterruption"
+    | "TerminationNotice";
   stoppedReason?: string;
   /** Milliseconds since the epoch, for the timestamps DescribeTasks reports. */
   pullStartedAt?: number;
@@ -159,5 +176,11 @@ export interface LogBatch {
 }
 
 export interface StatsBatch {
-  samples: Array<{ taskArn: string; container: string; cpuUtilization: number; memoryBytes: number; at: number }>;
+  samples: Array<{
+    taskArn: string;
+    container: string;
+    cpuUtilization: number;
+    memoryBytes: number;
+    at: number;
+  }>;
 }

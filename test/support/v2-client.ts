@@ -132,7 +132,10 @@ export class V2Client {
           port: url.port,
           method,
           path,
-          headers: { ...headers, ...(this.authorization === undefined ? {} : { authorization: this.authorization }) },
+          headers: {
+            ...headers,
+            ...(this.authorization === undefined ? {} : { authorization: this.authorization }),
+          },
         },
         (res) => {
           const chunks: Buffer[] = [];
@@ -207,7 +210,9 @@ export async function pushImage(
   const layers = options.layers ?? [Buffer.from(`layer of ${repo}:${tag} ${Math.random()}`)];
   const config =
     options.config ??
-    Buffer.from(JSON.stringify({ architecture: "amd64", os: "linux", rootfs: { type: "layers" }, repo, tag }));
+    Buffer.from(
+      JSON.stringify({ architecture: "amd64", os: "linux", rootfs: { type: "layers" }, repo, tag }),
+    );
   const blobs = [await client.pushBlob(repo, config)];
   for (const layer of layers) blobs.push(await client.pushBlob(repo, layer));
   const mediaType = oci ? MEDIA.ociManifest : MEDIA.dockerManifest;

@@ -2,7 +2,12 @@ import { execFile } from "node:child_process";
 import { mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import type { AssignedContainer, TaskAssignment, TaskReport, TaskStatus } from "../../shared/agent-protocol.ts";
+import type {
+  AssignedContainer,
+  TaskAssignment,
+  TaskReport,
+  TaskStatus,
+} from "../../shared/agent-protocol.ts";
 import type { PulledImage } from "../image/store.ts";
 import type { PortMapping, TaskNetwork } from "../network/node-network.ts";
 import type { Runtime } from "../runtime/runc.ts";
@@ -17,7 +22,12 @@ export interface EngineDeps {
   runtime: Runtime;
   pull(image: string, assignment: TaskAssignment, signal: AbortSignal): Promise<PulledImage>;
   network: {
-    setup(taskId: string, mode: TaskNetwork["mode"], ports: PortMapping[], hostname: string): Promise<TaskNetwork>;
+    setup(
+      taskId: string,
+      mode: TaskNetwork["mode"],
+      ports: PortMapping[],
+      hostname: string,
+    ): Promise<TaskNetwork>;
     teardown(taskId: string): Promise<void>;
   };
   report(report: TaskReport): Promise<void>;
@@ -37,9 +47,13 @@ async function mountOverlay(lower: string, dir: string): Promise<string> {
   for (const d of [upper, work, target]) mkdirSync(d, { recursive: true });
   const mounts = readFileSync("/proc/self/mounts", "utf8");
   if (!mounts.includes(` ${target} `)) {
-    await run("mount", ["-t", "overlay", "overlay", "-o", `lowerdir=${lower},upperdir=${upper},workdir=${work}`, target], {
-      timeout: 10_000,
-    });
+    await run(
+      "mount",
+      ["-t", "overlay", "overlay", "-o", `lowerdir=${lower},upperdir=${upper},workdir=${work}`, target],
+      {
+        timeout: 10_000,
+      },
+    );
   }
   return target;
 }
@@ -126,7 +140,9 @@ export class TaskEngine {
       containers: this.state.assignment.containers.map((definition) => {
         const c = this.container(definition.name);
         const bindings = (this.state.network?.bindings ?? []).filter((b) =>
-          definition.portMappings.some((p) => p.containerPort === b.containerPort && p.protocol === b.protocol),
+          definition.portMappings.some(
+            (p) => p.containerPort === b.containerPort && p.protocol === b.protocol,
+          ),
         );
         return {
           name: definition.name,
@@ -200,8 +216,15 @@ export class TaskEngine {
           ...(p.hostPort === undefined ? {} : { hostPort: p.hostPort }),
         })),
       );
-      const hostname = assignment.containers.find((c) => c.hostname !== undefined)?.hostname ?? this.state.taskId.slice(0, 12);
-      const network = await this.deps.network.setup(this.state.taskId, assignment.networkMode, ports, hostname);
+      const hostname =
+        assignment.containers.find((c) => c.hostname !== undefined)?.hostname ??
+        this.state.taskId.slice(0, 12);
+      const network = await this.deps.network.setup(
+        this.state.taskId,
+        assignment.networkMode,
+        ports,
+        hostname,
+      );
       this.state.network = {
         bindings: network.bindings,
         hostsFile: network.hostsFile,
@@ -289,7 +312,9 @@ export class TaskEngine {
     const known = this.images.get(definition.name);
     if (known !== undefined) return known;
     // After an agent restart: the layers are cached, so this is quick.
-    const pulled = await this.deps.pull(definition.image, this.state.assignment, this.abort.signal).catch(() => undefined);
+    const pulled = await this.deps
+      .pull(definition.image, this.state.assignment, this.abort.signal)
+      .catch(() => undefined);
     if (pulled !== undefined) this.images.set(definition.name, pulled);
     return pulled;
   }
@@ -310,18 +335,25 @@ export class TaskEngine {
       mkdirSync(container.bundle, { recursive: true });
       container.rootfs = await mountOverlay(image.rootfs, container.bundle);
       const network = this.state.network;
-      const mounts = network === undefined
-        ? []
-        : [
-            { source: network.hostsFile, destination: "/etc/hosts" },
-            { source: network.resolvConf, destination: "/etc/resolv.conf" },
-            { source: network.hostnameFile, destination: "/etc/hostname" },
-          ];
+      const mounts =
+        network === undefined
+          ? []
+          : [
+              { source: network.hostsFile, destination: "/etc/hosts" },
+              { source: network.resolvConf, destination: "/etc/resolv.conf" },
+              { source: network.hostnameFile, destination: "/etc/hostname" },
+            ];
       for (const point of definition.mountPoints) {
         const volume = this.state.assignment.volumes.find((v) => v.name === point.sourceVolume);
-        const source = volume?.host?.sourcePath ?? join(this.deps.states.taskDir(this.state.taskId), "volumes", point.sourceVolume);
+        const source =
+          volume?.host?.sourcePath ??
+          join(this.deps.states.taskDir(this.state.taskId), "volumes", point.sourceVolume);
         mkdirSync(source, { recursive: true });
-        mounts.push({ source, destination: point.containerPath, ...(point.readOnly === true ? { readonly: true } : {}) } as never);
+        mounts.push({
+          source,
+          destination: point.containerPath,
+          ...(point.readOnly === true ? { readonly: true } : {}),
+        } as never);
       }
       const spec = buildSpec({
         id: container.id,
@@ -329,15 +361,24 @@ export class TaskEngine {
         readonlyRootfs: definition.readonlyRootFilesystem === true,
         image: image.config.config ?? {},
         container: definition,
-        ...(readIfExists(join(image.rootfs, "etc/passwd")) === undefined ? {} : { passwd: readIfExists(join(image.rootfs, "etc/passwd")) as string }),
-        ...(readIfExists(join(image.rootfs, "etc/group")) === undefined ? {} : { group: readIfExists(join(image.rootfs, "etc/group")) as string }),
+        ...(readIfExists(join(image.rootfs, "etc/passwd")) === undefined
+          ? {}
+          : { passwd: readIfExists(join(image.rootfs, "etc/passwd")) as string }),
+        ...(readIfExists(join(image.rootfs, "etc/group")) === undefined
+          ? {}
+          : { group: readIfExists(join(image.rootfs, "etc/group")) as string }),
         hostname: definition.hostname ?? this.state.taskId.slice(0, 12),
         ...(network?.netnsPath === undefined ? {} : { netnsPath: network.netnsPath }),
         mounts,
         cgroupsPath: `/wharf/${this.state.taskId}/${definition.name}`,
-        ...(this.state.assignment.memory === undefined ? {} : { taskMemoryLimitMiB: this.state.assignment.memory }),
+        ...(this.state.assignment.memory === undefined
+          ? {}
+          : { taskMemoryLimitMiB: this.state.assignment.memory }),
       } as Parameters<typeof buildSpec>[0]);
-      await this.deps.runtime.start(spec, container.bundle, { stdout: container.stdout, stderr: container.stderr });
+      await this.deps.runtime.start(spec, container.bundle, {
+        stdout: container.stdout,
+        stderr: container.stderr,
+      });
       container.status = "RUNNING";
       container.startedAt = this.deps.now();
       if (definition.healthCheck !== undefined) container.healthStatus = "UNKNOWN";
@@ -375,7 +416,8 @@ export class TaskEngine {
       this.deps.states.save(this.state);
       this.poke();
     } catch (error) {
-      if (!this.abort.signal.aborted) this.deps.log("wait failed", { container: container.id, error: String(error) });
+      if (!this.abort.signal.aborted)
+        this.deps.log("wait failed", { container: container.id, error: String(error) });
     }
   }
 
@@ -384,7 +426,8 @@ export class TaskEngine {
     const check = definition.healthCheck;
     if (check === undefined) return;
     const [kind, ...rest] = check.command;
-    const args = kind === "CMD-SHELL" ? ["/bin/sh", "-c", rest.join(" ")] : kind === "CMD" ? rest : check.command;
+    const args =
+      kind === "CMD-SHELL" ? ["/bin/sh", "-c", rest.join(" ")] : kind === "CMD" ? rest : check.command;
     let failures = 0;
     const started = this.deps.now();
     while (container.status === "RUNNING" && !this.abort.signal.aborted) {
@@ -392,7 +435,9 @@ export class TaskEngine {
       if (container.status !== "RUNNING") return;
       let healthy = false;
       try {
-        healthy = (await this.deps.runtime.exec(container.id, args, { timeoutMs: (check.timeout ?? 5) * 1000 })).exitCode === 0;
+        healthy =
+          (await this.deps.runtime.exec(container.id, args, { timeoutMs: (check.timeout ?? 5) * 1000 }))
+            .exitCode === 0;
       } catch {
         healthy = false;
       }
@@ -432,7 +477,8 @@ export class TaskEngine {
         container.status = "STOPPED";
         if (state.exit !== undefined) {
           container.exitCode = state.exit.exitCode;
-          if (state.exit.oomKilled) container.reason = "OutOfMemoryError: Container killed due to memory usage";
+          if (state.exit.oomKilled)
+            container.reason = "OutOfMemoryError: Container killed due to memory usage";
         }
         changed = true;
       }

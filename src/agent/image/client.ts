@@ -205,9 +205,14 @@ function request(
       return;
     }
     const send = url.protocol === "https:" ? https.request : http.request;
-    const req = send(url, { method: "GET", headers, agent: options.agentFor(url), signal }, resolve);
-    // a socket timeout: no answer, or a body that stops flowing, for timeoutMs
-    req.setTimeout(options.timeoutMs, () => {
+    // `timeout` is the socket's idle timeout, armed before it connects: it covers the lookup and
+    // connection, the wait for an answer, and any stall while the body streams
+    const req = send(
+      url,
+      { method: "GET", headers, agent: options.agentFor(url), signal, timeout: options.timeoutMs },
+      resolve,
+    );
+    req.on("timeout", () => {
       req.destroy(new ImageError("TIMEOUT", `${what}: no data from ${url.host} for ${options.timeoutMs} ms`));
     });
     req.on("error", (error) => {

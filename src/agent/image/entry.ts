@@ -81,17 +81,23 @@ async function owner(path: string, header: EntryHeader): Promise<void> {
   if (CAN_CHOWN) await lchown(path, header.uid, header.gid);
 }
 
+/** What createEntry made, and whether it replaced a directory (and so everything below it). */
+export interface Created {
+  type: EntryType;
+  replacedDirectory: boolean;
+}
+
 /**
  * Creates the entry at `parts` (already checked by entryParts) under `root`, consuming `body` for
- * regular files. Returns what it created ("directory" for directories, whose mode and mtime the
- * caller applies once the image is complete), or undefined when it skipped the entry.
+ * regular files. Returns what it created (for directories, the caller applies mode and mtime once
+ * the image is complete), or undefined when it skipped the entry.
  */
 export async function createEntry(
   root: string,
   parts: string[],
   header: EntryHeader,
   body: AsyncIterable<unknown>,
-): Promise<EntryType | undefined> {
+): Promise<Created | undefined> {
   if (parts.length === 0) {
     if (header.type === "directory") return undefined; // the root itself ("./")
     throw unsafe(header.name, "names the root directory");
@@ -101,12 +107,13 @@ export async function createEntry(
   if (header.type === "device" || header.type === "fifo") return undefined;
   const path = join(root, ...parts);
   const existing = await lstatOrUndefined(path);
+  const replacedDirectory = header.type !== "directory" && existing?.isDirectory() === true;
 
   if (header.type === "directory") {
     if (existing !== undefined && !existing.isDirectory()) await removePath(path);
     if (existing === undefined || !existing.isDirectory()) await mkdir(path, DIR_MODE_WHILE_UNPACKING);
     await owner(path, header);
-    return "directory";
+    return { type: "directory", replacedDirectory: false };
   }
 
   if (header.type === "link") {
@@ -122,7 +129,7 @@ export async function createEntry(
     if (stat.isDirectory()) throw unsafe(header.name, `hard link to directory "${header.linkname}"`);
     if (existing !== undefined) await removePath(path);
     await link(target, path); // link(2) does not follow a symlink target
-    return "link";
+    return { type: "link", replacedDirectory };
   }
 
   if (existing !== undefined) await removePath(path);
@@ -130,7 +137,7 @@ export async function createEntry(
     await symlink(header.linkname, path);
     await owner(path, header);
     await lutimes(path, header.mtime, header.mtime);
-    return "symlink";
+    return { type: "symlink", replacedDirectory };
   }
 
   const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
@@ -148,7 +155,7 @@ export async function createEntry(
   } finally {
     await file.close();
   }
-  return "file";
+  return { type: "file", replacedDirectory };
 }
 
 /** Sets a directory's final mode and mtime, if it is still a directory. */

@@ -41,6 +41,47 @@ export class ImageError extends Error {
   }
 }
 
+const FILE_SYSCALLS = new Set([
+  "open",
+  "close",
+  "write",
+  "writev",
+  "fsync",
+  "fdatasync",
+  "rename",
+  "mkdir",
+  "mkdtemp",
+  "unlink",
+  "rmdir",
+  "rm",
+  "stat",
+  "lstat",
+  "fstat",
+  "chmod",
+  "fchmod",
+  "chown",
+  "fchown",
+  "lchown",
+  "utime",
+  "futime",
+  "lutime",
+  "symlink",
+  "link",
+  "scandir",
+  "readdir",
+  "copyfile",
+]);
+
+/**
+ * Whether a Node system error came from writing to the filesystem (a failed socket read has
+ * syscall "read", which is therefore not counted; the puller never writes to a socket mid-body).
+ */
+export function isFileSystemError(error: unknown): boolean {
+  if (!(error instanceof Error)) return false;
+  if ("path" in error && typeof error.path === "string") return true;
+  return "syscall" in error && typeof error.syscall === "string" && FILE_SYSCALLS.has(error.syscall);
+}
+
 /** `error` when it is already an ImageError, else one of `code` wrapping it. */
 export function asImageError(error: unknown, code: ImageErrorCode, context: string): ImageError {
   if (error instanceof ImageError) return error;

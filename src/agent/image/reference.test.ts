@@ -66,18 +66,25 @@ describe("parseChallenges", () => {
       [
         {
           scheme: "bearer",
-          params: { realm: "https://auth.example/token", service: "registry.example", scope: "repository:a/b:pull,push" },
+          params: {
+            realm: "https://auth.example/token",
+            service: "registry.example",
+            scope: "repository:a/b:pull,push",
+          },
         },
       ],
     );
   });
 
   it("reads several challenges, tokens, escapes and odd spacing", () => {
-    assert.deepEqual(parseChallenges(['Basic realm="a \\"b\\"", charset=UTF-8 ,  Bearer realm=x', "Negotiate"]), [
-      { scheme: "basic", params: { realm: 'a "b"', charset: "UTF-8" } },
-      { scheme: "bearer", params: { realm: "x" } },
-      { scheme: "negotiate", params: {} },
-    ]);
+    assert.deepEqual(
+      parseChallenges(['Basic realm="a \\"b\\"", charset=UTF-8 ,  Bearer realm=x', "Negotiate"]),
+      [
+        { scheme: "basic", params: { realm: 'a "b"', charset: "UTF-8" } },
+        { scheme: "bearer", params: { realm: "x" } },
+        { scheme: "negotiate", params: {} },
+      ],
+    );
   });
 
   it("survives garbage", () => {

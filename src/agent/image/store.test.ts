@@ -96,7 +96,10 @@ describe("ImageStore.pull", () => {
     registry.auth = { kind: "basic", username: "AWS", password: "secret" };
     registry.push("app", base, "v1");
     await assert.rejects(
-      store.pull(`${registry.host}/app:v1`, options({ credentials: async () => ({ username: "AWS", password: "no" }) })),
+      store.pull(
+        `${registry.host}/app:v1`,
+        options({ credentials: async () => ({ username: "AWS", password: "no" }) }),
+      ),
       code("UNAUTHORIZED"),
     );
     await assert.rejects(store.pull(`${registry.host}/app:v1`, options()), code("UNAUTHORIZED"));
@@ -110,7 +113,10 @@ describe("ImageStore.pull", () => {
       options({ credentials: async () => ({ username: "me", password: "pw" }) }),
     );
     assert.equal(await readFile(join(pulled.rootfs, "hello.txt"), "utf8"), "hello");
-    assert.equal(registry.count(/^GET \/token\?service=test-registry&scope=repository%3Ans%2Fapp%3Apull$/), 1);
+    assert.equal(
+      registry.count(/^GET \/token\?service=test-registry&scope=repository%3Ans%2Fapp%3Apull$/),
+      1,
+    );
     assert.equal(registry.count(/^GET \/token/), 1, "one token serves the whole pull");
   });
 
@@ -131,7 +137,11 @@ describe("ImageStore.pull", () => {
   });
 
   it("resolves an image index to the requested platform", async () => {
-    const arm = imageOf([await layer("arch", "arm64")], { os: "linux", architecture: "arm64", variant: "v8" });
+    const arm = imageOf([await layer("arch", "arm64")], {
+      os: "linux",
+      architecture: "arm64",
+      variant: "v8",
+    });
     const amd = imageOf([await layer("arch", "amd64")], AMD64);
     registry.push("multi", arm);
     registry.push("multi", amd);
@@ -146,7 +156,10 @@ describe("ImageStore.pull", () => {
     assert.equal(pulledAmd.indexDigest, index.digest);
     assert.equal(await readFile(join(pulledAmd.rootfs, "arch"), "utf8"), "amd64");
 
-    const pulledArm = await store.pull(`${registry.host}/multi@${index.digest}`, options({ platform: { os: "linux", architecture: "arm64" } }));
+    const pulledArm = await store.pull(
+      `${registry.host}/multi@${index.digest}`,
+      options({ platform: { os: "linux", architecture: "arm64" } }),
+    );
     assert.equal(pulledArm.manifestDigest, arm.manifest.digest);
     assert.equal(await readFile(join(pulledArm.rootfs, "arch"), "utf8"), "arm64");
 
@@ -244,7 +257,14 @@ describe("ImageStore.pull", () => {
   });
 
   it("refuses a layer with ../ entries, leaving nothing unpacked", async () => {
-    const evil = imageOf([gzipLayer(await tarOf([{ name: "ok", content: "x" }, { name: "../../evil", content: "x" }]))]);
+    const evil = imageOf([
+      gzipLayer(
+        await tarOf([
+          { name: "ok", content: "x" },
+          { name: "../../evil", content: "x" },
+        ]),
+      ),
+    ]);
     registry.push("evil", evil, "v1");
     await assert.rejects(store.pull(`${registry.host}/evil:v1`, options()), code("INVALID_LAYER"));
     const after = await stored();
@@ -293,7 +313,10 @@ describe("ImageStore.prune", () => {
     // and pulls again from scratch
     const again = await store.pull(`${registry.host}/app:v2`, options());
     assert.equal(await readFile(join(again.rootfs, "app"), "utf8"), "derived");
-    assert.equal(sha256(await readFile(join(storeRoot, "blobs/sha256", hex(derived.config.digest)))), derived.config.digest);
+    assert.equal(
+      sha256(await readFile(join(storeRoot, "blobs/sha256", hex(derived.config.digest)))),
+      derived.config.digest,
+    );
   });
 });
 

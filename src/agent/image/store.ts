@@ -1,3 +1,4 @@
+import { createWriteStream } from "node:fs";
 import {
   chmod,
   mkdir,
@@ -17,8 +18,8 @@ import { pipeline } from "node:stream/promises";
 import { rootCertificates } from "node:tls";
 import { type Credentials, RegistryClient } from "./client.ts";
 import { Coalescer } from "./coalesce.ts";
-import { DigestVerifier, parseDigest } from "./digest.ts";
-import { ImageError } from "./errors.ts";
+import { DigestVerifier, parseDigest, verifyBytes } from "./digest.ts";
+import { asImageError, ImageError, isFileSystemError } from "./errors.ts";
 import { Layout } from "./layout.ts";
 import {
   checkConfigPlatform,
@@ -103,7 +104,11 @@ export class ImageStore {
       return await this.pullWith(client, ref, options.platform, signal);
     } catch (error) {
       if (signal?.aborted) throw new ImageError("ABORTED", `pull of ${reference} aborted`, { cause: error });
-      throw error;
+      throw asImageError(
+        error,
+        isFileSystemError(error) ? "STORAGE_ERROR" : "REGISTRY_ERROR",
+        `pull of ${reference}`,
+      );
     }
   }
 
@@ -120,10 +125,9 @@ export class ImageStore {
     const digests = [configDigest, ...manifest.layers.map((layer) => layer.digest)];
     this.pin(digests, 1);
     try {
-      const config = parseImageConfig(
-        await readFile(await this.blob(client, manifest.config, signal)),
-        `config of ${what}`,
-      );
+      const configBytes = await readFile(await this.blob(client, manifest.config, signal));
+      verifyBytes(configBytes, configDigest, `config of ${what}`, manifest.config.size);
+      const config = parseImageConfig(configBytes, `config of ${what}`);
       checkConfigPlatform(config, platform, what);
       if (config.rootfs.diff_ids.length !== manifest.layers.length) {
         throw new ImageError(
@@ -202,21 +206,19 @@ export class ImageStore {
       if (cached?.isFile() && cached.size === descriptor.size) return path;
       await mkdir(dirname(path), { recursive: true, mode: 0o700 });
       const temp = this.layout.temp("blob");
-      const file = await open(temp, "wx", 0o600);
       try {
         const response = await client.openBlob(descriptor.digest, shared);
         const verifier = new DigestVerifier(descriptor.digest, `blob ${descriptor.digest}`, descriptor.size);
-        await pipeline(response, verifier, file.createWriteStream({ autoClose: false }), { signal: shared });
-        await file.sync();
-        await file.close();
+        // flush: fsync before close, so that a renamed blob survives a crash whole
+        const file = createWriteStream(temp, { flags: "wx", mode: 0o600, flush: true });
+        await pipeline(response, verifier, file, { signal: shared });
         await rename(temp, path);
         return path;
       } catch (error) {
-        await file.close().catch(() => {});
         await rm(temp, { force: true });
         if (error instanceof ImageError) throw error;
         throw new ImageError(
-          isFileError(error) ? "STORAGE_ERROR" : "REGISTRY_ERROR",
+          isFileSystemError(error) ? "STORAGE_ERROR" : "REGISTRY_ERROR",
           `blob ${descriptor.digest}: ${error instanceof Error ? error.message : String(error)}`,
           { cause: error },
         );
@@ -249,8 +251,7 @@ export class ImageStore {
     for (const name of await readdir(this.layout.images)) {
       const hex = name.replace(/\.json$/, "");
       if (await exists(this.layout.imageRootfs(hex))) {
-        const record = JSON.parse(await readFile(join(this.layout.images, name), "utf8")) as ImageRecord;
-        for (const digest of [record.configDigest, ...record.layers]) keepBlobs.add(digest);
+        for (const digest of await recordedBlobs(join(this.layout.images, name))) keepBlobs.add(digest);
       } else if (!keepImages.has(hex)) {
         await rm(join(this.layout.images, name), { force: true });
       }
@@ -280,7 +281,10 @@ export class ImageStore {
         await mkdir(path, { recursive: true, mode });
         await chmod(path, mode);
       }
-    })();
+    })().catch((error: unknown) => {
+      this.ready = undefined; // try again on the next call
+      throw error;
+    });
     return this.ready;
   }
 
@@ -352,7 +356,14 @@ async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T) => Promis
   return results;
 }
 
-/** Node's filesystem errors carry the path they failed on; network errors do not. */
-function isFileError(error: unknown): boolean {
-  return error instanceof Error && "path" in error && typeof error.path === "string";
+/** The blobs an image record names; none if it is unreadable (they are fetched again if needed). */
+async function recordedBlobs(path: string): Promise<string[]> {
+  try {
+    const record: unknown = JSON.parse(await readFile(path, "utf8"));
+    if (typeof record !== "object" || record === null) return [];
+    const { configDigest, layers } = record as Partial<ImageRecord>;
+    return [configDigest, ...(Array.isArray(layers) ? layers : [])].filter((d) => typeof d === "string");
+  } catch {
+    return [];
+  }
 }

@@ -76,7 +76,13 @@ export function imageOf(
 ): TestImage {
   const configBlob = blobOf(
     TEST_MEDIA_TYPES.config,
-    Buffer.from(JSON.stringify({ ...platform, config, rootfs: { type: "layers", diff_ids: layers.map((l) => l.diffId) } })),
+    Buffer.from(
+      JSON.stringify({
+        ...platform,
+        config,
+        rootfs: { type: "layers", diff_ids: layers.map((l) => l.diffId) },
+      }),
+    ),
   );
   const descriptor = ({ mediaType, digest, size }: TestBlob) => ({ mediaType, digest, size });
   const manifest = blobOf(
@@ -211,7 +217,10 @@ export class TestRegistry {
       res.writeHead(400).end();
       return;
     }
-    if (auth.username !== undefined && req.headers.authorization !== basic(auth.username, auth.password ?? "")) {
+    if (
+      auth.username !== undefined &&
+      req.headers.authorization !== basic(auth.username, auth.password ?? "")
+    ) {
       res.writeHead(401).end();
       return;
     }

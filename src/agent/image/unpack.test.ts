@@ -61,7 +61,11 @@ const file = (name: string, content: string, extra: Partial<TestEntry> = {}): Te
   content,
   ...extra,
 });
-const dir = (name: string, extra: Partial<TestEntry> = {}): TestEntry => ({ name, type: "directory", ...extra });
+const dir = (name: string, extra: Partial<TestEntry> = {}): TestEntry => ({
+  name,
+  type: "directory",
+  ...extra,
+});
 
 describe("unpackLayers", () => {
   it("flattens layers in order, later files replacing earlier ones", async () => {
@@ -243,12 +247,19 @@ describe("unpackLayers", () => {
       ["a hard link to an absolute path", () => [[{ name: "h", type: "link", linkname: sentinel }]]],
       [
         "a hard link through a symlink",
-        () => [[{ name: "a", type: "symlink", linkname: base }, { name: "h", type: "link", linkname: "a/sentinel" }]],
+        () => [
+          [
+            { name: "a", type: "symlink", linkname: base },
+            { name: "h", type: "link", linkname: "a/sentinel" },
+          ],
+        ],
       ],
       [
         "a whiteout through a symlink",
         () => [[{ name: "a", type: "symlink", linkname: base }], [file("a/.wh.sentinel", "")]],
       ],
+      ["a whiteout of an empty name", () => [[file("outside/keep", "x")], [file("outside/.wh.", "")]]],
+      ["a whiteout of ..", () => [[file("d/x", "x")], [file("d/.wh...", "")]]],
       [
         "an opaque whiteout through a symlink",
         () => [[{ name: "a", type: "symlink", linkname: outside }], [file("a/.wh..wh..opq", "")]],
@@ -268,10 +279,10 @@ describe("unpackLayers", () => {
         assert.equal(await readFile(sentinel, "utf8"), "original");
         assert.deepEqual(await readdir(outside), ["keep"]);
         assert.equal(await readFile(join(outside, "keep"), "utf8"), "original");
-        assert.deepEqual(
-          (await readdir(base)).filter((n) => !n.startsWith("root-")).sort(),
-          ["outside", "sentinel"],
-        );
+        assert.deepEqual((await readdir(base)).filter((n) => !n.startsWith("root-")).sort(), [
+          "outside",
+          "sentinel",
+        ]);
       });
     }
   });

@@ -20,7 +20,7 @@ import {
   removePath,
   unsafe,
 } from "./entry.ts";
-import { asImageError, ImageError } from "./errors.ts";
+import { asImageError, ImageError, isFileSystemError } from "./errors.ts";
 import type { LayerCompression } from "./manifest.ts";
 
 export interface LayerBlob {
@@ -106,7 +106,7 @@ async function applyLayer(
         } else if (!base.startsWith(`${WHITEOUT_PREFIX}${WHITEOUT_PREFIX}`)) {
           // other ".wh..wh." names are AUFS bookkeeping, not whiteouts
           const name = base.slice(WHITEOUT_PREFIX.length);
-          if (name === "." || name === "..") throw unsafe(header.name, "whiteout of . or ..");
+          if (name === "" || name === "." || name === "..") throw unsafe(header.name, "whiteout of no name");
           await removeLower(root, [...parent, name], kept, header.name, forget, false);
         }
         continue;
@@ -115,8 +115,8 @@ async function applyLayer(
       await drain(entry);
       if (created === undefined) continue;
       const rel = parts.join("/");
-      if (created === "directory") directories.set(rel, { mode: header.mode, mtime: header.mtime });
-      else forget(rel);
+      if (created.type === "directory") directories.set(rel, { mode: header.mode, mtime: header.mtime });
+      else if (created.replacedDirectory) forget(rel);
       for (let i = 1; i <= parts.length; i++) kept.add(parts.slice(0, i).join("/"));
     }
   } catch (error) {
@@ -138,7 +138,7 @@ async function applyLayer(
   const failure = first ?? entriesError ?? streamError;
   if (failure === undefined) return;
   if (signal?.aborted) throw new ImageError("ABORTED", `${what}: aborted`, { cause: signal.reason });
-  throw asImageError(failure, "INVALID_LAYER", what);
+  throw asImageError(failure, isFileSystemError(failure) ? "STORAGE_ERROR" : "INVALID_LAYER", what);
 }
 
 /**

@@ -39,7 +39,10 @@ export class LogShipper {
     const group = options["awslogs-group"];
     if (group === undefined) return;
     const prefix = options["awslogs-stream-prefix"];
-    const stream = prefix === undefined ? `${task.taskId}/${container.name}` : `${prefix}/${container.name}/${task.taskId}`;
+    const stream =
+      prefix === undefined
+        ? `${task.taskId}/${container.name}`
+        : `${prefix}/${container.name}/${task.taskId}`;
     this.sources.set(container.id, {
       task,
       container,
@@ -76,19 +79,32 @@ export class LogShipper {
         source.partial[stream] = lines.pop() ?? "";
         const at = this.now();
         for (const line of lines) {
-          events.push({ group: source.group, stream: source.stream, createGroup: source.createGroup, timestamp: at, message: line });
+          events.push({
+            group: source.group,
+            stream: source.stream,
+            createGroup: source.createGroup,
+            timestamp: at,
+            message: line,
+          });
         }
       }
       // A stopped container's last unterminated line is still a line.
       if (source.container.status === "STOPPED") {
         for (const stream of ["stdout", "stderr"] as const) {
           if (source.partial[stream] !== "") {
-            events.push({ group: source.group, stream: source.stream, createGroup: source.createGroup, timestamp: this.now(), message: source.partial[stream] });
+            events.push({
+              group: source.group,
+              stream: source.stream,
+              createGroup: source.createGroup,
+              timestamp: this.now(),
+              message: source.partial[stream],
+            });
             source.partial[stream] = "";
           }
         }
       }
-      for (let i = 0; i < events.length; i += MAX_EVENTS) await this.send({ events: events.slice(i, i + MAX_EVENTS) });
+      for (let i = 0; i < events.length; i += MAX_EVENTS)
+        await this.send({ events: events.slice(i, i + MAX_EVENTS) });
       this.persist(source.task);
       if (source.container.status === "STOPPED") this.sources.delete(id);
     }
