@@ -42,7 +42,7 @@ describe("the wharf command", () => {
   it("up serves, env prepares a shell for the AWS CLI, SIGINT stops it cleanly", async () => {
     const dataDir = tempDir();
     const env = { ...process.env, WHARF_DATA_DIR: dataDir };
-    const up = await spawnWharf(["up", "--port", "0", "--log-level", "warn"], env);
+    const up = await spawnWharf(["up", "--no-agent", "--port", "0", "--log-level", "warn"], env);
     try {
       assert.match(up.output(), /wharf env/, "says how to get credentials");
       const health = await fetch(`${up.endpoint}/healthz`);

@@ -25,6 +25,9 @@ const USAGE = `usage: npm run bench:registry -- [options]
   --only PEER            run only "wharf" or "distribution" (no ratios)
   --quiet-cores X        before each timed phase, wait until other processes use < X cores (default 0.25)
   --quiet-timeout S      … but no longer than S seconds (default 300), then measure anyway
+  --max-background X     a peer's run during which other processes averaged more than X cores in
+                         some phase is measured again from a fresh start (default 0.5) …
+  --retries N            … at most N more times, then kept and marked noisy (default 3)
   --cpu-prof DIR         run Wharf under node --cpu-prof, profiles in DIR
   --quick                64 MiB in 1-16 MiB layers, 1,000 manifest requests
   --json                 print only the JSON result on stdout (the table goes to stderr)`;
@@ -44,6 +47,8 @@ interface Settings {
   cpuProfileDir: string | undefined;
   quietCores: number;
   quietTimeoutSeconds: number;
+  maxBackgroundCores: number;
+  retries: number;
   json: boolean;
 }
 
@@ -65,6 +70,8 @@ function settings(argv: string[]): Settings {
       "cpu-prof": { type: "string" },
       "quiet-cores": { type: "string" },
       "quiet-timeout": { type: "string" },
+      "max-background": { type: "string" },
+      retries: { type: "string" },
       quick: { type: "boolean" },
       json: { type: "boolean" },
       help: { type: "boolean" },
@@ -101,6 +108,8 @@ function settings(argv: string[]): Settings {
     cpuProfileDir: values["cpu-prof"],
     quietCores: number("quiet-cores", values["quiet-cores"], 0.25),
     quietTimeoutSeconds: number("quiet-timeout", values["quiet-timeout"], 300),
+    maxBackgroundCores: number("max-background", values["max-background"], 0.5),
+    retries: values.retries === "0" ? 0 : Math.round(number("retries", values.retries, 3)),
     json: values.json === true,
   };
 }
@@ -169,8 +178,16 @@ async function measurePeer(
       options.manifestRequests,
       options.inFlight,
     );
+    for (const [phase, result] of [
+      ["push", pushed],
+      ["pull", pulled],
+      ["manifests", requested],
+    ] as const) {
+      const cores = result.backgroundCpuSeconds / result.seconds;
+      if (cores > options.maxBackgroundCores && !noisy.includes(phase)) noisy.push(phase);
+    }
     return {
-      run: { peer: name, round, push: pushed, pull: pulled, manifests: requested, noisy },
+      run: { peer: name, round, push: pushed, pull: pulled, manifests: requested, noisy, attempts: 1 },
       version: peer.version,
     };
   } finally {
@@ -207,7 +224,14 @@ async function main(): Promise<void> {
   for (let round = 0; round < options.rounds; round++) {
     const order = round % 2 === 0 ? options.peers : [...options.peers].reverse();
     for (const name of order) {
-      const { run, version } = await measurePeer(name, round, options, images, warm);
+      let attempt = 0;
+      let { run, version } = await measurePeer(name, round, options, images, warm);
+      while (run.noisy.length > 0 && attempt < options.retries) {
+        attempt++;
+        log(`${name}: other processes were busy during ${run.noisy.join(", ")}: measuring again`);
+        ({ run, version } = await measurePeer(name, round, options, images, warm));
+      }
+      run.attempts = attempt + 1;
       versions[name] = version;
       runs.push(run);
     }

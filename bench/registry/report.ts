@@ -10,6 +10,8 @@ export interface PeerRun {
   manifests: PhaseResult;
   /** Phases measured while other processes kept the machine busy. */
   noisy: string[];
+  /** How many times this peer was started to get a quiet measurement. */
+  attempts: number;
 }
 
 export interface Row {

@@ -133,6 +133,8 @@ async function serve(flags: ServerFlags, withAgent = false): Promise<void> {
           dataDir: join(dataPaths(config.dataDir).root, "agent"),
           region: config.region,
           availabilityZone: `${config.region}a`,
+          ...(process.env.WHARF_AGENT_BRIDGE === undefined ? {} : { bridge: process.env.WHARF_AGENT_BRIDGE }),
+          ...(process.env.WHARF_AGENT_SUBNET === undefined ? {} : { subnet: process.env.WHARF_AGENT_SUBNET }),
         }),
         agentLogger(),
       );
@@ -199,8 +201,11 @@ export function cli(): Command {
     .showHelpAfterError();
 
   serverOptions(
-    program.command("up").description("start Wharf on this machine with embedded defaults"),
-  ).action((flags: ServerFlags) => serve(flags, true));
+    program
+      .command("up")
+      .description("start Wharf on this machine with embedded defaults")
+      .option("--no-agent", "serve the APIs only, without the local agent"),
+  ).action((flags: ServerFlags & { agent: boolean }) => serve(flags, flags.agent));
   serverOptions(
     program.command("server").description("run the control plane (all AWS APIs and the registry)"),
   ).action((flags: ServerFlags) => serve(flags));

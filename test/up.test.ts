@@ -1,0 +1,97 @@
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { once } from "node:events";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, it } from "node:test";
+import { eventually, freeSubnet, pushBusybox } from "./agent-harness.ts";
+import { parseExports, runWharf, spawnWharf } from "./cli.ts";
+import { aws, type TestServer } from "./helpers.ts";
+
+const dataDir = mkdtempSync(join(tmpdir(), "wharf-up-"));
+const bridge = `wu${randomBytes(4).toString("hex")}`;
+
+after(() => {
+  const runcRoot = join(dataDir, "agent", "runc");
+  try {
+    for (const id of execFileSync("runc", ["--root", runcRoot, "list", "-q"], {
+      encoding: "utf8",
+      timeout: 10_000,
+    }).split("\n")) {
+      if (id !== "")
+        execFileSync("runc", ["--root", runcRoot, "delete", "--force", id], {
+          timeout: 10_000,
+          stdio: "ignore",
+        });
+    }
+  } catch {
+    // none left
+  }
+  try {
+    execFileSync("ip", ["link", "delete", bridge], { timeout: 10_000, stdio: "ignore" });
+  } catch {
+    // already gone
+  }
+  rmSync(dataDir, { recursive: true, force: true });
+});
+
+describe("wharf up", () => {
+  it("serves the APIs and runs tasks on its local agent, as the README's quick start promises", async () => {
+    const env = { ...process.env, WHARF_AGENT_BRIDGE: bridge, WHARF_AGENT_SUBNET: freeSubnet() };
+    const up = await spawnWharf(["up", "--port", "0", "--data-dir", dataDir, "--log-level", "warn"], env);
+    try {
+      const exports = parseExports((await runWharf(["env", "--data-dir", dataDir])).stdout);
+      const server = {
+        endpoint: up.endpoint,
+        credentials: {
+          accessKeyId: exports.AWS_ACCESS_KEY_ID ?? "",
+          secretAccessKey: exports.AWS_SECRET_ACCESS_KEY ?? "",
+        },
+      } as TestServer;
+      // The local agent joins the default cluster, creating it as the ECS agent does.
+      const instances = await eventually("the local container instance", async () => {
+        const listed = await aws(server, ["ecs", "list-container-instances", "--cluster", "default"]);
+        const arns =
+          (listed.json as { containerInstanceArns?: string[] } | undefined)?.containerInstanceArns ?? [];
+        return arns.length > 0 ? arns : undefined;
+      });
+      assert.equal(instances.length, 1);
+
+      const image = await pushBusybox(server, "quickstart");
+      const file = join(dataDir, "taskdef.json");
+      writeFileSync(
+        file,
+        JSON.stringify({
+          family: "quickstart",
+          containerDefinitions: [
+            { name: "app", image, memory: 32, command: ["sleep", "300"], stopTimeout: 2 },
+          ],
+        }),
+      );
+      assert.equal(
+        (await aws(server, ["ecs", "register-task-definition", "--cli-input-json", `file://${file}`])).code,
+        0,
+      );
+      const run = await aws(server, ["ecs", "run-task", "--task-definition", "quickstart"]);
+      assert.equal(run.code, 0, run.stderr);
+      const taskArn = (run.json as { tasks: Array<{ taskArn: string }> }).tasks[0]?.taskArn ?? "";
+      await eventually("RUNNING", async () => {
+        const described = await aws(server, ["ecs", "describe-tasks", "--tasks", taskArn]);
+        const task = (described.json as { tasks: Array<{ lastStatus: string }> }).tasks[0];
+        return task?.lastStatus === "RUNNING" ? task : undefined;
+      });
+      assert.equal((await aws(server, ["ecs", "stop-task", "--task", taskArn])).code, 0);
+      await eventually("STOPPED", async () => {
+        const described = await aws(server, ["ecs", "describe-tasks", "--tasks", taskArn]);
+        const task = (described.json as { tasks: Array<{ lastStatus: string }> }).tasks[0];
+        return task?.lastStatus === "STOPPED" ? task : undefined;
+      });
+    } finally {
+      up.child.kill("SIGINT");
+    }
+    const [code] = await once(up.child, "exit");
+    assert.equal(code, 0, up.output());
+  });
+});
