@@ -13,11 +13,13 @@ export interface TestServer extends RunningServer {
   stop(): Promise<void>;
 }
 
-/** A real server on an ephemeral loopback port with a fresh data directory. */
-export async function startTestServer(options: { dataDir?: string } & ServerDeps = {}): Promise<TestServer> {
-  const { dataDir: given, ...deps } = options;
+/** A real server on an ephemeral port (of loopback, or of `host`) with a fresh data directory. */
+export async function startTestServer(
+  options: { dataDir?: string; host?: string } & ServerDeps = {},
+): Promise<TestServer> {
+  const { dataDir: given, host = "127.0.0.1", ...deps } = options;
   const dataDir = given ?? mkdtempSync(join(tmpdir(), "wharf-test-"));
-  const config = { ...resolveConfig({ host: "127.0.0.1", port: 0, dataDir, logLevel: "warn" }, {}) };
+  const config = { ...resolveConfig({ host, port: 0, dataDir, logLevel: "warn" }, {}) };
   const server = await startServer(config, deps);
   return {
     ...server,

@@ -386,7 +386,10 @@ describe("docker, skopeo and the AWS CLI against Wharf's registry over HTTP", ()
       await skopeo(["copy", "--src-tls-verify=false", `docker://${publicRef()}`, `oci:${out}:v1`]),
     );
     const copied = check("skopeo inspect --raw (copy)", await skopeo(["inspect", "--raw", `oci:${out}:v1`]));
-    assert.equal(sha256(copied.stdout), publicDigest);
+    // An OCI layout holds OCI manifests and configs, so skopeo rewrites docker's; the layers are the same bytes.
+    const blobsOf = (text: string) =>
+      (JSON.parse(text) as { layers: Array<{ digest: string }> }).layers.map((layer) => layer.digest);
+    assert.deepEqual(blobsOf(copied.stdout), blobsOf(inspect.stdout));
   });
 
   it("docker pulls the public repository anonymously and runs it", async () => {

@@ -19,6 +19,8 @@ const USAGE = `usage: npm run bench:registry -- [options]
   --in-flight N          manifest requests in flight (default 32)
   --push-streams N       blob uploads in flight (default 5, as docker)
   --pull-streams N       blob downloads in flight (default 3, as docker)
+  --no-verify            pull without hashing (length still checked): shows whether the client's
+                         sha256 limits the pull row
   --images N             images the layers are dealt into (default 8)
   --rounds N             runs of each peer, alternating order; medians reported (default 1)
   --seed S               seed for layer sizes and content (default "wharf-bench")
@@ -41,6 +43,7 @@ interface Settings {
   pushStreams: number;
   pullStreams: number;
   images: number;
+  verifyPulls: boolean;
   rounds: number;
   seed: string;
   peers: PeerName[];
@@ -64,6 +67,7 @@ function settings(argv: string[]): Settings {
       "push-streams": { type: "string" },
       "pull-streams": { type: "string" },
       images: { type: "string" },
+      "no-verify": { type: "boolean" },
       rounds: { type: "string" },
       seed: { type: "string" },
       only: { type: "string" },
@@ -102,6 +106,7 @@ function settings(argv: string[]): Settings {
     pushStreams: Math.round(number("push-streams", values["push-streams"], 5)),
     pullStreams: Math.round(number("pull-streams", values["pull-streams"], 3)),
     images: Math.round(number("images", values.images, 8)),
+    verifyPulls: values["no-verify"] !== true,
     rounds: Math.round(number("rounds", values.rounds, 1)),
     seed: values.seed ?? "wharf-bench",
     peers: only === undefined ? ["distribution", "wharf"] : [only],
@@ -168,7 +173,7 @@ async function measurePeer(
     await ready("push");
     const pushed = await push(client, peer.pid, REPOSITORY, images, options.pushStreams);
     await ready("pull");
-    const pulled = await pull(client, peer.pid, REPOSITORY, images, options.pullStreams);
+    const pulled = await pull(client, peer.pid, REPOSITORY, images, options.pullStreams, options.verifyPulls);
     await ready("manifests");
     const requested = await manifests(
       client,

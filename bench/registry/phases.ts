@@ -125,12 +125,13 @@ export function pull(
   repository: string,
   images: Image[],
   streams: number,
+  verify = true,
 ): Promise<PhaseResult> {
   return timed(pid, async () => {
     for (const image of images) await client.manifest("GET", repository, image.tag, image.manifest.digest);
     const blobs = images.flatMap((image) => [image.config, ...image.layers]);
     blobs.sort((a, b) => b.size - a.size);
-    await pool(blobs, streams, (blob) => client.pullBlob(repository, blob.digest, blob.size));
+    await pool(blobs, streams, (blob) => client.pullBlob(repository, blob.digest, blob.size, verify));
     return { bytes: blobs.reduce((sum, blob) => sum + blob.size, 0), requests: images.length + blobs.length };
   });
 }

@@ -34,7 +34,7 @@ import {
 } from "./tasks.ts";
 
 /** What RunTask needs of a task definition (the ECS wire shape). */
-interface RunnableDefinition {
+export interface RunnableDefinition {
   taskDefinitionArn: string;
   family: string;
   revision: number;
@@ -70,16 +70,16 @@ const Overrides = z.object({
   taskRoleArn: z.string().optional(),
   executionRoleArn: z.string().optional(),
 });
-const PlacementConstraint = z.object({
+export const PlacementConstraint = z.object({
   type: z.enum(["distinctInstance", "memberOf"]),
   expression: z.string().max(2000).optional(),
 });
-const PlacementStrategy = z.object({
+export const PlacementStrategy = z.object({
   type: z.enum(["random", "spread", "binpack"]),
   field: z.string().optional(),
 });
 
-const RunTaskInput = z.object({
+export const RunTaskInput = z.object({
   cluster: z.string().optional(),
   taskDefinition: z.string(),
   count: z.number().int().optional(),
@@ -139,7 +139,7 @@ const ListTasksInput = z.object({
   launchType: z.enum(["EC2", "FARGATE", "EXTERNAL"]).optional(),
 });
 
-type RunInput = z.infer<typeof RunTaskInput>;
+export type RunInput = z.infer<typeof RunTaskInput>;
 
 function scopeOf(ctx: RequestContext) {
   return { region: ctx.region, accountId: ctx.accountId };
@@ -160,7 +160,7 @@ function num(value: unknown): number | undefined {
 }
 
 /** The container definitions with RunTask's overrides applied, as the agent takes them. */
-function assignedContainers(
+export function assignedContainers(
   definition: RunnableDefinition,
   overrides: RunInput["overrides"],
 ): AssignedContainer[] {
@@ -195,7 +195,7 @@ function assignedContainers(
 }
 
 /** CPU, memory and static host ports one task reserves on an instance. */
-function reservationOf(
+export function reservationOf(
   definition: RunnableDefinition,
   containers: AssignedContainer[],
   overrides: RunInput["overrides"],
@@ -219,7 +219,7 @@ function reservationOf(
   return { cpu, memory, tcp, udp };
 }
 
-interface TaskFactory {
+export interface TaskFactory {
   ctx: RequestContext;
   cluster: ClusterRecord;
   definition: RunnableDefinition;
@@ -230,7 +230,7 @@ interface TaskFactory {
 }
 
 /** A new task record, PROVISIONING (awsvpc) or PENDING, assigned to an instance. */
-function newTask(factory: TaskFactory, instanceArn: string, zone: string | undefined): TaskRecord {
+export function newTask(factory: TaskFactory, instanceArn: string, zone: string | undefined): TaskRecord {
   const { ctx, cluster, definition, input } = factory;
   const scope = scopeOf(ctx);
   const taskArn = newTaskArn(scope, cluster.arn);
@@ -294,6 +294,103 @@ function failureReasonText(failure: PlacementFailure): string {
   return failure.reason === "DRAINING" || failure.reason === "INACTIVE" ? "ATTRIBUTE" : failure.reason;
 }
 
+/** The ACTIVE task definition a `taskDefinition` parameter names, or ECS's ClientException. */
+export async function definitionFor(
+  tx: Tx,
+  ctx: RequestContext,
+  reference: string,
+): Promise<RunnableDefinition> {
+  const definition = (await findTaskDefinition(tx, scopeOf(ctx), reference)) as
+    | RunnableDefinition
+    | undefined;
+  if (definition === undefined) throw ClientException("Unable to find task definition.");
+  if (definition.status !== "ACTIVE") throw ClientException("TaskDefinition is inactive");
+  return definition;
+}
+
+/** Checks what RunTask (and CreateService) ask for against the task definition. */
+export function checkInput(
+  input: Pick<
+    RunInput,
+    "launchType" | "capacityProviderStrategy" | "networkConfiguration" | "overrides" | "tags"
+  >,
+  definition: RunnableDefinition,
+): void {
+  if (input.launchType === "FARGATE" || input.capacityProviderStrategy !== undefined) {
+    throw InvalidParameter(
+      "Fargate capacity is not available in this Wharf yet: run tasks with launchType EC2.",
+    );
+  }
+  if (
+    (definition.networkMode ?? "bridge") === "awsvpc" &&
+    input.networkConfiguration?.awsvpcConfiguration === undefined
+  ) {
+    throw InvalidParameter("Network Configuration must be provided when networkMode 'awsvpc' is specified.");
+  }
+  for (const override of input.overrides?.containerOverrides ?? []) {
+    if (!definition.containerDefinitions.some((c) => c.name === override.name)) {
+      throw InvalidParameter(
+        `Override for container named ${override.name} is not a container in the TaskDefinition.`,
+      );
+    }
+  }
+  const problem = tagProblem(toTags(input.tags ?? []));
+  if (problem !== undefined) throw InvalidParameter(problem);
+}
+
+/** The task definition's placement constraints and the caller's, parsed. */
+export function constraintsOf(
+  input: Pick<RunInput, "placementConstraints">,
+  definition: Pick<RunnableDefinition, "placementConstraints">,
+): Constraint[] {
+  return [...(definition.placementConstraints ?? []), ...(input.placementConstraints ?? [])].map((c) => {
+    if (c.type === "distinctInstance") return { type: "distinctInstance" };
+    try {
+      return { type: "memberOf", expression: parseQuery(c.expression ?? "") };
+    } catch (error) {
+      throw InvalidParameter(
+        `Invalid placement constraint expression: ${error instanceof QueryError ? error.message : "syntax error"}`,
+      );
+    }
+  });
+}
+
+/** The caller's placement strategies, checked; `fallback` when it gave none. */
+export function strategiesOf(
+  input: Pick<RunInput, "placementStrategy">,
+  fallback: Strategy[] = [{ type: "spread", field: "attribute:ecs.availability-zone" }],
+): Strategy[] {
+  if (input.placementStrategy === undefined) return fallback;
+  return input.placementStrategy.map((s) => {
+    if (s.type === "binpack" && s.field !== "cpu" && s.field !== "memory") {
+      throw InvalidParameter("Invalid placement strategy field: binpack takes cpu or memory.");
+    }
+    if (s.type === "spread" && s.field === undefined)
+      throw InvalidParameter("spread placement strategy requires a field.");
+    return s.field === undefined ? { type: s.type } : { type: s.type, field: s.field };
+  });
+}
+
+/** One EC2 instance of a cluster as placement sees it, with its zone and last heartbeat. */
+export interface InstanceSnapshot {
+  view: InstanceView;
+  zone?: string;
+  lastHeartbeat: number;
+}
+
+/** The placement snapshot of a cluster's EC2 instances. */
+export async function snapshot(tx: Tx, cluster: ClusterRecord, now: number): Promise<InstanceSnapshot[]> {
+  const out: InstanceSnapshot[] = [];
+  for (const record of await instancesOf(tx, cluster.arn)) {
+    if (record.capacity !== "EC2") continue;
+    const view = instanceView(record, await instanceUsage(tx, record.arn), now);
+    const zone = view.attributes["ecs.availability-zone"];
+    const lastHeartbeat = record.lastHeartbeat;
+    out.push(zone === undefined ? { view, lastHeartbeat } : { view, zone, lastHeartbeat });
+  }
+  return out;
+}
+
 /** ECS task operations: RunTask, StartTask, StopTask, DescribeTasks, ListTasks. */
 export function taskOperations(
   store: Store,
@@ -301,81 +398,6 @@ export function taskOperations(
   registry: TaskRegistryAccess,
   random: () => number = Math.random,
 ): Record<string, Operation> {
-  async function definitionFor(tx: Tx, ctx: RequestContext, reference: string): Promise<RunnableDefinition> {
-    const definition = (await findTaskDefinition(tx, scopeOf(ctx), reference)) as
-      | RunnableDefinition
-      | undefined;
-    if (definition === undefined) throw ClientException("Unable to find task definition.");
-    if (definition.status !== "ACTIVE") throw ClientException("TaskDefinition is inactive");
-    return definition;
-  }
-
-  function checkInput(input: Omit<RunInput, "count">, definition: RunnableDefinition): void {
-    if (input.launchType === "FARGATE" || input.capacityProviderStrategy !== undefined) {
-      throw InvalidParameter(
-        "Fargate capacity is not available in this Wharf yet: run tasks with launchType EC2.",
-      );
-    }
-    if (
-      (definition.networkMode ?? "bridge") === "awsvpc" &&
-      input.networkConfiguration?.awsvpcConfiguration === undefined
-    ) {
-      throw InvalidParameter(
-        "Network Configuration must be provided when networkMode 'awsvpc' is specified.",
-      );
-    }
-    for (const override of input.overrides?.containerOverrides ?? []) {
-      if (!definition.containerDefinitions.some((c) => c.name === override.name)) {
-        throw InvalidParameter(
-          `Override for container named ${override.name} is not a container in the TaskDefinition.`,
-        );
-      }
-    }
-    const problem = tagProblem(toTags(input.tags ?? []));
-    if (problem !== undefined) throw InvalidParameter(problem);
-  }
-
-  function constraintsOf(input: RunInput, definition: RunnableDefinition): Constraint[] {
-    return [...(definition.placementConstraints ?? []), ...(input.placementConstraints ?? [])].map((c) => {
-      if (c.type === "distinctInstance") return { type: "distinctInstance" };
-      try {
-        return { type: "memberOf", expression: parseQuery(c.expression ?? "") };
-      } catch (error) {
-        throw InvalidParameter(
-          `Invalid placement constraint expression: ${error instanceof QueryError ? error.message : "syntax error"}`,
-        );
-      }
-    });
-  }
-
-  function strategiesOf(input: RunInput): Strategy[] {
-    if (input.placementStrategy === undefined)
-      return [{ type: "spread", field: "attribute:ecs.availability-zone" }];
-    return input.placementStrategy.map((s) => {
-      if (s.type === "binpack" && s.field !== "cpu" && s.field !== "memory") {
-        throw InvalidParameter("Invalid placement strategy field: binpack takes cpu or memory.");
-      }
-      if (s.type === "spread" && s.field === undefined)
-        throw InvalidParameter("spread placement strategy requires a field.");
-      return s.field === undefined ? { type: s.type } : { type: s.type, field: s.field };
-    });
-  }
-
-  async function snapshot(
-    tx: Tx,
-    cluster: ClusterRecord,
-    now: number,
-  ): Promise<Array<{ view: InstanceView; zone?: string }>> {
-    const out: Array<{ view: InstanceView; zone?: string }> = [];
-    for (const record of await instancesOf(tx, cluster.arn)) {
-      if (record.capacity !== "EC2") continue;
-      const view = instanceView(record, await instanceUsage(tx, record.arn), now);
-      const zone = view.attributes["ecs.availability-zone"];
-      out.push(zone === undefined ? { view } : { view, zone });
-    }
-    return out;
-  }
-
   return {
     async RunTask(raw, ctx) {
       const input = parseInput(RunTaskInput, raw, InvalidParameter);

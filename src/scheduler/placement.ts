@@ -58,10 +58,15 @@ export interface PlacementPlan {
 }
 
 /** The subjects the cluster query language can ask about an instance. */
-export function instanceSubjects(instance: InstanceView): (subject: string) => string | undefined {
+export function instanceSubjects(instance: InstanceView): (subject: string) => string | string[] | undefined {
   return (subject) => {
     if (subject.startsWith("attribute:")) return instance.attributes[subject.slice("attribute:".length)];
     switch (subject) {
+      case "task:group": {
+        // The groups of the tasks the instance runs: `task:group == databases` keeps tasks together.
+        const groups = [...instance.groups].filter(([, n]) => n > 0).map(([group]) => group);
+        return groups.length === 0 ? undefined : groups;
+      }
       case "ec2InstanceId":
         return instance.instanceId;
       case "agentConnected":

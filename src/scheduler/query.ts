@@ -11,7 +11,7 @@
 
 export type Subjects = (subject: string) => string | string[] | undefined;
 
-type Op = "==" | "!=" | ">" | ">=" | "<" | "<=" | "=~" | "!~" | "in" | "!in" | "exists";
+type Op = "==" | "!=" | ">" | ">=" | "<" | "<=" | "=~" | "!~" | "in" | "!in" | "exists" | "!exists";
 
 export type Expr =
   | { kind: "and" | "or"; left: Expr; right: Expr }
@@ -21,6 +21,21 @@ export type Expr =
 export class QueryError extends Error {}
 
 const OPERATORS = ["==", "!=", ">=", "<=", "=~", "!~", ">", "<"] as const;
+
+/** ECS's word spellings of the operators. */
+const WORD_OPERATORS: Record<string, Op> = {
+  equals: "==",
+  not_equals: "!=",
+  greater_than: ">",
+  greater_than_equal: ">=",
+  less_than: "<",
+  less_than_equal: "<=",
+  matches: "=~",
+  not_matches: "!~",
+};
+
+/** Tokens that are syntax, never a bare value. */
+const PUNCTUATION = new Set<string>(["(", ")", "[", "]", ",", ...OPERATORS]);
 
 /** Splits an expression into tokens: words, quoted strings, operators, brackets. */
 function tokenize(text: string): string[] {
@@ -61,7 +76,17 @@ function tokenize(text: string): string[] {
 
 function literal(token: string | undefined): string {
   if (token === undefined) throw new QueryError("expression ends too early");
+  if (PUNCTUATION.has(token)) throw new QueryError(`unexpected '${token}'`);
   return token.startsWith("\u0000") ? token.slice(1) : token;
+}
+
+/** A `matches` pattern, anchored at both ends as Java's `Pattern.matches` is. */
+function pattern(value: string): RegExp {
+  try {
+    return new RegExp(`^(?:${value})$`);
+  } catch {
+    throw new QueryError(`invalid pattern '${value}'`);
+  }
 }
 
 class Parser {
@@ -128,6 +153,8 @@ class Parser {
     if (opToken === undefined) throw new QueryError(`'${subject}' needs an operator`);
     const lower = opToken.toLowerCase();
     if (lower === "exists") return { kind: "compare", subject, op: "exists", values: [] };
+    if (lower === "!exists" || lower === "not_exists")
+      return { kind: "compare", subject, op: "!exists", values: [] };
     if (lower === "in" || lower === "!in" || lower === "not_in") {
       this.expect("[");
       const values: string[] = [];
@@ -139,9 +166,12 @@ class Parser {
       this.expect("]");
       return { kind: "compare", subject, op: lower === "in" ? "in" : "!in", values };
     }
-    if (!(OPERATORS as readonly string[]).includes(opToken))
-      throw new QueryError(`unknown operator '${opToken}'`);
-    return { kind: "compare", subject, op: opToken as Op, values: [literal(this.next())] };
+    const op =
+      WORD_OPERATORS[lower] ?? ((OPERATORS as readonly string[]).includes(opToken) ? opToken : undefined);
+    if (op === undefined) throw new QueryError(`unknown operator '${opToken}'`);
+    const value = literal(this.next());
+    if (op === "=~" || op === "!~") pattern(value);
+    return { kind: "compare", subject, op: op as Op, values: [value] };
   }
 }
 
@@ -178,15 +208,17 @@ function test(op: Op, actual: string, values: string[]): boolean {
     case "<=":
       return compareOrdered(actual, value) <= 0;
     case "=~":
-      return new RegExp(`^(?:${value})$`).test(actual);
+      return pattern(value).test(actual);
     case "!~":
-      return !new RegExp(`^(?:${value})$`).test(actual);
+      return !pattern(value).test(actual);
     case "in":
       return values.includes(actual);
     case "!in":
       return !values.includes(actual);
     case "exists":
       return true;
+    case "!exists":
+      return false;
   }
 }
 
@@ -200,9 +232,14 @@ export function evaluate(expr: Expr, subjects: Subjects): boolean {
       return !evaluate(expr.operand, subjects);
     case "compare": {
       const actual = subjects(expr.subject);
-      if (actual === undefined) return expr.op === "!=" || expr.op === "!in" || expr.op === "!~";
+      if (actual === undefined)
+        return expr.op === "!=" || expr.op === "!in" || expr.op === "!~" || expr.op === "!exists";
       const values = Array.isArray(actual) ? actual : [actual];
-      return values.some((v) => test(expr.op, v, expr.values));
+      // A subject with several values (task:group) matches a negation only if every value does.
+      const negated = expr.op === "!=" || expr.op === "!in" || expr.op === "!~" || expr.op === "!exists";
+      return negated
+        ? values.every((v) => test(expr.op, v, expr.values))
+        : values.some((v) => test(expr.op, v, expr.values));
     }
   }
 }

@@ -4,7 +4,13 @@ import { verifySigV4 } from "../aws/sigv4.ts";
 import { activeCluster, clusterArn, DEFAULT_CLUSTER, findCluster, saveCluster } from "../ecs/clusters.ts";
 import { ClusterNotFound, InvalidParameter } from "../ecs/errors.ts";
 import { registerInstance } from "../ecs/instance-api.ts";
-import { AGENT_TIMEOUT_MS, instanceByToken, POLL_TIMEOUT_MS, saveInstance } from "../ecs/instances.ts";
+import {
+  AGENT_TIMEOUT_MS,
+  findInstance,
+  instanceByToken,
+  POLL_TIMEOUT_MS,
+  saveInstance,
+} from "../ecs/instances.ts";
 import type { InstanceNotifier } from "../ecs/notifier.ts";
 import { applyReport, assignmentOf, findTask, saveTask, tasksForInstance } from "../ecs/tasks.ts";
 import type {
@@ -134,10 +140,14 @@ export function registerAgentChannel(app: FastifyInstance, options: AgentChannel
     const instance = await node(request);
     const body = json<PollRequest>(request);
     const known = body.known ?? {};
+    // Re-reads the instance: the poll may have waited while its status or attributes changed.
     const heartbeat = async () =>
       store.transaction(async (tx) => {
-        const now = options.clock().getTime();
-        const current = { ...instance, lastHeartbeat: now };
+        const current = await findInstance(tx, instance.arn);
+        if (current === undefined || current.status === "INACTIVE") {
+          throw Unauthorized("The container instance is deregistered; register again.");
+        }
+        current.lastHeartbeat = options.clock().getTime();
         if (body.usedPorts !== undefined) current.usedPorts = body.usedPorts;
         await saveInstance(tx, current);
         return (await tasksForInstance(tx, instance.arn)).map(assignmentOf);

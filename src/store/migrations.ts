@@ -213,4 +213,35 @@ export const migrations: Migration[] = [
       "CREATE INDEX logs_events_time ON logs_events (group_id, event_time, seq)",
     ],
   },
+  {
+    version: 7,
+    name: "ecs services",
+    statements: [
+      `CREATE TABLE ecs_services (
+        arn TEXT PRIMARY KEY,
+        cluster_arn TEXT NOT NULL,
+        name TEXT NOT NULL,
+        status TEXT NOT NULL,
+        launch_type TEXT NOT NULL,
+        scheduling_strategy TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        body TEXT NOT NULL
+      )`,
+      "CREATE INDEX ecs_services_cluster ON ecs_services (cluster_arn, status, arn)",
+      `CREATE TABLE ecs_service_events (
+        service_arn TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        id TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        message TEXT NOT NULL,
+        PRIMARY KEY (service_arn, seq)
+      )`,
+      // The scheduler reads a service's tasks, a deployment's tasks, and what changed since it last looked.
+      "CREATE INDEX ecs_tasks_service ON ecs_tasks (cluster_arn, service_name, last_status)",
+      "CREATE INDEX ecs_tasks_started_by ON ecs_tasks (started_by, last_status)",
+      "CREATE INDEX ecs_tasks_updated ON ecs_tasks (updated_at)",
+      "CREATE INDEX ecs_container_instances_updated ON ecs_container_instances (updated_at)",
+    ],
+  },
 ];

@@ -1,0 +1,213 @@
+// Where a task start spends its time, seen from outside Wharf: the timestamps DescribeTasks
+// returns, the birth times of the files the agent and runc create on the way (read while the
+// task runs, before they are removed), and the agent protocol as the trace proxy saw it.
+import { stat } from "node:fs/promises";
+import { join } from "node:path";
+import type { TraceEvent } from "./trace.ts";
+
+/** Epoch ms of each step of one task start; absent when not observed. */
+export interface Marks {
+  /** The benchmark sent RunTask. */
+  call: number;
+  /** DescribeTasks createdAt: the server handled RunTask. */
+  created?: number;
+  /** The agent's long poll was answered with the task (trace). */
+  pollAnswered?: number;
+  /** The task's state directory appeared: the engine's first state save. */
+  engine?: number;
+  /** The server acknowledged the first PENDING report (trace). */
+  report1?: number;
+  /** The task's network record was written: leftovers torn down, address reserved. */
+  netRecord?: number;
+  /** The task's hostname file was written: namespace, veth and rules are in place. */
+  netDone?: number;
+  /** DescribeTasks pullStartedAt (agent clock). */
+  pullStarted?: number;
+  /** DescribeTasks pullStoppedAt (agent clock). */
+  pullStopped?: number;
+  /** The server acknowledged the second PENDING report (trace). */
+  report2?: number;
+  /** The container's bundle directory appeared. */
+  bundle?: number;
+  /** The overlay's upper directory appeared (just before the mount). */
+  upper?: number;
+  /** overlayfs created work/work: the mount happened. */
+  mounted?: number;
+  /** config.json was written. */
+  spec?: number;
+  /** stdout.log was opened: the supervisor is being spawned. */
+  spawn?: number;
+  /** runc.log appeared: runc is running. */
+  runcLog?: number;
+  /** runc wrote the pid file: the container process exists. */
+  pid?: number;
+  /** DescribeTasks startedAt: the agent's RUNNING report time. */
+  started?: number;
+  /** The server acknowledged the RUNNING report (trace). */
+  report3?: number;
+  /** A DescribeTasks poll saw RUNNING. */
+  seen: number;
+}
+
+export type MarkName = keyof Marks;
+
+/** The steps in the order a task start passes them. */
+export const ORDER: readonly MarkName[] = [
+  "call",
+  "created",
+  "pollAnswered",
+  "engine",
+  "report1",
+  "netRecord",
+  "netDone",
+  "pullStarted",
+  "pullStopped",
+  "report2",
+  "bundle",
+  "upper",
+  "mounted",
+  "spec",
+  "spawn",
+  "runcLog",
+  "pid",
+  "started",
+  "report3",
+  "seen",
+];
+
+/** What happens between two consecutive marks (when both are observed). */
+const NAMES: Record<string, string> = {
+  "call→created": "RunTask reaches the handler (SDK, HTTP, SigV4)",
+  "created→pollAnswered": "server → agent: notify, poll heartbeat txn, answer",
+  "pollAnswered→engine": "agent: apply the assignment, engine starts",
+  "created→engine": "server → agent notification, engine starts",
+  "engine→report1": "report PENDING #1 (HTTP + txn)",
+  "report1→netRecord": "network: teardown of leftovers, reserve address",
+  "engine→netRecord": "report PENDING #1 + network teardown/reserve",
+  "netRecord→netDone": "network: netns, veth, iptables, files",
+  "netDone→pullStarted": "(gap)",
+  "pullStarted→pullStopped": "image: pull of a cached image",
+  "pullStopped→report2": "report PENDING #2 (HTTP + txn)",
+  "report2→bundle": "engine: on to the container",
+  "pullStopped→bundle": "report PENDING #2",
+  "bundle→upper": "bundle directories",
+  "upper→mounted": "overlay mount (mount exec)",
+  "mounted→spec": "spec, runtime prelude, config.json",
+  "spec→spawn": "open log files",
+  "spawn→runcLog": "spawn supervisor sh, exec runc",
+  "runcLog→pid": "runc create (namespaces, cgroup, rootfs)",
+  "pid→started": "agent notices the pid file (fs.watch / 20 ms poll)",
+  "started→report3": "report RUNNING (HTTP + txn)",
+  "report3→seen": "DescribeTasks sees RUNNING (poll granularity)",
+  "started→seen": "report RUNNING + DescribeTasks poll",
+};
+
+export function phaseName(key: string): string {
+  return NAMES[key] ?? key;
+}
+
+/** Consecutive observed marks, as `from→to` → ms. */
+export function phasesOf(marks: Marks): Array<{ key: string; ms: number }> {
+  const present = ORDER.filter((name) => marks[name] !== undefined);
+  const phases: Array<{ key: string; ms: number }> = [];
+  for (let i = 1; i < present.length; i++) {
+    const from = present[i - 1] as MarkName;
+    const to = present[i] as MarkName;
+    phases.push({ key: `${from}→${to}`, ms: (marks[to] as number) - (marks[from] as number) });
+  }
+  return phases;
+}
+
+async function birth(path: string, offsetMs: number): Promise<number | undefined> {
+  try {
+    const info = await stat(path, { bigint: true });
+    const ns = info.birthtimeNs > 0n ? info.birthtimeNs : info.mtimeNs;
+    return Number(ns) / 1e6 + offsetMs;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Birth times (plus `offsetMs`) of the files the agent (and runc) made for a running task. */
+export async function fileMarks(
+  agentDataDir: string,
+  taskId: string,
+  container: string,
+  offsetMs: number,
+): Promise<Partial<Marks>> {
+  const task = join(agentDataDir, "tasks", taskId);
+  const bundle = join(task, container);
+  const network = join(agentDataDir, "network");
+  const [engine, netRecord, netDone, bundleAt, upper, mounted, spec, spawn, runcLog, pid] = await Promise.all(
+    [
+      task,
+      join(network, "tasks", `${taskId}.json`),
+      join(network, "files", taskId, "hostname"),
+      bundle,
+      join(bundle, "upper"),
+      join(bundle, "work", "work"),
+      join(bundle, "config.json"),
+      join(bundle, "stdout.log"),
+      join(bundle, "runc.log"),
+      join(bundle, "pid"),
+    ].map((path) => birth(path, offsetMs)),
+  );
+  const marks: Partial<Marks> = {};
+  const put = (name: MarkName, value: number | undefined) => {
+    if (value !== undefined) marks[name] = value;
+  };
+  put("engine", engine);
+  put("netRecord", netRecord);
+  put("netDone", netDone);
+  put("bundle", bundleAt);
+  put("upper", upper);
+  put("mounted", mounted);
+  put("spec", spec);
+  put("spawn", spawn);
+  put("runcLog", runcLog);
+  put("pid", pid);
+  return marks;
+}
+
+/** What the agent protocol trace says about one task start in [from, to]. */
+export interface TraceCounts {
+  polls: number;
+  reports: number;
+  registry: number;
+  other: number;
+  /** Summed time of the registry requests (the image "pull" of a cached image). */
+  registryMs: number;
+}
+
+export function traceMarks(
+  events: readonly TraceEvent[],
+  taskArn: string,
+  from: number,
+  to: number,
+): { marks: Partial<Marks>; counts: TraceCounts } {
+  const inWindow = events.filter((e) => e.end >= from && e.start <= to);
+  const marks: Partial<Marks> = {};
+  const answered = inWindow
+    .filter((e) => e.polled?.some((t) => t.taskArn === taskArn) === true)
+    .sort((a, b) => a.end - b.end)[0];
+  if (answered !== undefined) marks.pollAnswered = answered.end;
+  const reports = inWindow
+    .filter((e) => e.report?.taskArn === taskArn)
+    .sort((a, b) => a.start - b.start)
+    .map((e) => ({ status: e.report?.lastStatus, end: e.end }));
+  const pending = reports.filter((r) => r.status === "PENDING");
+  if (pending[0] !== undefined) marks.report1 = pending[0].end;
+  if (pending[1] !== undefined) marks.report2 = pending[1].end;
+  const running = reports.find((r) => r.status === "RUNNING");
+  if (running !== undefined) marks.report3 = running.end;
+  const registry = inWindow.filter((e) => e.path.startsWith("/v2/"));
+  const counts: TraceCounts = {
+    polls: inWindow.filter((e) => e.path === "/agent/v1/poll").length,
+    reports: inWindow.filter((e) => e.path === "/agent/v1/report").length,
+    registry: registry.length,
+    other: inWindow.filter((e) => e.path !== "/agent/v1/poll" && !e.path.startsWith("/v2/")).length,
+    registryMs: registry.reduce((sum, e) => sum + (e.end - e.start), 0),
+  };
+  counts.other -= counts.reports;
+  return { marks, counts };
+}

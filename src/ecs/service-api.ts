@@ -1,0 +1,347 @@
+import { errorType } from "../aws/errors.ts";
+import { decodeToken, toPage } from "../aws/pagination.ts";
+import type { Operation, RequestContext } from "../aws/service.ts";
+import { putTags, removeAllTags, tagsOf } from "../aws/tags.ts";
+import { parseInput } from "../aws/validate.ts";
+import { newDeployment, newDeploymentId, promote } from "../scheduler/deployment.ts";
+import type { Store, Tx } from "../store/store.ts";
+import { activeCluster, toWireTags } from "./clusters.ts";
+import { InvalidParameter } from "./errors.ts";
+import {
+  CreateServiceInput,
+  type CreateServiceInputT,
+  DeleteServiceInput,
+  DescribeServicesInput,
+  ListServicesInput,
+  UpdateServiceInput,
+  type UpdateServiceInputT,
+} from "./service-shapes.ts";
+import {
+  clearEvents,
+  type DeploymentConfigurationT,
+  findService,
+  findServiceByArn,
+  listServiceArns,
+  SERVICE_DEFAULT_STRATEGIES,
+  type ServiceRecord,
+  saveService,
+  serviceArn,
+  serviceShape,
+} from "./services.ts";
+import {
+  checkInput,
+  constraintsOf,
+  definitionFor,
+  type RunnableDefinition,
+  strategiesOf,
+} from "./task-api.ts";
+import { findTaskDefinition } from "./task-definitions.ts";
+
+export const ServiceNotFound = errorType("ServiceNotFoundException");
+export const ServiceNotActive = errorType("ServiceNotActiveException");
+
+const NAME = /^[a-zA-Z0-9_-]{1,255}$/;
+const DAEMON_COUNT = "The daemon scheduling strategy does not support a desired count for services.";
+const DAEMON_STRATEGY = "The daemon scheduling strategy does not support placement strategies.";
+
+function scopeOf(ctx: RequestContext) {
+  return { region: ctx.region, accountId: ctx.accountId };
+}
+
+/** ECS's defaults: 100/200 for REPLICA, 0/100 for DAEMON; the circuit breaker off. */
+function deploymentConfiguration(
+  strategy: "REPLICA" | "DAEMON",
+  given: CreateServiceInputT["deploymentConfiguration"],
+  current?: DeploymentConfigurationT,
+): DeploymentConfigurationT {
+  const config: DeploymentConfigurationT = {
+    minimumHealthyPercent:
+      given?.minimumHealthyPercent ?? current?.minimumHealthyPercent ?? (strategy === "DAEMON" ? 0 : 100),
+    maximumPercent: given?.maximumPercent ?? current?.maximumPercent ?? (strategy === "DAEMON" ? 100 : 200),
+    deploymentCircuitBreaker: given?.deploymentCircuitBreaker ??
+      current?.deploymentCircuitBreaker ?? { enable: false, rollback: false },
+  };
+  const alarms = given?.alarms ?? current?.alarms;
+  if (alarms !== undefined) config.alarms = alarms;
+  if (config.maximumPercent < config.minimumHealthyPercent) {
+    throw InvalidParameter("maximumPercent must be greater than or equal to minimumHealthyPercent.");
+  }
+  return config;
+}
+
+/** Checks what a service asks of its task definition (launch type, network, placement). */
+function checkAgainst(
+  input: Pick<
+    CreateServiceInputT,
+    | "launchType"
+    | "capacityProviderStrategy"
+    | "networkConfiguration"
+    | "placementConstraints"
+    | "placementStrategy"
+  > & { tags?: CreateServiceInputT["tags"] },
+  definition: RunnableDefinition,
+): void {
+  if (input.launchType === "EXTERNAL") {
+    throw InvalidParameter("The EXTERNAL launch type is not supported by Wharf: use launchType EC2.");
+  }
+  checkInput(input, definition);
+  constraintsOf(input, definition);
+  strategiesOf(input, SERVICE_DEFAULT_STRATEGIES);
+}
+
+/** ECS service operations: CreateService, DescribeServices, ListServices, UpdateService, DeleteService. */
+export function serviceOperations(
+  store: Store,
+  onChange: (serviceArn: string) => void,
+  random: () => number = Math.random,
+): Record<string, Operation> {
+  return {
+    async CreateService(raw, ctx) {
+      const input = parseInput(CreateServiceInput, raw, InvalidParameter);
+      if (!NAME.test(input.serviceName)) {
+        throw InvalidParameter(
+          "Service name must be 1-255 characters long and contain only letters (uppercase and lowercase), numbers, underscores, and hyphens.",
+        );
+      }
+      if (input.deploymentController !== undefined && input.deploymentController.type !== "ECS") {
+        throw InvalidParameter("Wharf supports only the ECS deployment controller.");
+      }
+      const strategy = input.schedulingStrategy ?? "REPLICA";
+      if (strategy === "DAEMON" && input.desiredCount !== undefined) throw InvalidParameter(DAEMON_COUNT);
+      if (strategy === "DAEMON" && input.placementStrategy !== undefined)
+        throw InvalidParameter(DAEMON_STRATEGY);
+      if (strategy === "REPLICA" && input.desiredCount === undefined) {
+        throw InvalidParameter(
+          "The desired count must be specified for a service with the REPLICA scheduling strategy.",
+        );
+      }
+      if (input.taskDefinition === undefined) throw InvalidParameter("A task definition must be specified.");
+      const taskDefinition = input.taskDefinition;
+      const config = deploymentConfiguration(strategy, input.deploymentConfiguration);
+      const now = ctx.now.getTime();
+      const scope = scopeOf(ctx);
+      const result = await store.transaction(async (tx) => {
+        const cluster = await activeCluster(tx, scope, input.cluster);
+        const definition = await definitionFor(tx, ctx, taskDefinition);
+        checkAgainst(input, definition);
+        const arn = serviceArn(scope, cluster.arn, input.serviceName);
+        const existing = await findServiceByArn(tx, arn);
+        if (existing?.status === "ACTIVE") {
+          // The same clientToken asks again for what already happened.
+          if (input.clientToken !== undefined && input.clientToken === existing.clientToken) {
+            return { arn, service: await serviceShape(tx, existing, true), created: false };
+          }
+          throw InvalidParameter("Creation of service was not idempotent.");
+        }
+        if (existing?.status === "DRAINING")
+          throw InvalidParameter("Unable to Start a service that is still Draining.");
+        if (existing !== undefined) {
+          await clearEvents(tx, arn);
+          await removeAllTags(tx, arn);
+        }
+        const desiredCount = input.desiredCount ?? 0;
+        const record: ServiceRecord = {
+          arn,
+          name: input.serviceName,
+          clusterArn: cluster.arn,
+          status: "ACTIVE",
+          desiredCount,
+          launchType: "EC2",
+          schedulingStrategy: strategy,
+          taskDefinition: definition.taskDefinitionArn,
+          deploymentConfiguration: config,
+          placementConstraints: input.placementConstraints ?? [],
+          placementStrategy: input.placementStrategy ?? [],
+          loadBalancers: input.loadBalancers ?? [],
+          serviceRegistries: input.serviceRegistries ?? [],
+          enableECSManagedTags: input.enableECSManagedTags ?? false,
+          propagateTags: input.propagateTags ?? "NONE",
+          enableExecuteCommand: input.enableExecuteCommand ?? false,
+          deployments: [
+            newDeployment(
+              newDeploymentId(random),
+              definition.taskDefinitionArn,
+              desiredCount,
+              now,
+              input.networkConfiguration,
+            ),
+          ],
+          accessKeyId: ctx.identity.accessKeyId,
+          createdAt: now,
+          updatedAt: now,
+        };
+        if (input.networkConfiguration !== undefined)
+          record.networkConfiguration = input.networkConfiguration;
+        if (input.healthCheckGracePeriodSeconds !== undefined)
+          record.healthCheckGracePeriodSeconds = input.healthCheckGracePeriodSeconds;
+        if (input.role !== undefined) record.role = input.role;
+        if (input.clientToken !== undefined) record.clientToken = input.clientToken;
+        await saveService(tx, record);
+        await putTags(tx, arn, input.tags ?? []);
+        return { arn, service: await serviceShape(tx, record, true), created: true };
+      });
+      if (result.created) onChange(result.arn);
+      return { service: result.service };
+    },
+
+    async DescribeServices(raw, ctx) {
+      const input = parseInput(DescribeServicesInput, raw, InvalidParameter);
+      const scope = scopeOf(ctx);
+      const includeTags = input.include?.includes("TAGS") ?? false;
+      return store.read(async (tx) => {
+        const cluster = await activeCluster(tx, scope, input.cluster);
+        const services: Record<string, unknown>[] = [];
+        const failures: Array<{ arn: string; reason: string }> = [];
+        for (const reference of input.services) {
+          const record = await findService(tx, scope, cluster.arn, reference);
+          if (record === undefined) {
+            const arn = reference.startsWith("arn:") ? reference : serviceArn(scope, cluster.arn, reference);
+            failures.push({ arn, reason: "MISSING" });
+          } else {
+            services.push(await serviceShape(tx, record, includeTags));
+          }
+        }
+        return { services, failures };
+      });
+    },
+
+    async ListServices(raw, ctx) {
+      const input = parseInput(ListServicesInput, raw, InvalidParameter);
+      const limit = input.maxResults ?? 10;
+      const after = decodeToken(input.nextToken, () => InvalidParameter("Invalid NextToken"));
+      const arns = await store.read(async (tx) => {
+        const cluster = await activeCluster(tx, scopeOf(ctx), input.cluster);
+        return listServiceArns(tx, cluster.arn, after, limit, {
+          launchType: input.launchType,
+          schedulingStrategy: input.schedulingStrategy,
+        });
+      });
+      const page = toPage(arns, limit, (arn) => arn);
+      return page.nextToken === undefined
+        ? { serviceArns: page.items }
+        : { serviceArns: page.items, nextToken: page.nextToken };
+    },
+
+    async UpdateService(raw, ctx) {
+      const input = parseInput(UpdateServiceInput, raw, InvalidParameter);
+      const now = ctx.now.getTime();
+      const scope = scopeOf(ctx);
+      const result = await store.transaction(async (tx) => {
+        const cluster = await activeCluster(tx, scope, input.cluster);
+        const record = await findService(tx, scope, cluster.arn, input.service);
+        if (record === undefined) throw ServiceNotFound("Service not found.");
+        if (record.status !== "ACTIVE") throw ServiceNotActive("Service was not ACTIVE.");
+        const updated = await applyUpdate(tx, ctx, record, input, now, random);
+        await saveService(tx, updated);
+        return { arn: updated.arn, service: await serviceShape(tx, updated, false) };
+      });
+      onChange(result.arn);
+      return { service: result.service };
+    },
+
+    async DeleteService(raw, ctx) {
+      const input = parseInput(DeleteServiceInput, raw, InvalidParameter);
+      const now = ctx.now.getTime();
+      const scope = scopeOf(ctx);
+      const result = await store.transaction(async (tx) => {
+        const cluster = await activeCluster(tx, scope, input.cluster);
+        const record = await findService(tx, scope, cluster.arn, input.service);
+        if (record === undefined) throw ServiceNotFound("Service not found.");
+        if (record.status !== "ACTIVE") throw ServiceNotActive("Service was not ACTIVE.");
+        if (record.schedulingStrategy === "REPLICA" && record.desiredCount > 0 && input.force !== true) {
+          throw InvalidParameter("The service cannot be stopped while it is scaled above 0.");
+        }
+        const draining: ServiceRecord = {
+          ...record,
+          status: "DRAINING",
+          desiredCount: 0,
+          deployments: record.deployments.map((d) =>
+            d.status === "PRIMARY" ? { ...d, desiredCount: 0 } : d,
+          ),
+          updatedAt: now,
+        };
+        await saveService(tx, draining);
+        const shape = await serviceShape(tx, draining, false);
+        shape.tags = toWireTags(await tagsOf(tx, draining.arn));
+        return { arn: draining.arn, service: shape };
+      });
+      onChange(result.arn);
+      return { service: result.service };
+    },
+  };
+}
+
+/** UpdateService's changes; a new task definition, network, placement or forceNewDeployment starts a deployment. */
+async function applyUpdate(
+  tx: Tx,
+  ctx: RequestContext,
+  record: ServiceRecord,
+  input: UpdateServiceInputT,
+  now: number,
+  random: () => number,
+): Promise<ServiceRecord> {
+  const daemon = record.schedulingStrategy === "DAEMON";
+  if (daemon && input.desiredCount !== undefined) throw InvalidParameter(DAEMON_COUNT);
+  if (daemon && input.placementStrategy !== undefined) throw InvalidParameter(DAEMON_STRATEGY);
+  const definition =
+    input.taskDefinition === undefined
+      ? ((await findTaskDefinition(tx, scopeOf(ctx), record.taskDefinition)) as
+          | RunnableDefinition
+          | undefined)
+      : await definitionFor(tx, ctx, input.taskDefinition);
+  if (definition === undefined) throw InvalidParameter("Unable to find task definition.");
+  const updated: ServiceRecord = {
+    ...record,
+    taskDefinition: definition.taskDefinitionArn,
+    deploymentConfiguration: deploymentConfiguration(
+      record.schedulingStrategy,
+      input.deploymentConfiguration,
+      record.deploymentConfiguration,
+    ),
+    accessKeyId: ctx.identity.accessKeyId,
+    updatedAt: now,
+  };
+  if (input.desiredCount !== undefined) updated.desiredCount = input.desiredCount;
+  if (input.placementConstraints !== undefined) updated.placementConstraints = input.placementConstraints;
+  if (input.placementStrategy !== undefined) updated.placementStrategy = input.placementStrategy;
+  if (input.networkConfiguration !== undefined) updated.networkConfiguration = input.networkConfiguration;
+  if (input.healthCheckGracePeriodSeconds !== undefined)
+    updated.healthCheckGracePeriodSeconds = input.healthCheckGracePeriodSeconds;
+  if (input.enableExecuteCommand !== undefined) updated.enableExecuteCommand = input.enableExecuteCommand;
+  if (input.enableECSManagedTags !== undefined) updated.enableECSManagedTags = input.enableECSManagedTags;
+  if (input.propagateTags !== undefined) updated.propagateTags = input.propagateTags;
+  if (input.loadBalancers !== undefined) updated.loadBalancers = input.loadBalancers;
+  if (input.serviceRegistries !== undefined) updated.serviceRegistries = input.serviceRegistries;
+  checkAgainst(
+    {
+      launchType: updated.launchType,
+      capacityProviderStrategy: input.capacityProviderStrategy,
+      networkConfiguration: updated.networkConfiguration,
+      placementConstraints: updated.placementConstraints,
+      ...(daemon ? {} : { placementStrategy: updated.placementStrategy }),
+    },
+    definition,
+  );
+  const redeploy =
+    input.forceNewDeployment === true ||
+    definition.taskDefinitionArn !== record.taskDefinition ||
+    input.networkConfiguration !== undefined ||
+    input.placementConstraints !== undefined ||
+    input.placementStrategy !== undefined ||
+    input.loadBalancers !== undefined;
+  if (redeploy) {
+    const next = newDeployment(
+      newDeploymentId(random),
+      updated.taskDefinition,
+      updated.desiredCount,
+      now,
+      updated.networkConfiguration,
+    );
+    updated.deployments = promote(record.deployments, next, now);
+  } else {
+    updated.deployments = record.deployments.map((d) =>
+      d.status === "PRIMARY" && !daemon ? { ...d, desiredCount: updated.desiredCount, updatedAt: now } : d,
+    );
+  }
+  return updated;
+}

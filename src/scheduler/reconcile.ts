@@ -1,0 +1,475 @@
+import {
+  completed,
+  type DeploymentState,
+  failed,
+  failureThreshold,
+  newDeployment,
+  promote,
+  rollingBounds,
+  rollingStep,
+} from "./deployment.ts";
+import {
+  type Constraint,
+  type InstanceView,
+  instanceSubjects,
+  type PlacementFailure,
+  place,
+  type Strategy,
+  type TaskNeeds,
+} from "./placement.ts";
+import { evaluate } from "./query.ts";
+import { chooseVictims, type InstanceState, isHealthy, type TaskState } from "./scale-in.ts";
+
+export { chooseVictims, type InstanceState, isHealthy, type TaskState };
+
+/**
+ * One reconcile pass of one service, as a pure function of a snapshot: what
+ * should run (desired count, deployments) against what does (tasks,
+ * instances) gives tasks to start, tasks to stop, the deployments' new
+ * state and the service events to write. The caller applies the plan in one
+ * transaction against the state it read. Level-triggered: a pass over the
+ * state the previous plan produced plans nothing new.
+ */
+
+export interface ServiceState {
+  name: string;
+  status: "ACTIVE" | "DRAINING";
+  schedulingStrategy: "REPLICA" | "DAEMON";
+  desiredCount: number;
+  minimumHealthyPercent: number;
+  maximumPercent: number;
+  circuitBreaker: { enable: boolean; rollback: boolean };
+  /** Placement strategies for starting and (in reverse) for choosing tasks to stop; already defaulted. */
+  strategies: Strategy[];
+  healthCheckGracePeriodMs: number;
+  /** PRIMARY first. */
+  deployments: DeploymentState[];
+  /** The last deployment that COMPLETED: what the circuit breaker rolls back to. */
+  lastCompleted?: DeploymentState;
+}
+
+/** What a task of one task definition needs of an instance. */
+export interface DefinitionPlacement {
+  needs: TaskNeeds;
+  constraints: Constraint[];
+}
+
+export interface ServiceSnapshot {
+  service: ServiceState;
+  /** The service's tasks not yet STOPPED, and the STOPPED ones of deployments IN_PROGRESS. */
+  tasks: TaskState[];
+  instances: InstanceState[];
+  /** By task definition ARN. */
+  placement: Record<string, DefinitionPlacement>;
+  now: number;
+  /** An instance whose last heartbeat is older than this has lost its agent. */
+  lostBefore: number;
+  /** The service's latest events, newest first. */
+  recentEvents: Array<{ message: string; at: number }>;
+}
+
+export interface StopOrder {
+  taskArn: string;
+  reason: string;
+  /** The task's agent is gone: it is STOPPED at once rather than asked to stop. */
+  immediately: boolean;
+}
+
+export interface ServicePlan {
+  starts: Array<{ deploymentId: string; taskDefinition: string; instanceArn: string }>;
+  stops: StopOrder[];
+  /** PRIMARY first; deployments whose tasks are all gone are left out. */
+  deployments: DeploymentState[];
+  desiredCount: number;
+  lastCompleted?: DeploymentState;
+  status: "ACTIVE" | "DRAINING" | "INACTIVE";
+  /** Events to write before the started/stopped ones (health, circuit breaker). */
+  notices: string[];
+  /** Events to write after them (placement, deployment completed, steady state); repeats left out. */
+  events: string[];
+}
+
+export const LOST_AGENT_REASON = "Task stopped because the agent on its container instance is disconnected";
+export const HEALTH_CHECK_REASON = "Task failed container health checks";
+const REPEAT_AFTER_MS = 6 * 60 * 60_000;
+const TROUBLESHOOTING =
+  "For more information, see the Troubleshooting section of the Amazon ECS Developer Guide.";
+
+export function scalingReason(deploymentId: string): string {
+  return `Scaling activity initiated by (deployment ${deploymentId})`;
+}
+
+export function shortId(arn: string): string {
+  return arn.slice(arn.lastIndexOf("/") + 1);
+}
+
+export function startedMessage(service: string, taskArns: string[]): string {
+  const ids = taskArns.map((arn) => `(task ${shortId(arn)})`).join(" ");
+  return `(service ${service}) has started ${taskArns.length} tasks: ${ids}.`;
+}
+
+export function stoppedMessage(service: string, taskArns: string[]): string {
+  const ids = taskArns.map((arn) => `(task ${shortId(arn)})`).join(" ");
+  return `(service ${service}) has stopped ${taskArns.length} running tasks: ${ids}.`;
+}
+
+const CLOSENESS: Record<PlacementFailure["reason"], number> = {
+  INACTIVE: 0,
+  DRAINING: 0,
+  AGENT: 1,
+  ATTRIBUTE: 2,
+  "RESOURCE:CPU": 3,
+  "RESOURCE:MEMORY": 4,
+  "RESOURCE:PORTS": 5,
+};
+const SHORTFALL: Partial<Record<PlacementFailure["reason"], string>> = {
+  ATTRIBUTE: "is missing an attribute required by your task",
+  "RESOURCE:CPU": "has insufficient CPU units available",
+  "RESOURCE:MEMORY": "has insufficient memory available",
+  "RESOURCE:PORTS": "is already using a port required by your task",
+};
+
+/** ECS's event for a task that fits nowhere, naming the instance that came closest. */
+export function placementFailureMessage(service: string, failures: PlacementFailure[]): string {
+  const head = `(service ${service}) was unable to place a task because no container instance met all of its requirements.`;
+  let closest: PlacementFailure | undefined;
+  for (const failure of failures) {
+    if (closest === undefined || CLOSENESS[failure.reason] > CLOSENESS[closest.reason]) closest = failure;
+  }
+  const shortfall = closest === undefined ? undefined : SHORTFALL[closest.reason];
+  if (closest === undefined || shortfall === undefined) {
+    return `${head} Reason: No Container Instances were found in your cluster. ${TROUBLESHOOTING}`;
+  }
+  return `${head} The closest matching (container-instance ${shortId(closest.arn)}) ${shortfall}. ${TROUBLESHOOTING}`;
+}
+
+/** Working state of one pass. */
+interface Pass {
+  snapshot: ServiceSnapshot;
+  service: string;
+  instances: Map<string, InstanceState>;
+  views: InstanceView[];
+  random: () => number;
+  starts: ServicePlan["starts"];
+  stops: StopOrder[];
+  stopped: Set<string>;
+  notices: string[];
+  events: string[];
+}
+
+function stop(pass: Pass, task: TaskState, reason: string, immediately = false): void {
+  if (pass.stopped.has(task.arn)) return;
+  pass.stopped.add(task.arn);
+  pass.stops.push({ taskArn: task.arn, reason, immediately });
+}
+
+function start(pass: Pass, deployment: DeploymentState, instanceArn: string): void {
+  pass.starts.push({ deploymentId: deployment.id, taskDefinition: deployment.taskDefinition, instanceArn });
+}
+
+function lost(pass: Pass, instanceArn: string): boolean {
+  const instance = pass.instances.get(instanceArn);
+  return (
+    instance === undefined ||
+    instance.view.status === "INACTIVE" ||
+    instance.lastHeartbeat < pass.snapshot.lostBefore
+  );
+}
+
+/** What a strategy reports back: the desired count it worked to, and whether its tasks are all in place. */
+interface Outcome {
+  desired: number;
+  converged: boolean;
+}
+
+/** Counts failures of an IN_PROGRESS deployment; trips the circuit breaker and rolls back when it must. */
+function checkBreaker(
+  pass: Pass,
+  deployments: DeploymentState[],
+  primary: DeploymentState,
+  newId: () => string,
+): { deployments: DeploymentState[]; primary: DeploymentState } {
+  if (primary.rolloutState !== "IN_PROGRESS") return { deployments, primary };
+  const { service, now, tasks } = pass.snapshot;
+  const own = tasks.filter((t) => t.deploymentId === primary.id);
+  const failures = own.filter((t) => t.lastStatus === "STOPPED" && t.failed);
+  let updated =
+    failures.length === primary.failedTasks
+      ? primary
+      : { ...primary, failedTasks: failures.length, updatedAt: now };
+  const replace = (list: DeploymentState[]) => list.map((d) => (d.id === primary.id ? updated : d));
+  if (service.circuitBreaker.enable) {
+    // A task that became healthy resets the count.
+    const healthyAt = own
+      .filter((t) => isHealthy(t) && !pass.stopped.has(t.arn))
+      .map((t) => t.startedAt ?? t.createdAt);
+    const resetAt = healthyAt.length === 0 ? 0 : Math.max(...healthyAt);
+    const counted = failures.filter((t) => (t.stoppedAt ?? 0) > resetAt).length;
+    if (counted >= failureThreshold(service.desiredCount)) {
+      const target = service.circuitBreaker.rollback ? service.lastCompleted : undefined;
+      const rollback = target?.taskDefinition === primary.taskDefinition ? undefined : target;
+      updated = failed(updated, now, rollback?.id);
+      pass.notices.push(
+        `(service ${service.name}) (deployment ${primary.id}) deployment failed: tasks failed to start.`,
+      );
+      if (rollback !== undefined) {
+        const next = newDeployment(
+          newId(),
+          rollback.taskDefinition,
+          service.desiredCount,
+          now,
+          rollback.networkConfiguration,
+        );
+        pass.notices.push(`(service ${service.name}) rolling back to deployment ${rollback.id}.`);
+        return { deployments: promote(replace(deployments), next, now), primary: next };
+      }
+    }
+  }
+  return { deployments: replace(deployments), primary: updated };
+}
+
+function planReplica(
+  pass: Pass,
+  primary: DeploymentState,
+  live: TaskState[],
+  remaining: TaskState[],
+): Outcome {
+  const { service } = pass.snapshot;
+  const desired = service.status === "DRAINING" ? 0 : service.desiredCount;
+  const frozen = service.status === "ACTIVE" && primary.rolloutState === "FAILED";
+  const reason = scalingReason(primary.id);
+  const stays = (t: TaskState) =>
+    t.deploymentId === primary.id && pass.instances.get(t.instanceArn)?.view.status === "ACTIVE";
+  const keep = remaining.filter(stays);
+  const retire = remaining.filter((t) => !stays(t));
+  const victimContext = { tasks: live, instances: pass.instances, strategies: service.strategies };
+  for (const victim of chooseVictims(keep, keep.length - desired, victimContext, pass.random)) {
+    stop(pass, victim, reason);
+  }
+  const kept = keep.filter((t) => !pass.stopped.has(t.arn));
+  const healthy = remaining.filter((t) => isHealthy(t) && !pass.stopped.has(t.arn)).length;
+  const bounds = rollingBounds(desired, service.minimumHealthyPercent, service.maximumPercent);
+  const step = rollingStep({ desired, keep: kept.length, occupied: live.length, healthy }, bounds, frozen);
+  if (!frozen) {
+    for (const task of retire) if (!isHealthy(task)) stop(pass, task, reason);
+    const healthyRetire = retire.filter(isHealthy);
+    const count = Math.min(step.stopHealthy, healthyRetire.length);
+    for (const victim of chooseVictims(healthyRetire, count, victimContext, pass.random)) {
+      stop(pass, victim, reason);
+    }
+  }
+  const placement = pass.snapshot.placement[primary.taskDefinition];
+  if (step.start > 0 && placement !== undefined) {
+    const plan = place(
+      pass.views,
+      step.start,
+      placement.needs,
+      placement.constraints,
+      service.strategies,
+      pass.random,
+    );
+    for (const instanceArn of plan.placements) start(pass, primary, instanceArn);
+    if (plan.placements.length < step.start)
+      pass.events.push(placementFailureMessage(service.name, plan.failures));
+  }
+  return {
+    desired,
+    converged: retire.length === 0 && kept.length === desired && kept.every(isHealthy),
+  };
+}
+
+/** One task on every ACTIVE, connected instance that meets the constraints and fits. */
+function planDaemon(
+  pass: Pass,
+  primary: DeploymentState,
+  live: TaskState[],
+  remaining: TaskState[],
+): Outcome {
+  const { service } = pass.snapshot;
+  const draining = service.status === "DRAINING";
+  const frozen = !draining && primary.rolloutState === "FAILED";
+  const reason = scalingReason(primary.id);
+  const placement = pass.snapshot.placement[primary.taskDefinition];
+  const byInstance = new Map<string, TaskState[]>();
+  for (const task of remaining)
+    byInstance.set(task.instanceArn, [...(byInstance.get(task.instanceArn) ?? []), task]);
+  const busy = new Set(
+    live.filter((t) => t.desiredStatus === "STOPPED" || pass.stopped.has(t.arn)).map((t) => t.instanceArn),
+  );
+  const member = (view: InstanceView) =>
+    (placement?.constraints ?? []).every(
+      (c) =>
+        c.type !== "memberOf" || c.expression === undefined || evaluate(c.expression, instanceSubjects(view)),
+    );
+  const targets: InstanceState[] = [];
+  for (const instance of pass.snapshot.instances) {
+    const tasks = byInstance.get(instance.view.arn) ?? [];
+    if (draining || instance.view.status !== "ACTIVE" || !member(instance.view)) {
+      for (const task of tasks) stop(pass, task, reason);
+    } else if (instance.view.connected) {
+      targets.push(instance);
+    }
+  }
+  const bounds = rollingBounds(targets.length, service.minimumHealthyPercent, service.maximumPercent);
+  let allowance =
+    remaining.filter((t) => isHealthy(t) && !pass.stopped.has(t.arn)).length - bounds.minHealthy;
+  let desired = 0;
+  let converged = true;
+  const failures: PlacementFailure[] = [];
+  for (const { view } of targets) {
+    const tasks = byInstance.get(view.arn) ?? [];
+    const current = tasks
+      .filter((t) => t.deploymentId === primary.id)
+      .sort((a, b) => Number(isHealthy(b)) - Number(isHealthy(a)) || a.createdAt - b.createdAt);
+    const old = tasks.filter((t) => t.deploymentId !== primary.id);
+    const [first, ...extras] = current;
+    if (first !== undefined) {
+      desired++;
+      for (const extra of extras) stop(pass, extra, reason);
+      if (!frozen) for (const task of old) stop(pass, task, reason);
+      if (!isHealthy(first) || old.length > 0 || extras.length > 0) converged = false;
+      continue;
+    }
+    if (old.length > 0 || busy.has(view.arn)) {
+      desired++;
+      converged = false;
+      if (frozen) continue;
+      for (const task of old) {
+        if (isHealthy(task)) {
+          if (allowance <= 0) continue;
+          allowance--;
+        }
+        stop(pass, task, reason);
+      }
+      continue;
+    }
+    if (placement === undefined) continue;
+    const plan = place([view], 1, placement.needs, placement.constraints, [], pass.random);
+    if (plan.placements.length === 0) {
+      failures.push(...plan.failures);
+      continue;
+    }
+    desired++;
+    converged = false;
+    if (!frozen) start(pass, primary, view.arn);
+  }
+  if (failures.length > 0) pass.events.push(placementFailureMessage(service.name, failures));
+  return { desired, converged };
+}
+
+/** Messages already written since the service last started or stopped tasks are not written again (for six hours). */
+function withoutRepeats(pass: Pass, messages: string[], acted: boolean): string[] {
+  const { service, now, recentEvents } = pass.snapshot;
+  const seen = new Set<string>();
+  if (!acted) {
+    for (const event of recentEvents) {
+      if (
+        event.message.startsWith(`(service ${service.name}) has started `) ||
+        event.message.startsWith(`(service ${service.name}) has stopped `)
+      ) {
+        break;
+      }
+      if (now - event.at < REPEAT_AFTER_MS) seen.add(event.message);
+    }
+  }
+  return messages.filter((message) => {
+    if (seen.has(message)) return false;
+    seen.add(message);
+    return true;
+  });
+}
+
+/** Plans one reconcile pass of a service. `newId` names a deployment the circuit breaker rolls back with. */
+export function reconcileService(
+  snapshot: ServiceSnapshot,
+  random: () => number,
+  newId: () => string,
+): ServicePlan {
+  const { service, now } = snapshot;
+  const pass: Pass = {
+    snapshot,
+    service: service.name,
+    instances: new Map(snapshot.instances.map((i) => [i.view.arn, i])),
+    views: snapshot.instances.map((i) => i.view),
+    random,
+    starts: [],
+    stops: [],
+    stopped: new Set(),
+    notices: [],
+    events: [],
+  };
+  const live: TaskState[] = [];
+  for (const task of snapshot.tasks) {
+    if (task.lastStatus === "STOPPED") continue;
+    if (lost(pass, task.instanceArn)) stop(pass, task, LOST_AGENT_REASON, true);
+    else live.push(task);
+  }
+  const initial = service.deployments.find((d) => d.status === "PRIMARY");
+  const base: ServicePlan = {
+    starts: pass.starts,
+    stops: pass.stops,
+    deployments: service.deployments,
+    desiredCount: service.desiredCount,
+    status: service.status,
+    notices: [],
+    events: [],
+  };
+  if (service.lastCompleted !== undefined) base.lastCompleted = service.lastCompleted;
+  if (initial === undefined) return base;
+
+  let { deployments, primary } = checkBreaker(pass, service.deployments, initial, newId);
+  const running = live.filter((t) => t.desiredStatus === "RUNNING");
+  for (const task of running) {
+    const since = (task.startedAt ?? task.createdAt) + service.healthCheckGracePeriodMs;
+    if (task.health === "UNHEALTHY" && since <= now) {
+      stop(pass, task, HEALTH_CHECK_REASON);
+      pass.notices.push(
+        `(service ${service.name}) (task ${shortId(task.arn)}) failed container health checks.`,
+      );
+    }
+  }
+  const remaining = running.filter((t) => !pass.stopped.has(t.arn));
+  const outcome =
+    service.schedulingStrategy === "DAEMON"
+      ? planDaemon(pass, primary, live, remaining)
+      : planReplica(pass, primary, live, remaining);
+
+  // Deployments: the PRIMARY wants the desired count; the others shrink and go once their tasks are gone.
+  const liveBy = new Map<string, number>();
+  const runningBy = new Map<string, number>();
+  for (const task of live) liveBy.set(task.deploymentId, (liveBy.get(task.deploymentId) ?? 0) + 1);
+  for (const task of remaining) {
+    if (!pass.stopped.has(task.arn))
+      runningBy.set(task.deploymentId, (runningBy.get(task.deploymentId) ?? 0) + 1);
+  }
+  deployments = deployments.flatMap((d) => {
+    const count = d.status === "PRIMARY" ? outcome.desired : (runningBy.get(d.id) ?? 0);
+    if (d.status !== "PRIMARY" && (liveBy.get(d.id) ?? 0) === 0) return [];
+    return d.desiredCount === count ? [d] : [{ ...d, desiredCount: count, updatedAt: now }];
+  });
+  primary = deployments.find((d) => d.id === primary.id) ?? primary;
+  const settled =
+    pass.starts.length === 0 &&
+    pass.stops.length === 0 &&
+    live.every((t) => t.desiredStatus === "RUNNING" && t.deploymentId === primary.id);
+  const plan: ServicePlan = {
+    ...base,
+    deployments,
+    desiredCount: service.schedulingStrategy === "DAEMON" ? outcome.desired : service.desiredCount,
+    notices: pass.notices,
+  };
+  if (service.status === "ACTIVE" && settled && outcome.converged) {
+    if (primary.rolloutState === "IN_PROGRESS") {
+      primary = completed(primary, now);
+      plan.deployments = [primary];
+      plan.lastCompleted = primary;
+      pass.events.push(`(service ${service.name}) (deployment ${primary.id}) deployment completed.`);
+    }
+    if (primary.rolloutState === "COMPLETED" && plan.deployments.length === 1)
+      pass.events.push(`(service ${service.name}) has reached a steady state.`);
+  }
+  if (service.status === "DRAINING" && live.length === 0) plan.status = "INACTIVE";
+  const acted = pass.starts.length > 0 || pass.stops.length > 0 || pass.notices.length > 0;
+  plan.events = withoutRepeats(pass, pass.events, acted);
+  return plan;
+}
