@@ -24,7 +24,7 @@ import type {
   TraceSettings,
 } from "./node.ts";
 import { fileTimeGranularity, measurePrimitives, type Primitive } from "./primitives.ts";
-import { type Child, startChild, waitForQuiet } from "./proc.ts";
+import { type Child, processMemory, startChild, waitForQuiet } from "./proc.ts";
 import { type ProfileSummary, summarizeProfile } from "./profile.ts";
 import { type Context, result, text } from "./report.ts";
 import { type TraceEvent, TraceLog } from "./trace.ts";
@@ -229,7 +229,7 @@ async function main(): Promise<void> {
       agentPid: made.agent.pid,
       serverPid: made.server.pid,
       trace: traceLog,
-      fileMarkOffsetMs: granularity / 2,
+      fileTickMs: granularity,
       taskIds: [],
     };
     made.session = session;
@@ -260,6 +260,7 @@ async function main(): Promise<void> {
         );
       }
     }
+    const memory = { agent: processMemory(made.agent.pid), server: processMemory(made.server.pid) };
     const lastArn = wharf[wharf.length - 1]?.taskArn;
     const api = await apiLatencies(session, clusterArn, lastArn, 20);
 
@@ -299,6 +300,7 @@ async function main(): Promise<void> {
         cpuProfile: options.cpuProfileDir !== undefined,
         quietCores: options.quietCores,
       },
+      memoryMiB: memory,
       loadBefore: loadBefore.map((l) => Math.round(l * 100) / 100),
       loadAfter: loadavg().map((l) => Math.round(l * 100) / 100),
       fileTimeGranularityMs: Math.round(granularity * 1000) / 1000,

@@ -118,54 +118,72 @@ export function phasesOf(marks: Marks): Array<{ key: string; ms: number }> {
   return phases;
 }
 
-async function birth(path: string, offsetMs: number): Promise<number | undefined> {
+async function birthNs(path: string): Promise<bigint | undefined> {
   try {
     const info = await stat(path, { bigint: true });
-    const ns = info.birthtimeNs > 0n ? info.birthtimeNs : info.mtimeNs;
-    return Number(ns) / 1e6 + offsetMs;
+    return info.birthtimeNs > 0n ? info.birthtimeNs : info.mtimeNs;
   } catch {
     return undefined;
   }
 }
 
-/** Birth times (plus `offsetMs`) of the files the agent (and runc) made for a running task. */
+/**
+ * Stamps in ms. The kernel stamps most new files from its coarse clock (the last tick, up to
+ * `tickMs` early) but some from the fine one (multigrain timestamps). Coarse stamps share one
+ * phase within the tick: those get half a tick added, the others are kept as they are.
+ */
+export function correctStamps(
+  stamps: ReadonlyArray<bigint | undefined>,
+  tickMs: number,
+): Array<number | undefined> {
+  const tick = BigInt(Math.round(tickMs * 1e6));
+  if (tick <= 0n) return stamps.map((ns) => (ns === undefined ? undefined : Number(ns) / 1e6));
+  const phases = stamps.filter((ns): ns is bigint => ns !== undefined).map((ns) => ns % tick);
+  const near = (a: bigint, b: bigint) => (a > b ? a - b : b - a) <= 5000n;
+  let coarse: bigint | undefined;
+  let best = 1;
+  for (const phase of phases) {
+    const count = phases.filter((other) => near(other, phase)).length;
+    if (count > best) {
+      best = count;
+      coarse = phase;
+    }
+  }
+  return stamps.map((ns) => {
+    if (ns === undefined) return undefined;
+    const isCoarse = coarse !== undefined && near(ns % tick, coarse);
+    return Number(ns) / 1e6 + (isCoarse ? tickMs / 2 : 0);
+  });
+}
+
+/** Birth times of the files the agent (and runc) made for a running task, corrected as above. */
 export async function fileMarks(
   agentDataDir: string,
   taskId: string,
   container: string,
-  offsetMs: number,
+  tickMs: number,
 ): Promise<Partial<Marks>> {
   const task = join(agentDataDir, "tasks", taskId);
   const bundle = join(task, container);
   const network = join(agentDataDir, "network");
-  const [engine, netRecord, netDone, bundleAt, upper, mounted, spec, spawn, runcLog, pid] = await Promise.all(
-    [
-      task,
-      join(network, "tasks", `${taskId}.json`),
-      join(network, "files", taskId, "hostname"),
-      bundle,
-      join(bundle, "upper"),
-      join(bundle, "work", "work"),
-      join(bundle, "config.json"),
-      join(bundle, "stdout.log"),
-      join(bundle, "runc.log"),
-      join(bundle, "pid"),
-    ].map((path) => birth(path, offsetMs)),
-  );
+  const files: Array<[MarkName, string]> = [
+    ["engine", task],
+    ["netRecord", join(network, "tasks", `${taskId}.json`)],
+    ["netDone", join(network, "files", taskId, "hostname")],
+    ["bundle", bundle],
+    ["upper", join(bundle, "upper")],
+    ["mounted", join(bundle, "work", "work")],
+    ["spec", join(bundle, "config.json")],
+    ["spawn", join(bundle, "stdout.log")],
+    ["runcLog", join(bundle, "runc.log")],
+    ["pid", join(bundle, "pid")],
+  ];
+  const stamps = correctStamps(await Promise.all(files.map(([, path]) => birthNs(path))), tickMs);
   const marks: Partial<Marks> = {};
-  const put = (name: MarkName, value: number | undefined) => {
+  files.forEach(([name], i) => {
+    const value = stamps[i];
     if (value !== undefined) marks[name] = value;
-  };
-  put("engine", engine);
-  put("netRecord", netRecord);
-  put("netDone", netDone);
-  put("bundle", bundleAt);
-  put("upper", upper);
-  put("mounted", mounted);
-  put("spec", spec);
-  put("spawn", spawn);
-  put("runcLog", runcLog);
-  put("pid", pid);
+  });
   return marks;
 }
 

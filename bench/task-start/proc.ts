@@ -133,3 +133,14 @@ export async function waitForQuiet(maxCores: number, sampleMs: number, timeoutMs
     if (cores < maxCores || Date.now() >= deadline) return cores;
   }
 }
+
+/** Resident and peak resident memory of a process, MiB (zeros once it is gone). */
+export function processMemory(pid: number): { rssMiB: number; peakMiB: number } {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, "utf8");
+    const kib = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(status)?.[1] ?? 0);
+    return { rssMiB: Math.round(kib("VmRSS") / 1024), peakMiB: Math.round(kib("VmHWM") / 1024) };
+  } catch {
+    return { rssMiB: 0, peakMiB: 0 };
+  }
+}

@@ -15,6 +15,8 @@ export interface Context {
   command: string;
   machine: Record<string, string | number>;
   settings: Record<string, string | number | boolean>;
+  /** Resident (and peak) memory of the Wharf processes after the measured task starts. */
+  memoryMiB: Record<string, { rssMiB: number; peakMiB: number }>;
   loadBefore: number[];
   loadAfter: number[];
   fileTimeGranularityMs: number;
@@ -183,8 +185,8 @@ export function text(inputs: Inputs, res: Result): string {
   );
   out.push("");
   out.push(
-    `Where Wharf's time goes (new files are stamped from a ${inputs.context.fileTimeGranularityMs} ms kernel tick; ` +
-      "half a tick is added to each file-time mark, so single phases between them are ± that much):",
+    `Where Wharf's time goes (most new files are stamped from a ${inputs.context.fileTimeGranularityMs} ms kernel tick; ` +
+      "half a tick is added to those, so a phase between two file-time marks is ± one tick):",
   );
   out.push(
     table(
@@ -197,6 +199,11 @@ export function text(inputs: Inputs, res: Result): string {
   out.push(
     `CPU per task start (ms, mean): agent ${ms(cpu.agent)}, agent's reaped children ${ms(cpu.agentReapedChildren)}, ` +
       `server ${ms(cpu.server)}, benchmark client ${ms(cpu.benchClient)}, whole machine ${ms(cpu.wholeMachine)}`,
+  );
+  out.push(
+    `Resident memory after the run (MiB): ${Object.entries(inputs.context.memoryMiB)
+      .map(([name, m]) => `${name} ${m.rssMiB} (peak ${m.peakMiB})`)
+      .join(", ")}; every fork() the agent makes copies its page tables`,
   );
   const trace = res.agentProtocolPerTaskStart;
   if (trace !== undefined) {

@@ -66,6 +66,16 @@ export class TraceLog {
     this.events.length = 0;
     this.events.push(...keep);
   }
+
+  /** Waits until an event matches (events arrive a little after the fact), at most `timeoutMs`. */
+  async waitFor(match: (event: TraceEvent) => boolean, timeoutMs: number): Promise<boolean> {
+    const deadline = performance.now() + timeoutMs;
+    while (!this.events.some(match)) {
+      if (performance.now() > deadline) return false;
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    return true;
+  }
 }
 
 export class TraceProxy {

@@ -17,7 +17,7 @@ import {
 import { fileMarks, type Marks, phasesOf, type TraceCounts, traceMarks } from "./marks.ts";
 import { machineCpu, processCpu } from "./proc.ts";
 import { type Summary, summarize } from "./stats.ts";
-import { epochNow, type TraceLog } from "./trace.ts";
+import { epochNow, type TraceEvent, type TraceLog } from "./trace.ts";
 
 export const CONTAINER = "app";
 
@@ -32,8 +32,8 @@ export interface Session {
   agentPid: number;
   serverPid: number;
   trace: TraceLog | undefined;
-  /** Added to file birth times, which the kernel stamps from a coarse clock (half its tick). */
-  fileMarkOffsetMs: number;
+  /** The kernel's file-stamp tick (ms), to correct coarse file birth times. */
+  fileTickMs: number;
   /** Every task started, for cleanup. */
   taskIds: string[];
 }
@@ -225,7 +225,7 @@ export async function measureTaskStart(
   const marks: Marks = {
     call,
     seen,
-    ...(await fileMarks(session.agentDataDir, taskIdOf(taskArn), CONTAINER, session.fileMarkOffsetMs)),
+    ...(await fileMarks(session.agentDataDir, taskIdOf(taskArn), CONTAINER, session.fileTickMs)),
   };
   const at = (date: Date | undefined) => (date === undefined ? undefined : date.getTime());
   const fromServer: Array<[keyof Marks, number | undefined]> = [
@@ -237,6 +237,9 @@ export async function measureTaskStart(
   for (const [name, value] of fromServer) if (value !== undefined) marks[name] = value;
   let trace: TraceCounts | undefined;
   if (session.trace !== undefined) {
+    // The proxy relays the RUNNING report's answer around the time DescribeTasks sees it.
+    const running = (e: TraceEvent) => e.report?.taskArn === taskArn && e.report.lastStatus === "RUNNING";
+    await session.trace.waitFor(running, 1000);
     const seenByTrace = traceMarks(session.trace.events, taskArn, call, seen);
     Object.assign(marks, seenByTrace.marks);
     trace = seenByTrace.counts;

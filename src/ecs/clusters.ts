@@ -2,6 +2,7 @@ import { formatArn, parseArn } from "../aws/arn.ts";
 import { removeAllTags, type Tag, tagsOf } from "../aws/tags.ts";
 import type { Tx } from "../store/store.ts";
 import { ClusterNotFound, InvalidParameter } from "./errors.ts";
+import { serviceCounts } from "./services.ts";
 import type {
   CapacityProviderStrategyItemT,
   ClusterConfigurationT,
@@ -159,9 +160,8 @@ export async function listActiveClusters(
 }
 
 /**
- * What runs in a cluster. Container instances, tasks and services are not
- * stored yet (they land with the tasks and services work), so a cluster
- * holds none of them; this is the one place their counts will come from.
+ * What runs in a cluster. Services are counted; container instances and
+ * tasks are not counted here yet. This is the one place the counts come from.
  */
 export interface ClusterUsage {
   registeredContainerInstancesCount: number;
@@ -171,21 +171,22 @@ export interface ClusterUsage {
   statistics: Array<{ name: string; value: string }>;
 }
 
-export async function clusterUsage(_tx: Tx, _cluster: ClusterRecord): Promise<ClusterUsage> {
+export async function clusterUsage(tx: Tx, cluster: ClusterRecord): Promise<ClusterUsage> {
   const statistic = (name: string, value: number) => ({ name, value: String(value) });
+  const services = await serviceCounts(tx, cluster.arn);
   return {
     registeredContainerInstancesCount: 0,
     runningTasksCount: 0,
     pendingTasksCount: 0,
-    activeServicesCount: 0,
+    activeServicesCount: services.active,
     statistics: [
       statistic("runningEC2TasksCount", 0),
       statistic("runningFargateTasksCount", 0),
       statistic("pendingEC2TasksCount", 0),
       statistic("pendingFargateTasksCount", 0),
-      statistic("activeEC2ServiceCount", 0),
+      statistic("activeEC2ServiceCount", services.active),
       statistic("activeFargateServiceCount", 0),
-      statistic("drainingEC2ServiceCount", 0),
+      statistic("drainingEC2ServiceCount", services.draining),
       statistic("drainingFargateServiceCount", 0),
     ],
   };

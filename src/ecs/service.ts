@@ -3,6 +3,7 @@ import type { Store } from "../store/store.ts";
 import { clusterOperations } from "./cluster-api.ts";
 import { instanceOperations } from "./instance-api.ts";
 import type { InstanceNotifier } from "./notifier.ts";
+import { serviceOperations } from "./service-api.ts";
 import { tagOperations } from "./tag-api.ts";
 import { type TaskRegistryAccess, taskOperations } from "./task-api.ts";
 import { taskDefinitionOperations } from "./task-definition-api.ts";
@@ -13,6 +14,8 @@ export interface EcsDeps {
   notifier: InstanceNotifier;
   /** How tasks get at images in Wharf's own registry. */
   registry: TaskRegistryAccess;
+  /** Called when a service changes, so the scheduler reconciles it at once. */
+  onServiceChange?: (serviceArn: string) => void;
 }
 
 /** Amazon ECS, spoken as JSON 1.1. */
@@ -29,6 +32,7 @@ export function ecsService(deps: EcsDeps): JsonService {
       ...taskDefinitionOperations(store),
       ...instanceOperations(store, deps.notifier),
       ...taskOperations(store, deps.notifier, deps.registry),
+      ...serviceOperations(store, deps.onServiceChange ?? (() => undefined)),
     },
   };
 }

@@ -4,7 +4,7 @@ import { tagsOf } from "../aws/tags.ts";
 import type { DeploymentState } from "../scheduler/deployment.ts";
 import type { Strategy } from "../scheduler/placement.ts";
 import type { Tx } from "../store/store.ts";
-import { type Scope, toWireTags } from "./clusters.ts";
+import type { Scope } from "./clusters.ts";
 import type {
   LoadBalancerT,
   NetworkConfigurationT,
@@ -306,6 +306,6 @@ export async function serviceShape(
   if (record.networkConfiguration !== undefined) shape.networkConfiguration = record.networkConfiguration;
   if (record.healthCheckGracePeriodSeconds !== undefined)
     shape.healthCheckGracePeriodSeconds = record.healthCheckGracePeriodSeconds;
-  if (includeTags) shape.tags = toWireTags(await tagsOf(tx, record.arn));
+  if (includeTags) shape.tags = (await tagsOf(tx, record.arn)).map((t) => ({ key: t.key, value: t.value }));
   return shape;
 }

@@ -87,13 +87,13 @@ export function registerAgentChannel(app: FastifyInstance, options: AgentChannel
 
   route("/agent/v1/register", async (request) => {
     const now = options.clock();
-    const identity = verifySigV4(signedRequest(request), {
+    // Registration is signed with the agent's access key, as the ECS agent signs RegisterContainerInstance.
+    verifySigV4(signedRequest(request), {
       region: options.region,
       service: "ecs",
       now,
       lookupSecret: options.lookupSecret,
     });
-    void identity;
     const body = json<RegisterNodeRequest>(request);
     if (typeof body.cluster !== "string" || typeof body.totalResources?.cpu !== "number") {
       throw InvalidParameter("cluster and totalResources are required.");

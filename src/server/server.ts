@@ -9,6 +9,7 @@ import { appendLogEvents } from "../cloudwatch/logs/ingest.ts";
 import { logsService } from "../cloudwatch/logs/service.ts";
 import { InstanceNotifier } from "../ecs/notifier.ts";
 import { ecsService } from "../ecs/service.ts";
+import { ServiceController } from "../ecs/service-controller.ts";
 import { type RegistryService, startRegistry } from "../registry/index.ts";
 import type { LogBatch } from "../shared/agent-protocol.ts";
 import { SqliteStore } from "../store/sqlite.ts";
@@ -131,18 +132,29 @@ export async function startServer(config: ServerConfig, deps: ServerDeps = {}): 
     },
     recordStats: (instanceArn, batch) => stats.record(instanceArn, batch),
   });
+  const taskRegistry = {
+    host: registryHost,
+    credentials: (accessKeyId: string, now: Date) => ({
+      username: "AWS",
+      password: registry.tokens.issue(accessKeyId, now).password,
+    }),
+  };
+  // The service scheduler: started once the server listens, stopped before the store closes.
+  const scheduler = new ServiceController({
+    store,
+    notifier,
+    registry: taskRegistry,
+    ...scope,
+    clock,
+    log: app.log,
+  });
   registerFrontDoor(app, {
     services: [
       ecsService({
         store,
         notifier,
-        registry: {
-          host: registryHost,
-          credentials: (accessKeyId, now) => ({
-            username: "AWS",
-            password: registry.tokens.issue(accessKeyId, now).password,
-          }),
-        },
+        registry: taskRegistry,
+        onServiceChange: (arn) => scheduler.enqueue(arn),
       }),
       registry.ecr,
       stsService(keys),
@@ -160,6 +172,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps = {}): 
     await store.close();
     throw error;
   }
+  scheduler.start();
   const address = app.server.address();
   port = typeof address === "object" && address !== null ? address.port : config.port;
   const host = config.host === "0.0.0.0" || config.host === "::" ? "127.0.0.1" : config.host;
@@ -178,6 +191,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps = {}): 
     close() {
       closing ??= (async () => {
         await app.close();
+        await scheduler.close();
         await registry.close();
         await store.close();
         rmSync(paths.endpoint, { force: true });

@@ -11,7 +11,7 @@ import type {
 import type { PulledImage } from "../image/store.ts";
 import type { PortMapping, TaskNetwork } from "../network/node-network.ts";
 import type { Runtime } from "../runtime/runc.ts";
-import { buildSpec } from "../runtime/spec.ts";
+import { type BindMount, buildSpec, type ContainerSpecInput } from "../runtime/spec.ts";
 import { type ContainerState, type TaskState, type TaskStateStore, taskIdOf } from "./state.ts";
 
 const run = promisify(execFile);
@@ -68,6 +68,17 @@ function readIfExists(path: string): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** The parts of an image's config a container spec uses (registries may send nulls). */
+function specImage(image: PulledImage): ContainerSpecInput["image"] {
+  const config = image.config.config ?? {};
+  const out: ContainerSpecInput["image"] = { Entrypoint: config.Entrypoint ?? null, Cmd: config.Cmd ?? null };
+  if (config.Env != null) out.Env = config.Env;
+  if (config.WorkingDir != null) out.WorkingDir = config.WorkingDir;
+  if (config.User != null) out.User = config.User;
+  if (config.StopSignal != null) out.StopSignal = config.StopSignal;
+  return out;
 }
 
 /**
@@ -335,7 +346,7 @@ export class TaskEngine {
       mkdirSync(container.bundle, { recursive: true });
       container.rootfs = await mountOverlay(image.rootfs, container.bundle);
       const network = this.state.network;
-      const mounts =
+      const mounts: BindMount[] =
         network === undefined
           ? []
           : [
@@ -349,32 +360,26 @@ export class TaskEngine {
           volume?.host?.sourcePath ??
           join(this.deps.states.taskDir(this.state.taskId), "volumes", point.sourceVolume);
         mkdirSync(source, { recursive: true });
-        mounts.push({
-          source,
-          destination: point.containerPath,
-          ...(point.readOnly === true ? { readonly: true } : {}),
-        } as never);
+        mounts.push({ source, destination: point.containerPath, readonly: point.readOnly === true });
       }
-      const spec = buildSpec({
+      const input: ContainerSpecInput = {
         id: container.id,
         rootfs: container.rootfs,
         readonlyRootfs: definition.readonlyRootFilesystem === true,
-        image: image.config.config ?? {},
+        image: specImage(image),
         container: definition,
-        ...(readIfExists(join(image.rootfs, "etc/passwd")) === undefined
-          ? {}
-          : { passwd: readIfExists(join(image.rootfs, "etc/passwd")) as string }),
-        ...(readIfExists(join(image.rootfs, "etc/group")) === undefined
-          ? {}
-          : { group: readIfExists(join(image.rootfs, "etc/group")) as string }),
         hostname: definition.hostname ?? this.state.taskId.slice(0, 12),
-        ...(network?.netnsPath === undefined ? {} : { netnsPath: network.netnsPath }),
         mounts,
         cgroupsPath: `/wharf/${this.state.taskId}/${definition.name}`,
-        ...(this.state.assignment.memory === undefined
-          ? {}
-          : { taskMemoryLimitMiB: this.state.assignment.memory }),
-      } as Parameters<typeof buildSpec>[0]);
+      };
+      // User names resolve in the image's own /etc/passwd and /etc/group.
+      const passwd = readIfExists(join(image.rootfs, "etc/passwd"));
+      const group = readIfExists(join(image.rootfs, "etc/group"));
+      if (passwd !== undefined) input.passwd = passwd;
+      if (group !== undefined) input.group = group;
+      if (network?.netnsPath !== undefined) input.netnsPath = network.netnsPath;
+      if (this.state.assignment.memory !== undefined) input.taskMemoryLimitMiB = this.state.assignment.memory;
+      const spec = buildSpec(input);
       await this.deps.runtime.start(spec, container.bundle, {
         stdout: container.stdout,
         stderr: container.stderr,

@@ -1,0 +1,430 @@
+import { randomUUID } from "node:crypto";
+import type { RequestContext } from "../aws/service.ts";
+import { putTags, type Tag, tagsOf } from "../aws/tags.ts";
+import { newDeploymentId } from "../scheduler/deployment.ts";
+import {
+  type DefinitionPlacement,
+  HEALTH_CHECK_REASON,
+  reconcileService,
+  type ServicePlan,
+  type ServiceState,
+  startedMessage,
+  stoppedMessage,
+  type TaskState,
+} from "../scheduler/reconcile.ts";
+import type { Store, Tx } from "../store/store.ts";
+import { type ClusterRecord, findCluster } from "./clusters.ts";
+import { AGENT_TIMEOUT_MS } from "./instances.ts";
+import type { InstanceNotifier } from "./notifier.ts";
+import {
+  addEvents,
+  findServiceByArn,
+  liveServiceArns,
+  recentEvents,
+  SERVICE_DEFAULT_STRATEGIES,
+  type ServiceRecord,
+  saveService,
+  serviceArn,
+} from "./services.ts";
+import {
+  assignedContainers,
+  constraintsOf,
+  type InstanceSnapshot,
+  newTask,
+  type RunnableDefinition,
+  reservationOf,
+  snapshot,
+  strategiesOf,
+  type TaskRegistryAccess,
+} from "./task-api.ts";
+import { findTaskDefinition } from "./task-definitions.ts";
+import { findTask, requestStop, saveTask, type TaskRecord } from "./tasks.ts";
+import { WorkQueue } from "./work-queue.ts";
+
+export interface ServiceControllerOptions {
+  store: Store;
+  notifier: InstanceNotifier;
+  registry: TaskRegistryAccess;
+  region: string;
+  accountId: string;
+  clock: () => Date;
+  random?: () => number;
+  log?: { warn(fields: object, message: string): void };
+  /** How often every service is reconciled whether or not anything was seen to change. */
+  resyncMs?: number;
+  /** How often changed tasks and instances are looked for. */
+  watchMs?: number;
+  /** An instance whose agent has been silent this long is lost; its tasks are replaced. */
+  agentTimeoutMs?: number;
+}
+
+const FAILURE_CODES = new Set(["TaskFailedToStart", "EssentialContainerExited"]);
+
+function taskState(record: TaskRecord): TaskState {
+  const wire = record.wire;
+  const state: TaskState = {
+    arn: wire.taskArn,
+    deploymentId: wire.startedBy ?? "",
+    instanceArn: wire.containerInstanceArn ?? "",
+    lastStatus: wire.lastStatus,
+    desiredStatus: wire.desiredStatus,
+    health:
+      wire.healthStatus === "HEALTHY" || wire.healthStatus === "UNHEALTHY" ? wire.healthStatus : "UNKNOWN",
+    checked: record.assignment.containers.some((c) => c.essential && c.healthCheck !== undefined),
+    createdAt: wire.createdAt,
+    failed:
+      wire.lastStatus === "STOPPED" &&
+      (FAILURE_CODES.has(wire.stopCode ?? "") || wire.stoppedReason === HEALTH_CHECK_REASON),
+  };
+  if (wire.startedAt !== undefined) state.startedAt = wire.startedAt;
+  if (wire.stoppedAt !== undefined) state.stoppedAt = wire.stoppedAt;
+  return state;
+}
+
+/** The service's tasks not yet STOPPED, and the STOPPED ones of deployments still rolling out. */
+async function serviceTasks(tx: Tx, record: ServiceRecord): Promise<TaskRecord[]> {
+  const rows = await tx.all<{ body: string }>(
+    "SELECT body FROM ecs_tasks WHERE cluster_arn = ? AND service_name = ? AND last_status != 'STOPPED'",
+    record.clusterArn,
+    record.name,
+  );
+  for (const deployment of record.deployments) {
+    if (deployment.rolloutState !== "IN_PROGRESS") continue;
+    rows.push(
+      ...(await tx.all<{ body: string }>(
+        "SELECT body FROM ecs_tasks WHERE started_by = ? AND last_status = 'STOPPED'",
+        deployment.id,
+      )),
+    );
+  }
+  return rows.map((row) => JSON.parse(row.body) as TaskRecord);
+}
+
+function serviceState(record: ServiceRecord): ServiceState {
+  const state: ServiceState = {
+    name: record.name,
+    status: record.status === "DRAINING" ? "DRAINING" : "ACTIVE",
+    schedulingStrategy: record.schedulingStrategy,
+    desiredCount: record.desiredCount,
+    minimumHealthyPercent: record.deploymentConfiguration.minimumHealthyPercent,
+    maximumPercent: record.deploymentConfiguration.maximumPercent,
+    circuitBreaker: record.deploymentConfiguration.deploymentCircuitBreaker,
+    strategies: record.placementStrategy.length === 0 ? SERVICE_DEFAULT_STRATEGIES : strategiesOf(record),
+    healthCheckGracePeriodMs: (record.healthCheckGracePeriodSeconds ?? 0) * 1000,
+    deployments: record.deployments,
+  };
+  if (record.lastCompleted !== undefined) state.lastCompleted = record.lastCompleted;
+  return state;
+}
+
+/**
+ * Keeps every service's tasks what its desired count and deployments say.
+ * A keyed work queue of service ARNs, fed by changes to tasks and instances
+ * (read from the store, so nothing else needs to call in), by the service
+ * API, and by a periodic resync. Each key is reconciled by one worker at a
+ * time: one transaction reads the service, its tasks and the cluster, plans
+ * with the pure scheduler, and applies the plan to that same fresh state.
+ */
+export class ServiceController {
+  private readonly options: ServiceControllerOptions;
+  private readonly queue = new WorkQueue();
+  private readonly stopping = new AbortController();
+  private readonly random: () => number;
+  private readonly timers = new Set<NodeJS.Timeout>();
+  private readonly failures = new Map<string, number>();
+  private running: Promise<unknown>[] = [];
+  private startedAt = 0;
+  private taskMark = 0;
+  private instanceMark = 0;
+  private seen = new Set<string>();
+
+  constructor(options: ServiceControllerOptions) {
+    this.options = options;
+    this.random = options.random ?? Math.random;
+  }
+
+  private now(): number {
+    return this.options.clock().getTime();
+  }
+
+  /** Asks for a service to be reconciled soon. */
+  enqueue(arn: string): void {
+    this.queue.add(arn);
+  }
+
+  start(): void {
+    this.startedAt = this.now();
+    this.taskMark = this.startedAt;
+    this.instanceMark = this.startedAt;
+    this.running = [
+      this.worker(),
+      this.every(this.options.watchMs ?? 250, () => this.watch()),
+      this.every(this.options.resyncMs ?? 5000, () => this.resync()),
+    ];
+  }
+
+  /** Stops taking work and waits for the pass in progress. */
+  async close(): Promise<void> {
+    this.stopping.abort();
+    for (const timer of this.timers) clearTimeout(timer);
+    this.timers.clear();
+    this.queue.shutDown();
+    await Promise.all(this.running);
+  }
+
+  private later(ms: number, fn: () => void): void {
+    if (this.stopping.signal.aborted) return;
+    const timer = setTimeout(() => {
+      this.timers.delete(timer);
+      fn();
+    }, ms);
+    this.timers.add(timer);
+  }
+
+  private async every(ms: number, fn: () => Promise<void>): Promise<void> {
+    while (!this.stopping.signal.aborted) {
+      try {
+        await fn();
+      } catch (error) {
+        if (!this.stopping.signal.aborted)
+          this.options.log?.warn({ error: String(error) }, "service watch failed");
+      }
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, ms);
+        this.stopping.signal.addEventListener("abort", () => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+  }
+
+  private async resync(): Promise<void> {
+    for (const arn of await this.options.store.read((tx) => liveServiceArns(tx))) this.enqueue(arn);
+  }
+
+  /** Queues the services whose tasks changed, and every service of a cluster whose instances changed. */
+  private async watch(): Promise<void> {
+    const scope = { region: this.options.region, accountId: this.options.accountId };
+    const found = await this.options.store.read(async (tx) => {
+      const tasks = await tx.all<{
+        arn: string;
+        version: number;
+        cluster_arn: string;
+        service_name: string;
+        updated_at: number;
+      }>(
+        "SELECT arn, version, cluster_arn, service_name, updated_at FROM ecs_tasks WHERE updated_at >= ? AND service_name IS NOT NULL",
+        this.taskMark,
+      );
+      const instances = await tx.all<{ cluster_arn: string; updated_at: number }>(
+        "SELECT cluster_arn, updated_at FROM ecs_container_instances WHERE updated_at > ?",
+        this.instanceMark,
+      );
+      const services = new Set<string>();
+      for (const cluster of new Set(instances.map((row) => row.cluster_arn))) {
+        for (const arn of await liveServiceArns(tx, cluster)) services.add(arn);
+      }
+      return { tasks, instances, services };
+    });
+    // Rows at the mark itself were seen last time unless their version moved.
+    const seen = new Set<string>();
+    let mark = this.taskMark;
+    for (const row of found.tasks) mark = Math.max(mark, row.updated_at);
+    for (const row of found.tasks) {
+      const key = `${row.arn}@${row.version}`;
+      if (row.updated_at === mark) seen.add(key);
+      if (!this.seen.has(key)) this.enqueue(serviceArn(scope, row.cluster_arn, row.service_name));
+    }
+    this.taskMark = mark;
+    this.seen = seen;
+    for (const row of found.instances) this.instanceMark = Math.max(this.instanceMark, row.updated_at);
+    for (const arn of found.services) this.enqueue(arn);
+  }
+
+  private async worker(): Promise<void> {
+    for (;;) {
+      const key = await this.queue.get();
+      if (key === undefined) return;
+      try {
+        const changed = await this.reconcile(key);
+        this.failures.delete(key);
+        // A pass that changed something is followed by one that checks where it got to.
+        if (changed) this.later(100, () => this.enqueue(key));
+      } catch (error) {
+        const attempts = (this.failures.get(key) ?? 0) + 1;
+        this.failures.set(key, attempts);
+        if (!this.stopping.signal.aborted) {
+          this.options.log?.warn({ service: key, error: String(error) }, "service reconcile failed");
+          this.later(Math.min(100 * 2 ** attempts, 10_000), () => this.enqueue(key));
+        }
+      } finally {
+        this.queue.done(key);
+      }
+    }
+  }
+
+  /** One pass for one service; returns whether it changed anything. */
+  async reconcile(arn: string): Promise<boolean> {
+    const now = this.now();
+    const timeout = this.options.agentTimeoutMs ?? AGENT_TIMEOUT_MS;
+    // Until the controller itself has run this long, no agent is declared lost (they may not have polled yet).
+    const lostBefore = now - this.startedAt > timeout ? now - timeout : Number.NEGATIVE_INFINITY;
+    const result = await this.options.store.transaction(async (tx) => {
+      const record = await findServiceByArn(tx, arn);
+      if (record === undefined || record.status === "INACTIVE") return undefined;
+      const scope = { region: this.options.region, accountId: this.options.accountId };
+      const cluster = await findCluster(tx, scope, record.clusterArn);
+      if (cluster === undefined) return undefined;
+      const instances = await snapshot(tx, cluster, now);
+      const tasks = (await serviceTasks(tx, record)).map(taskState);
+      const definitions = await this.definitions(tx, record);
+      const placement: Record<string, DefinitionPlacement> = {};
+      for (const [arn, definition] of definitions) {
+        const reservation = reservationOf(definition, assignedContainers(definition, undefined), undefined);
+        placement[arn] = {
+          needs: {
+            cpu: reservation.cpu,
+            memory: reservation.memory,
+            ports: reservation,
+            group: `service:${record.name}`,
+          },
+          constraints: constraintsOf(record, definition),
+        };
+      }
+      const events = await recentEvents(tx, arn);
+      const plan = reconcileService(
+        {
+          service: serviceState(record),
+          tasks,
+          instances,
+          placement,
+          now,
+          lostBefore,
+          recentEvents: events.map((e) => ({ message: e.message, at: e.createdAt })),
+        },
+        this.random,
+        () => newDeploymentId(this.random),
+      );
+      return this.apply(tx, { record, cluster, definitions, instances, plan, now });
+    });
+    if (result === undefined) return false;
+    for (const instance of result.notify) this.options.notifier.notify(instance);
+    return result.changed;
+  }
+
+  private async definitions(tx: Tx, record: ServiceRecord): Promise<Map<string, RunnableDefinition>> {
+    const scope = { region: this.options.region, accountId: this.options.accountId };
+    const arns = new Set(record.deployments.map((d) => d.taskDefinition));
+    if (record.lastCompleted !== undefined) arns.add(record.lastCompleted.taskDefinition);
+    const out = new Map<string, RunnableDefinition>();
+    for (const arn of arns) {
+      // A deregistered revision keeps the services that use it running, as in ECS.
+      const definition = (await findTaskDefinition(tx, scope, arn)) as RunnableDefinition | undefined;
+      if (definition !== undefined) out.set(arn, definition);
+    }
+    return out;
+  }
+
+  /** The tags a new task gets: ECS-managed ones and those propagated from the service or task definition. */
+  private async taskTags(
+    tx: Tx,
+    record: ServiceRecord,
+    cluster: ClusterRecord,
+    definition: RunnableDefinition,
+  ): Promise<Tag[]> {
+    const tags: Tag[] = [];
+    if (record.enableECSManagedTags) {
+      tags.push(
+        { key: "aws:ecs:clusterName", value: cluster.name },
+        { key: "aws:ecs:serviceName", value: record.name },
+      );
+    }
+    if (record.propagateTags === "SERVICE") tags.push(...(await tagsOf(tx, record.arn)));
+    if (record.propagateTags === "TASK_DEFINITION")
+      tags.push(...(await tagsOf(tx, definition.taskDefinitionArn)));
+    return tags;
+  }
+
+  /** Applies a plan inside the transaction that read the state it was made from. */
+  private async apply(
+    tx: Tx,
+    pass: {
+      record: ServiceRecord;
+      cluster: ClusterRecord;
+      definitions: Map<string, RunnableDefinition>;
+      instances: InstanceSnapshot[];
+      plan: ServicePlan;
+      now: number;
+    },
+  ): Promise<{ notify: Set<string>; changed: boolean }> {
+    const { record, cluster, plan, now } = pass;
+    const notify = new Set<string>();
+    const stopped: string[] = [];
+    for (const order of plan.stops) {
+      const task = await findTask(tx, order.taskArn);
+      if (task === undefined) continue;
+      if (requestStop(task, order.reason, "ServiceSchedulerInitiated", now, order.immediately)) {
+        await saveTask(tx, task, now);
+        stopped.push(task.wire.taskArn);
+        notify.add(task.wire.containerInstanceArn ?? "");
+      }
+    }
+    const ctx: RequestContext = {
+      requestId: randomUUID(),
+      region: this.options.region,
+      accountId: this.options.accountId,
+      identity: { accessKeyId: record.accessKeyId },
+      now: new Date(now),
+    };
+    const started: string[] = [];
+    for (const order of plan.starts) {
+      const definition = pass.definitions.get(order.taskDefinition);
+      if (definition === undefined) continue;
+      const tags = await this.taskTags(tx, record, cluster, definition);
+      const zone = pass.instances.find((i) => i.view.arn === order.instanceArn)?.zone;
+      const task = newTask(
+        {
+          ctx,
+          cluster,
+          definition,
+          registry: this.options.registry,
+          input: {
+            taskDefinition: definition.taskDefinitionArn,
+            startedBy: order.deploymentId,
+            group: `service:${record.name}`,
+            launchType: record.launchType,
+            enableExecuteCommand: record.enableExecuteCommand,
+            tags,
+          },
+        },
+        order.instanceArn,
+        zone,
+      );
+      task.serviceName = record.name;
+      await saveTask(tx, task, now);
+      await putTags(tx, task.wire.taskArn, tags);
+      started.push(task.wire.taskArn);
+      notify.add(order.instanceArn);
+    }
+    const messages = [...plan.notices];
+    if (stopped.length > 0) messages.push(stoppedMessage(record.name, stopped));
+    if (started.length > 0) messages.push(startedMessage(record.name, started));
+    messages.push(...plan.events);
+    await addEvents(tx, record.arn, messages, now);
+
+    const primary = plan.deployments.find((d) => d.status === "PRIMARY");
+    const next: ServiceRecord = {
+      ...record,
+      status: plan.status,
+      desiredCount: plan.desiredCount,
+      taskDefinition: primary?.taskDefinition ?? record.taskDefinition,
+      deployments: plan.deployments,
+    };
+    if (plan.lastCompleted !== undefined) next.lastCompleted = plan.lastCompleted;
+    const recordChanged = JSON.stringify(next) !== JSON.stringify(record);
+    if (recordChanged) await saveService(tx, { ...next, updatedAt: now });
+    notify.delete("");
+    return { notify, changed: recordChanged || stopped.length + started.length + messages.length > 0 };
+  }
+}

@@ -1,0 +1,672 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import {
+  type DeploymentState,
+  newDeployment,
+  newDeploymentId,
+  promote,
+  rollingBounds,
+} from "./deployment.ts";
+import type { InstanceView, TaskNeeds } from "./placement.ts";
+import { parseQuery } from "./query.ts";
+import {
+  type DefinitionPlacement,
+  type InstanceState,
+  isHealthy,
+  reconcileService,
+  type ServicePlan,
+  type ServiceState,
+  startedMessage,
+  stoppedMessage,
+  type TaskState,
+} from "./reconcile.ts";
+
+/**
+ * A harness with generated instances and one service: `step()` plans a pass
+ * and applies it as the controller would; `progress()` plays the agents
+ * (PENDING → RUNNING, asked to stop → STOPPED). No I/O, no timers.
+ */
+
+function seeded(seed: number): () => number {
+  let state = seed;
+  return () => {
+    state = (state * 48271) % 2147483647;
+    return state / 2147483647;
+  };
+}
+
+interface InstanceSpec {
+  zone: string;
+  cpu?: number;
+  memory?: number;
+  status?: string;
+  attributes?: Record<string, string>;
+}
+
+class World {
+  readonly random = seeded(42);
+  now = 1_000_000;
+  lostBefore = Number.NEGATIVE_INFINITY;
+  instances: Array<InstanceState & { registered: { cpu: number; memory: number } }> = [];
+  tasks: TaskState[] = [];
+  events: Array<{ message: string; at: number }> = [];
+  service: ServiceState;
+  placement: Record<string, DefinitionPlacement> = {};
+  /** Task definitions whose tasks exit as soon as they start. */
+  broken = new Set<string>();
+  private seq = 0;
+
+  constructor(options: Partial<ServiceState> & { instances: InstanceSpec[]; definitions?: string[] }) {
+    for (const [i, spec] of options.instances.entries()) this.addInstance(spec, i);
+    for (const td of options.definitions ?? ["web:1"]) this.define(td, { cpu: 256, memory: 512 });
+    const first = newDeployment(newDeploymentId(this.random), "web:1", options.desiredCount ?? 0, this.now);
+    this.service = {
+      name: "web",
+      status: "ACTIVE",
+      schedulingStrategy: "REPLICA",
+      desiredCount: 0,
+      minimumHealthyPercent: 100,
+      maximumPercent: 200,
+      circuitBreaker: { enable: false, rollback: false },
+      strategies: [
+        { type: "spread", field: "attribute:ecs.availability-zone" },
+        { type: "spread", field: "instanceId" },
+      ],
+      healthCheckGracePeriodMs: 0,
+      deployments: [first],
+      ...options,
+    };
+  }
+
+  addInstance(spec: InstanceSpec, index = this.instances.length): void {
+    const arn = `arn:aws:ecs:us-east-1:000000000000:container-instance/c/${String(index).padStart(4, "0")}`;
+    const registered = { cpu: spec.cpu ?? 2048, memory: spec.memory ?? 4096 };
+    const view: InstanceView = {
+      arn,
+      instanceId: `i-${index}`,
+      status: spec.status ?? "ACTIVE",
+      connected: true,
+      remaining: { ...registered },
+      ports: { tcp: new Set(), udp: new Set() },
+      attributes: { "ecs.availability-zone": spec.zone, ...spec.attributes },
+      groups: new Map(),
+    };
+    this.instances.push({ view, zone: spec.zone, lastHeartbeat: this.now, registered });
+  }
+
+  define(td: string, needs: Partial<TaskNeeds>, constraints: DefinitionPlacement["constraints"] = []): void {
+    this.placement[td] = {
+      needs: { cpu: 0, memory: 0, ports: { tcp: [], udp: [] }, group: "service:web", ...needs },
+      constraints,
+    };
+  }
+
+  instance(index: number): InstanceState & { registered: { cpu: number; memory: number } } {
+    const instance = this.instances[index];
+    assert.ok(instance !== undefined);
+    return instance;
+  }
+
+  /** Instance views as the store would compute them from the tasks. */
+  private views(): InstanceState[] {
+    return this.instances.map((instance) => {
+      const view: InstanceView = {
+        ...instance.view,
+        remaining: { ...instance.registered },
+        ports: { tcp: new Set(), udp: new Set() },
+        groups: new Map(),
+      };
+      for (const task of this.tasks) {
+        if (task.instanceArn !== view.arn || task.lastStatus === "STOPPED") continue;
+        const needs = this.placement[this.deploymentTd(task.deploymentId)]?.needs;
+        view.remaining.cpu -= needs?.cpu ?? 0;
+        view.remaining.memory -= needs?.memory ?? 0;
+        for (const port of needs?.ports.tcp ?? []) view.ports.tcp.add(port);
+        view.groups.set("service:web", (view.groups.get("service:web") ?? 0) + 1);
+      }
+      view.connected = instance.lastHeartbeat >= this.now - 30_000;
+      return { ...instance, view };
+    });
+  }
+
+  private tdOf = new Map<string, string>();
+  private deploymentTd(id: string): string {
+    return this.tdOf.get(id) ?? "web:1";
+  }
+
+  plan(): ServicePlan {
+    for (const d of this.service.deployments) this.tdOf.set(d.id, d.taskDefinition);
+    return reconcileService(
+      {
+        service: this.service,
+        tasks: this.tasks.map((t) => ({ ...t })),
+        instances: this.views(),
+        placement: this.placement,
+        now: this.now,
+        lostBefore: this.lostBefore,
+        recentEvents: [...this.events].reverse(),
+      },
+      this.random,
+      () => newDeploymentId(this.random),
+    );
+  }
+
+  /** Plans one pass and applies it as the controller does. */
+  step(): ServicePlan {
+    const plan = this.plan();
+    const stopped: string[] = [];
+    for (const order of plan.stops) {
+      const task = this.tasks.find((t) => t.arn === order.taskArn);
+      if (task === undefined || task.lastStatus === "STOPPED") continue;
+      task.desiredStatus = "STOPPED";
+      if (order.immediately) {
+        task.lastStatus = "STOPPED";
+        task.stoppedAt = this.now;
+      }
+      stopped.push(task.arn);
+    }
+    const started: string[] = [];
+    for (const order of plan.starts) {
+      const arn = `arn:aws:ecs:us-east-1:000000000000:task/c/${String(++this.seq).padStart(6, "0")}`;
+      this.tdOf.set(order.deploymentId, order.taskDefinition);
+      this.tasks.push({
+        arn,
+        deploymentId: order.deploymentId,
+        instanceArn: order.instanceArn,
+        lastStatus: "PENDING",
+        desiredStatus: "RUNNING",
+        health: "UNKNOWN",
+        checked: false,
+        createdAt: this.now,
+        failed: false,
+      });
+      started.push(arn);
+    }
+    const messages = [...plan.notices];
+    if (stopped.length > 0) messages.push(stoppedMessage("web", stopped));
+    if (started.length > 0) messages.push(startedMessage("web", started));
+    messages.push(...plan.events);
+    for (const message of messages) this.events.push({ message, at: this.now });
+    this.service = {
+      ...this.service,
+      desiredCount: plan.desiredCount,
+      deployments: plan.deployments,
+      status: plan.status === "INACTIVE" ? "DRAINING" : plan.status,
+    };
+    if (plan.lastCompleted !== undefined) this.service.lastCompleted = plan.lastCompleted;
+    return plan;
+  }
+
+  /** The agents move every task one state on (or only some, with `chance` < 1). */
+  progress(chance = 1): void {
+    this.now += 1000;
+    for (const task of this.tasks) {
+      if (this.random() > chance || task.lastStatus === "STOPPED") continue;
+      if (task.desiredStatus === "STOPPED") {
+        task.lastStatus = "STOPPED";
+        task.stoppedAt = this.now;
+      } else if (task.lastStatus === "PENDING") {
+        if (this.broken.has(this.deploymentTd(task.deploymentId))) {
+          task.lastStatus = "STOPPED";
+          task.desiredStatus = "STOPPED";
+          task.stoppedAt = this.now;
+          task.failed = true;
+        } else {
+          task.lastStatus = "RUNNING";
+          task.startedAt = this.now;
+        }
+      }
+    }
+  }
+
+  /** Steps and progresses until a pass plans nothing, at most `limit` rounds. */
+  settle(limit = 50): void {
+    for (let round = 0; round < limit; round++) {
+      const plan = this.step();
+      const idle =
+        plan.starts.length === 0 &&
+        plan.stops.length === 0 &&
+        this.tasks.every((t) => t.lastStatus === "STOPPED" || t.lastStatus === "RUNNING");
+      if (idle && JSON.stringify(this.plan()) === JSON.stringify(quiet(this.plan()))) return;
+      this.progress();
+    }
+    assert.fail("the service did not settle");
+  }
+
+  live(): TaskState[] {
+    return this.tasks.filter((t) => t.lastStatus !== "STOPPED");
+  }
+
+  running(): TaskState[] {
+    return this.tasks.filter((t) => t.desiredStatus === "RUNNING" && t.lastStatus !== "STOPPED");
+  }
+
+  zoneOf(task: TaskState): string {
+    return this.instances.find((i) => i.view.arn === task.instanceArn)?.zone ?? "";
+  }
+
+  countBy(key: (task: TaskState) => string, tasks = this.running()): Map<string, number> {
+    const counts = new Map<string, number>();
+    for (const task of tasks) counts.set(key(task), (counts.get(key(task)) ?? 0) + 1);
+    return counts;
+  }
+
+  lastEvents(n: number): string[] {
+    return this.events.slice(-n).map((e) => e.message);
+  }
+}
+
+/** A plan that changes nothing: what a second pass over converged state must return. */
+function quiet(plan: ServicePlan): ServicePlan {
+  return { ...plan, starts: [], stops: [], notices: [], events: [] };
+}
+
+function spreadWithinOne(counts: Map<string, number>, keys: string[]): void {
+  const values = keys.map((k) => counts.get(k) ?? 0);
+  assert.ok(Math.max(...values) - Math.min(...values) <= 1, `unbalanced: ${JSON.stringify(values)}`);
+}
+
+const threeZones = (n: number): InstanceSpec[] =>
+  Array.from({ length: n }, (_, i) => ({ zone: `us-east-1${"abc"[i % 3]}` }));
+
+describe("reconcile: desired count", () => {
+  it("places the desired count spread over zones and instances, then reports a steady state once", () => {
+    const world = new World({ instances: threeZones(6), desiredCount: 7 });
+    const plan = world.step();
+    assert.equal(plan.starts.length, 7);
+    spreadWithinOne(
+      world.countBy((t) => world.zoneOf(t)),
+      ["us-east-1a", "us-east-1b", "us-east-1c"],
+    );
+    spreadWithinOne(
+      world.countBy((t) => t.instanceArn),
+      world.instances.map((i) => i.view.arn),
+    );
+    assert.match(
+      world.lastEvents(1)[0] ?? "",
+      /^\(service web\) has started 7 tasks: (\(task \d+\) ){6}\(task \d+\)\.$/,
+    );
+    world.progress();
+    world.step();
+    assert.deepEqual(world.lastEvents(2), [
+      `(service web) (deployment ${world.service.deployments[0]?.id}) deployment completed.`,
+      "(service web) has reached a steady state.",
+    ]);
+    assert.equal(world.service.deployments[0]?.rolloutState, "COMPLETED");
+    const count = world.events.length;
+    const again = world.step();
+    assert.deepEqual([again.starts, again.stops, again.events, again.notices], [[], [], [], []]);
+    assert.equal(world.events.length, count, "a second pass writes nothing");
+  });
+
+  it("running a pass twice without anything happening in between changes nothing the second time", () => {
+    const world = new World({ instances: threeZones(4), desiredCount: 5 });
+    for (let round = 0; round < 6; round++) {
+      world.step();
+      const before = JSON.stringify([world.tasks, world.service, world.events]);
+      const second = world.step();
+      assert.deepEqual([second.starts, second.stops, second.events], [[], [], []]);
+      assert.equal(JSON.stringify([world.tasks, world.service, world.events]), before);
+      world.progress(0.5);
+    }
+  });
+
+  it("replaces a task that stopped for any reason", () => {
+    const world = new World({ instances: threeZones(3), desiredCount: 3 });
+    world.settle();
+    const victim = world.running()[1];
+    assert.ok(victim !== undefined);
+    victim.lastStatus = "STOPPED";
+    victim.desiredStatus = "STOPPED";
+    const plan = world.step();
+    assert.equal(plan.starts.length, 1);
+    assert.equal(plan.starts[0]?.instanceArn, victim.instanceArn, "the empty instance gets the replacement");
+    world.settle();
+    assert.equal(world.running().length, 3);
+    assert.equal(world.lastEvents(1)[0], "(service web) has reached a steady state.");
+  });
+
+  it("scales in from the zone and instance with the most tasks, pending ones first", () => {
+    const world = new World({ instances: threeZones(6), desiredCount: 9 });
+    world.settle();
+    world.service = { ...world.service, desiredCount: 10 };
+    world.step(); // one more, left PENDING
+    const pending = world.tasks.find((t) => t.lastStatus === "PENDING");
+    world.service = { ...world.service, desiredCount: 4 };
+    const plan = world.step();
+    assert.equal(plan.stops.length, 6);
+    assert.equal(plan.stops[0]?.taskArn, pending?.arn, "the task not yet running goes first");
+    assert.match(
+      plan.stops[0]?.reason ?? "",
+      /^Scaling activity initiated by \(deployment ecs-svc\/\d{19}\)$/,
+    );
+    spreadWithinOne(
+      world.countBy((t) => world.zoneOf(t)),
+      ["us-east-1a", "us-east-1b", "us-east-1c"],
+    );
+    world.settle();
+    assert.equal(world.running().length, 4);
+  });
+
+  it("binpack scales in from the instance with the most memory left", () => {
+    const world = new World({
+      instances: threeZones(2),
+      desiredCount: 3,
+      strategies: [{ type: "binpack", field: "memory" }],
+    });
+    world.settle();
+    const perInstance = world.countBy((t) => t.instanceArn);
+    assert.deepEqual([...perInstance.values()], [3], "binpack fills one instance first");
+    world.addInstance({ zone: "us-east-1c" });
+    const busy = world.instance(0).view.arn;
+    world.tasks.push({
+      ...(world.running()[0] as TaskState),
+      arn: "extra",
+      instanceArn: world.instance(1).view.arn,
+    });
+    world.service = { ...world.service, desiredCount: 3 };
+    const plan = world.step();
+    assert.deepEqual(
+      plan.stops.map((s) => s.taskArn),
+      ["extra"],
+    );
+    assert.ok(world.running().every((t) => t.instanceArn === busy));
+  });
+
+  it("replaces tasks on a DRAINING instance before stopping them (minimumHealthyPercent 100)", () => {
+    const world = new World({ instances: threeZones(3), desiredCount: 3 });
+    world.settle();
+    const drained = world.instance(0);
+    drained.view.status = "DRAINING";
+    const first = world.step();
+    assert.equal(first.stops.length, 0, "nothing stops before its replacement is healthy");
+    assert.equal(first.starts.length, 1);
+    assert.notEqual(first.starts[0]?.instanceArn, drained.view.arn);
+    world.progress();
+    const second = world.step();
+    assert.equal(second.stops.length, 1);
+    world.settle();
+    assert.ok(world.running().every((t) => t.instanceArn !== drained.view.arn));
+    assert.equal(world.running().length, 3);
+  });
+
+  it("stops the tasks of a lost agent at once and places them elsewhere", () => {
+    const world = new World({ instances: threeZones(3), desiredCount: 3 });
+    world.settle();
+    const lost = world.instance(2);
+    world.now += 60_000;
+    for (const instance of world.instances) if (instance !== lost) instance.lastHeartbeat = world.now;
+    const quietPlan = world.plan();
+    assert.equal(quietPlan.stops.length, 0, "not lost before the controller says so");
+    world.lostBefore = world.now - 30_000;
+    const plan = world.step();
+    assert.equal(plan.stops.length, 1);
+    assert.equal(plan.stops[0]?.immediately, true);
+    assert.equal(plan.starts.length, 1);
+    assert.notEqual(plan.starts[0]?.instanceArn, lost.view.arn);
+    world.settle();
+    assert.equal(world.running().length, 3);
+  });
+
+  it("says which instance came closest when a task fits nowhere, once", () => {
+    const world = new World({
+      instances: [
+        { zone: "us-east-1a", memory: 600 },
+        { zone: "us-east-1b", memory: 300 },
+      ],
+      desiredCount: 3,
+    });
+    world.step();
+    const closest = world.instance(0).view.arn.split("/").pop();
+    assert.equal(world.running().length, 1);
+    assert.equal(
+      world.lastEvents(1)[0],
+      `(service web) was unable to place a task because no container instance met all of its requirements. The closest matching (container-instance ${world
+        .instance(1)
+        .view.arn.split("/")
+        .pop()}) has insufficient memory available. For more information, see the Troubleshooting section of the Amazon ECS Developer Guide.`,
+    );
+    assert.ok(closest !== undefined);
+    world.progress();
+    const count = world.events.length;
+    world.step();
+    world.step();
+    assert.equal(world.events.length, count, "the same failure is not repeated");
+  });
+
+  it("says no instance was found when the cluster has none", () => {
+    const world = new World({ instances: [], desiredCount: 1 });
+    world.step();
+    assert.match(world.lastEvents(1)[0] ?? "", /Reason: No Container Instances were found in your cluster\./);
+  });
+
+  it("keeps memberOf constraints when placing replicas", () => {
+    const world = new World({
+      instances: [
+        { zone: "us-east-1a", attributes: { color: "blue" } },
+        { zone: "us-east-1b", attributes: { color: "green" } },
+        { zone: "us-east-1c", attributes: { color: "blue" } },
+      ],
+      desiredCount: 4,
+    });
+    world.define("web:1", { cpu: 256, memory: 512 }, [
+      { type: "memberOf", expression: parseQuery("attribute:color == blue") },
+    ]);
+    world.settle();
+    assert.ok(world.running().every((t) => t.instanceArn !== world.instance(1).view.arn));
+    assert.equal(world.running().length, 4);
+  });
+
+  it("drains a deleted service and marks it INACTIVE once its tasks are gone", () => {
+    const world = new World({ instances: threeZones(3), desiredCount: 3 });
+    world.settle();
+    world.service = { ...world.service, status: "DRAINING", desiredCount: 0 };
+    const plan = world.step();
+    assert.equal(plan.stops.length, 3);
+    assert.equal(plan.status, "DRAINING");
+    world.progress();
+    assert.equal(world.plan().status, "INACTIVE");
+  });
+
+  it("replaces a task that fails its health checks after the grace period", () => {
+    const world = new World({ instances: threeZones(2), desiredCount: 2, healthCheckGracePeriodMs: 10_000 });
+    world.settle();
+    const sick = world.running()[0] as TaskState;
+    sick.health = "UNHEALTHY";
+    sick.checked = true;
+    assert.equal(world.plan().stops.length, 0, "within the grace period");
+    world.now += 10_000;
+    const plan = world.step();
+    assert.deepEqual(
+      plan.stops.map((s) => [s.taskArn, s.reason]),
+      [[sick.arn, "Task failed container health checks"]],
+    );
+    assert.deepEqual(plan.notices, [
+      `(service web) (task ${sick.arn.split("/").pop()}) failed container health checks.`,
+    ]);
+    assert.equal(plan.starts.length, 1);
+  });
+});
+
+describe("reconcile: DAEMON", () => {
+  it("runs one task on every ACTIVE connected instance that fits and follows instances as they join", () => {
+    const world = new World({
+      schedulingStrategy: "DAEMON",
+      minimumHealthyPercent: 0,
+      maximumPercent: 100,
+      instances: [
+        { zone: "us-east-1a" },
+        { zone: "us-east-1b" },
+        { zone: "us-east-1c", memory: 100 },
+        { zone: "us-east-1a", status: "DRAINING" },
+      ],
+    });
+    const plan = world.step();
+    assert.deepEqual(
+      plan.starts.map((s) => s.instanceArn).sort(),
+      [world.instance(0).view.arn, world.instance(1).view.arn].sort(),
+    );
+    assert.equal(plan.desiredCount, 2);
+    assert.match(world.lastEvents(1)[0] ?? "", /has insufficient memory available/);
+    world.settle();
+    assert.equal(world.lastEvents(1)[0], "(service web) has reached a steady state.");
+    world.addInstance({ zone: "us-east-1c" });
+    const joined = world.step();
+    assert.deepEqual(
+      joined.starts.map((s) => s.instanceArn),
+      [world.instance(4).view.arn],
+    );
+    assert.equal(joined.desiredCount, 3);
+    world.settle();
+    world.instance(0).view.status = "DRAINING";
+    const drained = world.step();
+    assert.equal(drained.stops.length, 1);
+    assert.equal(drained.desiredCount, 2);
+    // A second task on one instance is one too many.
+    world.settle();
+    world.tasks.push({ ...(world.running()[0] as TaskState), arn: "twin", createdAt: world.now + 1 });
+    assert.deepEqual(
+      world.step().stops.map((s) => s.taskArn),
+      ["twin"],
+    );
+  });
+
+  it("replaces daemon tasks one instance at a time within minimumHealthyPercent", () => {
+    const world = new World({
+      schedulingStrategy: "DAEMON",
+      minimumHealthyPercent: 50,
+      maximumPercent: 100,
+      instances: threeZones(4),
+      definitions: ["web:1", "web:2"],
+    });
+    world.settle();
+    const next = newDeployment(newDeploymentId(world.random), "web:2", 4, world.now);
+    world.service = { ...world.service, deployments: promote(world.service.deployments, next, world.now) };
+    for (let round = 0; round < 40; round++) {
+      world.step();
+      const healthy = world.tasks.filter(isHealthy).length;
+      assert.ok(healthy >= 2, `healthy ${healthy} < 2`);
+      const perInstance = world.countBy((t) => t.instanceArn, world.live());
+      assert.ok(
+        [...perInstance.values()].every((n) => n <= 1),
+        "never two tasks on one instance",
+      );
+      world.progress(0.5);
+    }
+    assert.equal(world.service.deployments.length, 1);
+    assert.equal(world.service.deployments[0]?.taskDefinition, "web:2");
+    assert.equal(world.service.deployments[0]?.rolloutState, "COMPLETED");
+  });
+});
+
+describe("reconcile: rolling deployments", () => {
+  for (const [desired, min, max] of [
+    [4, 100, 200],
+    [4, 50, 100],
+    [3, 0, 100],
+    [5, 50, 150],
+    [3, 100, 150],
+    [6, 75, 125],
+  ] as const) {
+    it(`stays within ${min}%..${max}% of ${desired} tasks while replacing every one`, () => {
+      const world = new World({
+        instances: threeZones(6),
+        desiredCount: desired,
+        minimumHealthyPercent: min,
+        maximumPercent: max,
+        definitions: ["web:1", "web:2"],
+      });
+      world.settle();
+      const bounds = rollingBounds(desired, min, max);
+      const next = newDeployment(newDeploymentId(world.random), "web:2", desired, world.now);
+      world.service = { ...world.service, deployments: promote(world.service.deployments, next, world.now) };
+      let completedAt = -1;
+      for (let round = 0; round < 80 && completedAt < 0; round++) {
+        world.step();
+        const occupied = world.live().length;
+        const running = world.tasks.filter((t) => t.lastStatus === "RUNNING").length;
+        assert.ok(occupied <= bounds.maxTotal, `round ${round}: ${occupied} tasks > ${bounds.maxTotal}`);
+        assert.ok(running >= bounds.minHealthy, `round ${round}: ${running} running < ${bounds.minHealthy}`);
+        if (world.service.deployments[0]?.rolloutState === "COMPLETED") completedAt = round;
+        world.progress(0.6);
+      }
+      assert.ok(completedAt >= 0, "the deployment completed");
+      assert.deepEqual(
+        world.service.deployments.map((d: DeploymentState) => [d.taskDefinition, d.status]),
+        [["web:2", "PRIMARY"]],
+      );
+      assert.equal(world.service.lastCompleted?.id, next.id);
+      assert.equal(world.running().length, desired);
+      assert.ok(world.running().every((t) => t.deploymentId === next.id));
+    });
+  }
+
+  it("trips the circuit breaker after the threshold of failed tasks and rolls back to the last completed deployment", () => {
+    const world = new World({
+      instances: threeZones(3),
+      desiredCount: 2,
+      circuitBreaker: { enable: true, rollback: true },
+      definitions: ["web:1", "bad:1"],
+    });
+    world.settle();
+    const completedFirst = world.service.lastCompleted;
+    assert.ok(completedFirst !== undefined);
+    world.broken.add("bad:1");
+    const bad = newDeployment(newDeploymentId(world.random), "bad:1", 2, world.now);
+    world.service = { ...world.service, deployments: promote(world.service.deployments, bad, world.now) };
+    let rolledBack = false;
+    for (let round = 0; round < 20 && !rolledBack; round++) {
+      world.step();
+      rolledBack = world.service.deployments[0]?.id !== bad.id;
+      world.progress();
+    }
+    assert.ok(rolledBack, "rolled back");
+    const [primary, failedOne] = world.service.deployments;
+    assert.equal(primary?.taskDefinition, "web:1");
+    assert.equal(primary?.status, "PRIMARY");
+    assert.equal(failedOne?.id, bad.id);
+    assert.equal(failedOne?.rolloutState, "FAILED");
+    assert.equal(failedOne?.failedTasks, 3);
+    assert.equal(
+      failedOne?.rolloutStateReason,
+      `ECS deployment circuit breaker: rolling back to deploymentId ${completedFirst.id}.`,
+    );
+    assert.ok(
+      world.events.some(
+        (e) => e.message === `(service web) (deployment ${bad.id}) deployment failed: tasks failed to start.`,
+      ),
+    );
+    world.settle();
+    assert.deepEqual(
+      world.service.deployments.map((d) => [d.taskDefinition, d.rolloutState]),
+      [["web:1", "COMPLETED"]],
+    );
+    assert.equal(world.running().length, 2);
+  });
+
+  it("without rollback, a failed deployment stops launching tasks and keeps the old ones", () => {
+    const world = new World({
+      instances: threeZones(3),
+      desiredCount: 2,
+      circuitBreaker: { enable: true, rollback: false },
+      definitions: ["web:1", "bad:1"],
+    });
+    world.settle();
+    world.broken.add("bad:1");
+    const bad = newDeployment(newDeploymentId(world.random), "bad:1", 2, world.now);
+    world.service = { ...world.service, deployments: promote(world.service.deployments, bad, world.now) };
+    for (let round = 0; round < 20; round++) {
+      world.step();
+      world.progress();
+    }
+    assert.equal(world.service.deployments[0]?.rolloutState, "FAILED");
+    assert.equal(
+      world.service.deployments[0]?.rolloutStateReason,
+      "ECS deployment circuit breaker: tasks failed to start.",
+    );
+    assert.equal(world.service.deployments[0]?.failedTasks, 3);
+    const plan = world.step();
+    assert.deepEqual([plan.starts, plan.stops], [[], []]);
+    assert.equal(world.running().length, 2, "the old tasks keep running");
+  });
+});
