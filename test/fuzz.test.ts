@@ -5,6 +5,7 @@ import { Sha256 } from "@aws-crypto/sha256-js";
 import { HttpRequest } from "@smithy/protocol-http";
 import { SignatureV4 } from "@smithy/signature-v4";
 import { startTestServer, type TestServer } from "./helpers.ts";
+import { prng } from "./support/prng.ts";
 
 let server: TestServer;
 before(async () => {
@@ -13,18 +14,6 @@ before(async () => {
 after(async () => {
   await server.stop();
 });
-
-/** A small seeded PRNG (mulberry32), so a failure can be replayed from its seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const OPERATIONS = [
   "CreateCluster",

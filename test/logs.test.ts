@@ -29,6 +29,7 @@ import { HttpRequest } from "@smithy/protocol-http";
 import { SignatureV4 } from "@smithy/signature-v4";
 import { appendLogEvents } from "../src/cloudwatch/logs/ingest.ts";
 import { aws, startTestServer, type TestServer } from "./helpers.ts";
+import { prng } from "./support/prng.ts";
 
 const ACCOUNT = "000000000000";
 const REGION = "us-east-1";
@@ -788,18 +789,6 @@ describe("CloudWatch Logs with the AWS CLI", () => {
     assert.match(missing.stderr, /The specified log stream does not exist\./);
   });
 });
-
-/** A small seeded PRNG (mulberry32), so a failure can be replayed from its seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const FUZZ_OPERATIONS = [
   "CreateLogGroup",
