@@ -110,8 +110,19 @@ describe("RuncRuntime with real containers", { skip, timeout: 300_000 }, () => {
     assert.equal((await f.runtime.state(c.id, c.bundle)).status, "stopped");
   });
 
+  /** Waits until a container has printed "ready" (it set its traps). */
+  async function ready(container: Parameters<typeof f.output>[0]): Promise<void> {
+    for (let i = 0; i < 600 && !(await f.output(container)).stdout.includes("ready"); i++) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+
   it("stops a cooperative container with SIGTERM, or with the image's stop signal", async () => {
-    const term = await f.start("polite", { command: ["sh", "-c", 'trap "exit 0" TERM; sleep 300 & wait'] });
+    const term = await f.start("polite", {
+      command: ["sh", "-c", 'trap "exit 0" TERM; echo ready; sleep 300 & wait'],
+    });
+    // The trap must be in place before the signal: a shell as PID 1 ignores SIGTERM without one.
+    await ready(term);
     const began = Date.now();
     const exit = await f.runtime.stop(term.id, term.bundle, 20_000);
     assert.equal(exit.exitCode, 0);
@@ -120,9 +131,10 @@ describe("RuncRuntime with real containers", { skip, timeout: 300_000 }, () => {
 
     const quit = await f.start(
       "usr1",
-      { command: ["sh", "-c", 'trap "exit 5" USR1; sleep 300 & wait'] },
+      { command: ["sh", "-c", 'trap "exit 5" USR1; echo ready; sleep 300 & wait'] },
       { image: { Cmd: ["sh"], StopSignal: "SIGUSR1" } },
     );
+    await ready(quit);
     assert.equal((await f.runtime.stop(quit.id, quit.bundle, 20_000)).exitCode, 5);
   });
 
