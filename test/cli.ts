@@ -31,7 +31,7 @@ export async function spawnWharf(
   const endpoint = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`wharf did not start in time:\n${output}`)), 30_000);
     const check = () => {
-      const match = /at (http:\/\/\S+)/.exec(output);
+      const match = /at (https?:\/\/\S+)/.exec(output);
       if (match?.[1] !== undefined) {
         clearTimeout(timer);
         resolve(match[1]);

@@ -102,7 +102,7 @@ async function describeInstance(arn: string, clusterName = cluster): Promise<Ins
   ]);
   assert.deepEqual(out.failures, []);
   const instance = out.containerInstances[0];
-  assert.ok(instance !== undefined);
+  assert.ok(instance !== undefined, "the instance is described");
   return instance;
 }
 
@@ -140,7 +140,7 @@ async function registerTaskDefinition(definition: Record<string, unknown>): Prom
 async function describeTask(taskArn: string): Promise<Task> {
   const out = await ecs<{ tasks: Task[] }>(["describe-tasks", "--cluster", cluster, "--tasks", taskArn]);
   const task = out.tasks[0];
-  assert.ok(task !== undefined);
+  assert.ok(task !== undefined, "the task is described");
   return task;
 }
 
@@ -160,7 +160,7 @@ function sleeper(family: string, extra: Record<string, unknown> = {}): Promise<s
   return registerTaskDefinition({
     family,
     containerDefinitions: [
-      { name: "app", image, cpu: 64, memory: 32, command: ["sleep", "600"], stopTimeout: 1, ...extra },
+      { name: "app", image, cpu: 64, memory: 32, command: ["sleep", "600"], stopTimeout: 2, ...extra },
     ],
   });
 }
@@ -181,7 +181,7 @@ describe("container instances", () => {
     assert.equal(instance.runningTasksCount, 0);
     assert.equal(instance.pendingTasksCount, 0);
     assert.match(instance.ec2InstanceId, /^i-[0-9a-f]+$/);
-    assert.ok((instance.versionInfo.agentVersion ?? "").length > 0);
+    assert.ok((instance.versionInfo.agentVersion ?? "").length > 0, "an agent version");
 
     const registered = instance.registeredResources;
     assert.equal(resource(registered, "CPU").integerValue, cpus().length * 1024);
@@ -203,7 +203,7 @@ describe("container instances", () => {
       new DescribeContainerInstancesCommand({ cluster, containerInstances: [agentArn()] }),
     );
     assert.equal(sdk.containerInstances?.[0]?.agentConnected, true);
-    assert.ok(sdk.containerInstances?.[0]?.registeredAt instanceof Date);
+    assert.ok(sdk.containerInstances?.[0]?.registeredAt instanceof Date, "registeredAt is a time");
   });
 
   it("shows a running task's CPU, memory and static host port taken from the remaining resources", async () => {
@@ -219,14 +219,14 @@ describe("container instances", () => {
           memory: 128,
           portMappings: [{ containerPort: 8080, hostPort, protocol: "tcp" }],
           command: ["sh", "-c", "echo served > /index.html; httpd -f -p 8080 -h /"],
-          stopTimeout: 1,
+          stopTimeout: 2,
         },
       ],
     });
     const started = await runTask(definition);
     assert.deepEqual(started.failures, []);
     const task = started.tasks[0];
-    assert.ok(task !== undefined);
+    assert.ok(task !== undefined, "task is there");
     assert.equal(task.containerInstanceArn, agentArn());
     await untilTask(task.taskArn, "RUNNING");
     const body = await eventually("the static host port", async () => {
@@ -244,8 +244,14 @@ describe("container instances", () => {
     const mem = (r: Resource[]) => resource(r, "MEMORY").integerValue ?? 0;
     assert.equal(cpu(during.remainingResources), cpu(before.remainingResources) - 256);
     assert.equal(mem(during.remainingResources), mem(before.remainingResources) - 128);
-    assert.ok(resource(during.remainingResources, "PORTS").stringSetValue?.includes(String(hostPort)));
-    assert.ok(!resource(during.registeredResources, "PORTS").stringSetValue?.includes(String(hostPort)));
+    assert.ok(
+      resource(during.remainingResources, "PORTS").stringSetValue?.includes(String(hostPort)),
+      "the host port is taken",
+    );
+    assert.ok(
+      !resource(during.registeredResources, "PORTS").stringSetValue?.includes(String(hostPort)),
+      "registered ports stay as registered",
+    );
 
     await ecs(["stop-task", "--cluster", cluster, "--task", task.taskArn]);
     await untilTask(task.taskArn, "STOPPED");
@@ -253,7 +259,10 @@ describe("container instances", () => {
     assert.equal(afterStop.runningTasksCount, 0);
     assert.equal(cpu(afterStop.remainingResources), cpu(before.remainingResources));
     assert.equal(mem(afterStop.remainingResources), mem(before.remainingResources));
-    assert.ok(!resource(afterStop.remainingResources, "PORTS").stringSetValue?.includes(String(hostPort)));
+    assert.ok(
+      !resource(afterStop.remainingResources, "PORTS").stringSetValue?.includes(String(hostPort)),
+      "the host port is free again",
+    );
   });
 
   it("puts, lists and deletes custom attributes, and they survive the agent's next poll", async () => {
@@ -278,7 +287,7 @@ describe("container instances", () => {
     ]);
     assert.deepEqual(started.failures, []);
     const task = started.tasks[0];
-    assert.ok(task !== undefined);
+    assert.ok(task !== undefined, "task is there");
     assert.equal(task.containerInstanceArn, arn);
     await untilTask(task.taskArn, "RUNNING");
 
@@ -302,7 +311,10 @@ describe("container instances", () => {
       "container-instance",
     ]);
     assert.equal(all.attributes.find((a) => a.name === "color")?.value, "green");
-    assert.ok(all.attributes.some((a) => a.name === "ecs.os-type"));
+    assert.ok(
+      all.attributes.some((a) => a.name === "ecs.os-type"),
+      "the agent's own attributes are listed too",
+    );
     assert.deepEqual(await listInstances(cluster, ["--filter", "attribute:color == green"]), [arn]);
     assert.deepEqual(await listInstances(cluster, ["--filter", "attribute:team exists"]), [arn]);
 
@@ -405,7 +417,7 @@ describe("container instances", () => {
     assert.deepEqual(await listInstances(apiCluster, ["--status", "DRAINING"]), []);
 
     // Paging through the list.
-    const page = await ecs<{ containerInstanceArns: string[]; nextToken?: string }>([
+    const page = await ecs<{ containerInstanceArns: string[]; NextToken?: string }>([
       "list-container-instances",
       "--cluster",
       apiCluster,
@@ -413,7 +425,7 @@ describe("container instances", () => {
       "2",
     ]);
     assert.equal(page.containerInstanceArns.length, 2);
-    assert.ok(page.nextToken !== undefined);
+    assert.ok(page.NextToken !== undefined, "a token for the rest");
 
     const gone = await ecs<{ containerInstance: Instance }>([
       "deregister-container-instance",
@@ -431,7 +443,7 @@ describe("container instances", () => {
     const definition = await sleeper(`drain-${run}`);
     const running = await runTask(definition);
     const first = running.tasks[0];
-    assert.ok(first !== undefined);
+    assert.ok(first !== undefined, "first is there");
     await untilTask(first.taskArn, "RUNNING");
 
     const drained = await ecs<{ containerInstances: Instance[] }>([
@@ -470,7 +482,7 @@ describe("container instances", () => {
     const placed = await runTask(definition);
     assert.deepEqual(placed.failures, []);
     const again = placed.tasks[0];
-    assert.ok(again !== undefined);
+    assert.ok(again !== undefined, "again is there");
     assert.equal(again.containerInstanceArn, arn);
     await untilTask(again.taskArn, "RUNNING");
     await ecs(["stop-task", "--cluster", cluster, "--task", again.taskArn]);
@@ -481,7 +493,7 @@ describe("container instances", () => {
     const arn = agentArn();
     const placed = await runTask(await sleeper(`dereg-${run}`));
     const task = placed.tasks[0];
-    assert.ok(task !== undefined);
+    assert.ok(task !== undefined, "task is there");
     const running = await untilTask(task.taskArn, "RUNNING");
     const runtimeId = running.containers[0]?.runtimeId ?? "";
 
@@ -508,8 +520,8 @@ describe("container instances", () => {
     assert.equal(forced.containerInstance.status, "INACTIVE");
     const stopped = await describeTask(task.taskArn);
     assert.equal(stopped.lastStatus, "STOPPED");
-    assert.ok(stopped.stoppedReason !== undefined && stopped.stoppedReason.length > 0);
-    assert.ok(!(await listInstances(cluster)).includes(arn));
+    assert.ok((stopped.stoppedReason ?? "").length > 0, "a stopped reason");
+    assert.ok(!(await listInstances(cluster)).includes(arn), "a deregistered instance is not listed");
 
     // The node stops the container too.
     await eventually("the container to stop on the node", async () => {

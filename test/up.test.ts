@@ -94,4 +94,54 @@ describe("wharf up", () => {
     const [code] = await once(up.child, "exit");
     assert.equal(code, 0, up.output());
   });
+
+  it("with --tls, its local agent trusts Wharf's own CA and registers over HTTPS", async () => {
+    const tlsDir = mkdtempSync(join(tmpdir(), "wharf-up-tls-"));
+    const tlsBridge = `wu${randomBytes(4).toString("hex")}`;
+    const env = { ...process.env, WHARF_AGENT_BRIDGE: tlsBridge, WHARF_AGENT_SUBNET: freeSubnet() };
+    const up = await spawnWharf(
+      ["up", "--tls", "--port", "0", "--data-dir", tlsDir, "--log-level", "warn"],
+      env,
+    );
+    try {
+      assert.match(up.endpoint, /^https:\/\//);
+      const ca = join(tlsDir, "ca.pem");
+      writeFileSync(ca, (await runWharf(["ca", "--data-dir", tlsDir])).stdout);
+      const exports = parseExports((await runWharf(["env", "--data-dir", tlsDir])).stdout);
+      const server = {
+        endpoint: up.endpoint,
+        credentials: {
+          accessKeyId: exports.AWS_ACCESS_KEY_ID ?? "",
+          secretAccessKey: exports.AWS_SECRET_ACCESS_KEY ?? "",
+        },
+      } as TestServer;
+      const described = await eventually("the local agent, connected over HTTPS", async () => {
+        const listed = await aws(server, ["ecs", "list-container-instances", "--ca-bundle", ca]);
+        const arn = (listed.json as { containerInstanceArns?: string[] } | undefined)
+          ?.containerInstanceArns?.[0];
+        if (arn === undefined) return undefined;
+        const result = await aws(server, [
+          "ecs",
+          "describe-container-instances",
+          "--container-instances",
+          arn,
+          "--ca-bundle",
+          ca,
+        ]);
+        const instance = (result.json as { containerInstances: Array<{ agentConnected: boolean }> })
+          .containerInstances[0];
+        return instance?.agentConnected === true ? instance : undefined;
+      });
+      assert.equal(described.agentConnected, true);
+    } finally {
+      up.child.kill("SIGINT");
+      await once(up.child, "exit");
+      try {
+        execFileSync("ip", ["link", "delete", tlsBridge], { timeout: 10_000, stdio: "ignore" });
+      } catch {
+        // already gone
+      }
+      rmSync(tlsDir, { recursive: true, force: true });
+    }
+  });
 });

@@ -271,11 +271,14 @@ async function main(): Promise<void> {
     if (options.cpuProfileDir !== undefined) {
       const windows = wharf.map((s) => s.window);
       for (const role of ["server", "agent"]) {
-        const path = mainThreadProfile(join(options.cpuProfileDir, role));
-        profiles[role] = await summarizeProfile(path, windows).catch((error: unknown) => {
+        try {
+          profiles[role] = await summarizeProfile(
+            mainThreadProfile(join(options.cpuProfileDir, role)),
+            windows,
+          );
+        } catch (error) {
           log(`no ${role} profile: ${String(error)}`);
-          return { windowMs: 0, busyMs: 0, areas: [], functions: [] };
-        });
+        }
       }
     }
 
@@ -323,6 +326,10 @@ try {
   await main();
   process.exit(0);
 } catch (error) {
+  if (error instanceof Error && error.message === "interrupted") {
+    process.stderr.write("bench:task-start interrupted; cleaned up\n");
+    process.exit(130);
+  }
   process.stderr.write(
     `bench:task-start failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`,
   );

@@ -24,12 +24,27 @@ function command(file: string, args: readonly string[]): Promise<number> {
   });
 }
 
-async function timed(reps: number, once: (i: number) => Promise<void> | void): Promise<Summary | undefined> {
+/** `ip [options] -batch -` with `lines` on its standard input. */
+function batch(options: readonly string[], lines: readonly string[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = execFile("ip", [...options, "-batch", "-"], { timeout: 15_000 }, (error) =>
+      error === null ? resolve() : reject(error),
+    );
+    child.stdin?.end(`${lines.join("\n")}\n`);
+  });
+}
+
+async function timed(
+  reps: number,
+  once: (i: number) => Promise<void> | void,
+  after?: (i: number) => Promise<void>,
+): Promise<Summary | undefined> {
   const values: number[] = [];
   for (let i = 0; i < reps; i++) {
     const started = performance.now();
     await once(i);
     values.push(performance.now() - started);
+    await after?.(i);
   }
   return summarize(values);
 }
@@ -64,6 +79,7 @@ export function fileTimeGranularity(dir: string): number {
 export async function measurePrimitives(dir: string, reps: number): Promise<Primitive[]> {
   await mkdir(dir, { recursive: true });
   const netns = `wharf-bench-prim-${process.pid}`;
+  const veth = `wbp${process.pid % 1_000_000}`;
   const results: Primitive[] = [];
   const add = (name: string, what: string, summary: Summary | undefined) =>
     results.push({ name, what, summary });
@@ -107,19 +123,61 @@ export async function measurePrimitives(dir: string, reps: number): Promise<Prim
         await expect("ip", ["netns", "del", netns], [0]);
       }),
     );
+    // A task's namespace and veth the way the agent makes them (one exec per step), and the
+    // same steps in two `ip -batch` execs. (The agent also joins a bridge and reads the MTU.)
+    const inside = [
+      "link set dev lo up",
+      "addr add 10.254.253.2/24 dev eth0",
+      "link set dev eth0 up",
+      "route add default via 10.254.253.1 dev eth0",
+    ];
+    const outside = [`link add ${veth} type veth peer name eth0 netns ${netns}`, `link set dev ${veth} up`];
+    const removeVeth = async () => {
+      await command("ip", ["link", "del", "dev", veth]);
+      await command("ip", ["netns", "del", netns]);
+    };
+    add(
+      "netns + veth, 7 × ip",
+      "as the agent runs them, one exec each",
+      await timed(
+        reps,
+        async () => {
+          await expect("ip", ["netns", "add", netns], [0]);
+          await expect("ip", ["-n", netns, ...(inside[0] as string).split(" ")], [0]);
+          for (const line of outside) await expect("ip", line.split(" "), [0]);
+          for (const line of inside.slice(1)) await expect("ip", ["-n", netns, ...line.split(" ")], [0]);
+        },
+        removeVeth,
+      ),
+    );
+    add(
+      "netns + veth, ip -batch",
+      "the same steps in two execs",
+      await timed(
+        reps,
+        async () => {
+          await batch([], [`netns add ${netns}`, ...outside]);
+          await batch(["-n", netns], inside);
+        },
+        removeVeth,
+      ),
+    );
     const lower = join(dir, "lower");
     await mkdir(lower, { recursive: true });
     add(
       "mount overlay + umount",
       "the rootfs mount (two execs)",
-      await timed(reps, async (i) => {
-        const base = join(dir, `overlay-${i}`);
-        for (const sub of ["upper", "work", "rootfs"]) await mkdir(join(base, sub), { recursive: true });
-        const options = `lowerdir=${lower},upperdir=${join(base, "upper")},workdir=${join(base, "work")}`;
-        await expect("mount", ["-t", "overlay", "overlay", "-o", options, join(base, "rootfs")], [0]);
-        await expect("umount", [join(base, "rootfs")], [0]);
-        await rm(base, { recursive: true, force: true });
-      }),
+      await timed(
+        reps,
+        async (i) => {
+          const base = join(dir, `overlay-${i}`);
+          for (const sub of ["upper", "work", "rootfs"]) await mkdir(join(base, sub), { recursive: true });
+          const options = `lowerdir=${lower},upperdir=${join(base, "upper")},workdir=${join(base, "work")}`;
+          await expect("mount", ["-t", "overlay", "overlay", "-o", options, join(base, "rootfs")], [0]);
+          await expect("umount", [join(base, "rootfs")], [0]);
+        },
+        (i) => rm(join(dir, `overlay-${i}`), { recursive: true, force: true }),
+      ),
     );
     const runcRoot = join(dir, "runc-root");
     add(
@@ -143,6 +201,7 @@ export async function measurePrimitives(dir: string, reps: number): Promise<Prim
       }),
     );
   } finally {
+    await command("ip", ["link", "del", "dev", veth]).catch(() => undefined);
     await command("ip", ["netns", "del", netns]).catch(() => undefined);
     await unmountUnder(dir);
     await rm(dir, { recursive: true, force: true });

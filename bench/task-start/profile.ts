@@ -80,7 +80,11 @@ export async function summarizeProfile(
     areas.set(area, (areas.get(area) ?? 0) + weightMs);
     if (area === "(idle)") continue;
     busyMs += weightMs;
-    const name = `${frame.functionName || "(anonymous)"} ${shortUrl(frame.url)}:${frame.lineNumber + 1}`;
+    // tsx compiles TypeScript without mapping profile lines back: name the file alone for .ts.
+    const where = frame.url.endsWith(".ts")
+      ? shortUrl(frame.url)
+      : `${shortUrl(frame.url)}:${frame.lineNumber + 1}`;
+    const name = `${frame.functionName || "(anonymous)"} ${where}`;
     const entry = functions.get(name) ?? { name, area, ms: 0 };
     entry.ms += weightMs;
     functions.set(name, entry);

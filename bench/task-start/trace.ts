@@ -12,7 +12,7 @@ export interface TraceEvent {
   path: string;
   /** Epoch ms (fractional) when the request reached the proxy. */
   start: number;
-  /** Epoch ms when the proxy had sent the whole response. */
+  /** Epoch ms when the proxy handed the end of the response to the agent's connection. */
   end: number;
   status: number;
   /** Agent reports: what they said. */
@@ -133,12 +133,13 @@ export class TraceProxy {
             const report = parseReport(body);
             if (report !== undefined) event.report = report;
           }
-          response.on("finish", () => {
-            event.end = epochNow();
-            this.onEvent(event);
-          });
+          response.on("finish", () => this.onEvent(event));
           response.writeHead(answer.statusCode ?? 502, answer.headers);
           if (path !== "/agent/v1/poll") {
+            // The last bytes go to the agent as the upstream body ends.
+            answer.on("end", () => {
+              event.end = epochNow();
+            });
             answer.pipe(response);
             return;
           }
@@ -148,6 +149,7 @@ export class TraceProxy {
             const text = Buffer.concat(parts);
             const polled = parsePoll(text);
             if (polled !== undefined) event.polled = polled;
+            event.end = epochNow();
             response.end(text);
           });
         },

@@ -54,7 +54,7 @@ export class Agent {
     this.config = config;
     this.log = log;
     mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
-    this.client = new ServerClient(config.server, config.credentials, config.region);
+    this.client = new ServerClient(config.server, config.credentials, config.region, config.ca);
     this.states = new TaskStateStore(config.dataDir);
     this.images = new ImageStore(join(config.dataDir, "images"));
     this.runtime = new RuncRuntime({ root: join(config.dataDir, "runc") });

@@ -1,3 +1,5 @@
+import http from "node:http";
+import https from "node:https";
 import { Sha256 } from "@aws-crypto/sha256-js";
 import { HttpRequest } from "@smithy/protocol-http";
 import { SignatureV4 } from "@smithy/signature-v4";
@@ -21,15 +23,54 @@ export class ServerError extends Error {
   }
 }
 
+/** One HTTP(S) POST with a timeout and cancellation; HTTPS trusts `ca` (Wharf's own CA) when given. */
+function send(
+  url: URL,
+  headers: Record<string, string>,
+  payload: string,
+  options: { agent: http.Agent; timeoutMs: number; signal?: AbortSignal },
+): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const request = (url.protocol === "https:" ? https.request : http.request)(
+      url,
+      {
+        method: "POST",
+        headers,
+        agent: options.agent,
+        ...(options.signal === undefined ? {} : { signal: options.signal }),
+      },
+      (response) => {
+        const chunks: Buffer[] = [];
+        response.on("data", (chunk: Buffer) => chunks.push(chunk));
+        response.on("end", () =>
+          resolve({ status: response.statusCode ?? 0, text: Buffer.concat(chunks).toString("utf8") }),
+        );
+        response.on("error", reject);
+      },
+    );
+    request.setTimeout(options.timeoutMs, () =>
+      request.destroy(new Error(`no answer from ${url.host} in ${options.timeoutMs} ms`)),
+    );
+    request.on("error", reject);
+    request.end(payload);
+  });
+}
+
 /** The agent's side of the agent protocol: HTTP JSON with timeouts. */
 export class ServerClient {
   private token: string | undefined;
+  private readonly agent: http.Agent;
 
   constructor(
     private readonly endpoint: string,
     private readonly credentials: { accessKeyId: string; secretAccessKey: string },
     private readonly region: string,
-  ) {}
+    ca?: string,
+  ) {
+    this.agent = endpoint.startsWith("https:")
+      ? new https.Agent({ keepAlive: true, ...(ca === undefined ? {} : { ca }) })
+      : new http.Agent({ keepAlive: true });
+  }
 
   private async post<T>(path: string, body: unknown, timeoutMs: number, signal?: AbortSignal): Promise<T> {
     const url = new URL(path, this.endpoint);
@@ -56,15 +97,13 @@ export class ServerClient {
     } else if (this.token !== undefined) {
       headers.authorization = `Bearer ${this.token}`;
     }
-    const signals = [AbortSignal.timeout(timeoutMs), ...(signal === undefined ? [] : [signal])];
-    const response = await fetch(url, {
-      method: "POST",
-      headers,
-      body: payload,
-      signal: AbortSignal.any(signals),
+    const response = await send(url, headers, payload, {
+      agent: this.agent,
+      timeoutMs,
+      ...(signal === undefined ? {} : { signal }),
     });
-    const text = await response.text();
-    if (!response.ok) {
+    const text = response.text;
+    if (response.status < 200 || response.status >= 300) {
       let code = "Error";
       let message = text;
       try {

@@ -58,6 +58,7 @@ interface AgentFlags {
   address: string;
   cpu?: string;
   memory?: string;
+  caFile?: string;
 }
 
 function agentLogger() {
@@ -99,6 +100,7 @@ async function runAgent(flags: AgentFlags): Promise<void> {
     address: flags.address,
     ...(flags.cpu === undefined ? {} : { cpu: Number(flags.cpu) }),
     ...(flags.memory === undefined ? {} : { memory: Number(flags.memory) }),
+    ...(flags.caFile === undefined ? {} : { ca: readFileSync(flags.caFile, "utf8") }),
   });
   const agent = new Agent(config, agentLogger());
   await agent.start();
@@ -135,6 +137,8 @@ async function serve(flags: ServerFlags, withAgent = false): Promise<void> {
           availabilityZone: `${config.region}a`,
           ...(process.env.WHARF_AGENT_BRIDGE === undefined ? {} : { bridge: process.env.WHARF_AGENT_BRIDGE }),
           ...(process.env.WHARF_AGENT_SUBNET === undefined ? {} : { subnet: process.env.WHARF_AGENT_SUBNET }),
+          // With --tls the local agent trusts Wharf's own CA.
+          ...(server.caCertificate === undefined ? {} : { ca: server.caCertificate.toString("utf8") }),
         }),
         agentLogger(),
       );
@@ -229,6 +233,7 @@ export function cli(): Command {
     .option("--address <ip>", "the address clients reach published ports at", "127.0.0.1")
     .option("--cpu <units>", "CPU units to offer (default: 1024 per core)")
     .option("--memory <mib>", "memory to offer in MiB (default: the machine's)")
+    .option("--ca-file <pem>", "a CA certificate to trust for an HTTPS server (wharf ca prints Wharf's)")
     .action((flags: AgentFlags) => runAgent(flags));
   program
     .command("env")

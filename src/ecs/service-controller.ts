@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { setTimeout as delay } from "node:timers/promises";
 import type { RequestContext } from "../aws/service.ts";
 import { putTags, type Tag, tagsOf } from "../aws/tags.ts";
 import { newDeploymentId } from "../scheduler/deployment.ts";
@@ -189,13 +190,7 @@ export class ServiceController {
         if (!this.stopping.signal.aborted)
           this.options.log?.warn({ error: String(error) }, "service watch failed");
       }
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, ms);
-        this.stopping.signal.addEventListener("abort", () => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
+      await delay(ms, undefined, { signal: this.stopping.signal }).catch(() => undefined);
     }
   }
 

@@ -448,12 +448,25 @@ export function taskOperations(
         const cluster = await activeCluster(tx, scopeOf(ctx), input.cluster);
         const definition = await definitionFor(tx, ctx, input.taskDefinition);
         checkInput(input, definition);
+        const reservation = reservationOf(
+          definition,
+          assignedContainers(definition, input.overrides),
+          input.overrides,
+        );
+        const needs = { cpu: reservation.cpu, memory: reservation.memory, ports: reservation, group: "" };
         const tasks: TaskRecord[] = [];
         const failures: Array<{ arn: string; reason: string }> = [];
         for (const reference of input.containerInstances) {
           const record = await resolveInstance(tx, scopeOf(ctx), cluster.arn, reference);
           if (record === undefined || record.status === "INACTIVE") {
             failures.push({ arn: reference, reason: "MISSING" });
+            continue;
+          }
+          // The caller chose the instance, not its status; the task must still fit there and reach an agent.
+          const view = instanceView(record, await instanceUsage(tx, record.arn), now);
+          const [refused] = place([{ ...view, status: "ACTIVE" }], 1, needs, [], [], random).failures;
+          if (refused !== undefined) {
+            failures.push({ arn: record.arn, reason: failureReasonText(refused) });
             continue;
           }
           const zone = record.attributes.find((a) => a.name === "ecs.availability-zone")?.value;

@@ -266,7 +266,7 @@ describe("placement: constraints", () => {
     const plan = place(instances, 5, needs(), constraints, SPREAD_ZONES, never);
     assert.equal(plan.placements.length, 3, "three instances run no web task yet");
     assert.equal(new Set(plan.placements).size, 3);
-    assert.ok(!plan.placements.includes(instances[1]?.arn ?? ""));
+    assert.ok(!plan.placements.includes(instances[1]?.arn ?? ""), "not beside the web task already there");
     assert.deepEqual(
       plan.failures.map((f) => f.reason),
       ["ATTRIBUTE", "ATTRIBUTE", "ATTRIBUTE", "ATTRIBUTE"],
@@ -299,13 +299,13 @@ describe("placement: constraints", () => {
       const all = byArn(instances);
       for (const arn of plan.placements) {
         const target = all.get(arn);
-        assert.ok(target !== undefined);
+        assert.ok(target !== undefined, "a known instance");
         assert.ok(evaluate(parseQuery(expression), instanceSubjects(target)), `${expression} on ${arn}`);
         placed++;
       }
       for (const failure of plan.failures) {
         const target = all.get(failure.arn);
-        assert.ok(target !== undefined);
+        assert.ok(target !== undefined, "a known instance");
         if (!evaluate(parseQuery(expression), instanceSubjects(target))) {
           assert.equal(failure.reason, "ATTRIBUTE");
           refused++;
@@ -353,12 +353,12 @@ describe("placement: resources", () => {
       const all = byArn(instances);
       for (const [arn, n] of tally(plan)) {
         const target = all.get(arn);
-        assert.ok(target !== undefined);
+        assert.ok(target !== undefined, "a known instance");
         assert.ok(n * task.cpu <= target.remaining.cpu, `cpu on ${arn}`);
         assert.ok(n * task.memory <= target.remaining.memory, `memory on ${arn}`);
         if (task.ports.tcp.length > 0) {
           assert.equal(n, 1, `port 80 booked once on ${arn}`);
-          assert.ok(!target.ports.tcp.has(80));
+          assert.ok(!target.ports.tcp.has(80), `port 80 was free on ${arn}`);
         }
       }
     }

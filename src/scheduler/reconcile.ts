@@ -189,8 +189,8 @@ function checkBreaker(
   primary: DeploymentState,
   newId: () => string,
 ): { deployments: DeploymentState[]; primary: DeploymentState } {
-  if (primary.rolloutState !== "IN_PROGRESS") return { deployments, primary };
   const { service, now, tasks } = pass.snapshot;
+  if (primary.rolloutState !== "IN_PROGRESS" || service.status !== "ACTIVE") return { deployments, primary };
   const own = tasks.filter((t) => t.deploymentId === primary.id);
   const failures = own.filter((t) => t.lastStatus === "STOPPED" && t.failed);
   let updated =
@@ -444,14 +444,16 @@ export function reconcileService(
   }
   deployments = deployments.flatMap((d) => {
     const count = d.status === "PRIMARY" ? outcome.desired : (runningBy.get(d.id) ?? 0);
-    if (d.status !== "PRIMARY" && (liveBy.get(d.id) ?? 0) === 0) return [];
+    // An ACTIVE deployment goes when its tasks are gone; a FAILED one stays in sight until the next completes.
+    if (d.status !== "PRIMARY" && (liveBy.get(d.id) ?? 0) === 0 && d.rolloutState !== "FAILED") return [];
     return d.desiredCount === count ? [d] : [{ ...d, desiredCount: count, updatedAt: now }];
   });
   primary = deployments.find((d) => d.id === primary.id) ?? primary;
   const settled =
     pass.starts.length === 0 &&
     pass.stops.length === 0 &&
-    live.every((t) => t.desiredStatus === "RUNNING" && t.deploymentId === primary.id);
+    live.every((t) => t.desiredStatus === "RUNNING" && t.deploymentId === primary.id) &&
+    deployments.every((d) => d.status === "PRIMARY" || (liveBy.get(d.id) ?? 0) === 0);
   const plan: ServicePlan = {
     ...base,
     deployments,

@@ -7,12 +7,20 @@ import { registerInstance } from "../ecs/instance-api.ts";
 import {
   AGENT_TIMEOUT_MS,
   findInstance,
+  type InstanceRecord,
   instanceByToken,
   POLL_TIMEOUT_MS,
   saveInstance,
 } from "../ecs/instances.ts";
 import type { InstanceNotifier } from "../ecs/notifier.ts";
-import { applyReport, assignmentOf, findTask, saveTask, tasksForInstance } from "../ecs/tasks.ts";
+import {
+  applyReport,
+  assignmentOf,
+  findTask,
+  saveTask,
+  type TaskRecord,
+  tasksForInstance,
+} from "../ecs/tasks.ts";
 import type {
   LogBatch,
   PollRequest,
@@ -47,6 +55,23 @@ function json<T>(request: FastifyRequest): T {
   } catch {
     throw InvalidParameter("The request body is not valid JSON.");
   }
+}
+
+/** The instance with the host ports a stopped task held taken out of what its agent last reported. */
+function releasePorts(instance: InstanceRecord, task: TaskRecord): InstanceRecord {
+  const freed = { tcp: new Set(task.reservation.tcp), udp: new Set(task.reservation.udp) };
+  for (const container of task.wire.containers) {
+    for (const binding of container.networkBindings) {
+      (binding.protocol === "udp" ? freed.udp : freed.tcp).add(binding.hostPort);
+    }
+  }
+  return {
+    ...instance,
+    usedPorts: {
+      tcp: instance.usedPorts.tcp.filter((port) => !freed.tcp.has(port)),
+      udp: instance.usedPorts.udp.filter((port) => !freed.udp.has(port)),
+    },
+  };
 }
 
 /**
@@ -141,27 +166,28 @@ export function registerAgentChannel(app: FastifyInstance, options: AgentChannel
     const body = json<PollRequest>(request);
     const known = body.known ?? {};
     // Re-reads the instance: the poll may have waited while its status or attributes changed.
-    const heartbeat = async () =>
+    // The ports the agent sent are only current when the poll arrives, not after it waited.
+    const heartbeat = async (arriving: boolean) =>
       store.transaction(async (tx) => {
         const current = await findInstance(tx, instance.arn);
         if (current === undefined || current.status === "INACTIVE") {
           throw Unauthorized("The container instance is deregistered; register again.");
         }
         current.lastHeartbeat = options.clock().getTime();
-        if (body.usedPorts !== undefined) current.usedPorts = body.usedPorts;
+        if (arriving && body.usedPorts !== undefined) current.usedPorts = body.usedPorts;
         await saveInstance(tx, current);
         return (await tasksForInstance(tx, instance.arn)).map(assignmentOf);
       });
     const differs = (tasks: PollResponse["tasks"]) =>
       tasks.length !== Object.keys(known).length || tasks.some((t) => known[t.taskArn] !== t.version);
-    let tasks = await heartbeat();
+    let tasks = await heartbeat(true);
     if (!differs(tasks)) {
       const aborted = new AbortController();
       request.raw.once("close", () => aborted.abort());
       const signal = AbortSignal.any([aborted.signal, closing.signal]);
       await notifier.wait(instance.arn, Math.min(POLL_TIMEOUT_MS, AGENT_TIMEOUT_MS / 2), signal);
       if (signal.aborted) return { tasks };
-      tasks = await heartbeat();
+      tasks = await heartbeat(false);
     }
     const response: PollResponse = { tasks };
     return response;
@@ -182,7 +208,14 @@ export function registerAgentChannel(app: FastifyInstance, options: AgentChannel
       if (task === undefined || task.wire.containerInstanceArn !== instance.arn) {
         throw InvalidParameter("The task is not assigned to this container instance.");
       }
-      if (applyReport(task, report)) await saveTask(tx, task, options.clock().getTime());
+      const wasStopped = task.wire.lastStatus === "STOPPED";
+      if (!applyReport(task, report)) return;
+      await saveTask(tx, task, options.clock().getTime());
+      if (!wasStopped && task.wire.lastStatus === "STOPPED") {
+        // The agent tears a task's network down before it reports STOPPED: its host ports are free.
+        const current = await findInstance(tx, instance.arn);
+        if (current !== undefined) await saveInstance(tx, releasePorts(current, task));
+      }
     });
     return {};
   });

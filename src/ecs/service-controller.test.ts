@@ -1,0 +1,215 @@
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import type { RequestContext } from "../aws/service.ts";
+import type { TaskReport } from "../shared/agent-protocol.ts";
+import { SqliteStore } from "../store/sqlite.ts";
+import { type ClusterRecord, clusterArn, saveCluster } from "./clusters.ts";
+import { registerInstance } from "./instance-api.ts";
+import { findInstance, saveInstance } from "./instances.ts";
+import { InstanceNotifier } from "./notifier.ts";
+import { serviceOperations } from "./service-api.ts";
+import { ServiceController } from "./service-controller.ts";
+import { taskDefinitionOperations } from "./task-definition-api.ts";
+import { applyReport, findTask, saveTask, type TaskRecord } from "./tasks.ts";
+
+/**
+ * The controller against a real (in-memory) store, with no agents: instances
+ * are registered directly and task states are reported as an agent would.
+ */
+
+const scope = { region: "us-east-1", accountId: "000000000000" };
+let store: SqliteStore;
+let now = Date.UTC(2030, 0, 1);
+const clock = () => new Date(now);
+const ctx = (): RequestContext => ({
+  requestId: "r",
+  ...scope,
+  identity: { accessKeyId: "AKIDTEST" },
+  now: clock(),
+});
+const ops = () => serviceOperations(store, () => undefined);
+const controller = (options: { agentTimeoutMs?: number } = {}) =>
+  new ServiceController({
+    store,
+    notifier: new InstanceNotifier(),
+    registry: { host: () => "localhost:1", credentials: () => ({ username: "AWS", password: "token" }) },
+    ...scope,
+    clock,
+    ...options,
+  });
+let cluster: ClusterRecord;
+const instances: string[] = [];
+
+async function tasksOf(service: string): Promise<TaskRecord[]> {
+  const rows = await store.read((tx) =>
+    tx.all<{ body: string }>(
+      "SELECT body FROM ecs_tasks WHERE service_name = ? ORDER BY created_at, arn",
+      service,
+    ),
+  );
+  return rows.map((row) => JSON.parse(row.body) as TaskRecord);
+}
+
+/** Reports tasks as their agent would: RUNNING, or STOPPED once asked to stop. */
+async function agentsCatchUp(service: string): Promise<void> {
+  const tasks = await tasksOf(service);
+  await store.transaction(async (tx) => {
+    for (const { wire } of tasks) {
+      if (wire.lastStatus === "STOPPED") continue;
+      const task = await findTask(tx, wire.taskArn);
+      if (task === undefined) continue;
+      const stopping = task.wire.desiredStatus === "STOPPED";
+      const report: TaskReport = {
+        taskArn: wire.taskArn,
+        lastStatus: stopping ? "STOPPED" : "RUNNING",
+        containers: task.wire.containers.map((c) => ({
+          name: c.name,
+          lastStatus: stopping ? "STOPPED" : "RUNNING",
+        })),
+        at: now,
+      };
+      if (applyReport(task, report)) await saveTask(tx, task, now);
+    }
+  });
+}
+
+async function describeService(name: string): Promise<Record<string, unknown>> {
+  const out = (await ops().DescribeServices?.({ services: [name] }, ctx())) as {
+    services: Array<Record<string, unknown>>;
+  };
+  return out.services[0] ?? {};
+}
+
+before(async () => {
+  store = await SqliteStore.open({ path: ":memory:" });
+  cluster = {
+    arn: clusterArn(scope, "default"),
+    name: "default",
+    status: "ACTIVE",
+    settings: [],
+    capacityProviders: [],
+    defaultCapacityProviderStrategy: [],
+    createdAt: now,
+    updatedAt: now,
+  };
+  await store.transaction(async (tx) => {
+    await saveCluster(tx, cluster);
+    for (const zone of ["us-east-1a", "us-east-1b"]) {
+      const { record } = await registerInstance(tx, { ...scope, now }, cluster, {
+        cpu: 2048,
+        memory: 2048,
+        attributes: [{ name: "ecs.availability-zone", value: zone }],
+        versionInfo: { agentVersion: "test" },
+        hostname: zone,
+        address: "127.0.0.1",
+        capacity: "EC2",
+      });
+      instances.push(record.arn);
+    }
+  });
+  const register = taskDefinitionOperations(store).RegisterTaskDefinition;
+  for (const command of [
+    ["sleep", "1"],
+    ["sleep", "2"],
+  ]) {
+    await register?.(
+      { family: "app", containerDefinitions: [{ name: "app", image: "busybox", memory: 64, command }] },
+      ctx(),
+    );
+  }
+});
+
+after(async () => {
+  await store.close();
+});
+
+describe("the service controller", () => {
+  it("starts a service's tasks as service tasks, and a second pass starts none", async () => {
+    const created = (await ops().CreateService?.(
+      { serviceName: "api", taskDefinition: "app:1", desiredCount: 3 },
+      ctx(),
+    )) as { service: { serviceArn: string; deployments: Array<{ id: string }> } };
+    const arn = created.service.serviceArn;
+    const deploymentId = created.service.deployments[0]?.id;
+    const scheduler = controller();
+    assert.equal(await scheduler.reconcile(arn), true);
+    const tasks = await tasksOf("api");
+    assert.equal(tasks.length, 3);
+    for (const task of tasks) {
+      assert.equal(task.wire.startedBy, deploymentId);
+      assert.equal(task.wire.group, "service:api");
+      assert.equal(task.serviceName, "api");
+      assert.equal(task.wire.lastStatus, "PENDING");
+    }
+    assert.deepEqual(new Set(tasks.map((t) => t.wire.containerInstanceArn)), new Set(instances));
+    assert.equal(await scheduler.reconcile(arn), false, "nothing to do while the tasks start");
+    assert.equal((await tasksOf("api")).length, 3);
+
+    now += 1000;
+    await agentsCatchUp("api");
+    assert.equal(await scheduler.reconcile(arn), true);
+    const service = await describeService("api");
+    assert.equal(service.runningCount, 3);
+    const events = service.events as Array<{ message: string }>;
+    assert.deepEqual(
+      events.slice(0, 2).map((e) => e.message),
+      [
+        "(service api) has reached a steady state.",
+        `(service api) (deployment ${deploymentId}) deployment completed.`,
+      ],
+    );
+    assert.equal(await scheduler.reconcile(arn), false);
+  });
+
+  it("resumes a deployment after a restart without starting any task twice", async () => {
+    const updated = (await ops().UpdateService?.({ service: "api", taskDefinition: "app:2" }, ctx())) as {
+      service: { serviceArn: string; deployments: Array<{ id: string; status: string }> };
+    };
+    const arn = updated.service.serviceArn;
+    const next = updated.service.deployments[0]?.id;
+    await controller().reconcile(arn);
+    const started = (await tasksOf("api")).filter((t) => t.wire.startedBy === next);
+    assert.equal(started.length, 3, "maximumPercent 200 starts all three at once");
+    // The first controller is gone; a new one picks up from the store.
+    const restarted = controller();
+    assert.equal(await restarted.reconcile(arn), false);
+    assert.equal((await tasksOf("api")).filter((t) => t.wire.startedBy === next).length, 3);
+    for (let round = 0; round < 4; round++) {
+      now += 1000;
+      await agentsCatchUp("api");
+      await restarted.reconcile(arn);
+    }
+    const service = await describeService("api");
+    const deployments = service.deployments as Array<{ id: string; rolloutState: string }>;
+    assert.deepEqual(
+      deployments.map((d) => [d.id, d.rolloutState]),
+      [[next, "COMPLETED"]],
+    );
+    const live = (await tasksOf("api")).filter((t) => t.wire.lastStatus !== "STOPPED");
+    assert.equal(live.length, 3);
+    assert.ok(live.every((t) => t.wire.startedBy === next));
+  });
+
+  it("replaces the tasks of an instance whose agent is lost, once the controller has waited the timeout", async () => {
+    const [kept, lost] = instances as [string, string];
+    now += 60_000;
+    await store.transaction(async (tx) => {
+      const record = await findInstance(tx, kept);
+      if (record !== undefined) await saveInstance(tx, { ...record, lastHeartbeat: now });
+    });
+    const arn = "arn:aws:ecs:us-east-1:000000000000:service/default/api";
+    const onLost = (await tasksOf("api")).filter(
+      (t) => t.wire.lastStatus !== "STOPPED" && t.wire.containerInstanceArn === lost,
+    );
+    assert.ok(onLost.length > 0);
+    await controller({ agentTimeoutMs: 30_000 }).reconcile(arn);
+    for (const { wire } of onLost) {
+      const task = await store.read((tx) => findTask(tx, wire.taskArn));
+      assert.equal(task?.wire.lastStatus, "STOPPED");
+      assert.equal(task?.wire.stopCode, "ServiceSchedulerInitiated");
+    }
+    const live = (await tasksOf("api")).filter((t) => t.wire.lastStatus !== "STOPPED");
+    assert.equal(live.length, 3);
+    assert.ok(live.every((t) => t.wire.containerInstanceArn === kept));
+  });
+});
