@@ -18,7 +18,15 @@ const only = process.argv.slice(2);
 const files = only.length > 0 ? only : [...testFiles("src"), ...testFiles("test")].sort();
 const result = spawnSync(
   process.execPath,
-  ["--import", "tsx", "--test", "--test-reporter=spec", "--test-concurrency=2", "--test-timeout=600000", ...files],
+  [
+    "--import",
+    "tsx",
+    "--test",
+    "--test-reporter=spec",
+    "--test-concurrency=2",
+    "--test-timeout=600000",
+    ...files,
+  ],
   { stdio: "inherit" },
 );
 process.exit(result.status ?? 1);

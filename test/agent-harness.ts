@@ -38,6 +38,8 @@ export async function startTestAgent(
     subnet?: string;
     attributes?: Array<{ name: string; value?: string }>;
     zone?: string;
+    /** "FARGATE": Wharf-managed capacity for every cluster's FARGATE tasks instead of a container instance. */
+    capacity?: "EC2" | "FARGATE";
   } = {},
 ): Promise<TestAgent> {
   const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), "wharf-agent-"));
@@ -52,6 +54,7 @@ export async function startTestAgent(
     subnet,
     attributes: options.attributes ?? [],
     availabilityZone: options.zone ?? "us-east-1a",
+    capacity: options.capacity ?? "EC2",
   });
   const verbose = process.env.WHARF_TEST_VERBOSE === "1";
   const quiet = {

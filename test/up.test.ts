@@ -12,22 +12,44 @@ import { aws, type TestServer } from "./helpers.ts";
 
 const dataDir = mkdtempSync(join(tmpdir(), "wharf-up-"));
 const bridge = `wu${randomBytes(4).toString("hex")}`;
+const fargateBridges: string[] = [];
+
+/** Environment for `wharf up` whose local agents use bridges and subnets of their own. */
+function agentEnv(ec2Bridge: string): NodeJS.ProcessEnv {
+  const fargateBridge = `wf${randomBytes(4).toString("hex")}`;
+  fargateBridges.push(fargateBridge);
+  return {
+    ...process.env,
+    WHARF_AGENT_BRIDGE: ec2Bridge,
+    WHARF_AGENT_SUBNET: freeSubnet(),
+    WHARF_FARGATE_BRIDGE: fargateBridge,
+    WHARF_FARGATE_SUBNET: freeSubnet(),
+  };
+}
 
 after(() => {
-  const runcRoot = join(dataDir, "agent", "runc");
-  try {
-    for (const id of execFileSync("runc", ["--root", runcRoot, "list", "-q"], {
-      encoding: "utf8",
-      timeout: 10_000,
-    }).split("\n")) {
-      if (id !== "")
-        execFileSync("runc", ["--root", runcRoot, "delete", "--force", id], {
-          timeout: 10_000,
-          stdio: "ignore",
-        });
+  for (const name of fargateBridges) {
+    try {
+      execFileSync("ip", ["link", "delete", name], { timeout: 10_000, stdio: "ignore" });
+    } catch {
+      // already gone
     }
-  } catch {
-    // none left
+  }
+  for (const runcRoot of [join(dataDir, "agent", "runc"), join(dataDir, "fargate", "runc")]) {
+    try {
+      for (const id of execFileSync("runc", ["--root", runcRoot, "list", "-q"], {
+        encoding: "utf8",
+        timeout: 10_000,
+      }).split("\n")) {
+        if (id !== "")
+          execFileSync("runc", ["--root", runcRoot, "delete", "--force", id], {
+            timeout: 10_000,
+            stdio: "ignore",
+          });
+      }
+    } catch {
+      // none left
+    }
   }
   try {
     execFileSync("ip", ["link", "delete", bridge], { timeout: 10_000, stdio: "ignore" });
@@ -39,7 +61,7 @@ after(() => {
 
 describe("wharf up", () => {
   it("serves the APIs and runs tasks on its local agent, as the README's quick start promises", async () => {
-    const env = { ...process.env, WHARF_AGENT_BRIDGE: bridge, WHARF_AGENT_SUBNET: freeSubnet() };
+    const env = agentEnv(bridge);
     const up = await spawnWharf(["up", "--port", "0", "--data-dir", dataDir, "--log-level", "warn"], env);
     try {
       const exports = parseExports((await runWharf(["env", "--data-dir", dataDir])).stdout);
@@ -98,7 +120,7 @@ describe("wharf up", () => {
   it("with --tls, its local agent trusts Wharf's own CA and registers over HTTPS", async () => {
     const tlsDir = mkdtempSync(join(tmpdir(), "wharf-up-tls-"));
     const tlsBridge = `wu${randomBytes(4).toString("hex")}`;
-    const env = { ...process.env, WHARF_AGENT_BRIDGE: tlsBridge, WHARF_AGENT_SUBNET: freeSubnet() };
+    const env = agentEnv(tlsBridge);
     const up = await spawnWharf(
       ["up", "--tls", "--port", "0", "--data-dir", tlsDir, "--log-level", "warn"],
       env,

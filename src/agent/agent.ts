@@ -122,7 +122,7 @@ export class Agent {
         ...this.config.attributes,
       ],
       versionInfo: { agentVersion: AGENT_VERSION, agentHash: `protocol-${AGENT_PROTOCOL_VERSION}` },
-      capacity: "EC2",
+      capacity: this.config.capacity,
     });
     this.containerInstanceArn = response.containerInstanceArn;
     const registration: Registration = {

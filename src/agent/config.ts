@@ -23,6 +23,12 @@ export interface AgentConfig {
   /** CPU units and MiB of memory to offer; default: the machine's. */
   cpu?: number;
   memory?: number;
+  /**
+   * What the node's capacity serves: "EC2" joins `cluster` as a container
+   * instance; "FARGATE" becomes Wharf-managed capacity for every cluster's
+   * FARGATE tasks, listed in no cluster.
+   */
+  capacity: "EC2" | "FARGATE";
 }
 
 export function defaultAgentConfig(
@@ -38,6 +44,7 @@ export function defaultAgentConfig(
     subnet: "172.31.250.0/24",
     address: "127.0.0.1",
     hostname: hostname(),
+    capacity: "EC2",
     ...partial,
   };
 }

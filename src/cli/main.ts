@@ -59,6 +59,7 @@ interface AgentFlags {
   cpu?: string;
   memory?: string;
   caFile?: string;
+  capacity: string;
 }
 
 function agentLogger() {
@@ -84,6 +85,9 @@ async function runAgent(flags: AgentFlags): Promise<void> {
     throw new Error('set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (eval "$(npx wharf env)")');
   }
   const region = flags.region ?? process.env.AWS_DEFAULT_REGION ?? "us-east-1";
+  if (flags.capacity !== "EC2" && flags.capacity !== "FARGATE") {
+    throw new Error(`--capacity must be EC2 or FARGATE, not ${flags.capacity}`);
+  }
   const config = defaultAgentConfig({
     server: flags.server,
     credentials: { accessKeyId, secretAccessKey },
@@ -101,10 +105,15 @@ async function runAgent(flags: AgentFlags): Promise<void> {
     ...(flags.cpu === undefined ? {} : { cpu: Number(flags.cpu) }),
     ...(flags.memory === undefined ? {} : { memory: Number(flags.memory) }),
     ...(flags.caFile === undefined ? {} : { ca: readFileSync(flags.caFile, "utf8") }),
+    capacity: flags.capacity,
   });
   const agent = new Agent(config, agentLogger());
   await agent.start();
-  process.stdout.write(`wharf agent: ${agent.containerInstanceArn} in cluster ${config.cluster}\n`);
+  process.stdout.write(
+    config.capacity === "FARGATE"
+      ? `wharf agent: ${agent.containerInstanceArn}, Fargate capacity for every cluster\n`
+      : `wharf agent: ${agent.containerInstanceArn} in cluster ${config.cluster}\n`,
+  );
   const signal = await untilSignal();
   process.stdout.write(`\n${signal}: stopping the agent (tasks keep running)\n`);
   await agent.stop();
@@ -117,35 +126,66 @@ function canRunAgent(): string | undefined {
   return undefined;
 }
 
+/**
+ * `wharf up`'s local agents, in this process: an EC2 container instance in
+ * the default cluster, and Wharf's Fargate capacity (its own data directory,
+ * bridge and subnet). Both offer the whole machine. An agent that cannot
+ * start is reported and left out.
+ */
+async function localAgents(
+  server: Awaited<ReturnType<typeof startServer>>,
+  config: ReturnType<typeof resolveConfig>,
+): Promise<Agent[]> {
+  const env = process.env;
+  const kinds = [
+    { capacity: "EC2", dir: "agent", bridge: env.WHARF_AGENT_BRIDGE, subnet: env.WHARF_AGENT_SUBNET },
+    {
+      capacity: "FARGATE",
+      dir: "fargate",
+      bridge: env.WHARF_FARGATE_BRIDGE ?? "wharffg0",
+      subnet: env.WHARF_FARGATE_SUBNET ?? "172.31.251.0/24",
+    },
+  ] as const;
+  const agents: Agent[] = [];
+  for (const kind of kinds) {
+    const agent = new Agent(
+      defaultAgentConfig({
+        server: server.endpoint,
+        credentials: {
+          accessKeyId: server.admin.accessKeyId,
+          secretAccessKey: server.admin.secretAccessKey,
+        },
+        dataDir: join(dataPaths(config.dataDir).root, kind.dir),
+        region: config.region,
+        availabilityZone: `${config.region}a`,
+        capacity: kind.capacity,
+        ...(kind.bridge === undefined ? {} : { bridge: kind.bridge }),
+        ...(kind.subnet === undefined ? {} : { subnet: kind.subnet }),
+        // With --tls the local agent trusts Wharf's own CA.
+        ...(server.caCertificate === undefined ? {} : { ca: server.caCertificate.toString("utf8") }),
+      }),
+      agentLogger(),
+    );
+    try {
+      await agent.start();
+      agents.push(agent);
+    } catch (error) {
+      const what = kind.capacity === "FARGATE" ? "the local Fargate capacity" : "the local agent";
+      process.stderr.write(`${what} could not start: ${String(error)}\n`);
+    }
+  }
+  return agents;
+}
+
 /** Runs the server until SIGINT or SIGTERM, then closes it cleanly. */
 async function serve(flags: ServerFlags, withAgent = false): Promise<void> {
   const config = resolveConfig(flags);
   const server = await startServer(config);
-  let agent: Agent | undefined;
+  let agents: Agent[] = [];
   if (withAgent) {
     const why = canRunAgent();
     if (why === undefined) {
-      agent = new Agent(
-        defaultAgentConfig({
-          server: server.endpoint,
-          credentials: {
-            accessKeyId: server.admin.accessKeyId,
-            secretAccessKey: server.admin.secretAccessKey,
-          },
-          dataDir: join(dataPaths(config.dataDir).root, "agent"),
-          region: config.region,
-          availabilityZone: `${config.region}a`,
-          ...(process.env.WHARF_AGENT_BRIDGE === undefined ? {} : { bridge: process.env.WHARF_AGENT_BRIDGE }),
-          ...(process.env.WHARF_AGENT_SUBNET === undefined ? {} : { subnet: process.env.WHARF_AGENT_SUBNET }),
-          // With --tls the local agent trusts Wharf's own CA.
-          ...(server.caCertificate === undefined ? {} : { ca: server.caCertificate.toString("utf8") }),
-        }),
-        agentLogger(),
-      );
-      await agent.start().catch((error: unknown) => {
-        process.stderr.write(`the local agent could not start: ${String(error)}\n`);
-        agent = undefined;
-      });
+      agents = await localAgents(server, config);
     } else {
       process.stderr.write(`no local agent: ${why}; tasks need an agent (wharf agent) to run\n`);
     }
@@ -162,7 +202,7 @@ async function serve(flags: ServerFlags, withAgent = false): Promise<void> {
   const signal = await untilSignal();
   process.stdout.write(`\n${signal}: stopping\n`);
   try {
-    await agent?.stop();
+    for (const agent of agents) await agent.stop();
     await server.close();
   } catch (error) {
     process.stderr.write(`error while stopping: ${String(error)}\n`);
@@ -234,6 +274,11 @@ export function cli(): Command {
     .option("--cpu <units>", "CPU units to offer (default: 1024 per core)")
     .option("--memory <mib>", "memory to offer in MiB (default: the machine's)")
     .option("--ca-file <pem>", "a CA certificate to trust for an HTTPS server (wharf ca prints Wharf's)")
+    .option(
+      "--capacity <type>",
+      "EC2: a container instance of --cluster; FARGATE: Wharf-managed capacity for every cluster's FARGATE tasks",
+      "EC2",
+    )
     .action((flags: AgentFlags) => runAgent(flags));
   program
     .command("env")

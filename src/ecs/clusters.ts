@@ -160,8 +160,8 @@ export async function listActiveClusters(
 }
 
 /**
- * What runs in a cluster. Services are counted; container instances and
- * tasks are not counted here yet. This is the one place the counts come from.
+ * What runs in a cluster: container instances, tasks not yet STOPPED and
+ * services, by launch type. This is the one place the counts come from.
  */
 export interface ClusterUsage {
   registeredContainerInstancesCount: number;
@@ -174,20 +174,38 @@ export interface ClusterUsage {
 export async function clusterUsage(tx: Tx, cluster: ClusterRecord): Promise<ClusterUsage> {
   const statistic = (name: string, value: number) => ({ name, value: String(value) });
   const services = await serviceCounts(tx, cluster.arn);
+  const fargateServices = await tx.all<{ status: string; n: number }>(
+    "SELECT status, COUNT(*) AS n FROM ecs_services WHERE cluster_arn = ? AND launch_type = 'FARGATE' GROUP BY status",
+    cluster.arn,
+  );
+  const fargateService = (status: string) => fargateServices.find((row) => row.status === status)?.n ?? 0;
+  const tasks = await tx.all<{ launch_type: string | null; running: number; n: number }>(
+    `SELECT json_extract(body, '$.wire.launchType') AS launch_type, last_status = 'RUNNING' AS running, COUNT(*) AS n
+     FROM ecs_tasks WHERE cluster_arn = ? AND last_status != 'STOPPED' GROUP BY 1, 2`,
+    cluster.arn,
+  );
+  const taskCount = (fargate: boolean, running: boolean) =>
+    tasks
+      .filter((row) => (row.launch_type === "FARGATE") === fargate && row.running === (running ? 1 : 0))
+      .reduce((sum, row) => sum + row.n, 0);
+  const instances = await tx.get<{ n: number }>(
+    "SELECT COUNT(*) AS n FROM ecs_container_instances WHERE cluster_arn = ? AND status != 'INACTIVE'",
+    cluster.arn,
+  );
   return {
-    registeredContainerInstancesCount: 0,
-    runningTasksCount: 0,
-    pendingTasksCount: 0,
+    registeredContainerInstancesCount: instances?.n ?? 0,
+    runningTasksCount: taskCount(false, true) + taskCount(true, true),
+    pendingTasksCount: taskCount(false, false) + taskCount(true, false),
     activeServicesCount: services.active,
     statistics: [
-      statistic("runningEC2TasksCount", 0),
-      statistic("runningFargateTasksCount", 0),
-      statistic("pendingEC2TasksCount", 0),
-      statistic("pendingFargateTasksCount", 0),
-      statistic("activeEC2ServiceCount", services.active),
-      statistic("activeFargateServiceCount", 0),
-      statistic("drainingEC2ServiceCount", services.draining),
-      statistic("drainingFargateServiceCount", 0),
+      statistic("runningEC2TasksCount", taskCount(false, true)),
+      statistic("runningFargateTasksCount", taskCount(true, true)),
+      statistic("pendingEC2TasksCount", taskCount(false, false)),
+      statistic("pendingFargateTasksCount", taskCount(true, false)),
+      statistic("activeEC2ServiceCount", services.active - fargateService("ACTIVE")),
+      statistic("activeFargateServiceCount", fargateService("ACTIVE")),
+      statistic("drainingEC2ServiceCount", services.draining - fargateService("DRAINING")),
+      statistic("drainingFargateServiceCount", fargateService("DRAINING")),
     ],
   };
 }

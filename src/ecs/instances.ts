@@ -34,6 +34,22 @@ export interface InstanceRecord {
   usedPorts: { tcp: number[]; udp: number[] };
 }
 
+/**
+ * Fargate capacity (agents registered with `capacity: "FARGATE"`) belongs to
+ * this cluster. Its name is one no user can create (a dot), so it is never
+ * listed or described; its instances serve the FARGATE tasks of every cluster.
+ */
+export const FARGATE_CAPACITY_CLUSTER = "wharf.fargate";
+
+export function fargateCapacityArn(scope: Scope): string {
+  return formatArn({
+    service: "ecs",
+    region: scope.region,
+    accountId: scope.accountId,
+    resource: `cluster/${FARGATE_CAPACITY_CLUSTER}`,
+  });
+}
+
 /** The ports ECS reserves on every container instance for the agent and Docker. */
 export const RESERVED_TCP_PORTS = [22, 2375, 2376, 51678, 51679];
 

@@ -32,6 +32,7 @@ import {
   checkInput,
   constraintsOf,
   definitionFor,
+  launchTypeOf,
   type RunnableDefinition,
   strategiesOf,
 } from "./task-api.ts";
@@ -71,20 +72,16 @@ function deploymentConfiguration(
 
 /** Checks what a service asks of its task definition (launch type, network, placement). */
 function checkAgainst(
-  input: Pick<
-    CreateServiceInputT,
-    | "launchType"
-    | "capacityProviderStrategy"
-    | "networkConfiguration"
-    | "placementConstraints"
-    | "placementStrategy"
-  > & { tags?: CreateServiceInputT["tags"] },
+  input: Pick<CreateServiceInputT, "networkConfiguration" | "placementConstraints" | "placementStrategy"> & {
+    tags?: CreateServiceInputT["tags"];
+  },
   definition: RunnableDefinition,
+  launchType: "EC2" | "FARGATE" | "EXTERNAL",
 ): void {
-  if (input.launchType === "EXTERNAL") {
+  if (launchType === "EXTERNAL") {
     throw InvalidParameter("The EXTERNAL launch type is not supported by Wharf: use launchType EC2.");
   }
-  checkInput(input, definition);
+  checkInput(input, definition, launchType);
   constraintsOf(input, definition);
   strategiesOf(input, SERVICE_DEFAULT_STRATEGIES);
 }
@@ -123,7 +120,8 @@ export function serviceOperations(
       const result = await store.transaction(async (tx) => {
         const cluster = await activeCluster(tx, scope, input.cluster);
         const definition = await definitionFor(tx, ctx, taskDefinition);
-        checkAgainst(input, definition);
+        const launchType = launchTypeOf(input, cluster.defaultCapacityProviderStrategy);
+        checkAgainst(input, definition, launchType);
         const arn = serviceArn(scope, cluster.arn, input.serviceName);
         const existing = await findServiceByArn(tx, arn);
         if (existing?.status === "ACTIVE") {
@@ -146,7 +144,7 @@ export function serviceOperations(
           clusterArn: cluster.arn,
           status: "ACTIVE",
           desiredCount,
-          launchType: "EC2",
+          launchType: launchType === "FARGATE" ? "FARGATE" : "EC2",
           schedulingStrategy: strategy,
           taskDefinition: definition.taskDefinitionArn,
           deploymentConfiguration: config,
@@ -312,15 +310,20 @@ async function applyUpdate(
   if (input.propagateTags !== undefined) updated.propagateTags = input.propagateTags;
   if (input.loadBalancers !== undefined) updated.loadBalancers = input.loadBalancers;
   if (input.serviceRegistries !== undefined) updated.serviceRegistries = input.serviceRegistries;
+  if (
+    input.capacityProviderStrategy !== undefined &&
+    launchTypeOf({ capacityProviderStrategy: input.capacityProviderStrategy }) !== updated.launchType
+  ) {
+    throw InvalidParameter("Wharf cannot change the launch type of a service: create a new service.");
+  }
   checkAgainst(
     {
-      launchType: updated.launchType,
-      capacityProviderStrategy: input.capacityProviderStrategy,
       networkConfiguration: updated.networkConfiguration,
       placementConstraints: updated.placementConstraints,
       ...(daemon ? {} : { placementStrategy: updated.placementStrategy }),
     },
     definition,
+    updated.launchType,
   );
   const redeploy =
     input.forceNewDeployment === true ||

@@ -15,7 +15,7 @@ import {
 } from "../scheduler/reconcile.ts";
 import type { Store, Tx } from "../store/store.ts";
 import { type ClusterRecord, findCluster } from "./clusters.ts";
-import { AGENT_TIMEOUT_MS } from "./instances.ts";
+import { AGENT_TIMEOUT_MS, fargateCapacityArn } from "./instances.ts";
 import type { InstanceNotifier } from "./notifier.ts";
 import {
   addEvents,
@@ -30,6 +30,8 @@ import {
 import {
   assignedContainers,
   constraintsOf,
+  FARGATE_STRATEGIES,
+  fargateSnapshot,
   type InstanceSnapshot,
   newTask,
   type RunnableDefinition,
@@ -110,7 +112,12 @@ function serviceState(record: ServiceRecord): ServiceState {
     minimumHealthyPercent: record.deploymentConfiguration.minimumHealthyPercent,
     maximumPercent: record.deploymentConfiguration.maximumPercent,
     circuitBreaker: record.deploymentConfiguration.deploymentCircuitBreaker,
-    strategies: record.placementStrategy.length === 0 ? SERVICE_DEFAULT_STRATEGIES : strategiesOf(record),
+    strategies:
+      record.launchType === "FARGATE"
+        ? FARGATE_STRATEGIES
+        : record.placementStrategy.length === 0
+          ? SERVICE_DEFAULT_STRATEGIES
+          : strategiesOf(record),
     healthCheckGracePeriodMs: (record.healthCheckGracePeriodSeconds ?? 0) * 1000,
     deployments: record.deployments,
   };
@@ -217,8 +224,11 @@ export class ServiceController {
         this.instanceMark,
       );
       const services = new Set<string>();
+      const fargate = fargateCapacityArn(scope);
       for (const cluster of new Set(instances.map((row) => row.cluster_arn))) {
-        for (const arn of await liveServiceArns(tx, cluster)) services.add(arn);
+        // Fargate capacity serves every cluster.
+        const arns = cluster === fargate ? await liveServiceArns(tx) : await liveServiceArns(tx, cluster);
+        for (const arn of arns) services.add(arn);
       }
       return { tasks, instances, services };
     });
@@ -271,7 +281,8 @@ export class ServiceController {
       const scope = { region: this.options.region, accountId: this.options.accountId };
       const cluster = await findCluster(tx, scope, record.clusterArn);
       if (cluster === undefined) return undefined;
-      const instances = await snapshot(tx, cluster, now);
+      const fargate = record.launchType === "FARGATE";
+      const instances = fargate ? await fargateSnapshot(tx, scope, now) : await snapshot(tx, cluster, now);
       const tasks = (await serviceTasks(tx, record)).map(taskState);
       const definitions = await this.definitions(tx, record);
       const placement: Record<string, DefinitionPlacement> = {};
@@ -284,7 +295,7 @@ export class ServiceController {
             ports: reservation,
             group: `service:${record.name}`,
           },
-          constraints: constraintsOf(record, definition),
+          constraints: fargate ? [] : constraintsOf(record, definition),
         };
       }
       const events = await recentEvents(tx, arn);

@@ -36,7 +36,7 @@ export interface ServiceRecord {
   clusterArn: string;
   status: ServiceStatus;
   desiredCount: number;
-  launchType: "EC2";
+  launchType: "EC2" | "FARGATE";
   schedulingStrategy: "REPLICA" | "DAEMON";
   /** The PRIMARY deployment's task definition ARN. */
   taskDefinition: string;
@@ -249,6 +249,11 @@ function deploymentConfigurationShape(config: DeploymentConfigurationT): Record<
   return shape;
 }
 
+/** The platform fields ECS reports for a FARGATE service and its deployments. */
+function fargatePlatform(record: ServiceRecord): Record<string, string> {
+  return record.launchType === "FARGATE" ? { platformVersion: "LATEST", platformFamily: "Linux" } : {};
+}
+
 /** The ECS `Service` wire shape (timestamps in epoch seconds, events newest first). */
 export async function serviceShape(
   tx: Tx,
@@ -269,6 +274,7 @@ export async function serviceShape(
       createdAt: d.createdAt / 1000,
       updatedAt: d.updatedAt / 1000,
       launchType: record.launchType,
+      ...fargatePlatform(record),
       rolloutState: d.rolloutState,
       rolloutStateReason: d.rolloutStateReason,
     };
@@ -289,6 +295,7 @@ export async function serviceShape(
     runningCount: total("running"),
     pendingCount: total("pending"),
     launchType: record.launchType,
+    ...fargatePlatform(record),
     taskDefinition: record.taskDefinition,
     deploymentConfiguration: deploymentConfigurationShape(record.deploymentConfiguration),
     deployments,

@@ -14,9 +14,16 @@ import {
 import { parseQuery, QueryError } from "../scheduler/query.ts";
 import type { AssignedContainer, TaskAssignment } from "../shared/agent-protocol.ts";
 import type { Store, Tx } from "../store/store.ts";
-import { activeCluster, type ClusterRecord } from "./clusters.ts";
+import { activeCluster, type ClusterRecord, type Scope } from "./clusters.ts";
 import { ClientException, InvalidParameter } from "./errors.ts";
-import { instancesOf, instanceUsage, instanceView, resolveInstance } from "./instances.ts";
+import {
+  fargateCapacityArn,
+  findInstance,
+  instancesOf,
+  instanceUsage,
+  instanceView,
+  resolveInstance,
+} from "./instances.ts";
 import type { InstanceNotifier } from "./notifier.ts";
 import { Tags } from "./shapes.ts";
 import { findTaskDefinition } from "./task-definitions.ts";
@@ -46,6 +53,7 @@ export interface RunnableDefinition {
   volumes?: Array<{ name: string; host?: { sourcePath?: string } }>;
   placementConstraints?: Array<{ type: string; expression?: string }>;
   requiresCompatibilities?: string[];
+  compatibilities?: string[];
 }
 
 /** Credentials tasks get for Wharf's own registry. */
@@ -265,6 +273,10 @@ export function newTask(factory: TaskFactory, instanceArn: string, zone: string 
   if (definition.cpu !== undefined || input.overrides?.cpu !== undefined) wire.cpu = String(reservation.cpu);
   if (definition.memory !== undefined || input.overrides?.memory !== undefined)
     wire.memory = String(reservation.memory);
+  if (wire.launchType === "FARGATE") {
+    wire.platformVersion = "1.4.0";
+    wire.platformFamily = "Linux";
+  }
   if (networkMode === "awsvpc") {
     wire.attachments.push({
       id: randomBytes(16).toString("hex"),
@@ -290,6 +302,39 @@ export function newTask(factory: TaskFactory, instanceArn: string, zone: string 
   return { wire, assignment, reservation, desiredVersion: 1 };
 }
 
+/** RunTask's failure reason when no Fargate capacity can take a task (ECS's words). */
+export const FARGATE_CAPACITY_UNAVAILABLE =
+  "Capacity is unavailable at this time. Please try again later or in a different availability zone";
+/** Where Fargate tasks go: spread over zones, then over capacity instances (ECS spreads Fargate over zones). */
+export const FARGATE_STRATEGIES: Strategy[] = [
+  { type: "spread", field: "attribute:ecs.availability-zone" },
+  { type: "spread", field: "instanceId" },
+];
+const FARGATE_PROVIDERS = new Set(["FARGATE", "FARGATE_SPOT"]);
+
+/**
+ * The launch type a call asks for: its `launchType`, else what its capacity
+ * provider strategy (or the cluster's default one) names. Wharf's only
+ * capacity providers are FARGATE and FARGATE_SPOT, both Wharf's Fargate capacity.
+ */
+export function launchTypeOf(
+  input: Pick<RunInput, "launchType" | "capacityProviderStrategy">,
+  defaultStrategy: ReadonlyArray<{ capacityProvider: string }> = [],
+): "EC2" | "FARGATE" | "EXTERNAL" {
+  if (input.launchType !== undefined && input.capacityProviderStrategy !== undefined) {
+    throw InvalidParameter(
+      "Specifying both a launch type and capacity provider strategy is not supported. Remove one and try again.",
+    );
+  }
+  if (input.launchType !== undefined) return input.launchType;
+  const strategy = input.capacityProviderStrategy ?? defaultStrategy;
+  if (strategy.length === 0) return "EC2";
+  if (strategy.every((item) => FARGATE_PROVIDERS.has(item.capacityProvider))) return "FARGATE";
+  throw InvalidParameter(
+    "Wharf offers only the FARGATE and FARGATE_SPOT capacity providers: use one of them or launchType EC2.",
+  );
+}
+
 function failureReasonText(failure: PlacementFailure): string {
   return failure.reason === "DRAINING" || failure.reason === "INACTIVE" ? "ATTRIBUTE" : failure.reason;
 }
@@ -312,14 +357,20 @@ export async function definitionFor(
 export function checkInput(
   input: Pick<
     RunInput,
-    "launchType" | "capacityProviderStrategy" | "networkConfiguration" | "overrides" | "tags"
+    "networkConfiguration" | "overrides" | "tags" | "placementConstraints" | "placementStrategy"
   >,
   definition: RunnableDefinition,
+  launchType: "EC2" | "FARGATE" | "EXTERNAL" = "EC2",
 ): void {
-  if (input.launchType === "FARGATE" || input.capacityProviderStrategy !== undefined) {
-    throw InvalidParameter(
-      "Fargate capacity is not available in this Wharf yet: run tasks with launchType EC2.",
-    );
+  if (launchType === "FARGATE") {
+    if (!(definition.compatibilities ?? []).includes("FARGATE")) {
+      throw InvalidParameter("Task definition does not support launch_type FARGATE.");
+    }
+    if ((input.placementConstraints?.length ?? 0) > 0 || (input.placementStrategy?.length ?? 0) > 0) {
+      throw InvalidParameter(
+        "Task placement constraints and strategies are not supported with launch type FARGATE.",
+      );
+    }
   }
   if (
     (definition.networkMode ?? "bridge") === "awsvpc" &&
@@ -380,9 +431,23 @@ export interface InstanceSnapshot {
 
 /** The placement snapshot of a cluster's EC2 instances. */
 export async function snapshot(tx: Tx, cluster: ClusterRecord, now: number): Promise<InstanceSnapshot[]> {
+  return snapshotOf(tx, cluster.arn, "EC2", now);
+}
+
+/** The placement snapshot of Wharf's Fargate capacity, which serves every cluster. */
+export async function fargateSnapshot(tx: Tx, scope: Scope, now: number): Promise<InstanceSnapshot[]> {
+  return snapshotOf(tx, fargateCapacityArn(scope), "FARGATE", now);
+}
+
+async function snapshotOf(
+  tx: Tx,
+  clusterArn: string,
+  capacity: "EC2" | "FARGATE",
+  now: number,
+): Promise<InstanceSnapshot[]> {
   const out: InstanceSnapshot[] = [];
-  for (const record of await instancesOf(tx, cluster.arn)) {
-    if (record.capacity !== "EC2") continue;
+  for (const record of await instancesOf(tx, clusterArn)) {
+    if (record.capacity !== capacity) continue;
     const view = instanceView(record, await instanceUsage(tx, record.arn), now);
     const zone = view.attributes["ecs.availability-zone"];
     const lastHeartbeat = record.lastHeartbeat;
@@ -407,9 +472,13 @@ export function taskOperations(
       const result = await store.transaction(async (tx) => {
         const cluster = await activeCluster(tx, scopeOf(ctx), input.cluster);
         const definition = await definitionFor(tx, ctx, input.taskDefinition);
-        checkInput(input, definition);
-        const instances = await snapshot(tx, cluster, now);
-        if (instances.length === 0)
+        const launchType = launchTypeOf(input, cluster.defaultCapacityProviderStrategy);
+        checkInput(input, definition, launchType);
+        const fargate = launchType === "FARGATE";
+        const instances = fargate
+          ? await fargateSnapshot(tx, scopeOf(ctx), now)
+          : await snapshot(tx, cluster, now);
+        if (instances.length === 0 && !fargate)
           throw InvalidParameter("No Container Instances were found in your cluster.");
         const containers = assignedContainers(definition, input.overrides);
         const reservation = reservationOf(definition, containers, input.overrides);
@@ -422,19 +491,28 @@ export function taskOperations(
             ports: reservation,
             group: input.group ?? `family:${definition.family}`,
           },
-          constraintsOf(input, definition),
-          strategiesOf(input),
+          fargate ? [] : constraintsOf(input, definition),
+          fargate ? FARGATE_STRATEGIES : strategiesOf(input),
           random,
         );
         const tasks: TaskRecord[] = [];
         for (const instanceArn of plan.placements) {
           const zone = instances.find((i) => i.view.arn === instanceArn)?.zone;
-          const task = newTask({ ctx, cluster, definition, input, registry }, instanceArn, zone);
+          const task = newTask(
+            { ctx, cluster, definition, input: { ...input, launchType }, registry },
+            instanceArn,
+            zone,
+          );
           await saveTask(tx, task, now);
           await putTags(tx, task.wire.taskArn, toTags(input.tags ?? []));
           tasks.push(task);
         }
-        const failures = plan.failures.map((f) => ({ arn: f.arn, reason: failureReasonText(f) }));
+        // Fargate capacity is Wharf's, not the user's: a task it cannot take fails for capacity, naming no instance.
+        const failures: Array<{ arn?: string; reason: string }> = fargate
+          ? Array.from({ length: count - plan.placements.length }, () => ({
+              reason: FARGATE_CAPACITY_UNAVAILABLE,
+            }))
+          : plan.failures.map((f) => ({ arn: f.arn, reason: failureReasonText(f) }));
         return { tasks, failures };
       });
       for (const task of result.tasks) notifier.notify(task.wire.containerInstanceArn ?? "");
@@ -488,10 +566,11 @@ export function taskOperations(
         const cluster = await activeCluster(tx, scopeOf(ctx), input.cluster);
         const record = await taskByReference(tx, ctx, cluster, input.task);
         if (record === undefined) throw InvalidParameter("The referenced task was not found.");
+        // By ARN, not within the cluster: a FARGATE task runs on Wharf's capacity, outside it.
         const instance =
           record.wire.containerInstanceArn === undefined
             ? undefined
-            : await resolveInstance(tx, scopeOf(ctx), cluster.arn, record.wire.containerInstanceArn);
+            : await findInstance(tx, record.wire.containerInstanceArn);
         // With no agent left to stop it, the task stops at once.
         const orphaned = instance === undefined || instance.status === "INACTIVE";
         if (requestStop(record, input.reason ?? "Task stopped by user", "UserInitiated", now, orphaned)) {

@@ -64,6 +64,7 @@ export interface TaskWire {
   enableExecuteCommand: boolean;
   tags?: Array<{ key: string; value: string }>;
   platformFamily?: string;
+  platformVersion?: string;
 }
 
 export interface TaskRecord {
@@ -118,6 +119,8 @@ export function taskShape(record: TaskRecord, includeTags: boolean): Record<stri
     if (value !== undefined) out[field] = value / 1000;
   }
   if (!includeTags) delete out.tags;
+  // A Fargate task names no container instance: the capacity it runs on is Wharf's, not the user's.
+  if (record.wire.launchType === "FARGATE") delete out.containerInstanceArn;
   return out;
 }
 

@@ -1,11 +1,20 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { AwsError } from "../aws/errors.ts";
 import { verifySigV4 } from "../aws/sigv4.ts";
-import { activeCluster, clusterArn, DEFAULT_CLUSTER, findCluster, saveCluster } from "../ecs/clusters.ts";
+import {
+  activeCluster,
+  type ClusterRecord,
+  clusterArn,
+  DEFAULT_CLUSTER,
+  findCluster,
+  saveCluster,
+} from "../ecs/clusters.ts";
 import { ClusterNotFound, InvalidParameter } from "../ecs/errors.ts";
 import { registerInstance } from "../ecs/instance-api.ts";
 import {
   AGENT_TIMEOUT_MS,
+  FARGATE_CAPACITY_CLUSTER,
+  fargateCapacityArn,
   findInstance,
   type InstanceRecord,
   instanceByToken,
@@ -30,7 +39,7 @@ import type {
   StatsBatch,
   TaskReport,
 } from "../shared/agent-protocol.ts";
-import type { Store } from "../store/store.ts";
+import type { Store, Tx } from "../store/store.ts";
 import { sendAwsError, signedRequest } from "./front-door.ts";
 
 export interface AgentChannelOptions {
@@ -74,6 +83,19 @@ function releasePorts(instance: InstanceRecord, task: TaskRecord): InstanceRecor
   };
 }
 
+/** What a registration says about the node, as registerInstance takes it. */
+function instanceOptions(body: RegisterNodeRequest) {
+  return {
+    ...(body.containerInstanceArn === undefined ? {} : { arn: body.containerInstanceArn }),
+    cpu: body.totalResources.cpu,
+    memory: body.totalResources.memory,
+    attributes: body.attributes ?? [],
+    versionInfo: body.versionInfo ?? { agentVersion: "unknown" },
+    hostname: body.hostname ?? "",
+    address: body.address ?? "",
+  };
+}
+
 /**
  * The agent protocol's server end (see src/shared/agent-protocol.ts):
  * registration signed with SigV4, then a node token for polling and reports.
@@ -110,6 +132,18 @@ export function registerAgentChannel(app: FastifyInstance, options: AgentChannel
     });
   };
 
+  // The cluster Fargate capacity registers in; it has no row, so users never see it.
+  const fargateCapacityCluster = (now: number): ClusterRecord => ({
+    arn: fargateCapacityArn(scope),
+    name: FARGATE_CAPACITY_CLUSTER,
+    status: "ACTIVE",
+    settings: [],
+    capacityProviders: [],
+    defaultCapacityProviderStrategy: [],
+    createdAt: now,
+    updatedAt: now,
+  });
+
   route("/agent/v1/register", async (request) => {
     const now = options.clock();
     // Registration is signed with the agent's access key, as the ECS agent signs RegisterContainerInstance.
@@ -123,7 +157,15 @@ export function registerAgentChannel(app: FastifyInstance, options: AgentChannel
     if (typeof body.cluster !== "string" || typeof body.totalResources?.cpu !== "number") {
       throw InvalidParameter("cluster and totalResources are required.");
     }
+    const capacity = body.capacity === "FARGATE" ? "FARGATE" : "EC2";
     const result = await store.transaction(async (tx) => {
+      if (capacity === "FARGATE") {
+        // Fargate capacity serves every cluster: it joins Wharf's own, whatever cluster the agent names.
+        return registerInstance(tx, { ...scope, now: now.getTime() }, fargateCapacityCluster(now.getTime()), {
+          ...instanceOptions(body),
+          capacity,
+        });
+      }
       let cluster = await findCluster(tx, scope, body.cluster);
       if ((cluster === undefined || cluster.status !== "ACTIVE") && body.cluster === DEFAULT_CLUSTER) {
         // The ECS agent creates the default cluster when it joins it and it does not exist.
@@ -142,14 +184,8 @@ export function registerAgentChannel(app: FastifyInstance, options: AgentChannel
       if (cluster === undefined || cluster.status !== "ACTIVE") throw ClusterNotFound("Cluster not found.");
       const active = await activeCluster(tx, scope, cluster.name);
       return registerInstance(tx, { ...scope, now: now.getTime() }, active, {
-        ...(body.containerInstanceArn === undefined ? {} : { arn: body.containerInstanceArn }),
-        cpu: body.totalResources.cpu,
-        memory: body.totalResources.memory,
-        attributes: body.attributes ?? [],
-        versionInfo: body.versionInfo ?? { agentVersion: "unknown" },
-        hostname: body.hostname ?? "",
-        address: body.address ?? "",
-        capacity: body.capacity === "FARGATE" ? "FARGATE" : "EC2",
+        ...instanceOptions(body),
+        capacity,
       });
     });
     const response: RegisterNodeResponse = {
@@ -165,29 +201,39 @@ export function registerAgentChannel(app: FastifyInstance, options: AgentChannel
     const instance = await node(request);
     const body = json<PollRequest>(request);
     const known = body.known ?? {};
-    // Re-reads the instance: the poll may have waited while its status or attributes changed.
-    // The ports the agent sent are only current when the poll arrives, not after it waited.
-    const heartbeat = async (arriving: boolean) =>
+    // The instance as it is now: the poll may have waited while its status or attributes changed.
+    const current = async (tx: Tx) => {
+      const record = await findInstance(tx, instance.arn);
+      if (record === undefined || record.status === "INACTIVE") {
+        throw Unauthorized("The container instance is deregistered; register again.");
+      }
+      return record;
+    };
+    // A poll's arrival is the heartbeat (and brings the agent's ports); the end of its wait says
+    // nothing of the agent, which may have gone meanwhile without the connection closing.
+    const heartbeat = () =>
       store.transaction(async (tx) => {
-        const current = await findInstance(tx, instance.arn);
-        if (current === undefined || current.status === "INACTIVE") {
-          throw Unauthorized("The container instance is deregistered; register again.");
-        }
-        current.lastHeartbeat = options.clock().getTime();
-        if (arriving && body.usedPorts !== undefined) current.usedPorts = body.usedPorts;
-        await saveInstance(tx, current);
+        const record = await current(tx);
+        record.lastHeartbeat = options.clock().getTime();
+        if (body.usedPorts !== undefined) record.usedPorts = body.usedPorts;
+        await saveInstance(tx, record);
+        return (await tasksForInstance(tx, instance.arn)).map(assignmentOf);
+      });
+    const assignments = () =>
+      store.read(async (tx) => {
+        await current(tx);
         return (await tasksForInstance(tx, instance.arn)).map(assignmentOf);
       });
     const differs = (tasks: PollResponse["tasks"]) =>
       tasks.length !== Object.keys(known).length || tasks.some((t) => known[t.taskArn] !== t.version);
-    let tasks = await heartbeat(true);
+    let tasks = await heartbeat();
     if (!differs(tasks)) {
       const aborted = new AbortController();
       request.raw.once("close", () => aborted.abort());
       const signal = AbortSignal.any([aborted.signal, closing.signal]);
       await notifier.wait(instance.arn, Math.min(POLL_TIMEOUT_MS, AGENT_TIMEOUT_MS / 2), signal);
       if (signal.aborted) return { tasks };
-      tasks = await heartbeat(false);
+      tasks = await assignments();
     }
     const response: PollResponse = { tasks };
     return response;

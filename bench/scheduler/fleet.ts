@@ -1,0 +1,133 @@
+// Simulated container instances: each registers through the real agent protocol (SigV4), then
+// long-polls as `wharf agent` does and acknowledges every new task with a RUNNING report. No
+// containers. One long poll per instance is outstanding at any time (the server answers it when
+// the instance's tasks change, or after 15 s), which keeps every instance connected.
+import { setMaxListeners } from "node:events";
+import { ServerClient } from "../../src/agent/client.ts";
+import type { TaskAssignment } from "../../src/shared/agent-protocol.ts";
+
+export const ZONES = ["us-east-1a", "us-east-1b", "us-east-1c"];
+
+interface SimInstance {
+  client: ServerClient;
+  arn: string;
+  known: Record<string, number>;
+  reported: Set<string>;
+}
+
+export interface FleetCounters {
+  polls: number;
+  pollErrors: number;
+  reports: number;
+  reportErrors: number;
+  /** Tasks acknowledged RUNNING, with the time (performance.now) each was. */
+  acked: number;
+  lastError?: string;
+}
+
+async function pool<T>(items: readonly T[], concurrency: number, fn: (item: T) => Promise<void>) {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const item = items[next++] as T;
+      await fn(item);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, items.length) }, worker));
+}
+
+export class Fleet {
+  readonly counters: FleetCounters = { polls: 0, pollErrors: 0, reports: 0, reportErrors: 0, acked: 0 };
+  private readonly instances: SimInstance[] = [];
+  private readonly stopping = new AbortController();
+  private loops: Promise<void>[] = [];
+
+  constructor(
+    private readonly server: {
+      endpoint: string;
+      region: string;
+      credentials: { accessKeyId: string; secretAccessKey: string };
+    },
+    private readonly options: { cluster: string; ack: boolean; cpu: number; memory: number },
+  ) {}
+
+  /** Registers `count` instances, `concurrency` at a time; returns the registration wall time, ms. */
+  async register(count: number, concurrency = 16): Promise<number> {
+    const started = performance.now();
+    const indexes = Array.from({ length: count }, (_, i) => i);
+    await pool(indexes, concurrency, async (i) => {
+      const client = new ServerClient(this.server.endpoint, this.server.credentials, this.server.region);
+      const response = await client.register({
+        cluster: this.options.cluster,
+        hostname: `sim-${i}`,
+        address: `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`,
+        totalResources: { cpu: this.options.cpu, memory: this.options.memory },
+        attributes: [
+          { name: "ecs.os-type", value: "linux" },
+          { name: "ecs.availability-zone", value: ZONES[i % ZONES.length] as string },
+          { name: "ecs.instance-type", value: "wharf.sim" },
+        ],
+        versionInfo: { agentVersion: "bench-sim" },
+        capacity: "EC2",
+      });
+      this.instances.push({ client, arn: response.containerInstanceArn, known: {}, reported: new Set() });
+    });
+    return performance.now() - started;
+  }
+
+  /** Starts every instance's poll loop, staggered over `spreadMs` so polls do not arrive in lockstep. */
+  start(spreadMs = 2000): void {
+    // Every outstanding poll listens on the one stop signal.
+    setMaxListeners(0, this.stopping.signal);
+    this.loops = this.instances.map((instance, i) =>
+      this.loop(instance, (i / Math.max(this.instances.length, 1)) * spreadMs),
+    );
+  }
+
+  async stop(): Promise<void> {
+    this.stopping.abort();
+    await Promise.all(this.loops);
+  }
+
+  private async loop(instance: SimInstance, delayMs: number): Promise<void> {
+    const signal = this.stopping.signal;
+    await new Promise((done) => setTimeout(done, delayMs));
+    while (!signal.aborted) {
+      let tasks: TaskAssignment[];
+      try {
+        ({ tasks } = await instance.client.poll({ known: instance.known }, 40_000, signal));
+        this.counters.polls++;
+      } catch (error) {
+        if (signal.aborted) return;
+        this.counters.pollErrors++;
+        this.counters.lastError = String(error);
+        await new Promise((done) => setTimeout(done, 500));
+        continue;
+      }
+      const known: Record<string, number> = {};
+      for (const task of tasks) known[task.taskArn] = task.version;
+      instance.known = known;
+      if (!this.options.ack) continue;
+      for (const task of tasks) {
+        if (task.desiredStatus !== "RUNNING" || instance.reported.has(task.taskArn)) continue;
+        const now = Date.now();
+        try {
+          await instance.client.report({
+            taskArn: task.taskArn,
+            lastStatus: "RUNNING",
+            containers: task.containers.map((c) => ({ name: c.name, lastStatus: "RUNNING" })),
+            pullStartedAt: now,
+            pullStoppedAt: now,
+            at: now,
+          });
+          instance.reported.add(task.taskArn);
+          this.counters.reports++;
+          this.counters.acked++;
+        } catch (error) {
+          this.counters.reportErrors++;
+          this.counters.lastError = String(error);
+        }
+      }
+    }
+  }
+}

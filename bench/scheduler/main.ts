@@ -1,0 +1,360 @@
+// npm run bench:scheduler [-- --instances N --tasks N --quick …]
+//
+// The real placement and persistence path, no containers: a Wharf server in its own process,
+// simulated instances registered and long-polling through the agent protocol (they acknowledge
+// every task with a RUNNING report), then
+//   (a) RunTask of `count` 10 through the AWS SDK, `--concurrency` calls in flight, until `--tasks`
+//       tasks are placed (or `--budget` seconds pass): placements/s and latency per call;
+//   (b) in a second cluster with as many fresh instances, one service scaled from 0 to
+//       `--service-tasks` with UpdateService: time until every task exists (running + pending
+//       = desired) and until runningCount = desired.
+// Prints a table, then the result as JSON.
+import { cpus, loadavg, totalmem } from "node:os";
+import { parseArgs } from "node:util";
+import {
+  CreateClusterCommand,
+  CreateServiceCommand,
+  DescribeServicesCommand,
+  ECSClient,
+  RegisterTaskDefinitionCommand,
+  RunTaskCommand,
+  UpdateServiceCommand,
+} from "@aws-sdk/client-ecs";
+import { processCpu, processMemory } from "../task-start/proc.ts";
+import { round1, roundSummary, summarize, table } from "../task-start/stats.ts";
+import { Fleet } from "./fleet.ts";
+import { summarizeProfiles } from "./profile.ts";
+import { startWharf, type WharfServer } from "./server.ts";
+
+const USAGE = `usage: npm run bench:scheduler -- [options]
+  --instances N       simulated container instances per cluster (default 5000)
+  --tasks N           tasks RunTask places, in calls of count 10 (default 100000)
+  --service-tasks N   desired count the service is scaled to from 0 (default 10000)
+  --quick             500 instances, 10000 tasks, service to 1000
+  --concurrency N     RunTask calls in flight (default 8)
+  --budget S          stop issuing RunTask after S seconds, and give the service S seconds (default 900)
+  --no-ack            agents poll but never report RUNNING (phase b then waits for placement only)
+  --skip-run-task     only phase (b);   --skip-service: only phase (a)
+  --cpu-prof DIR      run the server under node --cpu-prof, profile written to DIR and summarised`;
+
+interface Settings {
+  instances: number;
+  tasks: number;
+  serviceTasks: number;
+  concurrency: number;
+  budgetS: number;
+  ack: boolean;
+  runTask: boolean;
+  service: boolean;
+  profileDir: string | undefined;
+}
+
+function settings(): Settings {
+  const { values } = parseArgs({
+    options: {
+      instances: { type: "string" },
+      tasks: { type: "string" },
+      "service-tasks": { type: "string" },
+      quick: { type: "boolean", default: false },
+      concurrency: { type: "string", default: "8" },
+      budget: { type: "string", default: "900" },
+      "no-ack": { type: "boolean", default: false },
+      "skip-run-task": { type: "boolean", default: false },
+      "skip-service": { type: "boolean", default: false },
+      "cpu-prof": { type: "string" },
+      help: { type: "boolean", default: false },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(`${USAGE}\n`);
+    process.exit(0);
+  }
+  const int = (value: string | undefined, fallback: number) => {
+    const n = value === undefined ? fallback : Number(value);
+    if (!Number.isInteger(n) || n < 0) throw new Error(`not a whole number: ${value}\n${USAGE}`);
+    return n;
+  };
+  return {
+    instances: int(values.instances, values.quick ? 500 : 5000),
+    tasks: int(values.tasks, values.quick ? 10_000 : 100_000),
+    serviceTasks: int(values["service-tasks"], values.quick ? 1000 : 10_000),
+    concurrency: int(values.concurrency, 8),
+    budgetS: int(values.budget, 900),
+    ack: !values["no-ack"],
+    runTask: !values["skip-run-task"],
+    service: !values["skip-service"],
+    profileDir: values["cpu-prof"],
+  };
+}
+
+// Room for 64 tasks per instance: the issue's density (20 per instance) never runs out of capacity.
+const INSTANCE = { cpu: 4096, memory: 8192 };
+const TASK = { cpu: 64, memory: 128 };
+
+function log(message: string): void {
+  process.stderr.write(`[${new Date().toISOString().slice(11, 19)}] ${message}\n`);
+}
+
+async function setUpCluster(ecs: ECSClient, server: WharfServer, name: string, s: Settings) {
+  await ecs.send(new CreateClusterCommand({ clusterName: name }));
+  const fleet = new Fleet(server, { cluster: name, ack: s.ack, ...INSTANCE });
+  const registerMs = await fleet.register(s.instances);
+  fleet.start();
+  log(`${name}: ${s.instances} instances registered in ${(registerMs / 1000).toFixed(1)} s`);
+  return { fleet, registerMs };
+}
+
+interface Window {
+  /** Tasks placed so far at the end of the window. */
+  placed: number;
+  seconds: number;
+  placementsPerS: number;
+  p99Ms: number;
+}
+
+async function runTaskPhase(ecs: ECSClient, server: WharfServer, definition: string, s: Settings) {
+  const { fleet, registerMs } = await setUpCluster(ecs, server, "bench-run-task", s);
+  const calls = Math.ceil(s.tasks / 10);
+  const latencies: number[] = [];
+  const windows: Window[] = [];
+  const failures = new Map<string, number>();
+  let placed = 0;
+  let issued = 0;
+  let errors = 0;
+  let lastError: string | undefined;
+  const cpu0 = processCpu(server.pid).self;
+  const started = performance.now();
+  const deadline = started + s.budgetS * 1000;
+  let windowStart = started;
+  let windowLatencies: number[] = [];
+  let windowPlaced = 0;
+  const windowCalls = Math.max(1, Math.floor(calls / 20));
+  const closeWindow = () => {
+    const now = performance.now();
+    const seconds = (now - windowStart) / 1000;
+    windows.push({
+      placed,
+      seconds: round1(seconds),
+      placementsPerS: round1(windowPlaced / seconds),
+      p99Ms: round1(summarize(windowLatencies)?.p99 ?? 0),
+    });
+    log(
+      `run-task: ${placed}/${s.tasks} placed; last window ${(windowPlaced / seconds).toFixed(0)}/s, p99 ${(summarize(windowLatencies)?.p99 ?? 0).toFixed(0)} ms; acked ${fleet.counters.acked}`,
+    );
+    windowStart = now;
+    windowLatencies = [];
+    windowPlaced = 0;
+  };
+  const worker = async () => {
+    while (issued < calls && performance.now() < deadline) {
+      issued++;
+      const count = Math.min(10, s.tasks - (issued - 1) * 10);
+      const t0 = performance.now();
+      try {
+        const answer = await ecs.send(
+          new RunTaskCommand({ cluster: "bench-run-task", taskDefinition: definition, count }),
+        );
+        const ms = performance.now() - t0;
+        latencies.push(ms);
+        windowLatencies.push(ms);
+        const n = answer.tasks?.length ?? 0;
+        placed += n;
+        windowPlaced += n;
+        for (const f of answer.failures ?? []) {
+          const key = f.reason ?? "?";
+          failures.set(key, (failures.get(key) ?? 0) + 1);
+        }
+      } catch (error) {
+        errors++;
+        lastError = String(error);
+      }
+      if (latencies.length % windowCalls === 0) closeWindow();
+    }
+  };
+  await Promise.all(Array.from({ length: s.concurrency }, worker));
+  const wallMs = performance.now() - started;
+  const serverCpuMs = processCpu(server.pid).self - cpu0;
+  // Acknowledgements trail placement: wait (bounded) for the agents to report the rest RUNNING.
+  const ackDeadline = performance.now() + 120_000;
+  while (s.ack && fleet.counters.acked < placed && performance.now() < ackDeadline) {
+    await new Promise((done) => setTimeout(done, 250));
+  }
+  const ackedMs = performance.now() - started;
+  const acked = fleet.counters.acked;
+  await fleet.stop();
+  return {
+    instances: s.instances,
+    registerSeconds: round1(registerMs / 1000),
+    requestedTasks: s.tasks,
+    calls: latencies.length,
+    errors,
+    ...(lastError === undefined ? {} : { lastError }),
+    placed,
+    failures: Object.fromEntries(failures),
+    completed: placed >= s.tasks,
+    wallSeconds: round1(wallMs / 1000),
+    placementsPerS: round1(placed / (wallMs / 1000)),
+    latencyMs: roundSummary(summarize(latencies)),
+    serverCpuSeconds: round1(serverCpuMs / 1000),
+    acked,
+    ackedSeconds: round1(ackedMs / 1000),
+    agent: { ...fleet.counters },
+    windows,
+  };
+}
+
+async function servicePhase(ecs: ECSClient, server: WharfServer, definition: string, s: Settings) {
+  const cluster = "bench-service";
+  const { fleet, registerMs } = await setUpCluster(ecs, server, cluster, s);
+  await ecs.send(
+    new CreateServiceCommand({ cluster, serviceName: "scale", taskDefinition: definition, desiredCount: 0 }),
+  );
+  const cpu0 = processCpu(server.pid).self;
+  const started = performance.now();
+  await ecs.send(new UpdateServiceCommand({ cluster, service: "scale", desiredCount: s.serviceTasks }));
+  const updateMs = performance.now() - started;
+  const deadline = started + s.budgetS * 1000;
+  let allPlacedMs: number | undefined;
+  let allRunningMs: number | undefined;
+  let last = { running: 0, pending: 0 };
+  const describeMs: number[] = [];
+  let lastLog = 0;
+  while (performance.now() < deadline) {
+    const t0 = performance.now();
+    const answer = await ecs.send(new DescribeServicesCommand({ cluster, services: ["scale"] }));
+    describeMs.push(performance.now() - t0);
+    const service = answer.services?.[0];
+    last = { running: service?.runningCount ?? 0, pending: service?.pendingCount ?? 0 };
+    const now = performance.now() - started;
+    if (allPlacedMs === undefined && last.running + last.pending >= s.serviceTasks) allPlacedMs = now;
+    if (last.running >= s.serviceTasks) {
+      allRunningMs = now;
+      break;
+    }
+    if (!s.ack && allPlacedMs !== undefined) break;
+    if (now - lastLog > 10_000) {
+      lastLog = now;
+      log(`service: ${last.running} running, ${last.pending} pending of ${s.serviceTasks}`);
+    }
+    await new Promise((done) => setTimeout(done, 250));
+  }
+  const serverCpuMs = processCpu(server.pid).self - cpu0;
+  await fleet.stop();
+  const seconds = (ms: number | undefined) => (ms === undefined ? undefined : round1(ms / 1000));
+  return {
+    instances: s.instances,
+    registerSeconds: round1(registerMs / 1000),
+    desired: s.serviceTasks,
+    updateServiceMs: round1(updateMs),
+    allPlacedSeconds: seconds(allPlacedMs),
+    allRunningSeconds: seconds(allRunningMs),
+    placementsPerS: allPlacedMs === undefined ? undefined : round1(s.serviceTasks / (allPlacedMs / 1000)),
+    runningPerS: allRunningMs === undefined ? undefined : round1(s.serviceTasks / (allRunningMs / 1000)),
+    final: last,
+    describeServicesMs: roundSummary(summarize(describeMs)),
+    serverCpuSeconds: round1(serverCpuMs / 1000),
+    agent: { ...fleet.counters },
+  };
+}
+
+async function main(): Promise<void> {
+  const s = settings();
+  log(`starting Wharf (${s.profileDir === undefined ? "no profile" : `--cpu-prof into ${s.profileDir}`})`);
+  const server = await startWharf(s.profileDir === undefined ? {} : { profileDir: s.profileDir });
+  const stopServer = () => void server.stop(5000);
+  process.once("SIGINT", stopServer);
+  process.once("SIGTERM", stopServer);
+  let runTask: Awaited<ReturnType<typeof runTaskPhase>> | undefined;
+  let service: Awaited<ReturnType<typeof servicePhase>> | undefined;
+  let peakRssMiB = 0;
+  try {
+    const ecs = new ECSClient({
+      endpoint: server.endpoint,
+      region: server.region,
+      credentials: server.credentials,
+      maxAttempts: 1,
+      requestHandler: { requestTimeout: 300_000 },
+    });
+    const registered = await ecs.send(
+      new RegisterTaskDefinitionCommand({
+        family: "bench-scheduler",
+        containerDefinitions: [
+          { name: "app", image: "busybox:latest", essential: true, command: ["sleep", "3600"], ...TASK },
+        ],
+      }),
+    );
+    const definition = registered.taskDefinition?.taskDefinitionArn;
+    if (definition === undefined) throw new Error("RegisterTaskDefinition returned no ARN");
+    if (s.runTask) runTask = await runTaskPhase(ecs, server, definition, s);
+    if (s.service) service = await servicePhase(ecs, server, definition, s);
+    peakRssMiB = processMemory(server.pid).peakMiB;
+  } finally {
+    await server.stop();
+  }
+  const profile =
+    s.profileDir === undefined ? undefined : await summarizeProfiles(s.profileDir).catch(() => undefined);
+  const result = {
+    benchmark: "scheduler",
+    date: new Date().toISOString(),
+    machine: {
+      cpus: cpus().length,
+      model: cpus()[0]?.model ?? "?",
+      memoryGiB: Math.round(totalmem() / 2 ** 30),
+      load: loadavg().map(round1),
+    },
+    node: process.version,
+    settings: { ...s, instance: INSTANCE, task: TASK },
+    serverPeakRssMiB: peakRssMiB,
+    runTask,
+    service,
+    reference: {
+      nomadMillionContainers: "3,750 containers/s (published, five servers; not run here)",
+      kubernetesSchedulerFloor: "~800 pods/s at 5,000 nodes (published threshold; not run here)",
+    },
+    ...(profile === undefined ? {} : { profile }),
+  };
+  const rows: string[][] = [];
+  if (runTask !== undefined) {
+    rows.push([
+      `RunTask x10 (${runTask.instances} inst.)`,
+      `${runTask.placed}/${runTask.requestedTasks}`,
+      runTask.wallSeconds.toFixed(1),
+      runTask.placementsPerS.toFixed(0),
+      runTask.latencyMs?.p50.toFixed(1) ?? "–",
+      runTask.latencyMs?.p99.toFixed(1) ?? "–",
+      `${runTask.acked}`,
+    ]);
+  }
+  if (service !== undefined) {
+    rows.push([
+      `Service 0→${service.desired} (${service.instances} inst.)`,
+      `${service.final.running + service.final.pending}/${service.desired}`,
+      service.allPlacedSeconds?.toFixed(1) ?? "–",
+      service.placementsPerS?.toFixed(0) ?? "–",
+      "–",
+      `UpdateService ${service.updateServiceMs.toFixed(0)}`,
+      `${service.final.running} (${service.allRunningSeconds?.toFixed(1) ?? "–"} s)`,
+    ]);
+  }
+  process.stderr.write(
+    `\n${table(["phase", "placed", "wall s", "placements/s", "p50 ms", "p99 ms", "RUNNING"], rows)}\n`,
+  );
+  process.stderr.write("reference (published, not run here): Nomad 3,750/s; Kubernetes floor ~800/s\n\n");
+  if (profile !== undefined) {
+    process.stderr.write(
+      `server profile, self time:\n${table(
+        ["function", "ms", "%"],
+        profile.self.slice(0, 20).map((f) => [f.name, f.ms.toFixed(0), f.percent.toFixed(1)]),
+      )}\n\ninclusive time:\n${table(
+        ["function", "ms", "%"],
+        profile.inclusive.map((f) => [f.name, f.ms.toFixed(0), f.percent.toFixed(1)]),
+      )}\n\n`,
+    );
+  }
+  process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+  process.exitCode = 1;
+});

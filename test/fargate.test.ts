@@ -1,0 +1,285 @@
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { cleanupAgent, eventually, pushBusybox, startTestAgent, type TestAgent } from "./agent-harness.ts";
+import { aws, startTestServer, type TestServer } from "./helpers.ts";
+
+/**
+ * FARGATE tasks and services run on capacity Wharf manages (here a test
+ * agent registered with capacity FARGATE) in a cluster with no container
+ * instances of its own.
+ */
+
+let server: TestServer;
+let capacity: TestAgent | undefined;
+let fargateDefinition: string;
+let ec2Definition: string;
+const files = mkdtempSync(join(tmpdir(), "wharf-fargate-"));
+const CLUSTER = "serverless";
+const NETWORK = [
+  "--network-configuration",
+  "awsvpcConfiguration={subnets=[subnet-wharf],assignPublicIp=DISABLED}",
+];
+
+interface Task {
+  taskArn: string;
+  clusterArn: string;
+  lastStatus: string;
+  launchType: string;
+  platformVersion?: string;
+  platformFamily?: string;
+  containerInstanceArn?: string;
+  cpu?: string;
+  memory?: string;
+  containers: Array<{ networkInterfaces?: Array<{ privateIpv4Address: string }> }>;
+}
+
+async function ecs(args: string[]): Promise<unknown> {
+  const result = await aws(server, ["ecs", ...args]);
+  assert.equal(result.code, 0, result.stderr);
+  return result.json;
+}
+
+async function registerTaskDefinition(definition: Record<string, unknown>): Promise<string> {
+  const file = join(files, `${String(definition.family)}.json`);
+  writeFileSync(file, JSON.stringify(definition));
+  const body = (await ecs(["register-task-definition", "--cli-input-json", `file://${file}`])) as {
+    taskDefinition: { taskDefinitionArn: string };
+  };
+  return body.taskDefinition.taskDefinitionArn;
+}
+
+async function describeTask(taskArn: string): Promise<Task> {
+  const body = (await ecs(["describe-tasks", "--cluster", CLUSTER, "--tasks", taskArn])) as { tasks: Task[] };
+  return body.tasks[0] as Task;
+}
+
+function until(taskArn: string, status: string): Promise<Task> {
+  return eventually(status, async () => {
+    const task = await describeTask(taskArn);
+    return task.lastStatus === status ? task : undefined;
+  });
+}
+
+before(async () => {
+  server = await startTestServer();
+  const image = await pushBusybox(server, "busybox");
+  await ecs(["create-cluster", "--cluster-name", CLUSTER]);
+  fargateDefinition = await registerTaskDefinition({
+    family: "serverless-app",
+    requiresCompatibilities: ["FARGATE"],
+    networkMode: "awsvpc",
+    cpu: "256",
+    memory: "512",
+    containerDefinitions: [{ name: "app", image, command: ["sleep", "300"], stopTimeout: 2 }],
+  });
+  ec2Definition = await registerTaskDefinition({
+    family: "on-instances",
+    containerDefinitions: [{ name: "app", image, memory: 32, command: ["sleep", "300"] }],
+  });
+});
+
+after(async () => {
+  await capacity?.stop();
+  if (capacity !== undefined) await cleanupAgent(capacity);
+  await server?.stop();
+  rmSync(files, { recursive: true, force: true });
+});
+
+describe("Fargate", () => {
+  it("reports a lack of capacity when Wharf has no Fargate capacity", async () => {
+    const body = (await ecs([
+      "run-task",
+      "--cluster",
+      CLUSTER,
+      "--launch-type",
+      "FARGATE",
+      "--task-definition",
+      fargateDefinition,
+      ...NETWORK,
+    ])) as { tasks: Task[]; failures: Array<{ arn?: string; reason: string }> };
+    assert.deepEqual(body.tasks, []);
+    assert.deepEqual(body.failures, [
+      {
+        reason:
+          "Capacity is unavailable at this time. Please try again later or in a different availability zone",
+      },
+    ]);
+  });
+
+  it("refuses what ECS refuses for FARGATE", async () => {
+    const noNetwork = await aws(server, [
+      "ecs",
+      "run-task",
+      "--cluster",
+      CLUSTER,
+      "--launch-type",
+      "FARGATE",
+      "--task-definition",
+      fargateDefinition,
+    ]);
+    assert.notEqual(noNetwork.code, 0);
+    assert.match(
+      noNetwork.stderr,
+      /Network Configuration must be provided when networkMode 'awsvpc' is specified/,
+    );
+    const ec2Only = await aws(server, [
+      "ecs",
+      "run-task",
+      "--cluster",
+      CLUSTER,
+      "--launch-type",
+      "FARGATE",
+      "--task-definition",
+      ec2Definition,
+      ...NETWORK,
+    ]);
+    assert.notEqual(ec2Only.code, 0);
+    assert.match(ec2Only.stderr, /Task definition does not support launch_type FARGATE/);
+  });
+
+  describe("with Wharf's Fargate capacity", () => {
+    before(async () => {
+      // The cluster the agent names does not matter: Fargate capacity serves every cluster.
+      capacity = await startTestAgent(server, { capacity: "FARGATE" });
+    });
+
+    it("runs a FARGATE task in a cluster with no container instances", async () => {
+      const body = (await ecs([
+        "run-task",
+        "--cluster",
+        CLUSTER,
+        "--launch-type",
+        "FARGATE",
+        "--task-definition",
+        fargateDefinition,
+        ...NETWORK,
+      ])) as { tasks: Task[]; failures: unknown[] };
+      assert.deepEqual(body.failures, []);
+      const started = body.tasks[0] as Task;
+      assert.equal(started.lastStatus, "PROVISIONING");
+      const running = await until(started.taskArn, "RUNNING");
+      assert.equal(running.launchType, "FARGATE");
+      assert.equal(running.platformVersion, "1.4.0");
+      assert.equal(running.platformFamily, "Linux");
+      assert.equal(running.containerInstanceArn, undefined);
+      assert.match(running.clusterArn, new RegExp(`cluster/${CLUSTER}$`));
+      assert.equal(running.cpu, "256");
+      assert.equal(running.memory, "512");
+      const address = running.containers[0]?.networkInterfaces?.[0]?.privateIpv4Address ?? "";
+      assert.ok(address.length > 0, "the task has a private address");
+
+      // The capacity is Wharf's: the user's cluster lists no container instances.
+      const listed = (await ecs(["list-container-instances", "--cluster", CLUSTER])) as {
+        containerInstanceArns: string[];
+      };
+      assert.deepEqual(listed.containerInstanceArns, []);
+      const clusters = (await ecs(["list-clusters"])) as { clusterArns: string[] };
+      assert.ok(
+        clusters.clusterArns.every((arn) => !arn.includes("fargate")),
+        "Wharf's capacity is in no cluster the user sees",
+      );
+      const described = (await ecs([
+        "describe-clusters",
+        "--clusters",
+        CLUSTER,
+        "--include",
+        "STATISTICS",
+      ])) as {
+        clusters: Array<{
+          registeredContainerInstancesCount: number;
+          runningTasksCount: number;
+          statistics: Array<{ name: string; value: string }>;
+        }>;
+      };
+      const cluster = described.clusters[0];
+      assert.equal(cluster?.registeredContainerInstancesCount, 0);
+      assert.equal(cluster?.runningTasksCount, 1);
+      const statistic = (name: string) => cluster?.statistics.find((s) => s.name === name)?.value;
+      assert.equal(statistic("runningFargateTasksCount"), "1");
+      assert.equal(statistic("runningEC2TasksCount"), "0");
+      // EC2 tasks still need the user's own instances.
+      const ec2 = await aws(server, [
+        "ecs",
+        "run-task",
+        "--cluster",
+        CLUSTER,
+        "--launch-type",
+        "EC2",
+        "--task-definition",
+        ec2Definition,
+      ]);
+      assert.notEqual(ec2.code, 0);
+      assert.match(ec2.stderr, /No Container Instances were found in your cluster\./);
+
+      const listedTasks = (await ecs(["list-tasks", "--cluster", CLUSTER])) as { taskArns: string[] };
+      assert.deepEqual(listedTasks.taskArns, [started.taskArn]);
+      await ecs(["stop-task", "--cluster", CLUSTER, "--task", started.taskArn]);
+      await until(started.taskArn, "STOPPED");
+    });
+
+    it("runs a FARGATE service, and tasks asked for with a FARGATE capacity provider strategy", async () => {
+      const created = (await ecs([
+        "create-service",
+        "--cluster",
+        CLUSTER,
+        "--service-name",
+        "api",
+        "--task-definition",
+        fargateDefinition,
+        "--desired-count",
+        "2",
+        "--launch-type",
+        "FARGATE",
+        ...NETWORK,
+      ])) as { service: { launchType: string; platformVersion?: string } };
+      assert.equal(created.service.launchType, "FARGATE");
+      assert.equal(created.service.platformVersion, "LATEST");
+      const service = await eventually(
+        "2 RUNNING",
+        async () => {
+          const body = (await ecs(["describe-services", "--cluster", CLUSTER, "--services", "api"])) as {
+            services: Array<{ runningCount: number; events: Array<{ message: string }> }>;
+          };
+          const found = body.services[0];
+          return found !== undefined && found.runningCount === 2 ? found : undefined;
+        },
+        90_000,
+      );
+      assert.equal(service.runningCount, 2);
+      const tasks = (await ecs(["list-tasks", "--cluster", CLUSTER, "--service-name", "api"])) as {
+        taskArns: string[];
+      };
+      assert.equal(tasks.taskArns.length, 2);
+      for (const arn of tasks.taskArns) {
+        const task = await describeTask(arn);
+        assert.equal(task.launchType, "FARGATE");
+        assert.equal(task.containerInstanceArn, undefined);
+      }
+      await ecs(["delete-service", "--cluster", CLUSTER, "--service", "api", "--force"]);
+      await eventually("the service's tasks stopped", async () => {
+        const left = (await ecs(["list-tasks", "--cluster", CLUSTER])) as { taskArns: string[] };
+        return left.taskArns.length === 0 ? true : undefined;
+      });
+
+      const run = (await ecs([
+        "run-task",
+        "--cluster",
+        CLUSTER,
+        "--capacity-provider-strategy",
+        "capacityProvider=FARGATE,weight=1",
+        "--task-definition",
+        fargateDefinition,
+        ...NETWORK,
+      ])) as { tasks: Task[]; failures: unknown[] };
+      assert.deepEqual(run.failures, []);
+      const task = run.tasks[0] as Task;
+      assert.equal(task.launchType, "FARGATE");
+      await until(task.taskArn, "RUNNING");
+      await ecs(["stop-task", "--cluster", CLUSTER, "--task", task.taskArn]);
+      await until(task.taskArn, "STOPPED");
+    });
+  });
+});
