@@ -318,6 +318,15 @@ describe("container instances", () => {
     assert.deepEqual(await listInstances(cluster, ["--filter", "attribute:color == green"]), [arn]);
     assert.deepEqual(await listInstances(cluster, ["--filter", "attribute:team exists"]), [arn]);
 
+    const unknown = await ecsFails([
+      "put-attributes",
+      "--cluster",
+      cluster,
+      "--attributes",
+      `name=team,value=x,targetType=container-instance,targetId=${"0".repeat(32)}`,
+    ]);
+    assert.match(unknown, /TargetNotFoundException/);
+
     await ecs([
       "delete-attributes",
       "--cluster",

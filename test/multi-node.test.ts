@@ -5,7 +5,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "n
 import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { AGENT_TIMEOUT_MS } from "../src/ecs/instances.ts";
+import { AGENT_TIMEOUT_MS, POLL_TIMEOUT_MS } from "../src/ecs/instances.ts";
 import { eventually, freeSubnet, pushBusybox } from "./agent-harness.ts";
 import { WHARF_BIN } from "./cli.ts";
 import { aws, startTestServer, type TestServer } from "./helpers.ts";
@@ -401,12 +401,30 @@ describe("several nodes on one machine", () => {
     removeNode(gone);
     // Past the agent timeout (the server's clock runs ahead rather than the test waiting).
     skewMs += AGENT_TIMEOUT_MS + 5_000;
-    await eventually("the dead node to show disconnected and the live one connected", async () => {
-      const instances = await describeInstances();
-      const dead = instances.find((i) => i.containerInstanceArn === gone.arn);
-      const live = instances.find((i) => i.containerInstanceArn === kept.arn);
-      return dead?.agentConnected === false && live?.agentConnected === true ? true : undefined;
+    // Any poll the dead agent left open ends within the server's poll wait, and is no sign of life.
+    await new Promise((resolve) =>
+      setTimeout(resolve, Math.min(POLL_TIMEOUT_MS, AGENT_TIMEOUT_MS / 2) + 2_000),
+    );
+    await eventually("the live node to show connected", async () => {
+      const live = (await describeInstances()).find((i) => i.containerInstanceArn === kept.arn);
+      return live?.agentConnected === true ? true : undefined;
     });
+    const dead = (await describeInstances()).find((i) => i.containerInstanceArn === gone.arn);
+    assert.equal(dead?.agentConnected, false, "the dead node is disconnected");
+    const pinned = await ecs<{ tasks: Task[]; failures: Array<{ arn: string; reason: string }> }>([
+      "run-task",
+      "--cluster",
+      cluster,
+      "--task-definition",
+      `spread-${run}`,
+      "--placement-constraints",
+      JSON.stringify([{ type: "memberOf", expression: `attribute:node == ${gone.n}` }]),
+    ]);
+    assert.deepEqual(pinned.tasks, []);
+    assert.deepEqual(
+      pinned.failures.find((f) => f.arn === gone.arn),
+      { arn: gone.arn, reason: "AGENT" },
+    );
 
     const definition = await registerTaskDefinition({
       family: `after-${run}`,
