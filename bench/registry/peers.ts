@@ -272,10 +272,10 @@ async function answers(url: string, timeoutMs: number, exited: () => boolean): P
 /** USER_HZ: 100 on every Linux the project runs on. */
 export const CLOCK_TICKS = 100;
 
-/** User plus system CPU seconds a process has used so far (from /proc/<pid>/stat). */
-export function processCpuSeconds(pid: number): number {
+/** User and system CPU seconds a process has used so far (from /proc/<pid>/stat). */
+export function processCpuSeconds(pid: number): { user: number; system: number } {
   const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   // after the command name: state(0) ppid(1) … utime(11) stime(12), in clock ticks
-  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+  return { user: Number(fields[11]) / CLOCK_TICKS, system: Number(fields[12]) / CLOCK_TICKS };
 }

@@ -13,6 +13,8 @@ export interface PhaseResult {
   seconds: number;
   /** CPU the registry process used during the phase. */
   serverCpuSeconds: number;
+  /** The part of it spent in the kernel (syscalls, page faults). */
+  serverSystemCpuSeconds: number;
   /** CPU this (client) process used during the phase. */
   clientCpuSeconds: number;
   /** CPU every other process on the machine used during the phase. */
@@ -76,7 +78,9 @@ async function timed(
   const { bytes, requests } = await run();
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
   const client = process.cpuUsage(client0);
-  const serverCpuSeconds = processCpuSeconds(pid) - server0;
+  const server = processCpuSeconds(pid);
+  const serverSystemCpuSeconds = server.system - server0.system;
+  const serverCpuSeconds = server.user - server0.user + serverSystemCpuSeconds;
   const clientCpuSeconds = (client.user + client.system) / 1e6;
   const machineBusy = machineCpu().busy - machine0.busy;
   return {
@@ -84,6 +88,7 @@ async function timed(
     requests,
     seconds,
     serverCpuSeconds,
+    serverSystemCpuSeconds,
     clientCpuSeconds,
     backgroundCpuSeconds: Math.max(0, machineBusy - serverCpuSeconds - clientCpuSeconds),
   };

@@ -64,6 +64,8 @@ export function summarize(
 ): { headline: Row[]; detail: Row[] } {
   const rate = (phase: Phase) => (run: PeerRun) => run[phase].bytes / MB / run[phase].seconds;
   const perSecond = (run: PeerRun) => run.manifests.requests / run.manifests.seconds;
+  const systemPerGb = (phase: Phase) => (run: PeerRun) =>
+    run[phase].serverSystemCpuSeconds / (run[phase].bytes / 1e9);
   const cpuPerGb = (phase: Phase) => (run: PeerRun) => run[phase].serverCpuSeconds / (run[phase].bytes / 1e9);
   const clientShare = (phase: Phase) => (run: PeerRun) =>
     (100 * run[phase].clientCpuSeconds) / run[phase].seconds;
@@ -79,7 +81,9 @@ export function summarize(
   ];
   const detail = [
     row(runs, "push: server CPU per GB", "CPU s", cpuPerGb("push"), false),
+    row(runs, "  of which kernel", "CPU s", systemPerGb("push"), false),
     row(runs, "pull: server CPU per GB", "CPU s", cpuPerGb("pull"), false),
+    row(runs, "  of which kernel", "CPU s", systemPerGb("pull"), false),
     row(
       runs,
       "manifests: server CPU per 1,000 requests",

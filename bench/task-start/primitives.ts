@@ -96,12 +96,12 @@ export async function measurePrimitives(dir: string, reps: number): Promise<Prim
     );
     add(
       "ip link show",
-      "one `ip` exec (network setup runs ~12)",
+      "one `ip` exec (a bridge task's network setup runs 12)",
       await timed(reps, () => expect("ip", ["-o", "link", "show", "dev", "lo"], [0])),
     );
     add(
       "iptables -S",
-      "one `iptables` exec (network setup runs ~11)",
+      "one `iptables` exec (… and 12 of these)",
       await timed(reps, () => expect("iptables", ["-w", "5", "-t", "nat", "-S", "POSTROUTING"], [0])),
     );
     add(
