@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { ULIMIT_NAMES } from "../shared/ulimits.ts";
 import { Tags } from "./shapes.ts";
 
 /**
@@ -29,23 +30,7 @@ export const LogDriver = z.enum([
   "splunk",
   "awsfirelens",
 ]);
-export const UlimitName = z.enum([
-  "core",
-  "cpu",
-  "data",
-  "fsize",
-  "locks",
-  "memlock",
-  "msgqueue",
-  "nice",
-  "nofile",
-  "nproc",
-  "rss",
-  "rtprio",
-  "rttime",
-  "sigpending",
-  "stack",
-]);
+export const UlimitName = z.enum(ULIMIT_NAMES);
 export const DependencyCondition = z.enum(["START", "COMPLETE", "SUCCESS", "HEALTHY"]);
 
 export const KeyValuePair = z.object({ name: z.string().optional(), value: z.string().optional() });

@@ -4,6 +4,7 @@
  * ECS instance. Pure: everything it needs comes in through the input.
  */
 
+import { ULIMIT_NAMES } from "../../shared/ulimits.ts";
 import { effectiveCapabilities } from "./capabilities.ts";
 import { assertContainerId, RuntimeError } from "./errors.ts";
 import { containerMounts, INIT_DESTINATION } from "./mounts.ts";
@@ -90,23 +91,7 @@ export const MIN_CPU_SHARES = 2;
 const MAX_CPU_SHARES = 262144;
 const MIB = 1024 * 1024;
 
-const ULIMITS = new Set([
-  "core",
-  "cpu",
-  "data",
-  "fsize",
-  "locks",
-  "memlock",
-  "msgqueue",
-  "nice",
-  "nofile",
-  "nproc",
-  "rss",
-  "rtprio",
-  "rttime",
-  "sigpending",
-  "stack",
-]);
+const ULIMITS: ReadonlySet<string> = new Set(ULIMIT_NAMES);
 
 /** Docker's merge of image and container entrypoint/command. */
 export function processArgs(image: ImageConfig, container: ContainerDefinition): string[] {
