@@ -1,6 +1,14 @@
 // The two registries under test, each started fresh as its own process on 127.0.0.1.
 import { type ChildProcess, execFile, spawn } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  appendFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -84,12 +92,16 @@ function waitForLine(child: ChildProcess, pattern: RegExp, timeoutMs: number): P
 export interface WharfOptions {
   /** Runs the child with `node --cpu-prof`, writing the profile here when it stops. */
   cpuProfileDir?: string | undefined;
+  /** More flags for the child's node, e.g. `--max-semi-space-size=64`. */
+  nodeFlags?: string[] | undefined;
+  /** Appends what the child prints on stdout here (e.g. `--trace-gc` output) instead of dropping it. */
+  logFile?: string | undefined;
 }
 
 /** `bin/wharf.js server` as a child process with a fresh data directory; the client gets ECR credentials. */
 export async function startWharf(options: WharfOptions = {}): Promise<Peer> {
   const dataDir = mkdtempSync(join(tmpdir(), "wharf-bench-"));
-  const nodeFlags: string[] = [];
+  const nodeFlags: string[] = [...(options.nodeFlags ?? [])];
   if (options.cpuProfileDir !== undefined) {
     mkdirSync(options.cpuProfileDir, { recursive: true });
     nodeFlags.push("--cpu-prof", "--cpu-prof-dir", options.cpuProfileDir);
@@ -109,7 +121,9 @@ export async function startWharf(options: WharfOptions = {}): Promise<Peer> {
   try {
     const ready = await waitForLine(child, /registry at (http:\/\/127\.0\.0\.1:\d+)/, 60_000);
     // Keep draining the pipes so the child never blocks on a full one.
-    child.stdout?.resume();
+    const log = options.logFile;
+    if (log === undefined) child.stdout?.resume();
+    else child.stdout?.on("data", (chunk: Buffer) => appendFileSync(log, chunk));
     child.stderr?.on("data", (chunk: Buffer) => process.stderr.write(`[wharf] ${chunk.toString("utf8")}`));
     const url = ready[1] as string;
     const exports = parseExports(

@@ -7,6 +7,8 @@ export interface PeerRun {
   round: number;
   push: PhaseResult;
   pull: PhaseResult;
+  /** The same pull with the client checking lengths only. */
+  pullUnhashed: PhaseResult;
   manifests: PhaseResult;
   /** Phases measured while other processes kept the machine busy. */
   noisy: string[];
@@ -23,7 +25,14 @@ export interface Row {
   ratio?: number;
 }
 
-type Phase = "push" | "pull" | "manifests";
+type Phase = "push" | "pull" | "pullUnhashed" | "manifests";
+
+const PHASES: Array<[Phase, string]> = [
+  ["push", "push"],
+  ["pull", "pull"],
+  ["pullUnhashed", "pull without hashing"],
+  ["manifests", "manifests"],
+];
 
 function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
@@ -70,13 +79,20 @@ export function summarize(
   const clientShare = (phase: Phase) => (run: PeerRun) =>
     (100 * run[phase].clientCpuSeconds) / run[phase].seconds;
   const background = (run: PeerRun) => {
-    const phases = [run.push, run.pull, run.manifests];
+    const phases = PHASES.map(([phase]) => run[phase]);
     const seconds = phases.reduce((sum, p) => sum + p.seconds, 0);
     return (100 * phases.reduce((sum, p) => sum + p.backgroundCpuSeconds, 0)) / seconds;
   };
   const headline = [
     row(runs, `push (${labels.pushStreams} streams)`, "MB/s", rate("push"), true),
-    row(runs, `pull (${labels.pullStreams} streams)`, "MB/s", rate("pull"), true),
+    row(runs, `pull (${labels.pullStreams} streams, client verifies sha256)`, "MB/s", rate("pull"), true),
+    row(
+      runs,
+      `pull (${labels.pullStreams} streams, client does not hash)`,
+      "MB/s",
+      rate("pullUnhashed"),
+      true,
+    ),
     row(runs, `manifest GET/HEAD (${labels.inFlight} in flight)`, "req/s", perSecond, true),
   ];
   const detail = [
@@ -84,6 +100,7 @@ export function summarize(
     row(runs, "  of which kernel", "CPU s", systemPerGb("push"), false),
     row(runs, "pull: server CPU per GB", "CPU s", cpuPerGb("pull"), false),
     row(runs, "  of which kernel", "CPU s", systemPerGb("pull"), false),
+    row(runs, "pull without hashing: server CPU per GB", "CPU s", cpuPerGb("pullUnhashed"), false),
     row(
       runs,
       "manifests: server CPU per 1,000 requests",
@@ -93,8 +110,8 @@ export function summarize(
     ),
     row(runs, "manifests: latency p50", "ms", (run) => run.manifests.latencyMs?.p50 ?? 0, false),
     row(runs, "manifests: latency p99", "ms", (run) => run.manifests.latencyMs?.p99 ?? 0, false),
-    ...(["push", "pull", "manifests"] as const).map((phase) =>
-      row(runs, `${phase}: client CPU, % of one core`, "%", clientShare(phase), false),
+    ...PHASES.map(([phase, label]) =>
+      row(runs, `${label}: client CPU, % of one core`, "%", clientShare(phase), false),
     ),
     row(runs, "other processes' CPU while timed, % of one core", "%", background, false),
   ];
