@@ -5,9 +5,12 @@ import { putTags, removeTags, tagProblem, tagsOf } from "../aws/tags.ts";
 import { parseInput } from "../aws/validate.ts";
 import type { Store, Tx } from "../store/store.ts";
 import { findCluster, toWireTags } from "./clusters.ts";
-import { ClientException, ClusterNotFound, InvalidParameter } from "./errors.ts";
+import { ClientException, ClusterNotFound, InvalidParameter, ResourceNotFound } from "./errors.ts";
+import { findInstance } from "./instances.ts";
+import { findServiceByArn } from "./services.ts";
 import { Tags } from "./shapes.ts";
 import { findTaskDefinition } from "./task-definitions.ts";
+import { findTask } from "./tasks.ts";
 
 const TagResourceInput = z.object({ resourceArn: z.string(), tags: Tags });
 const UntagResourceInput = z.object({ resourceArn: z.string(), tagKeys: z.array(z.string()).max(50) });
@@ -39,7 +42,27 @@ async function requireTaggable(tx: Tx, ctx: RequestContext, resourceArn: string)
     }
     return;
   }
+  if (type === "service" || type === "task" || type === "container-instance") {
+    // Services, tasks and container instances are named under their cluster (the long ARN format);
+    // ECS refuses to tag the old short form.
+    if (arn.resource.split("/").length !== 3) {
+      throw InvalidParameter("Long arn format must be used for tagging operations");
+    }
+    const ours = arn.region === ctx.region && arn.accountId === ctx.accountId;
+    if (!ours || !(await clusterResourceExists(tx, type, resourceArn)))
+      throw ResourceNotFound("The specified resource wasn't found.");
+    return;
+  }
   throw InvalidParameter("The specified resource type is not supported for tagging.");
+}
+
+async function clusterResourceExists(tx: Tx, type: string, arn: string): Promise<boolean> {
+  if (type === "service") {
+    const service = await findServiceByArn(tx, arn);
+    return service !== undefined && service.status !== "INACTIVE";
+  }
+  if (type === "task") return (await findTask(tx, arn)) !== undefined;
+  return (await findInstance(tx, arn)) !== undefined;
 }
 
 /** ECS TagResource, UntagResource, ListTagsForResource. */
