@@ -547,12 +547,18 @@ describe("container instances", () => {
         return true; // deleted
       }
     });
-    // By now the agent has polled again: the instance stays deregistered.
+    // The agent learns of it on its next poll and stops, as the ECS agent does, rather than
+    // joining again on its own: the instance stays deregistered and no other one appears.
+    await agent.agent.deregistered;
     assert.equal((await describeInstance(arn)).status, "INACTIVE");
+    assert.deepEqual(await listInstances(cluster, ["--status", "ACTIVE"]), []);
+    // Started again, the agent registers a new container instance.
+    agent = await agent.restart();
+    assert.notEqual(agent.agent.containerInstanceArn, arn);
   });
 
   it("reports agentConnected false once the agent stops polling, and RunTask refuses it with AGENT", async () => {
-    // After the deregistration the agent joined again as a new instance.
+    // After the deregistration the restarted agent joined again as a new instance.
     const arn = await eventually("the agent's new registration", async () => {
       const listed = await listInstances(cluster, ["--status", "ACTIVE"]);
       return listed.length === 1 && listed[0] === agent.agent.containerInstanceArn ? listed[0] : undefined;

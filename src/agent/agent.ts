@@ -1,7 +1,11 @@
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { arch, cpus, totalmem } from "node:os";
 import { join } from "node:path";
-import { AGENT_PROTOCOL_VERSION, type TaskAssignment } from "../shared/agent-protocol.ts";
+import {
+  AGENT_PROTOCOL_VERSION,
+  INSTANCE_DEREGISTERED,
+  type TaskAssignment,
+} from "../shared/agent-protocol.ts";
 import { ServerClient, ServerError } from "./client.ts";
 import type { AgentConfig } from "./config.ts";
 import { type TaskState, TaskStateStore } from "./engine/state.ts";
@@ -48,7 +52,17 @@ export class Agent {
   private readonly engines = new Map<string, TaskEngine>();
   private readonly stopped = new AbortController();
   private loop: Promise<void> | undefined;
+  private onDeregistered: () => void = () => undefined;
   containerInstanceArn: string | undefined;
+  /**
+   * Settles when the server says this container instance was deregistered.
+   * The agent then stops polling (as the ECS agent stops) rather than joining
+   * again as a new instance. Wharf stops a deregistered instance's tasks
+   * (ECS would leave them orphaned), so the agent stops them first.
+   */
+  readonly deregistered = new Promise<void>((resolve) => {
+    this.onDeregistered = resolve;
+  });
 
   constructor(config: AgentConfig, log: AgentLogger) {
     this.config = config;
@@ -209,6 +223,17 @@ export class Agent {
         backoff = 500;
       } catch (error) {
         if (this.stopped.signal.aborted) return;
+        if (error instanceof ServerError && error.code === INSTANCE_DEREGISTERED) {
+          this.log.error(
+            { containerInstanceArn: this.containerInstanceArn },
+            "the container instance was deregistered; the agent stops (start it again to register a new instance)",
+          );
+          // Deregistering stopped this instance's tasks on the server: stop them here too.
+          this.apply([]);
+          await this.idle();
+          this.onDeregistered();
+          return;
+        }
         if (error instanceof ServerError && error.status === 401) {
           await this.register().catch((e: unknown) =>
             this.log.error({ error: String(e) }, "re-registration failed"),

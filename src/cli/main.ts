@@ -114,8 +114,16 @@ async function runAgent(flags: AgentFlags): Promise<void> {
       ? `wharf agent: ${agent.containerInstanceArn}, Fargate capacity for every cluster\n`
       : `wharf agent: ${agent.containerInstanceArn} in cluster ${config.cluster}\n`,
   );
-  const signal = await untilSignal();
-  process.stdout.write(`\n${signal}: stopping the agent (tasks keep running)\n`);
+  const why = await Promise.race([untilSignal(), agent.deregistered.then(() => "deregistered" as const)]);
+  if (why === "deregistered") {
+    process.stderr.write(
+      "wharf agent: the container instance was deregistered; its tasks are stopped, and so is the agent\n",
+    );
+    // The ECS agent's terminal exit code: a supervisor should not restart it blindly.
+    process.exitCode = 5;
+  } else {
+    process.stdout.write(`\n${why}: stopping the agent (tasks keep running)\n`);
+  }
   await agent.stop();
 }
 
@@ -169,6 +177,12 @@ async function localAgents(
     try {
       await agent.start();
       agents.push(agent);
+      void agent.deregistered.then(() => {
+        process.stderr.write(
+          `${kind.capacity === "FARGATE" ? "the local Fargate capacity" : "the local agent"} was deregistered; it stops\n`,
+        );
+        return agent.stop();
+      });
     } catch (error) {
       const what = kind.capacity === "FARGATE" ? "the local Fargate capacity" : "the local agent";
       process.stderr.write(`${what} could not start: ${String(error)}\n`);

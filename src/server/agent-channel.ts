@@ -30,14 +30,15 @@ import {
   type TaskRecord,
   tasksForInstance,
 } from "../ecs/tasks.ts";
-import type {
-  LogBatch,
-  PollRequest,
-  PollResponse,
-  RegisterNodeRequest,
-  RegisterNodeResponse,
-  StatsBatch,
-  TaskReport,
+import {
+  INSTANCE_DEREGISTERED,
+  type LogBatch,
+  type PollRequest,
+  type PollResponse,
+  type RegisterNodeRequest,
+  type RegisterNodeResponse,
+  type StatsBatch,
+  type TaskReport,
 } from "../shared/agent-protocol.ts";
 import type { Store, Tx } from "../store/store.ts";
 import { sendAwsError, signedRequest } from "./front-door.ts";
@@ -56,6 +57,8 @@ export interface AgentChannelOptions {
 }
 
 const Unauthorized = (message: string) => new AwsError("UnauthorizedNode", message, { status: 401 });
+/** The instance was deregistered: its agent stops (as the ECS agent does) instead of registering again. */
+const Deregistered = (message: string) => new AwsError(INSTANCE_DEREGISTERED, message, { status: 401 });
 
 function json<T>(request: FastifyRequest): T {
   const body = Buffer.isBuffer(request.body) ? request.body.toString("utf8") : "{}";
@@ -205,7 +208,7 @@ export function registerAgentChannel(app: FastifyInstance, options: AgentChannel
     const current = async (tx: Tx) => {
       const record = await findInstance(tx, instance.arn);
       if (record === undefined || record.status === "INACTIVE") {
-        throw Unauthorized("The container instance is deregistered; register again.");
+        throw Deregistered("The container instance is deregistered.");
       }
       return record;
     };

@@ -17,6 +17,13 @@
 
 export const AGENT_PROTOCOL_VERSION = 1;
 
+/**
+ * The error code a poll gets once its container instance is deregistered:
+ * the agent stops instead of registering again (a restarted agent registers
+ * a new instance). Any other 401 means "register again".
+ */
+export const INSTANCE_DEREGISTERED = "ContainerInstanceDeregistered";
+
 /** Task statuses in ECS's order; a task only ever moves forward through them. */
 export const TASK_STATUSES = [
   "PROVISIONING",
