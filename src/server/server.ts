@@ -10,6 +10,7 @@ import { logsService } from "../cloudwatch/logs/service.ts";
 import { InstanceNotifier } from "../ecs/notifier.ts";
 import { ecsService } from "../ecs/service.ts";
 import { ServiceController } from "../ecs/service-controller.ts";
+import { StoppedTaskPurger } from "../ecs/task-purge.ts";
 import { type RegistryService, startRegistry } from "../registry/index.ts";
 import type { LogBatch } from "../shared/agent-protocol.ts";
 import { SqliteStore } from "../store/sqlite.ts";
@@ -148,6 +149,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps = {}): 
     clock,
     log: app.log,
   });
+  const purger = new StoppedTaskPurger({ store, clock, log: app.log });
   registerFrontDoor(app, {
     services: [
       ecsService({
@@ -173,6 +175,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps = {}): 
     throw error;
   }
   scheduler.start();
+  purger.start();
   const address = app.server.address();
   port = typeof address === "object" && address !== null ? address.port : config.port;
   const host = config.host === "0.0.0.0" || config.host === "::" ? "127.0.0.1" : config.host;
@@ -192,6 +195,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps = {}): 
       closing ??= (async () => {
         await app.close();
         await scheduler.close();
+        await purger.close();
         await registry.close();
         await store.close();
         rmSync(paths.endpoint, { force: true });
