@@ -3,7 +3,7 @@ import { beforeEach, describe, it } from "node:test";
 import { putTags, tagsOf } from "../aws/tags.ts";
 import { SqliteStore } from "../store/sqlite.ts";
 import type { Store } from "../store/store.ts";
-import { purgeStoppedTasks, StoppedTaskPurger } from "./task-purge.ts";
+import { purgeAllStoppedTasks, purgeStoppedTasks } from "./task-purge.ts";
 
 const HOUR = 60 * 60_000;
 const now = Date.parse("2026-11-29T12:00:00Z");
@@ -82,15 +82,9 @@ describe("purging stopped tasks", () => {
     assert.deepEqual(await remaining(), ["failed-new"]);
   });
 
-  it("works through a backlog larger than one batch in one pass", async () => {
+  it("works through a backlog larger than one batch in one call", async () => {
     for (let i = 0; i < 1_203; i++) await task(`t${String(i).padStart(5, "0")}`, "STOPPED", now - 2 * HOUR);
-    const purger = new StoppedTaskPurger({
-      store,
-      clock: () => new Date(now),
-      log: { warn: () => undefined },
-    });
-    assert.equal(await purger.pass(), 1_203);
+    assert.equal(await purgeAllStoppedTasks(store, now), 1_203);
     assert.deepEqual(await remaining(), []);
-    await purger.close();
   });
 });

@@ -4,8 +4,7 @@ import type { ServiceRecord } from "./services.ts";
 
 /** How long a STOPPED task stays describable; ECS keeps them for at least an hour. */
 export const STOPPED_TASK_RETENTION_MS = 60 * 60_000;
-/** How often the purge runs, and how many tasks one pass removes at most (one short transaction). */
-const PURGE_EVERY_MS = 5 * 60_000;
+/** How many tasks one transaction removes at most, to keep it short. */
 const PURGE_BATCH = 500;
 
 /**
@@ -42,45 +41,16 @@ export async function purgeStoppedTasks(store: Store, now: number, retentionMs: 
   });
 }
 
-/** Runs `purgeStoppedTasks` on a timer; owned by the server, stopped before the store closes. */
-export class StoppedTaskPurger {
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<unknown> = Promise.resolve();
-
-  constructor(
-    private readonly options: {
-      store: Store;
-      clock: () => Date;
-      retentionMs?: number;
-      log: { warn(fields: Record<string, unknown>, message: string): void };
-    },
-  ) {}
-
-  start(): void {
-    this.timer = setInterval(() => {
-      this.running = this.pass();
-    }, PURGE_EVERY_MS);
-    this.timer.unref();
-  }
-
-  /** One pass, repeated while whole batches come back (a backlog after a long downtime). */
-  async pass(): Promise<number> {
-    const { store, clock, retentionMs = STOPPED_TASK_RETENTION_MS } = this.options;
-    let total = 0;
-    try {
-      for (;;) {
-        const removed = await purgeStoppedTasks(store, clock().getTime(), retentionMs);
-        total += removed;
-        if (removed < PURGE_BATCH) return total;
-      }
-    } catch (error) {
-      this.options.log.warn({ error: String(error) }, "purging stopped tasks failed; retrying later");
-      return total;
-    }
-  }
-
-  async close(): Promise<void> {
-    if (this.timer !== undefined) clearInterval(this.timer);
-    await this.running;
+/** Purges until no whole batch is left (a backlog after a long downtime); returns how many. */
+export async function purgeAllStoppedTasks(
+  store: Store,
+  now: number,
+  retentionMs = STOPPED_TASK_RETENTION_MS,
+): Promise<number> {
+  let total = 0;
+  for (;;) {
+    const removed = await purgeStoppedTasks(store, now, retentionMs);
+    total += removed;
+    if (removed < PURGE_BATCH) return total;
   }
 }

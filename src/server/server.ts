@@ -5,12 +5,13 @@ import Fastify, { type FastifyInstance, type FastifyServerFactory, LogController
 import { type AccessKey, AccessKeys } from "../auth/access-keys.ts";
 import { Sealer } from "../auth/sealer.ts";
 import { ContainerStats } from "../cloudwatch/container-stats.ts";
+import { expireAllGroups } from "../cloudwatch/logs/events.ts";
 import { appendLogEvents } from "../cloudwatch/logs/ingest.ts";
 import { logsService } from "../cloudwatch/logs/service.ts";
 import { InstanceNotifier } from "../ecs/notifier.ts";
 import { ecsService } from "../ecs/service.ts";
 import { ServiceController } from "../ecs/service-controller.ts";
-import { StoppedTaskPurger } from "../ecs/task-purge.ts";
+import { purgeAllStoppedTasks } from "../ecs/task-purge.ts";
 import { type RegistryService, startRegistry } from "../registry/index.ts";
 import type { LogBatch } from "../shared/agent-protocol.ts";
 import { SqliteStore } from "../store/sqlite.ts";
@@ -20,6 +21,7 @@ import { registerAgentChannel } from "./agent-channel.ts";
 import type { ServerConfig } from "./config.ts";
 import { registerFrontDoor, sendAwsError } from "./front-door.ts";
 import { dataPaths } from "./paths.ts";
+import { Periodic } from "./periodic.ts";
 import { ensureTls, type TlsMaterial } from "./tls.ts";
 
 export interface RunningServer {
@@ -149,7 +151,21 @@ export async function startServer(config: ServerConfig, deps: ServerDeps = {}): 
     clock,
     log: app.log,
   });
-  const purger = new StoppedTaskPurger({ store, clock, log: app.log });
+  // Housekeeping: ECS forgets stopped tasks after a while; CloudWatch Logs expires events past retention.
+  const housekeeping = [
+    new Periodic(
+      "purging stopped tasks",
+      5 * 60_000,
+      () => purgeAllStoppedTasks(store, clock().getTime()),
+      app.log,
+    ),
+    new Periodic(
+      "expiring log events",
+      10 * 60_000,
+      () => expireAllGroups(store, clock().getTime()),
+      app.log,
+    ),
+  ];
   registerFrontDoor(app, {
     services: [
       ecsService({
@@ -175,7 +191,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps = {}): 
     throw error;
   }
   scheduler.start();
-  purger.start();
+  for (const job of housekeeping) job.start();
   const address = app.server.address();
   port = typeof address === "object" && address !== null ? address.port : config.port;
   const host = config.host === "0.0.0.0" || config.host === "::" ? "127.0.0.1" : config.host;
@@ -195,7 +211,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps = {}): 
       closing ??= (async () => {
         await app.close();
         await scheduler.close();
-        await purger.close();
+        for (const job of housekeeping) await job.close();
         await registry.close();
         await store.close();
         rmSync(paths.endpoint, { force: true });

@@ -3,7 +3,7 @@ import { after, before, describe, it } from "node:test";
 import { AwsError } from "../../aws/errors.ts";
 import { SqliteStore } from "../../store/sqlite.ts";
 import type { Store } from "../../store/store.ts";
-import { expireGroupEvents, pageBounds, readStream, scanGroup } from "./events.ts";
+import { expireAllGroups, expireGroupEvents, pageBounds, readStream, scanGroup } from "./events.ts";
 import { findGroup, requireGroup, setRetention } from "./groups.ts";
 import { appendLogEvents } from "./ingest.ts";
 import { deleteStream, requireStream } from "./streams.ts";
@@ -149,5 +149,44 @@ describe("log events in the store", () => {
       await deleteStream(tx, await requireStream(tx, group, "s"));
       assert.equal((await requireGroup(tx, scope, "retained")).storedBytes, 0);
     });
+  });
+
+  it("expires the events of every group with a retention policy, written to or not", async () => {
+    const day = 86_400_000;
+    for (const name of ["swept-a", "swept-b", "kept-forever"]) {
+      await appendLogEvents(
+        store,
+        scope,
+        name,
+        "s",
+        [
+          { timestamp: T - 10 * day, message: "ancient" },
+          { timestamp: T - 1000, message: "fresh" },
+        ],
+        { createGroup: true, now: NOW },
+      );
+    }
+    await store.transaction(async (tx) => {
+      await setRetention(tx, await requireGroup(tx, scope, "swept-a"), 1);
+      await setRetention(tx, await requireGroup(tx, scope, "swept-b"), 5);
+    });
+    const swept = await expireAllGroups(store, T);
+    assert.ok(swept >= 2, `${swept} events swept`);
+    assert.equal(await expireAllGroups(store, T), 0);
+    for (const [name, expected] of [
+      ["swept-a", ["fresh"]],
+      ["swept-b", ["fresh"]],
+      ["kept-forever", ["ancient", "fresh"]],
+    ] as const) {
+      const messages = await store.read(async (tx) => {
+        const group = await requireGroup(tx, scope, name);
+        const rows = await tx.all<{ message: string }>(
+          "SELECT message FROM logs_events WHERE group_id = ? ORDER BY event_time",
+          group.id,
+        );
+        return rows.map((r) => r.message);
+      });
+      assert.deepEqual(messages, expected, name);
+    }
   });
 });

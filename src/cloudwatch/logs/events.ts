@@ -1,7 +1,7 @@
-import type { SqlValue, Tx } from "../../store/store.ts";
+import type { SqlValue, Store, Tx } from "../../store/store.ts";
 import { EVENT_OVERHEAD_BYTES, type LogEventInput, messageBytes } from "./batch.ts";
 import type { EventMatcher } from "./filter-pattern.ts";
-import type { LogGroupRecord } from "./groups.ts";
+import { groupById, groupsWithRetention, type LogGroupRecord } from "./groups.ts";
 import type { LogStreamRecord } from "./streams.ts";
 import { after, type Boundary, before, type Direction } from "./tokens.ts";
 
@@ -271,4 +271,22 @@ export async function expireGroupEvents(tx: Tx, group: LogGroupRecord, now: numb
   }
   await tx.run("UPDATE logs_groups SET stored_bytes = stored_bytes - ? WHERE id = ?", total, group.id);
   return rows.length;
+}
+
+/**
+ * Expires every group's events past its retention, one group per
+ * transaction; returns how many events were deleted. The server runs it on
+ * a timer, so a group that nobody writes to still forgets old events.
+ */
+export async function expireAllGroups(store: Store, now: number): Promise<number> {
+  const groups = await store.read((tx) => groupsWithRetention(tx));
+  let total = 0;
+  for (const group of groups) {
+    total += await store.transaction(async (tx) => {
+      // The group as it is now: it may have been deleted or had its retention changed meanwhile.
+      const current = await groupById(tx, group.id);
+      return current === undefined ? 0 : expireGroupEvents(tx, current, now);
+    });
+  }
+  return total;
 }

@@ -166,6 +166,19 @@ export async function deleteGroup(tx: Tx, group: LogGroupRecord): Promise<void> 
   await removeAllTags(tx, group.arn);
 }
 
+/** Every group, in any account and region, that has a retention policy (for the expiry sweep). */
+export async function groupsWithRetention(tx: Tx): Promise<LogGroupRecord[]> {
+  const rows = await tx.all<GroupRow>(
+    "SELECT * FROM logs_groups WHERE retention_days IS NOT NULL ORDER BY id",
+  );
+  return rows.map(fromRow);
+}
+
+export async function groupById(tx: Tx, id: number): Promise<LogGroupRecord | undefined> {
+  const row = await tx.get<GroupRow>("SELECT * FROM logs_groups WHERE id = ?", id);
+  return row === undefined ? undefined : fromRow(row);
+}
+
 export async function setRetention(tx: Tx, group: LogGroupRecord, days: number | null): Promise<void> {
   await tx.run("UPDATE logs_groups SET retention_days = ? WHERE id = ?", days, group.id);
 }
