@@ -40,6 +40,8 @@ export interface PullOptions {
   credentials?(registry: string): Promise<Credentials | undefined>;
   /** Hosts to reach over plain HTTP (loopback registries); others use HTTPS. */
   insecure?(registry: string): boolean;
+  /** Hosts that take Basic credentials on every request (Wharf's own registry): sent up front. */
+  basicFirst?(registry: string): boolean;
   /** Extra CA certificates (PEM) to trust for HTTPS registries, besides Node's roots. */
   ca?: string;
   signal?: AbortSignal;
@@ -95,6 +97,7 @@ export class ImageStore {
       registry: ref.registry,
       repository: ref.repository,
       insecure: options.insecure?.(ref.registry) ?? false,
+      basicFirst: options.basicFirst?.(ref.registry) ?? false,
       agentFor: (url) => this.agentFor(url, options.ca),
       credentials: credentials === undefined ? undefined : () => credentials(ref.registry),
       timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS,
