@@ -247,7 +247,6 @@ export class TaskEngine {
       return;
     }
     if (this.wantsStop()) return;
-    this.state.pullStoppedAt = this.deps.now();
     this.send("PENDING");
   }
 
@@ -288,6 +287,7 @@ export class TaskEngine {
         return { container, reason: `CannotPullContainerError: ${(error as Error).message}` };
       }
     }
+    this.state.pullStoppedAt = this.deps.now();
     return undefined;
   }
 
