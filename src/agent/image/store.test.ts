@@ -172,6 +172,14 @@ describe("ImageStore.pull", () => {
     assert.equal(pulledAmd.manifestDigest, amd.manifest.digest);
     assert.equal(pulledAmd.indexDigest, index.digest);
     assert.equal(await readFile(join(pulledAmd.rootfs, "arch"), "utf8"), "amd64");
+    // Pulled again: the index comes from the registry (it checks access, the tag may move), the
+    // platform manifest it names, verified the first time, from memory.
+    const before = registry.count(/^GET \/v2\/multi\/manifests\//);
+    assert.equal(
+      (await store.pull(`${registry.host}/multi:v1`, options())).manifestDigest,
+      amd.manifest.digest,
+    );
+    assert.equal(registry.count(/^GET \/v2\/multi\/manifests\//) - before, 1);
 
     const pulledArm = await store.pull(
       `${registry.host}/multi@${index.digest}`,

@@ -31,7 +31,7 @@ import {
   parseImageConfig,
 } from "./manifest.ts";
 import { formatReference, type ImageReference, parseReference } from "./reference.ts";
-import { resolveImage } from "./resolve.ts";
+import { type ManifestBytes, resolveImage } from "./resolve.ts";
 import { type LayerBlob, unpackLayers } from "./unpack.ts";
 
 export interface PullOptions {
@@ -69,6 +69,8 @@ interface ImageRecord {
 }
 
 const DEFAULT_TIMEOUT_MS = 30_000;
+/** Platform manifests kept in memory (a few KiB each). */
+const CACHED_MANIFESTS = 256;
 const PARALLEL_DOWNLOADS = 3;
 
 /**
@@ -83,6 +85,8 @@ export class ImageStore {
   /** Digests that pulls in flight use, counted: prune keeps their blobs and rootfs. */
   private readonly pinned = new Map<string, number>();
   private readonly agents = new Map<string, http.Agent>();
+  /** Verified platform manifests by `repository@digest`, oldest first (see ManifestCache). */
+  private readonly manifests = new Map<string, ManifestBytes>();
   private ready: Promise<void> | undefined;
 
   constructor(root: string) {
@@ -122,7 +126,14 @@ export class ImageStore {
     signal: AbortSignal | undefined,
   ): Promise<PulledImage> {
     const what = formatReference(ref);
-    const resolved = await resolveImage(client, ref, platform, signal);
+    const resolved = await resolveImage(client, ref, platform, signal, {
+      get: (key) => this.manifests.get(key),
+      set: (key, value) => {
+        this.manifests.set(key, value);
+        const oldest = this.manifests.keys().next().value;
+        if (this.manifests.size > CACHED_MANIFESTS && oldest !== undefined) this.manifests.delete(oldest);
+      },
+    });
     const { manifest } = resolved;
     const configDigest = manifest.config.digest;
     const digests = [configDigest, ...manifest.layers.map((layer) => layer.digest)];

@@ -148,10 +148,20 @@ export function namespaceBatch(links: TaskLinks): string[] {
   return lines;
 }
 
-/** Makes a task's namespace and veth pair with two `ip -batch` runs (one per namespace). */
+/**
+ * Runs the host batch ($1), then the namespace batch ($2) in namespace $3. The batches come as
+ * arguments, never spliced into the script text.
+ */
+const TASK_LINKS_SCRIPT = 'printf "%s\\n" "$1" | ip -batch - && printf "%s\\n" "$2" | ip -n "$3" -batch -';
+
+/**
+ * Makes a task's namespace and veth pair: two `ip -batch` runs (one per namespace) under one
+ * small shell, so that the agent forks once (a fork of the agent's large process is what costs).
+ */
 export async function createTaskLinks(links: TaskLinks): Promise<void> {
-  await run("ip", ["-batch", "-"], { input: `${hostBatch(links).join("\n")}\n` });
-  await run("ip", ["-n", links.netns, "-batch", "-"], { input: `${namespaceBatch(links).join("\n")}\n` });
+  const host = hostBatch(links).join("\n");
+  const namespace = namespaceBatch(links).join("\n");
+  await run("/bin/sh", ["-c", TASK_LINKS_SCRIPT, "wharf-links", host, namespace, links.netns]);
 }
 
 export interface InterfaceState {
