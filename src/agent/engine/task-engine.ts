@@ -203,7 +203,8 @@ export class TaskEngine {
     if (this.state.status === "STOPPED") return;
     const startedBefore = this.state.containers.length > 0;
     if (!startedBefore && !this.wantsStop()) {
-      this.send(this.state.status);
+      // The server gave the task this status itself: nothing to report before something changes.
+      this.deps.states.save(this.state);
       await this.prepare();
     }
     if (startedBefore) this.adopt();

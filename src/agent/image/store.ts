@@ -69,8 +69,8 @@ interface ImageRecord {
 }
 
 const DEFAULT_TIMEOUT_MS = 30_000;
-/** Platform manifests kept in memory (a few KiB each). */
-const CACHED_MANIFESTS = 256;
+/** Platform manifests and image configs kept in memory, each (a few KiB apiece). */
+const CACHED_ENTRIES = 256;
 const PARALLEL_DOWNLOADS = 3;
 
 /**
@@ -87,6 +87,8 @@ export class ImageStore {
   private readonly agents = new Map<string, http.Agent>();
   /** Verified platform manifests by `repository@digest`, oldest first (see ManifestCache). */
   private readonly manifests = new Map<string, ManifestBytes>();
+  /** Image configs read from verified blobs, by digest (content-addressed: they never change). */
+  private readonly configs = new Map<string, ImageConfig>();
   private ready: Promise<void> | undefined;
 
   constructor(root: string) {
@@ -131,7 +133,7 @@ export class ImageStore {
       set: (key, value) => {
         this.manifests.set(key, value);
         const oldest = this.manifests.keys().next().value;
-        if (this.manifests.size > CACHED_MANIFESTS && oldest !== undefined) this.manifests.delete(oldest);
+        if (this.manifests.size > CACHED_ENTRIES && oldest !== undefined) this.manifests.delete(oldest);
       },
     });
     const { manifest } = resolved;
@@ -139,9 +141,7 @@ export class ImageStore {
     const digests = [configDigest, ...manifest.layers.map((layer) => layer.digest)];
     this.pin(digests, 1);
     try {
-      const configBytes = await readFile(await this.blob(client, manifest.config, signal));
-      verifyBytes(configBytes, configDigest, `config of ${what}`, manifest.config.size);
-      const config = parseImageConfig(configBytes, `config of ${what}`);
+      const config = await this.config(client, manifest.config, signal, what);
       checkConfigPlatform(config, platform, what);
       if (config.rootfs.diff_ids.length !== manifest.layers.length) {
         throw new ImageError(
@@ -166,6 +166,24 @@ export class ImageStore {
     } finally {
       this.pin(digests, -1);
     }
+  }
+
+  /** The image's config, from memory once its blob has been read and verified. */
+  private async config(
+    client: RegistryClient,
+    descriptor: Descriptor,
+    signal: AbortSignal | undefined,
+    what: string,
+  ): Promise<ImageConfig> {
+    const known = this.configs.get(descriptor.digest);
+    if (known !== undefined) return structuredClone(known);
+    const bytes = await readFile(await this.blob(client, descriptor, signal));
+    verifyBytes(bytes, descriptor.digest, `config of ${what}`, descriptor.size);
+    const config = parseImageConfig(bytes, `config of ${what}`);
+    this.configs.set(descriptor.digest, config);
+    const oldest = this.configs.keys().next().value;
+    if (this.configs.size > CACHED_ENTRIES && oldest !== undefined) this.configs.delete(oldest);
+    return config;
   }
 
   /** The image's rootfs, unpacked from its layers (downloaded as needed) unless already there. */
@@ -248,6 +266,8 @@ export class ImageStore {
    */
   async prune(inUse: Set<string>): Promise<void> {
     await this.init();
+    // Configs come from memory only while their blobs are on disk: the next pull reads them again.
+    this.configs.clear();
     const keepImages = new Set(this.unpacks.keys());
     for (const path of inUse) {
       const absolute = resolve(path);
