@@ -15,7 +15,7 @@ export interface Marks {
   pollAnswered?: number;
   /** The task's state directory appeared: the engine's first state save. */
   engine?: number;
-  /** The server acknowledged the first PENDING report (trace). */
+  /** The server acknowledged the first PENDING report (trace): network and images ready. */
   report1?: number;
   /** The task's network record was written: address (and host ports) reserved. */
   netRecord?: number;
@@ -25,7 +25,7 @@ export interface Marks {
   pullStarted?: number;
   /** DescribeTasks pullStoppedAt (agent clock). */
   pullStopped?: number;
-  /** The server acknowledged the second PENDING report (trace). */
+  /** The server acknowledged a second PENDING report (trace), if there was one. */
   report2?: number;
   /** The container's bundle directory appeared. */
   bundle?: number;
@@ -100,14 +100,14 @@ const NAMES: Record<string, string> = {
   "started→report3": "report RUNNING (HTTP + txn)",
   "report3→seen": "DescribeTasks sees RUNNING (poll granularity)",
   "started→seen": "report RUNNING + DescribeTasks poll",
-  "engine→report1": "∥ report PENDING #1 (HTTP + txn), not waited for",
+  "engine→report1": "∥ report PENDING with the pull times (after network and pull), not waited for",
   "engine→pullStarted": "∥ (gap)",
   "pullStarted→pullStopped": "∥ image: pull of a cached image (one manifest GET)",
   "pullStopped→bundle": "∥ bundle directory",
   "bundle→upper": "∥ overlay directories",
   "upper→mounted": "∥ overlay mount (mount exec)",
   "mounted→spec": "∥ rootfs ready → spec written (waits for the network)",
-  "pullStopped→report2": "∥ report PENDING #2 (after the network), not waited for",
+  "pullStopped→report2": "∥ a second PENDING report (awsvpc: PROVISIONING → PENDING first)",
 };
 
 export function phaseName(key: string): string {
