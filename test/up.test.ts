@@ -6,6 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
+import { deleteOwned } from "../src/agent/network/iptables.ts";
 import { eventually, freeSubnet, pushBusybox } from "./agent-harness.ts";
 import { parseExports, runWharf, spawnWharf } from "./cli.ts";
 import { aws, type TestServer } from "./helpers.ts";
@@ -13,11 +14,14 @@ import { aws, type TestServer } from "./helpers.ts";
 const dataDir = mkdtempSync(join(tmpdir(), "wharf-up-"));
 const bridge = `wu${randomBytes(4).toString("hex")}`;
 const fargateBridges: string[] = [];
+/** Every bridge the agents of this file use: their iptables rules go in `after`. */
+const agentBridges: string[] = [];
 
 /** Environment for `wharf up` whose local agents use bridges and subnets of their own. */
 function agentEnv(ec2Bridge: string): NodeJS.ProcessEnv {
   const fargateBridge = `wf${randomBytes(4).toString("hex")}`;
   fargateBridges.push(fargateBridge);
+  agentBridges.push(ec2Bridge, fargateBridge);
   return {
     ...process.env,
     WHARF_AGENT_BRIDGE: ec2Bridge,
@@ -27,7 +31,12 @@ function agentEnv(ec2Bridge: string): NodeJS.ProcessEnv {
   };
 }
 
-after(() => {
+after(async () => {
+  // The bridges' own rules (NAT, forwarding) outlive `ip link delete`: remove them too.
+  const owners = agentBridges.map((name) => `wharf:${name}`);
+  await deleteOwned((comment) => owners.some((o) => comment === o || comment.startsWith(`${o}:`))).catch(
+    () => undefined,
+  );
   for (const name of fargateBridges) {
     try {
       execFileSync("ip", ["link", "delete", name], { timeout: 10_000, stdio: "ignore" });

@@ -15,9 +15,9 @@ export interface Marks {
   pollAnswered?: number;
   /** The task's state directory appeared: the engine's first state save. */
   engine?: number;
-  /** The server acknowledged the first PENDING report (trace). */
+  /** The server acknowledged the first PENDING report (trace): network and images ready. */
   report1?: number;
-  /** The task's network record was written: leftovers torn down, address reserved. */
+  /** The task's network record was written: address (and host ports) reserved. */
   netRecord?: number;
   /** The task's hostname file was written: namespace, veth and rules are in place. */
   netDone?: number;
@@ -25,7 +25,7 @@ export interface Marks {
   pullStarted?: number;
   /** DescribeTasks pullStoppedAt (agent clock). */
   pullStopped?: number;
-  /** The server acknowledged the second PENDING report (trace). */
+  /** The server acknowledged a second PENDING report (trace), if there was one. */
   report2?: number;
   /** The container's bundle directory appeared. */
   bundle?: number;
@@ -51,21 +51,18 @@ export interface Marks {
 
 export type MarkName = keyof Marks;
 
-/** The steps in the order a task start passes them. */
+/**
+ * The steps on the critical path, in the order a task start passes them. The agent sets up the
+ * network while it pulls the image and mounts the root filesystem, and sends its PENDING reports
+ * without waiting for them: those steps are in SIDE, measured from where they branch off.
+ */
 export const ORDER: readonly MarkName[] = [
   "call",
   "created",
   "pollAnswered",
   "engine",
-  "report1",
   "netRecord",
   "netDone",
-  "pullStarted",
-  "pullStopped",
-  "report2",
-  "bundle",
-  "upper",
-  "mounted",
   "spec",
   "spawn",
   "runcLog",
@@ -75,24 +72,27 @@ export const ORDER: readonly MarkName[] = [
   "seen",
 ];
 
-/** What happens between two consecutive marks (when both are observed). */
+/** Steps beside the critical path: [from, to] pairs, each phase shown when both are observed. */
+export const SIDE: ReadonlyArray<readonly [MarkName, MarkName]> = [
+  ["engine", "report1"],
+  ["engine", "pullStarted"],
+  ["pullStarted", "pullStopped"],
+  ["pullStopped", "bundle"],
+  ["bundle", "upper"],
+  ["upper", "mounted"],
+  ["mounted", "spec"],
+  ["pullStopped", "report2"],
+];
+
+/** What happens between two marks (when both are observed). */
 const NAMES: Record<string, string> = {
   "call→created": "RunTask reaches the handler (SDK, HTTP, SigV4)",
   "created→pollAnswered": "server → agent: notify, poll heartbeat txn, answer",
   "pollAnswered→engine": "agent: apply the assignment, engine starts",
   "created→engine": "server → agent notification, engine starts",
-  "engine→report1": "report PENDING #1 (HTTP + txn)",
-  "report1→netRecord": "network: teardown of leftovers, reserve address",
-  "engine→netRecord": "report PENDING #1 + network teardown/reserve",
-  "netRecord→netDone": "network: netns, veth, iptables, files",
-  "netDone→pullStarted": "(gap)",
-  "pullStarted→pullStopped": "image: pull of a cached image",
-  "pullStopped→report2": "report PENDING #2 (HTTP + txn)",
-  "report2→bundle": "engine: on to the container",
-  "pullStopped→bundle": "report PENDING #2",
-  "bundle→upper": "bundle directories",
-  "upper→mounted": "overlay mount (mount exec)",
-  "mounted→spec": "spec, runtime prelude, config.json",
+  "engine→netRecord": "network: reserve address, write record",
+  "netRecord→netDone": "network: netns, veth (2 × ip -batch), files",
+  "netDone→spec": "spec, runtime prelude, config.json (after network and rootfs)",
   "spec→spawn": "open log files",
   "spawn→runcLog": "spawn supervisor sh, exec runc",
   "runcLog→pid": "runc create (namespaces, cgroup, rootfs)",
@@ -100,13 +100,21 @@ const NAMES: Record<string, string> = {
   "started→report3": "report RUNNING (HTTP + txn)",
   "report3→seen": "DescribeTasks sees RUNNING (poll granularity)",
   "started→seen": "report RUNNING + DescribeTasks poll",
+  "engine→report1": "∥ report PENDING with the pull times (after network and pull), not waited for",
+  "engine→pullStarted": "∥ (gap)",
+  "pullStarted→pullStopped": "∥ image: pull of a cached image (one manifest GET)",
+  "pullStopped→bundle": "∥ bundle directory",
+  "bundle→upper": "∥ overlay directories",
+  "upper→mounted": "∥ overlay mount (mount exec)",
+  "mounted→spec": "∥ rootfs ready → spec written (waits for the network)",
+  "pullStopped→report2": "∥ a second PENDING report (awsvpc: PROVISIONING → PENDING first)",
 };
 
 export function phaseName(key: string): string {
   return NAMES[key] ?? key;
 }
 
-/** Consecutive observed marks, as `from→to` → ms. */
+/** Consecutive observed marks of the critical path, then the side phases, as `from→to` → ms. */
 export function phasesOf(marks: Marks): Array<{ key: string; ms: number }> {
   const present = ORDER.filter((name) => marks[name] !== undefined);
   const phases: Array<{ key: string; ms: number }> = [];
@@ -114,6 +122,11 @@ export function phasesOf(marks: Marks): Array<{ key: string; ms: number }> {
     const from = present[i - 1] as MarkName;
     const to = present[i] as MarkName;
     phases.push({ key: `${from}→${to}`, ms: (marks[to] as number) - (marks[from] as number) });
+  }
+  for (const [from, to] of SIDE) {
+    const a = marks[from];
+    const b = marks[to];
+    if (a !== undefined && b !== undefined) phases.push({ key: `${from}→${to}`, ms: b - a });
   }
   return phases;
 }

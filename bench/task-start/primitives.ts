@@ -96,12 +96,12 @@ export async function measurePrimitives(dir: string, reps: number): Promise<Prim
     );
     add(
       "ip link show",
-      "one `ip` exec (a bridge task's network setup runs 12)",
+      "one `ip` exec (a bridge task's network setup ran 12 before batching)",
       await timed(reps, () => expect("ip", ["-o", "link", "show", "dev", "lo"], [0])),
     );
     add(
       "iptables -S",
-      "one `iptables` exec (… and 12 of these)",
+      "one `iptables` exec (… and 12 of these; none now without port mappings)",
       await timed(reps, () => expect("iptables", ["-w", "5", "-t", "nat", "-S", "POSTROUTING"], [0])),
     );
     add(
@@ -123,8 +123,8 @@ export async function measurePrimitives(dir: string, reps: number): Promise<Prim
         await expect("ip", ["netns", "del", netns], [0]);
       }),
     );
-    // A task's namespace and veth the way the agent makes them (one exec per step), and the
-    // same steps in two `ip -batch` execs. (The agent also joins a bridge and reads the MTU.)
+    // A task's namespace and veth the way the agent made them before (one exec per step), and the
+    // same steps in two `ip -batch` execs, as the agent makes them now (under one `sh`).
     const inside = [
       "link set dev lo up",
       "addr add 10.254.253.2/24 dev eth0",
@@ -138,7 +138,7 @@ export async function measurePrimitives(dir: string, reps: number): Promise<Prim
     };
     add(
       "netns + veth, 7 × ip",
-      "as the agent runs them, one exec each",
+      "as the agent ran them before, one exec each",
       await timed(
         reps,
         async () => {
@@ -152,7 +152,7 @@ export async function measurePrimitives(dir: string, reps: number): Promise<Prim
     );
     add(
       "netns + veth, ip -batch",
-      "the same steps in two execs",
+      "the same steps in two execs (the agent's way now)",
       await timed(
         reps,
         async () => {

@@ -205,6 +205,8 @@ export class Agent {
       credentials: async (registry) =>
         registry === server.host ? { username: wharf.username, password: wharf.password } : undefined,
       insecure: (registry) => registry === server.host && server.protocol === "http:",
+      // Wharf's registry takes the task's credentials as Basic on every request: no 401, no token round trip.
+      basicFirst: (registry) => registry === server.host,
       ...(this.config.ca === undefined ? {} : { ca: this.config.ca }),
       signal,
       timeoutMs: 5 * 60_000,

@@ -12,6 +12,7 @@ import type { PulledImage } from "../image/store.ts";
 import type { PortMapping, TaskNetwork } from "../network/node-network.ts";
 import type { Runtime } from "../runtime/runc.ts";
 import { type BindMount, buildSpec, type ContainerSpecInput } from "../runtime/spec.ts";
+import { ReportQueue } from "./report-queue.ts";
 import { type ContainerState, type TaskState, type TaskStateStore, taskIdOf } from "./state.ts";
 
 const run = promisify(execFile);
@@ -92,6 +93,9 @@ export class TaskEngine {
   private wake: (() => void) | undefined;
   private stopping = false;
   private readonly images = new Map<string, PulledImage>();
+  /** Root filesystems mounted ahead of their container's start, by container name. */
+  private readonly rootfs = new Map<string, Promise<string>>();
+  private readonly reports: ReportQueue<TaskReport>;
   readonly done: Promise<void>;
 
   constructor(deps: EngineDeps, assignment: TaskAssignment, recovered?: TaskState) {
@@ -103,9 +107,15 @@ export class TaskEngine {
       containers: [],
     };
     this.state.assignment = assignment;
-    this.done = this.drive().catch((error: unknown) => {
-      deps.log("task engine failed", { task: assignment.taskArn, error: String(error) });
+    this.reports = new ReportQueue(deps.report, (error) => {
+      // The next report carries the whole state again; the server keeps the latest.
+      deps.log("report failed", { task: assignment.taskArn, error: String(error) });
     });
+    this.done = this.drive()
+      .catch((error: unknown) => {
+        deps.log("task engine failed", { task: assignment.taskArn, error: String(error) });
+      })
+      .finally(() => this.reports.flush());
   }
 
   /** A newer assignment from the server (e.g. desired STOPPED). */
@@ -141,7 +151,8 @@ export class TaskEngine {
     return this.state.assignment.containers.find((c) => c.name === name);
   }
 
-  private async send(status: TaskStatus): Promise<void> {
+  /** Saves the state and queues its report; the engine goes on while the report travels. */
+  private send(status: TaskStatus): void {
     this.state.status = status;
     this.deps.states.save(this.state);
     const report: TaskReport = {
@@ -174,12 +185,7 @@ export class TaskEngine {
     if (this.state.stoppedReason !== undefined) report.stoppedReason = this.state.stoppedReason;
     if (this.state.pullStartedAt !== undefined) report.pullStartedAt = this.state.pullStartedAt;
     if (this.state.pullStoppedAt !== undefined) report.pullStoppedAt = this.state.pullStoppedAt;
-    try {
-      await this.deps.report(report);
-    } catch (error) {
-      // The next report carries the whole state again; the server keeps the latest.
-      this.deps.log("report failed", { task: this.state.assignment.taskArn, error: String(error) });
-    }
+    this.reports.push(report);
   }
 
   private wantsStop(): boolean {
@@ -197,7 +203,8 @@ export class TaskEngine {
     if (this.state.status === "STOPPED") return;
     const startedBefore = this.state.containers.length > 0;
     if (!startedBefore && !this.wantsStop()) {
-      await this.send(this.state.status);
+      // The server gave the task this status itself: nothing to report before something changes.
+      this.deps.states.save(this.state);
       await this.prepare();
     }
     if (startedBefore) this.adopt();
@@ -206,7 +213,7 @@ export class TaskEngine {
       this.checkExits();
       if (this.wantsStop()) break;
       const all = this.state.assignment.containers.every((d) => this.container(d.name) !== undefined);
-      if (all && this.state.status !== "RUNNING") await this.send("RUNNING");
+      if (all && this.state.status !== "RUNNING") this.send("RUNNING");
       await this.sleep(1000);
       await this.refresh();
     }
@@ -216,54 +223,85 @@ export class TaskEngine {
     await this.stopAll();
   }
 
-  /** Network and images; a failure stops the task as ECS reports it. */
+  /**
+   * Network and images, side by side: the images are pulled (and the root filesystems
+   * of containers that wait for no other mounted) while the network is set up. A
+   * failure stops the task as ECS reports it, a network failure first.
+   */
   private async prepare(): Promise<void> {
-    const { assignment } = this.state;
+    const pullsAbort = new AbortController();
+    this.state.pullStartedAt = this.deps.now();
+    const pulls = this.pullAll(AbortSignal.any([this.abort.signal, pullsAbort.signal]));
     try {
-      const ports: PortMapping[] = assignment.containers.flatMap((c) =>
-        c.portMappings.map((p) => ({
-          containerPort: p.containerPort,
-          protocol: p.protocol,
-          ...(p.hostPort === undefined ? {} : { hostPort: p.hostPort }),
-        })),
-      );
-      const hostname =
-        assignment.containers.find((c) => c.hostname !== undefined)?.hostname ??
-        this.state.taskId.slice(0, 12);
-      const network = await this.deps.network.setup(
-        this.state.taskId,
-        assignment.networkMode,
-        ports,
-        hostname,
-      );
-      this.state.network = {
-        bindings: network.bindings,
-        hostsFile: network.hostsFile,
-        resolvConf: network.resolvConf,
-        hostnameFile: network.hostnameFile,
-        ...(network.netnsPath === undefined ? {} : { netnsPath: network.netnsPath }),
-        ...(network.ipv4Address === undefined ? {} : { ipv4Address: network.ipv4Address }),
-        ...(network.macAddress === undefined ? {} : { macAddress: network.macAddress }),
-      };
+      this.state.network = await this.setupNetwork();
     } catch (error) {
+      pullsAbort.abort();
+      await pulls;
       this.beginStop("TaskFailedToStart", `ResourceInitializationError: ${(error as Error).message}`);
       return;
     }
-    if (this.state.status === "PROVISIONING") await this.send("PENDING");
-    this.state.pullStartedAt = this.deps.now();
-    for (const container of assignment.containers) {
-      if (this.wantsStop()) return;
+    if (this.state.status === "PROVISIONING") this.send("PENDING");
+    const failure = await pulls;
+    if (failure !== undefined) {
+      this.state.containers.push(this.placeholder(failure.container, failure.reason));
+      this.beginStop("TaskFailedToStart", failure.reason);
+      return;
+    }
+    if (this.wantsStop()) return;
+    this.send("PENDING");
+  }
+
+  private async setupNetwork(): Promise<NonNullable<TaskState["network"]>> {
+    const { assignment } = this.state;
+    const ports: PortMapping[] = assignment.containers.flatMap((c) =>
+      c.portMappings.map((p) => ({
+        containerPort: p.containerPort,
+        protocol: p.protocol,
+        ...(p.hostPort === undefined ? {} : { hostPort: p.hostPort }),
+      })),
+    );
+    const hostname =
+      assignment.containers.find((c) => c.hostname !== undefined)?.hostname ?? this.state.taskId.slice(0, 12);
+    const network = await this.deps.network.setup(this.state.taskId, assignment.networkMode, ports, hostname);
+    return {
+      bindings: network.bindings,
+      hostsFile: network.hostsFile,
+      resolvConf: network.resolvConf,
+      hostnameFile: network.hostnameFile,
+      ...(network.netnsPath === undefined ? {} : { netnsPath: network.netnsPath }),
+      ...(network.ipv4Address === undefined ? {} : { ipv4Address: network.ipv4Address }),
+      ...(network.macAddress === undefined ? {} : { macAddress: network.macAddress }),
+    };
+  }
+
+  /** Pulls every container's image in order; the first failure ends it, with its reason. */
+  private async pullAll(
+    signal: AbortSignal,
+  ): Promise<{ container: AssignedContainer; reason: string } | undefined> {
+    for (const container of this.state.assignment.containers) {
+      if (this.wantsStop() || signal.aborted) return undefined;
       try {
-        this.images.set(container.name, await this.deps.pull(container.image, assignment, this.abort.signal));
+        const image = await this.deps.pull(container.image, this.state.assignment, signal);
+        this.images.set(container.name, image);
+        if (container.dependsOn.length === 0) this.mountAhead(container, image);
       } catch (error) {
-        const reason = `CannotPullContainerError: ${(error as Error).message}`;
-        this.state.containers.push(this.placeholder(container, reason));
-        this.beginStop("TaskFailedToStart", reason);
-        return;
+        return { container, reason: `CannotPullContainerError: ${(error as Error).message}` };
       }
     }
     this.state.pullStoppedAt = this.deps.now();
-    await this.send("ACTIVATING" === this.state.status ? "ACTIVATING" : "PENDING");
+    return undefined;
+  }
+
+  /** Starts mounting a container's root filesystem now; its start awaits the mount. */
+  private mountAhead(definition: AssignedContainer, image: PulledImage): void {
+    const bundle = join(this.deps.states.taskDir(this.state.taskId), definition.name);
+    const mounted = (async () => {
+      mkdirSync(bundle, { recursive: true });
+      return await mountOverlay(image.rootfs, bundle);
+    })();
+    // A failure surfaces when the container starts.
+    mounted.catch(() => undefined);
+    this.rootfs.set(definition.name, mounted);
   }
 
   private placeholder(definition: AssignedContainer, reason: string): ContainerState {
@@ -343,8 +381,9 @@ export class TaskEngine {
       return;
     }
     try {
+      const ahead = this.rootfs.get(definition.name);
       mkdirSync(container.bundle, { recursive: true });
-      container.rootfs = await mountOverlay(image.rootfs, container.bundle);
+      container.rootfs = await (ahead ?? mountOverlay(image.rootfs, container.bundle));
       const network = this.state.network;
       const mounts: BindMount[] =
         network === undefined
@@ -455,7 +494,7 @@ export class TaskEngine {
         container.healthStatus = "UNHEALTHY";
       }
       if (container.healthStatus !== before) {
-        await this.send(this.state.status);
+        this.send(this.state.status);
         this.poke();
       }
     }
@@ -488,14 +527,14 @@ export class TaskEngine {
         changed = true;
       }
     }
-    if (changed) await this.send(this.state.status === "STOPPED" ? "STOPPED" : this.state.status);
+    if (changed) this.send(this.state.status === "STOPPED" ? "STOPPED" : this.state.status);
   }
 
   /** Stops containers in reverse dependency order, tears the network down, reports STOPPED. */
   private async stopAll(): Promise<void> {
     const networked = this.state.assignment.networkMode === "awsvpc";
-    if (networked) await this.send("DEACTIVATING");
-    await this.send("STOPPING");
+    if (networked) this.send("DEACTIVATING");
+    this.send("STOPPING");
     const order = [...this.state.containers].reverse();
     for (const container of order) {
       if (container.status === "RUNNING") {
@@ -518,10 +557,16 @@ export class TaskEngine {
       await this.deps.runtime.remove(container.id, container.bundle).catch(() => undefined);
       await unmount(container.rootfs);
     }
-    if (networked) await this.send("DEPROVISIONING");
+    // Root filesystems mounted ahead for containers that never started.
+    for (const [name, mounted] of this.rootfs) {
+      if (this.container(name) !== undefined) continue;
+      const target = await mounted.catch(() => undefined);
+      if (target !== undefined) await unmount(target);
+    }
+    if (networked) this.send("DEPROVISIONING");
     await this.deps.network.teardown(this.state.taskId).catch((error: unknown) => {
       this.deps.log("network teardown failed", { task: this.state.taskId, error: String(error) });
     });
-    await this.send("STOPPED");
+    this.send("STOPPED");
   }
 }

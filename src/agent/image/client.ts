@@ -16,8 +16,14 @@ export interface ClientOptions {
   /** Plain HTTP instead of HTTPS. */
   insecure: boolean;
   agentFor: AgentFor;
-  /** Asked at most once, on the first 401. */
+  /** Asked at most once, on the first 401 (or before the first request, with `basicFirst`). */
   credentials?: () => Promise<Credentials | undefined>;
+  /**
+   * Sends Basic credentials with the first request instead of waiting for the registry's 401
+   * and fetching a token: for a registry known to take them on every request, as Wharf's own
+   * does. A 401 all the same falls back to the registry's challenge.
+   */
+  basicFirst?: boolean;
   /** Per request: the wait for an answer, and the longest silence while a body streams. */
   timeoutMs: number;
 }
@@ -67,6 +73,7 @@ export class RegistryClient {
       if (this.authorization !== undefined) headers.authorization = this.authorization;
       return this.send(url, headers, signal, what);
     };
+    if (this.options.basicFirst === true && this.authorization === undefined) await this.presetBasic();
     let response = await attempt();
     if (response.statusCode === 401) {
       const sent = this.authorization;
@@ -91,6 +98,13 @@ export class RegistryClient {
     throw new ImageError("REGISTRY_ERROR", `${what}: HTTP ${status}${detail}`);
   }
 
+  private async presetBasic(): Promise<void> {
+    this.credentials ??= this.options.credentials?.() ?? Promise.resolve(undefined);
+    const credentials = await this.credentials;
+    if (this.authorization !== undefined || credentials === undefined || !("username" in credentials)) return;
+    this.authorization = basicAuthorization(credentials);
+  }
+
   private async authenticate(challenges: Challenge[], signal: AbortSignal | undefined, what: string) {
     const challenge = challenges.find((c) => c.scheme === "basic" || c.scheme === "bearer");
     if (challenge === undefined) {
@@ -100,9 +114,7 @@ export class RegistryClient {
     this.credentials ??= this.options.credentials?.() ?? Promise.resolve(undefined);
     const credentials = await this.credentials;
     const basic =
-      credentials !== undefined && "username" in credentials
-        ? `Basic ${Buffer.from(`${credentials.username}:${credentials.password}`).toString("base64")}`
-        : undefined;
+      credentials !== undefined && "username" in credentials ? basicAuthorization(credentials) : undefined;
     if (challenge.scheme === "basic") {
       if (basic === undefined) {
         throw new ImageError("UNAUTHORIZED", `${what}: the registry wants a username and password`);
@@ -221,6 +233,10 @@ function request(
     });
     req.end();
   });
+}
+
+function basicAuthorization(credentials: { username: string; password: string }): string {
+  return `Basic ${Buffer.from(`${credentials.username}:${credentials.password}`).toString("base64")}`;
 }
 
 /** The whole body, refused beyond `limit` bytes. */

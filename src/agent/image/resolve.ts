@@ -4,6 +4,22 @@ import { ImageError } from "./errors.ts";
 import { type ImageManifest, type Platform, parseManifest, selectPlatform } from "./manifest.ts";
 import { formatReference, type ImageReference } from "./reference.ts";
 
+/** A fetched manifest, as the registry sent it. */
+export interface ManifestBytes {
+  bytes: Buffer;
+  contentType: string | undefined;
+}
+
+/**
+ * Platform manifests already fetched and verified, by `repository@digest`: content-addressed,
+ * so they never change. Only the manifest an index names is taken from here, after the index
+ * itself came from the registry in the same pull, so the registry still checks every pull's access.
+ */
+export interface ManifestCache {
+  get(key: string): ManifestBytes | undefined;
+  set(key: string, value: ManifestBytes): void;
+}
+
 export interface ResolvedImage {
   manifest: ImageManifest;
   /** The digest of the image manifest used (the platform's, when the reference named an index). */
@@ -21,6 +37,7 @@ export async function resolveImage(
   ref: ImageReference,
   platform: Platform,
   signal: AbortSignal | undefined,
+  cache?: ManifestCache,
 ): Promise<ResolvedImage> {
   const what = formatReference(ref);
   const top = await client.getManifest(ref.digest ?? ref.tag ?? "latest", signal);
@@ -30,9 +47,14 @@ export async function resolveImage(
   if (parsed.kind === "manifest") return { manifest: parsed.manifest, manifestDigest: topDigest };
 
   const chosen = selectPlatform(parsed.manifests, platform, `image index of ${what}`);
-  const inner = await client.getManifest(chosen.digest, signal);
+  const key = `${ref.registry}/${ref.repository}@${chosen.digest}`;
   const innerWhat = `manifest ${chosen.digest} of ${what}`;
-  verifyBytes(inner.bytes, chosen.digest, innerWhat, chosen.size);
+  let inner = cache?.get(key);
+  if (inner === undefined) {
+    inner = await client.getManifest(chosen.digest, signal);
+    verifyBytes(inner.bytes, chosen.digest, innerWhat, chosen.size);
+    cache?.set(key, inner);
+  }
   const image = parseManifest(inner.bytes, inner.contentType, innerWhat);
   if (image.kind !== "manifest") {
     throw new ImageError("INVALID_MANIFEST", `${innerWhat} is an index inside an index: not supported`);

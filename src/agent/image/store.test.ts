@@ -105,6 +105,23 @@ describe("ImageStore.pull", () => {
     await assert.rejects(store.pull(`${registry.host}/app:v1`, options()), code("UNAUTHORIZED"));
   });
 
+  it("sends Basic credentials up front to a registry marked basicFirst: no 401, no token", async () => {
+    registry.auth = { kind: "basic", username: "AWS", password: "secret" };
+    registry.push("app", base, "v1");
+    const first = options({
+      credentials: async () => ({ username: "AWS", password: "secret" }),
+      basicFirst: (host) => host === registry.host,
+    });
+    await store.pull(`${registry.host}/app:v1`, first);
+    const before = registry.count(/^GET /);
+    await store.pull(`${registry.host}/app:v1`, first);
+    assert.equal(registry.count(/^GET /) - before, 1, "a cached image costs one manifest request");
+    // A registry that wants a token after all still gets one, from its challenge.
+    registry.auth = { kind: "bearer", username: "AWS", password: "secret", token: "t0k3n" };
+    await store.pull(`${registry.host}/app:v1`, first);
+    assert.equal(registry.count(/^GET \/token/), 1);
+  });
+
   it("follows the Bearer token flow, sending Basic credentials to the realm", async () => {
     registry.auth = { kind: "bearer", username: "me", password: "pw", token: "t0k3n" };
     registry.push("ns/app", base, "latest");
@@ -155,6 +172,14 @@ describe("ImageStore.pull", () => {
     assert.equal(pulledAmd.manifestDigest, amd.manifest.digest);
     assert.equal(pulledAmd.indexDigest, index.digest);
     assert.equal(await readFile(join(pulledAmd.rootfs, "arch"), "utf8"), "amd64");
+    // Pulled again: the index comes from the registry (it checks access, the tag may move), the
+    // platform manifest it names, verified the first time, from memory.
+    const before = registry.count(/^GET \/v2\/multi\/manifests\//);
+    assert.equal(
+      (await store.pull(`${registry.host}/multi:v1`, options())).manifestDigest,
+      amd.manifest.digest,
+    );
+    assert.equal(registry.count(/^GET \/v2\/multi\/manifests\//) - before, 1);
 
     const pulledArm = await store.pull(
       `${registry.host}/multi@${index.digest}`,

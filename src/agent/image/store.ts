@@ -31,7 +31,7 @@ import {
   parseImageConfig,
 } from "./manifest.ts";
 import { formatReference, type ImageReference, parseReference } from "./reference.ts";
-import { resolveImage } from "./resolve.ts";
+import { type ManifestBytes, resolveImage } from "./resolve.ts";
 import { type LayerBlob, unpackLayers } from "./unpack.ts";
 
 export interface PullOptions {
@@ -40,6 +40,8 @@ export interface PullOptions {
   credentials?(registry: string): Promise<Credentials | undefined>;
   /** Hosts to reach over plain HTTP (loopback registries); others use HTTPS. */
   insecure?(registry: string): boolean;
+  /** Hosts that take Basic credentials on every request (Wharf's own registry): sent up front. */
+  basicFirst?(registry: string): boolean;
   /** Extra CA certificates (PEM) to trust for HTTPS registries, besides Node's roots. */
   ca?: string;
   signal?: AbortSignal;
@@ -67,6 +69,8 @@ interface ImageRecord {
 }
 
 const DEFAULT_TIMEOUT_MS = 30_000;
+/** Platform manifests and image configs kept in memory, each (a few KiB apiece). */
+const CACHED_ENTRIES = 256;
 const PARALLEL_DOWNLOADS = 3;
 
 /**
@@ -81,6 +85,10 @@ export class ImageStore {
   /** Digests that pulls in flight use, counted: prune keeps their blobs and rootfs. */
   private readonly pinned = new Map<string, number>();
   private readonly agents = new Map<string, http.Agent>();
+  /** Verified platform manifests by `repository@digest`, oldest first (see ManifestCache). */
+  private readonly manifests = new Map<string, ManifestBytes>();
+  /** Image configs read from verified blobs, by digest (content-addressed: they never change). */
+  private readonly configs = new Map<string, ImageConfig>();
   private ready: Promise<void> | undefined;
 
   constructor(root: string) {
@@ -95,6 +103,7 @@ export class ImageStore {
       registry: ref.registry,
       repository: ref.repository,
       insecure: options.insecure?.(ref.registry) ?? false,
+      basicFirst: options.basicFirst?.(ref.registry) ?? false,
       agentFor: (url) => this.agentFor(url, options.ca),
       credentials: credentials === undefined ? undefined : () => credentials(ref.registry),
       timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS,
@@ -119,15 +128,20 @@ export class ImageStore {
     signal: AbortSignal | undefined,
   ): Promise<PulledImage> {
     const what = formatReference(ref);
-    const resolved = await resolveImage(client, ref, platform, signal);
+    const resolved = await resolveImage(client, ref, platform, signal, {
+      get: (key) => this.manifests.get(key),
+      set: (key, value) => {
+        this.manifests.set(key, value);
+        const oldest = this.manifests.keys().next().value;
+        if (this.manifests.size > CACHED_ENTRIES && oldest !== undefined) this.manifests.delete(oldest);
+      },
+    });
     const { manifest } = resolved;
     const configDigest = manifest.config.digest;
     const digests = [configDigest, ...manifest.layers.map((layer) => layer.digest)];
     this.pin(digests, 1);
     try {
-      const configBytes = await readFile(await this.blob(client, manifest.config, signal));
-      verifyBytes(configBytes, configDigest, `config of ${what}`, manifest.config.size);
-      const config = parseImageConfig(configBytes, `config of ${what}`);
+      const config = await this.config(client, manifest.config, signal, what);
       checkConfigPlatform(config, platform, what);
       if (config.rootfs.diff_ids.length !== manifest.layers.length) {
         throw new ImageError(
@@ -152,6 +166,24 @@ export class ImageStore {
     } finally {
       this.pin(digests, -1);
     }
+  }
+
+  /** The image's config, from memory once its blob has been read and verified. */
+  private async config(
+    client: RegistryClient,
+    descriptor: Descriptor,
+    signal: AbortSignal | undefined,
+    what: string,
+  ): Promise<ImageConfig> {
+    const known = this.configs.get(descriptor.digest);
+    if (known !== undefined) return structuredClone(known);
+    const bytes = await readFile(await this.blob(client, descriptor, signal));
+    verifyBytes(bytes, descriptor.digest, `config of ${what}`, descriptor.size);
+    const config = parseImageConfig(bytes, `config of ${what}`);
+    this.configs.set(descriptor.digest, config);
+    const oldest = this.configs.keys().next().value;
+    if (this.configs.size > CACHED_ENTRIES && oldest !== undefined) this.configs.delete(oldest);
+    return config;
   }
 
   /** The image's rootfs, unpacked from its layers (downloaded as needed) unless already there. */
@@ -234,6 +266,8 @@ export class ImageStore {
    */
   async prune(inUse: Set<string>): Promise<void> {
     await this.init();
+    // Configs come from memory only while their blobs are on disk: the next pull reads them again.
+    this.configs.clear();
     const keepImages = new Set(this.unpacks.keys());
     for (const path of inUse) {
       const absolute = resolve(path);

@@ -12,6 +12,8 @@ export const DEFAULT_TIMEOUT_MS = 10_000;
 export interface RunOptions {
   timeoutMs?: number;
   signal?: AbortSignal;
+  /** Written to the command's standard input (a batch for `ip -batch -`, `iptables-restore`). */
+  input?: string;
 }
 
 export interface CommandFailure {
@@ -34,7 +36,7 @@ export class CommandError extends NetworkError {
 export function run(file: string, args: readonly string[], options: RunOptions = {}): Promise<string> {
   const command = [file, ...args].join(" ");
   return new Promise((resolve, reject) => {
-    execFile(
+    const child = execFile(
       file,
       args,
       {
@@ -53,6 +55,9 @@ export function run(file: string, args: readonly string[], options: RunOptions =
         resolve(stdout);
       },
     );
+    // Without input, the child reads end-of-file at once.
+    child.stdin?.on("error", () => undefined);
+    child.stdin?.end(options.input ?? "");
   });
 }
 

@@ -32,6 +32,39 @@ function iptables(args: readonly string[]): Promise<string> {
   return run("iptables", ["-w", "5", ...args]);
 }
 
+/** One change for `iptables-restore`: append (`-A`) or delete (`-D`) a rule of a chain. */
+export interface RuleChange {
+  op: "-A" | "-D";
+  chain: string;
+  spec: RuleSpec;
+}
+
+/** Tokens of Wharf's rules are names, addresses, ports and flags: nothing to quote. */
+const RESTORE_TOKEN = /^[A-Za-z0-9_.:/!,=+-]+$/;
+
+/**
+ * The input of `iptables-restore --noflush` that makes the changes in one table, in
+ * one transaction. It declares no chain: a declared chain would be flushed.
+ */
+export function restoreInput(table: Table, changes: readonly RuleChange[]): string {
+  const lines = [`*${table}`];
+  for (const { op, chain, spec } of changes) {
+    for (const token of [chain, ...spec]) {
+      if (!RESTORE_TOKEN.test(token))
+        throw new Error(`unsafe token for iptables-restore: ${JSON.stringify(token)}`);
+    }
+    lines.push([op, chain, ...spec].join(" "));
+  }
+  lines.push("COMMIT", "");
+  return lines.join("\n");
+}
+
+/** Applies the changes to one table with a single `iptables-restore --noflush`: all or none. */
+export async function restore(table: Table, changes: readonly RuleChange[]): Promise<void> {
+  if (changes.length === 0) return;
+  await run("iptables-restore", ["-w", "5", "--noflush"], { input: restoreInput(table, changes) });
+}
+
 export function bridgeComment(bridge: string): string {
   return `wharf:${bridge}`;
 }
@@ -106,6 +139,24 @@ export async function deleteRules(
   const left = (await listRules(table, chain)).filter(pick);
   if (left.length > 0) {
     throw new Error(`iptables: could not delete ${left.length} rule(s) from ${table}/${chain}`);
+  }
+}
+
+/**
+ * Deletes the rules of one chain that carry the comment: one listing, then one
+ * `iptables-restore` for all of them, or rule by rule when that fails (another
+ * agent removed one meanwhile).
+ */
+export async function deleteTaskRules(chain: string, comment: string): Promise<void> {
+  const doomed = (await listRules("nat", chain)).filter((spec) => commentOf(spec) === comment);
+  if (doomed.length === 0) return;
+  try {
+    await restore(
+      "nat",
+      doomed.map((spec) => ({ op: "-D", chain, spec })),
+    );
+  } catch {
+    await deleteRules("nat", chain, (spec) => commentOf(spec) === comment);
   }
 }
 

@@ -91,11 +91,6 @@ export async function uplinkMtu(): Promise<number> {
   }
 }
 
-export async function createNetns(name: string): Promise<void> {
-  await ip(["netns", "add", name]);
-  await ip(["-n", name, "link", "set", "dev", "lo", "up"]);
-}
-
 export interface VethOptions {
   hostName: string;
   netns: string;
@@ -106,18 +101,67 @@ export interface VethOptions {
   mtu: number;
 }
 
-/** Joins a namespace to the bridge: veth pair, address, default route via the bridge. */
-export async function createVeth(o: VethOptions): Promise<void> {
+/** A task's namespace, and the veth pair that joins it to the bridge when it has an address. */
+export interface TaskLinks {
+  netns: string;
+  veth?: VethOptions;
+}
+
+/** Batch tokens are names, addresses and numbers: nothing `ip -batch` would split, quote or skip. */
+const BATCH_TOKEN = /^[A-Za-z0-9_.:/@-]+$/;
+
+function batchLine(tokens: readonly string[]): string {
+  for (const token of tokens) {
+    if (!BATCH_TOKEN.test(token)) throw new Error(`unsafe token for ip -batch: ${JSON.stringify(token)}`);
+  }
+  return tokens.join(" ");
+}
+
+/**
+ * The `ip -batch` lines run in the node's namespace: the task's namespace, and the
+ * veth pair with its host end on the bridge (hairpin on: a task may reach its own
+ * published port through the node's address) and its task end inside the namespace.
+ */
+export function hostBatch(links: TaskLinks): string[] {
+  const lines = [batchLine(["netns", "add", links.netns])];
+  const o = links.veth;
+  if (o === undefined) return lines;
   const mtu = String(o.mtu);
   const peer = ["peer", "name", TASK_INTERFACE, "address", o.mac, "mtu", mtu, "netns", o.netns];
-  await ip(["link", "add", o.hostName, "mtu", mtu, "type", "veth", ...peer]);
-  await ip(["link", "set", "dev", o.hostName, "master", o.bridge]);
-  // Hairpin: a task may reach its own published port through the node's address.
-  await ip(["link", "set", "dev", o.hostName, "type", "bridge_slave", "hairpin", "on"]);
-  await ip(["link", "set", "dev", o.hostName, "up"]);
-  await ip(["-n", o.netns, "addr", "add", o.cidr, "dev", TASK_INTERFACE]);
-  await ip(["-n", o.netns, "link", "set", "dev", TASK_INTERFACE, "up"]);
-  await ip(["-n", o.netns, "route", "add", "default", "via", o.gateway, "dev", TASK_INTERFACE]);
+  lines.push(
+    batchLine(["link", "add", o.hostName, "mtu", mtu, "master", o.bridge, "up", "type", "veth", ...peer]),
+    batchLine(["link", "set", "dev", o.hostName, "type", "bridge_slave", "hairpin", "on"]),
+  );
+  return lines;
+}
+
+/** The `ip -n <netns> -batch` lines run inside the task's namespace: loopback, address, default route. */
+export function namespaceBatch(links: TaskLinks): string[] {
+  const lines = [batchLine(["link", "set", "dev", "lo", "up"])];
+  const o = links.veth;
+  if (o === undefined) return lines;
+  lines.push(
+    batchLine(["addr", "add", o.cidr, "dev", TASK_INTERFACE]),
+    batchLine(["link", "set", "dev", TASK_INTERFACE, "up"]),
+    batchLine(["route", "add", "default", "via", o.gateway, "dev", TASK_INTERFACE]),
+  );
+  return lines;
+}
+
+/**
+ * Runs the host batch ($1), then the namespace batch ($2) in namespace $3. The batches come as
+ * arguments, never spliced into the script text.
+ */
+const TASK_LINKS_SCRIPT = 'printf "%s\\n" "$1" | ip -batch - && printf "%s\\n" "$2" | ip -n "$3" -batch -';
+
+/**
+ * Makes a task's namespace and veth pair: two `ip -batch` runs (one per namespace) under one
+ * small shell, so that the agent forks once (a fork of the agent's large process is what costs).
+ */
+export async function createTaskLinks(links: TaskLinks): Promise<void> {
+  const host = hostBatch(links).join("\n");
+  const namespace = namespaceBatch(links).join("\n");
+  await run("/bin/sh", ["-c", TASK_LINKS_SCRIPT, "wharf-links", host, namespace, links.netns]);
 }
 
 export interface InterfaceState {
@@ -155,6 +199,23 @@ export async function deleteLink(name: string): Promise<void> {
     await ip(["link", "del", "dev", name]);
   } catch (error) {
     if (await linkExists(name)) throw error;
+  }
+}
+
+/**
+ * Deletes a task's veth (when it may have one) and namespace with one `ip -batch`;
+ * whatever was already gone is fine, whatever is left is an error.
+ */
+export async function deleteTaskLinks(veth: string, netns: string, mayHaveVeth: boolean): Promise<void> {
+  const lines: string[] = [];
+  // The veth first: deleting the namespace removes it too, but only once the kernel gets to it.
+  if (mayHaveVeth) lines.push(batchLine(["link", "del", "dev", veth]));
+  if (await netnsExists(netns)) lines.push(batchLine(["netns", "del", netns]));
+  if (lines.length === 0) return;
+  try {
+    await run("ip", ["-force", "-batch", "-"], { input: `${lines.join("\n")}\n` });
+  } catch (error) {
+    if ((mayHaveVeth && (await linkExists(veth))) || (await netnsExists(netns))) throw error;
   }
 }
 

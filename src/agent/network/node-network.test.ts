@@ -296,6 +296,24 @@ describe("NodeNetwork on the kernel", {
     await Promise.all([net.teardown(task("k")), net.teardown(task("l"))]);
   });
 
+  it("a second setup of a task replaces the first; a leftover veth without a record is replaced", async () => {
+    const first = await net.setup(task("r"), "bridge", [{ containerPort: 80, protocol: "tcp" }], "r");
+    const again = await net.setup(task("r"), "bridge", [{ containerPort: 80, protocol: "tcp" }], "r");
+    assert.equal(again.ipv4Address, first.ipv4Address);
+    const rules = (await run("iptables-save", ["-t", "nat"])).split("\n");
+    assert.equal(rules.filter((line) => line.includes(`:${task("r")}"`)).length, 1, "one DNAT rule, not two");
+    await net.teardown(task("r"));
+    // As something outside Wharf's records might leave it: the veth of a task never set up.
+    const veth = hostVethName(bridge, task("v"));
+    await run("ip", ["link", "add", veth, "type", "veth", "peer", "name", `${veth}p`]);
+    const v = await net.setup(task("v"), "awsvpc", [], "v");
+    assert.ok(v.ipv4Address);
+    assert.equal(await linkExists(`${veth}p`), false);
+    await net.teardown(task("v"));
+    assert.equal(await linkExists(veth), false);
+    assert.equal(await exists(`/run/netns/wharf-${task("v")}`), false);
+  });
+
   it("teardown removes namespace, veth and rules, and frees the address and port", async () => {
     const c = task("c");
     await net.teardown(c);

@@ -14,6 +14,7 @@ import { join } from "node:path";
 import { invalidArgument, NetworkError } from "./errors.ts";
 import { run } from "./exec.ts";
 import { filesExist, readHostResolvConf, writeFiles } from "./files.ts";
+import type { RuleSpec } from "./iptables.ts";
 import * as iptables from "./iptables.ts";
 import {
   firstFreeAddress,
@@ -85,6 +86,8 @@ export class NodeNetwork {
   private readonly store: StateStore;
   private readonly configuredRange: [number, number] | undefined;
   private readonly configuredMtu: number | undefined;
+  /** The MTU of the bridge and veths, found once by init(). */
+  private mtu: number | undefined;
   private readonly lastAssigned = new Map<Protocol, number>();
   /** setup/teardown/recover run one at a time, so reservations never race. */
   private queue: Promise<unknown> = Promise.resolve();
@@ -113,6 +116,7 @@ export class NodeNetwork {
   /** Creates the bridge with its address, enables forwarding, route_localnet and the NAT rules; idempotent. */
   async init(): Promise<void> {
     const mtu = this.configuredMtu ?? (await link.uplinkMtu());
+    this.mtu = mtu;
     await link.ensureBridge(this.bridge, `${this.gateway}/${this.subnet.prefix}`, mtu);
     await sysctl("net.ipv4.ip_forward", "1");
     // Lets OUTPUT-DNATed packets from 127.0.0.1 leave through the bridge.
@@ -126,6 +130,11 @@ export class NodeNetwork {
   /**
    * Sets up one task's network, first tearing down whatever an earlier setup of
    * the same task left. Bindings follow `portMappings` in order.
+   *
+   * A task this node has no record of needs no teardown first: records are written
+   * before any kernel state and removed after all of it, so there is nothing to
+   * remove, unless something outside Wharf's records left a namespace or veth of
+   * that name; then the first attempt fails, the leftovers go, and it is tried again.
    */
   async setup(
     taskId: string,
@@ -222,8 +231,8 @@ export class NodeNetwork {
     mappings: readonly PortMapping[],
     hostname: string,
   ): Promise<TaskNetwork> {
-    // Whatever an earlier setup of this task left (even without a record) goes first.
-    await this.teardownLocked(taskId);
+    // Whatever an earlier setup of this task left goes first.
+    if ((await this.store.get(taskId)) !== undefined) await this.teardownLocked(taskId);
     const others = await this.store.list();
     const record: TaskRecord = { version: 1, taskId, mode, bridge: this.bridge, bindings: [], hostname };
     if (mode === "awsvpc" || mode === "bridge") {
@@ -238,8 +247,13 @@ export class NodeNetwork {
     // Reserve first: from here on, a crash leaves a record that teardown/recover clean up.
     await this.store.put(record);
     try {
-      await this.build(record);
-      await writeFiles(this.store.filesDir(taskId), record, await readHostResolvConf(mode !== "host"));
+      const files = readHostResolvConf(mode !== "host").then((resolvConf) =>
+        writeFiles(this.store.filesDir(taskId), record, resolvConf),
+      );
+      // Settled before anything else happens, so a failure leaves no write behind the teardown.
+      const [built, written] = await Promise.allSettled([this.buildOrReplace(record), files]);
+      if (built.status === "rejected") throw built.reason;
+      if (written.status === "rejected") throw written.reason;
     } catch (error) {
       await this.teardownLocked(taskId).catch(() => undefined);
       throw error;
@@ -253,6 +267,7 @@ export class NodeNetwork {
     mappings: readonly PortMapping[],
     others: readonly TaskRecord[],
   ): Promise<BindingRecord[]> {
+    if (mappings.length === 0) return [];
     const taken: Record<Protocol, Set<number>> = { tcp: new Set(), udp: new Set() };
     for (const other of others) {
       for (const binding of other.bindings) taken[binding.protocol].add(binding.hostPort);
@@ -280,45 +295,106 @@ export class NodeNetwork {
     }));
   }
 
-  /** Makes the kernel state of a reserved record. */
-  private async build(record: TaskRecord): Promise<void> {
-    if (record.mode === "host") return;
-    const netns = link.netnsName(record.taskId);
-    await link.createNetns(netns);
-    if (!record.ipv4Address || !record.gateway) return;
-    await link.createVeth({
-      hostName: link.hostVethName(this.bridge, record.taskId),
-      netns,
-      bridge: this.bridge,
-      cidr: `${record.ipv4Address}/${record.prefix ?? this.subnet.prefix}`,
-      gateway: record.gateway,
-      mac: link.macForAddress(parseAddress(record.ipv4Address)),
-      mtu: this.configuredMtu ?? (await link.uplinkMtu()),
-    });
-    await this.publish(record);
-  }
-
-  /** Ensures the DNAT rules of a bridge-mode task's bindings (idempotent). */
-  private async publish(record: TaskRecord): Promise<void> {
-    const address = record.ipv4Address;
-    if (record.mode !== "bridge" || !address) return;
-    // Self-healing if another agent's cleanup removed the chains meanwhile.
-    await iptables.ensureChains();
-    const comment = iptables.taskComment(this.bridge, record.taskId);
-    const hostAddresses = this.hostAddresses && [...new Set([...this.hostAddresses, "127.0.0.1"])];
-    for (const b of record.bindings) {
-      const target = { protocol: b.protocol, hostPort: b.hostPort, address, containerPort: b.containerPort };
-      for (const rule of iptables.dnatRules(target, comment, hostAddresses)) {
-        await iptables.ensureRule("nat", iptables.DNAT_CHAIN, rule);
-      }
+  /**
+   * Makes the kernel state of a reserved record. When a namespace or veth of the
+   * task's name is in the way (left by something outside Wharf's records), it is
+   * removed and the build tried once more.
+   */
+  private async buildOrReplace(record: TaskRecord): Promise<void> {
+    try {
+      await this.build(record);
+    } catch (error) {
+      if (!(await this.kernelLeftovers(record.taskId))) throw error;
+      await this.removeKernelState(record.taskId, undefined);
+      await this.build(record);
     }
   }
 
+  private async kernelLeftovers(taskId: string): Promise<boolean> {
+    return (
+      (await link.netnsExists(link.netnsName(taskId))) ||
+      (await link.linkExists(link.hostVethName(this.bridge, taskId)))
+    );
+  }
+
+  /** The namespace and veth (two `ip -batch` runs), then the published ports (one `iptables-restore`). */
+  private async build(record: TaskRecord): Promise<void> {
+    if (record.mode === "host") return;
+    const links: link.TaskLinks = { netns: link.netnsName(record.taskId) };
+    if (record.ipv4Address && record.gateway) {
+      links.veth = {
+        hostName: link.hostVethName(this.bridge, record.taskId),
+        netns: links.netns,
+        bridge: this.bridge,
+        cidr: `${record.ipv4Address}/${record.prefix ?? this.subnet.prefix}`,
+        gateway: record.gateway,
+        mac: link.macForAddress(parseAddress(record.ipv4Address)),
+        mtu: this.mtu ?? this.configuredMtu ?? (await link.uplinkMtu()),
+      };
+    }
+    await link.createTaskLinks(links);
+    await this.publishNew(record);
+  }
+
+  /** The DNAT rules of a bridge-mode task's bindings: none for other modes or without port mappings. */
+  private dnatRules(record: TaskRecord): RuleSpec[] {
+    const address = record.ipv4Address;
+    if (record.mode !== "bridge" || !address) return [];
+    const comment = iptables.taskComment(this.bridge, record.taskId);
+    const hostAddresses = this.hostAddresses && [...new Set([...this.hostAddresses, "127.0.0.1"])];
+    return record.bindings.flatMap((b) =>
+      iptables.dnatRules(
+        { protocol: b.protocol, hostPort: b.hostPort, address, containerPort: b.containerPort },
+        comment,
+        hostAddresses,
+      ),
+    );
+  }
+
+  /** Adds the DNAT rules of a task that has none yet, in one `iptables-restore`. */
+  private async publishNew(record: TaskRecord): Promise<void> {
+    const changes = this.dnatRules(record).map((spec) => ({
+      op: "-A" as const,
+      chain: iptables.DNAT_CHAIN,
+      spec,
+    }));
+    if (changes.length === 0) return;
+    try {
+      await iptables.restore("nat", changes);
+    } catch {
+      // Self-healing if another agent's cleanup removed the chains meanwhile.
+      await iptables.ensureChains();
+      await iptables.restore("nat", changes);
+    }
+  }
+
+  /** Ensures the DNAT rules of a recovered task, adding only those missing (idempotent). */
+  private async publish(record: TaskRecord): Promise<void> {
+    const rules = this.dnatRules(record);
+    if (rules.length === 0) return;
+    await iptables.ensureChains();
+    for (const rule of rules) await iptables.ensureRule("nat", iptables.DNAT_CHAIN, rule);
+  }
+
   private async teardownLocked(taskId: string): Promise<void> {
-    await iptables.deleteOwned(iptables.taskComment(this.bridge, taskId));
-    await link.deleteLink(link.hostVethName(this.bridge, taskId));
-    await link.deleteNetns(link.netnsName(taskId));
+    await this.removeKernelState(taskId, await this.store.get(taskId));
     await this.store.delete(taskId);
+  }
+
+  /**
+   * Removes a task's rules, veth and namespace. With its record, only what the
+   * record says was made is looked at; without one, everything the task's name could own.
+   */
+  private async removeKernelState(taskId: string, record: TaskRecord | undefined): Promise<void> {
+    const comment = iptables.taskComment(this.bridge, taskId);
+    if (record === undefined) await iptables.deleteOwned(comment);
+    else if (this.dnatRules(record).length > 0) await iptables.deleteTaskRules(iptables.DNAT_CHAIN, comment);
+    if (record?.mode === "host") return;
+    await link.deleteTaskLinks(
+      link.hostVethName(this.bridge, taskId),
+      link.netnsName(taskId),
+      record === undefined || record.ipv4Address !== undefined,
+    );
   }
 
   /** The network of a recorded task if its kernel state is intact; undefined when it is not. */
