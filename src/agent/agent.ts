@@ -10,6 +10,7 @@ import { ServerClient, ServerError } from "./client.ts";
 import type { AgentConfig } from "./config.ts";
 import { type TaskState, TaskStateStore } from "./engine/state.ts";
 import { TaskEngine } from "./engine/task-engine.ts";
+import { ImageCleanup } from "./image/cleanup.ts";
 import { ImageStore } from "./image/store.ts";
 import { LogShipper } from "./logs/shipper.ts";
 import { NodeNetwork } from "./network/node-network.ts";
@@ -45,6 +46,8 @@ export class Agent {
   private readonly client: ServerClient;
   private readonly states: TaskStateStore;
   private readonly images: ImageStore;
+  private readonly imageCleanup: ImageCleanup;
+  private imageCleanupTimer: NodeJS.Timeout | undefined;
   private readonly runtime: RuncRuntime;
   private readonly network: NodeNetwork;
   private readonly shipper: LogShipper;
@@ -71,6 +74,12 @@ export class Agent {
     this.client = new ServerClient(config.server, config.credentials, config.region, config.ca);
     this.states = new TaskStateStore(config.dataDir);
     this.images = new ImageStore(join(config.dataDir, "images"));
+    this.imageCleanup = new ImageCleanup({
+      prune: (inUse) => this.images.prune(inUse),
+      mountinfo: () => readFileSync("/proc/self/mountinfo", "utf8"),
+      now: () => Date.now(),
+      minimumAgeMs: config.imageMinimumCleanupAgeMs,
+    });
     this.runtime = new RuncRuntime({ root: join(config.dataDir, "runc") });
     this.network = new NodeNetwork({
       bridge: config.bridge,
@@ -163,6 +172,8 @@ export class Agent {
     }
     this.shipper.start();
     this.sampler.start();
+    this.imageCleanupTimer = setInterval(() => void this.cleanImages(), this.config.imageCleanupIntervalMs);
+    this.imageCleanupTimer.unref();
     this.loop = this.pollLoop();
   }
 
@@ -200,17 +211,32 @@ export class Agent {
     let reference = image;
     if (image.startsWith(`${wharf.host}/`))
       reference = `${server.host}/${image.slice(wharf.host.length + 1)}`;
-    return this.images.pull(reference, {
-      platform: { os: "linux", architecture: arch() === "x64" ? "amd64" : arch() },
-      credentials: async (registry) =>
-        registry === server.host ? { username: wharf.username, password: wharf.password } : undefined,
-      insecure: (registry) => registry === server.host && server.protocol === "http:",
-      // Wharf's registry takes the task's credentials as Basic on every request: no 401, no token round trip.
-      basicFirst: (registry) => registry === server.host,
-      ...(this.config.ca === undefined ? {} : { ca: this.config.ca }),
-      signal,
-      timeoutMs: 5 * 60_000,
-    });
+    return this.imageCleanup.pull(() =>
+      this.images.pull(reference, {
+        platform: { os: "linux", architecture: arch() === "x64" ? "amd64" : arch() },
+        credentials: async (registry) =>
+          registry === server.host ? { username: wharf.username, password: wharf.password } : undefined,
+        insecure: (registry) => registry === server.host && server.protocol === "http:",
+        // Wharf's registry takes the task's credentials as Basic on every request: no 401, no token round trip.
+        basicFirst: (registry) => registry === server.host,
+        ...(this.config.ca === undefined ? {} : { ca: this.config.ca }),
+        signal,
+        timeoutMs: 5 * 60_000,
+      }),
+    );
+  }
+
+  /**
+   * Removes cached images that no container uses and no task pulled within
+   * the minimum cleanup age (run on a timer; false when skipped for pulls in flight).
+   */
+  async cleanImages(): Promise<boolean> {
+    try {
+      return await this.imageCleanup.prune();
+    } catch (error) {
+      this.log.warn({ error: String(error) }, "image cleanup failed; retrying on the next pass");
+      return false;
+    }
   }
 
   private async pollLoop(): Promise<void> {
@@ -274,6 +300,7 @@ export class Agent {
   /** Stops polling and shipping; running tasks keep running (they are adopted on the next start). */
   async stop(): Promise<void> {
     this.stopped.abort();
+    clearInterval(this.imageCleanupTimer);
     await this.loop;
     this.sampler.stop();
     await this.shipper.stop();

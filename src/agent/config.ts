@@ -1,4 +1,5 @@
 import { hostname } from "node:os";
+import { IMAGE_CLEANUP_INTERVAL_MS, IMAGE_MINIMUM_CLEANUP_AGE_MS } from "./image/cleanup.ts";
 
 /** How one node agent runs. */
 export interface AgentConfig {
@@ -29,6 +30,9 @@ export interface AgentConfig {
    * FARGATE tasks, listed in no cluster.
    */
   capacity: "EC2" | "FARGATE";
+  /** How often unused images are removed, and how long after its last pull an image is kept. */
+  imageCleanupIntervalMs: number;
+  imageMinimumCleanupAgeMs: number;
 }
 
 export function defaultAgentConfig(
@@ -45,6 +49,8 @@ export function defaultAgentConfig(
     address: "127.0.0.1",
     hostname: hostname(),
     capacity: "EC2",
+    imageCleanupIntervalMs: IMAGE_CLEANUP_INTERVAL_MS,
+    imageMinimumCleanupAgeMs: IMAGE_MINIMUM_CLEANUP_AGE_MS,
     ...partial,
   };
 }
