@@ -18,12 +18,21 @@ export interface Tx {
   all<T extends Row = Row>(sql: string, ...params: SqlValue[]): Promise<T[]>;
   /** A statement; returns how many rows it changed. */
   run(sql: string, ...params: SqlValue[]): Promise<number>;
+  /**
+   * Runs `fn` once this transaction has committed durably, and never if it
+   * rolls back: how in-memory views of the state (caches, indexes) follow
+   * exactly what was committed. Hooks run in the order they were added,
+   * before the next transaction starts. Only in a write transaction.
+   */
+  afterCommit(fn: () => void): void;
 }
 
 export interface Store {
   /**
    * Runs `fn` in one serialisable transaction: everything it wrote commits
-   * together when it resolves, nothing when it throws.
+   * together when it resolves, nothing when it throws. Transactions run one
+   * at a time; an implementation may commit several that queued up together
+   * (group commit), but each still succeeds or fails on its own.
    */
   transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T>;
   /** A read-only snapshot; cheaper than a transaction and never blocks writers. */
