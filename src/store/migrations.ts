@@ -244,4 +244,10 @@ export const migrations: Migration[] = [
       "CREATE INDEX ecs_container_instances_updated ON ecs_container_instances (updated_at)",
     ],
   },
+  {
+    version: 8,
+    name: "agent tokens looked up by index",
+    // Every agent request finds its instance by token: without an index, a scan of every instance.
+    statements: ["CREATE INDEX ecs_container_instances_token ON ecs_container_instances (token_hash)"],
+  },
 ];

@@ -93,6 +93,8 @@ class Queue {
  * savepoint: one that throws is rolled back to its savepoint and fails alone;
  * the others resolve only once the batch has committed. Under load this turns
  * a sync per write into a sync per batch; alone, a transaction commits at once.
+ * A transaction that added afterCommit hooks ends its batch, so the hooks run
+ * before any later transaction starts and in-memory views never lag behind.
  */
 export class SqliteStore implements Store {
   private readonly writer: Connection;
@@ -154,6 +156,11 @@ export class SqliteStore implements Store {
         const value = await entry.fn(this.writer);
         db.exec("RELEASE wharf_tx");
         outcomes.push({ ok: true, value });
+        if (entry.hooks.length > 0) {
+          // Hooks keep in-memory views equal to what is committed: they run before the next transaction.
+          this.pending.unshift(...group.slice(i + 1));
+          break;
+        }
       } catch (error) {
         entry.hooks.length = 0;
         outcomes.push({ ok: false, error });
@@ -180,7 +187,10 @@ export class SqliteStore implements Store {
     this.settle(group, outcomes, undefined);
   }
 
-  /** Resolves or rejects each transaction of a group; `lost` is why those that succeeded were not committed. */
+  /**
+   * Resolves or rejects each transaction of a group that ran (those past the outcomes went back to
+   * the queue); `lost` is why those that succeeded were not committed.
+   */
   private settle(group: Pending[], outcomes: Outcome[], lost: { error: unknown } | undefined): void {
     for (const [i, outcome] of outcomes.entries()) {
       const entry = group[i] as Pending;

@@ -109,6 +109,23 @@ function storeContract(name: string, open: (migrations: Migration[]) => Promise<
       await store.close();
     });
 
+    it("runs a transaction's hooks before any later transaction starts", async () => {
+      const store = await open(schema);
+      let applied = 0;
+      const seenByLater: number[] = [];
+      await Promise.all(
+        Array.from({ length: 10 }, (_, i) =>
+          store.transaction(async (tx) => {
+            seenByLater.push(applied);
+            await tx.run("INSERT INTO items (id, n) VALUES (?, ?)", `h-${i}`, i);
+            if (i % 2 === 0) tx.afterCommit(() => applied++);
+          }),
+        ),
+      );
+      assert.deepEqual(seenByLater, [0, 1, 1, 2, 2, 3, 3, 4, 4, 5]);
+      await store.close();
+    });
+
     it("reports how many rows a statement changed", async () => {
       const store = await open(schema);
       const changed = await store.transaction(async (tx) => {

@@ -22,7 +22,8 @@ export interface Tx {
    * Runs `fn` once this transaction has committed durably, and never if it
    * rolls back: how in-memory views of the state (caches, indexes) follow
    * exactly what was committed. Hooks run in the order they were added,
-   * before the next transaction starts. Only in a write transaction.
+   * before the next transaction starts (an implementation that groups
+   * commits ends the group there). Only in a write transaction.
    */
   afterCommit(fn: () => void): void;
 }

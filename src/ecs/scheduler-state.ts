@@ -1,0 +1,241 @@
+import type { InstanceView } from "../scheduler/placement.ts";
+import { sameFootprint, type TaskFootprint, UsageIndex } from "../scheduler/usage.ts";
+import type { Store, Tx } from "../store/store.ts";
+import {
+  AGENT_TIMEOUT_MS,
+  fromRow,
+  type InstanceRecord,
+  type InstanceRow,
+  type InstanceWrites,
+  RESERVED_TCP_PORTS,
+} from "./instances.ts";
+import type { TaskRecord, TaskWrites } from "./tasks.ts";
+
+/** One instance as placement sees it, with its zone and its agent's last heartbeat. */
+export interface InstanceSnapshot {
+  view: InstanceView;
+  zone?: string;
+  lastHeartbeat: number;
+}
+
+/** How often heartbeats kept in memory are written to the store. */
+export const HEARTBEAT_FLUSH_MS = 10_000;
+
+/** What a task holds on its instance: nothing once STOPPED or when it has no instance. */
+export function footprintOf(record: TaskRecord): TaskFootprint | undefined {
+  const instanceArn = record.wire.containerInstanceArn;
+  if (instanceArn === undefined || record.wire.lastStatus === "STOPPED") return undefined;
+  return {
+    instanceArn,
+    cpu: record.reservation.cpu,
+    memory: record.reservation.memory,
+    tcp: record.reservation.tcp,
+    udp: record.reservation.udp,
+    group: record.wire.group ?? "",
+  };
+}
+
+/**
+ * The scheduler's view of the world kept in memory, as Nomad keeps its state
+ * store: every container instance that is not INACTIVE and what the tasks on
+ * each hold. Loaded from the store at start; then every task and instance
+ * write tells it what changed (`taskSaved`, `instanceSaved`) and the change
+ * lands once the transaction commits, before the next one starts, so a
+ * transaction that reads it sees exactly the committed state. A placement
+ * snapshot costs O(instances) with no query and no parsing; views of
+ * instances that did not change are reused.
+ *
+ * Agent heartbeats live here too: a poll only records the time in memory,
+ * and the times are written to the store every HEARTBEAT_FLUSH_MS (the
+ * controller declares no agent lost until it has itself run for the agent
+ * timeout, so a restart loses nothing that matters).
+ *
+ * One process owns the store's writes; several servers over one store
+ * would each need the other's changes (a change feed), which Wharf has not.
+ */
+export class SchedulerState implements TaskWrites, InstanceWrites {
+  private readonly usage = new UsageIndex();
+  private readonly records = new Map<string, InstanceRecord>();
+  private readonly clusters = new Map<string, Set<string>>();
+  /** Each cluster's instance ARNs in order, rebuilt when membership changes. */
+  private readonly ordered = new Map<string, string[]>();
+  private readonly views = new Map<string, InstanceView>();
+  private readonly heartbeats = new Map<string, number>();
+  private timer: NodeJS.Timeout | undefined;
+  private flushing: Promise<void> | undefined;
+
+  /** The state of everything the store holds. */
+  static async load(store: Store): Promise<SchedulerState> {
+    const state = new SchedulerState();
+    await store.read(async (tx) => {
+      const instances = await tx.all<InstanceRow>(
+        "SELECT arn, body, last_heartbeat, status FROM ecs_container_instances WHERE status != 'INACTIVE'",
+      );
+      for (const row of instances) state.putInstance(fromRow(row));
+      const tasks = await tx.all<{ body: string }>(
+        "SELECT body FROM ecs_tasks WHERE last_status != 'STOPPED'",
+      );
+      for (const row of tasks) {
+        const record = JSON.parse(row.body) as TaskRecord;
+        state.usage.set(record.wire.taskArn, footprintOf(record));
+      }
+    });
+    return state;
+  }
+
+  taskSaved(tx: Tx, record: TaskRecord): void {
+    const footprint = footprintOf(record);
+    const committed = this.usage.footprint(record.wire.taskArn);
+    // A change of status that keeps what the task holds (PENDING → RUNNING) needs no hook, so
+    // such writes can share a commit with others.
+    if (footprint !== undefined && committed !== undefined && sameFootprint(footprint, committed)) return;
+    const arn = record.wire.taskArn;
+    tx.afterCommit(() => {
+      for (const instance of this.usage.set(arn, footprint)) this.views.delete(instance);
+    });
+  }
+
+  instanceSaved(tx: Tx, record: InstanceRecord): void {
+    const copy: InstanceRecord = { ...record };
+    tx.afterCommit(() => this.putInstance(copy));
+  }
+
+  /** Records that an instance's agent was heard from. */
+  heartbeat(instanceArn: string, at: number): void {
+    if ((this.heartbeats.get(instanceArn) ?? Number.NEGATIVE_INFINITY) < at)
+      this.heartbeats.set(instanceArn, at);
+  }
+
+  /** The instance's last heartbeat: the stored one, or a later one only memory has yet. */
+  lastHeartbeat(record: Pick<InstanceRecord, "arn" | "lastHeartbeat">): number {
+    return Math.max(record.lastHeartbeat, this.heartbeats.get(record.arn) ?? Number.NEGATIVE_INFINITY);
+  }
+
+  /** The placement snapshot of a cluster's instances of one capacity, in ARN order. */
+  snapshot(clusterArn: string, capacity: "EC2" | "FARGATE", now: number): InstanceSnapshot[] {
+    const out: InstanceSnapshot[] = [];
+    for (const arn of this.instanceArns(clusterArn)) {
+      const record = this.records.get(arn);
+      if (record === undefined || record.capacity !== capacity) continue;
+      const lastHeartbeat = this.lastHeartbeat(record);
+      const connected = now - lastHeartbeat <= AGENT_TIMEOUT_MS;
+      let view = this.views.get(arn);
+      if (view === undefined || view.connected !== connected) {
+        view = this.viewOf(record, connected);
+        this.views.set(arn, view);
+      }
+      const zone = view.attributes["ecs.availability-zone"];
+      out.push(zone === undefined ? { view, lastHeartbeat } : { view, zone, lastHeartbeat });
+    }
+    return out;
+  }
+
+  /** What the tasks on an instance hold (for tests and diagnostics). */
+  totals(instanceArn: string) {
+    return this.usage.of(instanceArn);
+  }
+
+  /** Writes heartbeats kept in memory to the store every `intervalMs`. */
+  start(store: Store, intervalMs = HEARTBEAT_FLUSH_MS): void {
+    this.timer = setInterval(() => {
+      this.flushing ??= this.flush(store).finally(() => {
+        this.flushing = undefined;
+      });
+    }, intervalMs);
+    this.timer.unref();
+  }
+
+  /** Stops the flushes and writes what is left. */
+  async close(store: Store): Promise<void> {
+    clearInterval(this.timer);
+    await this.flushing;
+    await this.flush(store);
+  }
+
+  /** Writes every heartbeat newer than what the store holds, in one transaction. */
+  async flush(store: Store): Promise<void> {
+    const due: Array<[string, number]> = [];
+    for (const [arn, at] of this.heartbeats) {
+      const record = this.records.get(arn);
+      if (record !== undefined && at > record.lastHeartbeat) due.push([arn, at]);
+    }
+    if (due.length === 0) return;
+    await store.transaction(async (tx) => {
+      for (const [arn, at] of due) {
+        await tx.run(
+          "UPDATE ecs_container_instances SET last_heartbeat = ? WHERE arn = ? AND last_heartbeat < ?",
+          at,
+          arn,
+          at,
+        );
+      }
+      tx.afterCommit(() => {
+        for (const [arn, at] of due) {
+          const record = this.records.get(arn);
+          if (record !== undefined && record.lastHeartbeat < at) record.lastHeartbeat = at;
+        }
+      });
+    });
+  }
+
+  private instanceArns(clusterArn: string): string[] {
+    let arns = this.ordered.get(clusterArn);
+    if (arns === undefined) {
+      arns = [...(this.clusters.get(clusterArn) ?? [])].sort();
+      this.ordered.set(clusterArn, arns);
+    }
+    return arns;
+  }
+
+  private putInstance(record: InstanceRecord): void {
+    const previous = this.records.get(record.arn);
+    this.views.delete(record.arn);
+    if (previous !== undefined && previous.clusterArn !== record.clusterArn) this.leave(previous);
+    if (record.status === "INACTIVE") {
+      if (previous !== undefined) this.leave(previous);
+      this.records.delete(record.arn);
+      this.heartbeats.delete(record.arn);
+      return;
+    }
+    this.records.set(record.arn, record);
+    let members = this.clusters.get(record.clusterArn);
+    if (members === undefined) {
+      members = new Set();
+      this.clusters.set(record.clusterArn, members);
+    }
+    if (!members.has(record.arn)) {
+      members.add(record.arn);
+      this.ordered.delete(record.clusterArn);
+    }
+  }
+
+  private leave(record: InstanceRecord): void {
+    this.clusters.get(record.clusterArn)?.delete(record.arn);
+    this.ordered.delete(record.clusterArn);
+  }
+
+  private viewOf(record: InstanceRecord, connected: boolean): InstanceView {
+    const totals = this.usage.of(record.arn);
+    const attributes: Record<string, string> = {};
+    for (const attribute of record.attributes) attributes[attribute.name] = attribute.value ?? "";
+    const tcp = new Set(RESERVED_TCP_PORTS);
+    const udp = new Set<number>();
+    for (const port of totals?.tcp.keys() ?? []) tcp.add(port);
+    for (const port of totals?.udp.keys() ?? []) udp.add(port);
+    for (const port of record.usedPorts.tcp) tcp.add(port);
+    for (const port of record.usedPorts.udp) udp.add(port);
+    return {
+      arn: record.arn,
+      instanceId: record.instanceId,
+      status: record.status,
+      connected,
+      remaining: {
+        cpu: record.registered.cpu - (totals?.cpu ?? 0),
+        memory: record.registered.memory - (totals?.memory ?? 0),
+      },
+      ports: { tcp, udp },
+      attributes,
+      groups: new Map(totals?.groups ?? []),
+    };
+  }
+}
