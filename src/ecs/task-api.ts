@@ -467,8 +467,12 @@ export function taskOperations(
           random,
         );
         const tasks: TaskRecord[] = [];
+        const chosen = new Set(plan.placements);
+        const zones = new Map<string, string | undefined>();
+        for (const instance of instances)
+          if (chosen.has(instance.view.arn)) zones.set(instance.view.arn, instance.zone);
         for (const instanceArn of plan.placements) {
-          const zone = instances.find((i) => i.view.arn === instanceArn)?.zone;
+          const zone = zones.get(instanceArn);
           const task = newTask(
             { ctx, cluster, definition, input: { ...input, launchType }, registry },
             instanceArn,

@@ -105,51 +105,52 @@ function refusal(
   return undefined;
 }
 
-function spreadValue(instance: InstanceView, field: string): string {
-  if (field === "instanceId" || field === "host") return instance.arn;
-  return instance.attributes[field.replace(/^attribute:/, "")] ?? "";
+/** What a spread strategy ranks by: each instance's value of the field, and the group's tasks per value. */
+interface Spread {
+  values: string[];
+  load: Map<string, number>;
 }
 
-/** Orders candidates by each strategy in turn (later ones break ties of earlier ones). */
-function rank(
-  candidates: InstanceView[],
-  all: InstanceView[],
-  strategies: Strategy[],
-  group: string,
-  random: () => number,
-): InstanceView[] {
-  const keys = new Map<InstanceView, number[]>();
-  for (const candidate of candidates) keys.set(candidate, []);
-  for (const strategy of strategies) {
-    if (strategy.type === "random") {
-      for (const candidate of candidates) keys.get(candidate)?.push(random());
-    } else if (strategy.type === "binpack") {
-      const field = strategy.field === "cpu" ? "cpu" : "memory";
-      for (const candidate of candidates) keys.get(candidate)?.push(candidate.remaining[field]);
-    } else {
-      const field = strategy.field ?? "instanceId";
-      const load = new Map<string, number>();
-      // Every value across the cluster counts, so an empty zone attracts tasks.
-      for (const instance of all) {
-        const value = spreadValue(instance, field);
-        load.set(value, (load.get(value) ?? 0) + (instance.groups.get(group) ?? 0));
-      }
-      for (const candidate of candidates)
-        keys.get(candidate)?.push(load.get(spreadValue(candidate, field)) ?? 0);
-    }
+function spreadOf(instances: InstanceView[], field: string, group: string): Spread {
+  const byInstance = field === "instanceId" || field === "host";
+  const attribute = field.replace(/^attribute:/, "");
+  const values: string[] = [];
+  const load = new Map<string, number>();
+  // Every value across the cluster counts, so an empty zone attracts tasks.
+  for (const instance of instances) {
+    const value = byInstance ? instance.arn : (instance.attributes[attribute] ?? "");
+    values.push(value);
+    load.set(value, (load.get(value) ?? 0) + (instance.groups.get(group) ?? 0));
   }
-  return [...candidates].sort((a, b) => {
-    const ka = keys.get(a) ?? [];
-    const kb = keys.get(b) ?? [];
-    for (let i = 0; i < ka.length; i++) {
-      const d = (ka[i] ?? 0) - (kb[i] ?? 0);
-      if (d !== 0) return d;
-    }
-    return a.arn < b.arn ? -1 : a.arn > b.arn ? 1 : 0;
-  });
+  return { values, load };
 }
 
-/** Places `count` tasks with the same needs. Does not modify the snapshot it is given. */
+/** The instance with what one more task takes from it, copied so the caller's snapshot stays as it was. */
+function withTask(instance: InstanceView, needs: TaskNeeds, copied: boolean): InstanceView {
+  const out = copied
+    ? instance
+    : {
+        ...instance,
+        remaining: { ...instance.remaining },
+        ports: { tcp: new Set(instance.ports.tcp), udp: new Set(instance.ports.udp) },
+        groups: new Map(instance.groups),
+      };
+  out.remaining.cpu -= needs.cpu;
+  out.remaining.memory -= needs.memory;
+  for (const port of needs.ports.tcp) out.ports.tcp.add(port);
+  for (const port of needs.ports.udp) out.ports.udp.add(port);
+  out.groups.set(needs.group, (out.groups.get(needs.group) ?? 0) + 1);
+  return out;
+}
+
+/**
+ * Places `count` tasks with the same needs. Does not modify the snapshot it
+ * is given. Only the instance a task goes to changes between tasks, so each
+ * instance is checked once, spread loads are counted once and then kept up
+ * to date, and each task takes the best candidate in one pass (strategies in
+ * order, later ones breaking ties of earlier ones, then the ARN): O(instances)
+ * per task.
+ */
 export function place(
   snapshot: InstanceView[],
   count: number,
@@ -158,29 +159,62 @@ export function place(
   strategies: Strategy[],
   random: () => number,
 ): PlacementPlan {
-  const instances = snapshot.map((instance) => ({
-    ...instance,
-    remaining: { ...instance.remaining },
-    ports: { tcp: new Set(instance.ports.tcp), udp: new Set(instance.ports.udp) },
-    groups: new Map(instance.groups),
-  }));
+  const instances = snapshot.slice();
+  const copied = new Uint8Array(instances.length);
+  const reasons = instances.map((instance) => refusal(instance, needs, constraints));
+  const spreads = strategies.map((strategy) =>
+    strategy.type === "spread" ? spreadOf(instances, strategy.field ?? "instanceId", needs.group) : undefined,
+  );
+  const binpack = strategies.map((strategy) => (strategy.field === "cpu" ? "cpu" : "memory"));
+  let keys: number[] = [];
+  let bestKeys: number[] = [];
   const placements: string[] = [];
   for (let n = 0; n < count; n++) {
-    const failures: PlacementFailure[] = [];
-    const candidates: InstanceView[] = [];
-    for (const instance of instances) {
-      const reason = refusal(instance, needs, constraints);
-      if (reason === undefined) candidates.push(instance);
-      else failures.push({ arn: instance.arn, reason });
+    let best = -1;
+    for (let i = 0; i < instances.length; i++) {
+      if (reasons[i] !== undefined) continue;
+      const instance = instances[i] as InstanceView;
+      for (let k = 0; k < strategies.length; k++) {
+        const spread = spreads[k];
+        const type = (strategies[k] as Strategy).type;
+        keys[k] =
+          spread !== undefined
+            ? (spread.load.get(spread.values[i] as string) ?? 0)
+            : type === "random"
+              ? random()
+              : instance.remaining[binpack[k] as "cpu" | "memory"];
+      }
+      if (best < 0 || before(keys, instance.arn, bestKeys, (instances[best] as InstanceView).arn)) {
+        best = i;
+        [keys, bestKeys] = [bestKeys, keys];
+      }
     }
-    const [chosen] = rank(candidates, instances, strategies, needs.group, random);
-    if (chosen === undefined) return { placements, failures };
-    chosen.remaining.cpu -= needs.cpu;
-    chosen.remaining.memory -= needs.memory;
-    for (const port of needs.ports.tcp) chosen.ports.tcp.add(port);
-    for (const port of needs.ports.udp) chosen.ports.udp.add(port);
-    chosen.groups.set(needs.group, (chosen.groups.get(needs.group) ?? 0) + 1);
+    if (best < 0) {
+      const failures: PlacementFailure[] = [];
+      for (const [i, reason] of reasons.entries()) {
+        if (reason !== undefined) failures.push({ arn: (instances[i] as InstanceView).arn, reason });
+      }
+      return { placements, failures };
+    }
+    const chosen = withTask(instances[best] as InstanceView, needs, copied[best] === 1);
+    instances[best] = chosen;
+    copied[best] = 1;
+    reasons[best] = refusal(chosen, needs, constraints);
+    for (const spread of spreads) {
+      if (spread === undefined) continue;
+      const value = spread.values[best] as string;
+      spread.load.set(value, (spread.load.get(value) ?? 0) + 1);
+    }
     placements.push(chosen.arn);
   }
   return { placements, failures: [] };
+}
+
+/** Whether a candidate ranks before the best so far: lower keys first, then the lower ARN. */
+function before(keys: number[], arn: string, best: number[], bestArn: string): boolean {
+  for (let k = 0; k < keys.length; k++) {
+    const d = (keys[k] as number) - (best[k] as number);
+    if (d !== 0) return d < 0;
+  }
+  return arn < bestArn;
 }
