@@ -1,5 +1,5 @@
 import type { InstanceView } from "../scheduler/placement.ts";
-import { sameFootprint, type TaskFootprint, UsageIndex } from "../scheduler/usage.ts";
+import { type TaskFootprint, UsageIndex } from "../scheduler/usage.ts";
 import type { Store, Tx } from "../store/store.ts";
 import {
   AGENT_TIMEOUT_MS,
@@ -39,9 +39,11 @@ export function footprintOf(record: TaskRecord): TaskFootprint | undefined {
  * The scheduler's view of the world kept in memory, as Nomad keeps its state
  * store: every container instance that is not INACTIVE and what the tasks on
  * each hold. Loaded from the store at start; then every task and instance
- * write tells it what changed (`taskSaved`, `instanceSaved`) and the change
- * lands once the transaction commits, before the next one starts, so a
- * transaction that reads it sees exactly the committed state. A placement
+ * write tells it what changed (`taskSaved`, `instanceSaved`). The change
+ * lands at once, as the row does for the writer, and is taken back if the
+ * transaction's writes are undone (`onRollback`), so a transaction reads here
+ * exactly what it would read from the rows: no placement can rely on
+ * capacity another transaction took, committed or not. A placement
  * snapshot costs O(instances) with no query and no parsing; views of
  * instances that did not change are reused.
  *
@@ -84,20 +86,19 @@ export class SchedulerState implements TaskWrites, InstanceWrites {
   }
 
   taskSaved(tx: Tx, record: TaskRecord): void {
-    const footprint = footprintOf(record);
-    const committed = this.usage.footprint(record.wire.taskArn);
-    // A change of status that keeps what the task holds (PENDING → RUNNING) needs no hook, so
-    // such writes can share a commit with others.
-    if (footprint !== undefined && committed !== undefined && sameFootprint(footprint, committed)) return;
     const arn = record.wire.taskArn;
-    tx.afterCommit(() => {
-      for (const instance of this.usage.set(arn, footprint)) this.views.delete(instance);
-    });
+    const before = this.usage.footprint(arn);
+    this.setTask(arn, footprintOf(record));
+    tx.onRollback(() => this.setTask(arn, before));
   }
 
   instanceSaved(tx: Tx, record: InstanceRecord): void {
-    const copy: InstanceRecord = { ...record };
-    tx.afterCommit(() => this.putInstance(copy));
+    const before = this.records.get(record.arn);
+    this.putInstance({ ...record });
+    tx.onRollback(() => {
+      if (before !== undefined) this.putInstance(before);
+      else this.putInstance({ ...record, status: "INACTIVE" });
+    });
   }
 
   /** Records that an instance's agent was heard from. */
@@ -178,6 +179,10 @@ export class SchedulerState implements TaskWrites, InstanceWrites {
     });
   }
 
+  private setTask(arn: string, footprint: TaskFootprint | undefined): void {
+    for (const instance of this.usage.set(arn, footprint)) this.views.delete(instance);
+  }
+
   private instanceArns(clusterArn: string): string[] {
     let arns = this.ordered.get(clusterArn);
     if (arns === undefined) {
@@ -194,7 +199,6 @@ export class SchedulerState implements TaskWrites, InstanceWrites {
     if (record.status === "INACTIVE") {
       if (previous !== undefined) this.leave(previous);
       this.records.delete(record.arn);
-      this.heartbeats.delete(record.arn);
       return;
     }
     this.records.set(record.arn, record);

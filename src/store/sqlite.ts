@@ -20,8 +20,8 @@ type Statement = Database.Statement<SqlValue[]>;
 /** One better-sqlite3 connection with its prepared statements. */
 class Connection implements Tx {
   readonly db: Database.Database;
-  /** Where afterCommit hooks go while a write transaction runs on this connection. */
-  hooks: Array<() => void> | undefined;
+  /** The transaction running on this connection, for its afterCommit and onRollback hooks. */
+  current: Pending | undefined;
   private readonly statements = new Map<string, Statement>();
 
   constructor(db: Database.Database) {
@@ -50,8 +50,13 @@ class Connection implements Tx {
   }
 
   afterCommit(fn: () => void): void {
-    if (this.hooks === undefined) throw new Error("afterCommit is only for write transactions");
-    this.hooks.push(fn);
+    if (this.current === undefined) throw new Error("afterCommit is only for write transactions");
+    this.current.hooks.push(fn);
+  }
+
+  onRollback(fn: () => void): void {
+    if (this.current === undefined) throw new Error("onRollback is only for write transactions");
+    this.current.undo.push(fn);
   }
 }
 
@@ -61,6 +66,14 @@ interface Pending {
   resolve(value: unknown): void;
   reject(error: unknown): void;
   hooks: Array<() => void>;
+  undo: Array<() => void>;
+}
+
+/** Runs a transaction's onRollback hooks, last first. */
+function undo(entry: Pending): void {
+  for (const fn of entry.undo.reverse()) fn();
+  entry.undo.length = 0;
+  entry.hooks.length = 0;
 }
 
 type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
@@ -126,7 +139,7 @@ export class SqliteStore implements Store {
 
   transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      this.pending.push({ fn, resolve: resolve as (value: unknown) => void, reject, hooks: [] });
+      this.pending.push({ fn, resolve: resolve as (value: unknown) => void, reject, hooks: [], undo: [] });
       this.draining ??= this.drain();
     });
   }
@@ -151,7 +164,7 @@ export class SqliteStore implements Store {
     const outcomes: Outcome[] = [];
     for (const [i, entry] of group.entries()) {
       db.exec("SAVEPOINT wharf_tx");
-      this.writer.hooks = entry.hooks;
+      this.writer.current = entry;
       try {
         const value = await entry.fn(this.writer);
         db.exec("RELEASE wharf_tx");
@@ -162,7 +175,7 @@ export class SqliteStore implements Store {
           break;
         }
       } catch (error) {
-        entry.hooks.length = 0;
+        undo(entry);
         outcomes.push({ ok: false, error });
         if (!db.inTransaction) {
           // SQLite gave up the whole transaction (e.g. disk full): the earlier ones are lost with it,
@@ -174,7 +187,7 @@ export class SqliteStore implements Store {
         db.exec("ROLLBACK TO wharf_tx");
         db.exec("RELEASE wharf_tx");
       } finally {
-        this.writer.hooks = undefined;
+        this.writer.current = undefined;
       }
     }
     try {
@@ -192,6 +205,7 @@ export class SqliteStore implements Store {
    * the queue); `lost` is why those that succeeded were not committed.
    */
   private settle(group: Pending[], outcomes: Outcome[], lost: { error: unknown } | undefined): void {
+    if (lost !== undefined) for (let i = outcomes.length - 1; i >= 0; i--) undo(group[i] as Pending);
     for (const [i, outcome] of outcomes.entries()) {
       const entry = group[i] as Pending;
       if (!outcome.ok) {

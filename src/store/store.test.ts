@@ -109,6 +109,23 @@ function storeContract(name: string, open: (migrations: Migration[]) => Promise<
       await store.close();
     });
 
+    it("runs onRollback hooks, last first, only for a transaction whose writes are undone", async () => {
+      const store = await open(schema);
+      const seen: string[] = [];
+      await Promise.allSettled([
+        store.transaction(async (tx) => {
+          tx.onRollback(() => seen.push("kept"));
+        }),
+        store.transaction(async (tx) => {
+          tx.onRollback(() => seen.push("first"));
+          tx.onRollback(() => seen.push("second"));
+          throw new Error("undone");
+        }),
+      ]);
+      assert.deepEqual(seen, ["second", "first"]);
+      await store.close();
+    });
+
     it("runs a transaction's hooks before any later transaction starts", async () => {
       const store = await open(schema);
       let applied = 0;

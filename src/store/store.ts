@@ -26,6 +26,13 @@ export interface Tx {
    * commits ends the group there). Only in a write transaction.
    */
   afterCommit(fn: () => void): void;
+  /**
+   * Runs `fn` if this transaction's writes are undone: it throws, or its
+   * commit fails. Hooks run last first. With it, an in-memory view can follow
+   * each write at once (so later transactions read it as they would read the
+   * rows) and take the write back when the rows go. Only in a write transaction.
+   */
+  onRollback(fn: () => void): void;
 }
 
 export interface Store {
