@@ -146,41 +146,49 @@ export class SqliteStore implements Store {
 
   private async drain(): Promise<void> {
     try {
-      while (this.pending.length > 0) await this.commitGroup(this.pending.splice(0, MAX_GROUP));
+      while (this.pending.length > 0) await this.commitGroup();
     } finally {
       this.draining = undefined;
     }
   }
 
-  /** Runs queued transactions in one SQLite transaction, each in a savepoint, and commits them together. */
-  private async commitGroup(group: Pending[]): Promise<void> {
+  /**
+   * Runs queued transactions in one SQLite transaction, each in a savepoint, and commits them
+   * together. Before committing it lets the event loop turn once, so that requests already
+   * waiting on their sockets can join the group rather than wait for a commit of their own.
+   */
+  private async commitGroup(): Promise<void> {
     const db = this.writer.db;
+    const group: Pending[] = [];
     try {
       db.exec("BEGIN IMMEDIATE");
     } catch (error) {
-      for (const entry of group) entry.reject(error);
+      for (const entry of this.pending.splice(0)) entry.reject(error);
       return;
     }
     const outcomes: Outcome[] = [];
-    for (const [i, entry] of group.entries()) {
+    let ended = false;
+    while (!ended && group.length < MAX_GROUP) {
+      const entry = this.pending.shift();
+      if (entry === undefined) {
+        await new Promise((resolve) => setImmediate(resolve));
+        if (this.pending.length === 0) break;
+        continue;
+      }
+      group.push(entry);
       db.exec("SAVEPOINT wharf_tx");
       this.writer.current = entry;
       try {
         const value = await entry.fn(this.writer);
         db.exec("RELEASE wharf_tx");
         outcomes.push({ ok: true, value });
-        if (entry.hooks.length > 0) {
-          // Hooks keep in-memory views equal to what is committed: they run before the next transaction.
-          this.pending.unshift(...group.slice(i + 1));
-          break;
-        }
+        // Hooks keep in-memory views equal to what is committed: they run before the next transaction.
+        if (entry.hooks.length > 0) ended = true;
       } catch (error) {
         undo(entry);
         outcomes.push({ ok: false, error });
         if (!db.inTransaction) {
-          // SQLite gave up the whole transaction (e.g. disk full): the earlier ones are lost with it,
-          // the later ones run in a batch of their own.
-          this.pending.unshift(...group.slice(i + 1));
+          // SQLite gave up the whole transaction (e.g. disk full): the earlier ones are lost with it.
           this.settle(group, outcomes, { error });
           return;
         }
@@ -200,10 +208,7 @@ export class SqliteStore implements Store {
     this.settle(group, outcomes, undefined);
   }
 
-  /**
-   * Resolves or rejects each transaction of a group that ran (those past the outcomes went back to
-   * the queue); `lost` is why those that succeeded were not committed.
-   */
+  /** Resolves or rejects each transaction of a group; `lost` is why those that succeeded were not committed. */
   private settle(group: Pending[], outcomes: Outcome[], lost: { error: unknown } | undefined): void {
     if (lost !== undefined) for (let i = outcomes.length - 1; i >= 0; i--) undo(group[i] as Pending);
     for (const [i, outcome] of outcomes.entries()) {
