@@ -18,6 +18,9 @@ export interface InstanceSnapshot {
   lastHeartbeat: number;
 }
 
+/** How often (in the clock's time) cached snapshots look for agents that went quiet. */
+const SWEEP_MS = 1000;
+
 /** How often heartbeats kept in memory are written to the store. */
 export const HEARTBEAT_FLUSH_MS = 10_000;
 
@@ -61,7 +64,12 @@ export class SchedulerState implements TaskWrites, InstanceWrites {
   private readonly clusters = new Map<string, Set<string>>();
   /** Each cluster's instance ARNs in order, rebuilt when membership changes. */
   private readonly ordered = new Map<string, string[]>();
-  private readonly views = new Map<string, InstanceView>();
+  /** Each instance's entry in the cached snapshot of its cluster. */
+  private readonly entries = new Map<string, InstanceSnapshot>();
+  /** Cached snapshots by capacity and cluster. */
+  private readonly snapshots = new Map<string, { entries: InstanceSnapshot[]; sweptAt: number }>();
+  /** Instances whose entries must be rebuilt before the next snapshot is handed out. */
+  private readonly stale = new Set<string>();
   private readonly heartbeats = new Map<string, number>();
   private timer: NodeJS.Timeout | undefined;
   private flushing: Promise<void> | undefined;
@@ -103,8 +111,13 @@ export class SchedulerState implements TaskWrites, InstanceWrites {
 
   /** Records that an instance's agent was heard from. */
   heartbeat(instanceArn: string, at: number): void {
-    if ((this.heartbeats.get(instanceArn) ?? Number.NEGATIVE_INFINITY) < at)
-      this.heartbeats.set(instanceArn, at);
+    if ((this.heartbeats.get(instanceArn) ?? Number.NEGATIVE_INFINITY) >= at) return;
+    this.heartbeats.set(instanceArn, at);
+    const entry = this.entries.get(instanceArn);
+    if (entry === undefined) return;
+    entry.lastHeartbeat = Math.max(entry.lastHeartbeat, at);
+    // A disconnected instance is connected again from its next snapshot on.
+    if (!entry.view.connected) this.stale.add(instanceArn);
   }
 
   /** The instance's last heartbeat: the stored one, or a later one only memory has yet. */
@@ -112,23 +125,58 @@ export class SchedulerState implements TaskWrites, InstanceWrites {
     return Math.max(record.lastHeartbeat, this.heartbeats.get(record.arn) ?? Number.NEGATIVE_INFINITY);
   }
 
-  /** The placement snapshot of a cluster's instances of one capacity, in ARN order. */
-  snapshot(clusterArn: string, capacity: "EC2" | "FARGATE", now: number): InstanceSnapshot[] {
-    const out: InstanceSnapshot[] = [];
-    for (const arn of this.instanceArns(clusterArn)) {
-      const record = this.records.get(arn);
-      if (record === undefined || record.capacity !== capacity) continue;
-      const lastHeartbeat = this.lastHeartbeat(record);
-      const connected = now - lastHeartbeat <= AGENT_TIMEOUT_MS;
-      let view = this.views.get(arn);
-      if (view === undefined || view.connected !== connected) {
-        view = this.viewOf(record, connected);
-        this.views.set(arn, view);
+  /**
+   * The placement snapshot of a cluster's instances of one capacity, in ARN order. Kept between
+   * calls: only the instances that changed since are looked at again (and every instance's
+   * connection once a second of `now`). The caller must not change it.
+   */
+  snapshot(clusterArn: string, capacity: "EC2" | "FARGATE", now: number): readonly InstanceSnapshot[] {
+    const key = `${capacity} ${clusterArn}`;
+    let cached = this.snapshots.get(key);
+    if (cached === undefined) {
+      const entries: InstanceSnapshot[] = [];
+      for (const arn of this.instanceArns(clusterArn)) {
+        const record = this.records.get(arn);
+        if (record === undefined || record.capacity !== capacity) continue;
+        const entry = this.entryOf(record, now);
+        this.entries.set(arn, entry);
+        entries.push(entry);
       }
-      const zone = view.attributes["ecs.availability-zone"];
-      out.push(zone === undefined ? { view, lastHeartbeat } : { view, zone, lastHeartbeat });
+      cached = { entries, sweptAt: now };
+      this.snapshots.set(key, cached);
+      return entries;
     }
-    return out;
+    for (const arn of this.stale) {
+      const entry = this.entries.get(arn);
+      const record = this.records.get(arn);
+      if (entry !== undefined && record !== undefined) this.refresh(entry, record, now);
+    }
+    this.stale.clear();
+    if (now - cached.sweptAt >= SWEEP_MS || now < cached.sweptAt) {
+      // Agents that went quiet: no event says so, only the clock.
+      for (const entry of cached.entries) {
+        const connected = now - entry.lastHeartbeat <= AGENT_TIMEOUT_MS;
+        const record = this.records.get(entry.view.arn);
+        if (connected !== entry.view.connected && record !== undefined) this.refresh(entry, record, now);
+      }
+      cached.sweptAt = now;
+    }
+    return cached.entries;
+  }
+
+  private entryOf(record: InstanceRecord, now: number): InstanceSnapshot {
+    const lastHeartbeat = this.lastHeartbeat(record);
+    const view = this.viewOf(record, now - lastHeartbeat <= AGENT_TIMEOUT_MS);
+    const zone = view.attributes["ecs.availability-zone"];
+    return zone === undefined ? { view, lastHeartbeat } : { view, zone, lastHeartbeat };
+  }
+
+  private refresh(entry: InstanceSnapshot, record: InstanceRecord, now: number): void {
+    const fresh = this.entryOf(record, now);
+    entry.view = fresh.view;
+    entry.lastHeartbeat = fresh.lastHeartbeat;
+    if (fresh.zone === undefined) delete entry.zone;
+    else entry.zone = fresh.zone;
   }
 
   /** What the tasks on an instance hold (for tests and diagnostics). */
@@ -180,7 +228,7 @@ export class SchedulerState implements TaskWrites, InstanceWrites {
   }
 
   private setTask(arn: string, footprint: TaskFootprint | undefined): void {
-    for (const instance of this.usage.set(arn, footprint)) this.views.delete(instance);
+    for (const instance of this.usage.set(arn, footprint)) this.stale.add(instance);
   }
 
   private instanceArns(clusterArn: string): string[] {
@@ -194,7 +242,8 @@ export class SchedulerState implements TaskWrites, InstanceWrites {
 
   private putInstance(record: InstanceRecord): void {
     const previous = this.records.get(record.arn);
-    this.views.delete(record.arn);
+    this.stale.add(record.arn);
+    if (previous !== undefined && previous.capacity !== record.capacity) this.leave(previous);
     if (previous !== undefined && previous.clusterArn !== record.clusterArn) this.leave(previous);
     if (record.status === "INACTIVE") {
       if (previous !== undefined) this.leave(previous);
@@ -207,15 +256,23 @@ export class SchedulerState implements TaskWrites, InstanceWrites {
       members = new Set();
       this.clusters.set(record.clusterArn, members);
     }
-    if (!members.has(record.arn)) {
+    if (!members.has(record.arn) || previous?.capacity !== record.capacity) {
       members.add(record.arn);
-      this.ordered.delete(record.clusterArn);
+      this.changed(record.clusterArn);
     }
   }
 
   private leave(record: InstanceRecord): void {
     this.clusters.get(record.clusterArn)?.delete(record.arn);
-    this.ordered.delete(record.clusterArn);
+    this.entries.delete(record.arn);
+    this.changed(record.clusterArn);
+  }
+
+  /** The cluster's members changed: its snapshots are built again when next asked for. */
+  private changed(clusterArn: string): void {
+    this.ordered.delete(clusterArn);
+    this.snapshots.delete(`EC2 ${clusterArn}`);
+    this.snapshots.delete(`FARGATE ${clusterArn}`);
   }
 
   private viewOf(record: InstanceRecord, connected: boolean): InstanceView {

@@ -363,7 +363,7 @@ export class ServiceController {
       record: ServiceRecord;
       cluster: ClusterRecord;
       definitions: Map<string, RunnableDefinition>;
-      instances: InstanceSnapshot[];
+      instances: readonly InstanceSnapshot[];
       plan: ServicePlan;
       now: number;
     },

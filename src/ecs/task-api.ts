@@ -419,12 +419,20 @@ export function strategiesOf(
 export type { InstanceSnapshot };
 
 /** The placement snapshot of a cluster's EC2 instances. */
-export function snapshot(state: SchedulerState, cluster: ClusterRecord, now: number): InstanceSnapshot[] {
+export function snapshot(
+  state: SchedulerState,
+  cluster: ClusterRecord,
+  now: number,
+): readonly InstanceSnapshot[] {
   return state.snapshot(cluster.arn, "EC2", now);
 }
 
 /** The placement snapshot of Wharf's Fargate capacity, which serves every cluster. */
-export function fargateSnapshot(state: SchedulerState, scope: Scope, now: number): InstanceSnapshot[] {
+export function fargateSnapshot(
+  state: SchedulerState,
+  scope: Scope,
+  now: number,
+): readonly InstanceSnapshot[] {
   return state.snapshot(fargateCapacityArn(scope), "FARGATE", now);
 }
 

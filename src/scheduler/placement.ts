@@ -105,24 +105,53 @@ function refusal(
   return undefined;
 }
 
-/** What a spread strategy ranks by: each instance's value of the field, and the group's tasks per value. */
-interface Spread {
-  values: string[];
-  load: Map<string, number>;
-}
+/** How one strategy ranks an instance; lower ranks first. */
+type Ranker =
+  | { kind: "spread"; ids: Int32Array; load: Float64Array }
+  | { kind: "binpack"; field: "cpu" | "memory" }
+  | { kind: "random" };
 
-function spreadOf(instances: InstanceView[], field: string, group: string): Spread {
+/** A spread strategy: each instance's value of the field as a number, and the group's tasks per value. */
+function spreadOf(instances: InstanceView[], field: string, group: string): Ranker {
   const byInstance = field === "instanceId" || field === "host";
   const attribute = field.replace(/^attribute:/, "");
-  const values: string[] = [];
-  const load = new Map<string, number>();
+  const numbers = new Map<string, number>();
+  const ids = new Int32Array(instances.length);
+  const loads: number[] = [];
   // Every value across the cluster counts, so an empty zone attracts tasks.
-  for (const instance of instances) {
+  for (const [i, instance] of instances.entries()) {
     const value = byInstance ? instance.arn : (instance.attributes[attribute] ?? "");
-    values.push(value);
-    load.set(value, (load.get(value) ?? 0) + (instance.groups.get(group) ?? 0));
+    let id = numbers.get(value);
+    if (id === undefined) {
+      id = loads.length;
+      numbers.set(value, id);
+      loads.push(0);
+    }
+    ids[i] = id;
+    loads[id] = (loads[id] as number) + (instance.groups.get(group) ?? 0);
   }
-  return { values, load };
+  return { kind: "spread", ids, load: Float64Array.from(loads) };
+}
+
+/** Each instance's position in ARN order, the last tie-breaker (no sorting when already in order). */
+function arnOrder(instances: InstanceView[]): Int32Array {
+  const order = new Int32Array(instances.length);
+  let sorted = true;
+  for (let i = 1; i < instances.length && sorted; i++) {
+    sorted = (instances[i - 1] as InstanceView).arn <= (instances[i] as InstanceView).arn;
+  }
+  if (sorted) {
+    for (let i = 0; i < order.length; i++) order[i] = i;
+    return order;
+  }
+  const byArn = instances.map((_, i) => i);
+  byArn.sort((a, b) => {
+    const x = (instances[a] as InstanceView).arn;
+    const y = (instances[b] as InstanceView).arn;
+    return x < y ? -1 : x > y ? 1 : 0;
+  });
+  for (const [position, i] of byArn.entries()) order[i] = position;
+  return order;
 }
 
 /** The instance with what one more task takes from it, copied so the caller's snapshot stays as it was. */
@@ -149,10 +178,10 @@ function withTask(instance: InstanceView, needs: TaskNeeds, copied: boolean): In
  * instance is checked once, spread loads are counted once and then kept up
  * to date, and each task takes the best candidate in one pass (strategies in
  * order, later ones breaking ties of earlier ones, then the ARN): O(instances)
- * per task.
+ * per task, with no allocation in the inner loop.
  */
 export function place(
-  snapshot: InstanceView[],
+  snapshot: readonly InstanceView[],
   count: number,
   needs: TaskNeeds,
   constraints: Constraint[],
@@ -162,31 +191,37 @@ export function place(
   const instances = snapshot.slice();
   const copied = new Uint8Array(instances.length);
   const reasons = instances.map((instance) => refusal(instance, needs, constraints));
-  const spreads = strategies.map((strategy) =>
-    strategy.type === "spread" ? spreadOf(instances, strategy.field ?? "instanceId", needs.group) : undefined,
+  let candidates: number[] = [];
+  for (const [i, reason] of reasons.entries()) if (reason === undefined) candidates.push(i);
+  const order = arnOrder(instances);
+  const rankers: Ranker[] = strategies.map((strategy) =>
+    strategy.type === "spread"
+      ? spreadOf(instances, strategy.field ?? "instanceId", needs.group)
+      : strategy.type === "binpack"
+        ? { kind: "binpack", field: strategy.field === "cpu" ? "cpu" : "memory" }
+        : { kind: "random" },
   );
-  const binpack = strategies.map((strategy) => (strategy.field === "cpu" ? "cpu" : "memory"));
-  let keys: number[] = [];
-  let bestKeys: number[] = [];
+  const keys = new Float64Array(rankers.length);
+  const bestKeys = new Float64Array(rankers.length);
   const placements: string[] = [];
   for (let n = 0; n < count; n++) {
     let best = -1;
-    for (let i = 0; i < instances.length; i++) {
-      if (reasons[i] !== undefined) continue;
-      const instance = instances[i] as InstanceView;
-      for (let k = 0; k < strategies.length; k++) {
-        const spread = spreads[k];
-        const type = (strategies[k] as Strategy).type;
-        keys[k] =
-          spread !== undefined
-            ? (spread.load.get(spread.values[i] as string) ?? 0)
-            : type === "random"
-              ? random()
-              : instance.remaining[binpack[k] as "cpu" | "memory"];
+    for (const i of candidates) {
+      let verdict = best < 0 ? -1 : 0;
+      for (let k = 0; k < rankers.length; k++) {
+        const ranker = rankers[k] as Ranker;
+        const key =
+          ranker.kind === "spread"
+            ? (ranker.load[ranker.ids[i] as number] as number)
+            : ranker.kind === "binpack"
+              ? (instances[i] as InstanceView).remaining[ranker.field]
+              : random();
+        keys[k] = key;
+        if (verdict === 0 && key !== bestKeys[k]) verdict = key < (bestKeys[k] as number) ? -1 : 1;
       }
-      if (best < 0 || before(keys, instance.arn, bestKeys, (instances[best] as InstanceView).arn)) {
+      if (verdict < 0 || (verdict === 0 && (order[i] as number) < (order[best] as number))) {
         best = i;
-        [keys, bestKeys] = [bestKeys, keys];
+        bestKeys.set(keys);
       }
     }
     if (best < 0) {
@@ -199,22 +234,15 @@ export function place(
     const chosen = withTask(instances[best] as InstanceView, needs, copied[best] === 1);
     instances[best] = chosen;
     copied[best] = 1;
-    reasons[best] = refusal(chosen, needs, constraints);
-    for (const spread of spreads) {
-      if (spread === undefined) continue;
-      const value = spread.values[best] as string;
-      spread.load.set(value, (spread.load.get(value) ?? 0) + 1);
+    const reason = refusal(chosen, needs, constraints);
+    reasons[best] = reason;
+    if (reason !== undefined) candidates = candidates.filter((i) => i !== best);
+    for (const ranker of rankers) {
+      if (ranker.kind !== "spread") continue;
+      const id = ranker.ids[best] as number;
+      ranker.load[id] = (ranker.load[id] as number) + 1;
     }
     placements.push(chosen.arn);
   }
   return { placements, failures: [] };
-}
-
-/** Whether a candidate ranks before the best so far: lower keys first, then the lower ARN. */
-function before(keys: number[], arn: string, best: number[], bestArn: string): boolean {
-  for (let k = 0; k < keys.length; k++) {
-    const d = (keys[k] as number) - (best[k] as number);
-    if (d !== 0) return d < 0;
-  }
-  return arn < bestArn;
 }
