@@ -168,6 +168,15 @@ export async function instanceByToken(tx: Tx, token: string): Promise<InstanceRe
   return row === undefined ? undefined : fromRow(row);
 }
 
+/** The ARN of the instance (not INACTIVE) a node token belongs to. */
+export async function instanceArnByToken(tx: Tx, token: string): Promise<string | undefined> {
+  const row = await tx.get<{ arn: string }>(
+    "SELECT arn FROM ecs_container_instances WHERE token_hash = ? AND status != 'INACTIVE'",
+    hashToken(token),
+  );
+  return row?.arn;
+}
+
 export function isConnected(record: InstanceRecord, now: number): boolean {
   return now - record.lastHeartbeat <= AGENT_TIMEOUT_MS;
 }

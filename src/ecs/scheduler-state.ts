@@ -18,6 +18,8 @@ export interface InstanceSnapshot {
   lastHeartbeat: number;
 }
 
+const NONE: ReadonlyMap<string, number> = new Map();
+
 /** How often (in the clock's time) cached snapshots look for agents that went quiet. */
 const SWEEP_MS = 1000;
 
@@ -71,6 +73,8 @@ export class SchedulerState implements TaskWrites, InstanceWrites {
   /** Instances whose entries must be rebuilt before the next snapshot is handed out. */
   private readonly stale = new Set<string>();
   private readonly heartbeats = new Map<string, number>();
+  /** By instance: each task's version as the agent protocol gives it (its desiredVersion). */
+  private readonly assigned = new Map<string, Map<string, number>>();
   private timer: NodeJS.Timeout | undefined;
   private flushing: Promise<void> | undefined;
 
@@ -87,7 +91,7 @@ export class SchedulerState implements TaskWrites, InstanceWrites {
       );
       for (const row of tasks) {
         const record = JSON.parse(row.body) as TaskRecord;
-        state.usage.set(record.wire.taskArn, footprintOf(record));
+        state.setTask(record.wire.taskArn, footprintOf(record), record.desiredVersion);
       }
     });
     return state;
@@ -96,8 +100,24 @@ export class SchedulerState implements TaskWrites, InstanceWrites {
   taskSaved(tx: Tx, record: TaskRecord): void {
     const arn = record.wire.taskArn;
     const before = this.usage.footprint(arn);
-    this.setTask(arn, footprintOf(record));
-    tx.onRollback(() => this.setTask(arn, before));
+    const version = this.assigned.get(before?.instanceArn ?? "")?.get(arn);
+    const footprint = footprintOf(record);
+    this.setTask(arn, footprint, record.desiredVersion);
+    tx.onRollback(() => this.setTask(arn, before, version));
+  }
+
+  /**
+   * The version of every task an instance's agent should know about (those on it not yet
+   * STOPPED, as the agent protocol's poll returns them), so a poll can tell that nothing changed
+   * for its agent without reading the tasks.
+   */
+  assignedVersions(instanceArn: string): ReadonlyMap<string, number> {
+    return this.assigned.get(instanceArn) ?? NONE;
+  }
+
+  /** An instance that is not INACTIVE, as last saved (heartbeats aside). Read-only. */
+  instance(arn: string): Readonly<InstanceRecord> | undefined {
+    return this.records.get(arn);
   }
 
   instanceSaved(tx: Tx, record: InstanceRecord): void {
@@ -227,7 +247,21 @@ export class SchedulerState implements TaskWrites, InstanceWrites {
     });
   }
 
-  private setTask(arn: string, footprint: TaskFootprint | undefined): void {
+  private setTask(arn: string, footprint: TaskFootprint | undefined, version: number | undefined): void {
+    const previous = this.usage.footprint(arn);
+    if (previous !== undefined) {
+      const versions = this.assigned.get(previous.instanceArn);
+      versions?.delete(arn);
+      if (versions?.size === 0) this.assigned.delete(previous.instanceArn);
+    }
+    if (footprint !== undefined && version !== undefined) {
+      let versions = this.assigned.get(footprint.instanceArn);
+      if (versions === undefined) {
+        versions = new Map();
+        this.assigned.set(footprint.instanceArn, versions);
+      }
+      versions.set(arn, version);
+    }
     for (const instance of this.usage.set(arn, footprint)) this.stale.add(instance);
   }
 

@@ -17,7 +17,7 @@ import {
   fargateCapacityArn,
   findInstance,
   type InstanceRecord,
-  instanceByToken,
+  instanceArnByToken,
   POLL_TIMEOUT_MS,
   saveInstance,
 } from "../ecs/instances.ts";
@@ -124,7 +124,12 @@ export function registerAgentChannel(app: FastifyInstance, options: AgentChannel
     const header = request.headers.authorization ?? "";
     const token = header.startsWith("Bearer ") ? header.slice(7) : "";
     if (token === "") throw Unauthorized("A node token is required.");
-    const instance = await store.read((tx) => instanceByToken(tx, token));
+    const arn = await store.read((tx) => instanceArnByToken(tx, token));
+    // The instance as the scheduler's state holds it, so no request parses it again.
+    const instance =
+      arn === undefined
+        ? undefined
+        : (state.instance(arn) ?? (await store.read((tx) => findInstance(tx, arn))));
     if (instance === undefined) throw Unauthorized("The node token is not valid; register again.");
     return instance;
   }
@@ -248,15 +253,26 @@ export function registerAgentChannel(app: FastifyInstance, options: AgentChannel
       state.heartbeat(instance.arn, options.clock().getTime());
       return tasks;
     };
-    const differs = (tasks: PollResponse["tasks"]) =>
+    const differs = (tasks: ReadonlyArray<{ taskArn: string; version: number }>) =>
       tasks.length !== Object.keys(known).length || tasks.some((t) => known[t.taskArn] !== t.version);
-    let tasks = await heartbeat();
-    if (!differs(tasks)) {
+    // What the agent has is usually what it should have (it polls again right after each change):
+    // the versions in memory say so without reading and parsing its tasks.
+    const inMemory = [...state.assignedVersions(instance.arn)].map(([taskArn, version]) => ({
+      taskArn,
+      version,
+    }));
+    let tasks: PollResponse["tasks"] | undefined = differs(inMemory) ? await heartbeat() : undefined;
+    if (tasks === undefined) {
+      if (body.usedPorts !== undefined && !samePorts(body.usedPorts, instance.usedPorts))
+        tasks = await heartbeat();
+      else state.heartbeat(instance.arn, options.clock().getTime());
+    }
+    if (tasks === undefined || !differs(tasks)) {
       const aborted = new AbortController();
       request.raw.once("close", () => aborted.abort());
       const signal = AbortSignal.any([aborted.signal, closing.signal]);
       await notifier.wait(instance.arn, Math.min(POLL_TIMEOUT_MS, AGENT_TIMEOUT_MS / 2), signal);
-      if (signal.aborted) return { tasks };
+      if (signal.aborted && tasks !== undefined) return { tasks };
       tasks = await assignments();
     }
     const response: PollResponse = { tasks };
