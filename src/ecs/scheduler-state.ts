@@ -48,9 +48,9 @@ export function footprintOf(record: TaskRecord): TaskFootprint | undefined {
  * lands at once, as the row does for the writer, and is taken back if the
  * transaction's writes are undone (`onRollback`), so a transaction reads here
  * exactly what it would read from the rows: no placement can rely on
- * capacity another transaction took, committed or not. A placement
- * snapshot costs O(instances) with no query and no parsing; views of
- * instances that did not change are reused.
+ * capacity another transaction took, committed or not. Each cluster's
+ * placement snapshot is kept between calls and only the instances that
+ * changed are rebuilt: no query, no parsing.
  *
  * Agent heartbeats live here too: a poll only records the time in memory,
  * and the times are written to the store every HEARTBEAT_FLUSH_MS (the
