@@ -6,8 +6,10 @@ import type { Store } from "../store/store.ts";
 import { type ClusterRecord, clusterArn, saveCluster } from "./clusters.ts";
 import { registerInstance } from "./instance-api.ts";
 import { findInstance, instanceUsage, saveInstance } from "./instances.ts";
+import { InstanceNotifier } from "./notifier.ts";
 import { SchedulerState } from "./scheduler-state.ts";
-import { newTask, type RunnableDefinition } from "./task-api.ts";
+import { newTask, type RunnableDefinition, taskOperations } from "./task-api.ts";
+import { taskDefinitionOperations } from "./task-definition-api.ts";
 import { applyReport, findTask, requestStop, saveTask } from "./tasks.ts";
 
 const scope = { region: "us-east-1", accountId: "000000000000" };
@@ -193,6 +195,41 @@ describe("SchedulerState", () => {
     assert.equal(reloaded.snapshot(cluster.arn, "EC2", later)[0]?.lastHeartbeat, later);
     await store.transaction((tx) => saveInstance(tx, { ...record, status: "INACTIVE" }, state));
     assert.deepEqual(state.snapshot(cluster.arn, "EC2", later), []);
+    await store.close();
+  });
+
+  it("never lets RunTasks that share a commit book the same capacity twice", async () => {
+    const store = await SqliteStore.open({ path: ":memory:" });
+    const state = await SchedulerState.load(store);
+    await store.transaction(async (tx) => {
+      await saveCluster(tx, cluster);
+      // Room for exactly five tasks of 128 MiB.
+      await registerInstance(tx, state, { ...scope, now: NOW }, cluster, {
+        cpu: 4096,
+        memory: 5 * 128,
+        attributes: [],
+        versionInfo: { agentVersion: "test" },
+        hostname: "h",
+        address: "127.0.0.1",
+        capacity: "EC2",
+      });
+    });
+    await taskDefinitionOperations(store).RegisterTaskDefinition?.(
+      { family: "web", containerDefinitions: [{ name: "web", image: "busybox", memory: 128 }] },
+      ctx,
+    );
+    const run = taskOperations(store, new InstanceNotifier(), registry, state).RunTask;
+    const answers = (await Promise.all(
+      Array.from({ length: 4 }, () => run?.({ taskDefinition: "web", count: 3 }, ctx)),
+    )) as Array<{ tasks: unknown[]; failures: Array<{ reason: string }> }>;
+    assert.equal(
+      answers.reduce((n, a) => n + a.tasks.length, 0),
+      5,
+    );
+    assert.ok(answers.some((a) => a.failures.some((f) => f.reason === "RESOURCE:MEMORY")));
+    const arn = state.snapshot(cluster.arn, "EC2", NOW)[0]?.view.arn ?? "";
+    assert.equal(state.totals(arn)?.memory, 5 * 128);
+    assert.equal((await store.read((tx) => instanceUsage(tx, arn))).memory, 5 * 128);
     await store.close();
   });
 });
