@@ -119,16 +119,17 @@ function spreadOf(instances: InstanceView[], field: string, group: string): Rank
   const ids = new Int32Array(instances.length);
   const loads: number[] = [];
   // Every value across the cluster counts, so an empty zone attracts tasks.
-  for (const [i, instance] of instances.entries()) {
+  for (let i = 0; i < instances.length; i++) {
+    const instance = instances[i] as InstanceView;
     const value = byInstance ? instance.arn : (instance.attributes[attribute] ?? "");
-    let id = numbers.get(value);
+    let id = byInstance ? undefined : numbers.get(value);
     if (id === undefined) {
       id = loads.length;
-      numbers.set(value, id);
+      if (!byInstance) numbers.set(value, id);
       loads.push(0);
     }
     ids[i] = id;
-    loads[id] = (loads[id] as number) + (instance.groups.get(group) ?? 0);
+    if (instance.groups.size > 0) loads[id] = (loads[id] as number) + (instance.groups.get(group) ?? 0);
   }
   return { kind: "spread", ids, load: Float64Array.from(loads) };
 }
@@ -190,9 +191,13 @@ export function place(
 ): PlacementPlan {
   const instances = snapshot.slice();
   const copied = new Uint8Array(instances.length);
-  const reasons = instances.map((instance) => refusal(instance, needs, constraints));
+  const reasons: Array<PlacementFailure["reason"] | undefined> = new Array(instances.length);
   let candidates: number[] = [];
-  for (const [i, reason] of reasons.entries()) if (reason === undefined) candidates.push(i);
+  for (let i = 0; i < instances.length; i++) {
+    const reason = refusal(instances[i] as InstanceView, needs, constraints);
+    reasons[i] = reason;
+    if (reason === undefined) candidates.push(i);
+  }
   const order = arnOrder(instances);
   const rankers: Ranker[] = strategies.map((strategy) =>
     strategy.type === "spread"
