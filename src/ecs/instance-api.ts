@@ -23,6 +23,7 @@ import {
   saveInstance,
 } from "./instances.ts";
 import type { InstanceNotifier } from "./notifier.ts";
+import type { SchedulerState } from "./scheduler-state.ts";
 import { Tags } from "./shapes.ts";
 import { requestStop, saveTask, tasksForInstance } from "./tasks.ts";
 
@@ -116,6 +117,7 @@ export function mergeAttributes(current: Attribute[], changes: Attribute[]): Att
 /** Registers (or re-registers) a node; shared by the ECS API and the agent channel. */
 export async function registerInstance(
   tx: Tx,
+  state: SchedulerState,
   ctx: { region: string; accountId: string; now: number },
   cluster: ClusterRecord,
   options: {
@@ -153,12 +155,16 @@ export async function registerInstance(
     capacity: options.capacity,
     usedPorts: reuse ? existing.usedPorts : { tcp: [], udp: [] },
   };
-  await saveInstance(tx, record, hashToken(token));
+  await saveInstance(tx, record, state, hashToken(token));
   return { record, token };
 }
 
 /** ECS container instance operations and attributes. */
-export function instanceOperations(store: Store, notifier: InstanceNotifier): Record<string, Operation> {
+export function instanceOperations(
+  store: Store,
+  notifier: InstanceNotifier,
+  state: SchedulerState,
+): Record<string, Operation> {
   async function instanceOrFail(tx: Tx, ctx: RequestContext, cluster: ClusterRecord, reference: string) {
     const record = await resolveInstance(tx, scopeOf(ctx), cluster.arn, reference);
     if (record === undefined) {
@@ -168,6 +174,11 @@ export function instanceOperations(store: Store, notifier: InstanceNotifier): Re
     }
     return record;
   }
+  // Agents' latest heartbeats are in memory until they are flushed to the store.
+  const heard = (record: InstanceRecord): InstanceRecord => ({
+    ...record,
+    lastHeartbeat: state.lastHeartbeat(record),
+  });
 
   return {
     async RegisterContainerInstance(raw, ctx) {
@@ -176,18 +187,24 @@ export function instanceOperations(store: Store, notifier: InstanceNotifier): Re
       for (const attribute of input.attributes ?? []) checkAttribute(attribute);
       return store.transaction(async (tx) => {
         const cluster = await activeCluster(tx, scopeOf(ctx), input.cluster);
-        const { record } = await registerInstance(tx, { ...scopeOf(ctx), now: ctx.now.getTime() }, cluster, {
-          ...(input.containerInstanceArn === undefined ? {} : { arn: input.containerInstanceArn }),
-          cpu: resources.get("CPU") ?? 0,
-          memory: resources.get("MEMORY") ?? 0,
-          attributes: (input.attributes ?? []).map((a) =>
-            a.value === undefined ? { name: a.name } : { name: a.name, value: a.value },
-          ),
-          versionInfo: { agentVersion: input.versionInfo?.agentVersion ?? "unknown" },
-          hostname: "",
-          address: "",
-          capacity: "EC2",
-        });
+        const { record } = await registerInstance(
+          tx,
+          state,
+          { ...scopeOf(ctx), now: ctx.now.getTime() },
+          cluster,
+          {
+            ...(input.containerInstanceArn === undefined ? {} : { arn: input.containerInstanceArn }),
+            cpu: resources.get("CPU") ?? 0,
+            memory: resources.get("MEMORY") ?? 0,
+            attributes: (input.attributes ?? []).map((a) =>
+              a.value === undefined ? { name: a.name } : { name: a.name, value: a.value },
+            ),
+            versionInfo: { agentVersion: input.versionInfo?.agentVersion ?? "unknown" },
+            hostname: "",
+            address: "",
+            capacity: "EC2",
+          },
+        );
         await putTags(tx, record.arn, toTags(input.tags ?? []));
         return {
           containerInstance: instanceShape(record, await instanceUsage(tx, record.arn), ctx.now.getTime()),
@@ -216,11 +233,11 @@ export function instanceOperations(store: Store, notifier: InstanceNotifier): Re
             now,
             true,
           );
-          await saveTask(tx, task, now);
+          await saveTask(tx, task, now, state);
           stopped.push(task.wire.taskArn);
         }
         const inactive: InstanceRecord = { ...record, status: "INACTIVE", updatedAt: now };
-        await saveInstance(tx, inactive);
+        await saveInstance(tx, inactive, state);
         return { containerInstance: instanceShape(inactive, await instanceUsage(tx, record.arn), now) };
       });
       notifier.notify(
@@ -242,7 +259,7 @@ export function instanceOperations(store: Store, notifier: InstanceNotifier): Re
             failures.push({ arn: reference, reason: "MISSING" });
             continue;
           }
-          const shape = instanceShape(record, await instanceUsage(tx, record.arn), now);
+          const shape = instanceShape(heard(record), await instanceUsage(tx, record.arn), now);
           if (input.include?.includes("TAGS"))
             shape.tags = (await tagsOf(tx, record.arn)).map((t) => ({ key: t.key, value: t.value }));
           if (input.include?.includes("CONTAINER_INSTANCE_HEALTH")) {
@@ -284,7 +301,7 @@ export function instanceOperations(store: Store, notifier: InstanceNotifier): Re
             filter !== undefined &&
             !evaluate(
               filter,
-              instanceSubjects(instanceView(record, await instanceUsage(tx, record.arn), now)),
+              instanceSubjects(instanceView(heard(record), await instanceUsage(tx, record.arn), now)),
             )
           ) {
             continue;
@@ -319,8 +336,8 @@ export function instanceOperations(store: Store, notifier: InstanceNotifier): Re
             updatedAt: now,
             version: record.version + 1,
           };
-          await saveInstance(tx, updated);
-          containerInstances.push(instanceShape(updated, await instanceUsage(tx, record.arn), now));
+          await saveInstance(tx, updated, state);
+          containerInstances.push(instanceShape(heard(updated), await instanceUsage(tx, record.arn), now));
         }
         return { containerInstances, failures };
       });
@@ -340,7 +357,11 @@ export function instanceOperations(store: Store, notifier: InstanceNotifier): Re
             attribute.value === undefined
               ? { name: attribute.name }
               : { name: attribute.name, value: attribute.value };
-          await saveInstance(tx, { ...record, attributes: mergeAttributes(record.attributes, [change]) });
+          await saveInstance(
+            tx,
+            { ...record, attributes: mergeAttributes(record.attributes, [change]) },
+            state,
+          );
         }
         return { attributes: input.attributes };
       });
@@ -355,10 +376,11 @@ export function instanceOperations(store: Store, notifier: InstanceNotifier): Re
             throw InvalidParameter("targetId is required for container-instance attributes.");
           const record = await resolveInstance(tx, scopeOf(ctx), cluster.arn, attribute.targetId);
           if (record === undefined) throw TargetNotFound(`Could not find ${attribute.targetId}.`);
-          await saveInstance(tx, {
-            ...record,
-            attributes: record.attributes.filter((a) => a.name !== attribute.name),
-          });
+          await saveInstance(
+            tx,
+            { ...record, attributes: record.attributes.filter((a) => a.name !== attribute.name) },
+            state,
+          );
         }
         return { attributes: input.attributes };
       });

@@ -53,7 +53,7 @@ export function fargateCapacityArn(scope: Scope): string {
 /** The ports ECS reserves on every container instance for the agent and Docker. */
 export const RESERVED_TCP_PORTS = [22, 2375, 2376, 51678, 51679];
 
-interface InstanceRow {
+export interface InstanceRow {
   [column: string]: string | number | null;
   arn: string;
   body: string;
@@ -85,7 +85,18 @@ export function fromRow(row: InstanceRow): InstanceRecord {
   return record;
 }
 
-export async function saveInstance(tx: Tx, record: InstanceRecord, tokenHash?: string): Promise<void> {
+/** What follows every instance write (the scheduler's in-memory state). */
+export interface InstanceWrites {
+  instanceSaved(tx: Tx, record: InstanceRecord): void;
+}
+
+export async function saveInstance(
+  tx: Tx,
+  record: InstanceRecord,
+  writes: InstanceWrites,
+  tokenHash?: string,
+): Promise<void> {
+  writes.instanceSaved(tx, record);
   const changed = await tx.run(
     "UPDATE ecs_container_instances SET status = ?, agent_connected = 1, last_heartbeat = ?, updated_at = ?, body = ?, token_hash = COALESCE(?, token_hash) WHERE arn = ?",
     record.status,
@@ -155,6 +166,15 @@ export async function instanceByToken(tx: Tx, token: string): Promise<InstanceRe
     hashToken(token),
   );
   return row === undefined ? undefined : fromRow(row);
+}
+
+/** The ARN of the instance (not INACTIVE) a node token belongs to. */
+export async function instanceArnByToken(tx: Tx, token: string): Promise<string | undefined> {
+  const row = await tx.get<{ arn: string }>(
+    "SELECT arn FROM ecs_container_instances WHERE token_hash = ? AND status != 'INACTIVE'",
+    hashToken(token),
+  );
+  return row?.arn;
 }
 
 export function isConnected(record: InstanceRecord, now: number): boolean {

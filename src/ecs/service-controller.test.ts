@@ -7,6 +7,7 @@ import { type ClusterRecord, clusterArn, saveCluster } from "./clusters.ts";
 import { registerInstance } from "./instance-api.ts";
 import { findInstance, saveInstance } from "./instances.ts";
 import { InstanceNotifier } from "./notifier.ts";
+import { SchedulerState } from "./scheduler-state.ts";
 import { serviceOperations } from "./service-api.ts";
 import { ServiceController } from "./service-controller.ts";
 import { taskDefinitionOperations } from "./task-definition-api.ts";
@@ -19,6 +20,7 @@ import { applyReport, findTask, saveTask, type TaskRecord } from "./tasks.ts";
 
 const scope = { region: "us-east-1", accountId: "000000000000" };
 let store: SqliteStore;
+let state: SchedulerState;
 let now = Date.UTC(2030, 0, 1);
 const clock = () => new Date(now);
 const ctx = (): RequestContext => ({
@@ -35,6 +37,7 @@ const controller = (options: { agentTimeoutMs?: number } = {}) =>
     registry: { host: () => "localhost:1", credentials: () => ({ username: "AWS", password: "token" }) },
     ...scope,
     clock,
+    state,
     ...options,
   });
 let cluster: ClusterRecord;
@@ -68,7 +71,7 @@ async function agentsCatchUp(service: string): Promise<void> {
         })),
         at: now,
       };
-      if (applyReport(task, report)) await saveTask(tx, task, now);
+      if (applyReport(task, report)) await saveTask(tx, task, now, state);
     }
   });
 }
@@ -82,6 +85,7 @@ async function describeService(name: string): Promise<Record<string, unknown>> {
 
 before(async () => {
   store = await SqliteStore.open({ path: ":memory:" });
+  state = await SchedulerState.load(store);
   cluster = {
     arn: clusterArn(scope, "default"),
     name: "default",
@@ -95,7 +99,7 @@ before(async () => {
   await store.transaction(async (tx) => {
     await saveCluster(tx, cluster);
     for (const zone of ["us-east-1a", "us-east-1b"]) {
-      const { record } = await registerInstance(tx, { ...scope, now }, cluster, {
+      const { record } = await registerInstance(tx, state, { ...scope, now }, cluster, {
         cpu: 2048,
         memory: 2048,
         attributes: [{ name: "ecs.availability-zone", value: zone }],
@@ -195,7 +199,7 @@ describe("the service controller", () => {
     now += 60_000;
     await store.transaction(async (tx) => {
       const record = await findInstance(tx, kept);
-      if (record !== undefined) await saveInstance(tx, { ...record, lastHeartbeat: now });
+      if (record !== undefined) await saveInstance(tx, { ...record, lastHeartbeat: now }, state);
     });
     const arn = "arn:aws:ecs:us-east-1:000000000000:service/default/api";
     const onLost = (await tasksOf("api")).filter(

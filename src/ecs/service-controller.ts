@@ -17,6 +17,7 @@ import type { Store, Tx } from "../store/store.ts";
 import { type ClusterRecord, findCluster } from "./clusters.ts";
 import { AGENT_TIMEOUT_MS, fargateCapacityArn } from "./instances.ts";
 import type { InstanceNotifier } from "./notifier.ts";
+import type { SchedulerState } from "./scheduler-state.ts";
 import {
   addEvents,
   findServiceByArn,
@@ -59,6 +60,8 @@ export interface ServiceControllerOptions {
   watchMs?: number;
   /** An instance whose agent has been silent this long is lost; its tasks are replaced. */
   agentTimeoutMs?: number;
+  /** The instances and what is on them, in memory; every task write goes through it. */
+  state: SchedulerState;
 }
 
 const FAILURE_CODES = new Set(["TaskFailedToStart", "EssentialContainerExited"]);
@@ -282,7 +285,8 @@ export class ServiceController {
       const cluster = await findCluster(tx, scope, record.clusterArn);
       if (cluster === undefined) return undefined;
       const fargate = record.launchType === "FARGATE";
-      const instances = fargate ? await fargateSnapshot(tx, scope, now) : await snapshot(tx, cluster, now);
+      const state = this.options.state;
+      const instances = fargate ? fargateSnapshot(state, scope, now) : snapshot(state, cluster, now);
       const tasks = (await serviceTasks(tx, record)).map(taskState);
       const definitions = await this.definitions(tx, record);
       const placement: Record<string, DefinitionPlacement> = {};
@@ -359,7 +363,7 @@ export class ServiceController {
       record: ServiceRecord;
       cluster: ClusterRecord;
       definitions: Map<string, RunnableDefinition>;
-      instances: InstanceSnapshot[];
+      instances: readonly InstanceSnapshot[];
       plan: ServicePlan;
       now: number;
     },
@@ -371,7 +375,7 @@ export class ServiceController {
       const task = await findTask(tx, order.taskArn);
       if (task === undefined) continue;
       if (requestStop(task, order.reason, "ServiceSchedulerInitiated", now, order.immediately)) {
-        await saveTask(tx, task, now);
+        await saveTask(tx, task, now, this.options.state);
         stopped.push(task.wire.taskArn);
         notify.add(task.wire.containerInstanceArn ?? "");
       }
@@ -384,11 +388,14 @@ export class ServiceController {
       now: new Date(now),
     };
     const started: string[] = [];
+    const zones = new Map<string, string | undefined>();
+    if (plan.starts.length > 0)
+      for (const instance of pass.instances) zones.set(instance.view.arn, instance.zone);
     for (const order of plan.starts) {
       const definition = pass.definitions.get(order.taskDefinition);
       if (definition === undefined) continue;
       const tags = await this.taskTags(tx, record, cluster, definition);
-      const zone = pass.instances.find((i) => i.view.arn === order.instanceArn)?.zone;
+      const zone = zones.get(order.instanceArn);
       const task = newTask(
         {
           ctx,
@@ -408,7 +415,7 @@ export class ServiceController {
         zone,
       );
       task.serviceName = record.name;
-      await saveTask(tx, task, now);
+      await saveTask(tx, task, now, this.options.state);
       await putTags(tx, task.wire.taskArn, tags);
       started.push(task.wire.taskArn);
       notify.add(order.instanceArn);

@@ -3,6 +3,7 @@ import type { Store } from "../store/store.ts";
 import { clusterOperations } from "./cluster-api.ts";
 import { instanceOperations } from "./instance-api.ts";
 import type { InstanceNotifier } from "./notifier.ts";
+import type { SchedulerState } from "./scheduler-state.ts";
 import { serviceOperations } from "./service-api.ts";
 import { tagOperations } from "./tag-api.ts";
 import { type TaskRegistryAccess, taskOperations } from "./task-api.ts";
@@ -14,6 +15,8 @@ export interface EcsDeps {
   notifier: InstanceNotifier;
   /** How tasks get at images in Wharf's own registry. */
   registry: TaskRegistryAccess;
+  /** The scheduler's in-memory view of instances and tasks; every task and instance write goes through it. */
+  state: SchedulerState;
   /** Called when a service changes, so the scheduler reconciles it at once. */
   onServiceChange?: (serviceArn: string) => void;
 }
@@ -30,8 +33,8 @@ export function ecsService(deps: EcsDeps): JsonService {
       ...clusterOperations(store),
       ...tagOperations(store),
       ...taskDefinitionOperations(store),
-      ...instanceOperations(store, deps.notifier),
-      ...taskOperations(store, deps.notifier, deps.registry),
+      ...instanceOperations(store, deps.notifier, deps.state),
+      ...taskOperations(store, deps.notifier, deps.registry, deps.state),
       ...serviceOperations(store, deps.onServiceChange ?? (() => undefined)),
     },
   };

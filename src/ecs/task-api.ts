@@ -4,13 +4,7 @@ import { decodeToken, toPage } from "../aws/pagination.ts";
 import type { Operation, RequestContext } from "../aws/service.ts";
 import { putTags, tagProblem, tagsOf, toTags } from "../aws/tags.ts";
 import { parseInput } from "../aws/validate.ts";
-import {
-  type Constraint,
-  type InstanceView,
-  type PlacementFailure,
-  place,
-  type Strategy,
-} from "../scheduler/placement.ts";
+import { type Constraint, type PlacementFailure, place, type Strategy } from "../scheduler/placement.ts";
 import { parseQuery, QueryError } from "../scheduler/query.ts";
 import type { AssignedContainer, TaskAssignment } from "../shared/agent-protocol.ts";
 import type { Store, Tx } from "../store/store.ts";
@@ -19,12 +13,12 @@ import { ClientException, InvalidParameter } from "./errors.ts";
 import {
   fargateCapacityArn,
   findInstance,
-  instancesOf,
   instanceUsage,
   instanceView,
   resolveInstance,
 } from "./instances.ts";
 import type { InstanceNotifier } from "./notifier.ts";
+import type { InstanceSnapshot, SchedulerState } from "./scheduler-state.ts";
 import { Tags } from "./shapes.ts";
 import { findTaskDefinition } from "./task-definitions.ts";
 import {
@@ -422,38 +416,24 @@ export function strategiesOf(
   });
 }
 
-/** One EC2 instance of a cluster as placement sees it, with its zone and last heartbeat. */
-export interface InstanceSnapshot {
-  view: InstanceView;
-  zone?: string;
-  lastHeartbeat: number;
-}
+export type { InstanceSnapshot };
 
 /** The placement snapshot of a cluster's EC2 instances. */
-export async function snapshot(tx: Tx, cluster: ClusterRecord, now: number): Promise<InstanceSnapshot[]> {
-  return snapshotOf(tx, cluster.arn, "EC2", now);
+export function snapshot(
+  state: SchedulerState,
+  cluster: ClusterRecord,
+  now: number,
+): readonly InstanceSnapshot[] {
+  return state.snapshot(cluster.arn, "EC2", now);
 }
 
 /** The placement snapshot of Wharf's Fargate capacity, which serves every cluster. */
-export async function fargateSnapshot(tx: Tx, scope: Scope, now: number): Promise<InstanceSnapshot[]> {
-  return snapshotOf(tx, fargateCapacityArn(scope), "FARGATE", now);
-}
-
-async function snapshotOf(
-  tx: Tx,
-  clusterArn: string,
-  capacity: "EC2" | "FARGATE",
+export function fargateSnapshot(
+  state: SchedulerState,
+  scope: Scope,
   now: number,
-): Promise<InstanceSnapshot[]> {
-  const out: InstanceSnapshot[] = [];
-  for (const record of await instancesOf(tx, clusterArn)) {
-    if (record.capacity !== capacity) continue;
-    const view = instanceView(record, await instanceUsage(tx, record.arn), now);
-    const zone = view.attributes["ecs.availability-zone"];
-    const lastHeartbeat = record.lastHeartbeat;
-    out.push(zone === undefined ? { view, lastHeartbeat } : { view, zone, lastHeartbeat });
-  }
-  return out;
+): readonly InstanceSnapshot[] {
+  return state.snapshot(fargateCapacityArn(scope), "FARGATE", now);
 }
 
 /** ECS task operations: RunTask, StartTask, StopTask, DescribeTasks, ListTasks. */
@@ -461,6 +441,7 @@ export function taskOperations(
   store: Store,
   notifier: InstanceNotifier,
   registry: TaskRegistryAccess,
+  state: SchedulerState,
   random: () => number = Math.random,
 ): Record<string, Operation> {
   return {
@@ -475,9 +456,7 @@ export function taskOperations(
         const launchType = launchTypeOf(input, cluster.defaultCapacityProviderStrategy);
         checkInput(input, definition, launchType);
         const fargate = launchType === "FARGATE";
-        const instances = fargate
-          ? await fargateSnapshot(tx, scopeOf(ctx), now)
-          : await snapshot(tx, cluster, now);
+        const instances = fargate ? fargateSnapshot(state, scopeOf(ctx), now) : snapshot(state, cluster, now);
         if (instances.length === 0 && !fargate)
           throw InvalidParameter("No Container Instances were found in your cluster.");
         const containers = assignedContainers(definition, input.overrides);
@@ -496,14 +475,18 @@ export function taskOperations(
           random,
         );
         const tasks: TaskRecord[] = [];
+        const chosen = new Set(plan.placements);
+        const zones = new Map<string, string | undefined>();
+        for (const instance of instances)
+          if (chosen.has(instance.view.arn)) zones.set(instance.view.arn, instance.zone);
         for (const instanceArn of plan.placements) {
-          const zone = instances.find((i) => i.view.arn === instanceArn)?.zone;
+          const zone = zones.get(instanceArn);
           const task = newTask(
             { ctx, cluster, definition, input: { ...input, launchType }, registry },
             instanceArn,
             zone,
           );
-          await saveTask(tx, task, now);
+          await saveTask(tx, task, now, state);
           await putTags(tx, task.wire.taskArn, toTags(input.tags ?? []));
           tasks.push(task);
         }
@@ -541,7 +524,8 @@ export function taskOperations(
             continue;
           }
           // The caller chose the instance, not its status; the task must still fit there and reach an agent.
-          const view = instanceView(record, await instanceUsage(tx, record.arn), now);
+          const heard = { ...record, lastHeartbeat: state.lastHeartbeat(record) };
+          const view = instanceView(heard, await instanceUsage(tx, record.arn), now);
           const [refused] = place([{ ...view, status: "ACTIVE" }], 1, needs, [], [], random).failures;
           if (refused !== undefined) {
             failures.push({ arn: record.arn, reason: failureReasonText(refused) });
@@ -549,7 +533,7 @@ export function taskOperations(
           }
           const zone = record.attributes.find((a) => a.name === "ecs.availability-zone")?.value;
           const task = newTask({ ctx, cluster, definition, input, registry }, record.arn, zone);
-          await saveTask(tx, task, now);
+          await saveTask(tx, task, now, state);
           await putTags(tx, task.wire.taskArn, toTags(input.tags ?? []));
           tasks.push(task);
         }
@@ -574,7 +558,7 @@ export function taskOperations(
         // With no agent left to stop it, the task stops at once.
         const orphaned = instance === undefined || instance.status === "INACTIVE";
         if (requestStop(record, input.reason ?? "Task stopped by user", "UserInitiated", now, orphaned)) {
-          await saveTask(tx, record, now);
+          await saveTask(tx, record, now, state);
         }
         return record;
       });

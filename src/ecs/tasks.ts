@@ -124,7 +124,13 @@ export function taskShape(record: TaskRecord, includeTags: boolean): Record<stri
   return out;
 }
 
-export async function saveTask(tx: Tx, record: TaskRecord, now: number): Promise<void> {
+/** What follows every task write (the scheduler's in-memory state). */
+export interface TaskWrites {
+  taskSaved(tx: Tx, record: TaskRecord): void;
+}
+
+export async function saveTask(tx: Tx, record: TaskRecord, now: number, writes: TaskWrites): Promise<void> {
+  writes.taskSaved(tx, record);
   const wire = record.wire;
   const changed = await tx.run(
     `UPDATE ecs_tasks SET last_status = ?, desired_status = ?, updated_at = ?, stopped_at = ?, version = ?, body = ?

@@ -105,81 +105,148 @@ function refusal(
   return undefined;
 }
 
-function spreadValue(instance: InstanceView, field: string): string {
-  if (field === "instanceId" || field === "host") return instance.arn;
-  return instance.attributes[field.replace(/^attribute:/, "")] ?? "";
-}
+/** How one strategy ranks an instance; lower ranks first. */
+type Ranker =
+  | { kind: "spread"; ids: Int32Array; load: Float64Array }
+  | { kind: "binpack"; field: "cpu" | "memory" }
+  | { kind: "random" };
 
-/** Orders candidates by each strategy in turn (later ones break ties of earlier ones). */
-function rank(
-  candidates: InstanceView[],
-  all: InstanceView[],
-  strategies: Strategy[],
-  group: string,
-  random: () => number,
-): InstanceView[] {
-  const keys = new Map<InstanceView, number[]>();
-  for (const candidate of candidates) keys.set(candidate, []);
-  for (const strategy of strategies) {
-    if (strategy.type === "random") {
-      for (const candidate of candidates) keys.get(candidate)?.push(random());
-    } else if (strategy.type === "binpack") {
-      const field = strategy.field === "cpu" ? "cpu" : "memory";
-      for (const candidate of candidates) keys.get(candidate)?.push(candidate.remaining[field]);
-    } else {
-      const field = strategy.field ?? "instanceId";
-      const load = new Map<string, number>();
-      // Every value across the cluster counts, so an empty zone attracts tasks.
-      for (const instance of all) {
-        const value = spreadValue(instance, field);
-        load.set(value, (load.get(value) ?? 0) + (instance.groups.get(group) ?? 0));
-      }
-      for (const candidate of candidates)
-        keys.get(candidate)?.push(load.get(spreadValue(candidate, field)) ?? 0);
+/** A spread strategy: each instance's value of the field as a number, and the group's tasks per value. */
+function spreadOf(instances: InstanceView[], field: string, group: string): Ranker {
+  const byInstance = field === "instanceId" || field === "host";
+  const attribute = field.replace(/^attribute:/, "");
+  const numbers = new Map<string, number>();
+  const ids = new Int32Array(instances.length);
+  const loads: number[] = [];
+  // Every value across the cluster counts, so an empty zone attracts tasks.
+  for (let i = 0; i < instances.length; i++) {
+    const instance = instances[i] as InstanceView;
+    const value = byInstance ? instance.arn : (instance.attributes[attribute] ?? "");
+    let id = byInstance ? undefined : numbers.get(value);
+    if (id === undefined) {
+      id = loads.length;
+      if (!byInstance) numbers.set(value, id);
+      loads.push(0);
     }
+    ids[i] = id;
+    if (instance.groups.size > 0) loads[id] = (loads[id] as number) + (instance.groups.get(group) ?? 0);
   }
-  return [...candidates].sort((a, b) => {
-    const ka = keys.get(a) ?? [];
-    const kb = keys.get(b) ?? [];
-    for (let i = 0; i < ka.length; i++) {
-      const d = (ka[i] ?? 0) - (kb[i] ?? 0);
-      if (d !== 0) return d;
-    }
-    return a.arn < b.arn ? -1 : a.arn > b.arn ? 1 : 0;
-  });
+  return { kind: "spread", ids, load: Float64Array.from(loads) };
 }
 
-/** Places `count` tasks with the same needs. Does not modify the snapshot it is given. */
+/** Each instance's position in ARN order, the last tie-breaker (no sorting when already in order). */
+function arnOrder(instances: InstanceView[]): Int32Array {
+  const order = new Int32Array(instances.length);
+  let sorted = true;
+  for (let i = 1; i < instances.length && sorted; i++) {
+    sorted = (instances[i - 1] as InstanceView).arn <= (instances[i] as InstanceView).arn;
+  }
+  if (sorted) {
+    for (let i = 0; i < order.length; i++) order[i] = i;
+    return order;
+  }
+  const byArn = instances.map((_, i) => i);
+  byArn.sort((a, b) => {
+    const x = (instances[a] as InstanceView).arn;
+    const y = (instances[b] as InstanceView).arn;
+    return x < y ? -1 : x > y ? 1 : 0;
+  });
+  for (const [position, i] of byArn.entries()) order[i] = position;
+  return order;
+}
+
+/** The instance with what one more task takes from it, copied so the caller's snapshot stays as it was. */
+function withTask(instance: InstanceView, needs: TaskNeeds, copied: boolean): InstanceView {
+  const out = copied
+    ? instance
+    : {
+        ...instance,
+        remaining: { ...instance.remaining },
+        ports: { tcp: new Set(instance.ports.tcp), udp: new Set(instance.ports.udp) },
+        groups: new Map(instance.groups),
+      };
+  out.remaining.cpu -= needs.cpu;
+  out.remaining.memory -= needs.memory;
+  for (const port of needs.ports.tcp) out.ports.tcp.add(port);
+  for (const port of needs.ports.udp) out.ports.udp.add(port);
+  out.groups.set(needs.group, (out.groups.get(needs.group) ?? 0) + 1);
+  return out;
+}
+
+/**
+ * Places `count` tasks with the same needs. Does not modify the snapshot it
+ * is given. Only the instance a task goes to changes between tasks, so each
+ * instance is checked once, spread loads are counted once and then kept up
+ * to date, and each task takes the best candidate in one pass (strategies in
+ * order, later ones breaking ties of earlier ones, then the ARN): O(instances)
+ * per task, with no allocation in the inner loop.
+ */
 export function place(
-  snapshot: InstanceView[],
+  snapshot: readonly InstanceView[],
   count: number,
   needs: TaskNeeds,
   constraints: Constraint[],
   strategies: Strategy[],
   random: () => number,
 ): PlacementPlan {
-  const instances = snapshot.map((instance) => ({
-    ...instance,
-    remaining: { ...instance.remaining },
-    ports: { tcp: new Set(instance.ports.tcp), udp: new Set(instance.ports.udp) },
-    groups: new Map(instance.groups),
-  }));
+  const instances = snapshot.slice();
+  const copied = new Uint8Array(instances.length);
+  const reasons: Array<PlacementFailure["reason"] | undefined> = new Array(instances.length);
+  let candidates: number[] = [];
+  for (let i = 0; i < instances.length; i++) {
+    const reason = refusal(instances[i] as InstanceView, needs, constraints);
+    reasons[i] = reason;
+    if (reason === undefined) candidates.push(i);
+  }
+  const order = arnOrder(instances);
+  const rankers: Ranker[] = strategies.map((strategy) =>
+    strategy.type === "spread"
+      ? spreadOf(instances, strategy.field ?? "instanceId", needs.group)
+      : strategy.type === "binpack"
+        ? { kind: "binpack", field: strategy.field === "cpu" ? "cpu" : "memory" }
+        : { kind: "random" },
+  );
+  const keys = new Float64Array(rankers.length);
+  const bestKeys = new Float64Array(rankers.length);
   const placements: string[] = [];
   for (let n = 0; n < count; n++) {
-    const failures: PlacementFailure[] = [];
-    const candidates: InstanceView[] = [];
-    for (const instance of instances) {
-      const reason = refusal(instance, needs, constraints);
-      if (reason === undefined) candidates.push(instance);
-      else failures.push({ arn: instance.arn, reason });
+    let best = -1;
+    for (const i of candidates) {
+      let verdict = best < 0 ? -1 : 0;
+      for (let k = 0; k < rankers.length; k++) {
+        const ranker = rankers[k] as Ranker;
+        const key =
+          ranker.kind === "spread"
+            ? (ranker.load[ranker.ids[i] as number] as number)
+            : ranker.kind === "binpack"
+              ? (instances[i] as InstanceView).remaining[ranker.field]
+              : random();
+        keys[k] = key;
+        if (verdict === 0 && key !== bestKeys[k]) verdict = key < (bestKeys[k] as number) ? -1 : 1;
+      }
+      if (verdict < 0 || (verdict === 0 && (order[i] as number) < (order[best] as number))) {
+        best = i;
+        bestKeys.set(keys);
+      }
     }
-    const [chosen] = rank(candidates, instances, strategies, needs.group, random);
-    if (chosen === undefined) return { placements, failures };
-    chosen.remaining.cpu -= needs.cpu;
-    chosen.remaining.memory -= needs.memory;
-    for (const port of needs.ports.tcp) chosen.ports.tcp.add(port);
-    for (const port of needs.ports.udp) chosen.ports.udp.add(port);
-    chosen.groups.set(needs.group, (chosen.groups.get(needs.group) ?? 0) + 1);
+    if (best < 0) {
+      const failures: PlacementFailure[] = [];
+      for (const [i, reason] of reasons.entries()) {
+        if (reason !== undefined) failures.push({ arn: (instances[i] as InstanceView).arn, reason });
+      }
+      return { placements, failures };
+    }
+    const chosen = withTask(instances[best] as InstanceView, needs, copied[best] === 1);
+    instances[best] = chosen;
+    copied[best] = 1;
+    const reason = refusal(chosen, needs, constraints);
+    reasons[best] = reason;
+    if (reason !== undefined) candidates = candidates.filter((i) => i !== best);
+    for (const ranker of rankers) {
+      if (ranker.kind !== "spread") continue;
+      const id = ranker.ids[best] as number;
+      ranker.load[id] = (ranker.load[id] as number) + 1;
+    }
     placements.push(chosen.arn);
   }
   return { placements, failures: [] };

@@ -58,7 +58,7 @@ export interface ServiceSnapshot {
   service: ServiceState;
   /** The service's tasks not yet STOPPED, and the STOPPED ones of deployments IN_PROGRESS. */
   tasks: TaskState[];
-  instances: InstanceState[];
+  instances: readonly InstanceState[];
   /** By task definition ARN. */
   placement: Record<string, DefinitionPlacement>;
   now: number;

@@ -17,11 +17,12 @@ import {
   fargateCapacityArn,
   findInstance,
   type InstanceRecord,
-  instanceByToken,
+  instanceArnByToken,
   POLL_TIMEOUT_MS,
   saveInstance,
 } from "../ecs/instances.ts";
 import type { InstanceNotifier } from "../ecs/notifier.ts";
+import type { SchedulerState } from "../ecs/scheduler-state.ts";
 import {
   applyReport,
   assignmentOf,
@@ -45,6 +46,8 @@ import { sendAwsError, signedRequest } from "./front-door.ts";
 
 export interface AgentChannelOptions {
   store: Store;
+  /** Where heartbeats are kept, and what every task and instance write goes through. */
+  state: SchedulerState;
   notifier: InstanceNotifier;
   region: string;
   accountId: string;
@@ -86,6 +89,14 @@ function releasePorts(instance: InstanceRecord, task: TaskRecord): InstanceRecor
   };
 }
 
+function samePorts(a: InstanceRecord["usedPorts"], b: InstanceRecord["usedPorts"]): boolean {
+  const same = (x: number[], y: number[]) => {
+    const set = new Set(x);
+    return set.size === new Set(y).size && y.every((port) => set.has(port));
+  };
+  return same(a.tcp, b.tcp) && same(a.udp, b.udp);
+}
+
 /** What a registration says about the node, as registerInstance takes it. */
 function instanceOptions(body: RegisterNodeRequest) {
   return {
@@ -104,7 +115,7 @@ function instanceOptions(body: RegisterNodeRequest) {
  * registration signed with SigV4, then a node token for polling and reports.
  */
 export function registerAgentChannel(app: FastifyInstance, options: AgentChannelOptions): void {
-  const { store, notifier } = options;
+  const { store, notifier, state } = options;
   const scope = { region: options.region, accountId: options.accountId };
   // Polls end when the server closes, before the store does.
   const closing = new AbortController();
@@ -116,7 +127,12 @@ export function registerAgentChannel(app: FastifyInstance, options: AgentChannel
     const header = request.headers.authorization ?? "";
     const token = header.startsWith("Bearer ") ? header.slice(7) : "";
     if (token === "") throw Unauthorized("A node token is required.");
-    const instance = await store.read((tx) => instanceByToken(tx, token));
+    const arn = await store.read((tx) => instanceArnByToken(tx, token));
+    // The instance as the scheduler's state holds it, so no request parses it again.
+    const instance =
+      arn === undefined
+        ? undefined
+        : (state.instance(arn) ?? (await store.read((tx) => findInstance(tx, arn))));
     if (instance === undefined) throw Unauthorized("The node token is not valid; register again.");
     return instance;
   }
@@ -164,10 +180,16 @@ export function registerAgentChannel(app: FastifyInstance, options: AgentChannel
     const result = await store.transaction(async (tx) => {
       if (capacity === "FARGATE") {
         // Fargate capacity serves every cluster: it joins Wharf's own, whatever cluster the agent names.
-        return registerInstance(tx, { ...scope, now: now.getTime() }, fargateCapacityCluster(now.getTime()), {
-          ...instanceOptions(body),
-          capacity,
-        });
+        return registerInstance(
+          tx,
+          state,
+          { ...scope, now: now.getTime() },
+          fargateCapacityCluster(now.getTime()),
+          {
+            ...instanceOptions(body),
+            capacity,
+          },
+        );
       }
       let cluster = await findCluster(tx, scope, body.cluster);
       if ((cluster === undefined || cluster.status !== "ACTIVE") && body.cluster === DEFAULT_CLUSTER) {
@@ -186,7 +208,7 @@ export function registerAgentChannel(app: FastifyInstance, options: AgentChannel
       }
       if (cluster === undefined || cluster.status !== "ACTIVE") throw ClusterNotFound("Cluster not found.");
       const active = await activeCluster(tx, scope, cluster.name);
-      return registerInstance(tx, { ...scope, now: now.getTime() }, active, {
+      return registerInstance(tx, state, { ...scope, now: now.getTime() }, active, {
         ...instanceOptions(body),
         capacity,
       });
@@ -212,30 +234,48 @@ export function registerAgentChannel(app: FastifyInstance, options: AgentChannel
       }
       return record;
     };
-    // A poll's arrival is the heartbeat (and brings the agent's ports); the end of its wait says
-    // nothing of the agent, which may have gone meanwhile without the connection closing.
-    const heartbeat = () =>
-      store.transaction(async (tx) => {
-        const record = await current(tx);
-        record.lastHeartbeat = options.clock().getTime();
-        if (body.usedPorts !== undefined) record.usedPorts = body.usedPorts;
-        await saveInstance(tx, record);
-        return (await tasksForInstance(tx, instance.arn)).map(assignmentOf);
-      });
     const assignments = () =>
       store.read(async (tx) => {
         await current(tx);
         return (await tasksForInstance(tx, instance.arn)).map(assignmentOf);
       });
-    const differs = (tasks: PollResponse["tasks"]) =>
+    // A poll's arrival is the heartbeat, kept in memory (the state writes heartbeats out now and
+    // then); the end of its wait says nothing of the agent, which may have gone meanwhile without
+    // the connection closing. The store is written only when the agent's host ports changed.
+    const heartbeat = async () => {
+      const ports = body.usedPorts;
+      if (ports !== undefined && !samePorts(ports, instance.usedPorts)) {
+        await store.transaction(async (tx) => {
+          const record = await current(tx);
+          record.usedPorts = ports;
+          record.lastHeartbeat = options.clock().getTime();
+          await saveInstance(tx, record, state);
+        });
+      }
+      const tasks = await assignments();
+      state.heartbeat(instance.arn, options.clock().getTime());
+      return tasks;
+    };
+    const differs = (tasks: ReadonlyArray<{ taskArn: string; version: number }>) =>
       tasks.length !== Object.keys(known).length || tasks.some((t) => known[t.taskArn] !== t.version);
-    let tasks = await heartbeat();
-    if (!differs(tasks)) {
+    // What the agent has is usually what it should have (it polls again right after each change):
+    // the versions in memory say so without reading and parsing its tasks.
+    const inMemory = [...state.assignedVersions(instance.arn)].map(([taskArn, version]) => ({
+      taskArn,
+      version,
+    }));
+    let tasks: PollResponse["tasks"] | undefined = differs(inMemory) ? await heartbeat() : undefined;
+    if (tasks === undefined) {
+      if (body.usedPorts !== undefined && !samePorts(body.usedPorts, instance.usedPorts))
+        tasks = await heartbeat();
+      else state.heartbeat(instance.arn, options.clock().getTime());
+    }
+    if (tasks === undefined || !differs(tasks)) {
       const aborted = new AbortController();
       request.raw.once("close", () => aborted.abort());
       const signal = AbortSignal.any([aborted.signal, closing.signal]);
       await notifier.wait(instance.arn, Math.min(POLL_TIMEOUT_MS, AGENT_TIMEOUT_MS / 2), signal);
-      if (signal.aborted) return { tasks };
+      if (signal.aborted && tasks !== undefined) return { tasks };
       tasks = await assignments();
     }
     const response: PollResponse = { tasks };
@@ -259,11 +299,11 @@ export function registerAgentChannel(app: FastifyInstance, options: AgentChannel
       }
       const wasStopped = task.wire.lastStatus === "STOPPED";
       if (!applyReport(task, report)) return;
-      await saveTask(tx, task, options.clock().getTime());
+      await saveTask(tx, task, options.clock().getTime(), state);
       if (!wasStopped && task.wire.lastStatus === "STOPPED") {
         // The agent tears a task's network down before it reports STOPPED: its host ports are free.
         const current = await findInstance(tx, instance.arn);
-        if (current !== undefined) await saveInstance(tx, releasePorts(current, task));
+        if (current !== undefined) await saveInstance(tx, releasePorts(current, task), state);
       }
     });
     return {};

@@ -9,6 +9,7 @@ import { expireAllGroups } from "../cloudwatch/logs/events.ts";
 import { appendLogEvents } from "../cloudwatch/logs/ingest.ts";
 import { logsService } from "../cloudwatch/logs/service.ts";
 import { InstanceNotifier } from "../ecs/notifier.ts";
+import { SchedulerState } from "../ecs/scheduler-state.ts";
 import { ecsService } from "../ecs/service.ts";
 import { ServiceController } from "../ecs/service-controller.ts";
 import { purgeAllStoppedTasks } from "../ecs/task-purge.ts";
@@ -115,8 +116,12 @@ export async function startServer(config: ServerConfig, deps: ServerDeps = {}): 
   registry.register(app);
   const notifier = new InstanceNotifier();
   const scope = { region: config.region, accountId: config.accountId };
+  // Instances and what their tasks hold, rebuilt from the store; heartbeats written out as it runs.
+  const state = await SchedulerState.load(store);
+  state.start(store);
   registerAgentChannel(app, {
     store,
+    state,
     notifier,
     ...scope,
     clock,
@@ -145,6 +150,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps = {}): 
   // The service scheduler: started once the server listens, stopped before the store closes.
   const scheduler = new ServiceController({
     store,
+    state,
     notifier,
     registry: taskRegistry,
     ...scope,
@@ -170,6 +176,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps = {}): 
     services: [
       ecsService({
         store,
+        state,
         notifier,
         registry: taskRegistry,
         onServiceChange: (arn) => scheduler.enqueue(arn),
@@ -187,6 +194,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps = {}): 
     await app.listen({ host: config.host, port: config.port });
   } catch (error) {
     await registry.close();
+    await state.close(store);
     await store.close();
     throw error;
   }
@@ -213,6 +221,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps = {}): 
         await scheduler.close();
         for (const job of housekeeping) await job.close();
         await registry.close();
+        await state.close(store);
         await store.close();
         rmSync(paths.endpoint, { force: true });
       })();

@@ -244,4 +244,15 @@ export const migrations: Migration[] = [
       "CREATE INDEX ecs_container_instances_updated ON ecs_container_instances (updated_at)",
     ],
   },
+  {
+    version: 8,
+    name: "agent tokens and changed service tasks looked up by index",
+    statements: [
+      // Every agent request finds its instance by token: without an index, a scan of every instance.
+      "CREATE INDEX ecs_container_instances_token ON ecs_container_instances (token_hash)",
+      // The service controller looks for changed service tasks four times a second; through the
+      // index on updated_at alone it walked every task changed since it started, service's or not.
+      "CREATE INDEX ecs_tasks_service_updated ON ecs_tasks (updated_at) WHERE service_name IS NOT NULL",
+    ],
+  },
 ];

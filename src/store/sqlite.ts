@@ -20,6 +20,8 @@ type Statement = Database.Statement<SqlValue[]>;
 /** One better-sqlite3 connection with its prepared statements. */
 class Connection implements Tx {
   readonly db: Database.Database;
+  /** The transaction running on this connection, for its afterCommit and onRollback hooks. */
+  current: Pending | undefined;
   private readonly statements = new Map<string, Statement>();
 
   constructor(db: Database.Database) {
@@ -46,11 +48,42 @@ class Connection implements Tx {
   async run(sql: string, ...params: SqlValue[]): Promise<number> {
     return this.prepare(sql).run(...params).changes;
   }
+
+  afterCommit(fn: () => void): void {
+    if (this.current === undefined) throw new Error("afterCommit is only for write transactions");
+    this.current.hooks.push(fn);
+  }
+
+  onRollback(fn: () => void): void {
+    if (this.current === undefined) throw new Error("onRollback is only for write transactions");
+    this.current.undo.push(fn);
+  }
 }
 
+/** One transaction waiting for its turn. */
+interface Pending {
+  fn: (tx: Tx) => Promise<unknown>;
+  resolve(value: unknown): void;
+  reject(error: unknown): void;
+  hooks: Array<() => void>;
+  undo: Array<() => void>;
+}
+
+/** Runs a transaction's onRollback hooks, last first. */
+function undo(entry: Pending): void {
+  for (const fn of entry.undo.reverse()) fn();
+  entry.undo.length = 0;
+  entry.hooks.length = 0;
+}
+
+type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
+
+/** At most this many queued transactions share one commit, so the first of them is not kept waiting long. */
+const MAX_GROUP = 64;
+
 /**
- * Serialises async critical sections: SQLite allows one writer, and a
- * connection has one transaction at a time.
+ * Serialises async critical sections: a connection has one transaction at a
+ * time.
  */
 class Queue {
   private tail: Promise<unknown> = Promise.resolve();
@@ -63,15 +96,25 @@ class Queue {
 }
 
 /**
- * The embedded `Store`: SQLite in WAL mode. Writes go through one connection
- * and one queue; reads use a second connection so they see only committed
+ * The embedded `Store`: SQLite in WAL mode. Writes go through one connection,
+ * one at a time; reads use a second connection so they see only committed
  * data and never wait for a writer.
+ *
+ * Group commit: the write transactions that queue up while one batch runs
+ * make the next batch. A batch is one SQLite transaction (one WAL sync with
+ * `synchronous = FULL`) in which each caller's transaction runs inside its own
+ * savepoint: one that throws is rolled back to its savepoint and fails alone;
+ * the others resolve only once the batch has committed. Under load this turns
+ * a sync per write into a sync per batch; alone, a transaction commits at once.
+ * A transaction that added afterCommit hooks ends its batch, so the hooks run
+ * before any later transaction starts and in-memory views never lag behind.
  */
 export class SqliteStore implements Store {
   private readonly writer: Connection;
   private readonly reader: Connection;
-  private readonly writes = new Queue();
   private readonly reads = new Queue();
+  private pending: Pending[] = [];
+  private draining: Promise<void> | undefined;
 
   private constructor(writer: Connection, reader: Connection) {
     this.writer = writer;
@@ -95,18 +138,97 @@ export class SqliteStore implements Store {
   }
 
   transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
-    return this.writes.run(async () => {
-      const db = this.writer.db;
-      db.exec("BEGIN IMMEDIATE");
-      try {
-        const result = await fn(this.writer);
-        db.exec("COMMIT");
-        return result;
-      } catch (error) {
-        if (db.inTransaction) db.exec("ROLLBACK");
-        throw error;
-      }
+    return new Promise<T>((resolve, reject) => {
+      this.pending.push({ fn, resolve: resolve as (value: unknown) => void, reject, hooks: [], undo: [] });
+      this.draining ??= this.drain();
     });
+  }
+
+  private async drain(): Promise<void> {
+    try {
+      while (this.pending.length > 0) await this.commitGroup();
+    } finally {
+      this.draining = undefined;
+    }
+  }
+
+  /**
+   * Runs queued transactions in one SQLite transaction, each in a savepoint, and commits them
+   * together. Before committing it lets the event loop turn once, so that requests already
+   * waiting on their sockets can join the group rather than wait for a commit of their own.
+   */
+  private async commitGroup(): Promise<void> {
+    const db = this.writer.db;
+    const group: Pending[] = [];
+    try {
+      db.exec("BEGIN IMMEDIATE");
+    } catch (error) {
+      for (const entry of this.pending.splice(0)) entry.reject(error);
+      return;
+    }
+    const outcomes: Outcome[] = [];
+    let ended = false;
+    while (!ended && group.length < MAX_GROUP) {
+      const entry = this.pending.shift();
+      if (entry === undefined) {
+        await new Promise((resolve) => setImmediate(resolve));
+        if (this.pending.length === 0) break;
+        continue;
+      }
+      group.push(entry);
+      db.exec("SAVEPOINT wharf_tx");
+      this.writer.current = entry;
+      try {
+        const value = await entry.fn(this.writer);
+        db.exec("RELEASE wharf_tx");
+        outcomes.push({ ok: true, value });
+        // Hooks keep in-memory views equal to what is committed: they run before the next transaction.
+        if (entry.hooks.length > 0) ended = true;
+      } catch (error) {
+        undo(entry);
+        outcomes.push({ ok: false, error });
+        if (!db.inTransaction) {
+          // SQLite gave up the whole transaction (e.g. disk full): the earlier ones are lost with it.
+          this.settle(group, outcomes, { error });
+          return;
+        }
+        db.exec("ROLLBACK TO wharf_tx");
+        db.exec("RELEASE wharf_tx");
+      } finally {
+        this.writer.current = undefined;
+      }
+    }
+    try {
+      db.exec("COMMIT");
+    } catch (error) {
+      if (db.inTransaction) db.exec("ROLLBACK");
+      this.settle(group, outcomes, { error });
+      return;
+    }
+    this.settle(group, outcomes, undefined);
+  }
+
+  /** Resolves or rejects each transaction of a group; `lost` is why those that succeeded were not committed. */
+  private settle(group: Pending[], outcomes: Outcome[], lost: { error: unknown } | undefined): void {
+    if (lost !== undefined) for (let i = outcomes.length - 1; i >= 0; i--) undo(group[i] as Pending);
+    for (const [i, outcome] of outcomes.entries()) {
+      const entry = group[i] as Pending;
+      if (!outcome.ok) {
+        entry.reject(outcome.error);
+      } else if (lost !== undefined) {
+        entry.reject(lost.error);
+      } else {
+        for (const hook of entry.hooks) {
+          try {
+            hook();
+          } catch (error) {
+            // The transaction did commit; a hook that fails must not keep its caller (or the others) waiting.
+            process.emitWarning(`afterCommit hook failed: ${String(error)}`);
+          }
+        }
+        entry.resolve(outcome.value);
+      }
+    }
   }
 
   read<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
@@ -124,7 +246,7 @@ export class SqliteStore implements Store {
 
   async close(): Promise<void> {
     // Let queued work finish first, so nothing acknowledged is cut off.
-    await this.writes.run(async () => undefined);
+    while (this.draining !== undefined) await this.draining;
     await this.reads.run(async () => undefined);
     if (this.reader.db !== this.writer.db) this.reader.db.close();
     this.writer.db.close();

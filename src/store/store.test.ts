@@ -63,6 +63,86 @@ function storeContract(name: string, open: (migrations: Migration[]) => Promise<
       await store.close();
     });
 
+    it("fails a transaction that throws alone when others commit with it", async () => {
+      const store = await open(schema);
+      const results = await Promise.allSettled(
+        Array.from({ length: 20 }, (_, i) =>
+          store.transaction(async (tx) => {
+            await tx.run("INSERT INTO items (id, n) VALUES (?, ?)", `item-${i}`, i);
+            await new Promise((resolve) => setImmediate(resolve));
+            if (i % 3 === 0) throw new Error(`no ${i}`);
+            return i;
+          }),
+        ),
+      );
+      for (const [i, result] of results.entries()) {
+        if (i % 3 === 0) assert.equal(result.status, "rejected");
+        else assert.deepEqual(result, { status: "fulfilled", value: i });
+      }
+      const rows = await store.read((tx) => tx.all<{ n: number }>("SELECT n FROM items ORDER BY n"));
+      assert.deepEqual(
+        rows.map((r) => r.n),
+        Array.from({ length: 20 }, (_, i) => i).filter((i) => i % 3 !== 0),
+      );
+      await store.close();
+    });
+
+    it("runs afterCommit hooks once committed, in order, and never for a rollback", async () => {
+      const store = await open(schema);
+      const seen: string[] = [];
+      await Promise.allSettled([
+        store.transaction(async (tx) => {
+          tx.afterCommit(() => seen.push("a1"));
+          await tx.run("INSERT INTO items (id, n) VALUES ('a', 1)");
+          tx.afterCommit(() => seen.push("a2"));
+          assert.deepEqual(seen, []);
+        }),
+        store.transaction(async (tx) => {
+          tx.afterCommit(() => seen.push("b"));
+          throw new Error("rolled back");
+        }),
+        store.transaction(async (tx) => {
+          tx.afterCommit(() => seen.push("c"));
+        }),
+      ]);
+      assert.deepEqual(seen, ["a1", "a2", "c"]);
+      await store.close();
+    });
+
+    it("runs onRollback hooks, last first, only for a transaction whose writes are undone", async () => {
+      const store = await open(schema);
+      const seen: string[] = [];
+      await Promise.allSettled([
+        store.transaction(async (tx) => {
+          tx.onRollback(() => seen.push("kept"));
+        }),
+        store.transaction(async (tx) => {
+          tx.onRollback(() => seen.push("first"));
+          tx.onRollback(() => seen.push("second"));
+          throw new Error("undone");
+        }),
+      ]);
+      assert.deepEqual(seen, ["second", "first"]);
+      await store.close();
+    });
+
+    it("runs a transaction's hooks before any later transaction starts", async () => {
+      const store = await open(schema);
+      let applied = 0;
+      const seenByLater: number[] = [];
+      await Promise.all(
+        Array.from({ length: 10 }, (_, i) =>
+          store.transaction(async (tx) => {
+            seenByLater.push(applied);
+            await tx.run("INSERT INTO items (id, n) VALUES (?, ?)", `h-${i}`, i);
+            if (i % 2 === 0) tx.afterCommit(() => applied++);
+          }),
+        ),
+      );
+      assert.deepEqual(seenByLater, [0, 1, 1, 2, 2, 3, 3, 4, 4, 5]);
+      await store.close();
+    });
+
     it("reports how many rows a statement changed", async () => {
       const store = await open(schema);
       const changed = await store.transaction(async (tx) => {

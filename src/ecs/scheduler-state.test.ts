@@ -1,0 +1,235 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import type { RequestContext } from "../aws/service.ts";
+import { SqliteStore } from "../store/sqlite.ts";
+import type { Store } from "../store/store.ts";
+import { type ClusterRecord, clusterArn, saveCluster } from "./clusters.ts";
+import { registerInstance } from "./instance-api.ts";
+import { findInstance, instanceUsage, saveInstance } from "./instances.ts";
+import { InstanceNotifier } from "./notifier.ts";
+import { SchedulerState } from "./scheduler-state.ts";
+import { newTask, type RunnableDefinition, taskOperations } from "./task-api.ts";
+import { taskDefinitionOperations } from "./task-definition-api.ts";
+import { applyReport, findTask, requestStop, saveTask } from "./tasks.ts";
+
+const scope = { region: "us-east-1", accountId: "000000000000" };
+const NOW = Date.UTC(2030, 0, 1);
+const ctx: RequestContext = {
+  requestId: "r",
+  ...scope,
+  identity: { accessKeyId: "AKIDTEST" },
+  now: new Date(NOW),
+};
+const registry = { host: () => "localhost:1", credentials: () => ({ username: "AWS", password: "t" }) };
+const cluster: ClusterRecord = {
+  arn: clusterArn(scope, "default"),
+  name: "default",
+  status: "ACTIVE",
+  settings: [],
+  capacityProviders: [],
+  defaultCapacityProviderStrategy: [],
+  createdAt: NOW,
+  updatedAt: NOW,
+};
+
+function definition(n: number): RunnableDefinition {
+  const port = [undefined, 80, 8080][n % 3];
+  return {
+    taskDefinitionArn: `arn:aws:ecs:us-east-1:000000000000:task-definition/app:${n}`,
+    family: "app",
+    revision: n,
+    status: "ACTIVE",
+    containerDefinitions: [
+      {
+        name: "app",
+        image: "busybox",
+        cpu: 32 * (n % 4),
+        memory: 64 + n,
+        ...(port === undefined ? {} : { portMappings: [{ containerPort: 80, hostPort: port }] }),
+      },
+    ],
+  };
+}
+
+function seeded(seed: number): () => number {
+  let a = seed;
+  return () => {
+    a = (a + 0x6d2b79f5) | 0;
+    let t = Math.imul(a ^ (a >>> 15), 1 | a);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** The state's totals of an instance against the sum of its tasks in the store. */
+async function assertMatchesStore(store: Store, state: SchedulerState, instances: string[]): Promise<void> {
+  for (const arn of instances) {
+    const usage = await store.read((tx) => instanceUsage(tx, arn));
+    const totals = state.totals(arn);
+    const ports = (counts: ReadonlyMap<number, number> | undefined) =>
+      [...(counts ?? [])].flatMap(([port, n]) => Array.from({ length: n }, () => port)).sort();
+    assert.deepEqual(
+      {
+        cpu: totals?.cpu ?? 0,
+        memory: totals?.memory ?? 0,
+        tcp: ports(totals?.tcp),
+        udp: ports(totals?.udp),
+        groups: Object.fromEntries(totals?.groups ?? []),
+      },
+      {
+        cpu: usage.cpu,
+        memory: usage.memory,
+        tcp: [...usage.tcp].sort(),
+        udp: [...usage.udp].sort(),
+        groups: Object.fromEntries(usage.groups),
+      },
+      `totals of ${arn}`,
+    );
+  }
+}
+
+describe("SchedulerState", () => {
+  it("equals the store's sums after random starts, reports, stops and rollbacks, and after a reload", async () => {
+    const store = await SqliteStore.open({ path: ":memory:" });
+    const state = await SchedulerState.load(store);
+    const instances: string[] = [];
+    await store.transaction(async (tx) => {
+      await saveCluster(tx, cluster);
+      for (const zone of ["a", "b", "c"]) {
+        const { record } = await registerInstance(tx, state, { ...scope, now: NOW }, cluster, {
+          cpu: 100_000,
+          memory: 100_000,
+          attributes: [{ name: "ecs.availability-zone", value: zone }],
+          versionInfo: { agentVersion: "test" },
+          hostname: zone,
+          address: "127.0.0.1",
+          capacity: "EC2",
+        });
+        instances.push(record.arn);
+      }
+    });
+    const random = seeded(11);
+    const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)] as T;
+    const live: string[] = [];
+    for (let round = 0; round < 60; round++) {
+      // Several transactions at once, so some share a commit.
+      const work = Array.from({ length: 6 }, async () => {
+        const action = random();
+        const target = live.length === 0 ? undefined : pick(live);
+        await store
+          .transaction(async (tx) => {
+            if (action < 0.45 || target === undefined) {
+              const group = random() < 0.5 ? { group: "service:web" } : {};
+              const task = newTask(
+                {
+                  ctx,
+                  cluster,
+                  definition: definition(Math.floor(random() * 9)),
+                  input: { taskDefinition: "x", ...group },
+                  registry,
+                },
+                pick(instances),
+                undefined,
+              );
+              await saveTask(tx, task, NOW, state);
+              tx.afterCommit(() => live.push(task.wire.taskArn));
+            } else {
+              const task = await findTask(tx, target);
+              if (task === undefined) return;
+              if (action < 0.65) {
+                const report = { taskArn: target, lastStatus: "RUNNING" as const, containers: [], at: NOW };
+                if (applyReport(task, report)) await saveTask(tx, task, NOW, state);
+              } else if (action < 0.85) {
+                if (requestStop(task, "test", "UserInitiated", NOW, true))
+                  await saveTask(tx, task, NOW, state);
+              } else {
+                requestStop(task, "test", "UserInitiated", NOW, true);
+                await saveTask(tx, task, NOW, state);
+                throw new Error("rolled back");
+              }
+            }
+          })
+          .catch(() => undefined);
+      });
+      await Promise.all(work);
+    }
+    await assertMatchesStore(store, state, instances);
+    await assertMatchesStore(store, await SchedulerState.load(store), instances);
+    // The snapshot's views say what is left.
+    const snapshot = state.snapshot(cluster.arn, "EC2", NOW);
+    assert.deepEqual(
+      snapshot.map((s) => s.view.arn),
+      [...instances].sort(),
+    );
+    for (const { view } of snapshot) {
+      assert.equal(view.remaining.cpu, 100_000 - (state.totals(view.arn)?.cpu ?? 0));
+      assert.equal(view.connected, true);
+    }
+    await store.close();
+  });
+
+  it("keeps heartbeats in memory, writes them out on flush, and drops an instance that goes INACTIVE", async () => {
+    const store = await SqliteStore.open({ path: ":memory:" });
+    const state = await SchedulerState.load(store);
+    const { record } = await store.transaction(async (tx) => {
+      await saveCluster(tx, cluster);
+      return registerInstance(tx, state, { ...scope, now: NOW }, cluster, {
+        cpu: 1024,
+        memory: 1024,
+        attributes: [],
+        versionInfo: { agentVersion: "test" },
+        hostname: "h",
+        address: "127.0.0.1",
+        capacity: "EC2",
+      });
+    });
+    const later = NOW + 100_000;
+    assert.equal(state.snapshot(cluster.arn, "EC2", later)[0]?.view.connected, false);
+    state.heartbeat(record.arn, later);
+    assert.equal(state.snapshot(cluster.arn, "EC2", later)[0]?.view.connected, true);
+    assert.equal((await store.read((tx) => findInstance(tx, record.arn)))?.lastHeartbeat, NOW);
+    await state.flush(store);
+    assert.equal((await store.read((tx) => findInstance(tx, record.arn)))?.lastHeartbeat, later);
+    // A restarted server knows the flushed heartbeat.
+    const reloaded = await SchedulerState.load(store);
+    assert.equal(reloaded.snapshot(cluster.arn, "EC2", later)[0]?.lastHeartbeat, later);
+    await store.transaction((tx) => saveInstance(tx, { ...record, status: "INACTIVE" }, state));
+    assert.deepEqual(state.snapshot(cluster.arn, "EC2", later), []);
+    await store.close();
+  });
+
+  it("never lets RunTasks that share a commit book the same capacity twice", async () => {
+    const store = await SqliteStore.open({ path: ":memory:" });
+    const state = await SchedulerState.load(store);
+    await store.transaction(async (tx) => {
+      await saveCluster(tx, cluster);
+      // Room for exactly five tasks of 128 MiB.
+      await registerInstance(tx, state, { ...scope, now: NOW }, cluster, {
+        cpu: 4096,
+        memory: 5 * 128,
+        attributes: [],
+        versionInfo: { agentVersion: "test" },
+        hostname: "h",
+        address: "127.0.0.1",
+        capacity: "EC2",
+      });
+    });
+    await taskDefinitionOperations(store).RegisterTaskDefinition?.(
+      { family: "web", containerDefinitions: [{ name: "web", image: "busybox", memory: 128 }] },
+      ctx,
+    );
+    const run = taskOperations(store, new InstanceNotifier(), registry, state).RunTask;
+    const answers = (await Promise.all(
+      Array.from({ length: 4 }, () => run?.({ taskDefinition: "web", count: 3 }, ctx)),
+    )) as Array<{ tasks: unknown[]; failures: Array<{ reason: string }> }>;
+    assert.equal(
+      answers.reduce((n, a) => n + a.tasks.length, 0),
+      5,
+    );
+    assert.ok(answers.some((a) => a.failures.some((f) => f.reason === "RESOURCE:MEMORY")));
+    const arn = state.snapshot(cluster.arn, "EC2", NOW)[0]?.view.arn ?? "";
+    assert.equal(state.totals(arn)?.memory, 5 * 128);
+    assert.equal((await store.read((tx) => instanceUsage(tx, arn))).memory, 5 * 128);
+    await store.close();
+  });
+});

@@ -1,0 +1,336 @@
+import type { InstanceView } from "../scheduler/placement.ts";
+import { type TaskFootprint, UsageIndex } from "../scheduler/usage.ts";
+import type { Store, Tx } from "../store/store.ts";
+import {
+  AGENT_TIMEOUT_MS,
+  fromRow,
+  type InstanceRecord,
+  type InstanceRow,
+  type InstanceWrites,
+  RESERVED_TCP_PORTS,
+} from "./instances.ts";
+import type { TaskRecord, TaskWrites } from "./tasks.ts";
+
+/** One instance as placement sees it, with its zone and its agent's last heartbeat. */
+export interface InstanceSnapshot {
+  view: InstanceView;
+  zone?: string;
+  lastHeartbeat: number;
+}
+
+const NONE: ReadonlyMap<string, number> = new Map();
+
+/** How often (in the clock's time) cached snapshots look for agents that went quiet. */
+const SWEEP_MS = 1000;
+
+/** How often heartbeats kept in memory are written to the store. */
+export const HEARTBEAT_FLUSH_MS = 10_000;
+
+/** What a task holds on its instance: nothing once STOPPED or when it has no instance. */
+export function footprintOf(record: TaskRecord): TaskFootprint | undefined {
+  const instanceArn = record.wire.containerInstanceArn;
+  if (instanceArn === undefined || record.wire.lastStatus === "STOPPED") return undefined;
+  return {
+    instanceArn,
+    cpu: record.reservation.cpu,
+    memory: record.reservation.memory,
+    tcp: record.reservation.tcp,
+    udp: record.reservation.udp,
+    group: record.wire.group ?? "",
+  };
+}
+
+/**
+ * The scheduler's view of the world kept in memory, as Nomad keeps its state
+ * store: every container instance that is not INACTIVE and what the tasks on
+ * each hold. Loaded from the store at start; then every task and instance
+ * write tells it what changed (`taskSaved`, `instanceSaved`). The change
+ * lands at once, as the row does for the writer, and is taken back if the
+ * transaction's writes are undone (`onRollback`), so a transaction reads here
+ * exactly what it would read from the rows: no placement can rely on
+ * capacity another transaction took, committed or not. Each cluster's
+ * placement snapshot is kept between calls and only the instances that
+ * changed are rebuilt: no query, no parsing.
+ *
+ * Agent heartbeats live here too: a poll only records the time in memory,
+ * and the times are written to the store every HEARTBEAT_FLUSH_MS (the
+ * controller declares no agent lost until it has itself run for the agent
+ * timeout, so a restart loses nothing that matters).
+ *
+ * One process owns the store's writes; several servers over one store
+ * would each need the other's changes (a change feed), which Wharf has not.
+ */
+export class SchedulerState implements TaskWrites, InstanceWrites {
+  private readonly usage = new UsageIndex();
+  private readonly records = new Map<string, InstanceRecord>();
+  private readonly clusters = new Map<string, Set<string>>();
+  /** Each cluster's instance ARNs in order, rebuilt when membership changes. */
+  private readonly ordered = new Map<string, string[]>();
+  /** Each instance's entry in the cached snapshot of its cluster. */
+  private readonly entries = new Map<string, InstanceSnapshot>();
+  /** Cached snapshots by capacity and cluster. */
+  private readonly snapshots = new Map<string, { entries: InstanceSnapshot[]; sweptAt: number }>();
+  /** Instances whose entries must be rebuilt before the next snapshot is handed out. */
+  private readonly stale = new Set<string>();
+  private readonly heartbeats = new Map<string, number>();
+  /** By instance: each task's version as the agent protocol gives it (its desiredVersion). */
+  private readonly assigned = new Map<string, Map<string, number>>();
+  private timer: NodeJS.Timeout | undefined;
+  private flushing: Promise<void> | undefined;
+
+  /** The state of everything the store holds. */
+  static async load(store: Store): Promise<SchedulerState> {
+    const state = new SchedulerState();
+    await store.read(async (tx) => {
+      const instances = await tx.all<InstanceRow>(
+        "SELECT arn, body, last_heartbeat, status FROM ecs_container_instances WHERE status != 'INACTIVE'",
+      );
+      for (const row of instances) state.putInstance(fromRow(row));
+      const tasks = await tx.all<{ body: string }>(
+        "SELECT body FROM ecs_tasks WHERE last_status != 'STOPPED'",
+      );
+      for (const row of tasks) {
+        const record = JSON.parse(row.body) as TaskRecord;
+        state.setTask(record.wire.taskArn, footprintOf(record), record.desiredVersion);
+      }
+    });
+    return state;
+  }
+
+  taskSaved(tx: Tx, record: TaskRecord): void {
+    const arn = record.wire.taskArn;
+    const before = this.usage.footprint(arn);
+    const version = this.assigned.get(before?.instanceArn ?? "")?.get(arn);
+    const footprint = footprintOf(record);
+    this.setTask(arn, footprint, record.desiredVersion);
+    tx.onRollback(() => this.setTask(arn, before, version));
+  }
+
+  /**
+   * The version of every task an instance's agent should know about (those on it not yet
+   * STOPPED, as the agent protocol's poll returns them), so a poll can tell that nothing changed
+   * for its agent without reading the tasks.
+   */
+  assignedVersions(instanceArn: string): ReadonlyMap<string, number> {
+    return this.assigned.get(instanceArn) ?? NONE;
+  }
+
+  /** An instance that is not INACTIVE, as last saved (heartbeats aside). Read-only. */
+  instance(arn: string): Readonly<InstanceRecord> | undefined {
+    return this.records.get(arn);
+  }
+
+  instanceSaved(tx: Tx, record: InstanceRecord): void {
+    const before = this.records.get(record.arn);
+    this.putInstance({ ...record });
+    tx.onRollback(() => {
+      if (before !== undefined) this.putInstance(before);
+      else this.putInstance({ ...record, status: "INACTIVE" });
+    });
+  }
+
+  /** Records that an instance's agent was heard from. */
+  heartbeat(instanceArn: string, at: number): void {
+    if ((this.heartbeats.get(instanceArn) ?? Number.NEGATIVE_INFINITY) >= at) return;
+    this.heartbeats.set(instanceArn, at);
+    const entry = this.entries.get(instanceArn);
+    if (entry === undefined) return;
+    entry.lastHeartbeat = Math.max(entry.lastHeartbeat, at);
+    // A disconnected instance is connected again from its next snapshot on.
+    if (!entry.view.connected) this.stale.add(instanceArn);
+  }
+
+  /** The instance's last heartbeat: the stored one, or a later one only memory has yet. */
+  lastHeartbeat(record: Pick<InstanceRecord, "arn" | "lastHeartbeat">): number {
+    return Math.max(record.lastHeartbeat, this.heartbeats.get(record.arn) ?? Number.NEGATIVE_INFINITY);
+  }
+
+  /**
+   * The placement snapshot of a cluster's instances of one capacity, in ARN order. Kept between
+   * calls: only the instances that changed since are looked at again (and every instance's
+   * connection once a second of `now`). The caller must not change it.
+   */
+  snapshot(clusterArn: string, capacity: "EC2" | "FARGATE", now: number): readonly InstanceSnapshot[] {
+    const key = `${capacity} ${clusterArn}`;
+    let cached = this.snapshots.get(key);
+    if (cached === undefined) {
+      const entries: InstanceSnapshot[] = [];
+      for (const arn of this.instanceArns(clusterArn)) {
+        const record = this.records.get(arn);
+        if (record === undefined || record.capacity !== capacity) continue;
+        const entry = this.entryOf(record, now);
+        this.entries.set(arn, entry);
+        entries.push(entry);
+      }
+      cached = { entries, sweptAt: now };
+      this.snapshots.set(key, cached);
+      return entries;
+    }
+    for (const arn of this.stale) {
+      const entry = this.entries.get(arn);
+      const record = this.records.get(arn);
+      if (entry !== undefined && record !== undefined) this.refresh(entry, record, now);
+    }
+    this.stale.clear();
+    if (now - cached.sweptAt >= SWEEP_MS || now < cached.sweptAt) {
+      // Agents that went quiet: no event says so, only the clock.
+      for (const entry of cached.entries) {
+        const connected = now - entry.lastHeartbeat <= AGENT_TIMEOUT_MS;
+        const record = this.records.get(entry.view.arn);
+        if (connected !== entry.view.connected && record !== undefined) this.refresh(entry, record, now);
+      }
+      cached.sweptAt = now;
+    }
+    return cached.entries;
+  }
+
+  private entryOf(record: InstanceRecord, now: number): InstanceSnapshot {
+    const lastHeartbeat = this.lastHeartbeat(record);
+    const view = this.viewOf(record, now - lastHeartbeat <= AGENT_TIMEOUT_MS);
+    const zone = view.attributes["ecs.availability-zone"];
+    return zone === undefined ? { view, lastHeartbeat } : { view, zone, lastHeartbeat };
+  }
+
+  private refresh(entry: InstanceSnapshot, record: InstanceRecord, now: number): void {
+    const fresh = this.entryOf(record, now);
+    entry.view = fresh.view;
+    entry.lastHeartbeat = fresh.lastHeartbeat;
+    if (fresh.zone === undefined) delete entry.zone;
+    else entry.zone = fresh.zone;
+  }
+
+  /** What the tasks on an instance hold (for tests and diagnostics). */
+  totals(instanceArn: string) {
+    return this.usage.of(instanceArn);
+  }
+
+  /** Writes heartbeats kept in memory to the store every `intervalMs`. */
+  start(store: Store, intervalMs = HEARTBEAT_FLUSH_MS): void {
+    this.timer = setInterval(() => {
+      this.flushing ??= this.flush(store).finally(() => {
+        this.flushing = undefined;
+      });
+    }, intervalMs);
+    this.timer.unref();
+  }
+
+  /** Stops the flushes and writes what is left. */
+  async close(store: Store): Promise<void> {
+    clearInterval(this.timer);
+    await this.flushing;
+    await this.flush(store);
+  }
+
+  /** Writes every heartbeat newer than what the store holds, in one transaction. */
+  async flush(store: Store): Promise<void> {
+    const due: Array<[string, number]> = [];
+    for (const [arn, at] of this.heartbeats) {
+      const record = this.records.get(arn);
+      if (record !== undefined && at > record.lastHeartbeat) due.push([arn, at]);
+    }
+    if (due.length === 0) return;
+    await store.transaction(async (tx) => {
+      for (const [arn, at] of due) {
+        await tx.run(
+          "UPDATE ecs_container_instances SET last_heartbeat = ? WHERE arn = ? AND last_heartbeat < ?",
+          at,
+          arn,
+          at,
+        );
+      }
+      tx.afterCommit(() => {
+        for (const [arn, at] of due) {
+          const record = this.records.get(arn);
+          if (record !== undefined && record.lastHeartbeat < at) record.lastHeartbeat = at;
+        }
+      });
+    });
+  }
+
+  private setTask(arn: string, footprint: TaskFootprint | undefined, version: number | undefined): void {
+    const previous = this.usage.footprint(arn);
+    if (previous !== undefined) {
+      const versions = this.assigned.get(previous.instanceArn);
+      versions?.delete(arn);
+      if (versions?.size === 0) this.assigned.delete(previous.instanceArn);
+    }
+    if (footprint !== undefined && version !== undefined) {
+      let versions = this.assigned.get(footprint.instanceArn);
+      if (versions === undefined) {
+        versions = new Map();
+        this.assigned.set(footprint.instanceArn, versions);
+      }
+      versions.set(arn, version);
+    }
+    for (const instance of this.usage.set(arn, footprint)) this.stale.add(instance);
+  }
+
+  private instanceArns(clusterArn: string): string[] {
+    let arns = this.ordered.get(clusterArn);
+    if (arns === undefined) {
+      arns = [...(this.clusters.get(clusterArn) ?? [])].sort();
+      this.ordered.set(clusterArn, arns);
+    }
+    return arns;
+  }
+
+  private putInstance(record: InstanceRecord): void {
+    const previous = this.records.get(record.arn);
+    this.stale.add(record.arn);
+    if (previous !== undefined && previous.capacity !== record.capacity) this.leave(previous);
+    if (previous !== undefined && previous.clusterArn !== record.clusterArn) this.leave(previous);
+    if (record.status === "INACTIVE") {
+      if (previous !== undefined) this.leave(previous);
+      this.records.delete(record.arn);
+      return;
+    }
+    this.records.set(record.arn, record);
+    let members = this.clusters.get(record.clusterArn);
+    if (members === undefined) {
+      members = new Set();
+      this.clusters.set(record.clusterArn, members);
+    }
+    if (!members.has(record.arn) || previous?.capacity !== record.capacity) {
+      members.add(record.arn);
+      this.changed(record.clusterArn);
+    }
+  }
+
+  private leave(record: InstanceRecord): void {
+    this.clusters.get(record.clusterArn)?.delete(record.arn);
+    this.entries.delete(record.arn);
+    this.changed(record.clusterArn);
+  }
+
+  /** The cluster's members changed: its snapshots are built again when next asked for. */
+  private changed(clusterArn: string): void {
+    this.ordered.delete(clusterArn);
+    this.snapshots.delete(`EC2 ${clusterArn}`);
+    this.snapshots.delete(`FARGATE ${clusterArn}`);
+  }
+
+  private viewOf(record: InstanceRecord, connected: boolean): InstanceView {
+    const totals = this.usage.of(record.arn);
+    const attributes: Record<string, string> = {};
+    for (const attribute of record.attributes) attributes[attribute.name] = attribute.value ?? "";
+    const tcp = new Set(RESERVED_TCP_PORTS);
+    const udp = new Set<number>();
+    for (const port of totals?.tcp.keys() ?? []) tcp.add(port);
+    for (const port of totals?.udp.keys() ?? []) udp.add(port);
+    for (const port of record.usedPorts.tcp) tcp.add(port);
+    for (const port of record.usedPorts.udp) udp.add(port);
+    return {
+      arn: record.arn,
+      instanceId: record.instanceId,
+      status: record.status,
+      connected,
+      remaining: {
+        cpu: record.registered.cpu - (totals?.cpu ?? 0),
+        memory: record.registered.memory - (totals?.memory ?? 0),
+      },
+      ports: { tcp, udp },
+      attributes,
+      groups: new Map(totals?.groups ?? []),
+    };
+  }
+}

@@ -1,0 +1,111 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { type TaskFootprint, UsageIndex } from "./usage.ts";
+
+/** A small deterministic random source (mulberry32). */
+function seeded(seed: number): () => number {
+  let a = seed;
+  return () => {
+    a = (a + 0x6d2b79f5) | 0;
+    let t = Math.imul(a ^ (a >>> 15), 1 | a);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** The totals by summing every footprint again: what the index must always equal. */
+function recompute(tasks: Map<string, TaskFootprint>) {
+  const out = new Map<
+    string,
+    { cpu: number; memory: number; tcp: number[]; udp: number[]; groups: object }
+  >();
+  for (const footprint of tasks.values()) {
+    const totals = out.get(footprint.instanceArn) ?? { cpu: 0, memory: 0, tcp: [], udp: [], groups: {} };
+    totals.cpu += footprint.cpu;
+    totals.memory += footprint.memory;
+    totals.tcp.push(...footprint.tcp);
+    totals.udp.push(...footprint.udp);
+    const groups = totals.groups as Record<string, number>;
+    groups[footprint.group] = (groups[footprint.group] ?? 0) + 1;
+    out.set(footprint.instanceArn, totals);
+  }
+  return out;
+}
+
+function expand(counts: ReadonlyMap<number, number>): number[] {
+  return [...counts].flatMap(([port, n]) => Array.from({ length: n }, () => port)).sort((a, b) => a - b);
+}
+
+describe("UsageIndex", () => {
+  it("equals a recomputation after any sequence of starts, changes and stops", () => {
+    const random = seeded(7);
+    const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)] as T;
+    const index = new UsageIndex();
+    const truth = new Map<string, TaskFootprint>();
+    const instances = ["i-1", "i-2", "i-3", "i-4"];
+    for (let step = 0; step < 3000; step++) {
+      const arn = `task-${Math.floor(random() * 200)}`;
+      const footprint: TaskFootprint | undefined =
+        random() < 0.35
+          ? undefined
+          : {
+              instanceArn: pick(instances),
+              cpu: pick([0, 64, 256]),
+              memory: pick([128, 512]),
+              tcp: random() < 0.3 ? [pick([80, 443, 8080])] : [],
+              udp: random() < 0.1 ? [53] : [],
+              group: pick(["family:a", "service:b", ""]),
+            };
+      index.set(arn, footprint);
+      if (footprint === undefined) truth.delete(arn);
+      else truth.set(arn, footprint);
+      if (step % 100 !== 0) continue;
+      const expected = recompute(truth);
+      assert.deepEqual(new Set(index.instances()), new Set(expected.keys()));
+      for (const [instance, want] of expected) {
+        const got = index.of(instance);
+        assert.ok(got !== undefined);
+        assert.equal(got.cpu, want.cpu);
+        assert.equal(got.memory, want.memory);
+        assert.deepEqual(
+          expand(got.tcp),
+          want.tcp.sort((a, b) => a - b),
+        );
+        assert.deepEqual(
+          expand(got.udp),
+          want.udp.sort((a, b) => a - b),
+        );
+        assert.deepEqual(Object.fromEntries(got.groups), want.groups);
+      }
+    }
+  });
+
+  it("reports which instances a change touched, and none for a change that holds the same", () => {
+    const index = new UsageIndex();
+    const on = (instanceArn: string): TaskFootprint => ({
+      instanceArn,
+      cpu: 10,
+      memory: 20,
+      tcp: [80],
+      udp: [],
+      group: "g",
+    });
+    assert.deepEqual(index.set("t", on("a")), ["a"]);
+    assert.deepEqual(index.set("t", on("a")), []);
+    assert.deepEqual(index.set("t", on("b")), ["a", "b"]);
+    assert.deepEqual(index.set("t", undefined), ["b"]);
+    assert.equal(index.of("b"), undefined);
+    assert.deepEqual(index.set("t", undefined), []);
+  });
+
+  it("keeps a port held while any task on the instance still holds it", () => {
+    const index = new UsageIndex();
+    const web = { instanceArn: "a", cpu: 0, memory: 0, tcp: [80], udp: [], group: "" };
+    index.set("one", web);
+    index.set("two", web);
+    index.set("one", undefined);
+    assert.deepEqual([...(index.of("a")?.tcp.keys() ?? [])], [80]);
+    index.set("two", undefined);
+    assert.equal(index.of("a"), undefined);
+  });
+});
