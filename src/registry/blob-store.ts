@@ -1,10 +1,10 @@
 import { createHash, type Hash, randomUUID } from "node:crypto";
 import { mkdirSync, readdirSync, renameSync, rmSync, statSync } from "node:fs";
-import { rename, rm, stat } from "node:fs/promises";
+import { rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { algorithmOf } from "./names.ts";
-import { plaintextLength, readSealed, SealedAppender, sealedSize } from "./sealed-file.ts";
+import { readSealed, SealedAppender, sealedLayout, sealedLength, sealedSize } from "./sealed-file.ts";
 
 /**
  * Content-addressed blob storage. Uploads are written (sealed) under
@@ -87,7 +87,7 @@ export class FileBlobStore implements BlobStore {
 
   async size(digest: string): Promise<number | undefined> {
     try {
-      return plaintextLength((await stat(this.blobPath(digest))).size);
+      return await sealedLength(this.blobPath(digest));
     } catch {
       return undefined;
     }
@@ -119,7 +119,7 @@ export class FileBlobStore implements BlobStore {
 
   async uploadLength(uploadId: string): Promise<number> {
     try {
-      return plaintextLength((await stat(this.uploadPath(uploadId))).size);
+      return (await sealedLength(this.uploadPath(uploadId))) ?? 0;
     } catch {
       return 0;
     }
@@ -157,7 +157,8 @@ export class FileBlobStore implements BlobStore {
   async digestOf(uploadId: string, length: number, algorithm: "sha256" | "sha512"): Promise<string> {
     // (An empty upload may have no file at all yet.)
     const path = this.uploadPath(uploadId);
-    if (length === 0 || (await stat(path)).size !== sealedSize(length)) {
+    const layout = length === 0 ? undefined : await sealedLayout(path);
+    if (layout === undefined || layout.fileBytes !== sealedSize(length, layout.segmentBytes)) {
       await (await SealedAppender.open(path, this.masterKey, length)).close();
     }
     const running = this.hashes.get(uploadId);

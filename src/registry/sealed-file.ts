@@ -1,153 +1,93 @@
-import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from "node:crypto";
 import { type FileHandle, open } from "node:fs/promises";
-import { Readable } from "node:stream";
+import {
+  giveSegmentBuffer,
+  type Header,
+  newHeader,
+  OVERHEAD,
+  readHeader,
+  readSegment,
+  SEGMENT_BYTES,
+  sealSegment,
+  segmentOffset,
+  takeSegmentBuffer,
+} from "./sealed-format.ts";
+
+export {
+  HEADER_BYTES,
+  LEGACY_SEGMENT_BYTES,
+  plaintextLength,
+  SEGMENT_BYTES,
+  SealedFileError,
+  sealedSize,
+} from "./sealed-format.ts";
+export { readSealed, sealedLayout, sealedLength } from "./sealed-reader.ts";
+
+/** Segments being sealed and written while the next one fills (bounds memory; back-pressure beyond). */
+const MAX_IN_FLIGHT = 2;
+
+const ignore = () => undefined;
 
 /**
- * Blob bytes at rest: AES-256-GCM in fixed-size segments, so that a byte range
- * can be read without decrypting the whole blob and every segment is
- * authenticated on its own.
+ * Appends plaintext to a sealed file (see sealed-format.ts) that already holds
+ * `length` plaintext bytes, creating it when `length` is 0.
  *
- *   header:  "WHB1" | salt (16) | segment size (u32 BE)
- *   segment: nonce (12) | ciphertext (≤ segment size) | tag (16)
- *
- * Each file has its own key, derived from the master key and the file's salt;
- * each segment has a fresh random nonce (a partial last segment is rewritten
- * with a new one when an upload grows) and the segment index as associated
- * data, so segments cannot be reordered or moved between files.
- *
- * The caller records how many plaintext bytes a file holds. An append that is
- * cut off (or whose length the caller never records) may leave more in the
- * file: the segment at the recorded end then holds the recorded bytes as a
- * prefix, and the next append starts from them. Only `close()` trims the file.
- */
-
-const MAGIC = Buffer.from("WHB1");
-const SALT_BYTES = 16;
-const NONCE_BYTES = 12;
-const TAG_BYTES = 16;
-export const HEADER_BYTES = MAGIC.length + SALT_BYTES + 4;
-export const SEGMENT_BYTES = 256 * 1024;
-const OVERHEAD = NONCE_BYTES + TAG_BYTES;
-
-export class SealedFileError extends Error {}
-
-function fileKey(masterKey: Buffer, salt: Buffer): Buffer {
-  return Buffer.from(hkdfSync("sha256", masterKey, salt, "wharf blob v1", 32));
-}
-
-function indexAad(index: number): Buffer {
-  const aad = Buffer.alloc(8);
-  aad.writeBigUInt64BE(BigInt(index));
-  return aad;
-}
-
-function sealSegment(key: Buffer, index: number, plaintext: Buffer): Buffer {
-  const nonce = randomBytes(NONCE_BYTES);
-  const cipher = createCipheriv("aes-256-gcm", key, nonce);
-  cipher.setAAD(indexAad(index));
-  const body = Buffer.concat([cipher.update(plaintext), cipher.final()]);
-  return Buffer.concat([nonce, body, cipher.getAuthTag()]);
-}
-
-function openSegment(key: Buffer, index: number, sealed: Buffer): Buffer {
-  if (sealed.length < OVERHEAD) throw new SealedFileError(`segment ${index} is truncated`);
-  const nonce = sealed.subarray(0, NONCE_BYTES);
-  const tag = sealed.subarray(sealed.length - TAG_BYTES);
-  const decipher = createDecipheriv("aes-256-gcm", key, nonce);
-  decipher.setAAD(indexAad(index));
-  decipher.setAuthTag(tag);
-  try {
-    return Buffer.concat([
-      decipher.update(sealed.subarray(NONCE_BYTES, sealed.length - TAG_BYTES)),
-      decipher.final(),
-    ]);
-  } catch {
-    throw new SealedFileError(`segment ${index} failed authentication`);
-  }
-}
-
-/** Where segment `index` starts in the file. */
-function segmentOffset(index: number, segmentBytes: number): number {
-  return HEADER_BYTES + index * (segmentBytes + OVERHEAD);
-}
-
-interface Header {
-  key: Buffer;
-  segmentBytes: number;
-}
-
-async function readHeader(handle: FileHandle, masterKey: Buffer): Promise<Header> {
-  const header = Buffer.alloc(HEADER_BYTES);
-  const { bytesRead } = await handle.read(header, 0, HEADER_BYTES, 0);
-  if (bytesRead !== HEADER_BYTES || !header.subarray(0, MAGIC.length).equals(MAGIC)) {
-    throw new SealedFileError("not a sealed blob file");
-  }
-  const salt = header.subarray(MAGIC.length, MAGIC.length + SALT_BYTES);
-  const segmentBytes = header.readUInt32BE(MAGIC.length + SALT_BYTES);
-  if (segmentBytes === 0 || segmentBytes > 64 * 1024 * 1024) throw new SealedFileError("bad segment size");
-  return { key: fileKey(masterKey, salt), segmentBytes };
-}
-
-/** The size of a sealed file holding exactly `length` plaintext bytes. */
-export function sealedSize(length: number, segmentBytes = SEGMENT_BYTES): number {
-  const full = Math.floor(length / segmentBytes);
-  const rest = length - full * segmentBytes;
-  return segmentOffset(full, segmentBytes) + (rest > 0 ? rest + OVERHEAD : 0);
-}
-
-/** The plaintext length of a sealed file of `fileBytes` bytes. */
-export function plaintextLength(fileBytes: number, segmentBytes = SEGMENT_BYTES): number {
-  if (fileBytes <= HEADER_BYTES) return 0;
-  const body = fileBytes - HEADER_BYTES;
-  const full = Math.floor(body / (segmentBytes + OVERHEAD));
-  const rest = body - full * (segmentBytes + OVERHEAD);
-  return full * segmentBytes + (rest > OVERHEAD ? rest - OVERHEAD : 0);
-}
-
-/**
- * Appends plaintext to a sealed file that already holds `length` plaintext
- * bytes (creating it when `length` is 0). Bytes past `length` in the file (a
- * write that was cut off) are discarded by `close()`, which seals the tail;
- * until then the file still holds the first `length` bytes, readable and
- * resumable, however the append ends.
+ * The caller records how many plaintext bytes a file holds. Incoming bytes are
+ * copied into a segment buffer; a full segment is sealed (on the thread pool)
+ * and written at its place while the next one fills, up to MAX_IN_FLIGHT at a
+ * time, after which `write` waits. Bytes past `length` in the file (a write
+ * that was cut off) are discarded by `close()`, which seals the tail; until
+ * then the file still holds the first `length` bytes, readable and resumable,
+ * however the append ends.
  */
 export class SealedAppender {
   private readonly handle: FileHandle;
-  private readonly key: Buffer;
-  private readonly segmentBytes: number;
+  private readonly header: Header;
   private index: number;
-  private pending: Buffer[] = [];
-  private pendingBytes = 0;
+  private buffer: Buffer;
+  private filled = 0;
+  /** Segment buffers whose bytes have been sealed (WebCrypto takes its own copy). */
+  private readonly spare: Buffer[] = [];
+  private readonly inFlight: Array<Promise<void>> = [];
+  private failure: { error: unknown } | undefined;
+  private released = false;
 
-  private constructor(handle: FileHandle, key: Buffer, segmentBytes: number, index: number) {
+  private constructor(handle: FileHandle, header: Header, index: number) {
     this.handle = handle;
-    this.key = key;
-    this.segmentBytes = segmentBytes;
+    this.header = header;
     this.index = index;
+    this.buffer = takeSegmentBuffer(header.segmentBytes);
   }
 
-  static async open(path: string, masterKey: Buffer, length: number): Promise<SealedAppender> {
+  /** `segmentBytes` applies to a new file only; an existing one keeps its own. */
+  static async open(
+    path: string,
+    masterKey: Buffer,
+    length: number,
+    segmentBytes = SEGMENT_BYTES,
+  ): Promise<SealedAppender> {
     if (length === 0) {
+      const { bytes, header } = await newHeader(masterKey, segmentBytes);
       const handle = await open(path, "w", 0o600);
-      const salt = randomBytes(SALT_BYTES);
-      const header = Buffer.alloc(HEADER_BYTES);
-      MAGIC.copy(header, 0);
-      salt.copy(header, MAGIC.length);
-      header.writeUInt32BE(SEGMENT_BYTES, MAGIC.length + SALT_BYTES);
-      await handle.write(header, 0, HEADER_BYTES, 0);
-      return new SealedAppender(handle, fileKey(masterKey, salt), SEGMENT_BYTES, 0);
+      try {
+        await handle.write(bytes, 0, bytes.length, 0);
+      } catch (error) {
+        await handle.close();
+        throw error;
+      }
+      return new SealedAppender(handle, header, 0);
     }
     const handle = await open(path, "r+");
     try {
-      const { key, segmentBytes } = await readHeader(handle, masterKey);
-      const index = Math.floor(length / segmentBytes);
-      const partial = length - index * segmentBytes;
-      const appender = new SealedAppender(handle, key, segmentBytes, index);
+      const header = await readHeader(handle, masterKey);
+      const index = Math.floor(length / header.segmentBytes);
+      const partial = length - index * header.segmentBytes;
+      const appender = new SealedAppender(handle, header, index);
       if (partial > 0) {
         // Re-open the partial last segment: it will be sealed again, with a new nonce, once it
         // grows. It stays on disk until then, so an append cut off before that loses nothing.
-        appender.pending.push(await readTail(handle, key, index, segmentBytes, partial));
-        appender.pendingBytes = partial;
+        const tail = await readSegment(handle, header, index, partial, appender.buffer);
+        tail.copy(appender.buffer, 0);
+        appender.filled = partial;
       }
       return appender;
     } catch (error) {
@@ -156,107 +96,79 @@ export class SealedAppender {
     }
   }
 
+  /** Takes `chunk` (the caller may reuse it once this resolves). */
   async write(chunk: Buffer): Promise<void> {
+    this.throwIfFailed();
+    const { segmentBytes } = this.header;
     let offset = 0;
     while (offset < chunk.length) {
-      const take = Math.min(this.segmentBytes - this.pendingBytes, chunk.length - offset);
-      this.pending.push(chunk.subarray(offset, offset + take));
-      this.pendingBytes += take;
+      const take = Math.min(segmentBytes - this.filled, chunk.length - offset);
+      chunk.copy(this.buffer, this.filled, offset, offset + take);
+      this.filled += take;
       offset += take;
-      if (this.pendingBytes === this.segmentBytes) await this.flushSegment();
+      if (this.filled === segmentBytes) {
+        this.dispatch();
+        this.index++;
+        while (this.inFlight.length > MAX_IN_FLIGHT) await this.inFlight.shift();
+        this.throwIfFailed();
+      }
     }
   }
 
-  private async flushSegment(): Promise<void> {
-    if (this.pendingBytes === 0) return;
-    const plaintext = this.pending.length === 1 ? (this.pending[0] as Buffer) : Buffer.concat(this.pending);
-    const sealed = sealSegment(this.key, this.index, plaintext);
-    await this.handle.write(sealed, 0, sealed.length, segmentOffset(this.index, this.segmentBytes));
-    if (this.pendingBytes === this.segmentBytes) this.index++;
-    this.pending = [];
-    this.pendingBytes = 0;
+  /** Seals and writes what the segment buffer holds, in the background, and starts a fresh buffer. */
+  private dispatch(): void {
+    const buffer = this.buffer;
+    const plaintext = buffer.subarray(0, this.filled);
+    const index = this.index;
+    const job = (async () => {
+      const pieces = await sealSegment(this.header.key, index, plaintext);
+      this.spare.push(buffer);
+      await this.handle.writev(pieces, segmentOffset(index, this.header.segmentBytes));
+    })();
+    job.catch((error: unknown) => {
+      this.failure ??= { error };
+    });
+    this.inFlight.push(job);
+    this.buffer = this.spare.pop() ?? takeSegmentBuffer(this.header.segmentBytes);
+    this.filled = 0;
+  }
+
+  private throwIfFailed(): void {
+    if (this.failure !== undefined) throw this.failure.error;
+  }
+
+  /** Waits until no segment is being sealed or written (their outcome is in `failure`). */
+  private async drain(): Promise<void> {
+    await Promise.all(this.inFlight.splice(0).map((job) => job.catch(ignore)));
+  }
+
+  /** Closes the file once nothing uses it, and gives the buffers back. */
+  private async release(): Promise<void> {
+    if (this.released) return;
+    this.released = true;
+    await this.drain();
+    await this.handle.close();
+    for (const buffer of this.spare.splice(0)) giveSegmentBuffer(buffer);
+    giveSegmentBuffer(this.buffer);
   }
 
   /** Seals what is buffered, drops anything past it, makes it durable and closes the file. */
   async close(): Promise<void> {
     try {
-      const tail = this.pendingBytes;
-      await this.flushSegment();
-      const end = segmentOffset(this.index, this.segmentBytes) + (tail > 0 ? tail + OVERHEAD : 0);
+      const tail = this.filled;
+      if (tail > 0) this.dispatch();
+      await this.drain();
+      this.throwIfFailed();
+      const end = segmentOffset(this.index, this.header.segmentBytes) + (tail > 0 ? tail + OVERHEAD : 0);
       await this.handle.truncate(end);
       await this.handle.sync();
     } finally {
-      await this.handle.close();
+      await this.release();
     }
   }
 
   /** Closes without sealing the buffered tail (the write is being abandoned). */
   async abandon(): Promise<void> {
-    await this.handle.close();
+    await this.release();
   }
-}
-
-/**
- * The first `partial` plaintext bytes of segment `index`, the last one a file
- * is recorded to hold. The segment is either sealed with exactly those bytes
- * or, after an append that was cut off or never recorded, with more (up to a
- * whole segment) that begin with them.
- */
-async function readTail(
-  handle: FileHandle,
-  key: Buffer,
-  index: number,
-  segmentBytes: number,
-  partial: number,
-): Promise<Buffer> {
-  const sealed = Buffer.alloc(segmentBytes + OVERHEAD);
-  const { bytesRead } = await handle.read(sealed, 0, sealed.length, segmentOffset(index, segmentBytes));
-  if (bytesRead < partial + OVERHEAD) throw new SealedFileError(`segment ${index} is missing`);
-  try {
-    return openSegment(key, index, sealed.subarray(0, partial + OVERHEAD));
-  } catch (error) {
-    if (bytesRead === partial + OVERHEAD) throw error;
-    return openSegment(key, index, sealed.subarray(0, bytesRead)).subarray(0, partial);
-  }
-}
-
-/**
- * Streams plaintext bytes [start, end] (inclusive) of a sealed file holding
- * `length` plaintext bytes. Every segment read is authenticated first.
- */
-export function readSealed(
-  path: string,
-  masterKey: Buffer,
-  length: number,
-  start = 0,
-  end = length - 1,
-): Readable {
-  async function* segments(): AsyncGenerator<Buffer> {
-    if (length === 0 || end < start) return;
-    const handle = await open(path, "r");
-    try {
-      const { key, segmentBytes } = await readHeader(handle, masterKey);
-      const first = Math.floor(start / segmentBytes);
-      const last = Math.floor(end / segmentBytes);
-      const buffer = Buffer.alloc(segmentBytes + OVERHEAD);
-      for (let index = first; index <= last; index++) {
-        const plainBytes = Math.min(segmentBytes, length - index * segmentBytes);
-        let plaintext: Buffer;
-        if (plainBytes < segmentBytes)
-          plaintext = await readTail(handle, key, index, segmentBytes, plainBytes);
-        else {
-          const sealedBytes = plainBytes + OVERHEAD;
-          const { bytesRead } = await handle.read(buffer, 0, sealedBytes, segmentOffset(index, segmentBytes));
-          if (bytesRead !== sealedBytes) throw new SealedFileError(`segment ${index} is missing`);
-          plaintext = openSegment(key, index, buffer.subarray(0, sealedBytes));
-        }
-        const from = index === first ? start - index * segmentBytes : 0;
-        const to = index === last ? end - index * segmentBytes + 1 : plaintext.length;
-        yield plaintext.subarray(from, to);
-      }
-    } finally {
-      await handle.close();
-    }
-  }
-  return Readable.from(segments(), { objectMode: false });
 }

@@ -1,0 +1,191 @@
+import { hkdfSync, randomBytes, webcrypto } from "node:crypto";
+import type { FileHandle } from "node:fs/promises";
+
+/**
+ * The at-rest format of a blob file: AES-256-GCM in fixed-size segments, so that
+ * a byte range can be read without decrypting the whole blob and every segment
+ * is authenticated on its own.
+ *
+ *   header:  "WHB1" | salt (16) | segment size (u32 BE)
+ *   segment: nonce (12) | ciphertext (≤ segment size) | tag (16)
+ *
+ * Each file has its own key, derived from the master key and the file's salt;
+ * each segment has a fresh random nonce and the segment index as associated
+ * data, so segments cannot be reordered or moved between files. The segment
+ * size is the file's own: files written with 256 KiB segments (before 1 MiB
+ * became the default) read and grow as they are.
+ *
+ * Sealing and opening run through WebCrypto, whose AES jobs run on libuv's
+ * thread pool: the event loop only hands segments over.
+ */
+
+const MAGIC = Buffer.from("WHB1");
+const SALT_BYTES = 16;
+export const NONCE_BYTES = 12;
+const TAG_BYTES = 16;
+export const HEADER_BYTES = MAGIC.length + SALT_BYTES + 4;
+/** The segment size of new files. */
+export const SEGMENT_BYTES = 1024 * 1024;
+/** The segment size files had before 1 MiB; still read and appended to. */
+export const LEGACY_SEGMENT_BYTES = 256 * 1024;
+export const OVERHEAD = NONCE_BYTES + TAG_BYTES;
+const MAX_SEGMENT_BYTES = 64 * 1024 * 1024;
+
+export class SealedFileError extends Error {}
+
+export type SegmentKey = webcrypto.CryptoKey;
+
+const { subtle } = webcrypto;
+
+async function fileKey(masterKey: Buffer, salt: Buffer): Promise<SegmentKey> {
+  const raw = Buffer.from(hkdfSync("sha256", masterKey, salt, "wharf blob v1", 32));
+  return subtle.importKey("raw", raw, { name: "AES-GCM" }, false, ["encrypt", "decrypt"]);
+}
+
+function indexAad(index: number): Buffer {
+  const aad = Buffer.alloc(8);
+  aad.writeBigUInt64BE(BigInt(index));
+  return aad;
+}
+
+/** The nonce and the ciphertext with its tag (one piece), ready to be written one after the other. */
+export async function sealSegment(key: SegmentKey, index: number, plaintext: Uint8Array): Promise<Buffer[]> {
+  const nonce = randomBytes(NONCE_BYTES);
+  const body = await subtle.encrypt(
+    { name: "AES-GCM", iv: nonce, additionalData: indexAad(index), tagLength: TAG_BYTES * 8 },
+    key,
+    plaintext,
+  );
+  return [nonce, Buffer.from(body)];
+}
+
+/** The plaintext of a sealed segment (nonce | ciphertext | tag). */
+export async function openSegment(key: SegmentKey, index: number, sealed: Buffer): Promise<Buffer> {
+  if (sealed.length < OVERHEAD) throw new SealedFileError(`segment ${index} is truncated`);
+  try {
+    const plain = await subtle.decrypt(
+      {
+        name: "AES-GCM",
+        iv: sealed.subarray(0, NONCE_BYTES),
+        additionalData: indexAad(index),
+        tagLength: TAG_BYTES * 8,
+      },
+      key,
+      sealed.subarray(NONCE_BYTES),
+    );
+    return Buffer.from(plain);
+  } catch {
+    throw new SealedFileError(`segment ${index} failed authentication`);
+  }
+}
+
+/** Where segment `index` starts in the file. */
+export function segmentOffset(index: number, segmentBytes: number): number {
+  return HEADER_BYTES + index * (segmentBytes + OVERHEAD);
+}
+
+export interface Header {
+  key: SegmentKey;
+  segmentBytes: number;
+}
+
+/** A new file's header and key. */
+export async function newHeader(
+  masterKey: Buffer,
+  segmentBytes: number,
+): Promise<{ bytes: Buffer; header: Header }> {
+  if (segmentBytes <= 0 || segmentBytes > MAX_SEGMENT_BYTES) throw new SealedFileError("bad segment size");
+  const salt = randomBytes(SALT_BYTES);
+  const bytes = Buffer.alloc(HEADER_BYTES);
+  MAGIC.copy(bytes, 0);
+  salt.copy(bytes, MAGIC.length);
+  bytes.writeUInt32BE(segmentBytes, MAGIC.length + SALT_BYTES);
+  return { bytes, header: { key: await fileKey(masterKey, salt), segmentBytes } };
+}
+
+async function readHeaderBytes(handle: FileHandle): Promise<Buffer> {
+  const header = Buffer.alloc(HEADER_BYTES);
+  const { bytesRead } = await handle.read(header, 0, HEADER_BYTES, 0);
+  if (bytesRead !== HEADER_BYTES || !header.subarray(0, MAGIC.length).equals(MAGIC)) {
+    throw new SealedFileError("not a sealed blob file");
+  }
+  const segmentBytes = header.readUInt32BE(MAGIC.length + SALT_BYTES);
+  if (segmentBytes === 0 || segmentBytes > MAX_SEGMENT_BYTES) throw new SealedFileError("bad segment size");
+  return header;
+}
+
+export async function readHeader(handle: FileHandle, masterKey: Buffer): Promise<Header> {
+  const header = await readHeaderBytes(handle);
+  const salt = header.subarray(MAGIC.length, MAGIC.length + SALT_BYTES);
+  return {
+    key: await fileKey(masterKey, salt),
+    segmentBytes: header.readUInt32BE(MAGIC.length + SALT_BYTES),
+  };
+}
+
+/** The segment size a sealed file was written with. */
+export async function readSegmentBytes(handle: FileHandle): Promise<number> {
+  return (await readHeaderBytes(handle)).readUInt32BE(MAGIC.length + SALT_BYTES);
+}
+
+/** The size of a sealed file holding exactly `length` plaintext bytes. */
+export function sealedSize(length: number, segmentBytes = SEGMENT_BYTES): number {
+  const full = Math.floor(length / segmentBytes);
+  const rest = length - full * segmentBytes;
+  return segmentOffset(full, segmentBytes) + (rest > 0 ? rest + OVERHEAD : 0);
+}
+
+/** The plaintext length of a sealed file of `fileBytes` bytes. */
+export function plaintextLength(fileBytes: number, segmentBytes = SEGMENT_BYTES): number {
+  if (fileBytes <= HEADER_BYTES) return 0;
+  const body = fileBytes - HEADER_BYTES;
+  const full = Math.floor(body / (segmentBytes + OVERHEAD));
+  const rest = body - full * (segmentBytes + OVERHEAD);
+  return full * segmentBytes + (rest > OVERHEAD ? rest - OVERHEAD : 0);
+}
+
+/**
+ * Reads and opens segment `index`, which holds `plainBytes` bytes, into `buffer`
+ * (at least a segment and its overhead long; free again once this resolves).
+ *
+ * A partial segment, the last one a file is recorded to hold, is either sealed
+ * with exactly those bytes or, after an append that was cut off or never
+ * recorded, with more (up to a whole segment) that begin with them.
+ */
+export async function readSegment(
+  handle: FileHandle,
+  header: Header,
+  index: number,
+  plainBytes: number,
+  buffer: Buffer,
+): Promise<Buffer> {
+  const { key, segmentBytes } = header;
+  const partial = plainBytes < segmentBytes;
+  const want = (partial ? segmentBytes : plainBytes) + OVERHEAD;
+  const { bytesRead } = await handle.read(buffer, 0, want, segmentOffset(index, segmentBytes));
+  if (bytesRead < plainBytes + OVERHEAD) throw new SealedFileError(`segment ${index} is missing`);
+  if (!partial) return openSegment(key, index, buffer.subarray(0, want));
+  try {
+    return await openSegment(key, index, buffer.subarray(0, plainBytes + OVERHEAD));
+  } catch (error) {
+    if (bytesRead === plainBytes + OVERHEAD) throw error;
+    return (await openSegment(key, index, buffer.subarray(0, bytesRead))).subarray(0, plainBytes);
+  }
+}
+
+/** Segment buffers kept for reuse, so that streaming a blob does not allocate one per segment. */
+const spareBuffers = new Map<number, Buffer[]>();
+const MAX_SPARE_BUFFERS = 16;
+
+/** A buffer for one sealed segment of a file with `segmentBytes` segments (contents undefined). */
+export function takeSegmentBuffer(segmentBytes: number): Buffer {
+  return spareBuffers.get(segmentBytes)?.pop() ?? Buffer.allocUnsafeSlow(segmentBytes + OVERHEAD);
+}
+
+/** Gives back a buffer from `takeSegmentBuffer` that nothing uses any more. */
+export function giveSegmentBuffer(buffer: Buffer): void {
+  const segmentBytes = buffer.length - OVERHEAD;
+  const spare = spareBuffers.get(segmentBytes) ?? [];
+  spareBuffers.set(segmentBytes, spare);
+  if (spare.length < MAX_SPARE_BUFFERS) spare.push(buffer);
+}
