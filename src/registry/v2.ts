@@ -325,7 +325,7 @@ export function registerV2(app: FastifyInstance, options: V2Options): void {
           .header("ETag", `"${content.digest}"`)
           .header("content-length", content.size);
         if (request.method === "HEAD") return reply.status(200).send();
-        await registry.recordPull(name, content.digest);
+        registry.recordPull(name, content.digest);
         return reply.status(200).send(content.bytes);
       }
       case "PUT": {
