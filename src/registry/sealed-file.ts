@@ -7,7 +7,7 @@ import {
   readHeader,
   readSegment,
   SEGMENT_BYTES,
-  sealSegment,
+  SegmentSealer,
   segmentOffset,
   takeSegmentBuffer,
 } from "./sealed-format.ts";
@@ -22,7 +22,7 @@ export {
 } from "./sealed-format.ts";
 export { readSealed, sealedLayout, sealedLength } from "./sealed-reader.ts";
 
-/** Segments being sealed and written while the next one fills (bounds memory; back-pressure beyond). */
+/** Sealed segments being written while the next one fills (bounds memory; back-pressure beyond). */
 const MAX_IN_FLIGHT = 2;
 
 const ignore = () => undefined;
@@ -31,22 +31,19 @@ const ignore = () => undefined;
  * Appends plaintext to a sealed file (see sealed-format.ts) that already holds
  * `length` plaintext bytes, creating it when `length` is 0.
  *
- * The caller records how many plaintext bytes a file holds. Incoming bytes are
- * copied into a segment buffer; a full segment is sealed (on the thread pool)
- * and written at its place while the next one fills, up to MAX_IN_FLIGHT at a
- * time, after which `write` waits. Bytes past `length` in the file (a write
- * that was cut off) are discarded by `close()`, which seals the tail; until
- * then the file still holds the first `length` bytes, readable and resumable,
- * however the append ends.
+ * The caller records how many plaintext bytes a file holds. Incoming bytes go
+ * through the cipher as they come (no copy into a segment buffer); a sealed
+ * segment is written at its place with one `writev` while the next one fills,
+ * up to MAX_IN_FLIGHT at a time, after which `write` waits. Bytes past
+ * `length` in the file (a write that was cut off) are discarded by `close()`,
+ * which seals the tail; until then the file still holds the first `length`
+ * bytes, readable and resumable, however the append ends.
  */
 export class SealedAppender {
   private readonly handle: FileHandle;
   private readonly header: Header;
   private index: number;
-  private buffer: Buffer;
-  private filled = 0;
-  /** Segment buffers whose bytes have been sealed (WebCrypto takes its own copy). */
-  private readonly spare: Buffer[] = [];
+  private sealer: SegmentSealer;
   private readonly inFlight: Array<Promise<void>> = [];
   private failure: { error: unknown } | undefined;
   private released = false;
@@ -55,7 +52,7 @@ export class SealedAppender {
     this.handle = handle;
     this.header = header;
     this.index = index;
-    this.buffer = takeSegmentBuffer(header.segmentBytes);
+    this.sealer = new SegmentSealer(header.key, index);
   }
 
   /** `segmentBytes` applies to a new file only; an existing one keeps its own. */
@@ -66,7 +63,7 @@ export class SealedAppender {
     segmentBytes = SEGMENT_BYTES,
   ): Promise<SealedAppender> {
     if (length === 0) {
-      const { bytes, header } = await newHeader(masterKey, segmentBytes);
+      const { bytes, header } = newHeader(masterKey, segmentBytes);
       const handle = await open(path, "w", 0o600);
       try {
         await handle.write(bytes, 0, bytes.length, 0);
@@ -85,9 +82,13 @@ export class SealedAppender {
       if (partial > 0) {
         // Re-open the partial last segment: it will be sealed again, with a new nonce, once it
         // grows. It stays on disk until then, so an append cut off before that loses nothing.
-        const tail = await readSegment(handle, header, index, partial, appender.buffer);
-        tail.copy(appender.buffer, 0);
-        appender.filled = partial;
+        const buffer = takeSegmentBuffer(header.segmentBytes);
+        try {
+          for (const piece of await readSegment(handle, header, index, partial, buffer))
+            appender.sealer.update(piece);
+        } finally {
+          giveSegmentBuffer(buffer);
+        }
       }
       return appender;
     } catch (error) {
@@ -96,66 +97,56 @@ export class SealedAppender {
     }
   }
 
-  /** Takes `chunk` (the caller may reuse it once this resolves). */
+  /** Takes `chunk` (its bytes are consumed before this returns; it may be reused at once). */
   async write(chunk: Buffer): Promise<void> {
     this.throwIfFailed();
     const { segmentBytes } = this.header;
     let offset = 0;
     while (offset < chunk.length) {
-      const take = Math.min(segmentBytes - this.filled, chunk.length - offset);
-      chunk.copy(this.buffer, this.filled, offset, offset + take);
-      this.filled += take;
+      const take = Math.min(segmentBytes - this.sealer.length, chunk.length - offset);
+      this.sealer.update(take === chunk.length ? chunk : chunk.subarray(offset, offset + take));
       offset += take;
-      if (this.filled === segmentBytes) {
+      if (this.sealer.length === segmentBytes) {
         this.dispatch();
         this.index++;
+        this.sealer = new SegmentSealer(this.header.key, this.index);
         while (this.inFlight.length > MAX_IN_FLIGHT) await this.inFlight.shift();
         this.throwIfFailed();
       }
     }
   }
 
-  /** Seals and writes what the segment buffer holds, in the background, and starts a fresh buffer. */
+  /** Writes the current segment, sealed, in the background. */
   private dispatch(): void {
-    const buffer = this.buffer;
-    const plaintext = buffer.subarray(0, this.filled);
-    const index = this.index;
-    const job = (async () => {
-      const pieces = await sealSegment(this.header.key, index, plaintext);
-      this.spare.push(buffer);
-      await this.handle.writev(pieces, segmentOffset(index, this.header.segmentBytes));
-    })();
+    const position = segmentOffset(this.index, this.header.segmentBytes);
+    const job = this.handle.writev(this.sealer.finish(), position).then(ignore);
     job.catch((error: unknown) => {
       this.failure ??= { error };
     });
     this.inFlight.push(job);
-    this.buffer = this.spare.pop() ?? takeSegmentBuffer(this.header.segmentBytes);
-    this.filled = 0;
   }
 
   private throwIfFailed(): void {
     if (this.failure !== undefined) throw this.failure.error;
   }
 
-  /** Waits until no segment is being sealed or written (their outcome is in `failure`). */
+  /** Waits until no segment is being written (their outcome is in `failure`). */
   private async drain(): Promise<void> {
     await Promise.all(this.inFlight.splice(0).map((job) => job.catch(ignore)));
   }
 
-  /** Closes the file once nothing uses it, and gives the buffers back. */
+  /** Closes the file once nothing uses it. */
   private async release(): Promise<void> {
     if (this.released) return;
     this.released = true;
     await this.drain();
     await this.handle.close();
-    for (const buffer of this.spare.splice(0)) giveSegmentBuffer(buffer);
-    giveSegmentBuffer(this.buffer);
   }
 
   /** Seals what is buffered, drops anything past it, makes it durable and closes the file. */
   async close(): Promise<void> {
     try {
-      const tail = this.filled;
+      const tail = this.sealer.length;
       if (tail > 0) this.dispatch();
       await this.drain();
       this.throwIfFailed();

@@ -1,4 +1,4 @@
-import { hkdfSync, randomBytes, webcrypto } from "node:crypto";
+import { type CipherGCM, createCipheriv, createDecipheriv, hkdfSync, randomBytes } from "node:crypto";
 import type { FileHandle } from "node:fs/promises";
 
 /**
@@ -15,8 +15,9 @@ import type { FileHandle } from "node:fs/promises";
  * size is the file's own: files written with 256 KiB segments (before 1 MiB
  * became the default) read and grow as they are.
  *
- * Sealing and opening run through WebCrypto, whose AES jobs run on libuv's
- * thread pool: the event loop only hands segments over.
+ * A segment is sealed and opened in pieces of at most PIECE_BYTES, kept as a
+ * list and never concatenated: small outputs come from malloc's free lists,
+ * while a fresh megabyte each time would be mapped and page-faulted in anew.
  */
 
 const MAGIC = Buffer.from("WHB1");
@@ -30,16 +31,13 @@ export const SEGMENT_BYTES = 1024 * 1024;
 export const LEGACY_SEGMENT_BYTES = 256 * 1024;
 export const OVERHEAD = NONCE_BYTES + TAG_BYTES;
 const MAX_SEGMENT_BYTES = 64 * 1024 * 1024;
+/** Largest piece given to the cipher at once (below glibc's default mmap threshold of 128 KiB). */
+const PIECE_BYTES = 64 * 1024;
 
 export class SealedFileError extends Error {}
 
-export type SegmentKey = webcrypto.CryptoKey;
-
-const { subtle } = webcrypto;
-
-async function fileKey(masterKey: Buffer, salt: Buffer): Promise<SegmentKey> {
-  const raw = Buffer.from(hkdfSync("sha256", masterKey, salt, "wharf blob v1", 32));
-  return subtle.importKey("raw", raw, { name: "AES-GCM" }, false, ["encrypt", "decrypt"]);
+function fileKey(masterKey: Buffer, salt: Buffer): Buffer {
+  return Buffer.from(hkdfSync("sha256", masterKey, salt, "wharf blob v1", 32));
 }
 
 function indexAad(index: number): Buffer {
@@ -48,35 +46,71 @@ function indexAad(index: number): Buffer {
   return aad;
 }
 
-/** The nonce and the ciphertext with its tag (one piece), ready to be written one after the other. */
-export async function sealSegment(key: SegmentKey, index: number, plaintext: Uint8Array): Promise<Buffer[]> {
-  const nonce = randomBytes(NONCE_BYTES);
-  const body = await subtle.encrypt(
-    { name: "AES-GCM", iv: nonce, additionalData: indexAad(index), tagLength: TAG_BYTES * 8 },
-    key,
-    plaintext,
-  );
-  return [nonce, Buffer.from(body)];
+/** Seals one segment from plaintext given in any number of pieces. */
+export class SegmentSealer {
+  private readonly cipher: CipherGCM;
+  /** nonce, then ciphertext pieces; the tag follows once `finish` is called. */
+  private readonly pieces: Buffer[];
+  /** Plaintext bytes taken so far. */
+  length = 0;
+
+  constructor(key: Buffer, index: number) {
+    const nonce = randomBytes(NONCE_BYTES);
+    this.cipher = createCipheriv("aes-256-gcm", key, nonce);
+    this.cipher.setAAD(indexAad(index));
+    this.pieces = [nonce];
+  }
+
+  update(plaintext: Buffer): void {
+    for (let offset = 0; offset < plaintext.length; offset += PIECE_BYTES) {
+      const out = this.cipher.update(plaintext.subarray(offset, offset + PIECE_BYTES));
+      if (out.length > 0) this.pieces.push(out);
+    }
+    this.length += plaintext.length;
+  }
+
+  /** nonce | ciphertext | tag, as pieces to be written one after the other. */
+  finish(): Buffer[] {
+    const last = this.cipher.final();
+    if (last.length > 0) this.pieces.push(last);
+    this.pieces.push(this.cipher.getAuthTag());
+    return this.pieces;
+  }
 }
 
-/** The plaintext of a sealed segment (nonce | ciphertext | tag). */
-export async function openSegment(key: SegmentKey, index: number, sealed: Buffer): Promise<Buffer> {
+/** The plaintext of a sealed segment (nonce | ciphertext | tag), in pieces; nothing unless it authenticates. */
+export function openSegment(key: Buffer, index: number, sealed: Buffer): Buffer[] {
   if (sealed.length < OVERHEAD) throw new SealedFileError(`segment ${index} is truncated`);
+  const decipher = createDecipheriv("aes-256-gcm", key, sealed.subarray(0, NONCE_BYTES));
+  decipher.setAAD(indexAad(index));
+  decipher.setAuthTag(sealed.subarray(sealed.length - TAG_BYTES));
+  const end = sealed.length - TAG_BYTES;
+  const pieces: Buffer[] = [];
   try {
-    const plain = await subtle.decrypt(
-      {
-        name: "AES-GCM",
-        iv: sealed.subarray(0, NONCE_BYTES),
-        additionalData: indexAad(index),
-        tagLength: TAG_BYTES * 8,
-      },
-      key,
-      sealed.subarray(NONCE_BYTES),
-    );
-    return Buffer.from(plain);
+    for (let offset = NONCE_BYTES; offset < end; offset += PIECE_BYTES) {
+      const out = decipher.update(sealed.subarray(offset, Math.min(offset + PIECE_BYTES, end)));
+      if (out.length > 0) pieces.push(out);
+    }
+    const last = decipher.final();
+    if (last.length > 0) pieces.push(last);
   } catch {
     throw new SealedFileError(`segment ${index} failed authentication`);
   }
+  return pieces;
+}
+
+/** Bytes [from, to) of the concatenation of `pieces`, without copying. */
+export function slicePieces(pieces: Buffer[], from: number, to: number): Buffer[] {
+  const out: Buffer[] = [];
+  let offset = 0;
+  for (const piece of pieces) {
+    const start = Math.max(from - offset, 0);
+    const end = Math.min(to - offset, piece.length);
+    if (start < end) out.push(start === 0 && end === piece.length ? piece : piece.subarray(start, end));
+    offset += piece.length;
+    if (offset >= to) break;
+  }
+  return out;
 }
 
 /** Where segment `index` starts in the file. */
@@ -85,22 +119,19 @@ export function segmentOffset(index: number, segmentBytes: number): number {
 }
 
 export interface Header {
-  key: SegmentKey;
+  key: Buffer;
   segmentBytes: number;
 }
 
 /** A new file's header and key. */
-export async function newHeader(
-  masterKey: Buffer,
-  segmentBytes: number,
-): Promise<{ bytes: Buffer; header: Header }> {
+export function newHeader(masterKey: Buffer, segmentBytes: number): { bytes: Buffer; header: Header } {
   if (segmentBytes <= 0 || segmentBytes > MAX_SEGMENT_BYTES) throw new SealedFileError("bad segment size");
   const salt = randomBytes(SALT_BYTES);
   const bytes = Buffer.alloc(HEADER_BYTES);
   MAGIC.copy(bytes, 0);
   salt.copy(bytes, MAGIC.length);
   bytes.writeUInt32BE(segmentBytes, MAGIC.length + SALT_BYTES);
-  return { bytes, header: { key: await fileKey(masterKey, salt), segmentBytes } };
+  return { bytes, header: { key: fileKey(masterKey, salt), segmentBytes } };
 }
 
 async function readHeaderBytes(handle: FileHandle): Promise<Buffer> {
@@ -118,7 +149,7 @@ export async function readHeader(handle: FileHandle, masterKey: Buffer): Promise
   const header = await readHeaderBytes(handle);
   const salt = header.subarray(MAGIC.length, MAGIC.length + SALT_BYTES);
   return {
-    key: await fileKey(masterKey, salt),
+    key: fileKey(masterKey, salt),
     segmentBytes: header.readUInt32BE(MAGIC.length + SALT_BYTES),
   };
 }
@@ -145,8 +176,9 @@ export function plaintextLength(fileBytes: number, segmentBytes = SEGMENT_BYTES)
 }
 
 /**
- * Reads and opens segment `index`, which holds `plainBytes` bytes, into `buffer`
- * (at least a segment and its overhead long; free again once this resolves).
+ * Reads and opens segment `index`, which holds `plainBytes` bytes, using
+ * `buffer` (at least a segment and its overhead long; free again once this
+ * resolves). The plaintext comes back in pieces of its own.
  *
  * A partial segment, the last one a file is recorded to hold, is either sealed
  * with exactly those bytes or, after an append that was cut off or never
@@ -158,7 +190,7 @@ export async function readSegment(
   index: number,
   plainBytes: number,
   buffer: Buffer,
-): Promise<Buffer> {
+): Promise<Buffer[]> {
   const { key, segmentBytes } = header;
   const partial = plainBytes < segmentBytes;
   const want = (partial ? segmentBytes : plainBytes) + OVERHEAD;
@@ -166,10 +198,10 @@ export async function readSegment(
   if (bytesRead < plainBytes + OVERHEAD) throw new SealedFileError(`segment ${index} is missing`);
   if (!partial) return openSegment(key, index, buffer.subarray(0, want));
   try {
-    return await openSegment(key, index, buffer.subarray(0, plainBytes + OVERHEAD));
+    return openSegment(key, index, buffer.subarray(0, plainBytes + OVERHEAD));
   } catch (error) {
     if (bytesRead === plainBytes + OVERHEAD) throw error;
-    return (await openSegment(key, index, buffer.subarray(0, bytesRead))).subarray(0, plainBytes);
+    return slicePieces(openSegment(key, index, buffer.subarray(0, bytesRead)), 0, plainBytes);
   }
 }
 

@@ -8,6 +8,7 @@ import {
   readSegment,
   readSegmentBytes,
   SEGMENT_BYTES,
+  slicePieces,
   takeSegmentBuffer,
 } from "./sealed-format.ts";
 
@@ -20,9 +21,9 @@ const ignore = () => undefined;
  * Streams plaintext bytes [start, end] (inclusive) of a sealed file holding
  * `length` plaintext bytes. Every segment is authenticated before any of its
  * bytes is passed on; up to `readAhead` segments past the one being passed on
- * are read and opened meanwhile (reads are positional, the opening runs on
- * the thread pool), and whatever is still in flight when the stream ends or
- * is destroyed is waited for before the file is closed.
+ * are read meanwhile (positional reads on the thread pool, each opened as soon
+ * as it lands), and whatever is still in flight when the stream ends or is
+ * destroyed is waited for before the file is closed.
  */
 export function readSealed(
   path: string,
@@ -35,20 +36,20 @@ export function readSealed(
   async function* segments(): AsyncGenerator<Buffer> {
     if (length === 0 || end < start) return;
     const handle = await open(path, "r");
-    const pending: Array<Promise<Buffer>> = [];
+    const pending: Array<Promise<Buffer[]>> = [];
     try {
       const header = await readHeader(handle, masterKey);
       const { segmentBytes } = header;
       const first = Math.floor(start / segmentBytes);
       const last = Math.floor(end / segmentBytes);
       let next = first;
-      const load = async (index: number): Promise<Buffer> => {
+      const load = async (index: number): Promise<Buffer[]> => {
         const buffer = takeSegmentBuffer(segmentBytes);
         try {
           const plainBytes = Math.min(segmentBytes, length - index * segmentBytes);
           return await readSegment(handle, header, index, plainBytes, buffer);
         } finally {
-          giveSegmentBuffer(buffer); // the plaintext is a buffer of its own
+          giveSegmentBuffer(buffer); // the plaintext pieces are buffers of their own
         }
       };
       for (let index = first; index <= last; index++) {
@@ -57,10 +58,10 @@ export function readSealed(
           job.catch(ignore); // awaited in turn below, or in `finally` when the stream ends early
           pending.push(job);
         }
-        const plaintext = (await pending.shift()) as Buffer;
+        const pieces = (await pending.shift()) as Buffer[];
         const from = index === first ? start - index * segmentBytes : 0;
-        const to = index === last ? end - index * segmentBytes + 1 : plaintext.length;
-        yield plaintext.subarray(from, to);
+        const to = index === last ? end - index * segmentBytes + 1 : segmentBytes;
+        yield* slicePieces(pieces, from, to);
       }
     } finally {
       await Promise.all(pending.map((job) => job.catch(ignore)));
