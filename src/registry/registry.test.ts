@@ -32,6 +32,7 @@ function hooked(inner: FileBlobStore): BlobStore & { afterPutSmall?: () => Promi
     restore: (digest) => inner.restore(digest),
     purge: (digest) => inner.purge(digest),
     recoverTrash: (wanted) => inner.recoverTrash(wanted),
+    close: () => inner.close(),
   };
   return store;
 }

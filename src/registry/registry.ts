@@ -140,9 +140,10 @@ export class Registry {
     this.access = new AccessTimes(this.store, options.accessFlushMs);
   }
 
-  /** Writes the pull times and blob touches still held in memory. */
+  /** Writes the pull times and blob touches still held in memory, and stops the blob store's workers. */
   async close(): Promise<void> {
     await this.access.close();
+    await this.blobs.close();
   }
 
   private now(): number {

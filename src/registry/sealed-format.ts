@@ -16,8 +16,9 @@ import type { FileHandle } from "node:fs/promises";
  * became the default) read and grow as they are.
  *
  * A segment is sealed and opened in pieces of at most PIECE_BYTES, kept as a
- * list and never concatenated: small outputs come from malloc's free lists,
- * while a fresh megabyte each time would be mapped and page-faulted in anew.
+ * list and never concatenated: outputs this small come back from malloc's free
+ * lists, while a fresh megabyte each time would be mapped and page-faulted in
+ * anew (about 0.4 CPU s/GB in the kernel).
  */
 
 const MAGIC = Buffer.from("WHB1");
@@ -31,8 +32,8 @@ export const SEGMENT_BYTES = 1024 * 1024;
 export const LEGACY_SEGMENT_BYTES = 256 * 1024;
 export const OVERHEAD = NONCE_BYTES + TAG_BYTES;
 const MAX_SEGMENT_BYTES = 64 * 1024 * 1024;
-/** Largest piece given to the cipher at once (below glibc's default mmap threshold of 128 KiB). */
-const PIECE_BYTES = 64 * 1024;
+/** Largest piece given to the cipher at once (at glibc's default mmap threshold; see above). */
+const PIECE_BYTES = 128 * 1024;
 
 export class SealedFileError extends Error {}
 
