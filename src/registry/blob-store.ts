@@ -2,7 +2,7 @@ import { createHash, randomUUID } from "node:crypto";
 import { mkdirSync, readdirSync, renameSync, rmSync, statSync } from "node:fs";
 import { rename, rm } from "node:fs/promises";
 import { join } from "node:path";
-import type { Readable } from "node:stream";
+import type { Readable, Writable } from "node:stream";
 import { algorithmOf } from "./names.ts";
 import { SealPool } from "./seal-pool.ts";
 import {
@@ -14,6 +14,7 @@ import {
   sealedLength,
   sealedSize,
 } from "./sealed-file.ts";
+import { pipeSealed } from "./sealed-pipe.ts";
 
 /**
  * Content-addressed blob storage. Uploads are written (sealed) under
@@ -31,6 +32,11 @@ export interface BlobStore {
   /** Streams bytes [start, end] of a committed blob of `size` bytes. */
   read(digest: string, size: number, start?: number, end?: number): Readable;
   readAll(digest: string, size: number): Promise<Buffer>;
+  /**
+   * Writes bytes [start, end] of a committed blob of `size` bytes to `sink` (which must not hold
+   * a chunk after its write callback, as a socket does not), opening it off the event loop.
+   */
+  pipe(digest: string, size: number, start: number, end: number, sink: Writable): Promise<void>;
   /** Stores small content (manifests) whose digest the caller computed. */
   putSmall(digest: string, bytes: Buffer): Promise<void>;
   /** Bytes an upload holds so far, as recorded on disk. */
@@ -108,6 +114,10 @@ export class FileBlobStore implements BlobStore {
 
   read(digest: string, size: number, start = 0, end = size - 1): Readable {
     return readSealed(this.blobPath(digest), this.masterKey, size, start, end);
+  }
+
+  pipe(digest: string, size: number, start: number, end: number, sink: Writable): Promise<void> {
+    return pipeSealed(this.blobPath(digest), this.masterKey, size, start, end, sink, this.pool);
   }
 
   async readAll(digest: string, size: number): Promise<Buffer> {

@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import type { Readable } from "node:stream";
+import type { Readable, Writable } from "node:stream";
 import type { Store, Tx } from "../store/store.ts";
 import { AccessTimes } from "./access-times.ts";
 import { type BlobStore, randomUploadId, UploadTooLarge } from "./blob-store.ts";
@@ -228,6 +228,11 @@ export class Registry {
 
   readBlob(digest: string, size: number, start?: number, end?: number): Readable {
     return this.blobs.read(digest, size, start, end);
+  }
+
+  /** Writes bytes [start, end] of a blob to `sink` (see BlobStore.pipe). */
+  pipeBlob(digest: string, size: number, start: number, end: number, sink: Writable): Promise<void> {
+    return this.blobs.pipe(digest, size, start, end, sink);
   }
 
   /** Links an existing blob from `from` into `repo` (cross-repository mount); false when it cannot. */

@@ -1,13 +1,17 @@
 import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
-import type { SealReply, SealRequest, SealSegment } from "./seal-protocol.ts";
+import type { OpenSegment, SealReply, SealRequest, SealSegment } from "./seal-protocol.ts";
+import { SealedFileError } from "./sealed-format.ts";
 
 export class SealWorkerError extends Error {}
 
 /** A request that waits longer than this for its worker is failed, and the worker is stopped. */
 const JOB_TIMEOUT_MS = 60_000;
 
-type Job = Omit<SealSegment, "job"> | { op: "digest" | "forget"; upload: string };
+type Job =
+  | Omit<SealSegment, "job">
+  | { op: "digest" | "forget"; upload: string }
+  | (Omit<OpenSegment, "job"> & { upload?: undefined });
 
 interface Pending {
   resolve(reply: SealReply): void;
@@ -71,8 +75,9 @@ export class SealPool {
     this.slots = new Array<Slot | undefined>(this.size).fill(undefined);
   }
 
-  private slotFor(upload: string): Slot {
-    const assigned = this.assigned.get(upload);
+  /** The worker holding an upload's running hash, or the next one in turn (for any other request). */
+  private slotFor(upload: string | undefined): Slot {
+    const assigned = upload === undefined ? undefined : this.assigned.get(upload);
     if (assigned !== undefined && !assigned.dead) return assigned;
     if (this.closed) throw new SealWorkerError("the sealing pool is closed");
     const at = this.nextSlot++ % this.size;
@@ -84,7 +89,7 @@ export class SealPool {
       });
       this.slots[at] = slot;
     }
-    this.assigned.set(upload, slot);
+    if (upload !== undefined) this.assigned.set(upload, slot);
     return slot;
   }
 
@@ -109,6 +114,22 @@ export class SealPool {
     if (reply.error !== undefined) throw new SealWorkerError(reply.error);
     if (reply.buffer === undefined) throw new SealWorkerError("sealing worker kept the buffer");
     return reply.buffer;
+  }
+
+  /**
+   * Reads and opens one segment into `buffer` (transferred, and given back with the plaintext's
+   * length). A missing or forged segment fails with SealedFileError.
+   */
+  async open(request: Omit<OpenSegment, "op" | "job">): Promise<{ buffer: ArrayBuffer; length: number }> {
+    const reply = await this.send({ op: "open", ...request }, [request.buffer]);
+    if (reply.error !== undefined) {
+      throw reply.sealedFileError === true
+        ? new SealedFileError(reply.error)
+        : new SealWorkerError(reply.error);
+    }
+    if (reply.buffer === undefined || reply.length === undefined)
+      throw new SealWorkerError("sealing worker kept the buffer");
+    return { buffer: reply.buffer, length: reply.length };
   }
 
   /** The hex sha256 of an upload's bytes so far, or undefined when no worker holds its running hash. */

@@ -32,12 +32,28 @@ export interface ForgetUpload {
   upload: string;
 }
 
-export type SealRequest = SealSegment | DigestUpload | ForgetUpload;
+/** Reads segment `index` of `fd` (holding `plainBytes` bytes) and opens it into `buffer`. */
+export interface OpenSegment {
+  op: "open";
+  job: number;
+  fd: number;
+  key: Uint8Array;
+  segmentBytes: number;
+  index: number;
+  plainBytes: number;
+  /** Where the plaintext goes, transferred; it comes back in the reply. */
+  buffer: ArrayBuffer;
+}
+
+export type SealRequest = SealSegment | DigestUpload | ForgetUpload | OpenSegment;
 
 export interface SealReply {
   job: number;
-  /** A seal's plaintext buffer, given back for reuse. */
+  /** A seal's plaintext buffer, given back for reuse; an open's, holding `length` bytes of plaintext. */
   buffer?: ArrayBuffer;
+  length?: number;
   digest?: string | undefined;
   error?: string;
+  /** The error was the file's, not the worker's (a segment missing or failing authentication). */
+  sealedFileError?: boolean;
 }

@@ -1,16 +1,40 @@
 // A sealing worker (see seal-pool.ts): hashes each upload's bytes in order, seals
 // segments and writes them at their place, off the event loop.
 import { createHash, type Hash } from "node:crypto";
-import { writevSync } from "node:fs";
+import { readSync, writevSync } from "node:fs";
 import { parentPort } from "node:worker_threads";
 import type { SealReply, SealRequest } from "./seal-protocol.ts";
-import { SegmentSealer } from "./sealed-format.ts";
+import { OVERHEAD, openRead, SealedFileError, SegmentSealer, segmentRead } from "./sealed-format.ts";
 
 const port = parentPort;
 if (port === null) throw new Error("seal-worker.ts runs as a worker thread");
 
 /** Running hashes of uploads in progress, by upload id. */
 const hashes = new Map<string, Hash>();
+/** Where sealed segments are read to (grown to the largest segment seen). */
+let scratch = Buffer.alloc(0);
+
+/** Reads and opens one segment into the request's buffer; its length comes back. */
+function openInto(request: Extract<SealRequest, { op: "open" }>): number {
+  const { segmentBytes, index, plainBytes } = request;
+  if (scratch.length < segmentBytes + OVERHEAD) scratch = Buffer.allocUnsafeSlow(segmentBytes + OVERHEAD);
+  const { position, bytes } = segmentRead(segmentBytes, index, plainBytes);
+  const bytesRead = readSync(request.fd, scratch, 0, bytes, position);
+  const out = Buffer.from(request.buffer);
+  let length = 0;
+  for (const piece of openRead(
+    Buffer.from(request.key),
+    segmentBytes,
+    index,
+    plainBytes,
+    scratch,
+    bytesRead,
+  )) {
+    piece.copy(out, length);
+    length += piece.length;
+  }
+  return length;
+}
 
 function handle(request: SealRequest): SealReply {
   switch (request.op) {
@@ -53,6 +77,8 @@ function handle(request: SealRequest): SealReply {
     case "forget":
       hashes.delete(request.upload);
       return { job: request.job };
+    case "open":
+      return { job: request.job, buffer: request.buffer, length: openInto(request) };
   }
 }
 
@@ -65,7 +91,8 @@ port.on("message", (request: SealRequest) => {
     reply = {
       job: request.job,
       error: error instanceof Error ? error.message : String(error),
-      ...(request.op === "seal" ? { buffer: request.buffer } : {}),
+      sealedFileError: error instanceof SealedFileError,
+      ...(request.op === "seal" || request.op === "open" ? { buffer: request.buffer } : {}),
     };
   }
   port.postMessage(reply, reply.buffer === undefined ? [] : [reply.buffer]);

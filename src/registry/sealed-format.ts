@@ -176,14 +176,49 @@ export function plaintextLength(fileBytes: number, segmentBytes = SEGMENT_BYTES)
   return full * segmentBytes + (rest > OVERHEAD ? rest - OVERHEAD : 0);
 }
 
+/** How many bytes to read for segment `index` holding `plainBytes` bytes, and from where. */
+export function segmentRead(
+  segmentBytes: number,
+  index: number,
+  plainBytes: number,
+): { position: number; bytes: number } {
+  const partial = plainBytes < segmentBytes;
+  return {
+    position: segmentOffset(index, segmentBytes),
+    bytes: (partial ? segmentBytes : plainBytes) + OVERHEAD,
+  };
+}
+
 /**
- * Reads and opens segment `index`, which holds `plainBytes` bytes, using
- * `buffer` (at least a segment and its overhead long; free again once this
- * resolves). The plaintext comes back in pieces of its own.
+ * Opens segment `index`, holding `plainBytes` bytes, from the `bytesRead` bytes that
+ * `segmentRead` asked for (in `sealed`). The plaintext comes back in pieces of its own.
  *
  * A partial segment, the last one a file is recorded to hold, is either sealed
  * with exactly those bytes or, after an append that was cut off or never
  * recorded, with more (up to a whole segment) that begin with them.
+ */
+export function openRead(
+  key: Buffer,
+  segmentBytes: number,
+  index: number,
+  plainBytes: number,
+  sealed: Buffer,
+  bytesRead: number,
+): Buffer[] {
+  if (bytesRead < plainBytes + OVERHEAD) throw new SealedFileError(`segment ${index} is missing`);
+  if (plainBytes === segmentBytes) return openSegment(key, index, sealed.subarray(0, plainBytes + OVERHEAD));
+  try {
+    return openSegment(key, index, sealed.subarray(0, plainBytes + OVERHEAD));
+  } catch (error) {
+    if (bytesRead === plainBytes + OVERHEAD) throw error;
+    return slicePieces(openSegment(key, index, sealed.subarray(0, bytesRead)), 0, plainBytes);
+  }
+}
+
+/**
+ * Reads and opens segment `index`, which holds `plainBytes` bytes, using
+ * `buffer` (at least a segment and its overhead long; free again once this
+ * resolves). See `openRead`.
  */
 export async function readSegment(
   handle: FileHandle,
@@ -193,17 +228,9 @@ export async function readSegment(
   buffer: Buffer,
 ): Promise<Buffer[]> {
   const { key, segmentBytes } = header;
-  const partial = plainBytes < segmentBytes;
-  const want = (partial ? segmentBytes : plainBytes) + OVERHEAD;
-  const { bytesRead } = await handle.read(buffer, 0, want, segmentOffset(index, segmentBytes));
-  if (bytesRead < plainBytes + OVERHEAD) throw new SealedFileError(`segment ${index} is missing`);
-  if (!partial) return openSegment(key, index, buffer.subarray(0, want));
-  try {
-    return openSegment(key, index, buffer.subarray(0, plainBytes + OVERHEAD));
-  } catch (error) {
-    if (bytesRead === plainBytes + OVERHEAD) throw error;
-    return slicePieces(openSegment(key, index, buffer.subarray(0, bytesRead)), 0, plainBytes);
-  }
+  const { position, bytes } = segmentRead(segmentBytes, index, plainBytes);
+  const { bytesRead } = await handle.read(buffer, 0, bytes, position);
+  return openRead(key, segmentBytes, index, plainBytes, buffer, bytesRead);
 }
 
 /** Segment buffers kept for reuse, so that streaming a blob does not allocate one per segment. */
