@@ -89,7 +89,8 @@ export async function pipeSealed(
       const more = sink.write(Buffer.from(buffer, from, to - from), (error) => {
         if (error === undefined || error === null) giveBuffer(buffer);
       });
-      if (!more) await drained(sink);
+      // Up to a segment may wait in the sink besides what the socket took at once.
+      if (!more && sink.writableLength > segmentBytes) await drained(sink);
     }
   } finally {
     // Buffers of jobs nobody waits for any more are simply dropped.
