@@ -137,48 +137,48 @@ describe("cut-off pushes", () => {
     try {
       await createRepository(server, "cut");
       const client = await V2Client.login(server);
-      const blob = randomBytes(1_000_000);
+      const blob = randomBytes(4_000_000);
       const digest = sha256(blob);
       const location = await startUpload(client, "cut");
-      // 300 000 bytes end inside the second 256 KiB storage segment, which the cut-off chunk
-      // then rewrites: it carries 600 000 more bytes, enough to fill segments 1 and 2 (which
-      // ends at 786 432 bytes, some 786 600 bytes of file) before the client goes away.
-      assert.equal((await patch(client, location, blob.subarray(0, 300_000), 0)).status, 202);
+      // 1 300 000 bytes end inside the second 1 MiB storage segment, which the cut-off chunk
+      // then rewrites: it carries 2 400 000 more bytes, enough to fill segments 1 and 2 (which
+      // ends at 3 145 728 bytes, some 3 145 836 bytes of file) before the client goes away.
+      assert.equal((await patch(client, location, blob.subarray(0, 1_300_000), 0)).status, 202);
       const file = uploadFile(server.dataDir, location);
       const stalled = await stalledPatch(
         client,
         location,
-        blob.subarray(300_000),
-        300_000,
-        600_000,
+        blob.subarray(1_300_000),
+        1_300_000,
+        2_400_000,
         file,
-        786_000,
+        3_145_000,
       );
       stalled.cut();
       assert.equal(await stalled.outcome, "AbortError");
 
       const status = await client.request("GET", location);
       assert.equal(status.status, 204);
-      assert.equal(status.headers.get("range"), "0-299999");
+      assert.equal(status.headers.get("range"), "0-1299999");
       assert.equal((await client.request("HEAD", `/v2/cut/blobs/${digest}`)).status, 404);
 
-      const resumed = await patch(client, location, blob.subarray(300_000), 300_000);
+      const resumed = await patch(client, location, blob.subarray(1_300_000), 1_300_000);
       assert.equal(resumed.status, 202, resumed.body.toString());
-      assert.equal(resumed.headers.get("range"), "0-999999");
+      assert.equal(resumed.headers.get("range"), "0-3999999");
       assert.equal((await client.request("PUT", `${location}?digest=${digest}`)).status, 201);
       assert.deepEqual(await client.pullBlob("cut", digest), blob);
 
       // A monolithic push cut off mid-body leaves nothing behind either.
-      const other = randomBytes(800_000);
+      const other = randomBytes(3_200_000);
       const controller = new AbortController();
       const monolithic = client.request("POST", `/v2/cut/blobs/uploads/?digest=${sha256(other)}`, {
         headers: { "content-type": "application/octet-stream", "content-length": String(other.length) },
-        body: stallingBody(other.subarray(0, 500_000)),
+        body: stallingBody(other.subarray(0, 2_000_000)),
         signal: controller.signal,
       });
       const uploads = join(server.dataDir, "registry", "uploads");
       await until(
-        () => readdirSync(uploads).some((name) => fileSize(join(uploads, name)) >= 262_144),
+        () => readdirSync(uploads).some((name) => fileSize(join(uploads, name)) >= 1_048_576),
         "the monolithic push to fill its first storage segment",
       );
       controller.abort();
@@ -432,7 +432,7 @@ describe("encryption at rest", () => {
       const client = await V2Client.login(server);
       const marker = "WHARF-AT-REST-MARKER-7f3a9c";
       const unit = Buffer.from(`${marker}|`);
-      const layer = Buffer.alloc(1024 * 1024);
+      const layer = Buffer.alloc(2_621_440); // two and a half 1 MiB storage segments
       for (let offset = 0; offset < layer.length; offset += unit.length) unit.copy(layer, offset);
       const needles = [
         Buffer.from(marker),
@@ -477,6 +477,8 @@ describe("encryption at rest", () => {
         [0, 99],
         [262_100, 262_200],
         [524_287, 524_288],
+        [1_048_500, 1_048_700],
+        [2_097_000, 2_200_000],
         [layer.length - 10, layer.length - 1],
       ] as const) {
         const reply = await client.request("GET", `/v2/secret/blobs/${digest}`, {

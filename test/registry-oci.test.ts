@@ -181,32 +181,32 @@ describe("OCI distribution: blobs", () => {
   });
 
   it("takes chunks in order, refuses one out of order with 416 and keeps the upload intact", async () => {
-    // Chunks that end inside the sealed storage's 256 KiB segments.
-    const bytes = randomBytes(700_000);
+    // Chunks that end inside the sealed storage's 1 MiB segments, and cross their boundaries.
+    const bytes = randomBytes(2_800_000);
     const location = await startUpload("blobs");
-    const first = await patch(location, bytes.subarray(0, 300_000), 0);
+    const first = await patch(location, bytes.subarray(0, 1_300_000), 0);
     assert.equal(first.status, 202);
-    assert.equal(first.headers.get("range"), "0-299999");
+    assert.equal(first.headers.get("range"), "0-1299999");
     const uploadLocation = first.headers.get("location") ?? "";
     assert.ok(uploadLocation.startsWith("/v2/blobs/blobs/uploads/"));
 
-    const skipped = await patch(uploadLocation, bytes.subarray(400_000, 500_000), 400_000);
+    const skipped = await patch(uploadLocation, bytes.subarray(1_400_000, 1_500_000), 1_400_000);
     assertError(skipped, 416, "BLOB_UPLOAD_INVALID");
-    assert.equal(skipped.headers.get("range"), "0-299999");
+    assert.equal(skipped.headers.get("range"), "0-1299999");
     const repeated = await patch(uploadLocation, bytes.subarray(0, 1000), 0);
     assert.equal(repeated.status, 416);
 
     const status = await client.request("GET", uploadLocation);
     assert.equal(status.status, 204);
-    assert.equal(status.headers.get("range"), "0-299999");
+    assert.equal(status.headers.get("range"), "0-1299999");
     assert.equal(status.headers.get("docker-upload-uuid"), uploadLocation.split("/").at(-1));
 
-    const second = await patch(uploadLocation, bytes.subarray(300_000, 600_000), 300_000);
+    const second = await patch(uploadLocation, bytes.subarray(1_300_000, 2_500_000), 1_300_000);
     assert.equal(second.status, 202);
-    assert.equal(second.headers.get("range"), "0-599999");
+    assert.equal(second.headers.get("range"), "0-2499999");
     const last = await client.request("PUT", `${uploadLocation}?digest=${sha256(bytes)}`, {
-      headers: { "content-type": "application/octet-stream", "content-range": "600000-699999" },
-      body: bytes.subarray(600_000),
+      headers: { "content-type": "application/octet-stream", "content-range": "2500000-2799999" },
+      body: bytes.subarray(2_500_000),
     });
     assert.equal(last.status, 201);
     assert.deepEqual(await client.pullBlob("blobs", sha256(bytes)), bytes);

@@ -1,10 +1,20 @@
-import { createHash, type Hash, randomUUID } from "node:crypto";
+import { createHash, randomUUID } from "node:crypto";
 import { mkdirSync, readdirSync, renameSync, rmSync, statSync } from "node:fs";
-import { rename, rm, stat } from "node:fs/promises";
+import { rename, rm } from "node:fs/promises";
 import { join } from "node:path";
-import type { Readable } from "node:stream";
+import type { Readable, Writable } from "node:stream";
 import { algorithmOf } from "./names.ts";
-import { plaintextLength, readSealed, SealedAppender, sealedSize } from "./sealed-file.ts";
+import { SealPool } from "./seal-pool.ts";
+import {
+  type PoolUpload,
+  readSealed,
+  SEGMENT_BYTES,
+  SealedAppender,
+  sealedLayout,
+  sealedLength,
+  sealedSize,
+} from "./sealed-file.ts";
+import { pipeSealed } from "./sealed-pipe.ts";
 
 /**
  * Content-addressed blob storage. Uploads are written (sealed) under
@@ -22,6 +32,11 @@ export interface BlobStore {
   /** Streams bytes [start, end] of a committed blob of `size` bytes. */
   read(digest: string, size: number, start?: number, end?: number): Readable;
   readAll(digest: string, size: number): Promise<Buffer>;
+  /**
+   * Writes bytes [start, end] of a committed blob of `size` bytes to `sink` (which must not hold
+   * a chunk after its write callback, as a socket does not), opening it off the event loop.
+   */
+  pipe(digest: string, size: number, start: number, end: number, sink: Writable): Promise<void>;
   /** Stores small content (manifests) whose digest the caller computed. */
   putSmall(digest: string, bytes: Buffer): Promise<void>;
   /** Bytes an upload holds so far, as recorded on disk. */
@@ -48,25 +63,29 @@ export interface BlobStore {
   purge(digest: string): Promise<void>;
   /** After a crash: blobs left in the trash go back if still referenced, else away. */
   recoverTrash(stillWanted: (digest: string) => boolean): void;
+  /** Releases what the store runs (worker threads); called once uploads have ended. */
+  close(): Promise<void>;
 }
 
 export class UploadTooLarge extends Error {}
 
+/** An upload whose running sha256 a sealing worker holds, covering its first `length` bytes. */
 interface RunningHash {
-  algorithm: "sha256" | "sha512";
-  hash: Hash;
   length: number;
 }
 
 export class FileBlobStore implements BlobStore {
   private readonly root: string;
   private readonly masterKey: Buffer;
-  /** Hashes of uploads in progress, so a PUT after PATCHes need not re-read the bytes. */
+  /** Uploads in progress with a running hash, so a PUT after PATCHes need not re-read the bytes. */
   private readonly hashes = new Map<string, RunningHash>();
+  /** Worker threads that hash and seal uploads off the event loop. */
+  private readonly pool: SealPool;
 
-  constructor(root: string, masterKey: Buffer) {
+  constructor(root: string, masterKey: Buffer, pool = new SealPool()) {
     this.root = root;
     this.masterKey = masterKey;
+    this.pool = pool;
     for (const dir of ["blobs", "uploads", "trash"])
       mkdirSync(join(root, dir), { recursive: true, mode: 0o700 });
   }
@@ -87,7 +106,7 @@ export class FileBlobStore implements BlobStore {
 
   async size(digest: string): Promise<number | undefined> {
     try {
-      return plaintextLength((await stat(this.blobPath(digest))).size);
+      return await sealedLength(this.blobPath(digest));
     } catch {
       return undefined;
     }
@@ -95,6 +114,10 @@ export class FileBlobStore implements BlobStore {
 
   read(digest: string, size: number, start = 0, end = size - 1): Readable {
     return readSealed(this.blobPath(digest), this.masterKey, size, start, end);
+  }
+
+  pipe(digest: string, size: number, start: number, end: number, sink: Writable): Promise<void> {
+    return pipeSealed(this.blobPath(digest), this.masterKey, size, start, end, sink, this.pool);
   }
 
   async readAll(digest: string, size: number): Promise<Buffer> {
@@ -119,7 +142,7 @@ export class FileBlobStore implements BlobStore {
 
   async uploadLength(uploadId: string): Promise<number> {
     try {
-      return plaintextLength((await stat(this.uploadPath(uploadId))).size);
+      return (await sealedLength(this.uploadPath(uploadId))) ?? 0;
     } catch {
       return 0;
     }
@@ -131,38 +154,49 @@ export class FileBlobStore implements BlobStore {
     source: AsyncIterable<Buffer> | Iterable<Buffer>,
     limit = Number.MAX_SAFE_INTEGER,
   ) {
-    const appender = await SealedAppender.open(this.uploadPath(uploadId), this.masterKey, length);
-    let running = this.hashes.get(uploadId);
-    if (running !== undefined && running.length !== length) running = undefined;
-    const hash = running?.hash ?? (length === 0 ? createHash("sha256") : undefined);
+    const running = this.hashes.get(uploadId);
+    const hash: PoolUpload["hash"] =
+      length === 0 ? "start" : running?.length === length ? "continue" : "none";
+    this.hashes.delete(uploadId);
+    const appender = await SealedAppender.open(
+      this.uploadPath(uploadId),
+      this.masterKey,
+      length,
+      SEGMENT_BYTES,
+      {
+        pool: this.pool,
+        upload: uploadId,
+        hash,
+      },
+    );
     let total = length;
     try {
       for await (const chunk of source) {
         total += chunk.length;
         if (total > limit) throw new UploadTooLarge(`upload exceeds ${limit} bytes`);
-        hash?.update(chunk);
         await appender.write(chunk);
       }
       await appender.close();
     } catch (error) {
       await appender.abandon();
-      this.hashes.delete(uploadId);
+      await this.pool.forget(uploadId);
       throw error;
     }
-    if (hash === undefined) this.hashes.delete(uploadId);
-    else this.hashes.set(uploadId, { algorithm: "sha256", hash, length: total });
+    if (hash !== "none") this.hashes.set(uploadId, { length: total });
     return total;
   }
 
   async digestOf(uploadId: string, length: number, algorithm: "sha256" | "sha512"): Promise<string> {
     // (An empty upload may have no file at all yet.)
     const path = this.uploadPath(uploadId);
-    if (length === 0 || (await stat(path)).size !== sealedSize(length)) {
+    const layout = length === 0 ? undefined : await sealedLayout(path);
+    if (layout === undefined || layout.fileBytes !== sealedSize(length, layout.segmentBytes)) {
       await (await SealedAppender.open(path, this.masterKey, length)).close();
     }
     const running = this.hashes.get(uploadId);
-    if (running !== undefined && running.length === length && running.algorithm === algorithm) {
-      return `${algorithm}:${running.hash.copy().digest("hex")}`;
+    if (running !== undefined && running.length === length && algorithm === "sha256") {
+      const hex = length === 0 ? undefined : await this.pool.digest(uploadId);
+      if (hex !== undefined) return `sha256:${hex}`;
     }
     const hash = createHash(algorithm);
     if (length > 0) {
@@ -177,12 +211,18 @@ export class FileBlobStore implements BlobStore {
     const target = this.blobPath(digest);
     mkdirSync(join(target, ".."), { recursive: true, mode: 0o700 });
     await rename(this.uploadPath(uploadId), target);
-    this.hashes.delete(uploadId);
+    this.hashes.delete(uploadId); // (the caller removes the upload, and with it the worker's hash)
   }
 
   async removeUpload(uploadId: string): Promise<void> {
     this.hashes.delete(uploadId);
+    await this.pool.forget(uploadId);
     await rm(this.uploadPath(uploadId), { force: true });
+  }
+
+  /** Stops the sealing workers (uploads have ended). */
+  async close(): Promise<void> {
+    await this.pool.close();
   }
 
   trash(digest: string): void {

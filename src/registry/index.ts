@@ -113,6 +113,7 @@ export async function startRegistry(options: RegistryServiceOptions): Promise<Re
     async close() {
       clearInterval(timer);
       await running;
+      await registry.close();
     },
   };
 }

@@ -19,6 +19,7 @@ function hooked(inner: FileBlobStore): BlobStore & { afterPutSmall?: () => Promi
     size: (digest) => inner.size(digest),
     read: (digest, size, start, end) => inner.read(digest, size, start, end),
     readAll: (digest, size) => inner.readAll(digest, size),
+    pipe: (digest, size, start, end, sink) => inner.pipe(digest, size, start, end, sink),
     async putSmall(digest, bytes) {
       await inner.putSmall(digest, bytes);
       await store.afterPutSmall?.();
@@ -32,6 +33,7 @@ function hooked(inner: FileBlobStore): BlobStore & { afterPutSmall?: () => Promi
     restore: (digest) => inner.restore(digest),
     purge: (digest) => inner.purge(digest),
     recoverTrash: (wanted) => inner.recoverTrash(wanted),
+    close: () => inner.close(),
   };
   return store;
 }

@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
-import type { Readable } from "node:stream";
+import type { Readable, Writable } from "node:stream";
 import type { Store, Tx } from "../store/store.ts";
+import { AccessTimes } from "./access-times.ts";
 import { type BlobStore, randomUploadId, UploadTooLarge } from "./blob-store.ts";
 import { ociError } from "./errors.ts";
 import { accepts, MEDIA, type ParsedManifest, parseManifest } from "./manifest.ts";
@@ -101,6 +102,8 @@ export interface RegistryOptions {
   accountId: string;
   /** Unreferenced blobs younger than this are never collected (pushes in flight). */
   gcGraceMs?: number;
+  /** How often pull times and blob touches held in memory are written to the store. */
+  accessFlushMs?: number;
 }
 
 export interface ManifestContent {
@@ -125,6 +128,8 @@ export class Registry {
   private readonly manifestCache = new Map<string, Buffer>();
   /** The last queued operation on each upload (see `exclusive`). */
   private readonly uploadQueues = new Map<string, Promise<unknown>>();
+  /** Pull times and blob touches, written in batches rather than one transaction per GET/HEAD. */
+  private readonly access: AccessTimes;
 
   constructor(options: RegistryOptions) {
     this.store = options.store;
@@ -132,6 +137,13 @@ export class Registry {
     this.clock = options.clock;
     this.accountId = options.accountId;
     this.gcGraceMs = options.gcGraceMs ?? 60 * 60_000;
+    this.access = new AccessTimes(this.store, options.accessFlushMs);
+  }
+
+  /** Writes the pull times and blob touches still held in memory, and stops the blob store's workers. */
+  async close(): Promise<void> {
+    await this.access.close();
+    await this.blobs.close();
   }
 
   private now(): number {
@@ -210,20 +222,17 @@ export class Registry {
       ),
     );
     if (row === undefined) return undefined;
-    await this.touch([digest]);
+    this.access.touch(digest, this.now());
     return row.size;
-  }
-
-  private async touch(digests: string[]): Promise<void> {
-    const now = this.now();
-    await this.store.transaction(async (tx) => {
-      for (const digest of digests)
-        await tx.run("UPDATE registry_blobs SET touched_at = ? WHERE digest = ?", now, digest);
-    });
   }
 
   readBlob(digest: string, size: number, start?: number, end?: number): Readable {
     return this.blobs.read(digest, size, start, end);
+  }
+
+  /** Writes bytes [start, end] of a blob to `sink` (see BlobStore.pipe). */
+  pipeBlob(digest: string, size: number, start: number, end: number, sink: Writable): Promise<void> {
+    return this.blobs.pipe(digest, size, start, end, sink);
   }
 
   /** Links an existing blob from `from` into `repo` (cross-repository mount); false when it cannot. */
@@ -552,16 +561,14 @@ export class Registry {
     return { digest: record.digest, mediaType: record.mediaType, size: record.size, bytes };
   }
 
-  /** Records a pull (ECR's lastRecordedPullTime). */
-  async recordPull(repo: string, digest: string): Promise<void> {
-    await this.store.transaction((tx) =>
-      tx.run(
-        "UPDATE registry_manifests SET last_pulled_at = ? WHERE repo = ? AND digest = ?",
-        this.now(),
-        repo,
-        digest,
-      ),
-    );
+  /** Records a pull (ECR's lastRecordedPullTime; held in memory a few seconds, see AccessTimes). */
+  recordPull(repo: string, digest: string): void {
+    this.access.recordPull(repo, digest, this.now());
+  }
+
+  /** When a manifest was last pulled: `stored` (its row's value) or a later pull not yet written. */
+  lastPulledAt(manifest: ManifestRecord): number | null {
+    return this.access.pulledAt(manifest.repo, manifest.digest, manifest.lastPulledAt);
   }
 
   /** Deletes a tag, or a manifest by digest with every tag pointing at it. */
@@ -642,7 +649,8 @@ export class Registry {
           digest,
           cutoff,
         );
-        if (row === undefined) return undefined;
+        // A touch still held in memory counts as much as one in the row.
+        if (row === undefined || (this.access.touchedAt(digest) ?? 0) >= cutoff) return undefined;
         await tx.run("DELETE FROM registry_repo_blobs WHERE digest = ?", digest);
         await tx.run("DELETE FROM registry_blobs WHERE digest = ?", digest);
         this.blobs.trash(digest);

@@ -1,153 +1,217 @@
-import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from "node:crypto";
 import { type FileHandle, open } from "node:fs/promises";
-import { Readable } from "node:stream";
+import type { SealPool } from "./seal-pool.ts";
+import {
+  giveSegmentBuffer,
+  type Header,
+  newHeader,
+  OVERHEAD,
+  readHeader,
+  readSegment,
+  SEGMENT_BYTES,
+  SegmentSealer,
+  segmentOffset,
+  takeSegmentBuffer,
+} from "./sealed-format.ts";
 
-/**
- * Blob bytes at rest: AES-256-GCM in fixed-size segments, so that a byte range
- * can be read without decrypting the whole blob and every segment is
- * authenticated on its own.
- *
- *   header:  "WHB1" | salt (16) | segment size (u32 BE)
- *   segment: nonce (12) | ciphertext (≤ segment size) | tag (16)
- *
- * Each file has its own key, derived from the master key and the file's salt;
- * each segment has a fresh random nonce (a partial last segment is rewritten
- * with a new one when an upload grows) and the segment index as associated
- * data, so segments cannot be reordered or moved between files.
- *
- * The caller records how many plaintext bytes a file holds. An append that is
- * cut off (or whose length the caller never records) may leave more in the
- * file: the segment at the recorded end then holds the recorded bytes as a
- * prefix, and the next append starts from them. Only `close()` trims the file.
- */
+export {
+  HEADER_BYTES,
+  LEGACY_SEGMENT_BYTES,
+  plaintextLength,
+  SEGMENT_BYTES,
+  SealedFileError,
+  sealedSize,
+} from "./sealed-format.ts";
+export { readSealed, sealedLayout, sealedLength } from "./sealed-reader.ts";
 
-const MAGIC = Buffer.from("WHB1");
-const SALT_BYTES = 16;
-const NONCE_BYTES = 12;
-const TAG_BYTES = 16;
-export const HEADER_BYTES = MAGIC.length + SALT_BYTES + 4;
-export const SEGMENT_BYTES = 256 * 1024;
-const OVERHEAD = NONCE_BYTES + TAG_BYTES;
+/** Sealed segments being written while the next one fills (bounds memory; back-pressure beyond). */
+const MAX_IN_FLIGHT = 2;
 
-export class SealedFileError extends Error {}
+const ignore = () => undefined;
 
-function fileKey(masterKey: Buffer, salt: Buffer): Buffer {
-  return Buffer.from(hkdfSync("sha256", masterKey, salt, "wharf blob v1", 32));
+/** Where a segment's plaintext goes as it arrives, and how a full one is written. */
+interface Segments {
+  /** Plaintext bytes in the segment being filled. */
+  readonly length: number;
+  add(chunk: Buffer): void;
+  /** Seals and writes the segment being filled at `position`, in the background; a fresh one starts. */
+  flush(index: number, position: number): Promise<void>;
 }
 
-function indexAad(index: number): Buffer {
-  const aad = Buffer.alloc(8);
-  aad.writeBigUInt64BE(BigInt(index));
-  return aad;
-}
+/** Seals on the event loop as bytes arrive (no copy into a segment buffer). */
+class LocalSegments implements Segments {
+  private sealer: SegmentSealer;
 
-function sealSegment(key: Buffer, index: number, plaintext: Buffer): Buffer {
-  const nonce = randomBytes(NONCE_BYTES);
-  const cipher = createCipheriv("aes-256-gcm", key, nonce);
-  cipher.setAAD(indexAad(index));
-  const body = Buffer.concat([cipher.update(plaintext), cipher.final()]);
-  return Buffer.concat([nonce, body, cipher.getAuthTag()]);
-}
+  constructor(
+    private readonly handle: FileHandle,
+    private readonly key: Buffer,
+    index: number,
+  ) {
+    this.sealer = new SegmentSealer(key, index);
+  }
 
-function openSegment(key: Buffer, index: number, sealed: Buffer): Buffer {
-  if (sealed.length < OVERHEAD) throw new SealedFileError(`segment ${index} is truncated`);
-  const nonce = sealed.subarray(0, NONCE_BYTES);
-  const tag = sealed.subarray(sealed.length - TAG_BYTES);
-  const decipher = createDecipheriv("aes-256-gcm", key, nonce);
-  decipher.setAAD(indexAad(index));
-  decipher.setAuthTag(tag);
-  try {
-    return Buffer.concat([
-      decipher.update(sealed.subarray(NONCE_BYTES, sealed.length - TAG_BYTES)),
-      decipher.final(),
-    ]);
-  } catch {
-    throw new SealedFileError(`segment ${index} failed authentication`);
+  get length(): number {
+    return this.sealer.length;
+  }
+
+  add(chunk: Buffer): void {
+    this.sealer.update(chunk);
+  }
+
+  flush(index: number, position: number): Promise<void> {
+    const pieces = this.sealer.finish();
+    this.sealer = new SegmentSealer(this.key, index + 1);
+    return this.handle.writev(pieces, position).then(ignore);
   }
 }
 
-/** Where segment `index` starts in the file. */
-function segmentOffset(index: number, segmentBytes: number): number {
-  return HEADER_BYTES + index * (segmentBytes + OVERHEAD);
+/** Where an upload's running hash lives while a pool seals it. */
+export interface PoolUpload {
+  pool: SealPool;
+  upload: string;
+  /** Whether the pool starts the upload's running hash, continues it, or hashes nothing. */
+  hash: "start" | "continue" | "none";
 }
 
-interface Header {
-  key: Buffer;
-  segmentBytes: number;
-}
+/** Copies bytes into segment buffers that a worker hashes, seals and writes (see seal-pool.ts). */
+class PooledSegments implements Segments {
+  private buffer: ArrayBuffer;
+  private view: Buffer;
+  private filled = 0;
+  private readonly spare: ArrayBuffer[] = [];
+  /** Bytes at the start of the current segment that the running hash has seen already. */
+  private hashFrom = 0;
+  private hash: PoolUpload["hash"];
 
-async function readHeader(handle: FileHandle, masterKey: Buffer): Promise<Header> {
-  const header = Buffer.alloc(HEADER_BYTES);
-  const { bytesRead } = await handle.read(header, 0, HEADER_BYTES, 0);
-  if (bytesRead !== HEADER_BYTES || !header.subarray(0, MAGIC.length).equals(MAGIC)) {
-    throw new SealedFileError("not a sealed blob file");
+  constructor(
+    private readonly handle: FileHandle,
+    private readonly key: Buffer,
+    private readonly segmentBytes: number,
+    private readonly target: PoolUpload,
+  ) {
+    this.buffer = new ArrayBuffer(segmentBytes);
+    this.view = Buffer.from(this.buffer);
+    this.hash = target.hash;
   }
-  const salt = header.subarray(MAGIC.length, MAGIC.length + SALT_BYTES);
-  const segmentBytes = header.readUInt32BE(MAGIC.length + SALT_BYTES);
-  if (segmentBytes === 0 || segmentBytes > 64 * 1024 * 1024) throw new SealedFileError("bad segment size");
-  return { key: fileKey(masterKey, salt), segmentBytes };
-}
 
-/** The size of a sealed file holding exactly `length` plaintext bytes. */
-export function sealedSize(length: number, segmentBytes = SEGMENT_BYTES): number {
-  const full = Math.floor(length / segmentBytes);
-  const rest = length - full * segmentBytes;
-  return segmentOffset(full, segmentBytes) + (rest > 0 ? rest + OVERHEAD : 0);
-}
+  get length(): number {
+    return this.filled;
+  }
 
-/** The plaintext length of a sealed file of `fileBytes` bytes. */
-export function plaintextLength(fileBytes: number, segmentBytes = SEGMENT_BYTES): number {
-  if (fileBytes <= HEADER_BYTES) return 0;
-  const body = fileBytes - HEADER_BYTES;
-  const full = Math.floor(body / (segmentBytes + OVERHEAD));
-  const rest = body - full * (segmentBytes + OVERHEAD);
-  return full * segmentBytes + (rest > OVERHEAD ? rest - OVERHEAD : 0);
+  /** Bytes of a re-opened tail: sealed again, but already hashed. */
+  addHashed(chunk: Buffer): void {
+    this.add(chunk);
+    this.hashFrom = this.filled;
+  }
+
+  add(chunk: Buffer): void {
+    chunk.copy(this.view, this.filled);
+    this.filled += chunk.length;
+  }
+
+  flush(index: number, position: number): Promise<void> {
+    const job = this.target.pool
+      .seal({
+        upload: this.target.upload,
+        hash: this.hash,
+        hashFrom: this.hashFrom,
+        index,
+        position,
+        fd: this.handle.fd,
+        key: this.key,
+        buffer: this.buffer,
+        length: this.filled,
+      })
+      .then((buffer) => {
+        this.spare.push(buffer);
+      });
+    if (this.hash === "start") this.hash = "continue";
+    this.hashFrom = 0;
+    this.filled = 0;
+    this.buffer = this.spare.pop() ?? new ArrayBuffer(this.segmentBytes);
+    this.view = Buffer.from(this.buffer);
+    return job;
+  }
 }
 
 /**
- * Appends plaintext to a sealed file that already holds `length` plaintext
- * bytes (creating it when `length` is 0). Bytes past `length` in the file (a
- * write that was cut off) are discarded by `close()`, which seals the tail;
- * until then the file still holds the first `length` bytes, readable and
- * resumable, however the append ends.
+ * Appends plaintext to a sealed file (see sealed-format.ts) that already holds
+ * `length` plaintext bytes, creating it when `length` is 0.
+ *
+ * The caller records how many plaintext bytes a file holds. Bytes are sealed
+ * as they come on the event loop, or, given a pool, copied into segment
+ * buffers that a worker thread hashes, seals and writes. A full segment is
+ * written at its place (one `writev`) while the next one fills, up to
+ * MAX_IN_FLIGHT at a time, after which `write` waits. Bytes past `length` in
+ * the file (a write that was cut off) are discarded by `close()`, which seals
+ * the tail; until then the file still holds the first `length` bytes,
+ * readable and resumable, however the append ends.
  */
 export class SealedAppender {
   private readonly handle: FileHandle;
-  private readonly key: Buffer;
-  private readonly segmentBytes: number;
+  private readonly header: Header;
   private index: number;
-  private pending: Buffer[] = [];
-  private pendingBytes = 0;
+  private readonly segments: Segments;
+  private readonly inFlight: Array<Promise<void>> = [];
+  private failure: { error: unknown } | undefined;
+  private released = false;
 
-  private constructor(handle: FileHandle, key: Buffer, segmentBytes: number, index: number) {
+  private constructor(handle: FileHandle, header: Header, index: number, segments: Segments) {
     this.handle = handle;
-    this.key = key;
-    this.segmentBytes = segmentBytes;
+    this.header = header;
     this.index = index;
+    this.segments = segments;
   }
 
-  static async open(path: string, masterKey: Buffer, length: number): Promise<SealedAppender> {
+  /**
+   * `segmentBytes` applies to a new file only; an existing one keeps its own. With `pool`,
+   * a worker seals (and hashes, see PoolUpload) instead of the event loop.
+   */
+  static async open(
+    path: string,
+    masterKey: Buffer,
+    length: number,
+    segmentBytes = SEGMENT_BYTES,
+    pool?: PoolUpload,
+  ): Promise<SealedAppender> {
+    const make = (handle: FileHandle, header: Header, index: number) =>
+      new SealedAppender(
+        handle,
+        header,
+        index,
+        pool === undefined
+          ? new LocalSegments(handle, header.key, index)
+          : new PooledSegments(handle, header.key, header.segmentBytes, pool),
+      );
     if (length === 0) {
+      const { bytes, header } = newHeader(masterKey, segmentBytes);
       const handle = await open(path, "w", 0o600);
-      const salt = randomBytes(SALT_BYTES);
-      const header = Buffer.alloc(HEADER_BYTES);
-      MAGIC.copy(header, 0);
-      salt.copy(header, MAGIC.length);
-      header.writeUInt32BE(SEGMENT_BYTES, MAGIC.length + SALT_BYTES);
-      await handle.write(header, 0, HEADER_BYTES, 0);
-      return new SealedAppender(handle, fileKey(masterKey, salt), SEGMENT_BYTES, 0);
+      try {
+        await handle.write(bytes, 0, bytes.length, 0);
+      } catch (error) {
+        await handle.close();
+        throw error;
+      }
+      return make(handle, header, 0);
     }
     const handle = await open(path, "r+");
     try {
-      const { key, segmentBytes } = await readHeader(handle, masterKey);
-      const index = Math.floor(length / segmentBytes);
-      const partial = length - index * segmentBytes;
-      const appender = new SealedAppender(handle, key, segmentBytes, index);
+      const header = await readHeader(handle, masterKey);
+      const index = Math.floor(length / header.segmentBytes);
+      const partial = length - index * header.segmentBytes;
+      const appender = make(handle, header, index);
       if (partial > 0) {
         // Re-open the partial last segment: it will be sealed again, with a new nonce, once it
         // grows. It stays on disk until then, so an append cut off before that loses nothing.
-        appender.pending.push(await readTail(handle, key, index, segmentBytes, partial));
-        appender.pendingBytes = partial;
+        const buffer = takeSegmentBuffer(header.segmentBytes);
+        try {
+          const segments = appender.segments;
+          for (const piece of await readSegment(handle, header, index, partial, buffer)) {
+            if (segments instanceof PooledSegments) segments.addHashed(piece);
+            else segments.add(piece);
+          }
+        } finally {
+          giveSegmentBuffer(buffer);
+        }
       }
       return appender;
     } catch (error) {
@@ -156,107 +220,67 @@ export class SealedAppender {
     }
   }
 
+  /** Takes `chunk` (its bytes are consumed before this returns; it may be reused at once). */
   async write(chunk: Buffer): Promise<void> {
+    this.throwIfFailed();
+    const { segmentBytes } = this.header;
     let offset = 0;
     while (offset < chunk.length) {
-      const take = Math.min(this.segmentBytes - this.pendingBytes, chunk.length - offset);
-      this.pending.push(chunk.subarray(offset, offset + take));
-      this.pendingBytes += take;
+      const take = Math.min(segmentBytes - this.segments.length, chunk.length - offset);
+      this.segments.add(take === chunk.length ? chunk : chunk.subarray(offset, offset + take));
       offset += take;
-      if (this.pendingBytes === this.segmentBytes) await this.flushSegment();
+      if (this.segments.length === segmentBytes) {
+        this.dispatch();
+        this.index++;
+        while (this.inFlight.length > MAX_IN_FLIGHT) await this.inFlight.shift();
+        this.throwIfFailed();
+      }
     }
   }
 
-  private async flushSegment(): Promise<void> {
-    if (this.pendingBytes === 0) return;
-    const plaintext = this.pending.length === 1 ? (this.pending[0] as Buffer) : Buffer.concat(this.pending);
-    const sealed = sealSegment(this.key, this.index, plaintext);
-    await this.handle.write(sealed, 0, sealed.length, segmentOffset(this.index, this.segmentBytes));
-    if (this.pendingBytes === this.segmentBytes) this.index++;
-    this.pending = [];
-    this.pendingBytes = 0;
+  /** Writes the current segment, sealed, in the background. */
+  private dispatch(): void {
+    const job = this.segments.flush(this.index, segmentOffset(this.index, this.header.segmentBytes));
+    job.catch((error: unknown) => {
+      this.failure ??= { error };
+    });
+    this.inFlight.push(job);
+  }
+
+  private throwIfFailed(): void {
+    if (this.failure !== undefined) throw this.failure.error;
+  }
+
+  /** Waits until no segment is being written (their outcome is in `failure`). */
+  private async drain(): Promise<void> {
+    await Promise.all(this.inFlight.splice(0).map((job) => job.catch(ignore)));
+  }
+
+  /** Closes the file once nothing uses it. */
+  private async release(): Promise<void> {
+    if (this.released) return;
+    this.released = true;
+    await this.drain();
+    await this.handle.close();
   }
 
   /** Seals what is buffered, drops anything past it, makes it durable and closes the file. */
   async close(): Promise<void> {
     try {
-      const tail = this.pendingBytes;
-      await this.flushSegment();
-      const end = segmentOffset(this.index, this.segmentBytes) + (tail > 0 ? tail + OVERHEAD : 0);
+      const tail = this.segments.length;
+      if (tail > 0) this.dispatch();
+      await this.drain();
+      this.throwIfFailed();
+      const end = segmentOffset(this.index, this.header.segmentBytes) + (tail > 0 ? tail + OVERHEAD : 0);
       await this.handle.truncate(end);
       await this.handle.sync();
     } finally {
-      await this.handle.close();
+      await this.release();
     }
   }
 
   /** Closes without sealing the buffered tail (the write is being abandoned). */
   async abandon(): Promise<void> {
-    await this.handle.close();
+    await this.release();
   }
-}
-
-/**
- * The first `partial` plaintext bytes of segment `index`, the last one a file
- * is recorded to hold. The segment is either sealed with exactly those bytes
- * or, after an append that was cut off or never recorded, with more (up to a
- * whole segment) that begin with them.
- */
-async function readTail(
-  handle: FileHandle,
-  key: Buffer,
-  index: number,
-  segmentBytes: number,
-  partial: number,
-): Promise<Buffer> {
-  const sealed = Buffer.alloc(segmentBytes + OVERHEAD);
-  const { bytesRead } = await handle.read(sealed, 0, sealed.length, segmentOffset(index, segmentBytes));
-  if (bytesRead < partial + OVERHEAD) throw new SealedFileError(`segment ${index} is missing`);
-  try {
-    return openSegment(key, index, sealed.subarray(0, partial + OVERHEAD));
-  } catch (error) {
-    if (bytesRead === partial + OVERHEAD) throw error;
-    return openSegment(key, index, sealed.subarray(0, bytesRead)).subarray(0, partial);
-  }
-}
-
-/**
- * Streams plaintext bytes [start, end] (inclusive) of a sealed file holding
- * `length` plaintext bytes. Every segment read is authenticated first.
- */
-export function readSealed(
-  path: string,
-  masterKey: Buffer,
-  length: number,
-  start = 0,
-  end = length - 1,
-): Readable {
-  async function* segments(): AsyncGenerator<Buffer> {
-    if (length === 0 || end < start) return;
-    const handle = await open(path, "r");
-    try {
-      const { key, segmentBytes } = await readHeader(handle, masterKey);
-      const first = Math.floor(start / segmentBytes);
-      const last = Math.floor(end / segmentBytes);
-      const buffer = Buffer.alloc(segmentBytes + OVERHEAD);
-      for (let index = first; index <= last; index++) {
-        const plainBytes = Math.min(segmentBytes, length - index * segmentBytes);
-        let plaintext: Buffer;
-        if (plainBytes < segmentBytes)
-          plaintext = await readTail(handle, key, index, segmentBytes, plainBytes);
-        else {
-          const sealedBytes = plainBytes + OVERHEAD;
-          const { bytesRead } = await handle.read(buffer, 0, sealedBytes, segmentOffset(index, segmentBytes));
-          if (bytesRead !== sealedBytes) throw new SealedFileError(`segment ${index} is missing`);
-          plaintext = openSegment(key, index, buffer.subarray(0, sealedBytes));
-        }
-        const from = index === first ? start - index * segmentBytes : 0;
-        const to = index === last ? end - index * segmentBytes + 1 : plaintext.length;
-        yield plaintext.subarray(from, to);
-      }
-    } finally {
-      await handle.close();
-    }
-  }
-  return Readable.from(segments(), { objectMode: false });
 }

@@ -1,4 +1,4 @@
-import type { IncomingMessage } from "node:http";
+import type { IncomingMessage, OutgoingHttpHeaders } from "node:http";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import {
   authorize,
@@ -325,7 +325,7 @@ export function registerV2(app: FastifyInstance, options: V2Options): void {
           .header("ETag", `"${content.digest}"`)
           .header("content-length", content.size);
         if (request.method === "HEAD") return reply.status(200).send();
-        await registry.recordPull(name, content.digest);
+        registry.recordPull(name, content.digest);
         return reply.status(200).send(content.bytes);
       }
       case "PUT": {
@@ -378,8 +378,37 @@ export function registerV2(app: FastifyInstance, options: V2Options): void {
     const [start, end] = range ?? [0, size - 1];
     void reply.header("content-length", end - start + 1);
     if (range !== undefined) void reply.status(206).header("Content-Range", `bytes ${start}-${end}/${size}`);
-    if (request.method === "HEAD") return reply.send();
-    return reply.send(size === 0 ? "" : registry.readBlob(digest, size, start, end));
+    if (request.method === "HEAD" || size === 0) return reply.send();
+    return sendBlob(request, reply, digest, size, start, end);
+  }
+
+  /**
+   * Streams a blob's bytes into the response itself (Fastify steps aside), so that segment
+   * buffers can be reused once the socket has taken them. Headers are final by now; a failure
+   * past them can only cut the response short.
+   */
+  async function sendBlob(
+    request: FastifyRequest,
+    reply: FastifyReply,
+    digest: string,
+    size: number,
+    start: number,
+    end: number,
+  ): Promise<void> {
+    reply.hijack();
+    const raw = reply.raw;
+    const headers: OutgoingHttpHeaders = {};
+    for (const [name, value] of Object.entries(reply.getHeaders())) {
+      if (value !== undefined) headers[name] = typeof value === "number" ? String(value) : value;
+    }
+    raw.writeHead(reply.statusCode, headers);
+    try {
+      await registry.pipeBlob(digest, size, start, end, raw);
+      raw.end();
+    } catch (error) {
+      if (!raw.destroyed) request.log.error({ err: error }, "registry blob read failed");
+      raw.destroy();
+    }
   }
 
   async function startUpload(request: FastifyRequest, reply: FastifyReply, name: string) {

@@ -150,8 +150,8 @@ export function imageOperations(deps: EcrDeps): Record<string, Operation> {
     };
     if (image.tags.length > 0) detail.imageTags = image.tags;
     if (image.manifest.artifactType !== null) detail.artifactMediaType = image.manifest.artifactType;
-    if (image.manifest.lastPulledAt !== null)
-      detail.lastRecordedPullTime = epochSeconds(image.manifest.lastPulledAt);
+    const lastPulledAt = registry.lastPulledAt(image.manifest);
+    if (lastPulledAt !== null) detail.lastRecordedPullTime = epochSeconds(lastPulledAt);
     return detail;
   }
 
@@ -217,7 +217,7 @@ export function imageOperations(deps: EcrDeps): Record<string, Operation> {
           continue;
         }
         const content = await registry.manifestBytes(found.manifest);
-        await registry.recordPull(input.repositoryName, found.manifest.digest);
+        registry.recordPull(input.repositoryName, found.manifest.digest);
         out.push({
           registryId: ctx.accountId,
           repositoryName: input.repositoryName,

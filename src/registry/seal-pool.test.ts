@@ -1,0 +1,125 @@
+import assert from "node:assert/strict";
+import { createHash, randomBytes } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { open } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, it } from "node:test";
+import { FileBlobStore, randomUploadId } from "./blob-store.ts";
+import { SealPool, SealWorkerError } from "./seal-pool.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "wharf-seal-pool-"));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+const sha256 = (bytes: Buffer) => `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
+
+function segment(bytes: Buffer): ArrayBuffer {
+  const buffer = new ArrayBuffer(bytes.length);
+  bytes.copy(Buffer.from(buffer));
+  return buffer;
+}
+
+async function* pieces(bytes: Buffer, size: number): AsyncGenerator<Buffer> {
+  for (let offset = 0; offset < bytes.length; offset += size) yield bytes.subarray(offset, offset + size);
+}
+
+describe("the sealing pool", () => {
+  it("fails a request whose write fails, and drops that upload's running hash", async () => {
+    const pool = new SealPool(1);
+    try {
+      await (await open(join(dir, "read-only"), "w")).close();
+      const handle = await open(join(dir, "read-only"), "r"); // so writing to it fails
+      const fd = handle.fd;
+      const request = {
+        upload: "a",
+        hashFrom: 0,
+        index: 0,
+        position: 0,
+        key: randomBytes(32),
+        length: 10,
+      };
+      assert.ok(
+        (await pool.seal({ ...request, hash: "start", fd: -1, buffer: segment(randomBytes(10)) })) instanceof
+          ArrayBuffer,
+      );
+      assert.notEqual(await pool.digest("a"), undefined);
+      await assert.rejects(
+        pool.seal({ ...request, hash: "continue", fd, buffer: segment(randomBytes(10)) }),
+        (error: unknown) => error instanceof SealWorkerError && /EBADF/.test(error.message),
+      );
+      assert.equal(await pool.digest("a"), undefined);
+      // The worker lives on: a new hash starts and counts only what it is given.
+      const bytes = randomBytes(10);
+      await pool.seal({ ...request, upload: "b", hash: "start", fd: -1, buffer: segment(bytes) });
+      assert.equal(`sha256:${await pool.digest("b")}`, sha256(bytes));
+      await handle.close();
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it("fails what is in flight when its worker stops, and takes no more work once closed", async () => {
+    const pool = new SealPool(1);
+    const big = randomBytes(8 * 1024 * 1024);
+    const jobs = Array.from({ length: 8 }, (_, i) =>
+      pool.seal({
+        upload: `u${i}`,
+        hash: "start",
+        hashFrom: 0,
+        index: 0,
+        position: 0,
+        fd: -1,
+        key: randomBytes(32),
+        buffer: segment(big),
+        length: big.length,
+      }),
+    );
+    await pool.close();
+    const outcomes = await Promise.allSettled(jobs);
+    assert.ok(
+      outcomes.some((o) => o.status === "rejected" && o.reason instanceof SealWorkerError),
+      "some request was cut off",
+    );
+    assert.equal(await pool.digest("u7"), undefined);
+    await assert.rejects(
+      pool.seal({
+        upload: "late",
+        hash: "none",
+        hashFrom: 0,
+        index: 0,
+        position: 0,
+        fd: -1,
+        key: randomBytes(32),
+        buffer: new ArrayBuffer(1),
+        length: 1,
+      }),
+      SealWorkerError,
+    );
+  });
+
+  it("lets the blob store read an upload back when its running hash is gone", async () => {
+    const pool = new SealPool(2);
+    const store = new FileBlobStore(join(dir, "store"), randomBytes(32), pool);
+    try {
+      const data = randomBytes(3 * 1024 * 1024 + 5);
+      const id = randomUploadId();
+      const first = await store.append(id, 0, pieces(data.subarray(0, 1_500_000), 65_536));
+      await pool.forget(id); // as if its worker had stopped since
+      const total = await store.append(id, first, pieces(data.subarray(first), 65_536));
+      assert.equal(total, data.length);
+      assert.equal(await store.digestOf(id, total, "sha256"), sha256(data));
+
+      // And with the hash kept, across appends that re-open a partial segment.
+      const other = randomUploadId();
+      let length = 0;
+      for (const cut of [100_000, 1_048_576, 1_048_577, 2_500_000, data.length]) {
+        length = await store.append(other, length, pieces(data.subarray(length, cut), 30_000));
+      }
+      assert.equal(await store.digestOf(other, length, "sha256"), sha256(data));
+      await store.commit(other, sha256(data));
+      assert.deepEqual(await store.readAll(sha256(data), data.length), data);
+    } finally {
+      await store.close();
+    }
+  });
+});

@@ -1,0 +1,117 @@
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Writable } from "node:stream";
+import { after, describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { SealPool } from "./seal-pool.ts";
+import { HEADER_BYTES, SealedAppender, SealedFileError } from "./sealed-file.ts";
+import { pipeSealed } from "./sealed-pipe.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "wharf-sealed-pipe-"));
+const pool = new SealPool(2);
+after(async () => {
+  await pool.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const KEY = randomBytes(32);
+const SMALL = 4096;
+const OVERHEAD = 12 + 16;
+let files = 0;
+
+async function sealed(data: Buffer, segmentBytes = SMALL): Promise<string> {
+  const path = join(dir, `file-${files++}`);
+  const appender = await SealedAppender.open(path, KEY, 0, segmentBytes);
+  await appender.write(data);
+  await appender.close();
+  return path;
+}
+
+/**
+ * A sink like a socket that is slow to take bytes: it calls back for each chunk a little
+ * later, and checks then that the chunk still holds what it held when written (a buffer
+ * reused before its callback would show).
+ */
+class SlowSink extends Writable {
+  readonly received: Buffer[] = [];
+  constructor(private readonly delayMs = 1) {
+    super({ highWaterMark: 2 * SMALL });
+  }
+  override _write(chunk: Buffer, _encoding: BufferEncoding, done: (error?: Error | null) => void): void {
+    const copy = Buffer.from(chunk);
+    setTimeout(() => {
+      if (!copy.equals(chunk)) done(new Error("a chunk changed before its callback"));
+      else {
+        this.received.push(copy);
+        done();
+      }
+    }, this.delayMs);
+  }
+}
+
+async function pipe(path: string, length: number, start: number, end: number, readAhead?: number) {
+  const sink = new SlowSink();
+  await pipeSealed(path, KEY, length, start, end, sink, pool, readAhead);
+  await new Promise<void>((resolve, reject) =>
+    sink.end((error?: Error | null) => (error ? reject(error) : resolve())),
+  );
+  return Buffer.concat(sink.received);
+}
+
+describe("piping sealed files through the worker pool", () => {
+  it("writes every range, with any read-ahead, and reuses no buffer before the sink is done with it", async () => {
+    const data = randomBytes(9 * SMALL + 77);
+    const path = await sealed(data);
+    for (const readAhead of [0, 1, 3]) {
+      for (const [start, end] of [
+        [0, data.length - 1],
+        [SMALL - 1, SMALL],
+        [5, 6 * SMALL + 9],
+        [9 * SMALL, data.length - 1],
+      ] as const) {
+        assert.deepEqual(
+          await pipe(path, data.length, start, end, readAhead),
+          data.subarray(start, end + 1),
+          `${start}-${end} ahead ${readAhead}`,
+        );
+      }
+    }
+    // Several at once share the buffers.
+    const big = randomBytes(3 * 1024 * 1024 + 5);
+    const bigPath = await sealed(big, 1024 * 1024);
+    const results = await Promise.all([0, 1, 2, 3].map(() => pipe(bigPath, big.length, 0, big.length - 1)));
+    for (const result of results) assert.ok(result.equals(big));
+  });
+
+  it("writes the segments before a forged one, then fails, and closes the file", async () => {
+    const data = randomBytes(6 * SMALL);
+    const path = await sealed(data);
+    const bytes = readFileSync(path);
+    const inFourth = HEADER_BYTES + 3 * (SMALL + OVERHEAD) + 50;
+    bytes[inFourth] = (bytes[inFourth] as number) ^ 0x01;
+    writeFileSync(path, bytes);
+    const before = readdirSync("/proc/self/fd").length;
+    const sink = new SlowSink();
+    await assert.rejects(
+      pipeSealed(path, KEY, data.length, 0, data.length - 1, sink, pool, 4),
+      (error: unknown) => error instanceof SealedFileError && /segment 3 failed/.test(error.message),
+    );
+    await sleep(20);
+    assert.deepEqual(Buffer.concat(sink.received), data.subarray(0, 3 * SMALL));
+    assert.equal(readdirSync("/proc/self/fd").length, before);
+    assert.deepEqual(await pipe(path, data.length, 0, 3 * SMALL - 1, 4), data.subarray(0, 3 * SMALL));
+  });
+
+  it("stops when the sink goes away, once nothing in flight uses the file", async () => {
+    const data = randomBytes(64 * SMALL);
+    const path = await sealed(data);
+    const before = readdirSync("/proc/self/fd").length;
+    const sink = new SlowSink(5);
+    setTimeout(() => sink.destroy(), 20);
+    await assert.rejects(pipeSealed(path, KEY, data.length, 0, data.length - 1, sink, pool, 3));
+    assert.equal(readdirSync("/proc/self/fd").length, before);
+  });
+});
