@@ -15,6 +15,7 @@ import { ImageStore } from "./image/store.ts";
 import { LogShipper } from "./logs/shipper.ts";
 import { NodeNetwork } from "./network/node-network.ts";
 import { RuncRuntime } from "./runtime/runc.ts";
+import { detectCgroupLayout } from "./stats/cgroups.ts";
 import { StatsSampler } from "./stats/sampler.ts";
 
 export interface AgentLogger {
@@ -160,6 +161,8 @@ export class Agent {
 
   /** Registers, adopts what an earlier agent left running, and starts polling. */
   async start(): Promise<void> {
+    // Fail at once, with the reason, rather than at the first task.
+    await detectCgroupLayout();
     await this.network.init();
     await this.register();
     for (const state of this.states.loadAll()) {

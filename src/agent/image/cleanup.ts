@@ -1,13 +1,9 @@
+import { parseMountEntries, unescapeMountField } from "../mountinfo.ts";
 import type { PulledImage } from "./store.ts";
 
 /** As the ECS agent: look for unused images every 3 hours, and keep any used in the last hour. */
 export const IMAGE_CLEANUP_INTERVAL_MS = 3 * 60 * 60_000;
 export const IMAGE_MINIMUM_CLEANUP_AGE_MS = 60 * 60_000;
-
-/** Mount options and paths in /proc/self/mountinfo escape space, tab, newline and backslash in octal. */
-function unescapeMountField(value: string): string {
-  return value.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(Number.parseInt(octal, 8)));
-}
 
 /**
  * The lower directories of every overlay mount in a mountinfo text: the image
@@ -16,12 +12,9 @@ function unescapeMountField(value: string): string {
  */
 export function overlayLowerDirs(mountinfo: string): Set<string> {
   const found = new Set<string>();
-  for (const line of mountinfo.split("\n")) {
-    const separator = line.indexOf(" - ");
-    if (separator < 0) continue;
-    const [fstype, , superOptions = ""] = line.slice(separator + 3).split(" ");
-    if (fstype !== "overlay") continue;
-    for (const option of superOptions.split(",")) {
+  for (const mount of parseMountEntries(mountinfo)) {
+    if (mount.fstype !== "overlay") continue;
+    for (const option of mount.superOptions.split(",")) {
       if (!option.startsWith("lowerdir=")) continue;
       for (const dir of option.slice("lowerdir=".length).split(":")) found.add(unescapeMountField(dir));
     }

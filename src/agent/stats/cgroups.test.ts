@@ -1,4 +1,6 @@
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -182,5 +184,36 @@ describe("sampleCgroup on a real container", { skip, timeout: 120_000 }, () => {
     assert.ok(percent > 40 && percent < 420, `utilisation ${percent}`);
     assert.equal(await readOomKills(layout, c.cgroupsPath), 0);
     await f.runtime.stop(c.id, c.bundle, 1000);
+  });
+});
+
+describe("detectCgroupLayout in a network namespace", { skip, timeout: 60_000 }, () => {
+  /** detectCgroupLayout in a child node started by `launcher`: "ok" or the error's message. */
+  function detectUnder(launcher: string[]): string {
+    const script =
+      "import('./src/agent/stats/cgroups.ts').then((m) => m.detectCgroupLayout())" +
+      ".then(() => console.log('ok'), (e) => console.log(e.message))";
+    return execFileSync(
+      launcher[0] ?? "",
+      [...launcher.slice(1), process.execPath, "--import", "tsx", "-e", script],
+      {
+        encoding: "utf8",
+        timeout: 30_000,
+      },
+    ).trim();
+  }
+
+  it("says how to start the agent when `ip netns exec` hid the cgroup mounts, and works under nsenter", () => {
+    const name = `wcg${randomBytes(4).toString("hex")}`;
+    execFileSync("ip", ["netns", "add", name]);
+    try {
+      assert.match(
+        detectUnder(["ip", "netns", "exec", name]),
+        /ip netns exec.*nsenter --net=\/run\/netns\/NAME/s,
+      );
+      assert.equal(detectUnder(["nsenter", `--net=/run/netns/${name}`]), "ok");
+    } finally {
+      execFileSync("ip", ["netns", "delete", name]);
+    }
   });
 });

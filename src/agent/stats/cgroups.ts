@@ -7,6 +7,7 @@
 
 import { readFile, rmdir } from "node:fs/promises";
 import { join } from "node:path";
+import { parseMountEntries } from "../mountinfo.ts";
 
 export type CgroupLayout =
   /** controller name ("cpuacct", "memory", "name=systemd", …) → mount point */
@@ -25,10 +26,6 @@ export interface CgroupSample {
 /** A v1 limit at or above this is the kernel's "unlimited" (PAGE_COUNTER_MAX pages). */
 const V1_UNLIMITED = 2 ** 60;
 
-function unescapeMountPath(path: string): string {
-  return path.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(Number.parseInt(octal, 8)));
-}
-
 /**
  * Finds the cgroup layout in mountinfo text. A v1 memory hierarchy wins over
  * a v2 mount (hybrid hosts); undefined when neither is mounted.
@@ -36,19 +33,12 @@ function unescapeMountPath(path: string): string {
 export function parseMountinfo(text: string): CgroupLayout | undefined {
   const controllers: Record<string, string> = {};
   let v2Root: string | undefined;
-  for (const line of text.split("\n")) {
-    const sep = line.indexOf(" - ");
-    if (sep < 0) continue;
-    const before = line.slice(0, sep).split(" ");
-    const [fstype, , superOptions] = line.slice(sep + 3).split(" ");
-    const mountPoint = before[4];
-    if (mountPoint === undefined) continue;
-    const path = unescapeMountPath(mountPoint);
+  for (const { mountPoint: path, fstype, superOptions } of parseMountEntries(text)) {
     if (fstype === "cgroup2") {
       // Prefer the conventional place when several are mounted.
       if (v2Root === undefined || path === "/sys/fs/cgroup") v2Root = path;
     } else if (fstype === "cgroup") {
-      for (const option of (superOptions ?? "").split(",")) {
+      for (const option of superOptions.split(",")) {
         if (option === "rw" || option === "ro" || option === "") continue;
         controllers[option] ??= path;
       }
@@ -62,7 +52,13 @@ export function parseMountinfo(text: string): CgroupLayout | undefined {
 /** Reads the layout of this host. */
 export async function detectCgroupLayout(mountinfoPath = "/proc/self/mountinfo"): Promise<CgroupLayout> {
   const layout = parseMountinfo(await readFile(mountinfoPath, "utf8"));
-  if (layout === undefined) throw new Error("no cgroup v1 memory hierarchy and no cgroup2 mount found");
+  if (layout === undefined) {
+    throw new Error(
+      "no cgroup v1 memory hierarchy and no cgroup2 mount in this mount namespace, so runc cannot limit " +
+        "tasks. An agent started with `ip netns exec` sees /sys remounted without /sys/fs/cgroup: start it " +
+        "with `nsenter --net=/run/netns/NAME` instead.",
+    );
+  }
   return layout;
 }
 
