@@ -467,4 +467,38 @@ describe("several nodes on one machine", () => {
       "only the live node's tasks remain, running",
     );
   });
+
+  it("stops a node's `wharf agent` (exit 5) and its tasks when its instance is deregistered", async () => {
+    const kept = nodes.find((node) => node.child?.exitCode === null && node.child.signalCode === null);
+    assert.ok(kept?.child !== undefined && kept.arn !== undefined, "a node whose agent still runs");
+    const child = kept.child;
+    const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+    const before = await listTasks();
+    assert.ok(before.length > 0, "the node runs tasks");
+    await ecs([
+      "deregister-container-instance",
+      "--cluster",
+      cluster,
+      "--container-instance",
+      kept.arn,
+      "--force",
+    ]);
+    const code = await Promise.race([
+      exited,
+      new Promise<string>((r) => setTimeout(() => r("still running"), 60_000)),
+    ]);
+    assert.equal(code, 5, kept.output);
+    assert.match(kept.output, /the container instance was deregistered/);
+    // It did not join again as a new instance, and what it ran is stopped on the node.
+    const listed = await ecs<{ containerInstanceArns: string[] }>([
+      "list-container-instances",
+      "--cluster",
+      cluster,
+    ]);
+    assert.deepEqual(listed.containerInstanceArns, []);
+    assert.deepEqual(await listTasks(), []);
+    const root = join(kept.dataDir, "runc");
+    const running = sh("runc", ["--root", root, "list", "-q"]).split("\n").filter(Boolean);
+    assert.deepEqual(running, [], "no container left on the node");
+  });
 });

@@ -160,18 +160,10 @@ export async function instancesOf(
   return rows.map(fromRow);
 }
 
-export async function instanceByToken(tx: Tx, token: string): Promise<InstanceRecord | undefined> {
-  const row = await tx.get<InstanceRow>(
-    "SELECT arn, body, last_heartbeat, status FROM ecs_container_instances WHERE token_hash = ? AND status != 'INACTIVE'",
-    hashToken(token),
-  );
-  return row === undefined ? undefined : fromRow(row);
-}
-
-/** The ARN of the instance (not INACTIVE) a node token belongs to. */
+/** The ARN of the instance a node token belongs to (INACTIVE too: its agent is told it is deregistered). */
 export async function instanceArnByToken(tx: Tx, token: string): Promise<string | undefined> {
   const row = await tx.get<{ arn: string }>(
-    "SELECT arn FROM ecs_container_instances WHERE token_hash = ? AND status != 'INACTIVE'",
+    "SELECT arn FROM ecs_container_instances WHERE token_hash = ?",
     hashToken(token),
   );
   return row?.arn;

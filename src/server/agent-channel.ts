@@ -134,6 +134,8 @@ export function registerAgentChannel(app: FastifyInstance, options: AgentChannel
         ? undefined
         : (state.instance(arn) ?? (await store.read((tx) => findInstance(tx, arn))));
     if (instance === undefined) throw Unauthorized("The node token is not valid; register again.");
+    // A deregistered instance's agent is told so (it stops), not asked to register again.
+    if (instance.status === "INACTIVE") throw Deregistered("The container instance is deregistered.");
     return instance;
   }
 
