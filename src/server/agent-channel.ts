@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { AwsError } from "../aws/errors.ts";
 import { verifySigV4 } from "../aws/sigv4.ts";
+import { AssignmentCache } from "../ecs/assignment-cache.ts";
 import {
   activeCluster,
   type ClusterRecord,
@@ -18,19 +19,13 @@ import {
   findInstance,
   type InstanceRecord,
   instanceArnByToken,
+  instanceStatus,
   POLL_TIMEOUT_MS,
   saveInstance,
 } from "../ecs/instances.ts";
 import type { InstanceNotifier } from "../ecs/notifier.ts";
 import type { SchedulerState } from "../ecs/scheduler-state.ts";
-import {
-  applyReport,
-  assignmentOf,
-  findTask,
-  saveTask,
-  type TaskRecord,
-  tasksForInstance,
-} from "../ecs/tasks.ts";
+import { applyReport, findTask, saveTask, type TaskRecord } from "../ecs/tasks.ts";
 import {
   INSTANCE_DEREGISTERED,
   type LogBatch,
@@ -117,6 +112,8 @@ function instanceOptions(body: RegisterNodeRequest) {
 export function registerAgentChannel(app: FastifyInstance, options: AgentChannelOptions): void {
   const { store, notifier, state } = options;
   const scope = { region: options.region, accountId: options.accountId };
+  // Polls parse only the tasks whose rows changed since the instance's last poll.
+  const cache = new AssignmentCache();
   // Polls end when the server closes, before the store does.
   const closing = new AbortController();
   app.addHook("preClose", async () => {
@@ -236,8 +233,12 @@ export function registerAgentChannel(app: FastifyInstance, options: AgentChannel
     };
     const assignments = () =>
       store.read(async (tx) => {
-        await current(tx);
-        return (await tasksForInstance(tx, instance.arn)).map(assignmentOf);
+        const status = await instanceStatus(tx, instance.arn);
+        if (status === undefined || status === "INACTIVE") {
+          cache.forget(instance.arn);
+          throw Deregistered("The container instance is deregistered.");
+        }
+        return cache.read(tx, instance.arn);
       });
     // A poll's arrival is the heartbeat, kept in memory (the state writes heartbeats out now and
     // then); the end of its wait says nothing of the agent, which may have gone meanwhile without
