@@ -104,7 +104,12 @@ describe("AssignmentCache", () => {
           if (!(error instanceof Error) || error.message !== "rolled back") throw error;
         });
       for (const arn of instances) {
-        const cached = await store.read((tx) => cache.read(tx, arn));
+        const cached = (await store.read((tx) => cache.read(tx, arn))).map((entry) => {
+          const assignment = JSON.parse(entry.json) as { taskArn: string; version: number };
+          assert.equal(entry.taskArn, assignment.taskArn);
+          assert.equal(entry.version, assignment.version);
+          return assignment;
+        });
         const parsed = await store.read(async (tx) => (await tasksForInstance(tx, arn)).map(assignmentOf));
         assert.deepEqual(cached, parsed);
       }

@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { AwsError } from "../aws/errors.ts";
 import { verifySigV4 } from "../aws/sigv4.ts";
-import { AssignmentCache } from "../ecs/assignment-cache.ts";
+import { AssignmentCache, type CachedAssignment } from "../ecs/assignment-cache.ts";
 import {
   activeCluster,
   type ClusterRecord,
@@ -30,7 +30,6 @@ import {
   INSTANCE_DEREGISTERED,
   type LogBatch,
   type PollRequest,
-  type PollResponse,
   type RegisterNodeRequest,
   type RegisterNodeResponse,
   type StatsBatch,
@@ -92,6 +91,16 @@ function samePorts(a: InstanceRecord["usedPorts"], b: InstanceRecord["usedPorts"
   return same(a.tcp, b.tcp) && same(a.udp, b.udp);
 }
 
+/** A response body already serialized. */
+class Serialized {
+  constructor(readonly json: string) {}
+}
+
+/** A `PollResponse` built from assignments kept as JSON, without parsing them again. */
+function pollResponse(tasks: readonly CachedAssignment[]): Serialized {
+  return new Serialized(`{"tasks":[${tasks.map((task) => task.json).join(",")}]}`);
+}
+
 /** What a registration says about the node, as registerInstance takes it. */
 function instanceOptions(body: RegisterNodeRequest) {
   return {
@@ -141,7 +150,8 @@ export function registerAgentChannel(app: FastifyInstance, options: AgentChannel
     app.post(path, async (request, reply) => {
       try {
         const result = await handler(request, reply);
-        void reply.header("content-type", "application/json").send(JSON.stringify(result ?? {}));
+        const body = result instanceof Serialized ? result.json : JSON.stringify(result ?? {});
+        void reply.header("content-type", "application/json").send(body);
       } catch (error) {
         sendAwsError(request, reply, error);
       }
@@ -265,7 +275,7 @@ export function registerAgentChannel(app: FastifyInstance, options: AgentChannel
       taskArn,
       version,
     }));
-    let tasks: PollResponse["tasks"] | undefined = differs(inMemory) ? await heartbeat() : undefined;
+    let tasks: CachedAssignment[] | undefined = differs(inMemory) ? await heartbeat() : undefined;
     if (tasks === undefined) {
       if (body.usedPorts !== undefined && !samePorts(body.usedPorts, instance.usedPorts))
         tasks = await heartbeat();
@@ -276,11 +286,10 @@ export function registerAgentChannel(app: FastifyInstance, options: AgentChannel
       request.raw.once("close", () => aborted.abort());
       const signal = AbortSignal.any([aborted.signal, closing.signal]);
       await notifier.wait(instance.arn, Math.min(POLL_TIMEOUT_MS, AGENT_TIMEOUT_MS / 2), signal);
-      if (signal.aborted && tasks !== undefined) return { tasks };
+      if (signal.aborted && tasks !== undefined) return pollResponse(tasks);
       tasks = await assignments();
     }
-    const response: PollResponse = { tasks };
-    return response;
+    return pollResponse(tasks);
   });
 
   route("/agent/v1/report", async (request) => {
