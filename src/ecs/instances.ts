@@ -130,6 +130,15 @@ export async function findInstance(tx: Tx, arn: string): Promise<InstanceRecord 
   return row === undefined ? undefined : fromRow(row);
 }
 
+/** An instance's status column alone (no body to parse), or undefined when there is no such row. */
+export async function instanceStatus(tx: Tx, arn: string): Promise<string | undefined> {
+  const row = await tx.get<{ status: string }>(
+    "SELECT status FROM ecs_container_instances WHERE arn = ?",
+    arn,
+  );
+  return row?.status;
+}
+
 /** The instance a `containerInstance` parameter names in a cluster: a full ARN or the id after the cluster name. */
 export async function resolveInstance(tx: Tx, scope: Scope, clusterArn: string, reference: string) {
   const cluster = clusterArn.slice(clusterArn.indexOf("cluster/") + "cluster/".length);

@@ -134,6 +134,83 @@ function spreadOf(instances: InstanceView[], field: string, group: string): Rank
   return { kind: "spread", ids, load: Float64Array.from(loads) };
 }
 
+type Spread = Extract<Ranker, { kind: "spread" }>;
+
+/**
+ * The candidates grouped by their value of the first spread strategy (a zone,
+ * say), with the best of each group kept: when every strategy is a spread,
+ * the best instance is the best of the groups' bests, and placing a task
+ * changes only its own group's best and those of groups whose best shares a
+ * value of a later strategy with it. So a task costs a look at each group and
+ * a rescan of the group it went to, not a pass over every instance. Ranks
+ * exactly as the pass does: strategies in order, then the ARN.
+ */
+class SpreadBuckets {
+  private readonly members = new Map<number, number[]>();
+  private readonly bests = new Map<number, number>();
+
+  constructor(
+    private readonly spreads: Spread[],
+    private readonly order: Int32Array,
+    candidates: readonly number[],
+  ) {
+    const first = spreads[0] as Spread;
+    for (const i of candidates) {
+      const id = first.ids[i] as number;
+      let members = this.members.get(id);
+      if (members === undefined) {
+        members = [];
+        this.members.set(id, members);
+      }
+      members.push(i);
+    }
+    for (const id of this.members.keys()) this.rescan(id);
+  }
+
+  /** Whether candidate `i` ranks before candidate `j`. */
+  private before(i: number, j: number): boolean {
+    for (const spread of this.spreads) {
+      const a = spread.load[spread.ids[i] as number] as number;
+      const b = spread.load[spread.ids[j] as number] as number;
+      if (a !== b) return a < b;
+    }
+    return (this.order[i] as number) < (this.order[j] as number);
+  }
+
+  private rescan(id: number): void {
+    let best = -1;
+    for (const i of this.members.get(id) ?? []) if (best < 0 || this.before(i, best)) best = i;
+    if (best < 0) {
+      this.members.delete(id);
+      this.bests.delete(id);
+    } else {
+      this.bests.set(id, best);
+    }
+  }
+
+  /** The best candidate, or -1 when none is left. */
+  best(): number {
+    let best = -1;
+    for (const i of this.bests.values()) if (best < 0 || this.before(i, best)) best = i;
+    return best;
+  }
+
+  /** Candidate `chosen` took a task (the spread loads already count it); `refused` when it no longer fits. */
+  placed(chosen: number, refused: boolean): void {
+    const first = this.spreads[0] as Spread;
+    const home = first.ids[chosen] as number;
+    if (refused) {
+      const members = this.members.get(home) ?? [];
+      members.splice(members.indexOf(chosen), 1);
+    }
+    for (const [id, best] of this.bests) {
+      if (id === home || this.spreads.some((spread, k) => k > 0 && spread.ids[best] === spread.ids[chosen])) {
+        this.rescan(id);
+      }
+    }
+  }
+}
+
 /** Each instance's position in ARN order, the last tie-breaker (no sorting when already in order). */
 function arnOrder(instances: InstanceView[]): Int32Array {
   const order = new Int32Array(instances.length);
@@ -209,9 +286,14 @@ export function place(
   const keys = new Float64Array(rankers.length);
   const bestKeys = new Float64Array(rankers.length);
   const placements: string[] = [];
+  const spreads =
+    rankers.length > 0 && rankers.every((ranker) => ranker.kind === "spread")
+      ? (rankers as Spread[])
+      : undefined;
+  const buckets = spreads === undefined ? undefined : new SpreadBuckets(spreads, order, candidates);
   for (let n = 0; n < count; n++) {
-    let best = -1;
-    for (const i of candidates) {
+    let best = buckets === undefined ? -1 : buckets.best();
+    for (const i of buckets === undefined ? candidates : []) {
       let verdict = best < 0 ? -1 : 0;
       for (let k = 0; k < rankers.length; k++) {
         const ranker = rankers[k] as Ranker;
@@ -247,6 +329,7 @@ export function place(
       const id = ranker.ids[best] as number;
       ranker.load[id] = (ranker.load[id] as number) + 1;
     }
+    buckets?.placed(best, reason !== undefined);
     placements.push(chosen.arn);
   }
   return { placements, failures: [] };

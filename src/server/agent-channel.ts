@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { AwsError } from "../aws/errors.ts";
 import { verifySigV4 } from "../aws/sigv4.ts";
+import { AssignmentCache, type CachedAssignment } from "../ecs/assignment-cache.ts";
 import {
   activeCluster,
   type ClusterRecord,
@@ -18,24 +19,17 @@ import {
   findInstance,
   type InstanceRecord,
   instanceArnByToken,
+  instanceStatus,
   POLL_TIMEOUT_MS,
   saveInstance,
 } from "../ecs/instances.ts";
 import type { InstanceNotifier } from "../ecs/notifier.ts";
 import type { SchedulerState } from "../ecs/scheduler-state.ts";
-import {
-  applyReport,
-  assignmentOf,
-  findTask,
-  saveTask,
-  type TaskRecord,
-  tasksForInstance,
-} from "../ecs/tasks.ts";
+import { applyReport, findTask, saveTask, type TaskRecord } from "../ecs/tasks.ts";
 import {
   INSTANCE_DEREGISTERED,
   type LogBatch,
   type PollRequest,
-  type PollResponse,
   type RegisterNodeRequest,
   type RegisterNodeResponse,
   type StatsBatch,
@@ -97,6 +91,16 @@ function samePorts(a: InstanceRecord["usedPorts"], b: InstanceRecord["usedPorts"
   return same(a.tcp, b.tcp) && same(a.udp, b.udp);
 }
 
+/** A response body already serialized. */
+class Serialized {
+  constructor(readonly json: string) {}
+}
+
+/** A `PollResponse` built from assignments kept as JSON, without parsing them again. */
+function pollResponse(tasks: readonly CachedAssignment[]): Serialized {
+  return new Serialized(`{"tasks":[${tasks.map((task) => task.json).join(",")}]}`);
+}
+
 /** What a registration says about the node, as registerInstance takes it. */
 function instanceOptions(body: RegisterNodeRequest) {
   return {
@@ -117,6 +121,8 @@ function instanceOptions(body: RegisterNodeRequest) {
 export function registerAgentChannel(app: FastifyInstance, options: AgentChannelOptions): void {
   const { store, notifier, state } = options;
   const scope = { region: options.region, accountId: options.accountId };
+  // Polls parse only the tasks whose rows changed since the instance's last poll.
+  const cache = new AssignmentCache();
   // Polls end when the server closes, before the store does.
   const closing = new AbortController();
   app.addHook("preClose", async () => {
@@ -146,7 +152,8 @@ export function registerAgentChannel(app: FastifyInstance, options: AgentChannel
     app.post(path, async (request, reply) => {
       try {
         const result = await handler(request, reply);
-        void reply.header("content-type", "application/json").send(JSON.stringify(result ?? {}));
+        const body = result instanceof Serialized ? result.json : JSON.stringify(result ?? {});
+        void reply.header("content-type", "application/json").send(body);
       } catch (error) {
         sendAwsError(request, reply, error);
       }
@@ -238,8 +245,12 @@ export function registerAgentChannel(app: FastifyInstance, options: AgentChannel
     };
     const assignments = () =>
       store.read(async (tx) => {
-        await current(tx);
-        return (await tasksForInstance(tx, instance.arn)).map(assignmentOf);
+        const status = await instanceStatus(tx, instance.arn);
+        if (status === undefined || status === "INACTIVE") {
+          cache.forget(instance.arn);
+          throw Deregistered("The container instance is deregistered.");
+        }
+        return cache.read(tx, instance.arn);
       });
     // A poll's arrival is the heartbeat, kept in memory (the state writes heartbeats out now and
     // then); the end of its wait says nothing of the agent, which may have gone meanwhile without
@@ -266,7 +277,7 @@ export function registerAgentChannel(app: FastifyInstance, options: AgentChannel
       taskArn,
       version,
     }));
-    let tasks: PollResponse["tasks"] | undefined = differs(inMemory) ? await heartbeat() : undefined;
+    let tasks: CachedAssignment[] | undefined = differs(inMemory) ? await heartbeat() : undefined;
     if (tasks === undefined) {
       if (body.usedPorts !== undefined && !samePorts(body.usedPorts, instance.usedPorts))
         tasks = await heartbeat();
@@ -277,11 +288,10 @@ export function registerAgentChannel(app: FastifyInstance, options: AgentChannel
       request.raw.once("close", () => aborted.abort());
       const signal = AbortSignal.any([aborted.signal, closing.signal]);
       await notifier.wait(instance.arn, Math.min(POLL_TIMEOUT_MS, AGENT_TIMEOUT_MS / 2), signal);
-      if (signal.aborted && tasks !== undefined) return { tasks };
+      if (signal.aborted && tasks !== undefined) return pollResponse(tasks);
       tasks = await assignments();
     }
-    const response: PollResponse = { tasks };
-    return response;
+    return pollResponse(tasks);
   });
 
   route("/agent/v1/report", async (request) => {

@@ -1,0 +1,67 @@
+import type { Tx } from "../store/store.ts";
+import { assignmentOf, type TaskRecord } from "./tasks.ts";
+
+/** A task's assignment as the agent protocol sends it, kept serialized (a string holds far less memory). */
+export interface CachedAssignment {
+  taskArn: string;
+  /** The assignment's version (the task's desiredVersion). */
+  version: number;
+  /** The `TaskAssignment` as JSON. */
+  json: string;
+}
+
+/** What says a task's row changed: every write bumps `updated_at`, every change the wire version. */
+interface Cached {
+  rowVersion: number;
+  updatedAt: number;
+  assignment: CachedAssignment;
+}
+
+/**
+ * The assignments each agent is given, answered from what was last parsed:
+ * a poll reads only the small columns of its instance's tasks and parses the
+ * body of those whose row changed since, rather than every task's body on
+ * every poll. Reads go through the caller's (committed) read transaction, so
+ * an agent never sees a task before it is committed.
+ */
+export class AssignmentCache {
+  private readonly byInstance = new Map<string, Map<string, Cached>>();
+
+  /** Every task assigned to the instance and not STOPPED, oldest first, as `tasksForInstance` gives them. */
+  async read(tx: Tx, instanceArn: string): Promise<CachedAssignment[]> {
+    const rows = await tx.all<{ arn: string; version: number; updated_at: number }>(
+      "SELECT arn, version, updated_at FROM ecs_tasks WHERE container_instance_arn = ? AND last_status != 'STOPPED' ORDER BY created_at",
+      instanceArn,
+    );
+    const before = this.byInstance.get(instanceArn);
+    const after = new Map<string, Cached>();
+    const out: CachedAssignment[] = [];
+    for (const row of rows) {
+      let entry = before?.get(row.arn);
+      if (entry === undefined || entry.rowVersion !== row.version || entry.updatedAt !== row.updated_at) {
+        const body = await tx.get<{ body: string }>("SELECT body FROM ecs_tasks WHERE arn = ?", row.arn);
+        if (body === undefined) continue;
+        const record = JSON.parse(body.body) as TaskRecord;
+        const assignment = assignmentOf(record);
+        entry = {
+          rowVersion: row.version,
+          updatedAt: row.updated_at,
+          assignment: {
+            taskArn: assignment.taskArn,
+            version: assignment.version,
+            json: JSON.stringify(assignment),
+          },
+        };
+      }
+      after.set(row.arn, entry);
+      out.push(entry.assignment);
+    }
+    if (after.size === 0) this.byInstance.delete(instanceArn);
+    else this.byInstance.set(instanceArn, after);
+    return out;
+  }
+
+  forget(instanceArn: string): void {
+    this.byInstance.delete(instanceArn);
+  }
+}
