@@ -1,33 +1,20 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import type { RequestContext } from "../aws/service.ts";
+import { prng } from "../../test/support/prng.ts";
 import { SqliteStore } from "../store/sqlite.ts";
 import { AssignmentCache } from "./assignment-cache.ts";
-import { type ClusterRecord, clusterArn, saveCluster } from "./clusters.ts";
+import { saveCluster } from "./clusters.ts";
 import { registerInstance } from "./instance-api.ts";
 import { SchedulerState } from "./scheduler-state.ts";
 import { newTask, type RunnableDefinition } from "./task-api.ts";
 import { applyReport, assignmentOf, findTask, requestStop, saveTask, tasksForInstance } from "./tasks.ts";
+import { TEST_NOW, TEST_SCOPE, testCluster, testContext, testRegistry } from "./testing.ts";
 
-const scope = { region: "us-east-1", accountId: "000000000000" };
-const NOW = Date.UTC(2030, 0, 1);
-const ctx: RequestContext = {
-  requestId: "r",
-  ...scope,
-  identity: { accessKeyId: "AKIDTEST" },
-  now: new Date(NOW),
-};
-const registry = { host: () => "localhost:1", credentials: () => ({ username: "AWS", password: "t" }) };
-const cluster: ClusterRecord = {
-  arn: clusterArn(scope, "default"),
-  name: "default",
-  status: "ACTIVE",
-  settings: [],
-  capacityProviders: [],
-  defaultCapacityProviderStrategy: [],
-  createdAt: NOW,
-  updatedAt: NOW,
-};
+const scope = TEST_SCOPE;
+const NOW = TEST_NOW;
+const ctx = testContext;
+const registry = testRegistry;
+const cluster = testCluster;
 const definition: RunnableDefinition = {
   taskDefinitionArn: "arn:aws:ecs:us-east-1:000000000000:task-definition/app:1",
   family: "app",
@@ -35,16 +22,6 @@ const definition: RunnableDefinition = {
   status: "ACTIVE",
   containerDefinitions: [{ name: "app", image: "busybox", cpu: 32, memory: 64 }],
 };
-
-function seeded(seed: number): () => number {
-  let a = seed;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe("AssignmentCache", () => {
   it("answers as reading and parsing every task would, through starts, reports, stops and rollbacks", async () => {
@@ -67,7 +44,7 @@ describe("AssignmentCache", () => {
         instances.push(record.arn);
       }
     });
-    const random = seeded(7);
+    const random = prng(7);
     const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)] as T;
     const live: string[] = [];
     for (let round = 0; round < 80; round++) {

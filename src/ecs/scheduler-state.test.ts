@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import type { RequestContext } from "../aws/service.ts";
+import { prng } from "../../test/support/prng.ts";
 import { SqliteStore } from "../store/sqlite.ts";
 import type { Store } from "../store/store.ts";
-import { type ClusterRecord, clusterArn, saveCluster } from "./clusters.ts";
+import { saveCluster } from "./clusters.ts";
 import { registerInstance } from "./instance-api.ts";
 import { findInstance, instanceUsage, saveInstance } from "./instances.ts";
 import { InstanceNotifier } from "./notifier.ts";
@@ -11,26 +11,13 @@ import { SchedulerState } from "./scheduler-state.ts";
 import { newTask, type RunnableDefinition, taskOperations } from "./task-api.ts";
 import { taskDefinitionOperations } from "./task-definition-api.ts";
 import { applyReport, findTask, requestStop, saveTask } from "./tasks.ts";
+import { TEST_NOW, TEST_SCOPE, testCluster, testContext, testRegistry } from "./testing.ts";
 
-const scope = { region: "us-east-1", accountId: "000000000000" };
-const NOW = Date.UTC(2030, 0, 1);
-const ctx: RequestContext = {
-  requestId: "r",
-  ...scope,
-  identity: { accessKeyId: "AKIDTEST" },
-  now: new Date(NOW),
-};
-const registry = { host: () => "localhost:1", credentials: () => ({ username: "AWS", password: "t" }) };
-const cluster: ClusterRecord = {
-  arn: clusterArn(scope, "default"),
-  name: "default",
-  status: "ACTIVE",
-  settings: [],
-  capacityProviders: [],
-  defaultCapacityProviderStrategy: [],
-  createdAt: NOW,
-  updatedAt: NOW,
-};
+const scope = TEST_SCOPE;
+const NOW = TEST_NOW;
+const ctx = testContext;
+const registry = testRegistry;
+const cluster = testCluster;
 
 function definition(n: number): RunnableDefinition {
   const port = [undefined, 80, 8080][n % 3];
@@ -48,16 +35,6 @@ function definition(n: number): RunnableDefinition {
         ...(port === undefined ? {} : { portMappings: [{ containerPort: 80, hostPort: port }] }),
       },
     ],
-  };
-}
-
-function seeded(seed: number): () => number {
-  let a = seed;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
 
@@ -108,7 +85,7 @@ describe("SchedulerState", () => {
         instances.push(record.arn);
       }
     });
-    const random = seeded(11);
+    const random = prng(11);
     const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)] as T;
     const live: string[] = [];
     for (let round = 0; round < 60; round++) {
