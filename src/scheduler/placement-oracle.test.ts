@@ -1,19 +1,8 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { prng } from "../../test/support/prng.ts";
 import { type Constraint, type InstanceView, place, type Strategy, type TaskNeeds } from "./placement.ts";
 import { parseQuery } from "./query.ts";
-
-/** mulberry32, so generated worlds repeat. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** What a field of a spread strategy makes of an instance. */
 function fieldValue(instance: InstanceView, field: string): string {
@@ -110,7 +99,7 @@ const STRATEGIES: Strategy[][] = [
 
 describe("place over generated snapshots", () => {
   it("chooses exactly what the straightforward sort-per-task placement chooses", () => {
-    const random = seeded(2024);
+    const random = prng(2024);
     const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)] as T;
     for (let world = 0; world < 300; world++) {
       const size = 1 + Math.floor(random() * 40);

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { prng } from "../../test/support/prng.ts";
 import {
   type Constraint,
   type InstanceView,
@@ -10,18 +11,6 @@ import {
   type TaskNeeds,
 } from "./placement.ts";
 import { evaluate, parseQuery } from "./query.ts";
-
-/** A small deterministic random source (mulberry32), so generated worlds repeat. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface InstanceSpec {
   zone?: string;
@@ -164,7 +153,7 @@ describe("placement: spread", () => {
   });
 
   it("stays balanced over generated clusters whenever every zone has room", () => {
-    const random = seeded(7);
+    const random = prng(7);
     for (let round = 0; round < 200; round++) {
       const instances = world(random, 2 + Math.floor(random() * 10)).map((i) => ({
         ...i,
@@ -230,9 +219,9 @@ describe("placement: random", () => {
   it("uses the random source: placements vary with it and repeat with the same seed", () => {
     const instances = Array.from({ length: 8 }, (_, n) => instance(n, { memory: 100_000 }));
     const random: Strategy[] = [{ type: "random" }];
-    const a = place(instances, 40, needs(), [], random, seeded(1));
-    const again = place(instances, 40, needs(), [], random, seeded(1));
-    const b = place(instances, 40, needs(), [], random, seeded(2));
+    const a = place(instances, 40, needs(), [], random, prng(1));
+    const again = place(instances, 40, needs(), [], random, prng(1));
+    const b = place(instances, 40, needs(), [], random, prng(2));
     assert.deepEqual(a.placements, again.placements);
     assert.notDeepEqual(a.placements, b.placements);
     assert.ok(tally(a).size >= 5, "forty random placements touch most of eight instances");
@@ -283,7 +272,7 @@ describe("placement: constraints", () => {
       "runningTasksCount < 2",
       "task:group == family:web",
     ];
-    const random = seeded(42);
+    const random = prng(42);
     let placed = 0;
     let refused = 0;
     for (let round = 0; round < 300; round++) {
@@ -338,7 +327,7 @@ describe("placement: resources", () => {
   });
 
   it("never overcommits CPU, memory or ports over generated clusters", () => {
-    const random = seeded(1234);
+    const random = prng(1234);
     for (let round = 0; round < 300; round++) {
       const instances = world(random, 1 + Math.floor(random() * 8));
       const task = needs({

@@ -1,17 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { prng } from "../../test/support/prng.ts";
 import { type TaskFootprint, UsageIndex } from "./usage.ts";
-
-/** A small deterministic random source (mulberry32). */
-function seeded(seed: number): () => number {
-  let a = seed;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** The totals by summing every footprint again: what the index must always equal. */
 function recompute(tasks: Map<string, TaskFootprint>) {
@@ -38,7 +28,7 @@ function expand(counts: ReadonlyMap<number, number>): number[] {
 
 describe("UsageIndex", () => {
   it("equals a recomputation after any sequence of starts, changes and stops", () => {
-    const random = seeded(7);
+    const random = prng(7);
     const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)] as T;
     const index = new UsageIndex();
     const truth = new Map<string, TaskFootprint>();
