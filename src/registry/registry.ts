@@ -140,8 +140,13 @@ export class Registry {
     this.access = new AccessTimes(this.store, options.accessFlushMs);
   }
 
-  /** Writes the pull times and blob touches still held in memory, and stops the blob store's workers. */
+  /**
+   * Waits for upload operations still running (a request whose client went away ends its
+   * append after the HTTP server has closed), writes the pull times and blob touches still
+   * held in memory, and stops the blob store's workers.
+   */
   async close(): Promise<void> {
+    while (this.uploadQueues.size > 0) await Promise.all(this.uploadQueues.values());
     await this.access.close();
     await this.blobs.close();
   }

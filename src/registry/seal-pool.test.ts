@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { open } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -121,5 +122,31 @@ describe("the sealing pool", () => {
     } finally {
       await store.close();
     }
+  });
+
+  it("keeps the process alive until close() resolves, even when a reply arrives while stopping", () => {
+    // A process with nothing else to do: were a worker unreferenced again by the reply to
+    // `forget` after close() began, the event loop would end with close() still pending
+    // (Node exits with 13, "unsettled top-level await").
+    const script = `
+      const { SealPool } = await import(${JSON.stringify(new URL("./seal-pool.ts", import.meta.url).href)});
+      for (let i = 0; i < 30; i++) {
+        const pool = new SealPool(2);
+        const request = { upload: "a", hash: "start", hashFrom: 0, index: 0, position: 0, fd: -1 };
+        await pool.seal({ ...request, key: Buffer.alloc(32), length: 16, buffer: new ArrayBuffer(16) });
+        const forgotten = pool.forget("a");
+        await pool.close();
+        await forgotten;
+      }
+      console.log("closed");
+    `;
+    const file = join(dir, "close-while-replying.mjs");
+    writeFileSync(file, script);
+    const child = spawnSync(process.execPath, ["--import", "tsx", file], {
+      encoding: "utf8",
+      timeout: 60_000,
+    });
+    assert.equal(child.stdout.trim(), "closed", child.stderr);
+    assert.equal(child.status, 0);
   });
 });

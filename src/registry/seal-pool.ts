@@ -25,6 +25,8 @@ class Slot {
   readonly pending = new Map<number, Pending>();
   /** Set once the worker has stopped: nothing it was given will be answered or touched any more. */
   dead = false;
+  /** Set once the worker is being stopped: it keeps the process alive until it has. */
+  private stopping = false;
 
   constructor(onExit: (slot: Slot) => void) {
     this.worker = new Worker(new URL("./seal-worker.mjs", import.meta.url));
@@ -33,7 +35,7 @@ class Slot {
       const pending = this.pending.get(reply.job);
       if (pending === undefined) return;
       this.pending.delete(reply.job);
-      if (this.pending.size === 0) this.worker.unref();
+      if (this.pending.size === 0 && !this.stopping) this.worker.unref();
       clearTimeout(pending.timer);
       pending.resolve(reply);
     });
@@ -47,6 +49,17 @@ class Slot {
       this.pending.clear();
       onExit(this);
     });
+  }
+
+  /**
+   * Stops the worker; resolves once it has. Until then it stays referenced, even when a
+   * reply arrives meanwhile: an unreferenced worker's exit would not keep the event loop
+   * alive, and a process with nothing else to do would end with this still pending.
+   */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    this.worker.ref();
+    await this.worker.terminate();
   }
 }
 
@@ -99,7 +112,7 @@ export class SealPool {
     return new Promise<SealReply>((resolve, reject) => {
       const timer = setTimeout(() => {
         // The worker may still be inside the request: stop it; 'exit' fails what it held.
-        void slot.worker.terminate();
+        void slot.stop();
       }, JOB_TIMEOUT_MS);
       timer.unref();
       slot.pending.set(id, { resolve, reject, timer });
@@ -163,6 +176,6 @@ export class SealPool {
   /** Stops the workers (after the caller has waited for its uploads). */
   async close(): Promise<void> {
     this.closed = true;
-    await Promise.all(this.slots.map((slot) => slot?.worker.terminate()));
+    await Promise.all(this.slots.map((slot) => slot?.stop()));
   }
 }
