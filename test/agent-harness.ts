@@ -1,6 +1,7 @@
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Agent } from "../src/agent/agent.ts";
@@ -138,6 +139,22 @@ export async function pushBusybox(server: TestServer, name: string): Promise<str
 }
 
 /** Polls `check` until it returns a value, or fails after `timeoutMs`. */
+/**
+ * A TCP port for a task's static host port: below the kernel's ephemeral range (where a
+ * busy machine's outgoing connections would make a random pick collide) and free right now.
+ */
+export async function unusedStaticPort(): Promise<number> {
+  for (;;) {
+    const port = 20_000 + (randomBytes(2).readUInt16BE() % 12_000);
+    const free = await new Promise<boolean>((resolve) => {
+      const probe = createServer();
+      probe.once("error", () => resolve(false));
+      probe.listen({ port, host: "0.0.0.0", exclusive: true }, () => probe.close(() => resolve(true)));
+    });
+    if (free) return port;
+  }
+}
+
 export async function eventually<T>(
   what: string,
   check: () => Promise<T | undefined>,

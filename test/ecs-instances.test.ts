@@ -7,7 +7,14 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { DescribeContainerInstancesCommand } from "@aws-sdk/client-ecs";
 import { AGENT_TIMEOUT_MS } from "../src/ecs/instances.ts";
-import { cleanupAgent, eventually, pushBusybox, startTestAgent, type TestAgent } from "./agent-harness.ts";
+import {
+  cleanupAgent,
+  eventually,
+  pushBusybox,
+  startTestAgent,
+  type TestAgent,
+  unusedStaticPort,
+} from "./agent-harness.ts";
 import { aws, ecsClient, startTestServer, type TestServer } from "./helpers.ts";
 
 /**
@@ -208,7 +215,7 @@ describe("container instances", () => {
 
   it("shows a running task's CPU, memory and static host port taken from the remaining resources", async () => {
     const before = await describeInstance(agentArn());
-    const hostPort = 20_000 + (randomBytes(2).readUInt16BE() % 9_000);
+    const hostPort = await unusedStaticPort();
     const definition = await registerTaskDefinition({
       family: `web-${run}`,
       containerDefinitions: [

@@ -5,7 +5,14 @@ import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { DescribeTasksCommand, ListTasksCommand } from "@aws-sdk/client-ecs";
-import { cleanupAgent, eventually, pushBusybox, startTestAgent, type TestAgent } from "./agent-harness.ts";
+import {
+  cleanupAgent,
+  eventually,
+  pushBusybox,
+  startTestAgent,
+  type TestAgent,
+  unusedStaticPort,
+} from "./agent-harness.ts";
 import { aws, ecsClient, startTestServer, type TestServer } from "./helpers.ts";
 
 /**
@@ -27,6 +34,7 @@ interface Task {
   desiredStatus: string;
   containerInstanceArn?: string;
   startedBy?: string;
+  stoppedReason?: string;
   overrides?: { containerOverrides?: Array<{ name: string; command?: string[] }> };
   containers: Array<{ name: string; exitCode?: number }>;
 }
@@ -103,6 +111,8 @@ async function describeTask(taskArn: string): Promise<Task> {
 function untilStatus(taskArn: string, status: string): Promise<Task> {
   return eventually(`${taskArn} ${status}`, async () => {
     const task = await describeTask(taskArn);
+    if (task.lastStatus === "STOPPED" && status !== "STOPPED")
+      assert.fail(`${taskArn} stopped instead: ${task.stoppedReason} ${JSON.stringify(task.containers)}`);
     return task.lastStatus === status ? task : undefined;
   });
 }
@@ -357,7 +367,7 @@ describe("tasks: the API in detail", () => {
 
   it("refuses a second task for a static host port already taken on the only instance: RESOURCE:PORTS", async () => {
     const instance = firstAgentArn();
-    const hostPort = 30_000 + (randomBytes(2).readUInt16BE() % 9_000);
+    const hostPort = await unusedStaticPort();
     const definition = await sleeper(`port-${run}`, {
       portMappings: [{ containerPort: 8080, hostPort, protocol: "tcp" }],
     });
