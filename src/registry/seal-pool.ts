@@ -105,7 +105,10 @@ export class SealPool {
   private nextSlot = 0;
   private closed = false;
 
-  constructor(size = Math.min(2, availableParallelism())) {
+  constructor(
+    size = Math.min(2, availableParallelism()),
+    private readonly maxSharedBytes = MAX_SHARED_BYTES,
+  ) {
     this.size = Math.max(1, size);
     this.slots = new Array<Slot | undefined>(this.size).fill(undefined);
   }
@@ -158,7 +161,7 @@ export class SealPool {
     const spare = this.spare.get(bytes)?.pop();
     if (spare !== undefined) return spare;
     const memory = new SharedArrayBuffer(bytes);
-    if (this.sharedBytes + bytes > MAX_SHARED_BYTES) return { id: 0, bytes: Buffer.from(memory) };
+    if (this.sharedBytes + bytes > this.maxSharedBytes) return { id: 0, bytes: Buffer.from(memory) };
     this.sharedBytes += bytes;
     return { id: this.nextShared++, bytes: Buffer.from(memory) };
   }
