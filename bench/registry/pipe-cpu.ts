@@ -3,6 +3,7 @@
 // and prints this process's CPU per GB by thread (user and system) and its page faults.
 //
 //   node --import tsx bench/registry/pipe-cpu.ts [--file-mib 256] [--gets 8] [--streams 3] [--runs 3]
+//     [--verify] (the client hashes what it reads) [--segment-kib 1024] (the file's segment size)
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
@@ -31,7 +32,6 @@ const streams = Number(values.streams);
 const runs = Number(values.runs);
 
 const TICK_S = 0.01; // USER_HZ
-const PAGE = 4096;
 
 interface ThreadCpu {
   name: string;
@@ -154,7 +154,6 @@ for (let i = 0; i < runs; i++) {
       `(${(self.user / 1e6 / gb).toFixed(2)}u+${(self.system / 1e6 / gb).toFixed(2)}s), client ${(result.clientCpu / gb).toFixed(2)} s/GB | ${parts.join(" | ")}`,
   );
 }
-void PAGE;
 server.close();
 await pool.close();
 rmSync(dir, { recursive: true, force: true });

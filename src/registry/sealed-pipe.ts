@@ -33,8 +33,9 @@ function drained(sink: Writable): Promise<void> {
  * touching a cipher: workers of `pool` read and open segments, `readAhead`
  * past the one being written, into buffers shared with them, which are reused
  * once the sink has called back for them (a sink must not hold a chunk after
- * its write callback, as a socket does not). Nothing is copied or moved between
- * threads, so the event loop's heap sees no per-segment allocation. Every
+ * its write callback, as a socket does not). No buffer moves between threads
+ * per segment, so the event loop's heap takes on no external memory (and no GC)
+ * for the bytes. Every
  * segment is authenticated before any of its bytes is written. Resolves when
  * the last byte is handed to the sink; rejects (having written a prefix) when a
  * segment fails or the sink closes; in both cases only after nothing in flight
