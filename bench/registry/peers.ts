@@ -5,6 +5,7 @@ import {
   existsSync,
   mkdirSync,
   mkdtempSync,
+  readdirSync,
   readFileSync,
   rmSync,
   writeFileSync,
@@ -285,6 +286,33 @@ async function answers(url: string, timeoutMs: number, exited: () => boolean): P
 
 /** USER_HZ: 100 on every Linux the project runs on. */
 export const CLOCK_TICKS = 100;
+
+/**
+ * User and system CPU seconds each thread of a process has used so far (from
+ * /proc/<pid>/task/<tid>/stat), by thread id; threads that ended are missing.
+ */
+export function threadCpuSeconds(pid: number): Map<number, { user: number; system: number }> {
+  const threads = new Map<number, { user: number; system: number }>();
+  let tids: string[];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return threads;
+  }
+  for (const tid of tids) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8");
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      threads.set(Number(tid), {
+        user: Number(fields[11]) / CLOCK_TICKS,
+        system: Number(fields[12]) / CLOCK_TICKS,
+      });
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  return threads;
+}
 
 /** User and system CPU seconds a process has used so far (from /proc/<pid>/stat). */
 export function processCpuSeconds(pid: number): { user: number; system: number } {

@@ -4,7 +4,7 @@ import { readFileSync } from "node:fs";
 import { cpus } from "node:os";
 import type { RegistryClient } from "./client.ts";
 import { type Image, layerChunks, MEDIA } from "./layers.ts";
-import { CLOCK_TICKS, processCpuSeconds } from "./peers.ts";
+import { CLOCK_TICKS, processCpuSeconds, threadCpuSeconds } from "./peers.ts";
 
 export interface PhaseResult {
   /** Layer and config bytes moved (0 for the manifest phase). */
@@ -15,12 +15,45 @@ export interface PhaseResult {
   serverCpuSeconds: number;
   /** The part of it spent in the kernel (syscalls, page faults). */
   serverSystemCpuSeconds: number;
+  /**
+   * The server's CPU by thread: its main thread (Wharf's event loop), its two busiest other
+   * threads (Wharf's sealing workers) and the rest (GC helpers, libuv's pool; for a Go
+   * program these are just its busiest threads).
+   */
+  serverThreads: { main: CpuSplit; busiest: CpuSplit; rest: CpuSplit };
   /** CPU this (client) process used during the phase. */
   clientCpuSeconds: number;
   /** CPU every other process on the machine used during the phase. */
   backgroundCpuSeconds: number;
   /** Per-request latency percentiles in milliseconds (manifest phase). */
   latencyMs?: { p50: number; p99: number };
+}
+
+export interface CpuSplit {
+  user: number;
+  system: number;
+}
+
+function threadSplit(
+  pid: number,
+  before: Map<number, CpuSplit>,
+  after: Map<number, CpuSplit>,
+): PhaseResult["serverThreads"] {
+  const used = [...after].map(([tid, now]) => {
+    const was = before.get(tid) ?? { user: 0, system: 0 };
+    return { tid, user: now.user - was.user, system: now.system - was.system };
+  });
+  const sum = (threads: CpuSplit[]) =>
+    threads.reduce((total, t) => ({ user: total.user + t.user, system: total.system + t.system }), {
+      user: 0,
+      system: 0,
+    });
+  const others = used.filter((t) => t.tid !== pid).sort((a, b) => b.user + b.system - (a.user + a.system));
+  return {
+    main: sum(used.filter((t) => t.tid === pid)),
+    busiest: sum(others.slice(0, 2)),
+    rest: sum(others.slice(2)),
+  };
 }
 
 /** Runs `work` with `concurrency` workers taking items in order. */
@@ -73,12 +106,14 @@ async function timed(
 ): Promise<PhaseResult> {
   const machine0 = machineCpu();
   const server0 = processCpuSeconds(pid);
+  const threads0 = threadCpuSeconds(pid);
   const client0 = process.cpuUsage();
   const t0 = process.hrtime.bigint();
   const { bytes, requests } = await run();
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
   const client = process.cpuUsage(client0);
   const server = processCpuSeconds(pid);
+  const serverThreads = threadSplit(pid, threads0, threadCpuSeconds(pid));
   const serverSystemCpuSeconds = server.system - server0.system;
   const serverCpuSeconds = server.user - server0.user + serverSystemCpuSeconds;
   const clientCpuSeconds = (client.user + client.system) / 1e6;
@@ -89,6 +124,7 @@ async function timed(
     seconds,
     serverCpuSeconds,
     serverSystemCpuSeconds,
+    serverThreads,
     clientCpuSeconds,
     backgroundCpuSeconds: Math.max(0, machineBusy - serverCpuSeconds - clientCpuSeconds),
   };

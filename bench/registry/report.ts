@@ -66,6 +66,12 @@ function row(
 
 const MB = 1e6;
 
+const THREAD_LABELS = {
+  main: "main thread (Wharf: event loop)",
+  busiest: "2 busiest other threads (Wharf: sealing workers)",
+  rest: "other threads",
+} as const;
+
 /** The headline rows (rates) and the supporting ones (server CPU cost, latency). */
 export function summarize(
   runs: PeerRun[],
@@ -101,6 +107,20 @@ export function summarize(
     row(runs, "pull: server CPU per GB", "CPU s", cpuPerGb("pull"), false),
     row(runs, "  of which kernel", "CPU s", systemPerGb("pull"), false),
     row(runs, "pull without hashing: server CPU per GB", "CPU s", cpuPerGb("pullUnhashed"), false),
+    ...(["pull", "pullUnhashed"] as const).flatMap((phase) =>
+      (["main", "busiest", "rest"] as const).map((group) =>
+        row(
+          runs,
+          `  ${phase === "pull" ? "pull" : "without hashing"}: ${THREAD_LABELS[group]}, user + kernel`,
+          "CPU s",
+          (run) => {
+            const split = run[phase].serverThreads[group];
+            return (split.user + split.system) / (run[phase].bytes / 1e9);
+          },
+          false,
+        ),
+      ),
+    ),
     row(
       runs,
       "manifests: server CPU per 1,000 requests",

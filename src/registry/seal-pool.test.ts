@@ -1,13 +1,15 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { open } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { FileBlobStore, randomUploadId } from "./blob-store.ts";
 import { SealPool, SealWorkerError } from "./seal-pool.ts";
+import { SealedAppender, SealedFileError } from "./sealed-file.ts";
+import { HEADER_BYTES, OVERHEAD, readHeader } from "./sealed-format.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "wharf-seal-pool-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -148,5 +150,60 @@ describe("the sealing pool", () => {
     });
     assert.equal(child.stdout.trim(), "closed", child.stderr);
     assert.equal(child.status, 0);
+  });
+
+  it("opens segments into shared buffers, reused by number, and past its limit into one-off ones", async () => {
+    const segmentBytes = 4096;
+    const pool = new SealPool(2, 3 * segmentBytes);
+    const masterKey = randomBytes(32);
+    const data = randomBytes(5 * segmentBytes + 100);
+    const path = join(dir, "shared");
+    const appender = await SealedAppender.open(path, masterKey, 0, segmentBytes);
+    await appender.write(data);
+    await appender.close();
+    const handle = await open(path, "r");
+    try {
+      const { key } = await readHeader(handle, masterKey);
+      const request = (index: number) => ({
+        fd: handle.fd,
+        key,
+        segmentBytes,
+        index,
+        plainBytes: Math.min(segmentBytes, data.length - index * segmentBytes),
+      });
+      const expect = (index: number) => data.subarray(index * segmentBytes, (index + 1) * segmentBytes);
+      // Four at once: three numbered buffers, then a one-off; both workers get some.
+      const buffers = [0, 1, 2, 3].map(() => pool.takeShared(segmentBytes));
+      assert.deepEqual(
+        buffers.map((b) => b.id),
+        [1, 2, 3, 0],
+      );
+      const lengths = await Promise.all(buffers.map((into, index) => pool.open(request(index), into)));
+      buffers.forEach((into, index) => {
+        assert.ok(into.bytes.subarray(0, lengths[index]).equals(expect(index)), `segment ${index}`);
+      });
+      for (const into of buffers) pool.giveShared(into);
+      // Numbered buffers come back, and workers that know them already are sent only the number.
+      for (let round = 0; round < 4; round++) {
+        const into = pool.takeShared(segmentBytes);
+        assert.notEqual(into.id, 0);
+        const index = round + 1;
+        const length = await pool.open(request(index), into);
+        assert.ok(into.bytes.subarray(0, length).equals(expect(index)));
+        pool.giveShared(into);
+      }
+      // A forged segment fails and leaves the buffer as it was.
+      const bytes = readFileSync(path);
+      const at = HEADER_BYTES + 2 * (segmentBytes + OVERHEAD) + 40;
+      bytes[at] = (bytes[at] as number) ^ 1;
+      writeFileSync(path, bytes);
+      const into = pool.takeShared(segmentBytes);
+      into.bytes.fill(0xaa);
+      await assert.rejects(pool.open(request(2), into), SealedFileError);
+      assert.ok(into.bytes.every((byte) => byte === 0xaa));
+    } finally {
+      await handle.close();
+      await pool.close();
+    }
   });
 });

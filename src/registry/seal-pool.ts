@@ -7,6 +7,11 @@ export class SealWorkerError extends Error {}
 
 /** A request that waits longer than this for its worker is failed, and the worker is stopped. */
 const JOB_TIMEOUT_MS = 60_000;
+/**
+ * Plaintext buffers kept shared with the workers, in bytes at most; past this, a buffer is
+ * used once and dropped (a worker keeps every buffer it has been given a number for).
+ */
+const MAX_SHARED_BYTES = 64 * 1024 * 1024;
 
 type Job =
   | Omit<SealSegment, "job">
@@ -23,6 +28,8 @@ interface Pending {
 class Slot {
   readonly worker: Worker;
   readonly pending = new Map<number, Pending>();
+  /** Shared plaintext buffers this worker has been given, by number. */
+  readonly knows = new Set<number>();
   /** Set once the worker has stopped: nothing it was given will be answered or touched any more. */
   dead = false;
   /** Set once the worker is being stopped: it keeps the process alive until it has. */
@@ -75,15 +82,33 @@ class Slot {
  * request starts a fresh worker. A file descriptor given with a request stays
  * in use until that request is answered or its worker has stopped.
  */
+/**
+ * A segment's plaintext buffer, shared with the workers: a worker opens a segment into it and
+ * the event loop writes it to a socket, and neither copies it or moves it. It belongs to one
+ * side at a time: the worker's from `open` until its answer, the caller's otherwise.
+ */
+export interface SharedBuffer {
+  /** Its number in the workers' maps; 0 for one used only once (past MAX_SHARED_BYTES). */
+  readonly id: number;
+  readonly bytes: Buffer;
+}
+
 export class SealPool {
   private readonly size: number;
   private readonly slots: Array<Slot | undefined>;
   private readonly assigned = new Map<string, Slot>();
   private nextJob = 1;
+  /** Shared buffers free for use, by size; `sharedBytes` counts those given out too. */
+  private readonly spare = new Map<number, SharedBuffer[]>();
+  private sharedBytes = 0;
+  private nextShared = 1;
   private nextSlot = 0;
   private closed = false;
 
-  constructor(size = Math.min(2, availableParallelism())) {
+  constructor(
+    size = Math.min(2, availableParallelism()),
+    private readonly maxSharedBytes = MAX_SHARED_BYTES,
+  ) {
     this.size = Math.max(1, size);
     this.slots = new Array<Slot | undefined>(this.size).fill(undefined);
   }
@@ -106,8 +131,7 @@ export class SealPool {
     return slot;
   }
 
-  private send(job: Job, transfer: ArrayBuffer[] = []): Promise<SealReply> {
-    const slot = this.slotFor(job.upload);
+  private send(job: Job, transfer: ArrayBuffer[] = [], slot = this.slotFor(job.upload)): Promise<SealReply> {
     const id = this.nextJob++;
     return new Promise<SealReply>((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -130,19 +154,47 @@ export class SealPool {
   }
 
   /**
-   * Reads and opens one segment into `buffer` (transferred, and given back with the plaintext's
-   * length). A missing or forged segment fails with SealedFileError.
+   * A buffer for one segment's plaintext, to `open` into; give it back with `giveShared` once
+   * nothing reads it any more (a socket has called back for it, say).
    */
-  async open(request: Omit<OpenSegment, "op" | "job">): Promise<{ buffer: ArrayBuffer; length: number }> {
-    const reply = await this.send({ op: "open", ...request }, [request.buffer]);
+  takeShared(bytes: number): SharedBuffer {
+    const spare = this.spare.get(bytes)?.pop();
+    if (spare !== undefined) return spare;
+    const memory = new SharedArrayBuffer(bytes);
+    if (this.sharedBytes + bytes > this.maxSharedBytes) return { id: 0, bytes: Buffer.from(memory) };
+    this.sharedBytes += bytes;
+    return { id: this.nextShared++, bytes: Buffer.from(memory) };
+  }
+
+  giveShared(buffer: SharedBuffer): void {
+    if (buffer.id === 0) return;
+    const list = this.spare.get(buffer.bytes.length) ?? [];
+    this.spare.set(buffer.bytes.length, list);
+    list.push(buffer);
+  }
+
+  /**
+   * Reads and opens one segment into `into` (see `takeShared`), which the worker writes until
+   * this settles; resolves with the plaintext's length. A missing or forged segment fails with
+   * SealedFileError, and nothing of it is written into `into`.
+   */
+  async open(
+    request: Omit<OpenSegment, "op" | "job" | "shared" | "memory">,
+    into: SharedBuffer,
+  ): Promise<number> {
+    const slot = this.slotFor(undefined);
+    const known = into.id !== 0 && slot.knows.has(into.id);
+    if (into.id !== 0) slot.knows.add(into.id);
+    const job: Job = { op: "open", ...request, shared: into.id };
+    if (!known) job.memory = into.bytes.buffer as SharedArrayBuffer;
+    const reply = await this.send(job, [], slot);
     if (reply.error !== undefined) {
       throw reply.sealedFileError === true
         ? new SealedFileError(reply.error)
         : new SealWorkerError(reply.error);
     }
-    if (reply.buffer === undefined || reply.length === undefined)
-      throw new SealWorkerError("sealing worker kept the buffer");
-    return { buffer: reply.buffer, length: reply.length };
+    if (reply.length === undefined) throw new SealWorkerError("sealing worker sent no length");
+    return reply.length;
   }
 
   /** The hex sha256 of an upload's bytes so far, or undefined when no worker holds its running hash. */

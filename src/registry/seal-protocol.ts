@@ -32,7 +32,7 @@ export interface ForgetUpload {
   upload: string;
 }
 
-/** Reads segment `index` of `fd` (holding `plainBytes` bytes) and opens it into `buffer`. */
+/** Reads segment `index` of `fd` (holding `plainBytes` bytes) and opens it into a shared buffer. */
 export interface OpenSegment {
   op: "open";
   job: number;
@@ -41,16 +41,21 @@ export interface OpenSegment {
   segmentBytes: number;
   index: number;
   plainBytes: number;
-  /** Where the plaintext goes, transferred; it comes back in the reply. */
-  buffer: ArrayBuffer;
+  /**
+   * Where the plaintext goes: shared buffer `shared` (0: one used only this once). Its memory
+   * is sent the first time a worker is asked to use it, and the worker keeps it by number.
+   */
+  shared: number;
+  memory?: SharedArrayBuffer;
 }
 
 export type SealRequest = SealSegment | DigestUpload | ForgetUpload | OpenSegment;
 
 export interface SealReply {
   job: number;
-  /** A seal's plaintext buffer, given back for reuse; an open's, holding `length` bytes of plaintext. */
+  /** A seal's plaintext buffer, given back for reuse. */
   buffer?: ArrayBuffer;
+  /** The plaintext bytes an open wrote into its shared buffer. */
   length?: number;
   digest?: string | undefined;
   error?: string;

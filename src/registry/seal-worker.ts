@@ -11,16 +11,24 @@ if (port === null) throw new Error("seal-worker.ts runs as a worker thread");
 
 /** Running hashes of uploads in progress, by upload id. */
 const hashes = new Map<string, Hash>();
+/** Plaintext buffers shared with the event loop, by number (see seal-pool.ts `takeShared`). */
+const shared = new Map<number, Buffer>();
 /** Where sealed segments are read to (grown to the largest segment seen). */
 let scratch = Buffer.alloc(0);
 
-/** Reads and opens one segment into the request's buffer; its length comes back. */
+/**
+ * Reads and opens one segment into the request's shared buffer; its length comes back. The
+ * plaintext is copied there only once the whole segment has authenticated.
+ */
 function openInto(request: Extract<SealRequest, { op: "open" }>): number {
   const { segmentBytes, index, plainBytes } = request;
+  if (request.memory !== undefined && request.shared !== 0)
+    shared.set(request.shared, Buffer.from(request.memory));
+  const out = request.memory === undefined ? shared.get(request.shared) : Buffer.from(request.memory);
+  if (out === undefined) throw new Error(`no shared buffer ${request.shared}`);
   if (scratch.length < segmentBytes + OVERHEAD) scratch = Buffer.allocUnsafeSlow(segmentBytes + OVERHEAD);
   const { position, bytes } = segmentRead(segmentBytes, index, plainBytes);
   const bytesRead = readSync(request.fd, scratch, 0, bytes, position);
-  const out = Buffer.from(request.buffer);
   let length = 0;
   for (const piece of openRead(
     Buffer.from(request.key),
@@ -30,7 +38,9 @@ function openInto(request: Extract<SealRequest, { op: "open" }>): number {
     scratch,
     bytesRead,
   )) {
-    piece.copy(out, length);
+    // `fill` with a buffer copies it once with memcpy; `copy` (TypedArray set) into shared
+    // memory moves it a word at a time (V8's relaxed_memmove), twice as slow here.
+    out.fill(piece, length, length + piece.length);
     length += piece.length;
   }
   return length;
@@ -78,7 +88,7 @@ function handle(request: SealRequest): SealReply {
       hashes.delete(request.upload);
       return { job: request.job };
     case "open":
-      return { job: request.job, buffer: request.buffer, length: openInto(request) };
+      return { job: request.job, length: openInto(request) };
   }
 }
 
@@ -92,7 +102,7 @@ port.on("message", (request: SealRequest) => {
       job: request.job,
       error: error instanceof Error ? error.message : String(error),
       sealedFileError: error instanceof SealedFileError,
-      ...(request.op === "seal" || request.op === "open" ? { buffer: request.buffer } : {}),
+      ...(request.op === "seal" ? { buffer: request.buffer } : {}),
     };
   }
   port.postMessage(reply, reply.buffer === undefined ? [] : [reply.buffer]);

@@ -86,6 +86,29 @@ describe("piping sealed files through the worker pool", () => {
     for (const result of results) assert.ok(result.equals(big));
   });
 
+  it("uses one-off buffers once the shared ones are all in use", async () => {
+    const small = new SealPool(2, 3 * SMALL);
+    try {
+      const data = randomBytes(20 * SMALL + 3);
+      const path = await sealed(data);
+      const results = await Promise.all(
+        [0, 1, 2, 3].map(async (i) => {
+          const sink = new SlowSink();
+          await pipeSealed(path, KEY, data.length, i * 100, data.length - 1 - i, sink, small, 2);
+          await new Promise<void>((resolve, reject) =>
+            sink.end((error?: Error | null) => (error ? reject(error) : resolve())),
+          );
+          return Buffer.concat(sink.received);
+        }),
+      );
+      results.forEach((result, i) => {
+        assert.ok(result.equals(data.subarray(i * 100, data.length - i)), `pipe ${i}`);
+      });
+    } finally {
+      await small.close();
+    }
+  });
+
   it("writes the segments before a forged one, then fails, and closes the file", async () => {
     const data = randomBytes(6 * SMALL);
     const path = await sealed(data);
