@@ -71,6 +71,17 @@ class Slot {
 }
 
 /**
+ * A segment's plaintext buffer, shared with the workers: a worker opens a segment into it and
+ * the event loop writes it to a socket, and neither copies it or moves it. It belongs to one
+ * side at a time: the worker's from `open` until its answer, the caller's otherwise.
+ */
+export interface SharedBuffer {
+  /** Its number in the workers' maps; 0 for one used only once (past MAX_SHARED_BYTES). */
+  readonly id: number;
+  readonly bytes: Buffer;
+}
+
+/**
  * Worker threads that hash and seal uploads off the event loop, so that a
  * push uses both cores: the event loop reads the socket and copies bytes into
  * segment buffers, which travel to a worker and back without being copied.
@@ -82,17 +93,6 @@ class Slot {
  * request starts a fresh worker. A file descriptor given with a request stays
  * in use until that request is answered or its worker has stopped.
  */
-/**
- * A segment's plaintext buffer, shared with the workers: a worker opens a segment into it and
- * the event loop writes it to a socket, and neither copies it or moves it. It belongs to one
- * side at a time: the worker's from `open` until its answer, the caller's otherwise.
- */
-export interface SharedBuffer {
-  /** Its number in the workers' maps; 0 for one used only once (past MAX_SHARED_BYTES). */
-  readonly id: number;
-  readonly bytes: Buffer;
-}
-
 export class SealPool {
   private readonly size: number;
   private readonly slots: Array<Slot | undefined>;
