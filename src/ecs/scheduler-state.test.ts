@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { prng } from "../../test/support/prng.ts";
+import { PlacementSnapshot } from "../scheduler/placement-snapshot.ts";
 import { SqliteStore } from "../store/sqlite.ts";
 import type { Store } from "../store/store.ts";
 import { saveCluster } from "./clusters.ts";
@@ -88,6 +89,24 @@ describe("SchedulerState", () => {
     const random = prng(11);
     const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)] as T;
     const live: string[] = [];
+    // The placement views kept between calls, and the spread loads asked of them, follow every change.
+    const spreads = ["attribute:ecs.availability-zone", "instanceId"].flatMap((field) =>
+      ["service:web", "family:app"].map((group) => ({ field, group })),
+    );
+    const assertPlacementFresh = () => {
+      const kept = state.placement(cluster.arn, "EC2", NOW);
+      const fresh = new PlacementSnapshot(state.snapshot(cluster.arn, "EC2", NOW).map((s) => s.view));
+      assert.deepEqual(kept.views, fresh.views);
+      for (const { field, group } of spreads) {
+        const loads = (s: { ids: Int32Array; load: Float64Array }) => [...s.ids].map((id) => s.load[id]);
+        assert.deepEqual(
+          loads(kept.spread(field, group)),
+          loads(fresh.spread(field, group)),
+          `${field} ${group}`,
+        );
+      }
+    };
+    assertPlacementFresh();
     for (let round = 0; round < 60; round++) {
       // Several transactions at once, so some share a commit.
       const work = Array.from({ length: 6 }, async () => {
@@ -129,6 +148,7 @@ describe("SchedulerState", () => {
           .catch(() => undefined);
       });
       await Promise.all(work);
+      assertPlacementFresh();
     }
     await assertMatchesStore(store, state, instances);
     await assertMatchesStore(store, await SchedulerState.load(store), instances);

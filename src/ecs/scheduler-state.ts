@@ -1,4 +1,5 @@
 import type { InstanceView } from "../scheduler/placement.ts";
+import { PlacementSnapshot } from "../scheduler/placement-snapshot.ts";
 import { type TaskFootprint, UsageIndex } from "../scheduler/usage.ts";
 import type { Store, Tx } from "../store/store.ts";
 import {
@@ -19,6 +20,12 @@ export interface InstanceSnapshot {
 }
 
 const NONE: ReadonlyMap<string, number> = new Map();
+
+interface CachedSnapshot {
+  entries: InstanceSnapshot[];
+  placement: PlacementSnapshot;
+  sweptAt: number;
+}
 
 /** How often (in the clock's time) cached snapshots look for agents that went quiet. */
 const SWEEP_MS = 1000;
@@ -68,8 +75,10 @@ export class SchedulerState implements TaskWrites, InstanceWrites {
   private readonly ordered = new Map<string, string[]>();
   /** Each instance's entry in the cached snapshot of its cluster. */
   private readonly entries = new Map<string, InstanceSnapshot>();
-  /** Cached snapshots by capacity and cluster. */
-  private readonly snapshots = new Map<string, { entries: InstanceSnapshot[]; sweptAt: number }>();
+  /** Cached snapshots by capacity and cluster, each with its views as placement reads them. */
+  private readonly snapshots = new Map<string, CachedSnapshot>();
+  /** Where each instance's entry sits in its cached snapshot's placement views. */
+  private readonly positions = new Map<string, { placement: PlacementSnapshot; index: number }>();
   /** Instances whose entries must be rebuilt before the next snapshot is handed out. */
   private readonly stale = new Set<string>();
   private readonly heartbeats = new Map<string, number>();
@@ -151,6 +160,23 @@ export class SchedulerState implements TaskWrites, InstanceWrites {
    * connection once a second of `now`). The caller must not change it.
    */
   snapshot(clusterArn: string, capacity: "EC2" | "FARGATE", now: number): readonly InstanceSnapshot[] {
+    return this.cached(clusterArn, capacity, now).entries;
+  }
+
+  /**
+   * The same snapshot's views as `place()` takes them, with what placement derives from them
+   * (ARN order, spread loads) kept up to date between calls. The caller must not change it.
+   */
+  placement(clusterArn: string, capacity: "EC2" | "FARGATE", now: number): PlacementSnapshot {
+    return this.cached(clusterArn, capacity, now).placement;
+  }
+
+  /** The availability zone of an instance in a snapshot handed out. */
+  zone(instanceArn: string): string | undefined {
+    return this.entries.get(instanceArn)?.zone;
+  }
+
+  private cached(clusterArn: string, capacity: "EC2" | "FARGATE", now: number): CachedSnapshot {
     const key = `${capacity} ${clusterArn}`;
     let cached = this.snapshots.get(key);
     if (cached === undefined) {
@@ -162,9 +188,12 @@ export class SchedulerState implements TaskWrites, InstanceWrites {
         this.entries.set(arn, entry);
         entries.push(entry);
       }
-      cached = { entries, sweptAt: now };
+      const placement = new PlacementSnapshot(entries.map((entry) => entry.view));
+      for (const [index, entry] of entries.entries())
+        this.positions.set(entry.view.arn, { placement, index });
+      cached = { entries, placement, sweptAt: now };
       this.snapshots.set(key, cached);
-      return entries;
+      return cached;
     }
     for (const arn of this.stale) {
       const entry = this.entries.get(arn);
@@ -181,7 +210,7 @@ export class SchedulerState implements TaskWrites, InstanceWrites {
       }
       cached.sweptAt = now;
     }
-    return cached.entries;
+    return cached;
   }
 
   private entryOf(record: InstanceRecord, now: number): InstanceSnapshot {
@@ -194,6 +223,8 @@ export class SchedulerState implements TaskWrites, InstanceWrites {
   private refresh(entry: InstanceSnapshot, record: InstanceRecord, now: number): void {
     const fresh = this.entryOf(record, now);
     entry.view = fresh.view;
+    const position = this.positions.get(record.arn);
+    position?.placement.set(position.index, fresh.view);
     entry.lastHeartbeat = fresh.lastHeartbeat;
     if (fresh.zone === undefined) delete entry.zone;
     else entry.zone = fresh.zone;
@@ -299,6 +330,7 @@ export class SchedulerState implements TaskWrites, InstanceWrites {
   private leave(record: InstanceRecord): void {
     this.clusters.get(record.clusterArn)?.delete(record.arn);
     this.entries.delete(record.arn);
+    this.positions.delete(record.arn);
     this.changed(record.clusterArn);
   }
 

@@ -456,13 +456,17 @@ export function taskOperations(
         const launchType = launchTypeOf(input, cluster.defaultCapacityProviderStrategy);
         checkInput(input, definition, launchType);
         const fargate = launchType === "FARGATE";
-        const instances = fargate ? fargateSnapshot(state, scopeOf(ctx), now) : snapshot(state, cluster, now);
-        if (instances.length === 0 && !fargate)
+        const instances = state.placement(
+          fargate ? fargateCapacityArn(scopeOf(ctx)) : cluster.arn,
+          fargate ? "FARGATE" : "EC2",
+          now,
+        );
+        if (instances.views.length === 0 && !fargate)
           throw InvalidParameter("No Container Instances were found in your cluster.");
         const containers = assignedContainers(definition, input.overrides);
         const reservation = reservationOf(definition, containers, input.overrides);
         const plan = place(
-          instances.map((i) => i.view),
+          instances,
           count,
           {
             cpu: reservation.cpu,
@@ -475,12 +479,8 @@ export function taskOperations(
           random,
         );
         const tasks: TaskRecord[] = [];
-        const chosen = new Set(plan.placements);
-        const zones = new Map<string, string | undefined>();
-        for (const instance of instances)
-          if (chosen.has(instance.view.arn)) zones.set(instance.view.arn, instance.zone);
         for (const instanceArn of plan.placements) {
-          const zone = zones.get(instanceArn);
+          const zone = state.zone(instanceArn);
           const task = newTask(
             { ctx, cluster, definition, input: { ...input, launchType }, registry },
             instanceArn,
