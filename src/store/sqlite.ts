@@ -1,4 +1,4 @@
-import { mkdirSync } from "node:fs";
+import { closeSync, fdatasync, fstatSync, mkdirSync, openSync, statSync } from "node:fs";
 import { dirname } from "node:path";
 import Database from "better-sqlite3";
 import { migrations as defaultMigrations } from "./migrations.ts";
@@ -9,10 +9,13 @@ export interface SqliteStoreOptions {
   path: string;
   migrations?: Migration[];
   /**
-   * `FULL` (the default) makes every acknowledged commit survive power loss;
+   * `FULL` (the default) makes every acknowledged commit survive power loss
+   * (SQLite writes the log, the store syncs it off the event loop: `WalSync`);
    * `NORMAL` survives a killed process but not a lost machine.
    */
   synchronous?: "FULL" | "NORMAL";
+  /** Tests: what becomes of each sync of the log (`FULL` only), e.g. held until they say. */
+  onLogSync?: (sync: Promise<void>) => Promise<void>;
 }
 
 type Statement = Database.Statement<SqlValue[]>;
@@ -82,6 +85,50 @@ type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
 const MAX_GROUP = 64;
 
 /**
+ * The write-ahead log, made durable off the event loop. SQLite itself then
+ * writes commits without syncing them (`synchronous = NORMAL`, which still
+ * syncs around checkpoints and when the log starts over); after each commit
+ * the store syncs the log with fdatasync on libuv's thread pool and only then
+ * acknowledges the commit, so what is acknowledged is as durable as with
+ * `FULL`, and the event loop serves requests while the disk works.
+ */
+class WalSync {
+  private fd: number | undefined;
+  private ino = -1;
+
+  constructor(
+    private readonly path: string,
+    private readonly onSync: (sync: Promise<void>) => Promise<void> = (sync) => sync,
+  ) {}
+
+  /** Syncs the log as it is now; resolves once it is on disk. */
+  sync(): Promise<void> {
+    const fd = this.open();
+    return this.onSync(
+      new Promise((resolve, reject) =>
+        fdatasync(fd, (error) => (error === null ? resolve() : reject(error))),
+      ),
+    );
+  }
+
+  /** The log's descriptor, opened again if SQLite ever replaced the file. */
+  private open(): number {
+    const ino = statSync(this.path).ino;
+    if (this.fd === undefined || ino !== this.ino) {
+      if (this.fd !== undefined) closeSync(this.fd);
+      this.fd = openSync(this.path, "r");
+      this.ino = fstatSync(this.fd).ino;
+    }
+    return this.fd;
+  }
+
+  close(): void {
+    if (this.fd !== undefined) closeSync(this.fd);
+    this.fd = undefined;
+  }
+}
+
+/**
  * Serialises async critical sections: a connection has one transaction at a
  * time.
  */
@@ -108,6 +155,11 @@ class Queue {
  * a sync per write into a sync per batch; alone, a transaction commits at once.
  * A transaction that added afterCommit hooks ends its batch, so the hooks run
  * before any later transaction starts and in-memory views never lag behind.
+ *
+ * With `synchronous = FULL` the log is synced after each batch's commit off
+ * the event loop (`WalSync`); the next batch starts once it is, and reads
+ * wait for it too, so nothing is seen, acknowledged or built upon before it
+ * is durable.
  */
 export class SqliteStore implements Store {
   private readonly writer: Connection;
@@ -115,10 +167,15 @@ export class SqliteStore implements Store {
   private readonly reads = new Queue();
   private pending: Pending[] = [];
   private draining: Promise<void> | undefined;
+  /** Syncs the log after each commit, when commits must be durable before they are acknowledged. */
+  private readonly wal: WalSync | undefined;
+  /** The sync of the last commit while it runs: reads wait for it. */
+  private syncing: Promise<unknown> | undefined;
 
-  private constructor(writer: Connection, reader: Connection) {
+  private constructor(writer: Connection, reader: Connection, wal: WalSync | undefined) {
     this.writer = writer;
     this.reader = reader;
+    this.wal = wal;
   }
 
   static async open(options: SqliteStoreOptions): Promise<SqliteStore> {
@@ -126,13 +183,16 @@ export class SqliteStore implements Store {
     if (!memory) mkdirSync(dirname(options.path), { recursive: true });
     const db = new Database(options.path);
     db.pragma("journal_mode = WAL");
-    db.pragma(`synchronous = ${options.synchronous ?? "FULL"}`);
+    // FULL: SQLite writes, the store syncs (WalSync) before it acknowledges.
+    const full = (options.synchronous ?? "FULL") === "FULL";
+    db.pragma(`synchronous = ${full && !memory ? "NORMAL" : (options.synchronous ?? "FULL")}`);
     db.pragma("foreign_keys = ON");
     db.pragma("busy_timeout = 5000");
     // An in-memory database is private to its connection, so it reads through the writer.
     const readDb = memory ? db : new Database(options.path, { readonly: true });
     if (!memory) readDb.pragma("busy_timeout = 5000");
-    const store = new SqliteStore(new Connection(db), new Connection(readDb));
+    const wal = full && !memory ? new WalSync(`${options.path}-wal`, options.onLogSync) : undefined;
+    const store = new SqliteStore(new Connection(db), new Connection(readDb), wal);
     await store.migrate(options.migrations ?? defaultMigrations);
     return store;
   }
@@ -205,6 +265,21 @@ export class SqliteStore implements Store {
       this.settle(group, outcomes, { error });
       return;
     }
+    if (this.wal !== undefined) {
+      const syncing = this.wal.sync();
+      this.syncing = syncing;
+      try {
+        await syncing;
+      } catch (error) {
+        // Committed (and visible) but perhaps not durable: no one is told it is, nothing is undone
+        // (the rows are there, and in-memory views must stay equal to them).
+        for (const [i, outcome] of outcomes.entries())
+          (group[i] as Pending).reject(outcome.ok ? error : outcome.error);
+        return;
+      } finally {
+        this.syncing = undefined;
+      }
+    }
     this.settle(group, outcomes, undefined);
   }
 
@@ -234,6 +309,8 @@ export class SqliteStore implements Store {
   read<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
     if (this.reader === this.writer || this.reader.db === this.writer.db) return this.transaction(fn);
     return this.reads.run(async () => {
+      // A commit is seen once it is durable.
+      while (this.syncing !== undefined) await this.syncing.catch(() => undefined);
       const db = this.reader.db;
       db.exec("BEGIN");
       try {
@@ -250,6 +327,7 @@ export class SqliteStore implements Store {
     await this.reads.run(async () => undefined);
     if (this.reader.db !== this.writer.db) this.reader.db.close();
     this.writer.db.close();
+    this.wal?.close();
   }
 
   private async migrate(migrations: Migration[]): Promise<void> {
