@@ -82,6 +82,9 @@ export class SchedulerState implements TaskWrites, InstanceWrites {
   /** Instances whose entries must be rebuilt before the next snapshot is handed out. */
   private readonly stale = new Set<string>();
   private readonly heartbeats = new Map<string, number>();
+  /** Agent token hashes of the instances here (not INACTIVE), and each instance's. */
+  private readonly tokens = new Map<string, string>();
+  private readonly tokenOf = new Map<string, string>();
   /** By instance: each task's version as the agent protocol gives it (its desiredVersion). */
   private readonly assigned = new Map<string, Map<string, number>>();
   private timer: NodeJS.Timeout | undefined;
@@ -91,10 +94,13 @@ export class SchedulerState implements TaskWrites, InstanceWrites {
   static async load(store: Store): Promise<SchedulerState> {
     const state = new SchedulerState();
     await store.read(async (tx) => {
-      const instances = await tx.all<InstanceRow>(
-        "SELECT arn, body, last_heartbeat, status FROM ecs_container_instances WHERE status != 'INACTIVE'",
+      const instances = await tx.all<InstanceRow & { token_hash: string }>(
+        "SELECT arn, body, last_heartbeat, status, token_hash FROM ecs_container_instances WHERE status != 'INACTIVE'",
       );
-      for (const row of instances) state.putInstance(fromRow(row));
+      for (const row of instances) {
+        state.putInstance(fromRow(row));
+        state.setToken(row.arn, row.token_hash === "" ? undefined : row.token_hash);
+      }
       const tasks = await tx.all<{ body: string }>(
         "SELECT body FROM ecs_tasks WHERE last_status != 'STOPPED'",
       );
@@ -129,13 +135,25 @@ export class SchedulerState implements TaskWrites, InstanceWrites {
     return this.records.get(arn);
   }
 
-  instanceSaved(tx: Tx, record: InstanceRecord): void {
+  instanceSaved(tx: Tx, record: InstanceRecord, tokenHash?: string): void {
     const before = this.records.get(record.arn);
+    const beforeToken = this.tokenOf.get(record.arn);
     this.putInstance({ ...record });
+    // The row keeps its token unless given a new one; an INACTIVE instance's is looked up in the store.
+    this.setToken(record.arn, record.status === "INACTIVE" ? undefined : (tokenHash ?? beforeToken));
     tx.onRollback(() => {
       if (before !== undefined) this.putInstance(before);
       else this.putInstance({ ...record, status: "INACTIVE" });
+      this.setToken(record.arn, beforeToken);
     });
+  }
+
+  /**
+   * The instance (not INACTIVE) whose agent holds the token with this hash, as the rows say;
+   * undefined when none here does (the store may still know it: a deregistered instance's).
+   */
+  instanceByToken(tokenHash: string): string | undefined {
+    return this.tokens.get(tokenHash);
   }
 
   /** Records that an instance's agent was heard from. */
@@ -276,6 +294,17 @@ export class SchedulerState implements TaskWrites, InstanceWrites {
         }
       });
     });
+  }
+
+  private setToken(instanceArn: string, tokenHash: string | undefined): void {
+    const previous = this.tokenOf.get(instanceArn);
+    if (previous !== undefined && this.tokens.get(previous) === instanceArn) this.tokens.delete(previous);
+    if (tokenHash === undefined) {
+      this.tokenOf.delete(instanceArn);
+      return;
+    }
+    this.tokenOf.set(instanceArn, tokenHash);
+    this.tokens.set(tokenHash, instanceArn);
   }
 
   private setTask(arn: string, footprint: TaskFootprint | undefined, version: number | undefined): void {
