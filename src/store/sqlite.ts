@@ -1,6 +1,7 @@
 import { closeSync, fdatasync, fstatSync, mkdirSync, openSync, statSync } from "node:fs";
 import { dirname } from "node:path";
 import Database from "better-sqlite3";
+import { Checkpointer } from "./checkpointer.ts";
 import { migrations as defaultMigrations } from "./migrations.ts";
 import type { Migration, Row, SqlValue, Store, Tx } from "./store.ts";
 
@@ -83,6 +84,9 @@ type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
 
 /** At most this many queued transactions share one commit, so the first of them is not kept waiting long. */
 const MAX_GROUP = 64;
+
+/** Log pages after which a commit checkpoints on the event loop, when the checkpoint worker fell behind. */
+const BACKSTOP_PAGES = 8000;
 
 /**
  * The write-ahead log, made durable off the event loop. SQLite itself then
@@ -172,10 +176,19 @@ export class SqliteStore implements Store {
   /** The sync of the last commit while it runs: reads wait for it. */
   private syncing: Promise<unknown> | undefined;
 
-  private constructor(writer: Connection, reader: Connection, wal: WalSync | undefined) {
+  /** Checkpoints the log off the event loop (file databases). */
+  private readonly checkpointer: Checkpointer | undefined;
+
+  private constructor(
+    writer: Connection,
+    reader: Connection,
+    wal: WalSync | undefined,
+    checkpointer: Checkpointer | undefined,
+  ) {
     this.writer = writer;
     this.reader = reader;
     this.wal = wal;
+    this.checkpointer = checkpointer;
   }
 
   static async open(options: SqliteStoreOptions): Promise<SqliteStore> {
@@ -192,7 +205,10 @@ export class SqliteStore implements Store {
     const readDb = memory ? db : new Database(options.path, { readonly: true });
     if (!memory) readDb.pragma("busy_timeout = 5000");
     const wal = full && !memory ? new WalSync(`${options.path}-wal`, options.onLogSync) : undefined;
-    const store = new SqliteStore(new Connection(db), new Connection(readDb), wal);
+    // SQLite's own checkpoint (inside a COMMIT, on the event loop) only as a backstop.
+    if (!memory) db.pragma(`wal_autocheckpoint = ${BACKSTOP_PAGES}`);
+    const checkpointer = memory ? undefined : new Checkpointer(options.path);
+    const store = new SqliteStore(new Connection(db), new Connection(readDb), wal, checkpointer);
     await store.migrate(options.migrations ?? defaultMigrations);
     return store;
   }
@@ -265,6 +281,7 @@ export class SqliteStore implements Store {
       this.settle(group, outcomes, { error });
       return;
     }
+    this.checkpointer?.committed();
     if (this.wal !== undefined) {
       const syncing = this.wal.sync();
       this.syncing = syncing;
@@ -325,6 +342,7 @@ export class SqliteStore implements Store {
     // Let queued work finish first, so nothing acknowledged is cut off.
     while (this.draining !== undefined) await this.draining;
     await this.reads.run(async () => undefined);
+    await this.checkpointer?.close();
     if (this.reader.db !== this.writer.db) this.reader.db.close();
     this.writer.db.close();
     this.wal?.close();
