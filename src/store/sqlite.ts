@@ -229,7 +229,12 @@ export class SqliteStore implements Store {
 
   private async drain(): Promise<void> {
     try {
-      while (this.pending.length > 0) await this.commitGroup();
+      while (this.pending.length > 0) {
+        await this.commitGroup();
+        // Let what the group's callers do next (send their replies) happen before the next group
+        // runs: a long transaction is one chain of microtasks that nothing else interrupts.
+        await new Promise((resolve) => setImmediate(resolve));
+      }
     } finally {
       this.draining = undefined;
     }
