@@ -66,7 +66,9 @@ describe("AssignmentCache", () => {
           if (task === undefined) return;
           if (action < 0.6) {
             const lastStatus = random() < 0.5 ? ("RUNNING" as const) : ("DEACTIVATING" as const);
-            const report = { taskArn: target, lastStatus, containers: [], at: NOW };
+            // Sometimes with a reason, so one may arrive after the task was already to stop.
+            const reason = random() < 0.5 ? { stoppedReason: `exited ${round}` } : {};
+            const report = { taskArn: target, lastStatus, containers: [], at: NOW + round, ...reason };
             if (applyReport(task, report)) await saveTask(tx, task, NOW, state);
           } else if (action < 0.8) {
             if (requestStop(task, "test", "UserInitiated", NOW, random() < 0.5))

@@ -14,6 +14,7 @@ export interface CachedAssignment {
 interface Cached {
   rowVersion: number;
   updatedAt: number;
+  desiredStatus: string;
   assignment: CachedAssignment;
 }
 
@@ -23,14 +24,19 @@ interface Cached {
  * body of those whose row changed since, rather than every task's body on
  * every poll. Reads go through the caller's (committed) read transaction, so
  * an agent never sees a task before it is committed.
+ *
+ * While a task's desired status is RUNNING its assignment cannot change (what
+ * it runs is fixed when it is created, and its desiredVersion grows only when
+ * it is asked to stop), so the agent's reports, which rewrite the row, do not
+ * make it parsed again; once it is to stop, any change of the row does.
  */
 export class AssignmentCache {
   private readonly byInstance = new Map<string, Map<string, Cached>>();
 
   /** Every task assigned to the instance and not STOPPED, oldest first, as `tasksForInstance` gives them. */
   async read(tx: Tx, instanceArn: string): Promise<CachedAssignment[]> {
-    const rows = await tx.all<{ arn: string; version: number; updated_at: number }>(
-      "SELECT arn, version, updated_at FROM ecs_tasks WHERE container_instance_arn = ? AND last_status != 'STOPPED' ORDER BY created_at",
+    const rows = await tx.all<{ arn: string; version: number; updated_at: number; desired_status: string }>(
+      "SELECT arn, version, updated_at, desired_status FROM ecs_tasks WHERE container_instance_arn = ? AND last_status != 'STOPPED' ORDER BY created_at",
       instanceArn,
     );
     const before = this.byInstance.get(instanceArn);
@@ -38,7 +44,11 @@ export class AssignmentCache {
     const out: CachedAssignment[] = [];
     for (const row of rows) {
       let entry = before?.get(row.arn);
-      if (entry === undefined || entry.rowVersion !== row.version || entry.updatedAt !== row.updated_at) {
+      if (
+        entry === undefined ||
+        ((entry.rowVersion !== row.version || entry.updatedAt !== row.updated_at) &&
+          (entry.desiredStatus !== "RUNNING" || row.desired_status !== "RUNNING"))
+      ) {
         const body = await tx.get<{ body: string }>("SELECT body FROM ecs_tasks WHERE arn = ?", row.arn);
         if (body === undefined) continue;
         const record = JSON.parse(body.body) as TaskRecord;
@@ -46,6 +56,7 @@ export class AssignmentCache {
         entry = {
           rowVersion: row.version,
           updatedAt: row.updated_at,
+          desiredStatus: record.wire.desiredStatus,
           assignment: {
             taskArn: assignment.taskArn,
             version: assignment.version,

@@ -87,7 +87,8 @@ export function fromRow(row: InstanceRow): InstanceRecord {
 
 /** What follows every instance write (the scheduler's in-memory state). */
 export interface InstanceWrites {
-  instanceSaved(tx: Tx, record: InstanceRecord): void;
+  /** `tokenHash`: the agent's new token, when the write gives it one. */
+  instanceSaved(tx: Tx, record: InstanceRecord, tokenHash?: string): void;
 }
 
 export async function saveInstance(
@@ -96,7 +97,7 @@ export async function saveInstance(
   writes: InstanceWrites,
   tokenHash?: string,
 ): Promise<void> {
-  writes.instanceSaved(tx, record);
+  writes.instanceSaved(tx, record, tokenHash);
   const changed = await tx.run(
     "UPDATE ecs_container_instances SET status = ?, agent_connected = 1, last_heartbeat = ?, updated_at = ?, body = ?, token_hash = COALESCE(?, token_hash) WHERE arn = ?",
     record.status,

@@ -1,11 +1,12 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { prng } from "../../test/support/prng.ts";
+import { PlacementSnapshot } from "../scheduler/placement-snapshot.ts";
 import { SqliteStore } from "../store/sqlite.ts";
-import type { Store } from "../store/store.ts";
+import type { Store, Tx } from "../store/store.ts";
 import { saveCluster } from "./clusters.ts";
 import { registerInstance } from "./instance-api.ts";
-import { findInstance, instanceUsage, saveInstance } from "./instances.ts";
+import { findInstance, hashToken, instanceUsage, saveInstance } from "./instances.ts";
 import { InstanceNotifier } from "./notifier.ts";
 import { SchedulerState } from "./scheduler-state.ts";
 import { newTask, type RunnableDefinition, taskOperations } from "./task-api.ts";
@@ -88,6 +89,24 @@ describe("SchedulerState", () => {
     const random = prng(11);
     const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)] as T;
     const live: string[] = [];
+    // The placement views kept between calls, and the spread loads asked of them, follow every change.
+    const spreads = ["attribute:ecs.availability-zone", "instanceId"].flatMap((field) =>
+      ["service:web", "family:app"].map((group) => ({ field, group })),
+    );
+    const assertPlacementFresh = () => {
+      const kept = state.placement(cluster.arn, "EC2", NOW);
+      const fresh = new PlacementSnapshot(state.snapshot(cluster.arn, "EC2", NOW).map((s) => s.view));
+      assert.deepEqual(kept.views, fresh.views);
+      for (const { field, group } of spreads) {
+        const loads = (s: { ids: Int32Array; load: Float64Array }) => [...s.ids].map((id) => s.load[id]);
+        assert.deepEqual(
+          loads(kept.spread(field, group)),
+          loads(fresh.spread(field, group)),
+          `${field} ${group}`,
+        );
+      }
+    };
+    assertPlacementFresh();
     for (let round = 0; round < 60; round++) {
       // Several transactions at once, so some share a commit.
       const work = Array.from({ length: 6 }, async () => {
@@ -129,6 +148,7 @@ describe("SchedulerState", () => {
           .catch(() => undefined);
       });
       await Promise.all(work);
+      assertPlacementFresh();
     }
     await assertMatchesStore(store, state, instances);
     await assertMatchesStore(store, await SchedulerState.load(store), instances);
@@ -172,6 +192,58 @@ describe("SchedulerState", () => {
     assert.equal(reloaded.snapshot(cluster.arn, "EC2", later)[0]?.lastHeartbeat, later);
     await store.transaction((tx) => saveInstance(tx, { ...record, status: "INACTIVE" }, state));
     assert.deepEqual(state.snapshot(cluster.arn, "EC2", later), []);
+    await store.close();
+  });
+
+  it("knows the agent token of every instance not INACTIVE as the rows do, through re-registrations, deregistrations and rollbacks", async () => {
+    const store = await SqliteStore.open({ path: ":memory:" });
+    const state = await SchedulerState.load(store);
+    await store.transaction((tx) => saveCluster(tx, cluster));
+    const random = prng(5);
+    const arns: string[] = [];
+    const given: string[] = [];
+    const register = (tx: Tx, arn?: string) =>
+      registerInstance(tx, state, { ...scope, now: NOW }, cluster, {
+        ...(arn === undefined ? {} : { arn }),
+        cpu: 1024,
+        memory: 1024,
+        attributes: [],
+        versionInfo: { agentVersion: "test" },
+        hostname: "h",
+        address: "127.0.0.1",
+        capacity: "EC2",
+      });
+    for (let step = 0; step < 80; step++) {
+      const action = random();
+      const target = arns.length === 0 ? undefined : arns[Math.floor(random() * arns.length)];
+      await store
+        .transaction(async (tx) => {
+          if (action < 0.35 || target === undefined) {
+            const { record, token } = await register(tx);
+            tx.afterCommit(() => arns.push(record.arn));
+            given.push(hashToken(token));
+          } else if (action < 0.65) {
+            given.push(hashToken((await register(tx, target)).token));
+          } else if (action < 0.8) {
+            const record = await findInstance(tx, target);
+            if (record !== undefined) await saveInstance(tx, { ...record, status: "INACTIVE" }, state);
+          } else {
+            given.push(hashToken((await register(tx, target)).token));
+            throw new Error("rolled back");
+          }
+        })
+        .catch(() => undefined);
+      for (const candidate of [state, await SchedulerState.load(store)]) {
+        const rows = await store.read((tx) =>
+          tx.all<{ arn: string; status: string; token_hash: string }>(
+            "SELECT arn, status, token_hash FROM ecs_container_instances",
+          ),
+        );
+        const live = new Map(rows.filter((r) => r.status !== "INACTIVE").map((r) => [r.token_hash, r.arn]));
+        for (const hash of given)
+          assert.equal(candidate.instanceByToken(hash), live.get(hash), `step ${step}`);
+      }
+    }
     await store.close();
   });
 

@@ -1,4 +1,5 @@
 import type { InstanceView } from "../scheduler/placement.ts";
+import { PlacementSnapshot } from "../scheduler/placement-snapshot.ts";
 import { type TaskFootprint, UsageIndex } from "../scheduler/usage.ts";
 import type { Store, Tx } from "../store/store.ts";
 import {
@@ -19,6 +20,12 @@ export interface InstanceSnapshot {
 }
 
 const NONE: ReadonlyMap<string, number> = new Map();
+
+interface CachedSnapshot {
+  entries: InstanceSnapshot[];
+  placement: PlacementSnapshot;
+  sweptAt: number;
+}
 
 /** How often (in the clock's time) cached snapshots look for agents that went quiet. */
 const SWEEP_MS = 1000;
@@ -68,11 +75,16 @@ export class SchedulerState implements TaskWrites, InstanceWrites {
   private readonly ordered = new Map<string, string[]>();
   /** Each instance's entry in the cached snapshot of its cluster. */
   private readonly entries = new Map<string, InstanceSnapshot>();
-  /** Cached snapshots by capacity and cluster. */
-  private readonly snapshots = new Map<string, { entries: InstanceSnapshot[]; sweptAt: number }>();
+  /** Cached snapshots by capacity and cluster, each with its views as placement reads them. */
+  private readonly snapshots = new Map<string, CachedSnapshot>();
+  /** Where each instance's entry sits in its cached snapshot's placement views. */
+  private readonly positions = new Map<string, { placement: PlacementSnapshot; index: number }>();
   /** Instances whose entries must be rebuilt before the next snapshot is handed out. */
   private readonly stale = new Set<string>();
   private readonly heartbeats = new Map<string, number>();
+  /** Agent token hashes of the instances here (not INACTIVE), and each instance's. */
+  private readonly tokens = new Map<string, string>();
+  private readonly tokenOf = new Map<string, string>();
   /** By instance: each task's version as the agent protocol gives it (its desiredVersion). */
   private readonly assigned = new Map<string, Map<string, number>>();
   private timer: NodeJS.Timeout | undefined;
@@ -82,10 +94,13 @@ export class SchedulerState implements TaskWrites, InstanceWrites {
   static async load(store: Store): Promise<SchedulerState> {
     const state = new SchedulerState();
     await store.read(async (tx) => {
-      const instances = await tx.all<InstanceRow>(
-        "SELECT arn, body, last_heartbeat, status FROM ecs_container_instances WHERE status != 'INACTIVE'",
+      const instances = await tx.all<InstanceRow & { token_hash: string }>(
+        "SELECT arn, body, last_heartbeat, status, token_hash FROM ecs_container_instances WHERE status != 'INACTIVE'",
       );
-      for (const row of instances) state.putInstance(fromRow(row));
+      for (const row of instances) {
+        state.putInstance(fromRow(row));
+        state.setToken(row.arn, row.token_hash === "" ? undefined : row.token_hash);
+      }
       const tasks = await tx.all<{ body: string }>(
         "SELECT body FROM ecs_tasks WHERE last_status != 'STOPPED'",
       );
@@ -120,13 +135,25 @@ export class SchedulerState implements TaskWrites, InstanceWrites {
     return this.records.get(arn);
   }
 
-  instanceSaved(tx: Tx, record: InstanceRecord): void {
+  instanceSaved(tx: Tx, record: InstanceRecord, tokenHash?: string): void {
     const before = this.records.get(record.arn);
+    const beforeToken = this.tokenOf.get(record.arn);
     this.putInstance({ ...record });
+    // The row keeps its token unless given a new one; an INACTIVE instance's is looked up in the store.
+    this.setToken(record.arn, record.status === "INACTIVE" ? undefined : (tokenHash ?? beforeToken));
     tx.onRollback(() => {
       if (before !== undefined) this.putInstance(before);
       else this.putInstance({ ...record, status: "INACTIVE" });
+      this.setToken(record.arn, beforeToken);
     });
+  }
+
+  /**
+   * The instance (not INACTIVE) whose agent holds the token with this hash, as the rows say;
+   * undefined when none here does (the store may still know it: a deregistered instance's).
+   */
+  instanceByToken(tokenHash: string): string | undefined {
+    return this.tokens.get(tokenHash);
   }
 
   /** Records that an instance's agent was heard from. */
@@ -151,6 +178,23 @@ export class SchedulerState implements TaskWrites, InstanceWrites {
    * connection once a second of `now`). The caller must not change it.
    */
   snapshot(clusterArn: string, capacity: "EC2" | "FARGATE", now: number): readonly InstanceSnapshot[] {
+    return this.cached(clusterArn, capacity, now).entries;
+  }
+
+  /**
+   * The same snapshot's views as `place()` takes them, with what placement derives from them
+   * (ARN order, spread loads) kept up to date between calls. The caller must not change it.
+   */
+  placement(clusterArn: string, capacity: "EC2" | "FARGATE", now: number): PlacementSnapshot {
+    return this.cached(clusterArn, capacity, now).placement;
+  }
+
+  /** The availability zone of an instance in a snapshot handed out. */
+  zone(instanceArn: string): string | undefined {
+    return this.entries.get(instanceArn)?.zone;
+  }
+
+  private cached(clusterArn: string, capacity: "EC2" | "FARGATE", now: number): CachedSnapshot {
     const key = `${capacity} ${clusterArn}`;
     let cached = this.snapshots.get(key);
     if (cached === undefined) {
@@ -162,9 +206,12 @@ export class SchedulerState implements TaskWrites, InstanceWrites {
         this.entries.set(arn, entry);
         entries.push(entry);
       }
-      cached = { entries, sweptAt: now };
+      const placement = new PlacementSnapshot(entries.map((entry) => entry.view));
+      for (const [index, entry] of entries.entries())
+        this.positions.set(entry.view.arn, { placement, index });
+      cached = { entries, placement, sweptAt: now };
       this.snapshots.set(key, cached);
-      return entries;
+      return cached;
     }
     for (const arn of this.stale) {
       const entry = this.entries.get(arn);
@@ -181,7 +228,7 @@ export class SchedulerState implements TaskWrites, InstanceWrites {
       }
       cached.sweptAt = now;
     }
-    return cached.entries;
+    return cached;
   }
 
   private entryOf(record: InstanceRecord, now: number): InstanceSnapshot {
@@ -194,6 +241,8 @@ export class SchedulerState implements TaskWrites, InstanceWrites {
   private refresh(entry: InstanceSnapshot, record: InstanceRecord, now: number): void {
     const fresh = this.entryOf(record, now);
     entry.view = fresh.view;
+    const position = this.positions.get(record.arn);
+    position?.placement.set(position.index, fresh.view);
     entry.lastHeartbeat = fresh.lastHeartbeat;
     if (fresh.zone === undefined) delete entry.zone;
     else entry.zone = fresh.zone;
@@ -245,6 +294,17 @@ export class SchedulerState implements TaskWrites, InstanceWrites {
         }
       });
     });
+  }
+
+  private setToken(instanceArn: string, tokenHash: string | undefined): void {
+    const previous = this.tokenOf.get(instanceArn);
+    if (previous !== undefined && this.tokens.get(previous) === instanceArn) this.tokens.delete(previous);
+    if (tokenHash === undefined) {
+      this.tokenOf.delete(instanceArn);
+      return;
+    }
+    this.tokenOf.set(instanceArn, tokenHash);
+    this.tokens.set(tokenHash, instanceArn);
   }
 
   private setTask(arn: string, footprint: TaskFootprint | undefined, version: number | undefined): void {
@@ -299,6 +359,7 @@ export class SchedulerState implements TaskWrites, InstanceWrites {
   private leave(record: InstanceRecord): void {
     this.clusters.get(record.clusterArn)?.delete(record.arn);
     this.entries.delete(record.arn);
+    this.positions.delete(record.arn);
     this.changed(record.clusterArn);
   }
 

@@ -296,6 +296,25 @@ export function newTask(factory: TaskFactory, instanceArn: string, zone: string 
   return { wire, assignment, reservation, desiredVersion: 1 };
 }
 
+/**
+ * The registry access of one call: the credentials a task is given depend only on the caller's
+ * key and the call's time, so a call that starts several tasks issues them once.
+ */
+export function onceCredentials(registry: TaskRegistryAccess): TaskRegistryAccess {
+  let issued:
+    | { accessKeyId: string; at: number; credentials: { username: string; password: string } }
+    | undefined;
+  return {
+    host: () => registry.host(),
+    credentials(accessKeyId, now) {
+      if (issued?.accessKeyId !== accessKeyId || issued.at !== now.getTime()) {
+        issued = { accessKeyId, at: now.getTime(), credentials: registry.credentials(accessKeyId, now) };
+      }
+      return issued.credentials;
+    },
+  };
+}
+
 /** RunTask's failure reason when no Fargate capacity can take a task (ECS's words). */
 export const FARGATE_CAPACITY_UNAVAILABLE =
   "Capacity is unavailable at this time. Please try again later or in a different availability zone";
@@ -456,13 +475,17 @@ export function taskOperations(
         const launchType = launchTypeOf(input, cluster.defaultCapacityProviderStrategy);
         checkInput(input, definition, launchType);
         const fargate = launchType === "FARGATE";
-        const instances = fargate ? fargateSnapshot(state, scopeOf(ctx), now) : snapshot(state, cluster, now);
-        if (instances.length === 0 && !fargate)
+        const instances = state.placement(
+          fargate ? fargateCapacityArn(scopeOf(ctx)) : cluster.arn,
+          fargate ? "FARGATE" : "EC2",
+          now,
+        );
+        if (instances.views.length === 0 && !fargate)
           throw InvalidParameter("No Container Instances were found in your cluster.");
         const containers = assignedContainers(definition, input.overrides);
         const reservation = reservationOf(definition, containers, input.overrides);
         const plan = place(
-          instances.map((i) => i.view),
+          instances,
           count,
           {
             cpu: reservation.cpu,
@@ -475,14 +498,11 @@ export function taskOperations(
           random,
         );
         const tasks: TaskRecord[] = [];
-        const chosen = new Set(plan.placements);
-        const zones = new Map<string, string | undefined>();
-        for (const instance of instances)
-          if (chosen.has(instance.view.arn)) zones.set(instance.view.arn, instance.zone);
+        const access = onceCredentials(registry);
         for (const instanceArn of plan.placements) {
-          const zone = zones.get(instanceArn);
+          const zone = state.zone(instanceArn);
           const task = newTask(
-            { ctx, cluster, definition, input: { ...input, launchType }, registry },
+            { ctx, cluster, definition, input: { ...input, launchType }, registry: access },
             instanceArn,
             zone,
           );

@@ -92,12 +92,26 @@ export function clusterNameOfArn(clusterArn: string): string {
   return clusterArn.slice(clusterArn.indexOf("cluster/") + "cluster/".length);
 }
 
+/** Random bytes drawn from the CSPRNG a page at a time: one call per task ID costs more than the ID. */
+const entropy = { bytes: Buffer.alloc(0), at: 0 };
+
+/** `n` random bytes as hex. */
+function randomHex(n: number): string {
+  if (entropy.at + n > entropy.bytes.length) {
+    entropy.bytes = randomBytes(4096);
+    entropy.at = 0;
+  }
+  const hex = entropy.bytes.toString("hex", entropy.at, entropy.at + n);
+  entropy.at += n;
+  return hex;
+}
+
 export function newTaskArn(scope: Scope, clusterArn: string): string {
   return formatArn({
     service: "ecs",
     region: scope.region,
     accountId: scope.accountId,
-    resource: `task/${clusterNameOfArn(clusterArn)}/${randomBytes(16).toString("hex")}`,
+    resource: `task/${clusterNameOfArn(clusterArn)}/${randomHex(16)}`,
   });
 }
 
@@ -132,6 +146,7 @@ export interface TaskWrites {
 export async function saveTask(tx: Tx, record: TaskRecord, now: number, writes: TaskWrites): Promise<void> {
   writes.taskSaved(tx, record);
   const wire = record.wire;
+  const body = JSON.stringify(record);
   const changed = await tx.run(
     `UPDATE ecs_tasks SET last_status = ?, desired_status = ?, updated_at = ?, stopped_at = ?, version = ?, body = ?
      WHERE arn = ?`,
@@ -140,7 +155,7 @@ export async function saveTask(tx: Tx, record: TaskRecord, now: number, writes: 
     now,
     wire.stoppedAt ?? null,
     wire.version,
-    JSON.stringify(record),
+    body,
     wire.taskArn,
   );
   if (changed > 0) return;
@@ -160,7 +175,7 @@ export async function saveTask(tx: Tx, record: TaskRecord, now: number, writes: 
     now,
     wire.stoppedAt ?? null,
     wire.version,
-    JSON.stringify(record),
+    body,
   );
 }
 

@@ -1,3 +1,4 @@
+import { PlacementSnapshot } from "./placement-snapshot.ts";
 import { type Expr, evaluate } from "./query.ts";
 
 /**
@@ -111,29 +112,6 @@ type Ranker =
   | { kind: "binpack"; field: "cpu" | "memory" }
   | { kind: "random" };
 
-/** A spread strategy: each instance's value of the field as a number, and the group's tasks per value. */
-function spreadOf(instances: InstanceView[], field: string, group: string): Ranker {
-  const byInstance = field === "instanceId" || field === "host";
-  const attribute = field.replace(/^attribute:/, "");
-  const numbers = new Map<string, number>();
-  const ids = new Int32Array(instances.length);
-  const loads: number[] = [];
-  // Every value across the cluster counts, so an empty zone attracts tasks.
-  for (let i = 0; i < instances.length; i++) {
-    const instance = instances[i] as InstanceView;
-    const value = byInstance ? instance.arn : (instance.attributes[attribute] ?? "");
-    let id = byInstance ? undefined : numbers.get(value);
-    if (id === undefined) {
-      id = loads.length;
-      if (!byInstance) numbers.set(value, id);
-      loads.push(0);
-    }
-    ids[i] = id;
-    if (instance.groups.size > 0) loads[id] = (loads[id] as number) + (instance.groups.get(group) ?? 0);
-  }
-  return { kind: "spread", ids, load: Float64Array.from(loads) };
-}
-
 type Spread = Extract<Ranker, { kind: "spread" }>;
 
 /**
@@ -146,25 +124,26 @@ type Spread = Extract<Ranker, { kind: "spread" }>;
  * exactly as the pass does: strategies in order, then the ARN.
  */
 class SpreadBuckets {
-  private readonly members = new Map<number, number[]>();
-  private readonly bests = new Map<number, number>();
+  /** Each group's members, gathered the first time a group's best must be found again. */
+  private members: Map<number, number[]> | undefined;
+  /** Each group's best candidate (-1: none), by the id of its value. */
+  private readonly bests: Int32Array;
+  /** The ids of groups with candidates. */
+  private readonly present: number[] = [];
 
   constructor(
     private readonly spreads: Spread[],
     private readonly order: Int32Array,
-    candidates: readonly number[],
+    private readonly candidates: readonly number[],
   ) {
     const first = spreads[0] as Spread;
+    this.bests = new Int32Array(first.load.length).fill(-1);
     for (const i of candidates) {
       const id = first.ids[i] as number;
-      let members = this.members.get(id);
-      if (members === undefined) {
-        members = [];
-        this.members.set(id, members);
-      }
-      members.push(i);
+      const best = this.bests[id] as number;
+      if (best < 0) this.present.push(id);
+      if (best < 0 || this.before(i, best)) this.bests[id] = i;
     }
-    for (const id of this.members.keys()) this.rescan(id);
   }
 
   /** Whether candidate `i` ranks before candidate `j`. */
@@ -177,21 +156,36 @@ class SpreadBuckets {
     return (this.order[i] as number) < (this.order[j] as number);
   }
 
+  private groups(): Map<number, number[]> {
+    if (this.members === undefined) {
+      const first = this.spreads[0] as Spread;
+      this.members = new Map();
+      for (const i of this.candidates) {
+        const id = first.ids[i] as number;
+        let members = this.members.get(id);
+        if (members === undefined) {
+          members = [];
+          this.members.set(id, members);
+        }
+        members.push(i);
+      }
+    }
+    return this.members;
+  }
+
   private rescan(id: number): void {
     let best = -1;
-    for (const i of this.members.get(id) ?? []) if (best < 0 || this.before(i, best)) best = i;
-    if (best < 0) {
-      this.members.delete(id);
-      this.bests.delete(id);
-    } else {
-      this.bests.set(id, best);
-    }
+    for (const i of this.groups().get(id) ?? []) if (best < 0 || this.before(i, best)) best = i;
+    this.bests[id] = best;
   }
 
   /** The best candidate, or -1 when none is left. */
   best(): number {
     let best = -1;
-    for (const i of this.bests.values()) if (best < 0 || this.before(i, best)) best = i;
+    for (const id of this.present) {
+      const i = this.bests[id] as number;
+      if (i >= 0 && (best < 0 || this.before(i, best))) best = i;
+    }
     return best;
   }
 
@@ -200,36 +194,21 @@ class SpreadBuckets {
     const first = this.spreads[0] as Spread;
     const home = first.ids[chosen] as number;
     if (refused) {
-      const members = this.members.get(home) ?? [];
+      const members = this.groups().get(home) ?? [];
       members.splice(members.indexOf(chosen), 1);
+    } else if (this.spreads.length === 1) {
+      // Its group's members share its one value, so their loads rose alike: the order among
+      // them, and every other group's best, stay as they were.
+      return;
     }
-    for (const [id, best] of this.bests) {
+    for (const id of this.present) {
+      const best = this.bests[id] as number;
+      if (best < 0) continue;
       if (id === home || this.spreads.some((spread, k) => k > 0 && spread.ids[best] === spread.ids[chosen])) {
         this.rescan(id);
       }
     }
   }
-}
-
-/** Each instance's position in ARN order, the last tie-breaker (no sorting when already in order). */
-function arnOrder(instances: InstanceView[]): Int32Array {
-  const order = new Int32Array(instances.length);
-  let sorted = true;
-  for (let i = 1; i < instances.length && sorted; i++) {
-    sorted = (instances[i - 1] as InstanceView).arn <= (instances[i] as InstanceView).arn;
-  }
-  if (sorted) {
-    for (let i = 0; i < order.length; i++) order[i] = i;
-    return order;
-  }
-  const byArn = instances.map((_, i) => i);
-  byArn.sort((a, b) => {
-    const x = (instances[a] as InstanceView).arn;
-    const y = (instances[b] as InstanceView).arn;
-    return x < y ? -1 : x > y ? 1 : 0;
-  });
-  for (const [position, i] of byArn.entries()) order[i] = position;
-  return order;
 }
 
 /** The instance with what one more task takes from it, copied so the caller's snapshot stays as it was. */
@@ -253,32 +232,42 @@ function withTask(instance: InstanceView, needs: TaskNeeds, copied: boolean): In
 /**
  * Places `count` tasks with the same needs. Does not modify the snapshot it
  * is given. Only the instance a task goes to changes between tasks, so each
- * instance is checked once, spread loads are counted once and then kept up
- * to date, and each task takes the best candidate in one pass (strategies in
- * order, later ones breaking ties of earlier ones, then the ARN): O(instances)
- * per task, with no allocation in the inner loop.
+ * instance is checked once, spread loads are taken from the snapshot (a
+ * `PlacementSnapshot` kept between calls has them counted already) and kept
+ * up to date, and each task takes the best candidate (strategies in order,
+ * later ones breaking ties of earlier ones, then the ARN): with only spread
+ * strategies, from the best of each group of the first one; otherwise in
+ * one pass over the candidates, with no allocation in the inner loop. A
+ * failure's reasons are worked out only when a task does not fit.
  */
 export function place(
-  snapshot: readonly InstanceView[],
+  snapshot: readonly InstanceView[] | PlacementSnapshot,
   count: number,
   needs: TaskNeeds,
   constraints: Constraint[],
   strategies: Strategy[],
   random: () => number,
 ): PlacementPlan {
-  const instances = snapshot.slice();
+  const prepared = snapshot instanceof PlacementSnapshot ? snapshot : new PlacementSnapshot(snapshot);
+  const instances = prepared.views.slice();
   const copied = new Uint8Array(instances.length);
-  const reasons: Array<PlacementFailure["reason"] | undefined> = new Array(instances.length);
   let candidates: number[] = [];
+  // Without constraints or host ports (the usual task), what refusal() asks comes down to this.
+  const plain = constraints.length === 0 && needs.ports.tcp.length === 0 && needs.ports.udp.length === 0;
   for (let i = 0; i < instances.length; i++) {
-    const reason = refusal(instances[i] as InstanceView, needs, constraints);
-    reasons[i] = reason;
-    if (reason === undefined) candidates.push(i);
+    const instance = instances[i] as InstanceView;
+    const fits = plain
+      ? instance.status === "ACTIVE" &&
+        instance.connected &&
+        instance.remaining.cpu >= needs.cpu &&
+        instance.remaining.memory >= needs.memory
+      : refusal(instance, needs, constraints) === undefined;
+    if (fits) candidates.push(i);
   }
-  const order = arnOrder(instances);
+  const order = prepared.order;
   const rankers: Ranker[] = strategies.map((strategy) =>
     strategy.type === "spread"
-      ? spreadOf(instances, strategy.field ?? "instanceId", needs.group)
+      ? { kind: "spread", ...prepared.spread(strategy.field ?? "instanceId", needs.group) }
       : strategy.type === "binpack"
         ? { kind: "binpack", field: strategy.field === "cpu" ? "cpu" : "memory" }
         : { kind: "random" },
@@ -312,9 +301,12 @@ export function place(
       }
     }
     if (best < 0) {
+      // Only the instances chosen changed since each was first checked: checking every one again
+      // now gives the reasons as they stand.
       const failures: PlacementFailure[] = [];
-      for (const [i, reason] of reasons.entries()) {
-        if (reason !== undefined) failures.push({ arn: (instances[i] as InstanceView).arn, reason });
+      for (const instance of instances) {
+        const reason = refusal(instance, needs, constraints);
+        if (reason !== undefined) failures.push({ arn: instance.arn, reason });
       }
       return { placements, failures };
     }
@@ -322,7 +314,6 @@ export function place(
     instances[best] = chosen;
     copied[best] = 1;
     const reason = refusal(chosen, needs, constraints);
-    reasons[best] = reason;
     if (reason !== undefined) candidates = candidates.filter((i) => i !== best);
     for (const ranker of rankers) {
       if (ranker.kind !== "spread") continue;

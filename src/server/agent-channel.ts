@@ -17,6 +17,7 @@ import {
   FARGATE_CAPACITY_CLUSTER,
   fargateCapacityArn,
   findInstance,
+  hashToken,
   type InstanceRecord,
   instanceArnByToken,
   instanceStatus,
@@ -133,7 +134,9 @@ export function registerAgentChannel(app: FastifyInstance, options: AgentChannel
     const header = request.headers.authorization ?? "";
     const token = header.startsWith("Bearer ") ? header.slice(7) : "";
     if (token === "") throw Unauthorized("A node token is required.");
-    const arn = await store.read((tx) => instanceArnByToken(tx, token));
+    // The scheduler's state knows the tokens of instances not INACTIVE; the store knows every one.
+    const arn =
+      state.instanceByToken(hashToken(token)) ?? (await store.read((tx) => instanceArnByToken(tx, token)));
     // The instance as the scheduler's state holds it, so no request parses it again.
     const instance =
       arn === undefined

@@ -1,6 +1,7 @@
-import { mkdirSync } from "node:fs";
+import { closeSync, fdatasync, fstatSync, mkdirSync, openSync, statSync } from "node:fs";
 import { dirname } from "node:path";
 import Database from "better-sqlite3";
+import { Checkpointer } from "./checkpointer.ts";
 import { migrations as defaultMigrations } from "./migrations.ts";
 import type { Migration, Row, SqlValue, Store, Tx } from "./store.ts";
 
@@ -9,10 +10,13 @@ export interface SqliteStoreOptions {
   path: string;
   migrations?: Migration[];
   /**
-   * `FULL` (the default) makes every acknowledged commit survive power loss;
+   * `FULL` (the default) makes every acknowledged commit survive power loss
+   * (SQLite writes the log, the store syncs it off the event loop: `WalSync`);
    * `NORMAL` survives a killed process but not a lost machine.
    */
   synchronous?: "FULL" | "NORMAL";
+  /** Tests: what becomes of each sync of the log (`FULL` only), e.g. held until they say. */
+  onLogSync?: (sync: Promise<void>) => Promise<void>;
 }
 
 type Statement = Database.Statement<SqlValue[]>;
@@ -81,6 +85,57 @@ type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
 /** At most this many queued transactions share one commit, so the first of them is not kept waiting long. */
 const MAX_GROUP = 64;
 
+/** Page cache of the writer and of the reader connection, KiB. */
+const WRITER_CACHE_KIB = 64 * 1024;
+const READER_CACHE_KIB = 32 * 1024;
+
+/** Log pages after which a commit checkpoints on the event loop, when the checkpoint worker fell behind. */
+const BACKSTOP_PAGES = 8000;
+
+/**
+ * The write-ahead log, made durable off the event loop. SQLite itself then
+ * writes commits without syncing them (`synchronous = NORMAL`, which still
+ * syncs around checkpoints and when the log starts over); after each commit
+ * the store syncs the log with fdatasync on libuv's thread pool and only then
+ * acknowledges the commit, so what is acknowledged is as durable as with
+ * `FULL`, and the event loop serves requests while the disk works.
+ */
+class WalSync {
+  private fd: number | undefined;
+  private ino = -1;
+
+  constructor(
+    private readonly path: string,
+    private readonly onSync: (sync: Promise<void>) => Promise<void> = (sync) => sync,
+  ) {}
+
+  /** Syncs the log as it is now; resolves once it is on disk. */
+  sync(): Promise<void> {
+    const fd = this.open();
+    return this.onSync(
+      new Promise((resolve, reject) =>
+        fdatasync(fd, (error) => (error === null ? resolve() : reject(error))),
+      ),
+    );
+  }
+
+  /** The log's descriptor, opened again if SQLite ever replaced the file. */
+  private open(): number {
+    const ino = statSync(this.path).ino;
+    if (this.fd === undefined || ino !== this.ino) {
+      if (this.fd !== undefined) closeSync(this.fd);
+      this.fd = openSync(this.path, "r");
+      this.ino = fstatSync(this.fd).ino;
+    }
+    return this.fd;
+  }
+
+  close(): void {
+    if (this.fd !== undefined) closeSync(this.fd);
+    this.fd = undefined;
+  }
+}
+
 /**
  * Serialises async critical sections: a connection has one transaction at a
  * time.
@@ -108,6 +163,11 @@ class Queue {
  * a sync per write into a sync per batch; alone, a transaction commits at once.
  * A transaction that added afterCommit hooks ends its batch, so the hooks run
  * before any later transaction starts and in-memory views never lag behind.
+ *
+ * With `synchronous = FULL` the log is synced after each batch's commit off
+ * the event loop (`WalSync`); the next batch starts once it is, and reads
+ * wait for it too, so nothing is seen, acknowledged or built upon before it
+ * is durable.
  */
 export class SqliteStore implements Store {
   private readonly writer: Connection;
@@ -115,10 +175,24 @@ export class SqliteStore implements Store {
   private readonly reads = new Queue();
   private pending: Pending[] = [];
   private draining: Promise<void> | undefined;
+  /** Syncs the log after each commit, when commits must be durable before they are acknowledged. */
+  private readonly wal: WalSync | undefined;
+  /** The sync of the last commit while it runs: reads wait for it. */
+  private syncing: Promise<unknown> | undefined;
 
-  private constructor(writer: Connection, reader: Connection) {
+  /** Checkpoints the log off the event loop (file databases). */
+  private readonly checkpointer: Checkpointer | undefined;
+
+  private constructor(
+    writer: Connection,
+    reader: Connection,
+    wal: WalSync | undefined,
+    checkpointer: Checkpointer | undefined,
+  ) {
     this.writer = writer;
     this.reader = reader;
+    this.wal = wal;
+    this.checkpointer = checkpointer;
   }
 
   static async open(options: SqliteStoreOptions): Promise<SqliteStore> {
@@ -126,13 +200,22 @@ export class SqliteStore implements Store {
     if (!memory) mkdirSync(dirname(options.path), { recursive: true });
     const db = new Database(options.path);
     db.pragma("journal_mode = WAL");
-    db.pragma(`synchronous = ${options.synchronous ?? "FULL"}`);
+    // FULL: SQLite writes, the store syncs (WalSync) before it acknowledges.
+    const full = (options.synchronous ?? "FULL") === "FULL";
+    db.pragma(`synchronous = ${full && !memory ? "NORMAL" : (options.synchronous ?? "FULL")}`);
     db.pragma("foreign_keys = ON");
     db.pragma("busy_timeout = 5000");
+    // Pages kept in memory (SQLite's default is 2 MiB): the writer's indexes stay cached as tasks accumulate.
+    db.pragma(`cache_size = -${WRITER_CACHE_KIB}`);
     // An in-memory database is private to its connection, so it reads through the writer.
     const readDb = memory ? db : new Database(options.path, { readonly: true });
     if (!memory) readDb.pragma("busy_timeout = 5000");
-    const store = new SqliteStore(new Connection(db), new Connection(readDb));
+    if (!memory) readDb.pragma(`cache_size = -${READER_CACHE_KIB}`);
+    const wal = full && !memory ? new WalSync(`${options.path}-wal`, options.onLogSync) : undefined;
+    // SQLite's own checkpoint (inside a COMMIT, on the event loop) only as a backstop.
+    if (!memory) db.pragma(`wal_autocheckpoint = ${BACKSTOP_PAGES}`);
+    const checkpointer = memory ? undefined : new Checkpointer(options.path);
+    const store = new SqliteStore(new Connection(db), new Connection(readDb), wal, checkpointer);
     await store.migrate(options.migrations ?? defaultMigrations);
     return store;
   }
@@ -146,7 +229,12 @@ export class SqliteStore implements Store {
 
   private async drain(): Promise<void> {
     try {
-      while (this.pending.length > 0) await this.commitGroup();
+      while (this.pending.length > 0) {
+        await this.commitGroup();
+        // Let what the group's callers do next (send their replies) happen before the next group
+        // runs: a long transaction is one chain of microtasks that nothing else interrupts.
+        await new Promise((resolve) => setImmediate(resolve));
+      }
     } finally {
       this.draining = undefined;
     }
@@ -205,6 +293,22 @@ export class SqliteStore implements Store {
       this.settle(group, outcomes, { error });
       return;
     }
+    this.checkpointer?.committed();
+    if (this.wal !== undefined) {
+      const syncing = this.wal.sync();
+      this.syncing = syncing;
+      try {
+        await syncing;
+      } catch (error) {
+        // Committed (and visible) but perhaps not durable: no one is told it is, nothing is undone
+        // (the rows are there, and in-memory views must stay equal to them).
+        for (const [i, outcome] of outcomes.entries())
+          (group[i] as Pending).reject(outcome.ok ? error : outcome.error);
+        return;
+      } finally {
+        this.syncing = undefined;
+      }
+    }
     this.settle(group, outcomes, undefined);
   }
 
@@ -234,6 +338,8 @@ export class SqliteStore implements Store {
   read<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
     if (this.reader === this.writer || this.reader.db === this.writer.db) return this.transaction(fn);
     return this.reads.run(async () => {
+      // A commit is seen once it is durable.
+      while (this.syncing !== undefined) await this.syncing.catch(() => undefined);
       const db = this.reader.db;
       db.exec("BEGIN");
       try {
@@ -248,8 +354,10 @@ export class SqliteStore implements Store {
     // Let queued work finish first, so nothing acknowledged is cut off.
     while (this.draining !== undefined) await this.draining;
     await this.reads.run(async () => undefined);
+    await this.checkpointer?.close();
     if (this.reader.db !== this.writer.db) this.reader.db.close();
     this.writer.db.close();
+    this.wal?.close();
   }
 
   private async migrate(migrations: Migration[]): Promise<void> {

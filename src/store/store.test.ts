@@ -204,6 +204,42 @@ describe("SqliteStore", () => {
     await store.close();
   });
 
+  it("acknowledges a commit, and lets readers see it, only once the log is synced", async () => {
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let holding = false;
+    const store = await SqliteStore.open({
+      path: freshPath(),
+      migrations: schema,
+      onLogSync: (sync) => (holding ? sync.then(() => held) : sync),
+    });
+    holding = true;
+    let acknowledged = false;
+    const writing = store
+      .transaction((tx) => tx.run("INSERT INTO items (id, n) VALUES ('synced', 1)"))
+      .then(() => {
+        acknowledged = true;
+      });
+    // The commit has happened (the write ran at once, alone); its sync is held.
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.equal(acknowledged, false);
+    let seen: unknown = "not yet";
+    const reading = store
+      .read((tx) => tx.get("SELECT id FROM items WHERE id = 'synced'"))
+      .then((row) => {
+        seen = row;
+      });
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.equal(seen, "not yet");
+    release();
+    await Promise.all([writing, reading]);
+    assert.equal(acknowledged, true);
+    assert.deepEqual(seen, { id: "synced" });
+    await store.close();
+  });
+
   it("lets readers see only committed data while a write is under way", async () => {
     const store = await SqliteStore.open({ path: freshPath(), migrations: schema });
     let release: () => void = () => undefined;
