@@ -109,8 +109,8 @@ class WalSync {
     private readonly onSync: (sync: Promise<void>) => Promise<void> = (sync) => sync,
   ) {}
 
-  /** Syncs the log as it is now; resolves once it is on disk. */
-  sync(): Promise<void> {
+  /** Syncs the log as it is now; resolves once it is on disk (fails, never throws). */
+  async sync(): Promise<void> {
     const fd = this.open();
     return this.onSync(
       new Promise((resolve, reject) =>
@@ -300,10 +300,9 @@ export class SqliteStore implements Store {
       try {
         await syncing;
       } catch (error) {
-        // Committed (and visible) but perhaps not durable: no one is told it is, nothing is undone
-        // (the rows are there, and in-memory views must stay equal to them).
-        for (const [i, outcome] of outcomes.entries())
-          (group[i] as Pending).reject(outcome.ok ? error : outcome.error);
+        // Committed (and visible) but perhaps not durable: no one is told it is, nothing is undone,
+        // and the afterCommit hooks run (the rows are there; views must stay equal to them).
+        this.settle(group, outcomes, undefined, { error });
         return;
       } finally {
         this.syncing = undefined;
@@ -312,8 +311,16 @@ export class SqliteStore implements Store {
     this.settle(group, outcomes, undefined);
   }
 
-  /** Resolves or rejects each transaction of a group; `lost` is why those that succeeded were not committed. */
-  private settle(group: Pending[], outcomes: Outcome[], lost: { error: unknown } | undefined): void {
+  /**
+   * Resolves or rejects each transaction of a group; `lost` is why those that succeeded were not
+   * committed, `unsynced` why those that committed are rejected all the same (after their hooks).
+   */
+  private settle(
+    group: Pending[],
+    outcomes: Outcome[],
+    lost: { error: unknown } | undefined,
+    unsynced?: { error: unknown },
+  ): void {
     if (lost !== undefined) for (let i = outcomes.length - 1; i >= 0; i--) undo(group[i] as Pending);
     for (const [i, outcome] of outcomes.entries()) {
       const entry = group[i] as Pending;
@@ -330,7 +337,8 @@ export class SqliteStore implements Store {
             process.emitWarning(`afterCommit hook failed: ${String(error)}`);
           }
         }
-        entry.resolve(outcome.value);
+        if (unsynced === undefined) entry.resolve(outcome.value);
+        else entry.reject(unsynced.error);
       }
     }
   }

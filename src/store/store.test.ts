@@ -240,6 +240,35 @@ describe("SqliteStore", () => {
     await store.close();
   });
 
+  it("rejects a commit whose log sync fails, still runs its afterCommit hooks, and carries on", async () => {
+    let failing = false;
+    const store = await SqliteStore.open({
+      path: freshPath(),
+      migrations: schema,
+      onLogSync: (sync) => (failing ? sync.then(() => Promise.reject(new Error("EIO: sync failed"))) : sync),
+    });
+    failing = true;
+    let hookRan = false;
+    await assert.rejects(
+      store.transaction(async (tx) => {
+        await tx.run("INSERT INTO items (id, n) VALUES ('unsynced', 1)");
+        tx.afterCommit(() => {
+          hookRan = true;
+        });
+      }),
+      /EIO: sync failed/,
+    );
+    // Committed and visible, though nobody was told it is durable; in-memory views followed it.
+    assert.equal(hookRan, true);
+    failing = false;
+    assert.deepEqual(await store.read((tx) => tx.get("SELECT id FROM items WHERE id = 'unsynced'")), {
+      id: "unsynced",
+    });
+    await store.transaction((tx) => tx.run("INSERT INTO items (id, n) VALUES ('after', 2)"));
+    assert.deepEqual(await store.read((tx) => tx.get("SELECT n FROM items WHERE id = 'after'")), { n: 2 });
+    await store.close();
+  });
+
   it("lets readers see only committed data while a write is under way", async () => {
     const store = await SqliteStore.open({ path: freshPath(), migrations: schema });
     let release: () => void = () => undefined;
