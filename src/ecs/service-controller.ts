@@ -62,7 +62,15 @@ export interface ServiceControllerOptions {
   agentTimeoutMs?: number;
   /** The instances and what is on them, in memory; every task write goes through it. */
   state: SchedulerState;
+  /**
+   * At most this many tasks are started per transaction: a larger scale-up is written in
+   * several, each planned afresh, with the event loop free between them.
+   */
+  startBatch?: number;
 }
+
+/** Tasks started per transaction unless told otherwise: ~30 ms of the event loop each. */
+export const START_BATCH = 250;
 
 const FAILURE_CODES = new Set(["TaskFailedToStart", "EssentialContainerExited"]);
 
@@ -135,6 +143,10 @@ function serviceState(record: ServiceRecord): ServiceState {
  * API, and by a periodic resync. Each key is reconciled by one worker at a
  * time: one transaction reads the service, its tasks and the cluster, plans
  * with the pure scheduler, and applies the plan to that same fresh state.
+ * A pass starts at most `startBatch` tasks; a larger scale-up takes several
+ * passes, each its own transaction planned from what the last one left, so
+ * no single transaction holds the event loop for long and a controller
+ * stopped between them is resumed by the next from the rows.
  */
 export class ServiceController {
   private readonly options: ServiceControllerOptions;
@@ -255,10 +267,16 @@ export class ServiceController {
       const key = await this.queue.get();
       if (key === undefined) return;
       try {
-        const changed = await this.reconcile(key);
+        const { changed, more } = await this.pass(key);
         this.failures.delete(key);
-        // A pass that changed something is followed by one that checks where it got to.
-        if (changed) this.later(100, () => this.enqueue(key));
+        if (more) {
+          // A bounded pass left tasks to start: the next batch goes once other work has had a turn.
+          this.enqueue(key);
+          await new Promise((resolve) => setImmediate(resolve));
+        } else if (changed) {
+          // A pass that changed something is followed by one that checks where it got to.
+          this.later(100, () => this.enqueue(key));
+        }
       } catch (error) {
         const attempts = (this.failures.get(key) ?? 0) + 1;
         this.failures.set(key, attempts);
@@ -272,8 +290,26 @@ export class ServiceController {
     }
   }
 
-  /** One pass for one service; returns whether it changed anything. */
+  /**
+   * Reconciles a service until no pass is left with tasks to start (a large scale-up takes
+   * several), letting the event loop turn between passes; returns whether anything changed.
+   */
   async reconcile(arn: string): Promise<boolean> {
+    let changed = false;
+    for (;;) {
+      const pass = await this.pass(arn);
+      changed ||= pass.changed;
+      if (!pass.more || this.stopping.signal.aborted) return changed;
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+  }
+
+  /**
+   * One pass for one service, in one transaction, starting at most `startBatch` tasks:
+   * whether it changed anything, and whether it stopped at that bound (more to start).
+   */
+  async pass(arn: string): Promise<{ changed: boolean; more: boolean }> {
+    const maxStarts = this.options.startBatch ?? START_BATCH;
     const now = this.now();
     const timeout = this.options.agentTimeoutMs ?? AGENT_TIMEOUT_MS;
     // Until the controller itself has run this long, no agent is declared lost (they may not have polled yet).
@@ -312,15 +348,17 @@ export class ServiceController {
           now,
           lostBefore,
           recentEvents: events.map((e) => ({ message: e.message, at: e.createdAt })),
+          maxStarts,
         },
         this.random,
         () => newDeploymentId(this.random),
       );
-      return this.apply(tx, { record, cluster, definitions, instances, plan, now });
+      const applied = await this.apply(tx, { record, cluster, definitions, instances, plan, now });
+      return { ...applied, more: plan.starts.length >= maxStarts };
     });
-    if (result === undefined) return false;
+    if (result === undefined) return { changed: false, more: false };
     for (const instance of result.notify) this.options.notifier.notify(instance);
-    return result.changed;
+    return { changed: result.changed, more: result.more };
   }
 
   private async definitions(tx: Tx, record: ServiceRecord): Promise<Map<string, RunnableDefinition>> {
