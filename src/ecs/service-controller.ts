@@ -95,23 +95,60 @@ function taskState(record: TaskRecord): TaskState {
   return state;
 }
 
-/** The service's tasks not yet STOPPED, and the STOPPED ones of deployments still rolling out. */
-async function serviceTasks(tx: Tx, record: ServiceRecord): Promise<TaskRecord[]> {
-  const rows = await tx.all<{ body: string }>(
-    "SELECT body FROM ecs_tasks WHERE cluster_arn = ? AND service_name = ? AND last_status != 'STOPPED'",
+type TaskRow = {
+  arn: string;
+  version: number;
+  last_status: string;
+  desired_status: string;
+};
+
+/** What a task's scheduling state is known by: every change to it moves one of these. */
+function rowKey(row: TaskRow): string {
+  return `${row.version}:${row.last_status}:${row.desired_status}`;
+}
+
+/** Each task's scheduling state as last read, by the row key it was read at. */
+type TaskStates = Map<string, { key: string; state: TaskState }>;
+
+/**
+ * The service's tasks not yet STOPPED, and the STOPPED ones of deployments still rolling out.
+ * Only the tasks whose rows changed since the service's last pass are read and parsed; the
+ * rest come from `known` (a large scale-up's passes would otherwise each parse every task).
+ */
+async function serviceTasks(
+  tx: Tx,
+  record: ServiceRecord,
+  known: TaskStates,
+): Promise<{ tasks: TaskState[]; states: TaskStates }> {
+  const columns = "arn, version, last_status, desired_status";
+  const rows = await tx.all<TaskRow>(
+    `SELECT ${columns} FROM ecs_tasks WHERE cluster_arn = ? AND service_name = ? AND last_status != 'STOPPED'`,
     record.clusterArn,
     record.name,
   );
   for (const deployment of record.deployments) {
     if (deployment.rolloutState !== "IN_PROGRESS") continue;
     rows.push(
-      ...(await tx.all<{ body: string }>(
-        "SELECT body FROM ecs_tasks WHERE started_by = ? AND last_status = 'STOPPED'",
+      ...(await tx.all<TaskRow>(
+        `SELECT ${columns} FROM ecs_tasks WHERE started_by = ? AND last_status = 'STOPPED'`,
         deployment.id,
       )),
     );
   }
-  return rows.map((row) => JSON.parse(row.body) as TaskRecord);
+  const states: TaskStates = new Map();
+  const tasks: TaskState[] = [];
+  for (const row of rows) {
+    const key = rowKey(row);
+    let entry = known.get(row.arn);
+    if (entry?.key !== key) {
+      const task = await findTask(tx, row.arn);
+      if (task === undefined) continue;
+      entry = { key, state: taskState(task) };
+    }
+    states.set(row.arn, entry);
+    tasks.push(entry.state);
+  }
+  return { tasks, states };
 }
 
 function serviceState(record: ServiceRecord): ServiceState {
@@ -160,6 +197,8 @@ export class ServiceController {
   private taskMark = 0;
   private instanceMark = 0;
   private seen = new Set<string>();
+  /** By service: its tasks' scheduling states as its last pass read them. */
+  private readonly known = new Map<string, TaskStates>();
 
   constructor(options: ServiceControllerOptions) {
     this.options = options;
@@ -316,14 +355,21 @@ export class ServiceController {
     const lostBefore = now - this.startedAt > timeout ? now - timeout : Number.NEGATIVE_INFINITY;
     const result = await this.options.store.transaction(async (tx) => {
       const record = await findServiceByArn(tx, arn);
-      if (record === undefined || record.status === "INACTIVE") return undefined;
+      if (record === undefined || record.status === "INACTIVE") {
+        this.known.delete(arn);
+        return undefined;
+      }
       const scope = { region: this.options.region, accountId: this.options.accountId };
       const cluster = await findCluster(tx, scope, record.clusterArn);
       if (cluster === undefined) return undefined;
       const fargate = record.launchType === "FARGATE";
       const state = this.options.state;
       const instances = fargate ? fargateSnapshot(state, scope, now) : snapshot(state, cluster, now);
-      const tasks = (await serviceTasks(tx, record)).map(taskState);
+      const read = await serviceTasks(tx, record, this.known.get(arn) ?? new Map());
+      const tasks = read.tasks;
+      // What this transaction read is kept only if it commits.
+      this.known.set(arn, read.states);
+      tx.onRollback(() => this.known.delete(arn));
       const definitions = await this.definitions(tx, record);
       const placement: Record<string, DefinitionPlacement> = {};
       for (const [arn, definition] of definitions) {
