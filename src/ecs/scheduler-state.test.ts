@@ -11,7 +11,7 @@ import { InstanceNotifier } from "./notifier.ts";
 import { SchedulerState } from "./scheduler-state.ts";
 import { newTask, type RunnableDefinition, taskOperations } from "./task-api.ts";
 import { taskDefinitionOperations } from "./task-definition-api.ts";
-import { applyReport, findTask, requestStop, saveTask } from "./tasks.ts";
+import { applyReport, findTask, requestStop, saveTask, type TaskRecord } from "./tasks.ts";
 import { TEST_NOW, TEST_SCOPE, testCluster, testContext, testRegistry } from "./testing.ts";
 
 const scope = TEST_SCOPE;
@@ -133,8 +133,15 @@ describe("SchedulerState", () => {
               const task = await findTask(tx, target);
               if (task === undefined) return;
               if (action < 0.65) {
-                const report = { taskArn: target, lastStatus: "RUNNING" as const, containers: [], at: NOW };
-                if (applyReport(task, report)) await saveTask(tx, task, NOW, state);
+                // Reports as agents send them, some repeated, some stopping the task; a few read twice.
+                const lastStatus = pick(["RUNNING", "RUNNING", "DEACTIVATING", "STOPPED"] as const);
+                const report = { taskArn: target, lastStatus, containers: [], at: NOW + round };
+                if (applyReport(task, report)) await saveTask(tx, task, NOW + round, state);
+                if (random() < 0.3) {
+                  const again = await findTask(tx, target);
+                  if (again !== undefined && requestStop(again, "test", "UserInitiated", NOW + round))
+                    await saveTask(tx, again, NOW + round, state);
+                }
               } else if (action < 0.85) {
                 if (requestStop(task, "test", "UserInitiated", NOW, true))
                   await saveTask(tx, task, NOW, state);
@@ -152,6 +159,26 @@ describe("SchedulerState", () => {
     }
     await assertMatchesStore(store, state, instances);
     await assertMatchesStore(store, await SchedulerState.load(store), instances);
+    // Saves that set only the columns that changed leave every row's columns as its body says.
+    const rows = await store.read((tx) =>
+      tx.all<{
+        last_status: string;
+        desired_status: string;
+        stopped_at: number | null;
+        version: number;
+        body: string;
+      }>("SELECT last_status, desired_status, stopped_at, version, body FROM ecs_tasks"),
+    );
+    assert.ok(
+      rows.some((row) => row.last_status === "STOPPED") && rows.some((row) => row.last_status === "RUNNING"),
+    );
+    for (const row of rows) {
+      const { wire } = JSON.parse(row.body) as TaskRecord;
+      assert.deepEqual(
+        [row.last_status, row.desired_status, row.stopped_at, row.version],
+        [wire.lastStatus, wire.desiredStatus, wire.stoppedAt ?? null, wire.version],
+      );
+    }
     // The snapshot's views say what is left.
     const snapshot = state.snapshot(cluster.arn, "EC2", NOW);
     assert.deepEqual(

@@ -30,7 +30,7 @@ const ctx = (): RequestContext => ({
   now: clock(),
 });
 const ops = () => serviceOperations(store, () => undefined);
-const controller = (options: { agentTimeoutMs?: number } = {}) =>
+const controller = (options: { agentTimeoutMs?: number; startBatch?: number } = {}) =>
   new ServiceController({
     store,
     notifier: new InstanceNotifier(),
@@ -76,8 +76,8 @@ async function agentsCatchUp(service: string): Promise<void> {
   });
 }
 
-async function describeService(name: string): Promise<Record<string, unknown>> {
-  const out = (await ops().DescribeServices?.({ services: [name] }, ctx())) as {
+async function describeService(name: string, cluster = "default"): Promise<Record<string, unknown>> {
+  const out = (await ops().DescribeServices?.({ cluster, services: [name] }, ctx())) as {
     services: Array<Record<string, unknown>>;
   };
   return out.services[0] ?? {};
@@ -215,5 +215,130 @@ describe("the service controller", () => {
     const live = (await tasksOf("api")).filter((t) => t.wire.lastStatus !== "STOPPED");
     assert.equal(live.length, 3);
     assert.ok(live.every((t) => t.wire.containerInstanceArn === kept));
+  });
+});
+
+describe("a large scale-up", () => {
+  const bulk = clusterArn(scope, "bulk");
+  /** Counts the store's write transactions from here on. */
+  const countTransactions = (): { count: number; restore(): void } => {
+    const original = store.transaction;
+    const counter = {
+      count: 0,
+      restore: () => {
+        store.transaction = original;
+      },
+    };
+    store.transaction = ((fn) => {
+      counter.count++;
+      return original.call(store, fn);
+    }) as typeof store.transaction;
+    return counter;
+  };
+  const live = async (service: string) =>
+    (await tasksOf(service)).filter((t) => t.wire.lastStatus !== "STOPPED");
+  const create = async (name: string, desiredCount: number, extra: object = {}) => {
+    const out = (await ops().CreateService?.(
+      { cluster: "bulk", serviceName: name, taskDefinition: "app:1", desiredCount, ...extra },
+      ctx(),
+    )) as { service: { serviceArn: string } };
+    return out.service.serviceArn;
+  };
+
+  before(async () => {
+    await store.transaction(async (tx) => {
+      await saveCluster(tx, { ...cluster, arn: bulk, name: "bulk" });
+      for (const zone of ["us-east-1a", "us-east-1b", "us-east-1c"]) {
+        await registerInstance(
+          tx,
+          state,
+          { ...scope, now },
+          { ...cluster, arn: bulk, name: "bulk" },
+          {
+            cpu: 4096,
+            memory: 8192,
+            attributes: [{ name: "ecs.availability-zone", value: zone }],
+            versionInfo: { agentVersion: "test" },
+            hostname: `bulk-${zone}`,
+            address: "127.0.0.1",
+            capacity: "EC2",
+          },
+        );
+      }
+    });
+  });
+
+  it("is written in several transactions, one event per batch, and ends at exactly the desired count", async () => {
+    const arn = await create("wide", 100);
+    const transactions = countTransactions();
+    try {
+      assert.equal(await controller({ startBatch: 30 }).reconcile(arn), true);
+    } finally {
+      transactions.restore();
+    }
+    assert.equal(transactions.count, 4, "30 + 30 + 30 + 10");
+    const tasks = await tasksOf("wide");
+    assert.equal(tasks.length, 100);
+    assert.equal(new Set(tasks.map((t) => t.wire.taskArn)).size, 100);
+    const events = ((await describeService("wide", "bulk")).events as Array<{ message: string }>).map(
+      (e) => e.message,
+    );
+    const started = events.filter((m) => m.startsWith("(service wide) has started "));
+    assert.deepEqual(
+      started.map((m) => Number(m.split(" ")[4])),
+      [10, 30, 30, 30],
+    );
+    assert.equal(await controller({ startBatch: 30 }).reconcile(arn), false, "nothing left to start");
+    assert.equal((await tasksOf("wide")).length, 100);
+  });
+
+  it("stopped mid-way, is finished by the next controller at exactly the desired count", async () => {
+    const arn = await create("resumed", 100);
+    const first = controller({ startBatch: 30 });
+    assert.deepEqual(await first.pass(arn), { changed: true, more: true });
+    assert.deepEqual(await first.pass(arn), { changed: true, more: true });
+    assert.equal((await tasksOf("resumed")).length, 60);
+    // The first controller is gone; the next one starts from the rows.
+    assert.equal(await controller({ startBatch: 30 }).reconcile(arn), true);
+    const tasks = await tasksOf("resumed");
+    assert.equal(tasks.length, 100);
+    assert.equal(new Set(tasks.map((t) => t.wire.taskArn)).size, 100);
+  });
+
+  it("rolls a deployment out in batches without crossing its minimum or maximum", async () => {
+    const arn = await create("rolling", 90, {
+      deploymentConfiguration: { minimumHealthyPercent: 50, maximumPercent: 150 },
+    });
+    const scheduler = controller({ startBatch: 20 });
+    await scheduler.reconcile(arn);
+    now += 1000;
+    await agentsCatchUp("rolling");
+    await scheduler.reconcile(arn);
+    assert.equal((await live("rolling")).length, 90);
+    await ops().UpdateService?.({ cluster: "bulk", service: "rolling", taskDefinition: "app:2" }, ctx());
+    for (let round = 0; round < 40; round++) {
+      await scheduler.pass(arn);
+      const tasks = await live("rolling");
+      assert.ok(tasks.length <= 135, `${tasks.length} tasks live, more than maximumPercent allows`);
+      const healthy = tasks.filter(
+        (t) => t.wire.lastStatus === "RUNNING" && t.wire.desiredStatus === "RUNNING",
+      );
+      assert.ok(
+        healthy.length >= 45,
+        `${healthy.length} tasks running, fewer than minimumHealthyPercent allows`,
+      );
+      if (round % 2 === 1) {
+        now += 1000;
+        await agentsCatchUp("rolling");
+      }
+    }
+    const tasks = await live("rolling");
+    assert.equal(tasks.length, 90);
+    const service = await describeService("rolling", "bulk");
+    const deployments = service.deployments as Array<{ rolloutState: string; taskDefinition: string }>;
+    assert.deepEqual(
+      deployments.map((d) => [d.taskDefinition.endsWith(":2"), d.rolloutState]),
+      [[true, "COMPLETED"]],
+    );
   });
 });

@@ -62,7 +62,15 @@ export interface ServiceControllerOptions {
   agentTimeoutMs?: number;
   /** The instances and what is on them, in memory; every task write goes through it. */
   state: SchedulerState;
+  /**
+   * At most this many tasks are started per transaction: a larger scale-up is written in
+   * several, each planned afresh, with the event loop free between them.
+   */
+  startBatch?: number;
 }
+
+/** Tasks started per transaction unless told otherwise: ~30 ms of the event loop each. */
+export const START_BATCH = 250;
 
 const FAILURE_CODES = new Set(["TaskFailedToStart", "EssentialContainerExited"]);
 
@@ -87,23 +95,60 @@ function taskState(record: TaskRecord): TaskState {
   return state;
 }
 
-/** The service's tasks not yet STOPPED, and the STOPPED ones of deployments still rolling out. */
-async function serviceTasks(tx: Tx, record: ServiceRecord): Promise<TaskRecord[]> {
-  const rows = await tx.all<{ body: string }>(
-    "SELECT body FROM ecs_tasks WHERE cluster_arn = ? AND service_name = ? AND last_status != 'STOPPED'",
+type TaskRow = {
+  arn: string;
+  version: number;
+  last_status: string;
+  desired_status: string;
+};
+
+/** What a task's scheduling state is known by: every change to it moves one of these. */
+function rowKey(row: TaskRow): string {
+  return `${row.version}:${row.last_status}:${row.desired_status}`;
+}
+
+/** Each task's scheduling state as last read, by the row key it was read at. */
+type TaskStates = Map<string, { key: string; state: TaskState }>;
+
+/**
+ * The service's tasks not yet STOPPED, and the STOPPED ones of deployments still rolling out.
+ * Only the tasks whose rows changed since the service's last pass are read and parsed; the
+ * rest come from `known` (a large scale-up's passes would otherwise each parse every task).
+ */
+async function serviceTasks(
+  tx: Tx,
+  record: ServiceRecord,
+  known: TaskStates,
+): Promise<{ tasks: TaskState[]; states: TaskStates }> {
+  const columns = "arn, version, last_status, desired_status";
+  const rows = await tx.all<TaskRow>(
+    `SELECT ${columns} FROM ecs_tasks WHERE cluster_arn = ? AND service_name = ? AND last_status != 'STOPPED'`,
     record.clusterArn,
     record.name,
   );
   for (const deployment of record.deployments) {
     if (deployment.rolloutState !== "IN_PROGRESS") continue;
     rows.push(
-      ...(await tx.all<{ body: string }>(
-        "SELECT body FROM ecs_tasks WHERE started_by = ? AND last_status = 'STOPPED'",
+      ...(await tx.all<TaskRow>(
+        `SELECT ${columns} FROM ecs_tasks WHERE started_by = ? AND last_status = 'STOPPED'`,
         deployment.id,
       )),
     );
   }
-  return rows.map((row) => JSON.parse(row.body) as TaskRecord);
+  const states: TaskStates = new Map();
+  const tasks: TaskState[] = [];
+  for (const row of rows) {
+    const key = rowKey(row);
+    let entry = known.get(row.arn);
+    if (entry?.key !== key) {
+      const task = await findTask(tx, row.arn);
+      if (task === undefined) continue;
+      entry = { key, state: taskState(task) };
+    }
+    states.set(row.arn, entry);
+    tasks.push(entry.state);
+  }
+  return { tasks, states };
 }
 
 function serviceState(record: ServiceRecord): ServiceState {
@@ -135,6 +180,10 @@ function serviceState(record: ServiceRecord): ServiceState {
  * API, and by a periodic resync. Each key is reconciled by one worker at a
  * time: one transaction reads the service, its tasks and the cluster, plans
  * with the pure scheduler, and applies the plan to that same fresh state.
+ * A pass starts at most `startBatch` tasks; a larger scale-up takes several
+ * passes, each its own transaction planned from what the last one left, so
+ * no single transaction holds the event loop for long and a controller
+ * stopped between them is resumed by the next from the rows.
  */
 export class ServiceController {
   private readonly options: ServiceControllerOptions;
@@ -148,6 +197,8 @@ export class ServiceController {
   private taskMark = 0;
   private instanceMark = 0;
   private seen = new Set<string>();
+  /** By service: its tasks' scheduling states as its last pass read them. */
+  private readonly known = new Map<string, TaskStates>();
 
   constructor(options: ServiceControllerOptions) {
     this.options = options;
@@ -255,10 +306,16 @@ export class ServiceController {
       const key = await this.queue.get();
       if (key === undefined) return;
       try {
-        const changed = await this.reconcile(key);
+        const { changed, more } = await this.pass(key);
         this.failures.delete(key);
-        // A pass that changed something is followed by one that checks where it got to.
-        if (changed) this.later(100, () => this.enqueue(key));
+        if (more) {
+          // A bounded pass left tasks to start: the next batch goes once other work has had a turn.
+          this.enqueue(key);
+          await new Promise((resolve) => setImmediate(resolve));
+        } else if (changed) {
+          // A pass that changed something is followed by one that checks where it got to.
+          this.later(100, () => this.enqueue(key));
+        }
       } catch (error) {
         const attempts = (this.failures.get(key) ?? 0) + 1;
         this.failures.set(key, attempts);
@@ -272,22 +329,47 @@ export class ServiceController {
     }
   }
 
-  /** One pass for one service; returns whether it changed anything. */
+  /**
+   * Reconciles a service until no pass is left with tasks to start (a large scale-up takes
+   * several), letting the event loop turn between passes; returns whether anything changed.
+   */
   async reconcile(arn: string): Promise<boolean> {
+    let changed = false;
+    for (;;) {
+      const pass = await this.pass(arn);
+      changed ||= pass.changed;
+      if (!pass.more || this.stopping.signal.aborted) return changed;
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+  }
+
+  /**
+   * One pass for one service, in one transaction, starting at most `startBatch` tasks:
+   * whether it changed anything, and whether it stopped at that bound (more to start).
+   */
+  async pass(arn: string): Promise<{ changed: boolean; more: boolean }> {
+    const maxStarts = this.options.startBatch ?? START_BATCH;
     const now = this.now();
     const timeout = this.options.agentTimeoutMs ?? AGENT_TIMEOUT_MS;
     // Until the controller itself has run this long, no agent is declared lost (they may not have polled yet).
     const lostBefore = now - this.startedAt > timeout ? now - timeout : Number.NEGATIVE_INFINITY;
     const result = await this.options.store.transaction(async (tx) => {
       const record = await findServiceByArn(tx, arn);
-      if (record === undefined || record.status === "INACTIVE") return undefined;
+      if (record === undefined || record.status === "INACTIVE") {
+        this.known.delete(arn);
+        return undefined;
+      }
       const scope = { region: this.options.region, accountId: this.options.accountId };
       const cluster = await findCluster(tx, scope, record.clusterArn);
       if (cluster === undefined) return undefined;
       const fargate = record.launchType === "FARGATE";
       const state = this.options.state;
       const instances = fargate ? fargateSnapshot(state, scope, now) : snapshot(state, cluster, now);
-      const tasks = (await serviceTasks(tx, record)).map(taskState);
+      const read = await serviceTasks(tx, record, this.known.get(arn) ?? new Map());
+      const tasks = read.tasks;
+      // What this transaction read is kept only if it commits.
+      this.known.set(arn, read.states);
+      tx.onRollback(() => this.known.delete(arn));
       const definitions = await this.definitions(tx, record);
       const placement: Record<string, DefinitionPlacement> = {};
       for (const [arn, definition] of definitions) {
@@ -312,15 +394,17 @@ export class ServiceController {
           now,
           lostBefore,
           recentEvents: events.map((e) => ({ message: e.message, at: e.createdAt })),
+          maxStarts,
         },
         this.random,
         () => newDeploymentId(this.random),
       );
-      return this.apply(tx, { record, cluster, definitions, instances, plan, now });
+      const applied = await this.apply(tx, { record, cluster, definitions, instances, plan, now });
+      return { ...applied, more: plan.starts.length >= maxStarts };
     });
-    if (result === undefined) return false;
+    if (result === undefined) return { changed: false, more: false };
     for (const instance of result.notify) this.options.notifier.notify(instance);
-    return result.changed;
+    return { changed: result.changed, more: result.more };
   }
 
   private async definitions(tx: Tx, record: ServiceRecord): Promise<Map<string, RunnableDefinition>> {

@@ -1,7 +1,10 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { newTaskArn } from "./tasks.ts";
-import { TEST_SCOPE, testCluster } from "./testing.ts";
+import { prng } from "../../test/support/prng.ts";
+import { type ContainerReport, TASK_STATUSES, type TaskReport } from "../shared/agent-protocol.ts";
+import { newTask, type RunnableDefinition } from "./task-api.ts";
+import { applyReport, newTaskArn, type TaskWire } from "./tasks.ts";
+import { TEST_NOW, TEST_SCOPE, testCluster, testContext, testRegistry } from "./testing.ts";
 
 describe("newTaskArn", () => {
   it("names each task with 32 fresh hex digits, across refills of its entropy", () => {
@@ -15,5 +18,95 @@ describe("newTaskArn", () => {
       const digits = new Set(ids.map((arn) => arn.slice(-32)[position]));
       assert.equal(digits.size, 16, `position ${position}`);
     }
+  });
+});
+
+describe("applyReport", () => {
+  const definition = (awsvpc: boolean): RunnableDefinition => ({
+    taskDefinitionArn: "arn:aws:ecs:us-east-1:000000000000:task-definition/app:1",
+    family: "app",
+    revision: 1,
+    status: "ACTIVE",
+    ...(awsvpc ? { networkMode: "awsvpc" } : {}),
+    containerDefinitions: [
+      {
+        name: "web",
+        image: "busybox",
+        memory: 64,
+        essential: true,
+        healthCheck: { command: ["CMD", "true"] },
+      },
+      { name: "side", image: "busybox", memory: 64, essential: false },
+    ],
+  });
+
+  it("says a task changed exactly when its wire form did, and only then moves its version", () => {
+    const random = prng(7);
+    const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)] as T;
+    const maybe = <T>(value: T): T | undefined => (random() < 0.3 ? value : undefined);
+    let changes = 0;
+    for (let task = 0; task < 200; task++) {
+      const record = newTask(
+        {
+          ctx: testContext,
+          cluster: testCluster,
+          definition: definition(random() < 0.3),
+          input: { taskDefinition: "app:1" },
+          registry: testRegistry,
+        },
+        "arn:aws:ecs:us-east-1:000000000000:container-instance/default/i",
+        "us-east-1a",
+      );
+      for (let step = 0; step < 12; step++) {
+        const names = ["web", "side", "gone"].filter(() => random() < 0.6);
+        const report: TaskReport = {
+          taskArn: record.wire.taskArn,
+          lastStatus: pick(TASK_STATUSES),
+          containers: names.map((name) => {
+            const container: ContainerReport = {
+              name,
+              lastStatus: pick(["PENDING", "RUNNING", "STOPPED"] as const),
+            };
+            const exitCode = maybe(pick([0, 1, 137]));
+            if (exitCode !== undefined) container.exitCode = exitCode;
+            const reason = maybe(pick(["OOM", "exited"]));
+            if (reason !== undefined) container.reason = reason;
+            const health = maybe(pick(["HEALTHY", "UNHEALTHY", "UNKNOWN"] as const));
+            if (health !== undefined) container.healthStatus = health;
+            const runtimeId = maybe(pick(["a", "b"]));
+            if (runtimeId !== undefined) container.runtimeId = runtimeId;
+            const port = maybe(pick([80, 8080]));
+            if (port !== undefined)
+              container.networkBindings = [
+                { bindIP: "0.0.0.0", containerPort: 80, hostPort: port, protocol: "tcp" },
+              ];
+            return container;
+          }),
+          at: TEST_NOW + step * 1000,
+        };
+        const address = maybe(pick(["10.0.0.1", "10.0.0.2"]));
+        if (address !== undefined) report.privateIpv4Address = address;
+        const mac = maybe(pick(["aa", "bb"]));
+        if (mac !== undefined) report.macAddress = mac;
+        const pulled = maybe(TEST_NOW + step);
+        if (pulled !== undefined) report.pullStartedAt = pulled;
+        if (random() < 0.2) report.pullStoppedAt = TEST_NOW + step;
+        if (random() < 0.2) report.stopCode = "EssentialContainerExited";
+        if (random() < 0.2) report.stoppedReason = "Essential container in task exited";
+        const before = JSON.stringify(record.wire);
+        const version = record.wire.version;
+        const changed = applyReport(record, report);
+        const { version: after, ...rest } = record.wire;
+        const { version: _, ...previous } = JSON.parse(before) as TaskWire;
+        assert.equal(
+          changed,
+          JSON.stringify(rest) !== JSON.stringify(previous),
+          `step ${step} of task ${task}`,
+        );
+        assert.equal(after, changed ? version + 1 : version);
+        if (changed) changes++;
+      }
+    }
+    assert.ok(changes > 200, "the reports changed tasks often enough to say something");
   });
 });

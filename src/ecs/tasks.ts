@@ -143,17 +143,67 @@ export interface TaskWrites {
   taskSaved(tx: Tx, record: TaskRecord): void;
 }
 
+/** The columns a task's row holds besides its body, as they were when the record was read or written. */
+interface StoredColumns {
+  lastStatus: string;
+  desiredStatus: string;
+  stoppedAt: number | null;
+}
+
+/**
+ * The row's columns of each record read with `findTask` or saved since: a save then sets only
+ * the columns that changed, so SQLite rewrites only the index entries on those (a RUNNING
+ * report leaves the desired status and its index alone). A record not known here, or whose
+ * transaction rolled back, gets every column written.
+ */
+const stored = new WeakMap<TaskRecord, StoredColumns>();
+
+function columnsOf(wire: TaskWire): StoredColumns {
+  return {
+    lastStatus: wire.lastStatus,
+    desiredStatus: wire.desiredStatus,
+    stoppedAt: wire.stoppedAt ?? null,
+  };
+}
+
+/** The UPDATE for each combination of changed columns, built once. */
+const updates = new Map<number, string>();
+
+function updateSql(lastStatus: boolean, desiredStatus: boolean, stoppedAt: boolean): string {
+  const key = Number(lastStatus) | (Number(desiredStatus) << 1) | (Number(stoppedAt) << 2);
+  let sql = updates.get(key);
+  if (sql === undefined) {
+    const set = [
+      ...(lastStatus ? ["last_status = ?"] : []),
+      ...(desiredStatus ? ["desired_status = ?"] : []),
+      "updated_at = ?",
+      ...(stoppedAt ? ["stopped_at = ?"] : []),
+      "version = ?",
+      "body = ?",
+    ];
+    sql = `UPDATE ecs_tasks SET ${set.join(", ")} WHERE arn = ?`;
+    updates.set(key, sql);
+  }
+  return sql;
+}
+
 export async function saveTask(tx: Tx, record: TaskRecord, now: number, writes: TaskWrites): Promise<void> {
   writes.taskSaved(tx, record);
   const wire = record.wire;
   const body = JSON.stringify(record);
+  const columns = columnsOf(wire);
+  const before = stored.get(record);
+  stored.set(record, columns);
+  tx.onRollback(() => stored.delete(record));
+  const lastStatus = before === undefined || before.lastStatus !== columns.lastStatus;
+  const desiredStatus = before === undefined || before.desiredStatus !== columns.desiredStatus;
+  const stoppedAt = before === undefined || before.stoppedAt !== columns.stoppedAt;
   const changed = await tx.run(
-    `UPDATE ecs_tasks SET last_status = ?, desired_status = ?, updated_at = ?, stopped_at = ?, version = ?, body = ?
-     WHERE arn = ?`,
-    wire.lastStatus,
-    wire.desiredStatus,
+    updateSql(lastStatus, desiredStatus, stoppedAt),
+    ...(lastStatus ? [columns.lastStatus] : []),
+    ...(desiredStatus ? [columns.desiredStatus] : []),
     now,
-    wire.stoppedAt ?? null,
+    ...(stoppedAt ? [columns.stoppedAt] : []),
     wire.version,
     body,
     wire.taskArn,
@@ -181,7 +231,10 @@ export async function saveTask(tx: Tx, record: TaskRecord, now: number, writes: 
 
 export async function findTask(tx: Tx, arn: string): Promise<TaskRecord | undefined> {
   const row = await tx.get<{ body: string }>("SELECT body FROM ecs_tasks WHERE arn = ?", arn);
-  return row === undefined ? undefined : (JSON.parse(row.body) as TaskRecord);
+  if (row === undefined) return undefined;
+  const record = JSON.parse(row.body) as TaskRecord;
+  stored.set(record, columnsOf(record.wire));
+  return record;
 }
 
 /** Tasks an agent should know about: assigned to it and not yet STOPPED. */
@@ -237,15 +290,36 @@ export function requestStop(
   return true;
 }
 
-function applyContainer(container: ContainerWire, report: ContainerReport): void {
+/** Applies a container's report; returns whether the container changed. */
+function applyContainer(container: ContainerWire, report: ContainerReport): boolean {
   const order = { PENDING: 0, RUNNING: 1, STOPPED: 2 } as const;
   const current = order[container.lastStatus as keyof typeof order] ?? 0;
-  if (order[report.lastStatus] >= current) container.lastStatus = report.lastStatus;
-  if (report.exitCode !== undefined) container.exitCode = report.exitCode;
-  if (report.reason !== undefined) container.reason = report.reason;
-  if (report.healthStatus !== undefined) container.healthStatus = report.healthStatus;
-  if (report.runtimeId !== undefined) container.runtimeId = report.runtimeId;
-  if (report.networkBindings !== undefined) container.networkBindings = report.networkBindings;
+  let changed = false;
+  if (order[report.lastStatus] >= current && container.lastStatus !== report.lastStatus) {
+    container.lastStatus = report.lastStatus;
+    changed = true;
+  }
+  if (report.exitCode !== undefined && container.exitCode !== report.exitCode) {
+    container.exitCode = report.exitCode;
+    changed = true;
+  }
+  if (report.reason !== undefined && container.reason !== report.reason) {
+    container.reason = report.reason;
+    changed = true;
+  }
+  if (report.healthStatus !== undefined && container.healthStatus !== report.healthStatus) {
+    container.healthStatus = report.healthStatus;
+    changed = true;
+  }
+  if (report.runtimeId !== undefined && container.runtimeId !== report.runtimeId) {
+    container.runtimeId = report.runtimeId;
+    changed = true;
+  }
+  if (report.networkBindings !== undefined) {
+    if (JSON.stringify(report.networkBindings) !== JSON.stringify(container.networkBindings)) changed = true;
+    container.networkBindings = report.networkBindings;
+  }
+  return changed;
 }
 
 /** The task's health: UNHEALTHY if an essential container is, HEALTHY if every checked essential one is. */
@@ -259,38 +333,51 @@ function taskHealth(record: TaskRecord): string {
   return statuses.every((s) => s === "HEALTHY") ? "HEALTHY" : "UNKNOWN";
 }
 
+/** Applies the task's network interface the agent reports (awsvpc); returns whether anything changed. */
+function applyInterface(wire: TaskWire, report: TaskReport, address: string): boolean {
+  const attachment = wire.attachments.find((a) => a.type === "ElasticNetworkInterface");
+  if (attachment === undefined) return false;
+  const before = JSON.stringify([attachment, wire.containers.map((c) => c.networkInterfaces)]);
+  attachment.status = "ATTACHED";
+  attachment.details = [
+    { name: "subnetId", value: "subnet-wharf" },
+    { name: "networkInterfaceId", value: `eni-${String(attachment.id).slice(0, 17)}` },
+    { name: "macAddress", value: report.macAddress ?? "" },
+    { name: "privateIPv4Address", value: address },
+  ];
+  for (const container of wire.containers) {
+    container.networkInterfaces = [{ attachmentId: String(attachment.id), privateIpv4Address: address }];
+  }
+  return JSON.stringify([attachment, wire.containers.map((c) => c.networkInterfaces)]) !== before;
+}
+
 /**
  * Applies what an agent reports. Statuses only move forward in ECS's order;
- * each transition stamps its timestamp once. Returns whether anything changed.
+ * each transition stamps its timestamp once. Returns whether anything changed
+ * (each step says whether it changed a field, so the task is not serialized
+ * twice to find out); the wire `version` grows only then.
  */
 export function applyReport(record: TaskRecord, report: TaskReport): boolean {
   const wire = record.wire;
   if (wire.lastStatus === "STOPPED") return false;
-  const before = JSON.stringify(wire);
+  let changed = false;
   for (const containerReport of report.containers) {
     const container = wire.containers.find((c) => c.name === containerReport.name);
-    if (container !== undefined) applyContainer(container, containerReport);
+    if (container !== undefined && applyContainer(container, containerReport)) changed = true;
   }
-  if (report.pullStartedAt !== undefined) wire.pullStartedAt ??= report.pullStartedAt;
-  if (report.pullStoppedAt !== undefined) wire.pullStoppedAt ??= report.pullStoppedAt;
-  if (report.privateIpv4Address !== undefined) {
-    const attachment = wire.attachments.find((a) => a.type === "ElasticNetworkInterface");
-    if (attachment !== undefined) {
-      attachment.status = "ATTACHED";
-      attachment.details = [
-        { name: "subnetId", value: "subnet-wharf" },
-        { name: "networkInterfaceId", value: `eni-${String(attachment.id).slice(0, 17)}` },
-        { name: "macAddress", value: report.macAddress ?? "" },
-        { name: "privateIPv4Address", value: report.privateIpv4Address },
-      ];
-      for (const container of wire.containers) {
-        container.networkInterfaces = [
-          { attachmentId: String(attachment.id), privateIpv4Address: report.privateIpv4Address },
-        ];
-      }
-    }
+  if (report.pullStartedAt !== undefined && wire.pullStartedAt === undefined) {
+    wire.pullStartedAt = report.pullStartedAt;
+    changed = true;
   }
+  if (report.pullStoppedAt !== undefined && wire.pullStoppedAt === undefined) {
+    wire.pullStoppedAt = report.pullStoppedAt;
+    changed = true;
+  }
+  if (report.privateIpv4Address !== undefined && applyInterface(wire, report, report.privateIpv4Address))
+    changed = true;
   if (statusRank(report.lastStatus) > statusRank(wire.lastStatus)) {
+    // The status moves: the task changed whatever else does.
+    changed = true;
     wire.lastStatus = report.lastStatus;
     const at = report.at;
     if (report.lastStatus === "RUNNING") {
@@ -311,8 +398,12 @@ export function applyReport(record: TaskRecord, report: TaskReport): boolean {
       for (const attachment of wire.attachments) attachment.status = "DELETED";
     }
   }
-  wire.healthStatus = taskHealth(record);
-  if (JSON.stringify(wire) === before) return false;
+  const health = taskHealth(record);
+  if (wire.healthStatus !== health) {
+    wire.healthStatus = health;
+    changed = true;
+  }
+  if (!changed) return false;
   wire.version++;
   return true;
 }

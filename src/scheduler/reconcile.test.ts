@@ -54,6 +54,8 @@ class World {
   placement: Record<string, DefinitionPlacement> = {};
   /** Task definitions whose tasks exit as soon as they start. */
   broken = new Set<string>();
+  /** The controller's bound on starts per pass, if any. */
+  maxStarts: number | undefined;
   private seq = 0;
 
   constructor(options: Partial<ServiceState> & { instances: InstanceSpec[]; definitions?: string[] }) {
@@ -145,6 +147,7 @@ class World {
         now: this.now,
         lostBefore: this.lostBefore,
         recentEvents: [...this.events].reverse(),
+        ...(this.maxStarts === undefined ? {} : { maxStarts: this.maxStarts }),
       },
       this.random,
       () => newDeploymentId(this.random),
@@ -297,6 +300,26 @@ describe("reconcile: desired count", () => {
     const again = world.step();
     assert.deepEqual([again.starts, again.stops, again.events, again.notices], [[], [], [], []]);
     assert.equal(world.events.length, count, "a second pass writes nothing");
+  });
+
+  it("bounded starts per pass: a scale-up takes several passes, spread as one would be, with no failure event", () => {
+    const world = new World({ instances: threeZones(6), desiredCount: 25 });
+    world.maxStarts = 10;
+    assert.deepEqual(
+      [world.step(), world.step(), world.step(), world.step()].map((p) => p.starts.length),
+      [10, 10, 5, 0],
+    );
+    assert.equal(world.tasks.length, 25);
+    spreadWithinOne(
+      world.countBy((t) => world.zoneOf(t)),
+      ["us-east-1a", "us-east-1b", "us-east-1c"],
+    );
+    assert.ok(!world.events.some((e) => e.message.includes("unable to place")));
+    assert.ok(world.events.every((e) => e.message.startsWith("(service web) has started ")));
+    assert.deepEqual(
+      world.events.map((e) => Number(e.message.split(" ")[4])),
+      [10, 10, 5],
+    );
   });
 
   it("running a pass twice without anything happening in between changes nothing the second time", () => {
@@ -537,6 +560,25 @@ describe("reconcile: DAEMON", () => {
       world.step().stops.map((s) => s.taskArn),
       ["twin"],
     );
+  });
+
+  it("bounded starts per pass still count every target instance in the desired count", () => {
+    const world = new World({
+      schedulingStrategy: "DAEMON",
+      minimumHealthyPercent: 0,
+      maximumPercent: 100,
+      instances: threeZones(7),
+    });
+    world.maxStarts = 3;
+    const first = world.step();
+    assert.equal(first.starts.length, 3);
+    assert.equal(first.desiredCount, 7);
+    assert.deepEqual(
+      [world.step(), world.step(), world.step()].map((p) => p.starts.length),
+      [3, 1, 0],
+    );
+    assert.equal(new Set(world.tasks.map((t) => t.instanceArn)).size, 7);
+    assert.equal(world.tasks.length, 7);
   });
 
   it("replaces daemon tasks one instance at a time within minimumHealthyPercent", () => {

@@ -66,6 +66,11 @@ export interface ServiceSnapshot {
   lostBefore: number;
   /** The service's latest events, newest first. */
   recentEvents: Array<{ message: string; at: number }>;
+  /**
+   * At most this many tasks are started in one pass (unbounded if absent): a large scale-up
+   * is applied in several passes, each planned afresh from the state the previous one left.
+   */
+  maxStarts?: number;
 }
 
 export interface StopOrder {
@@ -167,6 +172,11 @@ function start(pass: Pass, deployment: DeploymentState, instanceArn: string): vo
   pass.starts.push({ deploymentId: deployment.id, taskDefinition: deployment.taskDefinition, instanceArn });
 }
 
+/** How many more tasks this pass may start. */
+function startsLeft(pass: Pass): number {
+  return (pass.snapshot.maxStarts ?? Number.POSITIVE_INFINITY) - pass.starts.length;
+}
+
 function lost(pass: Pass, instanceArn: string): boolean {
   const instance = pass.instances.get(instanceArn);
   return (
@@ -259,17 +269,18 @@ function planReplica(
     }
   }
   const placement = pass.snapshot.placement[primary.taskDefinition];
-  if (step.start > 0 && placement !== undefined) {
+  const wanted = Math.min(step.start, startsLeft(pass));
+  if (wanted > 0 && placement !== undefined) {
     const plan = place(
       pass.views,
-      step.start,
+      wanted,
       placement.needs,
       placement.constraints,
       service.strategies,
       pass.random,
     );
     for (const instanceArn of plan.placements) start(pass, primary, instanceArn);
-    if (plan.placements.length < step.start)
+    if (plan.placements.length < wanted)
       pass.events.push(placementFailureMessage(service.name, plan.failures));
   }
   return {
@@ -351,7 +362,8 @@ function planDaemon(
     }
     desired++;
     converged = false;
-    if (!frozen) start(pass, primary, view.arn);
+    // Past the pass's cap the instance still counts as a target; a later pass starts its task.
+    if (!frozen && startsLeft(pass) > 0) start(pass, primary, view.arn);
   }
   if (failures.length > 0) pass.events.push(placementFailureMessage(service.name, failures));
   return { desired, converged };
