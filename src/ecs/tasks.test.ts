@@ -3,7 +3,7 @@ import { describe, it } from "node:test";
 import { prng } from "../../test/support/prng.ts";
 import { type ContainerReport, TASK_STATUSES, type TaskReport } from "../shared/agent-protocol.ts";
 import { newTask, type RunnableDefinition } from "./task-api.ts";
-import { applyReport, newTaskArn, type TaskWire } from "./tasks.ts";
+import { applyReport, newTaskArn, requestStop, type TaskWire } from "./tasks.ts";
 import { TEST_NOW, TEST_SCOPE, testCluster, testContext, testRegistry } from "./testing.ts";
 
 describe("newTaskArn", () => {
@@ -108,5 +108,47 @@ describe("applyReport", () => {
       }
     }
     assert.ok(changes > 200, "the reports changed tasks often enough to say something");
+  });
+});
+
+describe("requestStop", () => {
+  const task = () =>
+    newTask(
+      {
+        ctx: testContext,
+        cluster: testCluster,
+        definition: {
+          taskDefinitionArn: "arn:aws:ecs:us-east-1:000000000000:task-definition/app:1",
+          family: "app",
+          revision: 1,
+          status: "ACTIVE",
+          containerDefinitions: [{ name: "web", image: "busybox", memory: 64, essential: true }],
+        },
+        input: { taskDefinition: "app:1" },
+        registry: testRegistry,
+      },
+      "arn:aws:ecs:us-east-1:000000000000:container-instance/default/i",
+      "us-east-1a",
+    );
+
+  it("keeps the first reason, and moves the version with each change, stopping at once included", () => {
+    const record = task();
+    const start = record.wire.version;
+    assert.equal(requestStop(record, "Task stopped by user", "UserInitiated", TEST_NOW), true);
+    assert.equal(record.wire.desiredStatus, "STOPPED");
+    assert.equal(record.wire.version, start + 1);
+    const asked = record.desiredVersion;
+    // Its instance is then deregistered: the task, already asked to stop, stops at once.
+    assert.equal(requestStop(record, "other", "ServiceSchedulerInitiated", TEST_NOW + 1, true), true);
+    assert.equal(record.wire.lastStatus, "STOPPED");
+    assert.equal(record.wire.stoppedReason, "Task stopped by user");
+    assert.equal(record.wire.version, start + 2, "watchers that go by version see the stop");
+    assert.equal(record.desiredVersion, asked, "the agent has nothing new to do");
+    assert.equal(requestStop(record, "again", "UserInitiated", TEST_NOW + 2, true), false);
+    assert.equal(record.wire.version, start + 2);
+
+    const direct = task();
+    requestStop(direct, "gone", "ServiceSchedulerInitiated", TEST_NOW, true);
+    assert.equal(direct.wire.version, start + 1, "one change, one step");
   });
 });

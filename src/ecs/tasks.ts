@@ -271,7 +271,8 @@ export function requestStop(
 ): boolean {
   const wire = record.wire;
   if (wire.lastStatus === "STOPPED") return false;
-  if (wire.desiredStatus !== "STOPPED") {
+  const asked = wire.desiredStatus !== "STOPPED";
+  if (asked) {
     wire.desiredStatus = "STOPPED";
     wire.stoppedReason ??= reason;
     wire.stopCode ??= stopCode;
@@ -280,6 +281,8 @@ export function requestStop(
     record.desiredVersion++;
   }
   if (immediately) {
+    // A task already asked to stop changes now too: its version grows, so watchers see it.
+    if (!asked) wire.version++;
     wire.lastStatus = "STOPPED";
     wire.stoppedAt = now;
     wire.executionStoppedAt ??= now;
