@@ -98,6 +98,16 @@ class Serialized {
 }
 
 /** A `PollResponse` built from assignments kept as JSON, without parsing them again. */
+/**
+ * How long an idle poll is held: the poll timeout (never past half the time after which an
+ * agent counts as lost), less up to a fifth at random, so that a fleet registered at once does
+ * not come back all in the same instant every time.
+ */
+export function idlePollMs(random: () => number = Math.random): number {
+  const longest = Math.min(POLL_TIMEOUT_MS, AGENT_TIMEOUT_MS / 2);
+  return Math.round(longest * (1 - 0.2 * random()));
+}
+
 function pollResponse(tasks: readonly CachedAssignment[]): Serialized {
   return new Serialized(`{"tasks":[${tasks.map((task) => task.json).join(",")}]}`);
 }
@@ -290,7 +300,7 @@ export function registerAgentChannel(app: FastifyInstance, options: AgentChannel
       const aborted = new AbortController();
       request.raw.once("close", () => aborted.abort());
       const signal = AbortSignal.any([aborted.signal, closing.signal]);
-      await notifier.wait(instance.arn, Math.min(POLL_TIMEOUT_MS, AGENT_TIMEOUT_MS / 2), signal);
+      await notifier.wait(instance.arn, idlePollMs(), signal);
       if (signal.aborted && tasks !== undefined) return pollResponse(tasks);
       tasks = await assignments();
     }
