@@ -8,7 +8,7 @@ import { registerInstance } from "./instance-api.ts";
 import { SchedulerState } from "./scheduler-state.ts";
 import { newTask, type RunnableDefinition } from "./task-api.ts";
 import { applyReport, assignmentOf, findTask, requestStop, saveTask, tasksForInstance } from "./tasks.ts";
-import { TEST_NOW, TEST_SCOPE, testCluster, testContext, testRegistry } from "./testing.ts";
+import { TEST_NOW, TEST_SCOPE, testCluster, testContext, testInstance, testRegistry } from "./testing.ts";
 
 const scope = TEST_SCOPE;
 const NOW = TEST_NOW;
@@ -32,15 +32,13 @@ describe("AssignmentCache", () => {
     await store.transaction(async (tx) => {
       await saveCluster(tx, cluster);
       for (const name of ["a", "b", "c"]) {
-        const { record } = await registerInstance(tx, state, { ...scope, now: NOW }, cluster, {
-          cpu: 100_000,
-          memory: 100_000,
-          attributes: [],
-          versionInfo: { agentVersion: "test" },
-          hostname: name,
-          address: "127.0.0.1",
-          capacity: "EC2",
-        });
+        const { record } = await registerInstance(
+          tx,
+          state,
+          { ...scope, now: NOW },
+          cluster,
+          testInstance({ cpu: 100_000, memory: 100_000, hostname: name }),
+        );
         instances.push(record.arn);
       }
     });

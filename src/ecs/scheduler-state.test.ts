@@ -12,7 +12,7 @@ import { SchedulerState } from "./scheduler-state.ts";
 import { newTask, type RunnableDefinition, taskOperations } from "./task-api.ts";
 import { taskDefinitionOperations } from "./task-definition-api.ts";
 import { applyReport, findTask, requestStop, saveTask, type TaskRecord } from "./tasks.ts";
-import { TEST_NOW, TEST_SCOPE, testCluster, testContext, testRegistry } from "./testing.ts";
+import { TEST_NOW, TEST_SCOPE, testCluster, testContext, testInstance, testRegistry } from "./testing.ts";
 
 const scope = TEST_SCOPE;
 const NOW = TEST_NOW;
@@ -74,15 +74,13 @@ describe("SchedulerState", () => {
     await store.transaction(async (tx) => {
       await saveCluster(tx, cluster);
       for (const zone of ["a", "b", "c"]) {
-        const { record } = await registerInstance(tx, state, { ...scope, now: NOW }, cluster, {
-          cpu: 100_000,
-          memory: 100_000,
-          attributes: [{ name: "ecs.availability-zone", value: zone }],
-          versionInfo: { agentVersion: "test" },
-          hostname: zone,
-          address: "127.0.0.1",
-          capacity: "EC2",
-        });
+        const { record } = await registerInstance(
+          tx,
+          state,
+          { ...scope, now: NOW },
+          cluster,
+          testInstance({ cpu: 100_000, memory: 100_000, zone }),
+        );
         instances.push(record.arn);
       }
     });
@@ -197,15 +195,13 @@ describe("SchedulerState", () => {
     const state = await SchedulerState.load(store);
     const { record } = await store.transaction(async (tx) => {
       await saveCluster(tx, cluster);
-      return registerInstance(tx, state, { ...scope, now: NOW }, cluster, {
-        cpu: 1024,
-        memory: 1024,
-        attributes: [],
-        versionInfo: { agentVersion: "test" },
-        hostname: "h",
-        address: "127.0.0.1",
-        capacity: "EC2",
-      });
+      return registerInstance(
+        tx,
+        state,
+        { ...scope, now: NOW },
+        cluster,
+        testInstance({ cpu: 1024, memory: 1024 }),
+      );
     });
     const later = NOW + 100_000;
     assert.equal(state.snapshot(cluster.arn, "EC2", later)[0]?.view.connected, false);
@@ -230,16 +226,13 @@ describe("SchedulerState", () => {
     const arns: string[] = [];
     const given: string[] = [];
     const register = (tx: Tx, arn?: string) =>
-      registerInstance(tx, state, { ...scope, now: NOW }, cluster, {
-        ...(arn === undefined ? {} : { arn }),
-        cpu: 1024,
-        memory: 1024,
-        attributes: [],
-        versionInfo: { agentVersion: "test" },
-        hostname: "h",
-        address: "127.0.0.1",
-        capacity: "EC2",
-      });
+      registerInstance(
+        tx,
+        state,
+        { ...scope, now: NOW },
+        cluster,
+        testInstance({ cpu: 1024, memory: 1024, ...(arn === undefined ? {} : { arn }) }),
+      );
     for (let step = 0; step < 80; step++) {
       const action = random();
       const target = arns.length === 0 ? undefined : arns[Math.floor(random() * arns.length)];
@@ -280,15 +273,13 @@ describe("SchedulerState", () => {
     await store.transaction(async (tx) => {
       await saveCluster(tx, cluster);
       // Room for exactly five tasks of 128 MiB.
-      await registerInstance(tx, state, { ...scope, now: NOW }, cluster, {
-        cpu: 4096,
-        memory: 5 * 128,
-        attributes: [],
-        versionInfo: { agentVersion: "test" },
-        hostname: "h",
-        address: "127.0.0.1",
-        capacity: "EC2",
-      });
+      await registerInstance(
+        tx,
+        state,
+        { ...scope, now: NOW },
+        cluster,
+        testInstance({ cpu: 4096, memory: 5 * 128 }),
+      );
     });
     await taskDefinitionOperations(store).RegisterTaskDefinition?.(
       { family: "web", containerDefinitions: [{ name: "web", image: "busybox", memory: 128 }] },

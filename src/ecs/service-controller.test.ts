@@ -12,6 +12,7 @@ import { serviceOperations } from "./service-api.ts";
 import { ServiceController } from "./service-controller.ts";
 import { taskDefinitionOperations } from "./task-definition-api.ts";
 import { applyReport, findTask, saveTask, type TaskRecord } from "./tasks.ts";
+import { testInstance } from "./testing.ts";
 
 /**
  * The controller against a real (in-memory) store, with no agents: instances
@@ -99,15 +100,13 @@ before(async () => {
   await store.transaction(async (tx) => {
     await saveCluster(tx, cluster);
     for (const zone of ["us-east-1a", "us-east-1b"]) {
-      const { record } = await registerInstance(tx, state, { ...scope, now }, cluster, {
-        cpu: 2048,
-        memory: 2048,
-        attributes: [{ name: "ecs.availability-zone", value: zone }],
-        versionInfo: { agentVersion: "test" },
-        hostname: zone,
-        address: "127.0.0.1",
-        capacity: "EC2",
-      });
+      const { record } = await registerInstance(
+        tx,
+        state,
+        { ...scope, now },
+        cluster,
+        testInstance({ cpu: 2048, memory: 2048, zone }),
+      );
       instances.push(record.arn);
     }
   });
@@ -254,15 +253,7 @@ describe("a large scale-up", () => {
           state,
           { ...scope, now },
           { ...cluster, arn: bulk, name: "bulk" },
-          {
-            cpu: 4096,
-            memory: 8192,
-            attributes: [{ name: "ecs.availability-zone", value: zone }],
-            versionInfo: { agentVersion: "test" },
-            hostname: `bulk-${zone}`,
-            address: "127.0.0.1",
-            capacity: "EC2",
-          },
+          testInstance({ cpu: 4096, memory: 8192, zone, hostname: `bulk-${zone}` }),
         );
       }
     });
