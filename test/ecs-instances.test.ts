@@ -1,8 +1,7 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { arch, cpus, tmpdir, totalmem } from "node:os";
+import { arch, cpus, totalmem } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { DescribeContainerInstancesCommand } from "@aws-sdk/client-ecs";
@@ -15,7 +14,14 @@ import {
   type TestAgent,
   unusedStaticPort,
 } from "./agent-harness.ts";
-import { aws, ecsClient, startTestServer, type TestServer } from "./helpers.ts";
+import {
+  awsEcs,
+  awsEcsFails,
+  ecsClient,
+  registerTaskDefinitionCli,
+  startTestServer,
+  type TestServer,
+} from "./helpers.ts";
 
 /**
  * Container instances as an ECS user sees them: a real agent registering a
@@ -31,7 +37,6 @@ let skewMs = 0;
 const run = randomBytes(3).toString("hex");
 const cluster = `instances-${run}`;
 const apiCluster = `registered-${run}`;
-const files = mkdtempSync(join(tmpdir(), "wharf-instances-"));
 
 interface Resource {
   name: string;
@@ -80,22 +85,10 @@ after(async () => {
   await agent?.stop();
   if (agent !== undefined) await cleanupAgent(agent);
   await server?.stop();
-  rmSync(files, { recursive: true, force: true });
 });
 
-/** `aws ecs …`, which must succeed; its JSON output. */
-async function ecs<T = Record<string, unknown>>(args: string[]): Promise<T> {
-  const result = await aws(server, ["ecs", ...args]);
-  assert.equal(result.code, 0, `aws ecs ${args.join(" ")}: ${result.stderr}`);
-  return (result.json ?? {}) as T;
-}
-
-/** `aws ecs …`, which must fail; its error output. */
-async function ecsFails(args: string[]): Promise<string> {
-  const result = await aws(server, ["ecs", ...args]);
-  assert.notEqual(result.code, 0, `aws ecs ${args.join(" ")} should fail: ${result.stdout}`);
-  return result.stderr;
-}
+const ecs = <T = Record<string, unknown>>(args: string[]) => awsEcs<T>(server, args);
+const ecsFails = (args: string[]) => awsEcsFails(server, args);
 
 async function describeInstance(arn: string, clusterName = cluster): Promise<Instance> {
   const out = await ecs<{ containerInstances: Instance[]; failures: Failure[] }>([
@@ -133,16 +126,8 @@ function attribute(instance: Instance, name: string): { name: string; value?: st
   return instance.attributes.find((a) => a.name === name);
 }
 
-async function registerTaskDefinition(definition: Record<string, unknown>): Promise<string> {
-  const file = join(files, `${String(definition.family)}.json`);
-  writeFileSync(file, JSON.stringify(definition));
-  const out = await ecs<{ taskDefinition: { taskDefinitionArn: string } }>([
-    "register-task-definition",
-    "--cli-input-json",
-    `file://${file}`,
-  ]);
-  return out.taskDefinition.taskDefinitionArn;
-}
+const registerTaskDefinition = (definition: Record<string, unknown>) =>
+  registerTaskDefinitionCli(server, definition);
 
 async function describeTask(taskArn: string): Promise<Task> {
   const out = await ecs<{ tasks: Task[] }>(["describe-tasks", "--cluster", cluster, "--tasks", taskArn]);

@@ -1,8 +1,6 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { cpus, tmpdir } from "node:os";
-import { join } from "node:path";
+import { cpus } from "node:os";
 import { after, before, describe, it } from "node:test";
 import { DescribeTasksCommand, ListTasksCommand } from "@aws-sdk/client-ecs";
 import {
@@ -13,7 +11,15 @@ import {
   type TestAgent,
   unusedStaticPort,
 } from "./agent-harness.ts";
-import { aws, ecsClient, startTestServer, type TestServer } from "./helpers.ts";
+import {
+  aws,
+  awsEcs,
+  awsEcsFails,
+  ecsClient,
+  registerTaskDefinitionCli,
+  startTestServer,
+  type TestServer,
+} from "./helpers.ts";
 
 /**
  * The task API as an ECS user checks it: ListTasks filters and paging,
@@ -26,7 +32,6 @@ const agents: TestAgent[] = [];
 let image: string;
 const run = randomBytes(3).toString("hex");
 const cluster = `placement-${run}`;
-const files = mkdtempSync(join(tmpdir(), "wharf-placement-"));
 
 interface Task {
   taskArn: string;
@@ -62,31 +67,13 @@ after(async () => {
     await cleanupAgent(agent);
   }
   await server?.stop();
-  rmSync(files, { recursive: true, force: true });
 });
 
-async function ecs<T = Record<string, unknown>>(args: string[]): Promise<T> {
-  const result = await aws(server, ["ecs", ...args]);
-  assert.equal(result.code, 0, `aws ecs ${args.join(" ")}: ${result.stderr}`);
-  return (result.json ?? {}) as T;
-}
+const ecs = <T = Record<string, unknown>>(args: string[]) => awsEcs<T>(server, args);
+const ecsFails = (args: string[]) => awsEcsFails(server, args);
 
-async function ecsFails(args: string[]): Promise<string> {
-  const result = await aws(server, ["ecs", ...args]);
-  assert.notEqual(result.code, 0, `aws ecs ${args.join(" ")} should fail: ${result.stdout}`);
-  return result.stderr;
-}
-
-async function registerTaskDefinition(definition: Record<string, unknown>): Promise<string> {
-  const file = join(files, `${String(definition.family)}.json`);
-  writeFileSync(file, JSON.stringify(definition));
-  const out = await ecs<{ taskDefinition: { taskDefinitionArn: string } }>([
-    "register-task-definition",
-    "--cli-input-json",
-    `file://${file}`,
-  ]);
-  return out.taskDefinition.taskDefinitionArn;
-}
+const registerTaskDefinition = (definition: Record<string, unknown>) =>
+  registerTaskDefinitionCli(server, definition);
 
 function sleeper(family: string, extra: Record<string, unknown> = {}): Promise<string> {
   return registerTaskDefinition({

@@ -1,7 +1,5 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import {
@@ -16,13 +14,19 @@ import {
   ServiceNotFoundException,
 } from "@aws-sdk/client-ecs";
 import { cleanupAgent, eventually, pushBusybox, startTestAgent, type TestAgent } from "./agent-harness.ts";
-import { aws, ecsClient, startTestServer, type TestServer } from "./helpers.ts";
+import {
+  aws,
+  awsEcs,
+  ecsClient,
+  registerTaskDefinitionCli,
+  startTestServer,
+  type TestServer,
+} from "./helpers.ts";
 
 let server: TestServer;
 let agents: TestAgent[] = [];
 let image: string;
 let ecs: ECSClient;
-const files = mkdtempSync(join(tmpdir(), "wharf-services-"));
 
 before(async () => {
   server = await startTestServer();
@@ -38,7 +42,6 @@ after(async () => {
   for (const agent of agents) await agent.stop();
   for (const agent of agents) await cleanupAgent(agent);
   await server?.stop();
-  rmSync(files, { recursive: true, force: true });
 });
 
 interface Task {
@@ -87,20 +90,9 @@ interface Service {
 /** The container's process sleeps until asked to stop, then exits at once. */
 const SLEEPER = ["sh", "-c", "trap 'exit 0' TERM; sleep 600 & wait"];
 
-async function cli(args: string[]): Promise<unknown> {
-  const result = await aws(server, ["ecs", ...args]);
-  assert.equal(result.code, 0, result.stderr);
-  return result.json;
-}
-
-async function registerTaskDefinition(definition: Record<string, unknown>): Promise<string> {
-  const file = join(files, `${String(definition.family)}.json`);
-  writeFileSync(file, JSON.stringify(definition));
-  const body = (await cli(["register-task-definition", "--cli-input-json", `file://${file}`])) as {
-    taskDefinition: { taskDefinitionArn: string };
-  };
-  return body.taskDefinition.taskDefinitionArn;
-}
+const cli = (args: string[]): Promise<unknown> => awsEcs(server, args);
+const registerTaskDefinition = (definition: Record<string, unknown>) =>
+  registerTaskDefinitionCli(server, definition);
 
 async function describeService(name: string): Promise<Service> {
   const body = (await cli(["describe-services", "--services", name, "--include", "TAGS"])) as {

@@ -1,16 +1,13 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { cleanupAgent, eventually, pushBusybox, startTestAgent, type TestAgent } from "./agent-harness.ts";
-import { aws, startTestServer, type TestServer } from "./helpers.ts";
+import { aws, registerTaskDefinitionCli, startTestServer, type TestServer } from "./helpers.ts";
 
 let server: TestServer;
 let agent: TestAgent;
 let image: string;
-const files = mkdtempSync(join(tmpdir(), "wharf-taskdefs-"));
 
 before(async () => {
   server = await startTestServer();
@@ -22,7 +19,6 @@ after(async () => {
   await agent?.stop();
   if (agent !== undefined) await cleanupAgent(agent);
   await server?.stop();
-  rmSync(files, { recursive: true, force: true });
 });
 
 interface Task {
@@ -44,13 +40,8 @@ interface Task {
   }>;
 }
 
-async function registerTaskDefinition(definition: Record<string, unknown>): Promise<string> {
-  const file = join(files, `${String(definition.family)}.json`);
-  writeFileSync(file, JSON.stringify(definition));
-  const result = await aws(server, ["ecs", "register-task-definition", "--cli-input-json", `file://${file}`]);
-  assert.equal(result.code, 0, result.stderr);
-  return (result.json as { taskDefinition: { taskDefinitionArn: string } }).taskDefinition.taskDefinitionArn;
-}
+const registerTaskDefinition = (definition: Record<string, unknown>) =>
+  registerTaskDefinitionCli(server, definition);
 
 async function runTask(taskDefinition: string, extra: string[] = []): Promise<Task> {
   const result = await aws(server, ["ecs", "run-task", "--task-definition", taskDefinition, ...extra]);

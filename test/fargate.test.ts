@@ -1,10 +1,7 @@
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { cleanupAgent, eventually, pushBusybox, startTestAgent, type TestAgent } from "./agent-harness.ts";
-import { aws, startTestServer, type TestServer } from "./helpers.ts";
+import { aws, awsEcs, registerTaskDefinitionCli, startTestServer, type TestServer } from "./helpers.ts";
 
 /**
  * FARGATE tasks and services run on capacity Wharf manages (here a test
@@ -16,7 +13,6 @@ let server: TestServer;
 let capacity: TestAgent | undefined;
 let fargateDefinition: string;
 let ec2Definition: string;
-const files = mkdtempSync(join(tmpdir(), "wharf-fargate-"));
 const CLUSTER = "serverless";
 const NETWORK = [
   "--network-configuration",
@@ -36,20 +32,9 @@ interface Task {
   containers: Array<{ networkInterfaces?: Array<{ privateIpv4Address: string }> }>;
 }
 
-async function ecs(args: string[]): Promise<unknown> {
-  const result = await aws(server, ["ecs", ...args]);
-  assert.equal(result.code, 0, result.stderr);
-  return result.json;
-}
-
-async function registerTaskDefinition(definition: Record<string, unknown>): Promise<string> {
-  const file = join(files, `${String(definition.family)}.json`);
-  writeFileSync(file, JSON.stringify(definition));
-  const body = (await ecs(["register-task-definition", "--cli-input-json", `file://${file}`])) as {
-    taskDefinition: { taskDefinitionArn: string };
-  };
-  return body.taskDefinition.taskDefinitionArn;
-}
+const ecs = (args: string[]): Promise<unknown> => awsEcs(server, args);
+const registerTaskDefinition = (definition: Record<string, unknown>) =>
+  registerTaskDefinitionCli(server, definition);
 
 async function describeTask(taskArn: string): Promise<Task> {
   const body = (await ecs(["describe-tasks", "--cluster", CLUSTER, "--tasks", taskArn])) as { tasks: Task[] };
@@ -85,7 +70,6 @@ after(async () => {
   await capacity?.stop();
   if (capacity !== undefined) await cleanupAgent(capacity);
   await server?.stop();
-  rmSync(files, { recursive: true, force: true });
 });
 
 describe("Fargate", () => {

@@ -49,7 +49,7 @@ export interface CliResult {
   json?: unknown;
 }
 
-/** Debian's AWS CLI v2 (/usr/bin/aws), isolated from any user configuration. */
+/** Debian's AWS CLI (/usr/bin/aws, v1), isolated from any user configuration. */
 export function aws(
   server: { endpoint: string; credentials: TestServer["credentials"] },
   args: string[],
@@ -86,4 +86,33 @@ export function aws(
       },
     );
   });
+}
+
+type CliTarget = { endpoint: string; credentials: TestServer["credentials"] };
+
+/** `aws ecs …`, which must succeed: its JSON output (`{}` when it prints none). */
+export async function awsEcs<T = Record<string, unknown>>(server: CliTarget, args: string[]): Promise<T> {
+  const result = await aws(server, ["ecs", ...args]);
+  if (result.code !== 0) throw new Error(`aws ecs ${args.join(" ")} exited ${result.code}: ${result.stderr}`);
+  return (result.json ?? {}) as T;
+}
+
+/** `aws ecs …`, which must fail: its error output. */
+export async function awsEcsFails(server: CliTarget, args: string[]): Promise<string> {
+  const result = await aws(server, ["ecs", ...args]);
+  if (result.code === 0) throw new Error(`aws ecs ${args.join(" ")} should have failed: ${result.stdout}`);
+  return result.stderr;
+}
+
+/** `aws ecs register-task-definition --cli-input-json …`: the new revision's ARN. */
+export async function registerTaskDefinitionCli(
+  server: CliTarget,
+  definition: Record<string, unknown>,
+): Promise<string> {
+  const out = await awsEcs<{ taskDefinition: { taskDefinitionArn: string } }>(server, [
+    "register-task-definition",
+    "--cli-input-json",
+    JSON.stringify(definition),
+  ]);
+  return out.taskDefinition.taskDefinitionArn;
 }

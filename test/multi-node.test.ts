@@ -1,14 +1,14 @@
 import assert from "node:assert/strict";
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { AGENT_TIMEOUT_MS, POLL_TIMEOUT_MS } from "../src/ecs/instances.ts";
 import { eventually, freeSubnet, pushBusybox } from "./agent-harness.ts";
 import { WHARF_BIN } from "./cli.ts";
-import { aws, startTestServer, type TestServer } from "./helpers.ts";
+import { aws, awsEcs, registerTaskDefinitionCli, startTestServer, type TestServer } from "./helpers.ts";
 
 /**
  * Several nodes on one machine: each agent runs as its own `wharf agent`
@@ -23,7 +23,6 @@ const hostBridge = `wmb${run}`;
 const link = freeSubnet().replace(/\.0\/24$/, "");
 const hostAddress = `${link}.1`;
 const cluster = `nodes-${run}`;
-const files = mkdtempSync(join(tmpdir(), "wharf-nodes-"));
 
 interface Node {
   n: number;
@@ -222,31 +221,17 @@ after(async () => {
   }
   quietly("ip", ["link", "delete", hostBridge]);
   await server?.stop();
-  rmSync(files, { recursive: true, force: true });
 });
 
-async function ecs<T = Record<string, unknown>>(args: string[]): Promise<T> {
-  const result = await aws(server, ["ecs", ...args]);
-  assert.equal(result.code, 0, `aws ecs ${args.join(" ")}: ${result.stderr}`);
-  return (result.json ?? {}) as T;
-}
-
+const ecs = <T = Record<string, unknown>>(args: string[]) => awsEcs<T>(server, args);
 /** Tasks not yet stopped on the server (desired RUNNING, or stopping). */
 async function listTasks(): Promise<string[]> {
   const out = await ecs<{ taskArns: string[] }>(["list-tasks", "--cluster", cluster]);
   return out.taskArns;
 }
 
-async function registerTaskDefinition(definition: Record<string, unknown>): Promise<string> {
-  const file = join(files, `${String(definition.family)}.json`);
-  writeFileSync(file, JSON.stringify(definition));
-  const out = await ecs<{ taskDefinition: { taskDefinitionArn: string } }>([
-    "register-task-definition",
-    "--cli-input-json",
-    `file://${file}`,
-  ]);
-  return out.taskDefinition.taskDefinitionArn;
-}
+const registerTaskDefinition = (definition: Record<string, unknown>) =>
+  registerTaskDefinitionCli(server, definition);
 
 async function describeTasks(taskArns: string[]): Promise<Task[]> {
   const out = await ecs<{ tasks: Task[] }>(["describe-tasks", "--cluster", cluster, "--tasks", ...taskArns]);
