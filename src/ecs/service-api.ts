@@ -87,6 +87,20 @@ function checkAgainst(
 }
 
 /** ECS service operations: CreateService, DescribeServices, ListServices, UpdateService, DeleteService. */
+/** The ACTIVE service a request names, or the error ECS answers when there is none. */
+async function activeService(
+  tx: Tx,
+  scope: ReturnType<typeof scopeOf>,
+  clusterName: string | undefined,
+  service: string,
+): Promise<ServiceRecord> {
+  const cluster = await activeCluster(tx, scope, clusterName);
+  const record = await findService(tx, scope, cluster.arn, service);
+  if (record === undefined) throw ServiceNotFound("Service not found.");
+  if (record.status !== "ACTIVE") throw ServiceNotActive("Service was not ACTIVE.");
+  return record;
+}
+
 export function serviceOperations(
   store: Store,
   onChange: (serviceArn: string) => void,
@@ -225,10 +239,7 @@ export function serviceOperations(
       const now = ctx.now.getTime();
       const scope = scopeOf(ctx);
       const result = await store.transaction(async (tx) => {
-        const cluster = await activeCluster(tx, scope, input.cluster);
-        const record = await findService(tx, scope, cluster.arn, input.service);
-        if (record === undefined) throw ServiceNotFound("Service not found.");
-        if (record.status !== "ACTIVE") throw ServiceNotActive("Service was not ACTIVE.");
+        const record = await activeService(tx, scope, input.cluster, input.service);
         const updated = await applyUpdate(tx, ctx, record, input, now, random);
         await saveService(tx, updated);
         return { arn: updated.arn, service: await serviceShape(tx, updated, false) };
@@ -242,10 +253,7 @@ export function serviceOperations(
       const now = ctx.now.getTime();
       const scope = scopeOf(ctx);
       const result = await store.transaction(async (tx) => {
-        const cluster = await activeCluster(tx, scope, input.cluster);
-        const record = await findService(tx, scope, cluster.arn, input.service);
-        if (record === undefined) throw ServiceNotFound("Service not found.");
-        if (record.status !== "ACTIVE") throw ServiceNotActive("Service was not ACTIVE.");
+        const record = await activeService(tx, scope, input.cluster, input.service);
         if (record.schedulingStrategy === "REPLICA" && record.desiredCount > 0 && input.force !== true) {
           throw InvalidParameter("The service cannot be stopped while it is scaled above 0.");
         }

@@ -75,6 +75,13 @@ function previewResult(expiration: Expiration) {
   };
 }
 
+/** A repository's policy as Get/DeleteLifecyclePolicy answer it (the policy as it was, for a delete). */
+function policyShape(registryId: string, repositoryName: string, text: string, evaluatedAt: number | null) {
+  const out: Record<string, unknown> = { registryId, repositoryName, lifecyclePolicyText: text };
+  if (evaluatedAt !== null) out.lastEvaluatedAt = epochSeconds(evaluatedAt);
+  return out;
+}
+
 /** ECR lifecycle policy operations. */
 export function lifecycleOperations(deps: EcrDeps): Record<string, Operation> {
   const { registry } = deps;
@@ -112,13 +119,7 @@ export function lifecycleOperations(deps: EcrDeps): Record<string, Operation> {
       const input = parseInput(Base, raw, InvalidParameter);
       const repo = await repositoryFor(deps, ctx, input.repositoryName, "ecr:GetLifecyclePolicy");
       if (repo.lifecyclePolicy === null) throw notFound(ctx, repo.name);
-      const out: Record<string, unknown> = {
-        registryId: ctx.accountId,
-        repositoryName: repo.name,
-        lifecyclePolicyText: repo.lifecyclePolicy,
-      };
-      if (repo.lifecycleUpdatedAt !== null) out.lastEvaluatedAt = epochSeconds(repo.lifecycleUpdatedAt);
-      return out;
+      return policyShape(ctx.accountId, repo.name, repo.lifecyclePolicy, repo.lifecycleUpdatedAt);
     },
 
     async DeleteLifecyclePolicy(raw, ctx) {
@@ -129,13 +130,7 @@ export function lifecycleOperations(deps: EcrDeps): Record<string, Operation> {
         const current = await registry.findRepository(tx, repo.name);
         if (current !== undefined) await registry.saveRepository(tx, { ...current, lifecyclePolicy: null });
       });
-      const out: Record<string, unknown> = {
-        registryId: ctx.accountId,
-        repositoryName: repo.name,
-        lifecyclePolicyText: repo.lifecyclePolicy,
-      };
-      if (repo.lifecycleUpdatedAt !== null) out.lastEvaluatedAt = epochSeconds(repo.lifecycleUpdatedAt);
-      return out;
+      return policyShape(ctx.accountId, repo.name, repo.lifecyclePolicy, repo.lifecycleUpdatedAt);
     },
 
     async StartLifecyclePolicyPreview(raw, ctx) {
