@@ -46,15 +46,18 @@ export const ADDON_PATH = fileURLToPath(new URL("../../build/aesgcm.node", impor
 
 function load(): { gcm: NativeGcm | undefined; how: string } {
   if (process.env.WHARF_NATIVE_GCM === "0")
-    return { gcm: undefined, how: "node:crypto (WHARF_NATIVE_GCM=0)" };
+    return { gcm: undefined, how: "through node:crypto (WHARF_NATIVE_GCM=0)" };
   if (!existsSync(ADDON_PATH))
-    return { gcm: undefined, how: `node:crypto (${ADDON_PATH} is not built; see scripts/bootstrap.sh)` };
+    return {
+      gcm: undefined,
+      how: `through node:crypto (${ADDON_PATH} is not built; see scripts/bootstrap.sh)`,
+    };
   try {
     const gcm = createRequire(import.meta.url)(ADDON_PATH) as NativeGcm;
     return { gcm, how: `in place (${ADDON_PATH})` };
   } catch (error) {
     const reason = error instanceof Error ? error.message : String(error);
-    return { gcm: undefined, how: `node:crypto (${ADDON_PATH} did not load: ${reason})` };
+    return { gcm: undefined, how: `through node:crypto (${ADDON_PATH} did not load: ${reason})` };
   }
 }
 
