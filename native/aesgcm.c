@@ -116,7 +116,8 @@ static const char *parse(napi_env env, napi_callback_info info, Job *job) {
   const unsigned char *in = input + input_offset;
   unsigned char *out = output + output_offset;
   /* OpenSSL takes the same bytes or separate ones, never a partial overlap. */
-  if (in != out && length > 0 && in < out + length && out < in + length)
+  uintptr_t from = (uintptr_t)in, to = (uintptr_t)out;
+  if (from != to && length > 0 && from < to + length && to < from + length)
     return "input and output overlap";
 
   /* Copies, so that nothing the output overwrites is read afterwards. */
