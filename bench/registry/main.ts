@@ -31,6 +31,7 @@ const USAGE = `usage: npm run bench:registry -- [options]
   --node-flags="F …"     extra node flags for the Wharf process (experiments, e.g. GC tuning)
   --wharf-log FILE       append the Wharf process's stdout to FILE (with --node-flags=--trace-gc, say)
   --cpu-prof DIR         run Wharf under node --cpu-prof, profiles in DIR
+  --node-crypto          Wharf decrypts and seals with node:crypto, not its AES-GCM addon (a "before")
   --quick                64 MiB in 1-16 MiB layers, 1,000 manifest requests
   --json                 print only the JSON result on stdout (the table goes to stderr)`;
 
@@ -49,6 +50,7 @@ interface Settings {
   cpuProfileDir: string | undefined;
   nodeFlags: string[];
   wharfLog: string | undefined;
+  nodeCrypto: boolean;
   quietCores: number;
   quietTimeoutSeconds: number;
   maxBackgroundCores: number;
@@ -74,6 +76,7 @@ function settings(argv: string[]): Settings {
       "cpu-prof": { type: "string" },
       "node-flags": { type: "string" },
       "wharf-log": { type: "string" },
+      "node-crypto": { type: "boolean" },
       "quiet-cores": { type: "string" },
       "quiet-timeout": { type: "string" },
       "max-background": { type: "string" },
@@ -113,6 +116,7 @@ function settings(argv: string[]): Settings {
     peers: only === undefined ? ["distribution", "wharf"] : [only],
     cpuProfileDir: values["cpu-prof"],
     wharfLog: values["wharf-log"],
+    nodeCrypto: values["node-crypto"] === true,
     nodeFlags: (values["node-flags"] ?? "").split(" ").filter((flag) => flag !== ""),
     quietCores: number("quiet-cores", values["quiet-cores"], 0.25),
     quietTimeoutSeconds: number("quiet-timeout", values["quiet-timeout"], 300),
@@ -142,6 +146,7 @@ function start(name: PeerName, options: Settings): Promise<Peer> {
     ? startWharf({
         cpuProfileDir: options.cpuProfileDir,
         nodeFlags: options.nodeFlags,
+        nodeCrypto: options.nodeCrypto,
         logFile: options.wharfLog,
       })
     : startDistribution();

@@ -46,12 +46,16 @@ function execText(file: string, args: string[], env: NodeJS.ProcessEnv): Promise
   });
 }
 
-/** The environment for a Wharf child: ours, without any WHARF_* setting that would change what runs. */
-function wharfEnv(): NodeJS.ProcessEnv {
+/**
+ * The environment for a Wharf child: ours, without any WHARF_* setting that would change what
+ * runs, and with WHARF_NATIVE_GCM=0 when asked for node:crypto.
+ */
+function wharfEnv(nodeCrypto = false): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   for (const [key, value] of Object.entries(process.env)) {
     if (!key.startsWith("WHARF_") && !key.startsWith("AWS_") && key !== "NODE_OPTIONS") env[key] = value;
   }
+  if (nodeCrypto) env.WHARF_NATIVE_GCM = "0";
   return env;
 }
 
@@ -97,6 +101,8 @@ export interface WharfOptions {
   nodeFlags?: string[] | undefined;
   /** Appends what the child prints on stdout here (e.g. `--trace-gc` output) instead of dropping it. */
   logFile?: string | undefined;
+  /** Seal and open blobs with node:crypto instead of the AES-GCM addon (WHARF_NATIVE_GCM=0). */
+  nodeCrypto?: boolean | undefined;
 }
 
 /** `bin/wharf.js server` as a child process with a fresh data directory; the client gets ECR credentials. */
@@ -110,7 +116,7 @@ export async function startWharf(options: WharfOptions = {}): Promise<Peer> {
   const args = [WHARF, "server", "--host", "127.0.0.1", "--port", "0", "--data-dir", dataDir];
   const child = spawn(process.execPath, [...nodeFlags, ...args, "--log-level", "warn"], {
     cwd: ROOT,
-    env: wharfEnv(),
+    env: wharfEnv(options.nodeCrypto),
     stdio: ["ignore", "pipe", "pipe"],
   });
   const server = watch(child);

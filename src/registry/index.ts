@@ -6,6 +6,7 @@ import { RegistryTokens } from "./auth.ts";
 import { FileBlobStore } from "./blob-store.ts";
 import { applyLifecyclePolicy } from "./ecr/lifecycle-api.ts";
 import { ecrService } from "./ecr/service.ts";
+import { nativeGcmStatus } from "./native-gcm.ts";
 import { Registry } from "./registry.ts";
 import { registerV2 } from "./v2.ts";
 
@@ -39,6 +40,7 @@ export interface RegistryService {
 /** The registry: blob storage, the /v2/ routes, the ECR API and their maintenance loop. */
 export async function startRegistry(options: RegistryServiceOptions): Promise<RegistryService> {
   const blobs = new FileBlobStore(join(options.dataDir, "registry"), options.deriveKey("blob encryption"));
+  options.log.info(`registry: blobs sealed and opened with AES-256-GCM ${nativeGcmStatus}`);
   const registry = new Registry({
     store: options.store,
     blobs,

@@ -1,6 +1,7 @@
 import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
-import type { OpenSegment, SealReply, SealRequest, SealSegment } from "./seal-protocol.ts";
+import { nativeGcm } from "./native-gcm.ts";
+import type { OpenSegment, SealReply, SealRequest, SealSegment, WorkerOptions } from "./seal-protocol.ts";
 import { SealedFileError } from "./sealed-format.ts";
 
 export class SealWorkerError extends Error {}
@@ -35,8 +36,8 @@ class Slot {
   /** Set once the worker is being stopped: it keeps the process alive until it has. */
   private stopping = false;
 
-  constructor(onExit: (slot: Slot) => void) {
-    this.worker = new Worker(new URL("./seal-worker.mjs", import.meta.url));
+  constructor(options: WorkerOptions, onExit: (slot: Slot) => void) {
+    this.worker = new Worker(new URL("./seal-worker.mjs", import.meta.url), { workerData: options });
     this.worker.unref();
     this.worker.on("message", (reply: SealReply) => {
       const pending = this.pending.get(reply.job);
@@ -104,12 +105,17 @@ export class SealPool {
   private nextShared = 1;
   private nextSlot = 0;
   private closed = false;
+  /** Whether the workers use the in-place cipher (native-gcm.ts) rather than node:crypto. */
+  readonly nativeGcm: boolean;
 
+  /** `useNativeGcm` false keeps the workers on node:crypto even when the addon is there. */
   constructor(
     size = Math.min(2, availableParallelism()),
     private readonly maxSharedBytes = MAX_SHARED_BYTES,
+    useNativeGcm = true,
   ) {
     this.size = Math.max(1, size);
+    this.nativeGcm = useNativeGcm && nativeGcm !== undefined;
     this.slots = new Array<Slot | undefined>(this.size).fill(undefined);
   }
 
@@ -121,7 +127,7 @@ export class SealPool {
     const at = this.nextSlot++ % this.size;
     let slot = this.slots[at];
     if (slot === undefined || slot.dead) {
-      slot = new Slot((stopped) => {
+      slot = new Slot({ nativeGcm: this.nativeGcm }, (stopped) => {
         for (const [id, owner] of this.assigned) if (owner === stopped) this.assigned.delete(id);
         if (this.slots[at] === stopped) this.slots[at] = undefined;
       });
@@ -175,8 +181,10 @@ export class SealPool {
 
   /**
    * Reads and opens one segment into `into` (see `takeShared`), which the worker writes until
-   * this settles; resolves with the plaintext's length. A missing or forged segment fails with
-   * SealedFileError, and nothing of it is written into `into`.
+   * this settles; resolves with the plaintext's length. Read `into` only after it resolves:
+   * the in-place cipher decrypts there before the tag is checked. A missing or forged segment
+   * fails with SealedFileError and leaves none of its plaintext in `into` (the in-place cipher
+   * zeroes the segment's range; node:crypto never writes it).
    */
   async open(
     request: Omit<OpenSegment, "op" | "job" | "shared" | "memory">,

@@ -1,5 +1,11 @@
 /** Messages between the event loop and a sealing worker (seal-pool.ts, seal-worker.ts). */
 
+/** A worker's `workerData`. */
+export interface WorkerOptions {
+  /** false: node:crypto even when the in-place cipher (native-gcm.ts) is there. */
+  nativeGcm: boolean;
+}
+
 /** Seals one segment and writes it at `position` of `fd`; hashes its bytes from `hashFrom` on first. */
 export interface SealSegment {
   op: "seal";
@@ -42,8 +48,9 @@ export interface OpenSegment {
   index: number;
   plainBytes: number;
   /**
-   * Where the plaintext goes: shared buffer `shared` (0: one used only this once). Its memory
-   * is sent the first time a worker is asked to use it, and the worker keeps it by number.
+   * Where the plaintext goes: shared buffer `shared` (0: one used only this once), at least a
+   * segment long. Its memory is sent the first time a worker is asked to use it, and the
+   * worker keeps it by number.
    */
   shared: number;
   memory?: SharedArrayBuffer;

@@ -2,12 +2,16 @@
 // segments and writes them at their place, off the event loop.
 import { createHash, type Hash } from "node:crypto";
 import { readSync, writevSync } from "node:fs";
-import { parentPort } from "node:worker_threads";
-import type { SealReply, SealRequest } from "./seal-protocol.ts";
+import { parentPort, workerData } from "node:worker_threads";
+import { nativeGcm } from "./native-gcm.ts";
+import type { SealReply, SealRequest, WorkerOptions } from "./seal-protocol.ts";
 import { OVERHEAD, openRead, SealedFileError, SegmentSealer, segmentRead } from "./sealed-format.ts";
+import { openSegmentInto, sealSegmentAt } from "./sealed-in-place.ts";
 
 const port = parentPort;
 if (port === null) throw new Error("seal-worker.ts runs as a worker thread");
+/** The in-place cipher, unless the pool asked for node:crypto (or the addon is not there). */
+const gcm = (workerData as WorkerOptions | undefined)?.nativeGcm === false ? undefined : nativeGcm;
 
 /** Running hashes of uploads in progress, by upload id. */
 const hashes = new Map<string, Hash>();
@@ -17,8 +21,11 @@ const shared = new Map<number, Buffer>();
 let scratch = Buffer.alloc(0);
 
 /**
- * Reads and opens one segment into the request's shared buffer; its length comes back. The
- * plaintext is copied there only once the whole segment has authenticated.
+ * Reads and opens one segment into the request's shared buffer; its length comes back. With
+ * the in-place cipher, the ciphertext is read into the buffer and decrypted there, and a
+ * segment that fails leaves its range zeroed; with node:crypto, the plaintext is copied there
+ * only once the whole segment has authenticated. Either way the event loop reads the buffer
+ * only after a reply without an error.
  */
 function openInto(request: Extract<SealRequest, { op: "open" }>): number {
   const { segmentBytes, index, plainBytes } = request;
@@ -26,6 +33,8 @@ function openInto(request: Extract<SealRequest, { op: "open" }>): number {
     shared.set(request.shared, Buffer.from(request.memory));
   const out = request.memory === undefined ? shared.get(request.shared) : Buffer.from(request.memory);
   if (out === undefined) throw new Error(`no shared buffer ${request.shared}`);
+  if (gcm !== undefined)
+    return openSegmentInto(gcm, request.fd, request.key, segmentBytes, index, plainBytes, out);
   if (scratch.length < segmentBytes + OVERHEAD) scratch = Buffer.allocUnsafeSlow(segmentBytes + OVERHEAD);
   const { position, bytes } = segmentRead(segmentBytes, index, plainBytes);
   const bytesRead = readSync(request.fd, scratch, 0, bytes, position);
@@ -46,6 +55,33 @@ function openInto(request: Extract<SealRequest, { op: "open" }>): number {
   return length;
 }
 
+/** Seals one segment with node:crypto and writes it at its place (one `writev` of its pieces). */
+function sealWithNodeCrypto(request: Extract<SealRequest, { op: "seal" }>, plaintext: Buffer): void {
+  const sealer = new SegmentSealer(Buffer.from(request.key), request.index);
+  sealer.update(plaintext);
+  const pieces = sealer.finish();
+  let position = request.position;
+  let left = pieces.reduce((sum, piece) => sum + piece.length, 0);
+  while (left > 0) {
+    const written = writevSync(request.fd, pieces, position);
+    if (written === left) break;
+    // A short write (rare for regular files): write the rest.
+    let skip = written;
+    while (skip > 0 && pieces.length > 0) {
+      const first = pieces[0] as Buffer;
+      if (first.length <= skip) {
+        skip -= first.length;
+        pieces.shift();
+      } else {
+        pieces[0] = first.subarray(skip);
+        skip = 0;
+      }
+    }
+    position += written;
+    left -= written;
+  }
+}
+
 function handle(request: SealRequest): SealReply {
   switch (request.op) {
     case "seal": {
@@ -53,31 +89,9 @@ function handle(request: SealRequest): SealReply {
       if (request.hash === "start") hashes.set(request.upload, createHash("sha256"));
       // "continue" without a running hash (this worker was started since): the caller reads back.
       if (request.hash !== "none") hashes.get(request.upload)?.update(plaintext.subarray(request.hashFrom));
-      if (request.fd >= 0) {
-        const sealer = new SegmentSealer(Buffer.from(request.key), request.index);
-        sealer.update(plaintext);
-        const pieces = sealer.finish();
-        let position = request.position;
-        let left = pieces.reduce((sum, piece) => sum + piece.length, 0);
-        while (left > 0) {
-          const written = writevSync(request.fd, pieces, position);
-          if (written === left) break;
-          // A short write (rare for regular files): write the rest.
-          let skip = written;
-          while (skip > 0 && pieces.length > 0) {
-            const first = pieces[0] as Buffer;
-            if (first.length <= skip) {
-              skip -= first.length;
-              pieces.shift();
-            } else {
-              pieces[0] = first.subarray(skip);
-              skip = 0;
-            }
-          }
-          position += written;
-          left -= written;
-        }
-      }
+      if (request.fd >= 0 && gcm !== undefined)
+        sealSegmentAt(gcm, request.fd, request.key, request.index, plaintext, request.position);
+      else if (request.fd >= 0) sealWithNodeCrypto(request, plaintext);
       return { job: request.job, buffer: request.buffer };
     }
     case "digest": {

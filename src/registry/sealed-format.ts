@@ -24,7 +24,7 @@ import type { FileHandle } from "node:fs/promises";
 const MAGIC = Buffer.from("WHB1");
 const SALT_BYTES = 16;
 export const NONCE_BYTES = 12;
-const TAG_BYTES = 16;
+export const TAG_BYTES = 16;
 export const HEADER_BYTES = MAGIC.length + SALT_BYTES + 4;
 /** The segment size of new files. */
 export const SEGMENT_BYTES = 1024 * 1024;

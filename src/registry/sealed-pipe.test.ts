@@ -11,11 +11,7 @@ import { HEADER_BYTES, SealedAppender, SealedFileError } from "./sealed-file.ts"
 import { pipeSealed } from "./sealed-pipe.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "wharf-sealed-pipe-"));
-const pool = new SealPool(2);
-after(async () => {
-  await pool.close();
-  rmSync(dir, { recursive: true, force: true });
-});
+after(() => rmSync(dir, { recursive: true, force: true }));
 
 const KEY = randomBytes(32);
 const SMALL = 4096;
@@ -52,7 +48,14 @@ class SlowSink extends Writable {
   }
 }
 
-async function pipe(path: string, length: number, start: number, end: number, readAhead?: number) {
+async function pipeWith(
+  pool: SealPool,
+  path: string,
+  length: number,
+  start: number,
+  end: number,
+  readAhead?: number,
+) {
   const sink = new SlowSink();
   await pipeSealed(path, KEY, length, start, end, sink, pool, readAhead);
   await new Promise<void>((resolve, reject) =>
@@ -61,80 +64,87 @@ async function pipe(path: string, length: number, start: number, end: number, re
   return Buffer.concat(sink.received);
 }
 
-describe("piping sealed files through the worker pool", () => {
-  it("writes every range, with any read-ahead, and reuses no buffer before the sink is done with it", async () => {
-    const data = randomBytes(9 * SMALL + 77);
-    const path = await sealed(data);
-    for (const readAhead of [0, 1, 3]) {
-      for (const [start, end] of [
-        [0, data.length - 1],
-        [SMALL - 1, SMALL],
-        [5, 6 * SMALL + 9],
-        [9 * SMALL, data.length - 1],
-      ] as const) {
-        assert.deepEqual(
-          await pipe(path, data.length, start, end, readAhead),
-          data.subarray(start, end + 1),
-          `${start}-${end} ahead ${readAhead}`,
-        );
-      }
-    }
-    // Several at once share the buffers.
-    const big = randomBytes(3 * 1024 * 1024 + 5);
-    const bigPath = await sealed(big, 1024 * 1024);
-    const results = await Promise.all([0, 1, 2, 3].map(() => pipe(bigPath, big.length, 0, big.length - 1)));
-    for (const result of results) assert.ok(result.equals(big));
-  });
+for (const native of [true, false]) {
+  describe(`piping sealed files through the worker pool, AES-GCM ${native ? "in place" : "through node:crypto"}`, () => {
+    const pool = new SealPool(2, undefined, native);
+    after(() => pool.close());
+    const pipe = (path: string, length: number, start: number, end: number, readAhead?: number) =>
+      pipeWith(pool, path, length, start, end, readAhead);
 
-  it("uses one-off buffers once the shared ones are all in use", async () => {
-    const small = new SealPool(2, 3 * SMALL);
-    try {
-      const data = randomBytes(20 * SMALL + 3);
+    it("writes every range, with any read-ahead, and reuses no buffer before the sink is done with it", async () => {
+      const data = randomBytes(9 * SMALL + 77);
       const path = await sealed(data);
-      const results = await Promise.all(
-        [0, 1, 2, 3].map(async (i) => {
-          const sink = new SlowSink();
-          await pipeSealed(path, KEY, data.length, i * 100, data.length - 1 - i, sink, small, 2);
-          await new Promise<void>((resolve, reject) =>
-            sink.end((error?: Error | null) => (error ? reject(error) : resolve())),
+      for (const readAhead of [0, 1, 3]) {
+        for (const [start, end] of [
+          [0, data.length - 1],
+          [SMALL - 1, SMALL],
+          [5, 6 * SMALL + 9],
+          [9 * SMALL, data.length - 1],
+        ] as const) {
+          assert.deepEqual(
+            await pipe(path, data.length, start, end, readAhead),
+            data.subarray(start, end + 1),
+            `${start}-${end} ahead ${readAhead}`,
           );
-          return Buffer.concat(sink.received);
-        }),
+        }
+      }
+      // Several at once share the buffers.
+      const big = randomBytes(3 * 1024 * 1024 + 5);
+      const bigPath = await sealed(big, 1024 * 1024);
+      const results = await Promise.all([0, 1, 2, 3].map(() => pipe(bigPath, big.length, 0, big.length - 1)));
+      for (const result of results) assert.ok(result.equals(big));
+    });
+
+    it("uses one-off buffers once the shared ones are all in use", async () => {
+      const small = new SealPool(2, 3 * SMALL, native);
+      try {
+        const data = randomBytes(20 * SMALL + 3);
+        const path = await sealed(data);
+        const results = await Promise.all(
+          [0, 1, 2, 3].map(async (i) => {
+            const sink = new SlowSink();
+            await pipeSealed(path, KEY, data.length, i * 100, data.length - 1 - i, sink, small, 2);
+            await new Promise<void>((resolve, reject) =>
+              sink.end((error?: Error | null) => (error ? reject(error) : resolve())),
+            );
+            return Buffer.concat(sink.received);
+          }),
+        );
+        results.forEach((result, i) => {
+          assert.ok(result.equals(data.subarray(i * 100, data.length - i)), `pipe ${i}`);
+        });
+      } finally {
+        await small.close();
+      }
+    });
+
+    it("writes the segments before a forged one and nothing of it, then fails, and closes the file", async () => {
+      const data = randomBytes(6 * SMALL);
+      const path = await sealed(data);
+      const bytes = readFileSync(path);
+      const inFourth = HEADER_BYTES + 3 * (SMALL + OVERHEAD) + 50;
+      bytes[inFourth] = (bytes[inFourth] as number) ^ 0x01;
+      writeFileSync(path, bytes);
+      const before = readdirSync("/proc/self/fd").length;
+      const sink = new SlowSink();
+      await assert.rejects(
+        pipeSealed(path, KEY, data.length, 0, data.length - 1, sink, pool, 4),
+        (error: unknown) => error instanceof SealedFileError && /segment 3 failed/.test(error.message),
       );
-      results.forEach((result, i) => {
-        assert.ok(result.equals(data.subarray(i * 100, data.length - i)), `pipe ${i}`);
-      });
-    } finally {
-      await small.close();
-    }
-  });
+      await sleep(20);
+      assert.deepEqual(Buffer.concat(sink.received), data.subarray(0, 3 * SMALL));
+      assert.equal(readdirSync("/proc/self/fd").length, before);
+      assert.deepEqual(await pipe(path, data.length, 0, 3 * SMALL - 1, 4), data.subarray(0, 3 * SMALL));
+    });
 
-  it("writes the segments before a forged one, then fails, and closes the file", async () => {
-    const data = randomBytes(6 * SMALL);
-    const path = await sealed(data);
-    const bytes = readFileSync(path);
-    const inFourth = HEADER_BYTES + 3 * (SMALL + OVERHEAD) + 50;
-    bytes[inFourth] = (bytes[inFourth] as number) ^ 0x01;
-    writeFileSync(path, bytes);
-    const before = readdirSync("/proc/self/fd").length;
-    const sink = new SlowSink();
-    await assert.rejects(
-      pipeSealed(path, KEY, data.length, 0, data.length - 1, sink, pool, 4),
-      (error: unknown) => error instanceof SealedFileError && /segment 3 failed/.test(error.message),
-    );
-    await sleep(20);
-    assert.deepEqual(Buffer.concat(sink.received), data.subarray(0, 3 * SMALL));
-    assert.equal(readdirSync("/proc/self/fd").length, before);
-    assert.deepEqual(await pipe(path, data.length, 0, 3 * SMALL - 1, 4), data.subarray(0, 3 * SMALL));
+    it("stops when the sink goes away, once nothing in flight uses the file", async () => {
+      const data = randomBytes(64 * SMALL);
+      const path = await sealed(data);
+      const before = readdirSync("/proc/self/fd").length;
+      const sink = new SlowSink(5);
+      setTimeout(() => sink.destroy(), 20);
+      await assert.rejects(pipeSealed(path, KEY, data.length, 0, data.length - 1, sink, pool, 3));
+      assert.equal(readdirSync("/proc/self/fd").length, before);
+    });
   });
-
-  it("stops when the sink goes away, once nothing in flight uses the file", async () => {
-    const data = randomBytes(64 * SMALL);
-    const path = await sealed(data);
-    const before = readdirSync("/proc/self/fd").length;
-    const sink = new SlowSink(5);
-    setTimeout(() => sink.destroy(), 20);
-    await assert.rejects(pipeSealed(path, KEY, data.length, 0, data.length - 1, sink, pool, 3));
-    assert.equal(readdirSync("/proc/self/fd").length, before);
-  });
-});
+}

@@ -1,0 +1,69 @@
+import { existsSync } from "node:fs";
+import { createRequire } from "node:module";
+import { fileURLToPath } from "node:url";
+
+/**
+ * AES-256-GCM that writes into a given buffer (native/aesgcm.c, built by scripts/bootstrap.sh
+ * into build/aesgcm.node). `node:crypto` always allocates its output, which cost a pulled
+ * segment an allocation, a zero-fill and a copy into the buffer the socket is written from.
+ *
+ * Both take the same arguments: the key (32 bytes), the nonce (12), the associated data, the
+ * input range, the output range (the same bytes as the input, or bytes apart from them) and
+ * the tag (16). Ranges outside their buffers throw.
+ */
+export interface NativeGcm {
+  /**
+   * Decrypts and authenticates; false (with the output range zeroed) when the tag does not
+   * match. The output holds unauthenticated plaintext while this runs: nothing may read it
+   * unless this returned true.
+   */
+  open(
+    key: Uint8Array,
+    nonce: Uint8Array,
+    aad: Uint8Array,
+    input: Uint8Array,
+    inputOffset: number,
+    output: Uint8Array,
+    outputOffset: number,
+    length: number,
+    tag: Uint8Array,
+  ): boolean;
+  /** Encrypts, and writes the tag into `tag`. */
+  seal(
+    key: Uint8Array,
+    nonce: Uint8Array,
+    aad: Uint8Array,
+    input: Uint8Array,
+    inputOffset: number,
+    output: Uint8Array,
+    outputOffset: number,
+    length: number,
+    tag: Uint8Array,
+  ): void;
+}
+
+export const ADDON_PATH = fileURLToPath(new URL("../../build/aesgcm.node", import.meta.url));
+
+function load(): { gcm: NativeGcm | undefined; how: string } {
+  if (process.env.WHARF_NATIVE_GCM === "0")
+    return { gcm: undefined, how: "through node:crypto (WHARF_NATIVE_GCM=0)" };
+  if (!existsSync(ADDON_PATH))
+    return {
+      gcm: undefined,
+      how: `through node:crypto (${ADDON_PATH} is not built; see scripts/bootstrap.sh)`,
+    };
+  try {
+    const gcm = createRequire(import.meta.url)(ADDON_PATH) as NativeGcm;
+    return { gcm, how: `in place (${ADDON_PATH})` };
+  } catch (error) {
+    const reason = error instanceof Error ? error.message : String(error);
+    return { gcm: undefined, how: `through node:crypto (${ADDON_PATH} did not load: ${reason})` };
+  }
+}
+
+const loaded = load();
+
+/** The addon in this thread, or undefined: then node:crypto does the work. */
+export const nativeGcm: NativeGcm | undefined = loaded.gcm;
+/** Which AES-256-GCM this thread uses, and why, for the log. */
+export const nativeGcmStatus: string = loaded.how;
