@@ -42,7 +42,7 @@ import {
   type TaskRegistryAccess,
 } from "./task-api.ts";
 import { findTaskDefinition } from "./task-definitions.ts";
-import { findTask, requestStop, saveTask, type TaskRecord } from "./tasks.ts";
+import { findTask, insertTask, requestStop, saveTask, type TaskRecord } from "./tasks.ts";
 import { WorkQueue } from "./work-queue.ts";
 
 export interface ServiceControllerOptions {
@@ -499,7 +499,7 @@ export class ServiceController {
         zone,
       );
       task.serviceName = record.name;
-      await saveTask(tx, task, now, this.options.state);
+      await insertTask(tx, task, now, this.options.state);
       await putTags(tx, task.wire.taskArn, tags);
       started.push(task.wire.taskArn);
       notify.add(order.instanceArn);

@@ -25,6 +25,7 @@ import {
   clusterNameOfArn,
   containerWire,
   findTask,
+  insertTask,
   newTaskArn,
   requestStop,
   STOPPED_RETENTION_MS,
@@ -506,7 +507,7 @@ export function taskOperations(
             instanceArn,
             zone,
           );
-          await saveTask(tx, task, now, state);
+          await insertTask(tx, task, now, state);
           await putTags(tx, task.wire.taskArn, toTags(input.tags ?? []));
           tasks.push(task);
         }
@@ -553,7 +554,7 @@ export function taskOperations(
           }
           const zone = record.attributes.find((a) => a.name === "ecs.availability-zone")?.value;
           const task = newTask({ ctx, cluster, definition, input, registry }, record.arn, zone);
-          await saveTask(tx, task, now, state);
+          await insertTask(tx, task, now, state);
           await putTags(tx, task.wire.taskArn, toTags(input.tags ?? []));
           tasks.push(task);
         }
