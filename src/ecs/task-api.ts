@@ -252,7 +252,7 @@ export function newTask(factory: TaskFactory, instanceArn: string, zone: string 
     },
     lastStatus: networkMode === "awsvpc" ? "PROVISIONING" : "PENDING",
     desiredStatus: "RUNNING",
-    containers: containers.map((c) => containerWire(scope, taskArn, c)),
+    containers: containers.map((c) => containerWire(taskArn, c)),
     version: 1,
     createdAt: now,
     group: input.group ?? `family:${definition.family}`,

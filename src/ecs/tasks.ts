@@ -115,14 +115,12 @@ export function newTaskArn(scope: Scope, clusterArn: string): string {
   });
 }
 
-export function newContainerArn(scope: Scope, taskArn: string): string {
-  const [, , cluster, id] = taskArn.split(":").slice(5).join(":").split("/");
-  return formatArn({
-    service: "ecs",
-    region: scope.region,
-    accountId: scope.accountId,
-    resource: `container/${cluster ?? ""}/${id ?? ""}/${randomUUID()}`,
-  });
+/**
+ * `arn:aws:ecs:<region>:<account>:container/<cluster>/<task id>/<uuid>`, ECS's form: the task's
+ * ARN with `container` for `task` and a fresh UUID after it.
+ */
+export function newContainerArn(taskArn: string): string {
+  return `${taskArn.replace(":task/", ":container/")}/${randomUUID()}`;
 }
 
 /** The DescribeTasks shape: timestamps as epoch seconds, internal fields left out. */
@@ -430,9 +428,9 @@ export function applyReport(record: TaskRecord, report: TaskReport): boolean {
   return true;
 }
 
-export function containerWire(scope: Scope, taskArn: string, container: AssignedContainer): ContainerWire {
+export function containerWire(taskArn: string, container: AssignedContainer): ContainerWire {
   const wire: ContainerWire = {
-    containerArn: newContainerArn(scope, taskArn),
+    containerArn: newContainerArn(taskArn),
     taskArn,
     name: container.name,
     image: container.image,
