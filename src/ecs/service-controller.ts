@@ -365,6 +365,12 @@ export class ServiceController {
       const fargate = record.launchType === "FARGATE";
       const state = this.options.state;
       const instances = fargate ? fargateSnapshot(state, scope, now) : snapshot(state, cluster, now);
+      // The same instances as placement keeps them between calls (RunTask places from it too).
+      const views = state.placement(
+        fargate ? fargateCapacityArn(scope) : cluster.arn,
+        fargate ? "FARGATE" : "EC2",
+        now,
+      );
       const read = await serviceTasks(tx, record, this.known.get(arn) ?? new Map());
       const tasks = read.tasks;
       // What this transaction read is kept only if it commits.
@@ -390,6 +396,7 @@ export class ServiceController {
           service: serviceState(record),
           tasks,
           instances,
+          views,
           placement,
           now,
           lostBefore,
