@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { AwsError } from "../aws/errors.ts";
 import { verifySigV4 } from "../aws/sigv4.ts";
@@ -92,6 +93,9 @@ function samePorts(a: InstanceRecord["usedPorts"], b: InstanceRecord["usedPorts"
   return same(a.tcp, b.tcp) && same(a.udp, b.udp);
 }
 
+/** Token hashes kept in memory (an agent each): past this many, the memo starts over. */
+const MAX_HASHED_TOKENS = 50_000;
+
 /** A response body already serialized. */
 class Serialized {
   constructor(readonly json: string) {}
@@ -136,9 +140,23 @@ export function registerAgentChannel(app: FastifyInstance, options: AgentChannel
   const cache = new AssignmentCache();
   // Polls end when the server closes, before the store does.
   const closing = new AbortController();
+  // Every waiting poll listens for it: one per instance.
+  setMaxListeners(0, closing.signal);
   app.addHook("preClose", async () => {
     closing.abort();
   });
+
+  // Each agent sends its token with every request: its hash is worked out once, not per request.
+  const hashes = new Map<string, string>();
+  const hashOf = (token: string) => {
+    let hash = hashes.get(token);
+    if (hash === undefined) {
+      if (hashes.size >= MAX_HASHED_TOKENS) hashes.clear();
+      hash = hashToken(token);
+      hashes.set(token, hash);
+    }
+    return hash;
+  };
 
   async function node(request: FastifyRequest) {
     const header = request.headers.authorization ?? "";
@@ -146,7 +164,7 @@ export function registerAgentChannel(app: FastifyInstance, options: AgentChannel
     if (token === "") throw Unauthorized("A node token is required.");
     // The scheduler's state knows the tokens of instances not INACTIVE; the store knows every one.
     const arn =
-      state.instanceByToken(hashToken(token)) ?? (await store.read((tx) => instanceArnByToken(tx, token)));
+      state.instanceByToken(hashOf(token)) ?? (await store.read((tx) => instanceArnByToken(tx, token)));
     // The instance as the scheduler's state holds it, so no request parses it again.
     const instance =
       arn === undefined
@@ -297,11 +315,20 @@ export function registerAgentChannel(app: FastifyInstance, options: AgentChannel
       else state.heartbeat(instance.arn, options.clock().getTime());
     }
     if (tasks === undefined || !differs(tasks)) {
+      // Ends when the agent goes away or the server closes; one controller, listened to by both
+      // (AbortSignal.any would tie a dependent signal per poll to the server's for its lifetime).
       const aborted = new AbortController();
-      request.raw.once("close", () => aborted.abort());
-      const signal = AbortSignal.any([aborted.signal, closing.signal]);
-      await notifier.wait(instance.arn, idlePollMs(), signal);
-      if (signal.aborted && tasks !== undefined) return pollResponse(tasks);
+      const abort = () => aborted.abort();
+      request.raw.once("close", abort);
+      closing.signal.addEventListener("abort", abort, { once: true });
+      if (closing.signal.aborted) abort();
+      try {
+        await notifier.wait(instance.arn, idlePollMs(), aborted.signal);
+      } finally {
+        closing.signal.removeEventListener("abort", abort);
+        request.raw.off("close", abort);
+      }
+      if (aborted.signal.aborted && tasks !== undefined) return pollResponse(tasks);
       tasks = await assignments();
     }
     return pollResponse(tasks);
