@@ -1,4 +1,3 @@
-import { setMaxListeners } from "node:events";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { AwsError } from "../aws/errors.ts";
 import { verifySigV4 } from "../aws/sigv4.ts";
@@ -138,12 +137,12 @@ export function registerAgentChannel(app: FastifyInstance, options: AgentChannel
   const scope = { region: options.region, accountId: options.accountId };
   // Polls parse only the tasks whose rows changed since the instance's last poll.
   const cache = new AssignmentCache();
-  // Polls end when the server closes, before the store does.
-  const closing = new AbortController();
-  // Every waiting poll listens for it: one per instance.
-  setMaxListeners(0, closing.signal);
+  // Polls end when the server closes, before the store does: each waiting one is ended here.
+  const waiting = new Set<() => void>();
+  let closing = false;
   app.addHook("preClose", async () => {
-    closing.abort();
+    closing = true;
+    for (const abort of waiting) abort();
   });
 
   // Each agent sends its token with every request: its hash is worked out once, not per request.
@@ -315,17 +314,17 @@ export function registerAgentChannel(app: FastifyInstance, options: AgentChannel
       else state.heartbeat(instance.arn, options.clock().getTime());
     }
     if (tasks === undefined || !differs(tasks)) {
-      // Ends when the agent goes away or the server closes; one controller, listened to by both
-      // (AbortSignal.any would tie a dependent signal per poll to the server's for its lifetime).
+      // Ends when the agent goes away or the server closes. Not AbortSignal.any, nor a listener
+      // on one shared signal: with thousands of polls waiting, each would cost a walk over them all.
       const aborted = new AbortController();
       const abort = () => aborted.abort();
       request.raw.once("close", abort);
-      closing.signal.addEventListener("abort", abort, { once: true });
-      if (closing.signal.aborted) abort();
+      waiting.add(abort);
+      if (closing) abort();
       try {
         await notifier.wait(instance.arn, idlePollMs(), aborted.signal);
       } finally {
-        closing.signal.removeEventListener("abort", abort);
+        waiting.delete(abort);
         request.raw.off("close", abort);
       }
       if (aborted.signal.aborted && tasks !== undefined) return pollResponse(tasks);
