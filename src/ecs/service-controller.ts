@@ -410,6 +410,7 @@ export class ServiceController {
       return { ...applied, more: plan.starts.length >= maxStarts };
     });
     if (result === undefined) return { changed: false, more: false };
+    this.options.notifier.started(result.started);
     for (const instance of result.notify) this.options.notifier.notify(instance);
     return { changed: result.changed, more: result.more };
   }
@@ -458,7 +459,7 @@ export class ServiceController {
       plan: ServicePlan;
       now: number;
     },
-  ): Promise<{ notify: Set<string>; changed: boolean }> {
+  ): Promise<{ notify: Set<string>; started: TaskRecord[]; changed: boolean }> {
     const { record, cluster, plan, now } = pass;
     const notify = new Set<string>();
     const stopped: string[] = [];
@@ -479,6 +480,7 @@ export class ServiceController {
       now: new Date(now),
     };
     const started: string[] = [];
+    const records: TaskRecord[] = [];
     const zones = new Map<string, string | undefined>();
     if (plan.starts.length > 0)
       for (const instance of pass.instances) zones.set(instance.view.arn, instance.zone);
@@ -509,6 +511,7 @@ export class ServiceController {
       await insertTask(tx, task, now, this.options.state);
       await putTags(tx, task.wire.taskArn, tags);
       started.push(task.wire.taskArn);
+      records.push(task);
       notify.add(order.instanceArn);
     }
     const messages = [...plan.notices];
@@ -529,6 +532,10 @@ export class ServiceController {
     const recordChanged = JSON.stringify(next) !== JSON.stringify(record);
     if (recordChanged) await saveService(tx, { ...next, updatedAt: now });
     notify.delete("");
-    return { notify, changed: recordChanged || stopped.length + started.length + messages.length > 0 };
+    return {
+      notify,
+      started: records,
+      changed: recordChanged || stopped.length + started.length + messages.length > 0,
+    };
   }
 }

@@ -519,7 +519,7 @@ export function taskOperations(
           : plan.failures.map((f) => ({ arn: f.arn, reason: failureReasonText(f) }));
         return { tasks, failures };
       });
-      for (const task of result.tasks) notifier.notify(task.wire.containerInstanceArn ?? "");
+      notifier.started(result.tasks);
       return { tasks: result.tasks.map((t) => taskShape(t, true)), failures: result.failures };
     },
 
@@ -560,7 +560,7 @@ export function taskOperations(
         }
         return { tasks, failures };
       });
-      for (const task of result.tasks) notifier.notify(task.wire.containerInstanceArn ?? "");
+      notifier.started(result.tasks);
       return { tasks: result.tasks.map((t) => taskShape(t, true)), failures: result.failures };
     },
 

@@ -34,6 +34,7 @@ import {
   type RegisterNodeRequest,
   type RegisterNodeResponse,
   type StatsBatch,
+  statusRank,
   type TaskReport,
 } from "../shared/agent-protocol.ts";
 import type { Store, Tx } from "../store/store.ts";
@@ -137,6 +138,8 @@ export function registerAgentChannel(app: FastifyInstance, options: AgentChannel
   const scope = { region: options.region, accountId: options.accountId };
   // Polls parse only the tasks whose rows changed since the instance's last poll.
   const cache = new AssignmentCache();
+  // A task committed new is kept at once, so the poll it wakes need not read the store.
+  notifier.onStarted((task) => cache.remember(task));
   // Polls end when the server closes, before the store does: each waiting one is ended here.
   const waiting = new Set<() => void>();
   let closing = false;
@@ -273,8 +276,13 @@ export function registerAgentChannel(app: FastifyInstance, options: AgentChannel
       }
       return record;
     };
-    const assignments = () =>
-      store.read(async (tx) => {
+    const assignments = async () => {
+      // What the scheduler's state gives the instance, when every task of it is kept as committed.
+      if ((state.instance(instance.arn)?.status ?? "INACTIVE") !== "INACTIVE") {
+        const kept = cache.fromMemory(instance.arn, state.assignedVersions(instance.arn));
+        if (kept !== undefined) return kept;
+      }
+      return store.read(async (tx) => {
         const status = await instanceStatus(tx, instance.arn);
         if (status === undefined || status === "INACTIVE") {
           cache.forget(instance.arn);
@@ -282,6 +290,7 @@ export function registerAgentChannel(app: FastifyInstance, options: AgentChannel
         }
         return cache.read(tx, instance.arn);
       });
+    };
     // A poll's arrival is the heartbeat, kept in memory (the state writes heartbeats out now and
     // then); the end of its wait says nothing of the agent, which may have gone meanwhile without
     // the connection closing. The store is written only when the agent's host ports changed.
@@ -343,6 +352,10 @@ export function registerAgentChannel(app: FastifyInstance, options: AgentChannel
     ) {
       throw InvalidParameter("taskArn, lastStatus and containers are required.");
     }
+    // A task that stops is to stop from now on, its version unchanged (its agent, which acts on
+    // versions only, knows): polls read it again, from before the write until after it commits.
+    const stops = statusRank(report.lastStatus) >= statusRank("DEACTIVATING");
+    if (stops) cache.drop(instance.arn, report.taskArn);
     await store.transaction(async (tx) => {
       const task = await findTask(tx, report.taskArn);
       if (task === undefined || task.wire.containerInstanceArn !== instance.arn) {
@@ -357,6 +370,7 @@ export function registerAgentChannel(app: FastifyInstance, options: AgentChannel
         if (current !== undefined) await saveInstance(tx, releasePorts(current, task), state);
       }
     });
+    if (stops) cache.drop(instance.arn, report.taskArn);
     return {};
   });
 
