@@ -72,6 +72,56 @@ export class AssignmentCache {
     return out;
   }
 
+  /**
+   * A task just committed (and synced): its assignment is kept as a read would keep it, so the
+   * poll it wakes can be answered from memory. Its row is not known: a later read keeps the
+   * entry while the task is to run, and parses the row again once it is to stop.
+   */
+  remember(record: TaskRecord): void {
+    const instanceArn = record.wire.containerInstanceArn;
+    if (instanceArn === undefined) return;
+    const assignment = assignmentOf(record);
+    let entries = this.byInstance.get(instanceArn);
+    if (entries === undefined) {
+      entries = new Map();
+      this.byInstance.set(instanceArn, entries);
+    }
+    entries.set(record.wire.taskArn, {
+      rowVersion: -1,
+      updatedAt: -1,
+      desiredStatus: record.wire.desiredStatus,
+      assignment: {
+        taskArn: assignment.taskArn,
+        version: assignment.version,
+        json: JSON.stringify(assignment),
+      },
+    });
+  }
+
+  /**
+   * The instance's assignments without reading the store, when what is kept says exactly what
+   * `read` would: the tasks (and versions) the scheduler's state gives the instance are those
+   * kept, every one still to run (its assignment cannot have changed). Undefined otherwise,
+   * and then the caller reads. The state runs ahead of commits (a write shows there before it
+   * commits), but a task or version not yet committed is never kept here, so it never matches.
+   */
+  fromMemory(instanceArn: string, versions: ReadonlyMap<string, number>): CachedAssignment[] | undefined {
+    const entries = this.byInstance.get(instanceArn);
+    if ((entries?.size ?? 0) !== versions.size) return undefined;
+    const out: CachedAssignment[] = [];
+    for (const [arn, entry] of entries ?? []) {
+      if (entry.desiredStatus !== "RUNNING" || versions.get(arn) !== entry.assignment.version)
+        return undefined;
+      out.push(entry.assignment);
+    }
+    return out;
+  }
+
+  /** The task's assignment may change without its version moving (its agent says it stops): read it again. */
+  drop(instanceArn: string, taskArn: string): void {
+    this.byInstance.get(instanceArn)?.delete(taskArn);
+  }
+
   forget(instanceArn: string): void {
     this.byInstance.delete(instanceArn);
   }

@@ -1,3 +1,5 @@
+import type { TaskRecord } from "./tasks.ts";
+
 /**
  * Wakes agents' long polls when something changes for their instance. In
  * memory: a poll that misses a wake-up still times out and re-reads, so
@@ -5,6 +7,18 @@
  */
 export class InstanceNotifier {
   private readonly waiters = new Map<string, Set<() => void>>();
+  private readonly created: Array<(task: TaskRecord) => void> = [];
+
+  /** Calls `listener` with each task `started` announces (the agent channel keeps its assignment). */
+  onStarted(listener: (task: TaskRecord) => void): void {
+    this.created.push(listener);
+  }
+
+  /** New tasks, committed: listeners learn of each, then their instances' polls wake. */
+  started(tasks: readonly TaskRecord[]): void {
+    for (const task of tasks) for (const listener of this.created) listener(task);
+    for (const task of tasks) this.notify(task.wire.containerInstanceArn ?? "");
+  }
 
   notify(instanceArn: string): void {
     const waiting = this.waiters.get(instanceArn);

@@ -42,7 +42,7 @@ import {
   type TaskRegistryAccess,
 } from "./task-api.ts";
 import { findTaskDefinition } from "./task-definitions.ts";
-import { findTask, requestStop, saveTask, type TaskRecord } from "./tasks.ts";
+import { findTask, insertTask, requestStop, saveTask, type TaskRecord } from "./tasks.ts";
 import { WorkQueue } from "./work-queue.ts";
 
 export interface ServiceControllerOptions {
@@ -365,6 +365,12 @@ export class ServiceController {
       const fargate = record.launchType === "FARGATE";
       const state = this.options.state;
       const instances = fargate ? fargateSnapshot(state, scope, now) : snapshot(state, cluster, now);
+      // The same instances as placement keeps them between calls (RunTask places from it too).
+      const views = state.placement(
+        fargate ? fargateCapacityArn(scope) : cluster.arn,
+        fargate ? "FARGATE" : "EC2",
+        now,
+      );
       const read = await serviceTasks(tx, record, this.known.get(arn) ?? new Map());
       const tasks = read.tasks;
       // What this transaction read is kept only if it commits.
@@ -390,6 +396,7 @@ export class ServiceController {
           service: serviceState(record),
           tasks,
           instances,
+          views,
           placement,
           now,
           lostBefore,
@@ -403,6 +410,7 @@ export class ServiceController {
       return { ...applied, more: plan.starts.length >= maxStarts };
     });
     if (result === undefined) return { changed: false, more: false };
+    this.options.notifier.started(result.started);
     for (const instance of result.notify) this.options.notifier.notify(instance);
     return { changed: result.changed, more: result.more };
   }
@@ -451,7 +459,7 @@ export class ServiceController {
       plan: ServicePlan;
       now: number;
     },
-  ): Promise<{ notify: Set<string>; changed: boolean }> {
+  ): Promise<{ notify: Set<string>; started: TaskRecord[]; changed: boolean }> {
     const { record, cluster, plan, now } = pass;
     const notify = new Set<string>();
     const stopped: string[] = [];
@@ -472,6 +480,7 @@ export class ServiceController {
       now: new Date(now),
     };
     const started: string[] = [];
+    const records: TaskRecord[] = [];
     const zones = new Map<string, string | undefined>();
     if (plan.starts.length > 0)
       for (const instance of pass.instances) zones.set(instance.view.arn, instance.zone);
@@ -499,9 +508,10 @@ export class ServiceController {
         zone,
       );
       task.serviceName = record.name;
-      await saveTask(tx, task, now, this.options.state);
+      await insertTask(tx, task, now, this.options.state);
       await putTags(tx, task.wire.taskArn, tags);
       started.push(task.wire.taskArn);
+      records.push(task);
       notify.add(order.instanceArn);
     }
     const messages = [...plan.notices];
@@ -522,6 +532,10 @@ export class ServiceController {
     const recordChanged = JSON.stringify(next) !== JSON.stringify(record);
     if (recordChanged) await saveService(tx, { ...next, updatedAt: now });
     notify.delete("");
-    return { notify, changed: recordChanged || stopped.length + started.length + messages.length > 0 };
+    return {
+      notify,
+      started: records,
+      changed: recordChanged || stopped.length + started.length + messages.length > 0,
+    };
   }
 }

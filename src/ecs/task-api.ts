@@ -25,6 +25,7 @@ import {
   clusterNameOfArn,
   containerWire,
   findTask,
+  insertTask,
   newTaskArn,
   requestStop,
   STOPPED_RETENTION_MS,
@@ -251,7 +252,7 @@ export function newTask(factory: TaskFactory, instanceArn: string, zone: string 
     },
     lastStatus: networkMode === "awsvpc" ? "PROVISIONING" : "PENDING",
     desiredStatus: "RUNNING",
-    containers: containers.map((c) => containerWire(scope, taskArn, c)),
+    containers: containers.map((c) => containerWire(taskArn, c)),
     version: 1,
     createdAt: now,
     group: input.group ?? `family:${definition.family}`,
@@ -506,7 +507,7 @@ export function taskOperations(
             instanceArn,
             zone,
           );
-          await saveTask(tx, task, now, state);
+          await insertTask(tx, task, now, state);
           await putTags(tx, task.wire.taskArn, toTags(input.tags ?? []));
           tasks.push(task);
         }
@@ -518,7 +519,7 @@ export function taskOperations(
           : plan.failures.map((f) => ({ arn: f.arn, reason: failureReasonText(f) }));
         return { tasks, failures };
       });
-      for (const task of result.tasks) notifier.notify(task.wire.containerInstanceArn ?? "");
+      notifier.started(result.tasks);
       return { tasks: result.tasks.map((t) => taskShape(t, true)), failures: result.failures };
     },
 
@@ -553,13 +554,13 @@ export function taskOperations(
           }
           const zone = record.attributes.find((a) => a.name === "ecs.availability-zone")?.value;
           const task = newTask({ ctx, cluster, definition, input, registry }, record.arn, zone);
-          await saveTask(tx, task, now, state);
+          await insertTask(tx, task, now, state);
           await putTags(tx, task.wire.taskArn, toTags(input.tags ?? []));
           tasks.push(task);
         }
         return { tasks, failures };
       });
-      for (const task of result.tasks) notifier.notify(task.wire.containerInstanceArn ?? "");
+      notifier.started(result.tasks);
       return { tasks: result.tasks.map((t) => taskShape(t, true)), failures: result.failures };
     },
 

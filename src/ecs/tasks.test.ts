@@ -21,6 +21,42 @@ describe("newTaskArn", () => {
   });
 });
 
+describe("newTask", () => {
+  it("names each container as ECS does: container/<cluster>/<task id>/<uuid>", () => {
+    const record = newTask(
+      {
+        ctx: testContext,
+        cluster: testCluster,
+        definition: {
+          taskDefinitionArn: "arn:aws:ecs:us-east-1:000000000000:task-definition/app:1",
+          family: "app",
+          revision: 1,
+          status: "ACTIVE",
+          containerDefinitions: [
+            { name: "web", image: "busybox", memory: 64, essential: true },
+            { name: "side", image: "busybox", memory: 64, essential: false },
+          ],
+        },
+        input: { taskDefinition: "app:1" },
+        registry: testRegistry,
+      },
+      "arn:aws:ecs:us-east-1:000000000000:container-instance/default/i",
+      "us-east-1a",
+    );
+    const taskId = record.wire.taskArn.slice(record.wire.taskArn.lastIndexOf("/") + 1);
+    const arns = record.wire.containers.map((c) => c.containerArn);
+    for (const arn of arns) {
+      assert.match(
+        arn,
+        new RegExp(
+          `^arn:aws:ecs:us-east-1:000000000000:container/${testCluster.name}/${taskId}/[0-9a-f-]{36}$`,
+        ),
+      );
+    }
+    assert.notEqual(arns[0], arns[1]);
+  });
+});
+
 describe("applyReport", () => {
   const definition = (awsvpc: boolean): RunnableDefinition => ({
     taskDefinitionArn: "arn:aws:ecs:us-east-1:000000000000:task-definition/app:1",

@@ -115,14 +115,12 @@ export function newTaskArn(scope: Scope, clusterArn: string): string {
   });
 }
 
-export function newContainerArn(scope: Scope, taskArn: string): string {
-  const [, , cluster, id] = taskArn.split(":").slice(5).join(":").split("/");
-  return formatArn({
-    service: "ecs",
-    region: scope.region,
-    accountId: scope.accountId,
-    resource: `container/${cluster ?? ""}/${id ?? ""}/${randomUUID()}`,
-  });
+/**
+ * `arn:aws:ecs:<region>:<account>:container/<cluster>/<task id>/<uuid>`, ECS's form: the task's
+ * ARN with `container` for `task` and a fresh UUID after it.
+ */
+export function newContainerArn(taskArn: string): string {
+  return `${taskArn.replace(":task/", ":container/")}/${randomUUID()}`;
 }
 
 /** The DescribeTasks shape: timestamps as epoch seconds, internal fields left out. */
@@ -188,16 +186,13 @@ function updateSql(lastStatus: boolean, desiredStatus: boolean, stoppedAt: boole
 }
 
 export async function saveTask(tx: Tx, record: TaskRecord, now: number, writes: TaskWrites): Promise<void> {
-  writes.taskSaved(tx, record);
-  const wire = record.wire;
-  const body = JSON.stringify(record);
-  const columns = columnsOf(wire);
   const before = stored.get(record);
-  stored.set(record, columns);
-  tx.onRollback(() => stored.delete(record));
+  const columns = remember(tx, record, writes);
   const lastStatus = before === undefined || before.lastStatus !== columns.lastStatus;
   const desiredStatus = before === undefined || before.desiredStatus !== columns.desiredStatus;
   const stoppedAt = before === undefined || before.stoppedAt !== columns.stoppedAt;
+  const wire = record.wire;
+  const body = JSON.stringify(record);
   const changed = await tx.run(
     updateSql(lastStatus, desiredStatus, stoppedAt),
     ...(lastStatus ? [columns.lastStatus] : []),
@@ -208,7 +203,29 @@ export async function saveTask(tx: Tx, record: TaskRecord, now: number, writes: 
     body,
     wire.taskArn,
   );
-  if (changed > 0) return;
+  if (changed === 0) await insertRow(tx, record, now, body);
+}
+
+/**
+ * Writes a task just made (`newTask`): one INSERT, without first trying the UPDATE that
+ * `saveTask` tries. Fails if the ARN is already taken (new task ARNs are random).
+ */
+export async function insertTask(tx: Tx, record: TaskRecord, now: number, writes: TaskWrites): Promise<void> {
+  remember(tx, record, writes);
+  await insertRow(tx, record, now, JSON.stringify(record));
+}
+
+/** Hands the record to the scheduler's state and notes the columns its row is about to hold. */
+function remember(tx: Tx, record: TaskRecord, writes: TaskWrites): StoredColumns {
+  writes.taskSaved(tx, record);
+  const columns = columnsOf(record.wire);
+  stored.set(record, columns);
+  tx.onRollback(() => stored.delete(record));
+  return columns;
+}
+
+async function insertRow(tx: Tx, record: TaskRecord, now: number, body: string): Promise<void> {
+  const wire = record.wire;
   await tx.run(
     `INSERT INTO ecs_tasks (arn, cluster_arn, container_instance_arn, task_definition_arn, family, last_status, desired_status,
        started_by, service_name, created_at, updated_at, stopped_at, version, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -411,9 +428,9 @@ export function applyReport(record: TaskRecord, report: TaskReport): boolean {
   return true;
 }
 
-export function containerWire(scope: Scope, taskArn: string, container: AssignedContainer): ContainerWire {
+export function containerWire(taskArn: string, container: AssignedContainer): ContainerWire {
   const wire: ContainerWire = {
-    containerArn: newContainerArn(scope, taskArn),
+    containerArn: newContainerArn(taskArn),
     taskArn,
     name: container.name,
     image: container.image,

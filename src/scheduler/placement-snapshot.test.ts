@@ -94,3 +94,64 @@ describe("PlacementSnapshot", () => {
     assert.throws(() => snapshot.set(0, views[1] as InstanceView));
   });
 });
+
+describe("place() from a kept snapshot with one spread over zones", () => {
+  it("chooses what the pass over every instance chooses, as instances fill, leave, lose their agent and change zone", () => {
+    const random = prng(505);
+    const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)] as T;
+    const view = (arn: string, zones: string[]): InstanceView => {
+      const groups = new Map<string, number>();
+      if (random() < 0.5) groups.set("g", Math.floor(random() * 3));
+      return {
+        arn,
+        instanceId: arn.slice(-8),
+        status: random() < 0.9 ? "ACTIVE" : pick(["DRAINING", "INACTIVE"]),
+        connected: random() < 0.9,
+        // Room for 0-4 tasks of the sizes below, CPU and memory not alike, so either can run out first.
+        remaining: { cpu: Math.floor(random() * 5) * 128, memory: Math.floor(random() * 5) * 256 },
+        ports: { tcp: new Set<number>(), udp: new Set<number>() },
+        attributes: random() < 0.9 ? { "ecs.availability-zone": pick(zones) } : {},
+        groups,
+      };
+    };
+    let firstFit = 0;
+    for (let world = 0; world < 80; world++) {
+      const zones = ["a", "b", "c", "d"].slice(0, 1 + Math.floor(random() * 4));
+      const size = 1 + Math.floor(random() * 200);
+      const arns = Array.from(
+        { length: size },
+        (_, n) =>
+          `arn:aws:ecs:us-east-1:000000000000:container-instance/c/${Math.floor(random() * 1e6)}-${n}`,
+      );
+      const kept = new PlacementSnapshot(arns.map((arn) => view(arn, zones)));
+      for (let step = 0; step < 30; step++) {
+        const strategies: Strategy[] = [
+          { type: "spread", field: pick(["attribute:ecs.availability-zone", "attribute:none"]) },
+        ];
+        const needs = {
+          cpu: pick([0, 64, 128]),
+          memory: pick([128, 256]),
+          ports: { tcp: [], udp: [] },
+          group: pick(["g", "other"]),
+        };
+        const count = Math.floor(random() * 40);
+        const expected = place([...kept.views], count, needs, [], strategies, random);
+        assert.deepEqual(
+          place(kept, count, needs, [], strategies, random),
+          expected,
+          `world ${world} step ${step}`,
+        );
+        if (expected.failures.length === 0 && count > 0) firstFit++;
+        // Then some instances change as the scheduler's state would change them.
+        for (let k = Math.floor(random() * 4); k > 0; k--) {
+          const i = Math.floor(random() * size);
+          const next = view(arns[i] as string, zones);
+          if (random() < 0.8) next.attributes = { ...(kept.views[i] as InstanceView).attributes };
+          kept.set(i, next);
+        }
+      }
+    }
+    // Most calls placed every task (the rest ran out of room and compared their failures).
+    assert.ok(firstFit > 1000, `${firstFit}`);
+  });
+});

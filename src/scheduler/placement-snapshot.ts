@@ -1,3 +1,4 @@
+import { FitIndex } from "./fit-index.ts";
 import type { InstanceView } from "./placement.ts";
 
 /**
@@ -36,6 +37,7 @@ export class PlacementSnapshot {
         this.fields.delete(field);
         continue;
       }
+      index.fit?.update(i, view);
       for (const [group, loads] of index.loads) {
         const delta = (view.groups.get(group) ?? 0) - (before.groups.get(group) ?? 0);
         if (delta !== 0) loads[id] = (loads[id] as number) + delta;
@@ -43,16 +45,32 @@ export class PlacementSnapshot {
     }
   }
 
-  /**
-   * A spread strategy over `field` for tasks of `group`: each instance's value as a number, and
-   * the group's tasks per value (a copy the caller may change).
-   */
-  spread(field: string, group: string): { ids: Int32Array; load: Float64Array } {
+  private field(field: string): FieldIndex {
     let index = this.fields.get(field);
     if (index === undefined) {
       index = fieldIndex(this.list, field);
       this.fields.set(field, index);
     }
+    return index;
+  }
+
+  /**
+   * The instances of each value of `field` (not instanceId/host) in ARN order, searchable for
+   * the first that fits (see `FitIndex`); built when first asked for, then kept up to date.
+   */
+  fit(field: string): FitIndex | undefined {
+    const index = this.field(field);
+    if (index.byInstance) return undefined;
+    index.fit ??= new FitIndex(this.list, index.ids, index.size, this.order);
+    return index.fit;
+  }
+
+  /**
+   * A spread strategy over `field` for tasks of `group`: each instance's value as a number, and
+   * the group's tasks per value (a copy the caller may change).
+   */
+  spread(field: string, group: string): { ids: Int32Array; load: Float64Array } {
+    const index = this.field(field);
     let loads = index.loads.get(group);
     if (loads === undefined) {
       // Few groups are placed into a cluster at once; the counts of others are dropped, not kept forever.
@@ -82,6 +100,8 @@ interface FieldIndex {
   /** How many values (ids) there are. */
   size: number;
   loads: Map<string, Float64Array>;
+  /** Built the first time placement asks for it (a single spread strategy over this field). */
+  fit?: FitIndex;
 }
 
 /** What a spread field makes of an instance: its ARN for instanceId/host, else the attribute ("" if missing). */

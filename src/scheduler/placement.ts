@@ -1,3 +1,4 @@
+import type { FitIndex } from "./fit-index.ts";
 import { PlacementSnapshot } from "./placement-snapshot.ts";
 import { type Expr, evaluate } from "./query.ts";
 
@@ -248,12 +249,18 @@ export function place(
   strategies: Strategy[],
   random: () => number,
 ): PlacementPlan {
-  const prepared = snapshot instanceof PlacementSnapshot ? snapshot : new PlacementSnapshot(snapshot);
+  const kept = snapshot instanceof PlacementSnapshot;
+  const prepared = kept ? snapshot : new PlacementSnapshot(snapshot);
+  // Without constraints or host ports (the usual task), what refusal() asks comes down to this.
+  const plain = constraints.length === 0 && needs.ports.tcp.length === 0 && needs.ports.udp.length === 0;
+  const [only] = strategies;
+  if (kept && plain && strategies.length === 1 && only?.type === "spread") {
+    const fit = prepared.fit(only.field ?? "instanceId");
+    if (fit !== undefined) return placeFirstFit(prepared, fit, only.field ?? "instanceId", count, needs);
+  }
   const instances = prepared.views.slice();
   const copied = new Uint8Array(instances.length);
   let candidates: number[] = [];
-  // Without constraints or host ports (the usual task), what refusal() asks comes down to this.
-  const plain = constraints.length === 0 && needs.ports.tcp.length === 0 && needs.ports.udp.length === 0;
   for (let i = 0; i < instances.length; i++) {
     const instance = instances[i] as InstanceView;
     const fits = plain
@@ -321,6 +328,61 @@ export function place(
       ranker.load[id] = (ranker.load[id] as number) + 1;
     }
     buckets?.placed(best, reason !== undefined);
+    placements.push(chosen.arn);
+  }
+  return { placements, failures: [] };
+}
+
+/**
+ * `place()` with one spread strategy over a field with few values (a zone) and a plain task (no
+ * constraints, no host ports), from a kept snapshot: the tasks of a value share its load, so the
+ * best instance of each value is its first in ARN order that fits, which the snapshot's
+ * `FitIndex` finds without a pass over every instance. Each task goes to the least loaded
+ * value's first fit; that instance stays its value's best while the task still fits on it (its
+ * load rose with its value's), and the next one after it in ARN order is found when it is full.
+ * Chooses exactly what the pass does (tested against it).
+ */
+function placeFirstFit(
+  prepared: PlacementSnapshot,
+  fit: FitIndex,
+  field: string,
+  count: number,
+  needs: TaskNeeds,
+): PlacementPlan {
+  const { ids, load } = prepared.spread(field, needs.group);
+  const order = prepared.order;
+  const bests = new Int32Array(load.length);
+  for (let id = 0; id < bests.length; id++) bests[id] = fit.first(id, needs.cpu, needs.memory);
+  // The instances tasks went to, with what the tasks take; the snapshot's views stay as they are.
+  const changed = new Map<number, InstanceView>();
+  const placements: string[] = [];
+  for (let n = 0; n < count; n++) {
+    let best = -1;
+    for (let id = 0; id < bests.length; id++) {
+      const i = bests[id] as number;
+      if (i < 0) continue;
+      if (best < 0) {
+        best = i;
+        continue;
+      }
+      const a = load[id] as number;
+      const b = load[ids[best] as number] as number;
+      if (a < b || (a === b && (order[i] as number) < (order[best] as number))) best = i;
+    }
+    if (best < 0) {
+      const failures: PlacementFailure[] = [];
+      prepared.views.forEach((view, i) => {
+        const reason = refusal(changed.get(i) ?? view, needs, []);
+        if (reason !== undefined) failures.push({ arn: view.arn, reason });
+      });
+      return { placements, failures };
+    }
+    const before = changed.get(best);
+    const chosen = withTask(before ?? (prepared.views[best] as InstanceView), needs, before !== undefined);
+    changed.set(best, chosen);
+    const id = ids[best] as number;
+    load[id] = (load[id] as number) + 1;
+    if (refusal(chosen, needs, []) !== undefined) bests[id] = fit.first(id, needs.cpu, needs.memory, best);
     placements.push(chosen.arn);
   }
   return { placements, failures: [] };

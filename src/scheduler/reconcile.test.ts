@@ -8,6 +8,7 @@ import {
   rollingBounds,
 } from "./deployment.ts";
 import type { InstanceView, TaskNeeds } from "./placement.ts";
+import { PlacementSnapshot } from "./placement-snapshot.ts";
 import { parseQuery } from "./query.ts";
 import {
   type DefinitionPlacement,
@@ -136,13 +137,26 @@ class World {
     return this.tdOf.get(id) ?? "web:1";
   }
 
+  /** Set to keep a PlacementSnapshot between passes, updated view by view as the scheduler's state does. */
+  kept: PlacementSnapshot | undefined;
+  keep = false;
+
   plan(): ServicePlan {
     for (const d of this.service.deployments) this.tdOf.set(d.id, d.taskDefinition);
+    const instances = this.views();
+    if (this.keep) {
+      if (this.kept === undefined || this.kept.views.length !== instances.length) {
+        this.kept = new PlacementSnapshot(instances.map((i) => i.view));
+      } else {
+        for (const [i, instance] of instances.entries()) this.kept.set(i, instance.view);
+      }
+    }
     return reconcileService(
       {
         service: this.service,
         tasks: this.tasks.map((t) => ({ ...t })),
-        instances: this.views(),
+        instances,
+        ...(this.kept === undefined ? {} : { views: this.kept }),
         placement: this.placement,
         now: this.now,
         lostBefore: this.lostBefore,
@@ -320,6 +334,25 @@ describe("reconcile: desired count", () => {
       world.events.map((e) => Number(e.message.split(" ")[4])),
       [10, 10, 5],
     );
+  });
+
+  it("plans alike from a PlacementSnapshot kept between passes and from the instances alone", () => {
+    const scenario = (keep: boolean) => {
+      const world = new World({ instances: threeZones(9), desiredCount: 40 });
+      world.keep = keep;
+      world.maxStarts = 7;
+      const plans: ServicePlan[] = [];
+      for (let round = 0; round < 12; round++) {
+        plans.push(world.step());
+        world.progress(0.7);
+        if (round === 6) world.service = { ...world.service, desiredCount: 12 };
+        if (round === 8) world.instance(2).lastHeartbeat = world.now - 60_000;
+      }
+      return plans;
+    };
+    const kept = scenario(true);
+    assert.ok(kept.some((plan) => plan.starts.length > 0) && kept.some((plan) => plan.stops.length > 0));
+    assert.deepEqual(kept, scenario(false));
   });
 
   it("running a pass twice without anything happening in between changes nothing the second time", () => {

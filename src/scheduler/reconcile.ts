@@ -17,6 +17,7 @@ import {
   type Strategy,
   type TaskNeeds,
 } from "./placement.ts";
+import type { PlacementSnapshot } from "./placement-snapshot.ts";
 import { evaluate } from "./query.ts";
 import { chooseVictims, type InstanceState, isHealthy, type TaskState } from "./scale-in.ts";
 
@@ -59,6 +60,11 @@ export interface ServiceSnapshot {
   /** The service's tasks not yet STOPPED, and the STOPPED ones of deployments IN_PROGRESS. */
   tasks: TaskState[];
   instances: readonly InstanceState[];
+  /**
+   * The same instances' views, in the same order, as a `PlacementSnapshot` kept between passes
+   * (ARN order and spread loads counted already); placement derives them afresh when absent.
+   */
+  views?: PlacementSnapshot;
   /** By task definition ARN. */
   placement: Record<string, DefinitionPlacement>;
   now: number;
@@ -153,7 +159,7 @@ interface Pass {
   snapshot: ServiceSnapshot;
   service: string;
   instances: Map<string, InstanceState>;
-  views: InstanceView[];
+  views: readonly InstanceView[] | PlacementSnapshot;
   random: () => number;
   starts: ServicePlan["starts"];
   stops: StopOrder[];
@@ -402,7 +408,7 @@ export function reconcileService(
     snapshot,
     service: service.name,
     instances: new Map(snapshot.instances.map((i) => [i.view.arn, i])),
-    views: snapshot.instances.map((i) => i.view),
+    views: snapshot.views ?? snapshot.instances.map((i) => i.view),
     random,
     starts: [],
     stops: [],

@@ -34,6 +34,7 @@ import {
   type RegisterNodeRequest,
   type RegisterNodeResponse,
   type StatsBatch,
+  statusRank,
   type TaskReport,
 } from "../shared/agent-protocol.ts";
 import type { Store, Tx } from "../store/store.ts";
@@ -92,6 +93,9 @@ function samePorts(a: InstanceRecord["usedPorts"], b: InstanceRecord["usedPorts"
   return same(a.tcp, b.tcp) && same(a.udp, b.udp);
 }
 
+/** Token hashes kept in memory (an agent each): past this many, the memo starts over. */
+const MAX_HASHED_TOKENS = 50_000;
+
 /** A response body already serialized. */
 class Serialized {
   constructor(readonly json: string) {}
@@ -134,11 +138,27 @@ export function registerAgentChannel(app: FastifyInstance, options: AgentChannel
   const scope = { region: options.region, accountId: options.accountId };
   // Polls parse only the tasks whose rows changed since the instance's last poll.
   const cache = new AssignmentCache();
-  // Polls end when the server closes, before the store does.
-  const closing = new AbortController();
+  // A task committed new is kept at once, so the poll it wakes need not read the store.
+  notifier.onStarted((task) => cache.remember(task));
+  // Polls end when the server closes, before the store does: each waiting one is ended here.
+  const waiting = new Set<() => void>();
+  let closing = false;
   app.addHook("preClose", async () => {
-    closing.abort();
+    closing = true;
+    for (const abort of waiting) abort();
   });
+
+  // Each agent sends its token with every request: its hash is worked out once, not per request.
+  const hashes = new Map<string, string>();
+  const hashOf = (token: string) => {
+    let hash = hashes.get(token);
+    if (hash === undefined) {
+      if (hashes.size >= MAX_HASHED_TOKENS) hashes.clear();
+      hash = hashToken(token);
+      hashes.set(token, hash);
+    }
+    return hash;
+  };
 
   async function node(request: FastifyRequest) {
     const header = request.headers.authorization ?? "";
@@ -146,7 +166,7 @@ export function registerAgentChannel(app: FastifyInstance, options: AgentChannel
     if (token === "") throw Unauthorized("A node token is required.");
     // The scheduler's state knows the tokens of instances not INACTIVE; the store knows every one.
     const arn =
-      state.instanceByToken(hashToken(token)) ?? (await store.read((tx) => instanceArnByToken(tx, token)));
+      state.instanceByToken(hashOf(token)) ?? (await store.read((tx) => instanceArnByToken(tx, token)));
     // The instance as the scheduler's state holds it, so no request parses it again.
     const instance =
       arn === undefined
@@ -256,8 +276,13 @@ export function registerAgentChannel(app: FastifyInstance, options: AgentChannel
       }
       return record;
     };
-    const assignments = () =>
-      store.read(async (tx) => {
+    const assignments = async () => {
+      // What the scheduler's state gives the instance, when every task of it is kept as committed.
+      if ((state.instance(instance.arn)?.status ?? "INACTIVE") !== "INACTIVE") {
+        const kept = cache.fromMemory(instance.arn, state.assignedVersions(instance.arn));
+        if (kept !== undefined) return kept;
+      }
+      return store.read(async (tx) => {
         const status = await instanceStatus(tx, instance.arn);
         if (status === undefined || status === "INACTIVE") {
           cache.forget(instance.arn);
@@ -265,6 +290,7 @@ export function registerAgentChannel(app: FastifyInstance, options: AgentChannel
         }
         return cache.read(tx, instance.arn);
       });
+    };
     // A poll's arrival is the heartbeat, kept in memory (the state writes heartbeats out now and
     // then); the end of its wait says nothing of the agent, which may have gone meanwhile without
     // the connection closing. The store is written only when the agent's host ports changed.
@@ -297,11 +323,20 @@ export function registerAgentChannel(app: FastifyInstance, options: AgentChannel
       else state.heartbeat(instance.arn, options.clock().getTime());
     }
     if (tasks === undefined || !differs(tasks)) {
+      // Ends when the agent goes away or the server closes. Not AbortSignal.any, nor a listener
+      // on one shared signal: with thousands of polls waiting, each would cost a walk over them all.
       const aborted = new AbortController();
-      request.raw.once("close", () => aborted.abort());
-      const signal = AbortSignal.any([aborted.signal, closing.signal]);
-      await notifier.wait(instance.arn, idlePollMs(), signal);
-      if (signal.aborted && tasks !== undefined) return pollResponse(tasks);
+      const abort = () => aborted.abort();
+      request.raw.once("close", abort);
+      waiting.add(abort);
+      if (closing) abort();
+      try {
+        await notifier.wait(instance.arn, idlePollMs(), aborted.signal);
+      } finally {
+        waiting.delete(abort);
+        request.raw.off("close", abort);
+      }
+      if (aborted.signal.aborted && tasks !== undefined) return pollResponse(tasks);
       tasks = await assignments();
     }
     return pollResponse(tasks);
@@ -317,6 +352,10 @@ export function registerAgentChannel(app: FastifyInstance, options: AgentChannel
     ) {
       throw InvalidParameter("taskArn, lastStatus and containers are required.");
     }
+    // A task that stops is to stop from now on, its version unchanged (its agent, which acts on
+    // versions only, knows): polls read it again, from before the write until after it commits.
+    const stops = statusRank(report.lastStatus) >= statusRank("DEACTIVATING");
+    if (stops) cache.drop(instance.arn, report.taskArn);
     await store.transaction(async (tx) => {
       const task = await findTask(tx, report.taskArn);
       if (task === undefined || task.wire.containerInstanceArn !== instance.arn) {
@@ -331,6 +370,7 @@ export function registerAgentChannel(app: FastifyInstance, options: AgentChannel
         if (current !== undefined) await saveInstance(tx, releasePorts(current, task), state);
       }
     });
+    if (stops) cache.drop(instance.arn, report.taskArn);
     return {};
   });
 

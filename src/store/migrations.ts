@@ -255,4 +255,22 @@ export const migrations: Migration[] = [
       "CREATE INDEX ecs_tasks_service_updated ON ecs_tasks (updated_at) WHERE service_name IS NOT NULL",
     ],
   },
+  {
+    version: 9,
+    name: "fewer task index entries per write",
+    statements: [
+      // Every task insert wrote seven B-trees and every RUNNING report moved four index entries.
+      // The indexes that only some tasks' queries use now hold only those tasks; a report that
+      // changes only the last status (PENDING → RUNNING) of a task RunTask started (no service,
+      // no startedBy) then moves one index entry (the cluster's), not four. Every query keeps the
+      // plan it had (src/ecs/task-indexes.test.ts).
+      "DROP INDEX ecs_tasks_updated",
+      // Only the purge of STOPPED tasks orders by updated_at (the service controller has its own).
+      "CREATE INDEX ecs_tasks_stopped ON ecs_tasks (updated_at) WHERE last_status = 'STOPPED'",
+      "DROP INDEX ecs_tasks_service",
+      "CREATE INDEX ecs_tasks_service ON ecs_tasks (cluster_arn, service_name, last_status) WHERE service_name IS NOT NULL",
+      "DROP INDEX ecs_tasks_started_by",
+      "CREATE INDEX ecs_tasks_started_by ON ecs_tasks (started_by, last_status) WHERE started_by IS NOT NULL",
+    ],
+  },
 ];

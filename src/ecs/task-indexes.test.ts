@@ -1,0 +1,159 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { SqliteStore } from "../store/sqlite.ts";
+import { newTask } from "./task-api.ts";
+import { findTask, insertTask, saveTask, type TaskWrites } from "./tasks.ts";
+import { testCluster, testContext, testRegistry } from "./testing.ts";
+
+const noWrites: TaskWrites = { taskSaved: () => {} };
+
+function task(startedBy?: string) {
+  return newTask(
+    {
+      ctx: testContext,
+      cluster: testCluster,
+      definition: {
+        taskDefinitionArn: "arn:aws:ecs:us-east-1:000000000000:task-definition/app:1",
+        family: "app",
+        revision: 1,
+        status: "ACTIVE",
+        containerDefinitions: [{ name: "web", image: "busybox", memory: 64, essential: true }],
+      },
+      input: { taskDefinition: "app:1", ...(startedBy === undefined ? {} : { startedBy }) },
+      registry: testRegistry,
+    },
+    "arn:aws:ecs:us-east-1:000000000000:container-instance/default/i",
+    "us-east-1a",
+  );
+}
+
+/** The index each task query is answered through (SQLite's plan), or "SCAN" when none. */
+async function indexOf(store: SqliteStore, sql: string): Promise<string> {
+  const params = Array.from(sql.match(/\?/g) ?? [], () => "x");
+  const plan = await store.read((tx) => tx.all<{ detail: string }>(`EXPLAIN QUERY PLAN ${sql}`, ...params));
+  const search = plan.map((row) => row.detail).find((detail) => detail.includes("ecs_tasks"));
+  return /USING (?:COVERING )?INDEX (\w+)/.exec(search ?? "")?.[1] ?? "SCAN";
+}
+
+describe("the task table's indexes", () => {
+  it("hold the tasks of services, deployments and STOPPED tasks only where only those are asked for", async () => {
+    const store = await SqliteStore.open({ path: ":memory:" });
+    try {
+      const definitions = await store.read((tx) =>
+        tx.all<{ name: string; sql: string }>(
+          "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'ecs_tasks' AND sql IS NOT NULL",
+        ),
+      );
+      const where = Object.fromEntries(
+        definitions.map((d) => [d.name, /WHERE (.*)$/.exec(d.sql)?.[1] ?? ""]),
+      );
+      assert.deepEqual(where, {
+        ecs_tasks_cluster: "",
+        ecs_tasks_instance: "",
+        ecs_tasks_service: "service_name IS NOT NULL",
+        ecs_tasks_started_by: "started_by IS NOT NULL",
+        ecs_tasks_service_updated: "service_name IS NOT NULL",
+        ecs_tasks_stopped: "last_status = 'STOPPED'",
+      });
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("still answer each query of the scheduler, the purge, ListTasks and the counts through an index", async () => {
+    const store = await SqliteStore.open({ path: ":memory:" });
+    try {
+      const expected: Array<[string, string]> = [
+        // The purge (task-purge.ts).
+        [
+          `SELECT arn FROM ecs_tasks WHERE updated_at < ? AND last_status = 'STOPPED'
+             AND (started_by IS NULL OR started_by NOT IN (SELECT value FROM json_each(?))) ORDER BY updated_at LIMIT ?`,
+          "ecs_tasks_stopped",
+        ],
+        // The service controller (service-controller.ts) and DescribeServices' counts (services.ts).
+        [
+          "SELECT arn, version FROM ecs_tasks WHERE cluster_arn = ? AND service_name = ? AND last_status != 'STOPPED'",
+          "ecs_tasks_service",
+        ],
+        [
+          "SELECT arn, version FROM ecs_tasks WHERE started_by = ? AND last_status = 'STOPPED'",
+          "ecs_tasks_started_by",
+        ],
+        [
+          "SELECT arn, version FROM ecs_tasks WHERE updated_at >= ? AND service_name IS NOT NULL",
+          "ecs_tasks_service_updated",
+        ],
+        [
+          `SELECT started_by, last_status, COUNT(*) AS n FROM ecs_tasks WHERE cluster_arn = ? AND service_name = ?
+             AND desired_status = 'RUNNING' AND last_status != 'STOPPED' GROUP BY started_by, last_status`,
+          "ecs_tasks_service",
+        ],
+        // ListTasks (task-api.ts) with its filters.
+        [
+          "SELECT arn FROM ecs_tasks WHERE cluster_arn = ? AND arn > ? AND desired_status = 'RUNNING' ORDER BY arn LIMIT ?",
+          "ecs_tasks_cluster",
+        ],
+        [
+          "SELECT arn FROM ecs_tasks WHERE cluster_arn = ? AND arn > ? AND desired_status = 'RUNNING' AND service_name = ? ORDER BY arn LIMIT ?",
+          "ecs_tasks_service",
+        ],
+        [
+          "SELECT arn FROM ecs_tasks WHERE cluster_arn = ? AND arn > ? AND desired_status = 'RUNNING' AND started_by = ? ORDER BY arn LIMIT ?",
+          "ecs_tasks_started_by",
+        ],
+        // A poll's read (assignment-cache.ts).
+        [
+          "SELECT arn, version FROM ecs_tasks WHERE container_instance_arn = ? AND last_status != 'STOPPED' ORDER BY created_at",
+          "ecs_tasks_instance",
+        ],
+      ];
+      for (const [sql, index] of expected) assert.equal(await indexOf(store, sql), index, sql);
+    } finally {
+      await store.close();
+    }
+  });
+});
+
+describe("insertTask", () => {
+  it("writes a new task with one INSERT, never over a row that exists, and saveTask updates it after", async () => {
+    const store = await SqliteStore.open({ path: ":memory:" });
+    try {
+      const record = task("deployment-1");
+      await store.transaction((tx) => insertTask(tx, record, 1, noWrites));
+      await assert.rejects(store.transaction((tx) => insertTask(tx, record, 2, noWrites)));
+      record.wire.lastStatus = "RUNNING";
+      record.wire.version++;
+      await store.transaction((tx) => saveTask(tx, record, 3, noWrites));
+      const row = await store.read((tx) =>
+        tx.get<{ last_status: string; started_by: string; updated_at: number; n: number }>(
+          "SELECT last_status, started_by, updated_at, (SELECT COUNT(*) FROM ecs_tasks) AS n FROM ecs_tasks",
+        ),
+      );
+      assert.deepEqual(row, { last_status: "RUNNING", started_by: "deployment-1", updated_at: 3, n: 1 });
+      assert.equal((await store.read((tx) => findTask(tx, record.wire.taskArn)))?.wire.version, 2);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("inserts again after its transaction rolled back", async () => {
+    const store = await SqliteStore.open({ path: ":memory:" });
+    try {
+      const record = task();
+      await assert.rejects(
+        store.transaction(async (tx) => {
+          await insertTask(tx, record, 1, noWrites);
+          throw new Error("undone");
+        }),
+      );
+      assert.equal(await store.read((tx) => findTask(tx, record.wire.taskArn)), undefined);
+      await store.transaction((tx) => insertTask(tx, record, 2, noWrites));
+      assert.equal(
+        (await store.read((tx) => findTask(tx, record.wire.taskArn)))?.wire.taskArn,
+        record.wire.taskArn,
+      );
+    } finally {
+      await store.close();
+    }
+  });
+});
