@@ -1,7 +1,7 @@
 // Runs every test file (src/**/*.test.ts beside the code, test/**/*.test.ts end to end)
 // with Node's own test runner; Node 20's runner takes no glob, so we list them.
 import { spawnSync } from "node:child_process";
-import { readdirSync } from "node:fs";
+import { readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 
 function testFiles(dir) {
@@ -14,7 +14,10 @@ function testFiles(dir) {
   return found;
 }
 
-const only = process.argv.slice(2);
+// Arguments may name test files or folders (Node 20's runner runs nothing for a folder).
+const only = process.argv
+  .slice(2)
+  .flatMap((path) => (statSync(path).isDirectory() ? testFiles(path).sort() : [path]));
 const files = only.length > 0 ? only : [...testFiles("src"), ...testFiles("test")].sort();
 const result = spawnSync(
   process.execPath,
