@@ -64,7 +64,8 @@ class Slot {
     this.watchdog = setInterval(
       () => {
         const oldest = this.pending.values().next().value as Pending | undefined;
-        if (oldest !== undefined && performance.now() - oldest.sent >= jobTimeoutMs) void this.stop();
+        if (oldest !== undefined && !this.stopping && performance.now() - oldest.sent >= jobTimeoutMs)
+          void this.stop();
       },
       Math.max(1, Math.ceil(jobTimeoutMs / 8)),
     );
