@@ -191,6 +191,21 @@ for (const native of [true, false]) {
 }
 
 describe("the sealing pool", () => {
+  it("stops a worker that leaves a request unanswered past the timeout, and fails what it held", async () => {
+    // 1 ms: a worker is still loading (tsx, the addon) long after that, so nothing is answered in time.
+    const pool = new SealPool(1, undefined, true, 1);
+    const request = { upload: "a", hash: "start", hashFrom: 0, index: 0, position: 0, fd: -1 } as const;
+    try {
+      await assert.rejects(
+        pool.seal({ ...request, key: Buffer.alloc(32), length: 16, buffer: new ArrayBuffer(16) }),
+        (error: unknown) => error instanceof SealWorkerError && /stopped/.test(error.message),
+      );
+      assert.equal(await pool.digest("a"), undefined);
+    } finally {
+      await pool.close();
+    }
+  });
+
   it("keeps the process alive until close() resolves, even when a reply arrives while stopping", () => {
     // A process with nothing else to do: were a worker unreferenced again by the reply to
     // `forget` after close() began, the event loop would end with close() still pending

@@ -14,20 +14,24 @@ const JOB_TIMEOUT_MS = 60_000;
  */
 const MAX_SHARED_BYTES = 64 * 1024 * 1024;
 
-type Job =
-  | Omit<SealSegment, "job">
-  | { op: "digest" | "forget"; upload: string }
-  | (Omit<OpenSegment, "job"> & { upload?: undefined });
+/** A request as made, before `send` numbers it (`job` 0). */
+type Job = SealRequest & { upload?: string | undefined };
 
 interface Pending {
   resolve(reply: SealReply): void;
   reject(error: Error): void;
-  timer: NodeJS.Timeout;
+  /** When it was sent (`performance.now()`). */
+  sent: number;
 }
 
-/** One worker thread and the requests it has not answered yet. */
+/**
+ * One worker thread and the requests it has not answered yet. A worker answers in the order it
+ * was asked, so the oldest request is the first pending: one watchdog per worker checks it,
+ * rather than a timer per request (a pull sends a request per segment).
+ */
 class Slot {
   readonly worker: Worker;
+  /** In the order sent. */
   readonly pending = new Map<number, Pending>();
   /** Shared plaintext buffers this worker has been given, by number. */
   readonly knows = new Set<number>();
@@ -35,8 +39,9 @@ class Slot {
   dead = false;
   /** Set once the worker is being stopped: it keeps the process alive until it has. */
   private stopping = false;
+  private readonly watchdog: NodeJS.Timeout;
 
-  constructor(options: WorkerOptions, onExit: (slot: Slot) => void) {
+  constructor(options: WorkerOptions, jobTimeoutMs: number, onExit: (slot: Slot) => void) {
     this.worker = new Worker(new URL("./seal-worker.mjs", import.meta.url), { workerData: options });
     this.worker.unref();
     this.worker.on("message", (reply: SealReply) => {
@@ -44,19 +49,35 @@ class Slot {
       if (pending === undefined) return;
       this.pending.delete(reply.job);
       if (this.pending.size === 0 && !this.stopping) this.worker.unref();
-      clearTimeout(pending.timer);
       pending.resolve(reply);
     });
     this.worker.on("error", () => undefined); // "exit" follows and fails what is pending
     this.worker.on("exit", (code) => {
       this.dead = true;
-      for (const pending of this.pending.values()) {
-        clearTimeout(pending.timer);
+      clearInterval(this.watchdog);
+      for (const pending of this.pending.values())
         pending.reject(new SealWorkerError(`sealing worker stopped (exit code ${code})`));
-      }
       this.pending.clear();
       onExit(this);
     });
+    // The worker may still be inside the oldest request: stop it; "exit" fails what it held.
+    this.watchdog = setInterval(
+      () => {
+        const oldest = this.pending.values().next().value as Pending | undefined;
+        if (oldest !== undefined && !this.stopping && performance.now() - oldest.sent >= jobTimeoutMs)
+          void this.stop();
+      },
+      Math.max(1, Math.ceil(jobTimeoutMs / 8)),
+    );
+    this.watchdog.unref();
+  }
+
+  /** Sends `request`, answered through `pending`. */
+  send(id: number, request: SealRequest, transfer: ArrayBuffer[], pending: Pending): void {
+    // An idle worker does not keep the process alive; a busy one does.
+    if (this.pending.size === 0) this.worker.ref();
+    this.pending.set(id, pending);
+    this.worker.postMessage(request, transfer);
   }
 
   /**
@@ -113,6 +134,8 @@ export class SealPool {
     size = Math.min(2, availableParallelism()),
     private readonly maxSharedBytes = MAX_SHARED_BYTES,
     useNativeGcm = true,
+    /** A request unanswered for this long (checked every eighth of it) fails, and its worker is stopped. */
+    private readonly jobTimeoutMs = JOB_TIMEOUT_MS,
   ) {
     this.size = Math.max(1, size);
     this.nativeGcm = useNativeGcm && nativeGcm !== undefined;
@@ -127,7 +150,7 @@ export class SealPool {
     const at = this.nextSlot++ % this.size;
     let slot = this.slots[at];
     if (slot === undefined || slot.dead) {
-      slot = new Slot({ nativeGcm: this.nativeGcm }, (stopped) => {
+      slot = new Slot({ nativeGcm: this.nativeGcm }, this.jobTimeoutMs, (stopped) => {
         for (const [id, owner] of this.assigned) if (owner === stopped) this.assigned.delete(id);
         if (this.slots[at] === stopped) this.slots[at] = undefined;
       });
@@ -139,21 +162,15 @@ export class SealPool {
 
   private send(job: Job, transfer: ArrayBuffer[] = [], slot = this.slotFor(job.upload)): Promise<SealReply> {
     const id = this.nextJob++;
+    job.job = id;
     return new Promise<SealReply>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        // The worker may still be inside the request: stop it; 'exit' fails what it held.
-        void slot.stop();
-      }, JOB_TIMEOUT_MS);
-      timer.unref();
-      slot.pending.set(id, { resolve, reject, timer });
-      slot.worker.ref(); // an idle worker does not keep the process alive; a busy one does
-      slot.worker.postMessage({ ...job, job: id } as SealRequest, transfer);
+      slot.send(id, job, transfer, { resolve, reject, sent: performance.now() });
     });
   }
 
   /** Hashes and seals one segment; resolves with its buffer once it is written. */
   async seal(request: Omit<SealSegment, "op" | "job">): Promise<ArrayBuffer> {
-    const reply = await this.send({ op: "seal", ...request }, [request.buffer]);
+    const reply = await this.send({ op: "seal", ...request, job: 0 }, [request.buffer]);
     if (reply.error !== undefined) throw new SealWorkerError(reply.error);
     if (reply.buffer === undefined) throw new SealWorkerError("sealing worker kept the buffer");
     return reply.buffer;
@@ -193,7 +210,7 @@ export class SealPool {
     const slot = this.slotFor(undefined);
     const known = into.id !== 0 && slot.knows.has(into.id);
     if (into.id !== 0) slot.knows.add(into.id);
-    const job: Job = { op: "open", ...request, shared: into.id };
+    const job: OpenSegment = { op: "open", job: 0, ...request, shared: into.id };
     if (!known) job.memory = into.bytes.buffer as SharedArrayBuffer;
     const reply = await this.send(job, [], slot);
     if (reply.error !== undefined) {
@@ -210,7 +227,7 @@ export class SealPool {
     const slot = this.assigned.get(upload);
     if (slot === undefined || slot.dead) return undefined;
     try {
-      return (await this.send({ op: "digest", upload })).digest;
+      return (await this.send({ op: "digest", job: 0, upload })).digest;
     } catch (error) {
       if (error instanceof SealWorkerError) return undefined;
       throw error;
@@ -225,7 +242,7 @@ export class SealPool {
     if (slot.dead) return;
     this.assigned.set(upload, slot);
     try {
-      await this.send({ op: "forget", upload });
+      await this.send({ op: "forget", job: 0, upload });
     } catch {
       // A stopped worker holds nothing any more.
     } finally {

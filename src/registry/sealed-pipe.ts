@@ -7,24 +7,46 @@ import { READ_AHEAD } from "./sealed-reader.ts";
 const ignore = () => undefined;
 
 /**
- * Resolves once `sink` can take more, or rejects when it closes first. Plain listeners, removed
- * again either way: this runs for nearly every segment of a pull, and an AbortController with
- * `once` made an AbortError (a stack trace, source-mapped under tsx) each time.
+ * Waits, as often as asked, until `sink` can take more, failing once it has closed. Its two
+ * listeners are added once per pipe and removed by `dispose`: a wait comes for nearly every
+ * segment of a pull, and listeners (and named closures) made per wait showed in its profile.
  */
-function drained(sink: Writable): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    const settle = (error?: Error) => {
-      sink.off("drain", onDrain);
-      sink.off("close", onClose);
-      if (error === undefined) resolve();
-      else reject(error);
-    };
-    const onDrain = () => settle();
-    const onClose = () => settle(new Error("the sink closed"));
-    if (sink.destroyed) return onClose();
-    sink.on("drain", onDrain);
-    sink.on("close", onClose);
-  });
+class DrainWaits {
+  private resolve: (() => void) | undefined;
+  private reject: ((error: Error) => void) | undefined;
+  private closed = false;
+  private readonly onDrain = (): void => this.settle(undefined);
+  private readonly onClose = (): void => {
+    this.closed = true;
+    this.settle(new Error("the sink closed"));
+  };
+
+  constructor(private readonly sink: Writable) {
+    sink.on("drain", this.onDrain);
+    sink.on("close", this.onClose);
+  }
+
+  /** Resolves once the sink drains; rejects when it closes first (or has closed). */
+  next(): Promise<void> {
+    if (this.closed || this.sink.destroyed) return Promise.reject(new Error("the sink closed"));
+    return new Promise<void>((resolve, reject) => {
+      this.resolve = resolve;
+      this.reject = reject;
+    });
+  }
+
+  private settle(error: Error | undefined): void {
+    const { resolve, reject } = this;
+    this.resolve = undefined;
+    this.reject = undefined;
+    if (error === undefined) resolve?.();
+    else reject?.(error);
+  }
+
+  dispose(): void {
+    this.sink.off("drain", this.onDrain);
+    this.sink.off("close", this.onClose);
+  }
 }
 
 /**
@@ -54,6 +76,7 @@ export async function pipeSealed(
   if (length === 0 || end < start) return;
   const handle = await open(path, "r");
   const pending: Array<{ into: SharedBuffer; job: Promise<number> }> = [];
+  const drains = new DrainWaits(sink);
   try {
     const { key, segmentBytes } = await readHeader(handle, masterKey);
     const first = Math.floor(start / segmentBytes);
@@ -91,9 +114,10 @@ export async function pipeSealed(
       // Back to the pool once the sink is done with it, whether the write went through or not.
       const more = sink.write(into.bytes.subarray(from, to), () => pool.giveShared(into));
       // Up to a segment may wait in the sink besides what the socket took at once.
-      if (!more && sink.writableLength > segmentBytes) await drained(sink);
+      if (!more && sink.writableLength > segmentBytes) await drains.next();
     }
   } finally {
+    drains.dispose();
     // Buffers of jobs nobody waits for any more go back once their worker is done with them.
     await Promise.all(
       pending.map(({ into, job }) =>
