@@ -113,4 +113,57 @@ describe("agent long poll", () => {
       await server.stop();
     }
   });
+
+  it("answers a poll whose wait ends with nothing new 'unchanged' when the agent accepts it, and with every task when not", async () => {
+    const server = await startTestServer();
+    try {
+      const ecs = ecsClient(server);
+      await ecs.send(new CreateClusterCommand({ clusterName: "unchanged" }));
+      const clients = [0, 1].map(() => new ServerClient(server.endpoint, server.credentials, "us-east-1"));
+      for (const [i, client] of clients.entries()) {
+        await client.register({
+          cluster: "unchanged",
+          hostname: `node-${i}`,
+          address: "127.0.0.1",
+          totalResources: { cpu: 1024, memory: 1024 },
+          attributes: [],
+          versionInfo: { agentVersion: "test" },
+          capacity: "EC2",
+        });
+      }
+      await ecs.send(
+        new RegisterTaskDefinitionCommand({
+          family: "kept",
+          containerDefinitions: [{ name: "app", image: "busybox", memory: 64, essential: true }],
+        }),
+      );
+      await ecs.send(
+        new RunTaskCommand({
+          cluster: "unchanged",
+          taskDefinition: "kept",
+          count: 4,
+          placementStrategy: [{ type: "spread", field: "instanceId" }],
+        }),
+      );
+      const first = await Promise.all(clients.map((c) => c.poll({ known: {} }, 30_000)));
+      const known = first.map((answer) =>
+        Object.fromEntries(answer.tasks.map((t) => [t.taskArn, t.version])),
+      );
+      assert.deepEqual(
+        known.map((k) => Object.keys(k).length),
+        [2, 2],
+      );
+      // Both wait until the poll times out (~15 s): nothing changes meanwhile.
+      const [accepting, other] = clients as [ServerClient, ServerClient];
+      const [quiet, full] = await Promise.all([
+        accepting.poll({ known: known[0] ?? {}, acceptUnchanged: true }, 60_000),
+        other.poll({ known: known[1] ?? {} }, 60_000),
+      ]);
+      assert.deepEqual(quiet, { tasks: [], unchanged: true });
+      assert.equal(full.unchanged, undefined);
+      assert.deepEqual(Object.fromEntries(full.tasks.map((t) => [t.taskArn, t.version])), known[1]);
+    } finally {
+      await server.stop();
+    }
+  });
 });

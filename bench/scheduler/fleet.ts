@@ -96,8 +96,15 @@ export class Fleet {
     while (!signal.aborted) {
       let tasks: TaskAssignment[];
       try {
-        ({ tasks } = await instance.client.poll({ known: instance.known }, 40_000, signal));
+        const answer = await instance.client.poll(
+          { known: instance.known, acceptUnchanged: true },
+          40_000,
+          signal,
+        );
         this.counters.polls++;
+        // Nothing changed (the poll timed out): the tasks are those known, as the agent takes it.
+        if (answer.unchanged === true) continue;
+        tasks = answer.tasks;
       } catch (error) {
         if (signal.aborted) return;
         this.counters.pollErrors++;

@@ -126,6 +126,9 @@ export function idlePollMs(random: () => number = Math.random): number {
   return Math.round(longest * (1 - 0.2 * random()));
 }
 
+/** The answer to a poll whose tasks are exactly those it named in `known`. */
+const UNCHANGED = new Serialized('{"tasks":[],"unchanged":true}');
+
 function pollResponse(tasks: readonly CachedAssignment[]): Serialized {
   return new Serialized(`{"tasks":[${tasks.map((task) => task.json).join(",")}]}`);
 }
@@ -352,6 +355,9 @@ export function registerAgentChannel(app: FastifyInstance, options: AgentChannel
       }
       if (aborted.signal.aborted && tasks !== undefined) return pollResponse(tasks);
       tasks = await assignments();
+      // The wait ended with nothing new (most often it timed out): an agent that understands it is
+      // told so, rather than sent every task it already has again.
+      if (body.acceptUnchanged === true && !differs(tasks)) return UNCHANGED;
     }
     return pollResponse(tasks);
   });

@@ -137,11 +137,18 @@ export interface PollRequest {
   known: Record<string, number>;
   /** Host ports bound by tasks on this node (for placement). */
   usedPorts?: { tcp: number[]; udp: number[] };
+  /**
+   * The agent understands `unchanged`: a poll whose wait ends with nothing different may be
+   * answered without the tasks (an agent that does not say so always gets them all).
+   */
+  acceptUnchanged?: boolean;
 }
 
 export interface PollResponse {
-  /** Every task assigned to this instance that is not yet STOPPED on the server. */
+  /** Every task assigned to this instance that is not yet STOPPED on the server (none when `unchanged`). */
   tasks: TaskAssignment[];
+  /** The tasks are exactly those the poll named in `known`, at those versions: nothing to do. */
+  unchanged?: boolean;
 }
 
 export interface ContainerReport {
