@@ -1,7 +1,13 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { CreateClusterCommand } from "@aws-sdk/client-ecs";
-import { ServerClient } from "../src/agent/client.ts";
+import {
+  CreateClusterCommand,
+  DescribeTasksCommand,
+  RegisterTaskDefinitionCommand,
+  RunTaskCommand,
+} from "@aws-sdk/client-ecs";
+import { ServerClient, ServerError } from "../src/agent/client.ts";
+import type { TaskReport } from "../src/shared/agent-protocol.ts";
 import { ecsClient, startTestServer } from "./helpers.ts";
 
 /** An agent's long poll as the server holds it, through the agent's own client. */
@@ -37,6 +43,127 @@ describe("agent long poll", () => {
       await assert.rejects(clients[0]?.poll({ known: {} }, 5_000) ?? Promise.resolve());
     } finally {
       if (!stopped) await server.stop();
+    }
+  });
+
+  it("applies each report an agent sends together on its own: one for another instance's task fails alone", async () => {
+    const server = await startTestServer();
+    try {
+      const ecs = ecsClient(server);
+      await ecs.send(new CreateClusterCommand({ clusterName: "reports" }));
+      const clients = [0, 1].map(() => new ServerClient(server.endpoint, server.credentials, "us-east-1"));
+      for (const [i, client] of clients.entries()) {
+        await client.register({
+          cluster: "reports",
+          hostname: `node-${i}`,
+          address: "127.0.0.1",
+          totalResources: { cpu: 1024, memory: 1024 },
+          attributes: [],
+          versionInfo: { agentVersion: "test" },
+          capacity: "EC2",
+        });
+      }
+      await ecs.send(
+        new RegisterTaskDefinitionCommand({
+          family: "reported",
+          containerDefinitions: [{ name: "app", image: "busybox", memory: 64, essential: true }],
+        }),
+      );
+      // Spread over the two instances (by instance): each gets two.
+      const run = await ecs.send(
+        new RunTaskCommand({
+          cluster: "reports",
+          taskDefinition: "reported",
+          count: 4,
+          placementStrategy: [{ type: "spread", field: "instanceId" }],
+        }),
+      );
+      assert.equal(run.tasks?.length, 4);
+      const [mine, theirs] = await Promise.all(clients.map((c) => c.poll({ known: {} }, 30_000)));
+      assert.equal(mine?.tasks.length, 2);
+      assert.equal(theirs?.tasks.length, 2);
+      const running = (taskArn: string): TaskReport => ({
+        taskArn,
+        lastStatus: "RUNNING",
+        containers: [{ name: "app", lastStatus: "RUNNING" }],
+        at: Date.now(),
+      });
+      const first = clients[0] as ServerClient;
+      const [a, b] = (mine?.tasks ?? []).map((t) => t.taskArn);
+      const other = theirs?.tasks[0]?.taskArn ?? "";
+      const outcomes = await Promise.allSettled([
+        first.report(running(a ?? "")),
+        first.report(running(other)),
+        first.report(running(b ?? "")),
+      ]);
+      assert.deepEqual(
+        outcomes.map((o) =>
+          o.status === "rejected" && o.reason instanceof ServerError ? o.reason.code : o.status,
+        ),
+        ["fulfilled", "InvalidParameterException", "fulfilled"],
+      );
+      const described = await ecs.send(
+        new DescribeTasksCommand({ cluster: "reports", tasks: [a ?? "", b ?? "", other] }),
+      );
+      const status = new Map(described.tasks?.map((t) => [t.taskArn, t.lastStatus]));
+      assert.equal(status.get(a), "RUNNING");
+      assert.equal(status.get(b), "RUNNING");
+      assert.equal(status.get(other), "PENDING");
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it("answers a poll whose wait ends with nothing new 'unchanged' when the agent accepts it, and with every task when not", async () => {
+    const server = await startTestServer();
+    try {
+      const ecs = ecsClient(server);
+      await ecs.send(new CreateClusterCommand({ clusterName: "unchanged" }));
+      const clients = [0, 1].map(() => new ServerClient(server.endpoint, server.credentials, "us-east-1"));
+      for (const [i, client] of clients.entries()) {
+        await client.register({
+          cluster: "unchanged",
+          hostname: `node-${i}`,
+          address: "127.0.0.1",
+          totalResources: { cpu: 1024, memory: 1024 },
+          attributes: [],
+          versionInfo: { agentVersion: "test" },
+          capacity: "EC2",
+        });
+      }
+      await ecs.send(
+        new RegisterTaskDefinitionCommand({
+          family: "kept",
+          containerDefinitions: [{ name: "app", image: "busybox", memory: 64, essential: true }],
+        }),
+      );
+      await ecs.send(
+        new RunTaskCommand({
+          cluster: "unchanged",
+          taskDefinition: "kept",
+          count: 4,
+          placementStrategy: [{ type: "spread", field: "instanceId" }],
+        }),
+      );
+      const first = await Promise.all(clients.map((c) => c.poll({ known: {} }, 30_000)));
+      const known = first.map((answer) =>
+        Object.fromEntries(answer.tasks.map((t) => [t.taskArn, t.version])),
+      );
+      assert.deepEqual(
+        known.map((k) => Object.keys(k).length),
+        [2, 2],
+      );
+      // Both wait until the poll times out (~15 s): nothing changes meanwhile.
+      const [accepting, other] = clients as [ServerClient, ServerClient];
+      const [quiet, full] = await Promise.all([
+        accepting.poll({ known: known[0] ?? {}, acceptUnchanged: true }, 60_000),
+        other.poll({ known: known[1] ?? {} }, 60_000),
+      ]);
+      assert.deepEqual(quiet, { tasks: [], unchanged: true });
+      assert.equal(full.unchanged, undefined);
+      assert.deepEqual(Object.fromEntries(full.tasks.map((t) => [t.taskArn, t.version])), known[1]);
+    } finally {
+      await server.stop();
     }
   });
 });

@@ -1,5 +1,6 @@
 // Simulated container instances: each registers through the real agent protocol (SigV4), then
-// long-polls as `wharf agent` does and acknowledges every new task with a RUNNING report. No
+// long-polls as `wharf agent` does and acknowledges every new task with a RUNNING report (the
+// reports of the tasks one poll brought go in one request, as the agent's client sends them). No
 // containers. One long poll per instance is outstanding at any time (the server answers it when
 // the instance's tasks change, or after 15 s), which keeps every instance connected.
 import { setMaxListeners } from "node:events";
@@ -95,8 +96,15 @@ export class Fleet {
     while (!signal.aborted) {
       let tasks: TaskAssignment[];
       try {
-        ({ tasks } = await instance.client.poll({ known: instance.known }, 40_000, signal));
+        const answer = await instance.client.poll(
+          { known: instance.known, acceptUnchanged: true },
+          40_000,
+          signal,
+        );
         this.counters.polls++;
+        // Nothing changed (the poll timed out): the tasks are those known, as the agent takes it.
+        if (answer.unchanged === true) continue;
+        tasks = answer.tasks;
       } catch (error) {
         if (signal.aborted) return;
         this.counters.pollErrors++;
@@ -108,26 +116,30 @@ export class Fleet {
       for (const task of tasks) known[task.taskArn] = task.version;
       instance.known = known;
       if (!this.options.ack) continue;
-      for (const task of tasks) {
-        if (task.desiredStatus !== "RUNNING" || instance.reported.has(task.taskArn)) continue;
-        const now = Date.now();
-        try {
-          await instance.client.report({
-            taskArn: task.taskArn,
-            lastStatus: "RUNNING",
-            containers: task.containers.map((c) => ({ name: c.name, lastStatus: "RUNNING" })),
-            pullStartedAt: now,
-            pullStoppedAt: now,
-            at: now,
-          });
-          instance.reported.add(task.taskArn);
-          this.counters.reports++;
-          this.counters.acked++;
-        } catch (error) {
-          this.counters.reportErrors++;
-          this.counters.lastError = String(error);
-        }
-      }
+      // Each new task is reported RUNNING as a real agent's task engines would, all at once; the
+      // client sends the reports waiting at the same time in one request.
+      const now = Date.now();
+      const reports = tasks
+        .filter((task) => task.desiredStatus === "RUNNING" && !instance.reported.has(task.taskArn))
+        .map(async (task) => {
+          try {
+            await instance.client.report({
+              taskArn: task.taskArn,
+              lastStatus: "RUNNING",
+              containers: task.containers.map((c) => ({ name: c.name, lastStatus: "RUNNING" })),
+              pullStartedAt: now,
+              pullStoppedAt: now,
+              at: now,
+            });
+            instance.reported.add(task.taskArn);
+            this.counters.reports++;
+            this.counters.acked++;
+          } catch (error) {
+            this.counters.reportErrors++;
+            this.counters.lastError = String(error);
+          }
+        });
+      await Promise.all(reports);
     }
   }
 }

@@ -249,8 +249,14 @@ export class Agent {
         const known: Record<string, number> = {};
         for (const [arn, engine] of this.engines) known[arn] = engine.state.assignment.version;
         const usedPorts = await this.network.usedPorts().catch(() => ({ tcp: [], udp: [] }));
-        const response = await this.client.poll({ known, usedPorts }, 60_000, this.stopped.signal);
-        this.apply(response.tasks);
+        const response = await this.client.poll(
+          { known, usedPorts, acceptUnchanged: true },
+          60_000,
+          this.stopped.signal,
+        );
+        // Unchanged: the server's tasks are exactly those known (the engines may have moved on
+        // meanwhile, and the next poll says so).
+        if (response.unchanged !== true) this.apply(response.tasks);
         backoff = 500;
       } catch (error) {
         if (this.stopped.signal.aborted) return;

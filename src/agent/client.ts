@@ -3,14 +3,17 @@ import https from "node:https";
 import { Sha256 } from "@aws-crypto/sha256-js";
 import { HttpRequest } from "@smithy/protocol-http";
 import { SignatureV4 } from "@smithy/signature-v4";
-import type {
-  LogBatch,
-  PollRequest,
-  PollResponse,
-  RegisterNodeRequest,
-  RegisterNodeResponse,
-  StatsBatch,
-  TaskReport,
+import {
+  type LogBatch,
+  MAX_REPORTS_PER_BATCH,
+  type PollRequest,
+  type PollResponse,
+  type RegisterNodeRequest,
+  type RegisterNodeResponse,
+  type ReportBatch,
+  type ReportBatchResponse,
+  type StatsBatch,
+  type TaskReport,
 } from "../shared/agent-protocol.ts";
 
 export class ServerError extends Error {
@@ -56,10 +59,20 @@ function send(
   });
 }
 
+/** A report waiting to go, and its sender's promise. */
+interface WaitingReport {
+  report: TaskReport;
+  resolve(): void;
+  reject(error: unknown): void;
+}
+
 /** The agent's side of the agent protocol: HTTP JSON with timeouts. */
 export class ServerClient {
   private token: string | undefined;
   private readonly agent: http.Agent;
+  /** Reports not yet sent: each request carries every one waiting when it leaves. */
+  private readonly reportsWaiting: WaitingReport[] = [];
+  private reporting: Promise<void> | undefined;
 
   constructor(
     private readonly endpoint: string,
@@ -128,8 +141,41 @@ export class ServerClient {
     return this.post<PollResponse>("/agent/v1/poll", request, timeoutMs, signal);
   }
 
-  report(report: TaskReport): Promise<unknown> {
-    return this.post("/agent/v1/report", report, 15_000);
+  /**
+   * Sends a task's report; resolves once the server applied it, rejects with its failure. Reports
+   * made while a request is on its way, or in the same turn of the event loop (the tasks one poll
+   * started), go together in the next request.
+   */
+  report(report: TaskReport): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.reportsWaiting.push({ report, resolve, reject });
+      this.reporting ??= this.sendReports();
+    });
+  }
+
+  private async sendReports(): Promise<void> {
+    try {
+      await new Promise((done) => setImmediate(done));
+      while (this.reportsWaiting.length > 0) {
+        const batch = this.reportsWaiting.splice(0, MAX_REPORTS_PER_BATCH);
+        const request: ReportBatch = { reports: batch.map((waiting) => waiting.report) };
+        let response: ReportBatchResponse;
+        try {
+          response = await this.post<ReportBatchResponse>("/agent/v1/reports", request, 15_000);
+        } catch (error) {
+          for (const waiting of batch) waiting.reject(error);
+          continue;
+        }
+        const failures = new Map((response.failures ?? []).map((failure) => [failure.taskArn, failure]));
+        for (const waiting of batch) {
+          const failure = failures.get(waiting.report.taskArn);
+          if (failure === undefined) waiting.resolve();
+          else waiting.reject(new ServerError(400, failure.code, failure.message));
+        }
+      }
+    } finally {
+      this.reporting = undefined;
+    }
   }
 
   logs(batch: LogBatch): Promise<unknown> {

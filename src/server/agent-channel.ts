@@ -30,9 +30,12 @@ import { applyReport, findTask, saveTask, type TaskRecord } from "../ecs/tasks.t
 import {
   INSTANCE_DEREGISTERED,
   type LogBatch,
+  MAX_REPORTS_PER_BATCH,
   type PollRequest,
   type RegisterNodeRequest,
   type RegisterNodeResponse,
+  type ReportBatch,
+  type ReportBatchResponse,
   type StatsBatch,
   statusRank,
   type TaskReport,
@@ -96,6 +99,17 @@ function samePorts(a: InstanceRecord["usedPorts"], b: InstanceRecord["usedPorts"
 /** Token hashes kept in memory (an agent each): past this many, the memo starts over. */
 const MAX_HASHED_TOKENS = 50_000;
 
+/** Whether a report has the fields every report must have (checked before anything is read). */
+function wellFormed(report: TaskReport | undefined): report is TaskReport {
+  return (
+    typeof report === "object" &&
+    report !== null &&
+    typeof report.taskArn === "string" &&
+    typeof report.lastStatus === "string" &&
+    Array.isArray(report.containers)
+  );
+}
+
 /** A response body already serialized. */
 class Serialized {
   constructor(readonly json: string) {}
@@ -111,6 +125,9 @@ export function idlePollMs(random: () => number = Math.random): number {
   const longest = Math.min(POLL_TIMEOUT_MS, AGENT_TIMEOUT_MS / 2);
   return Math.round(longest * (1 - 0.2 * random()));
 }
+
+/** The answer to a poll whose tasks are exactly those it named in `known`. */
+const UNCHANGED = new Serialized('{"tasks":[],"unchanged":true}');
 
 function pollResponse(tasks: readonly CachedAssignment[]): Serialized {
   return new Serialized(`{"tasks":[${tasks.map((task) => task.json).join(",")}]}`);
@@ -338,40 +355,86 @@ export function registerAgentChannel(app: FastifyInstance, options: AgentChannel
       }
       if (aborted.signal.aborted && tasks !== undefined) return pollResponse(tasks);
       tasks = await assignments();
+      // The wait ended with nothing new (most often it timed out): an agent that understands it is
+      // told so, rather than sent every task it already has again.
+      if (body.acceptUnchanged === true && !differs(tasks)) return UNCHANGED;
     }
     return pollResponse(tasks);
   });
 
+  const notAssigned = () => InvalidParameter("The task is not assigned to this container instance.");
+  const malformed = () => InvalidParameter("taskArn, lastStatus and containers are required.");
+
+  /**
+   * Applies an instance's reports in one transaction, in order, each on its own: a report for a
+   * task not assigned to the instance changes nothing and comes back as failed (by its index).
+   */
+  async function applyReports(
+    instance: InstanceRecord,
+    reports: readonly TaskReport[],
+  ): Promise<Map<number, AwsError>> {
+    // A task that stops is to stop from now on, its version unchanged (its agent, which acts on
+    // versions only, knows): polls read it again, from before the write until after it commits.
+    const stopping = reports.filter((report) => statusRank(report.lastStatus) >= statusRank("DEACTIVATING"));
+    for (const report of stopping) cache.drop(instance.arn, report.taskArn);
+    const failed = await store.transaction(async (tx) => {
+      const failures = new Map<number, AwsError>();
+      for (const [i, report] of reports.entries()) {
+        const task = await findTask(tx, report.taskArn);
+        if (task === undefined || task.wire.containerInstanceArn !== instance.arn) {
+          failures.set(i, notAssigned());
+          continue;
+        }
+        const wasStopped = task.wire.lastStatus === "STOPPED";
+        if (!applyReport(task, report)) continue;
+        await saveTask(tx, task, options.clock().getTime(), state);
+        if (!wasStopped && task.wire.lastStatus === "STOPPED") {
+          // The agent tears a task's network down before it reports STOPPED: its host ports are free.
+          const current = await findInstance(tx, instance.arn);
+          if (current !== undefined) await saveInstance(tx, releasePorts(current, task), state);
+        }
+      }
+      return failures;
+    });
+    for (const report of stopping) cache.drop(instance.arn, report.taskArn);
+    return failed;
+  }
+
   route("/agent/v1/report", async (request) => {
     const instance = await node(request);
     const report = json<TaskReport>(request);
-    if (
-      typeof report.taskArn !== "string" ||
-      typeof report.lastStatus !== "string" ||
-      !Array.isArray(report.containers)
-    ) {
-      throw InvalidParameter("taskArn, lastStatus and containers are required.");
-    }
-    // A task that stops is to stop from now on, its version unchanged (its agent, which acts on
-    // versions only, knows): polls read it again, from before the write until after it commits.
-    const stops = statusRank(report.lastStatus) >= statusRank("DEACTIVATING");
-    if (stops) cache.drop(instance.arn, report.taskArn);
-    await store.transaction(async (tx) => {
-      const task = await findTask(tx, report.taskArn);
-      if (task === undefined || task.wire.containerInstanceArn !== instance.arn) {
-        throw InvalidParameter("The task is not assigned to this container instance.");
-      }
-      const wasStopped = task.wire.lastStatus === "STOPPED";
-      if (!applyReport(task, report)) return;
-      await saveTask(tx, task, options.clock().getTime(), state);
-      if (!wasStopped && task.wire.lastStatus === "STOPPED") {
-        // The agent tears a task's network down before it reports STOPPED: its host ports are free.
-        const current = await findInstance(tx, instance.arn);
-        if (current !== undefined) await saveInstance(tx, releasePorts(current, task), state);
-      }
-    });
-    if (stops) cache.drop(instance.arn, report.taskArn);
+    if (!wellFormed(report)) throw malformed();
+    const failure = (await applyReports(instance, [report])).get(0);
+    if (failure !== undefined) throw failure;
     return {};
+  });
+
+  // Every report an agent has waiting, in one request and one transaction.
+  route("/agent/v1/reports", async (request) => {
+    const instance = await node(request);
+    const batch = json<ReportBatch>(request);
+    if (!Array.isArray(batch.reports) || batch.reports.length > MAX_REPORTS_PER_BATCH) {
+      throw InvalidParameter(`reports is required, with at most ${MAX_REPORTS_PER_BATCH} reports.`);
+    }
+    const reports = batch.reports.filter(wellFormed);
+    const failed = await applyReports(instance, reports);
+    const failures: ReportBatchResponse["failures"] = [];
+    for (const report of batch.reports as unknown[]) {
+      if (!wellFormed(report as TaskReport)) {
+        const error = malformed();
+        const arn = (report as { taskArn?: unknown } | null)?.taskArn;
+        failures.push({
+          taskArn: typeof arn === "string" ? arn : "",
+          code: error.code,
+          message: error.message,
+        });
+      }
+    }
+    for (const [i, error] of failed) {
+      failures.push({ taskArn: reports[i]?.taskArn ?? "", code: error.code, message: error.message });
+    }
+    const response: ReportBatchResponse = { failures };
+    return response;
   });
 
   route("/agent/v1/logs", async (request) => {

@@ -7,7 +7,10 @@
  *                             → container instance ARN and a node token
  *   POST /agent/v1/poll       Bearer <node token>; long poll: the tasks this
  *                             instance should run, whenever they change
- *   POST /agent/v1/report     Bearer; a task's and its containers' state
+ *   POST /agent/v1/reports    Bearer; the state of one or more tasks and their
+ *                             containers, each applied on its own (an agent
+ *                             sends at once every report waiting to go)
+ *   POST /agent/v1/report     Bearer; one task's state (the single form)
  *   POST /agent/v1/logs       Bearer; container output for the awslogs driver
  *   POST /agent/v1/stats      Bearer; CPU and memory samples per container
  *
@@ -134,11 +137,18 @@ export interface PollRequest {
   known: Record<string, number>;
   /** Host ports bound by tasks on this node (for placement). */
   usedPorts?: { tcp: number[]; udp: number[] };
+  /**
+   * The agent understands `unchanged`: a poll whose wait ends with nothing different may be
+   * answered without the tasks (an agent that does not say so always gets them all).
+   */
+  acceptUnchanged?: boolean;
 }
 
 export interface PollResponse {
-  /** Every task assigned to this instance that is not yet STOPPED on the server. */
+  /** Every task assigned to this instance that is not yet STOPPED on the server (none when `unchanged`). */
   tasks: TaskAssignment[];
+  /** The tasks are exactly those the poll named in `known`, at those versions: nothing to do. */
+  unchanged?: boolean;
 }
 
 export interface ContainerReport {
@@ -176,6 +186,18 @@ export interface TaskReport {
   pullStartedAt?: number;
   pullStoppedAt?: number;
   at: number;
+}
+
+/** Several tasks' reports in one request (`/agent/v1/reports`), at most `MAX_REPORTS_PER_BATCH`. */
+export interface ReportBatch {
+  reports: TaskReport[];
+}
+
+export const MAX_REPORTS_PER_BATCH = 100;
+
+/** The reports of a batch that were not applied, each with the error a single report would get; the others were. */
+export interface ReportBatchResponse {
+  failures: Array<{ taskArn: string; code: string; message: string }>;
 }
 
 export interface LogBatch {

@@ -1,0 +1,102 @@
+import assert from "node:assert/strict";
+import { createServer, type IncomingMessage } from "node:http";
+import type { AddressInfo } from "node:net";
+import { describe, it } from "node:test";
+import type { ReportBatch, TaskReport } from "../shared/agent-protocol.ts";
+import { ServerClient, ServerError } from "./client.ts";
+
+/** Reads a request's body as JSON. */
+async function body<T>(request: IncomingMessage): Promise<T> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of request) chunks.push(chunk as Buffer);
+  return JSON.parse(Buffer.concat(chunks).toString("utf8")) as T;
+}
+
+const report = (taskArn: string): TaskReport => ({
+  taskArn,
+  lastStatus: "RUNNING",
+  containers: [{ name: "app", lastStatus: "RUNNING" }],
+  at: 1,
+});
+
+describe("ServerClient reports", () => {
+  it("sends the reports made together in one request, and rejects only the ones the server failed", async () => {
+    const requests: Array<{ path: string; batch: ReportBatch }> = [];
+    const server = createServer((request, response) => {
+      void body<ReportBatch>(request).then((batch) => {
+        requests.push({ path: request.url ?? "", batch });
+        const failures = batch.reports
+          .filter((r) => r.taskArn.endsWith("/not-mine"))
+          .map((r) => ({ taskArn: r.taskArn, code: "InvalidParameterException", message: "not yours" }));
+        response.setHeader("content-type", "application/json");
+        response.end(JSON.stringify({ failures }));
+      });
+    });
+    await new Promise<void>((done) => server.listen(0, "127.0.0.1", done));
+    try {
+      const { port } = server.address() as AddressInfo;
+      const client = new ServerClient(
+        `http://127.0.0.1:${port}`,
+        { accessKeyId: "a", secretAccessKey: "s" },
+        "us-east-1",
+      );
+      const outcomes = await Promise.allSettled([
+        client.report(report("task/c/one")),
+        client.report(report("task/c/two")),
+        client.report(report("task/c/not-mine")),
+      ]);
+      assert.equal(requests.length, 1);
+      assert.equal(requests[0]?.path, "/agent/v1/reports");
+      assert.deepEqual(
+        requests[0]?.batch.reports.map((r) => r.taskArn),
+        ["task/c/one", "task/c/two", "task/c/not-mine"],
+      );
+      assert.equal(outcomes[0]?.status, "fulfilled");
+      assert.equal(outcomes[1]?.status, "fulfilled");
+      assert.equal(outcomes[2]?.status, "rejected");
+      const error = outcomes[2]?.status === "rejected" ? outcomes[2].reason : undefined;
+      assert.ok(error instanceof ServerError);
+      assert.equal(error.code, "InvalidParameterException");
+      // A later report goes in a request of its own.
+      await client.report(report("task/c/three"));
+      assert.equal(requests.length, 2);
+      assert.deepEqual(
+        requests[1]?.batch.reports.map((r) => r.taskArn),
+        ["task/c/three"],
+      );
+    } finally {
+      await new Promise((done) => server.close(done));
+    }
+  });
+
+  it("rejects every report of a request that failed as a whole", async () => {
+    const server = createServer((request, response) => {
+      void body(request).then(() => {
+        response.statusCode = 500;
+        response.setHeader("content-type", "application/json");
+        response.end(JSON.stringify({ __type: "InternalFailure", message: "down" }));
+      });
+    });
+    await new Promise<void>((done) => server.listen(0, "127.0.0.1", done));
+    try {
+      const { port } = server.address() as AddressInfo;
+      const client = new ServerClient(
+        `http://127.0.0.1:${port}`,
+        { accessKeyId: "a", secretAccessKey: "s" },
+        "us-east-1",
+      );
+      const outcomes = await Promise.allSettled([
+        client.report(report("task/c/one")),
+        client.report(report("task/c/two")),
+      ]);
+      assert.deepEqual(
+        outcomes.map((o) =>
+          o.status === "rejected" && o.reason instanceof ServerError ? o.reason.code : o.status,
+        ),
+        ["InternalFailure", "InternalFailure"],
+      );
+    } finally {
+      await new Promise((done) => server.close(done));
+    }
+  });
+});
