@@ -30,6 +30,7 @@ import {
   requestStop,
   STOPPED_RETENTION_MS,
   saveTask,
+  shared,
   type TaskRecord,
   type TaskWire,
   taskShape,
@@ -230,6 +231,8 @@ export interface TaskFactory {
     launchType?: string;
   };
   registry: TaskRegistryAccess;
+  /** The containers `assignedContainers` gives for this definition and input, when made once for several tasks. */
+  containers?: readonly AssignedContainer[];
 }
 
 /** A new task record, PROVISIONING (awsvpc) or PENDING, assigned to an instance. */
@@ -237,7 +240,8 @@ export function newTask(factory: TaskFactory, instanceArn: string, zone: string 
   const { ctx, cluster, definition, input } = factory;
   const scope = scopeOf(ctx);
   const taskArn = newTaskArn(scope, cluster.arn);
-  const containers = assignedContainers(definition, input.overrides);
+  const containers = (factory.containers ??
+    assignedContainers(definition, input.overrides)) as AssignedContainer[];
   const networkMode = (definition.networkMode ?? "bridge") as TaskAssignment["networkMode"];
   const now = ctx.now.getTime();
   const wire: TaskWire = {
@@ -483,7 +487,8 @@ export function taskOperations(
         );
         if (instances.views.length === 0 && !fargate)
           throw InvalidParameter("No Container Instances were found in your cluster.");
-        const containers = assignedContainers(definition, input.overrides);
+        // Made once for the call's tasks, which share it (frozen) and its JSON.
+        const containers = shared(assignedContainers(definition, input.overrides));
         const reservation = reservationOf(definition, containers, input.overrides);
         const plan = place(
           instances,
@@ -503,7 +508,7 @@ export function taskOperations(
         for (const instanceArn of plan.placements) {
           const zone = state.zone(instanceArn);
           const task = newTask(
-            { ctx, cluster, definition, input: { ...input, launchType }, registry: access },
+            { ctx, cluster, definition, input: { ...input, launchType }, registry: access, containers },
             instanceArn,
             zone,
           );
