@@ -6,7 +6,7 @@ import { SqliteStore } from "../store/sqlite.ts";
 import type { Store, Tx } from "../store/store.ts";
 import { saveCluster } from "./clusters.ts";
 import { registerInstance } from "./instance-api.ts";
-import { AGENT_TIMEOUT_MS, findInstance, hashToken, instanceUsage, saveInstance } from "./instances.ts";
+import { findInstance, hashToken, instanceUsage, saveInstance } from "./instances.ts";
 import { InstanceNotifier } from "./notifier.ts";
 import { SchedulerState } from "./scheduler-state.ts";
 import { newTask, type RunnableDefinition, taskOperations } from "./task-api.ts";
@@ -215,35 +215,6 @@ describe("SchedulerState", () => {
     assert.equal(reloaded.snapshot(cluster.arn, "EC2", later)[0]?.lastHeartbeat, later);
     await store.transaction((tx) => saveInstance(tx, { ...record, status: "INACTIVE" }, state));
     assert.deepEqual(state.snapshot(cluster.arn, "EC2", later), []);
-    await store.close();
-  });
-
-  it("looks at agents' connections again only once the clock is a second or more from the last look", async () => {
-    const store = await SqliteStore.open({ path: ":memory:" });
-    const state = await SchedulerState.load(store);
-    await store.transaction(async (tx) => {
-      await saveCluster(tx, cluster);
-      await registerInstance(
-        tx,
-        state,
-        { ...scope, now: NOW },
-        cluster,
-        testInstance({ cpu: 1024, memory: 1024 }),
-      );
-    });
-    const connected = (now: number) => state.snapshot(cluster.arn, "EC2", now)[0]?.view.connected;
-    // The agent was last heard from at NOW: connected until NOW + AGENT_TIMEOUT_MS.
-    const timeout = NOW + AGENT_TIMEOUT_MS;
-    assert.equal(connected(timeout - 600), true);
-    assert.equal(connected(timeout - 600), true);
-    // Went quiet: seen at the next look, a second later.
-    assert.equal(connected(timeout + 300), true);
-    assert.equal(connected(timeout + 400), false);
-    // A caller whose clock was read a little earlier (it waited for its turn) does not make it
-    // look again, which would undo what the later look found.
-    assert.equal(connected(timeout - 100), false);
-    // A clock a second or more back does.
-    assert.equal(connected(timeout - 700), true);
     await store.close();
   });
 

@@ -175,8 +175,7 @@ export class SchedulerState implements TaskWrites, InstanceWrites {
   /**
    * The placement snapshot of a cluster's instances of one capacity, in ARN order. Kept between
    * calls: only the instances that changed since are looked at again (and every instance's
-   * connection once `now` is a second or more from the last look, later or earlier). The caller
-   * must not change it.
+   * connection once a second of `now`). The caller must not change it.
    */
   snapshot(clusterArn: string, capacity: "EC2" | "FARGATE", now: number): readonly InstanceSnapshot[] {
     return this.cached(clusterArn, capacity, now).entries;
@@ -220,9 +219,7 @@ export class SchedulerState implements TaskWrites, InstanceWrites {
       if (entry !== undefined && record !== undefined) this.refresh(entry, record, now);
     }
     this.stale.clear();
-    // Within a second of the last sweep either way, what it found stands: concurrent callers read
-    // their clocks before they take their turn, so their times come slightly out of order.
-    if (Math.abs(now - cached.sweptAt) >= SWEEP_MS) {
+    if (now - cached.sweptAt >= SWEEP_MS || now < cached.sweptAt) {
       // Agents that went quiet: no event says so, only the clock.
       for (const entry of cached.entries) {
         const connected = now - entry.lastHeartbeat <= AGENT_TIMEOUT_MS;
