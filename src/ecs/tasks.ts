@@ -236,9 +236,7 @@ function valueJson(_key: string, value: unknown): string | undefined {
 function assignmentJsonOf(assignment: TaskRecord["assignment"]): string {
   let text = assignmentText.get(assignment);
   if (text === undefined) {
-    text = sharedText.has(assignment.containers)
-      ? objectJson(assignment, valueJson)
-      : JSON.stringify(assignment);
+    text = objectJson(assignment, valueJson);
     assignmentText.set(assignment, text);
   }
   return text;
@@ -246,9 +244,6 @@ function assignmentJsonOf(assignment: TaskRecord["assignment"]): string {
 
 /** The row's body: exactly `JSON.stringify(record)`, the assignment's JSON made once and shared parts reused. */
 export function bodyOf(record: TaskRecord): string {
-  // A record read back from its row (a report's) has nothing kept: one call does it all.
-  if (!assignmentText.has(record.assignment) && !sharedText.has(record.assignment.containers))
-    return JSON.stringify(record);
   return objectJson(record, (key, value) =>
     key === "assignment" ? assignmentJsonOf(record.assignment) : JSON.stringify(value),
   );
