@@ -30,7 +30,6 @@ import {
   requestStop,
   STOPPED_RETENTION_MS,
   saveTask,
-  shared,
   type TaskRecord,
   type TaskWire,
   taskShape,
@@ -231,8 +230,6 @@ export interface TaskFactory {
     launchType?: string;
   };
   registry: TaskRegistryAccess;
-  /** The containers `assignedContainers` gives for this definition and input, when made once for several tasks. */
-  containers?: readonly AssignedContainer[];
 }
 
 /** A new task record, PROVISIONING (awsvpc) or PENDING, assigned to an instance. */
@@ -240,8 +237,7 @@ export function newTask(factory: TaskFactory, instanceArn: string, zone: string 
   const { ctx, cluster, definition, input } = factory;
   const scope = scopeOf(ctx);
   const taskArn = newTaskArn(scope, cluster.arn);
-  const containers = (factory.containers ??
-    assignedContainers(definition, input.overrides)) as AssignedContainer[];
+  const containers = assignedContainers(definition, input.overrides);
   const networkMode = (definition.networkMode ?? "bridge") as TaskAssignment["networkMode"];
   const now = ctx.now.getTime();
   const wire: TaskWire = {
@@ -487,8 +483,7 @@ export function taskOperations(
         );
         if (instances.views.length === 0 && !fargate)
           throw InvalidParameter("No Container Instances were found in your cluster.");
-        // Made once for the call's tasks, which share it (frozen) and its JSON.
-        const containers = shared(assignedContainers(definition, input.overrides));
+        const containers = assignedContainers(definition, input.overrides);
         const reservation = reservationOf(definition, containers, input.overrides);
         const plan = place(
           instances,
@@ -508,7 +503,7 @@ export function taskOperations(
         for (const instanceArn of plan.placements) {
           const zone = state.zone(instanceArn);
           const task = newTask(
-            { ctx, cluster, definition, input: { ...input, launchType }, registry: access, containers },
+            { ctx, cluster, definition, input: { ...input, launchType }, registry: access },
             instanceArn,
             zone,
           );

@@ -2,17 +2,8 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { prng } from "../../test/support/prng.ts";
 import { type ContainerReport, TASK_STATUSES, type TaskReport } from "../shared/agent-protocol.ts";
-import { assignedContainers, newTask, type RunnableDefinition } from "./task-api.ts";
-import {
-  applyReport,
-  assignmentJson,
-  assignmentOf,
-  bodyOf,
-  newTaskArn,
-  requestStop,
-  shared,
-  type TaskWire,
-} from "./tasks.ts";
+import { newTask, type RunnableDefinition } from "./task-api.ts";
+import { applyReport, newTaskArn, requestStop, type TaskWire } from "./tasks.ts";
 import { TEST_NOW, TEST_SCOPE, testCluster, testContext, testRegistry } from "./testing.ts";
 
 describe("newTaskArn", () => {
@@ -63,64 +54,6 @@ describe("newTask", () => {
       );
     }
     assert.notEqual(arns[0], arns[1]);
-  });
-});
-
-describe("bodyOf and assignmentJson", () => {
-  const definition: RunnableDefinition = {
-    taskDefinitionArn: "arn:aws:ecs:us-east-1:000000000000:task-definition/app:1",
-    family: "app",
-    revision: 1,
-    status: "ACTIVE",
-    containerDefinitions: [
-      {
-        name: "web",
-        image: "busybox",
-        memory: 64,
-        essential: true,
-        environment: [{ name: "A", value: 'quote " and \u2028' }],
-        portMappings: [{ containerPort: 80, hostPort: 8080 }],
-        healthCheck: { command: ["CMD", "true"] },
-      },
-      { name: "side", image: "busybox", memory: 64, essential: false },
-    ],
-  };
-  const make = (containers?: ReturnType<typeof assignedContainers>) =>
-    newTask(
-      {
-        ctx: testContext,
-        cluster: testCluster,
-        definition,
-        input: { taskDefinition: "app:1", startedBy: "me" },
-        registry: testRegistry,
-        ...(containers === undefined ? {} : { containers }),
-      },
-      "arn:aws:ecs:us-east-1:000000000000:container-instance/default/i",
-      "us-east-1a",
-    );
-
-  it("write exactly what JSON.stringify does, with containers shared by several tasks or not", () => {
-    const containers = shared(assignedContainers(definition, undefined));
-    const records = [make(), make(containers), make(containers)];
-    const withService = make(containers);
-    withService.serviceName = "svc";
-    records.push(withService);
-    for (const record of records) {
-      assert.equal(bodyOf(record), JSON.stringify(record));
-      assert.equal(assignmentJson(record), JSON.stringify(assignmentOf(record)));
-      // Once its JSON is kept, a stop (which changes the wire, not the assignment) still shows.
-      requestStop(record, "Task stopped by user", "UserInitiated", TEST_NOW);
-      assert.equal(bodyOf(record), JSON.stringify(record));
-      assert.equal(assignmentJson(record), JSON.stringify(assignmentOf(record)));
-      assert.match(assignmentJson(record), /"stopReason":"Task stopped by user"}$/);
-      const parsed = JSON.parse(bodyOf(record)) as typeof record;
-      assert.equal(assignmentJson(parsed), JSON.stringify(assignmentOf(parsed)));
-    }
-    // Shared by the tasks of one call: none of them may change it for the others.
-    assert.throws(() => {
-      (containers[0] as { image: string }).image = "other";
-    }, TypeError);
-    assert.notEqual(records[1]?.wire.containers[0], records[2]?.wire.containers[0]);
   });
 });
 

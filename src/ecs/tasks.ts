@@ -185,70 +185,6 @@ function updateSql(lastStatus: boolean, desiredStatus: boolean, stoppedAt: boole
   return sql;
 }
 
-/**
- * The JSON of values that several records hold and that never change once made (the containers
- * one RunTask call gives each of its tasks), made once: see `shared`.
- */
-const sharedText = new WeakMap<object, string>();
-
-/** The JSON of each record's `assignment`, made once: a task's assignment never changes once made. */
-const assignmentText = new WeakMap<object, string>();
-
-function deepFreeze(value: unknown): void {
-  if (typeof value !== "object" || value === null || Object.isFrozen(value)) return;
-  Object.freeze(value);
-  for (const inner of Object.values(value)) deepFreeze(inner);
-}
-
-/**
- * Marks a value that the records made by one call will share (frozen, so that no one of them
- * can change it for the others) and keeps its JSON, which their bodies then reuse.
- */
-export function shared<T extends object>(value: T): T {
-  deepFreeze(value);
-  sharedText.set(value, JSON.stringify(value));
-  return value;
-}
-
-/**
- * `JSON.stringify(object)` for a plain object, each property's JSON taken from `text` (which
- * returns undefined for a property JSON leaves out).
- */
-function objectJson(object: object, text: (key: string, value: unknown) => string | undefined): string {
-  let out = "";
-  for (const [key, value] of Object.entries(object)) {
-    const json = text(key, value);
-    if (json === undefined) continue;
-    out += `${out === "" ? "{" : ","}${JSON.stringify(key)}:${json}`;
-  }
-  return out === "" ? "{}" : `${out}}`;
-}
-
-function valueJson(_key: string, value: unknown): string | undefined {
-  if (typeof value === "object" && value !== null) {
-    const text = sharedText.get(value);
-    if (text !== undefined) return text;
-  }
-  return JSON.stringify(value) as string | undefined;
-}
-
-/** The JSON of a record's assignment (as stored in its body), made once per assignment. */
-function assignmentJsonOf(assignment: TaskRecord["assignment"]): string {
-  let text = assignmentText.get(assignment);
-  if (text === undefined) {
-    text = objectJson(assignment, valueJson);
-    assignmentText.set(assignment, text);
-  }
-  return text;
-}
-
-/** The row's body: exactly `JSON.stringify(record)`, the assignment's JSON made once and shared parts reused. */
-export function bodyOf(record: TaskRecord): string {
-  return objectJson(record, (key, value) =>
-    key === "assignment" ? assignmentJsonOf(record.assignment) : JSON.stringify(value),
-  );
-}
-
 export async function saveTask(tx: Tx, record: TaskRecord, now: number, writes: TaskWrites): Promise<void> {
   const before = stored.get(record);
   const columns = remember(tx, record, writes);
@@ -256,7 +192,7 @@ export async function saveTask(tx: Tx, record: TaskRecord, now: number, writes: 
   const desiredStatus = before === undefined || before.desiredStatus !== columns.desiredStatus;
   const stoppedAt = before === undefined || before.stoppedAt !== columns.stoppedAt;
   const wire = record.wire;
-  const body = bodyOf(record);
+  const body = JSON.stringify(record);
   const changed = await tx.run(
     updateSql(lastStatus, desiredStatus, stoppedAt),
     ...(lastStatus ? [columns.lastStatus] : []),
@@ -276,7 +212,7 @@ export async function saveTask(tx: Tx, record: TaskRecord, now: number, writes: 
  */
 export async function insertTask(tx: Tx, record: TaskRecord, now: number, writes: TaskWrites): Promise<void> {
   remember(tx, record, writes);
-  await insertRow(tx, record, now, bodyOf(record));
+  await insertRow(tx, record, now, JSON.stringify(record));
 }
 
 /** Hands the record to the scheduler's state and notes the columns its row is about to hold. */
@@ -337,19 +273,6 @@ export function assignmentOf(record: TaskRecord): TaskAssignment {
     assignment.stopReason = record.wire.stoppedReason;
   }
   return assignment;
-}
-
-/**
- * `JSON.stringify(assignmentOf(record))`, from the assignment's JSON made once (when the body was
- * written, for a task just made): the agent protocol's fields follow the assignment's own.
- */
-export function assignmentJson(record: TaskRecord): string {
-  const inner = assignmentJsonOf(record.assignment);
-  let tail = `"version":${JSON.stringify(record.desiredVersion)},"desiredStatus":${JSON.stringify(record.wire.desiredStatus)}`;
-  if (record.wire.desiredStatus === "STOPPED" && record.wire.stoppedReason !== undefined) {
-    tail += `,"stopReason":${JSON.stringify(record.wire.stoppedReason)}`;
-  }
-  return inner === "{}" ? `{${tail}}` : `${inner.slice(0, -1)},${tail}}`;
 }
 
 /**
