@@ -8,7 +8,32 @@ import {
 } from "@aws-sdk/client-ecs";
 import { ServerClient, ServerError } from "../src/agent/client.ts";
 import type { TaskReport } from "../src/shared/agent-protocol.ts";
-import { ecsClient, startTestServer } from "./helpers.ts";
+import { ecsClient, startTestServer, type TestServer } from "./helpers.ts";
+
+/** A cluster with two agents registered through their own client, and a one-container task definition. */
+async function clusterOfTwo(server: TestServer, cluster: string, family: string): Promise<ServerClient[]> {
+  const ecs = ecsClient(server);
+  await ecs.send(new CreateClusterCommand({ clusterName: cluster }));
+  const clients = [0, 1].map(() => new ServerClient(server.endpoint, server.credentials, "us-east-1"));
+  for (const [i, client] of clients.entries()) {
+    await client.register({
+      cluster,
+      hostname: `node-${i}`,
+      address: "127.0.0.1",
+      totalResources: { cpu: 1024, memory: 1024 },
+      attributes: [],
+      versionInfo: { agentVersion: "test" },
+      capacity: "EC2",
+    });
+  }
+  await ecs.send(
+    new RegisterTaskDefinitionCommand({
+      family,
+      containerDefinitions: [{ name: "app", image: "busybox", memory: 64, essential: true }],
+    }),
+  );
+  return clients;
+}
 
 /** An agent's long poll as the server holds it, through the agent's own client. */
 describe("agent long poll", () => {
@@ -50,25 +75,7 @@ describe("agent long poll", () => {
     const server = await startTestServer();
     try {
       const ecs = ecsClient(server);
-      await ecs.send(new CreateClusterCommand({ clusterName: "reports" }));
-      const clients = [0, 1].map(() => new ServerClient(server.endpoint, server.credentials, "us-east-1"));
-      for (const [i, client] of clients.entries()) {
-        await client.register({
-          cluster: "reports",
-          hostname: `node-${i}`,
-          address: "127.0.0.1",
-          totalResources: { cpu: 1024, memory: 1024 },
-          attributes: [],
-          versionInfo: { agentVersion: "test" },
-          capacity: "EC2",
-        });
-      }
-      await ecs.send(
-        new RegisterTaskDefinitionCommand({
-          family: "reported",
-          containerDefinitions: [{ name: "app", image: "busybox", memory: 64, essential: true }],
-        }),
-      );
+      const clients = await clusterOfTwo(server, "reports", "reported");
       // Spread over the two instances (by instance): each gets two.
       const run = await ecs.send(
         new RunTaskCommand({
@@ -118,25 +125,7 @@ describe("agent long poll", () => {
     const server = await startTestServer();
     try {
       const ecs = ecsClient(server);
-      await ecs.send(new CreateClusterCommand({ clusterName: "unchanged" }));
-      const clients = [0, 1].map(() => new ServerClient(server.endpoint, server.credentials, "us-east-1"));
-      for (const [i, client] of clients.entries()) {
-        await client.register({
-          cluster: "unchanged",
-          hostname: `node-${i}`,
-          address: "127.0.0.1",
-          totalResources: { cpu: 1024, memory: 1024 },
-          attributes: [],
-          versionInfo: { agentVersion: "test" },
-          capacity: "EC2",
-        });
-      }
-      await ecs.send(
-        new RegisterTaskDefinitionCommand({
-          family: "kept",
-          containerDefinitions: [{ name: "app", image: "busybox", memory: 64, essential: true }],
-        }),
-      );
+      const clients = await clusterOfTwo(server, "unchanged", "kept");
       await ecs.send(
         new RunTaskCommand({
           cluster: "unchanged",

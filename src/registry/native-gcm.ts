@@ -2,6 +2,19 @@ import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 
+/** The arguments both take: key, nonce, associated data, input range, output range, tag. */
+type GcmArguments = [
+  key: Uint8Array,
+  nonce: Uint8Array,
+  aad: Uint8Array,
+  input: Uint8Array,
+  inputOffset: number,
+  output: Uint8Array,
+  outputOffset: number,
+  length: number,
+  tag: Uint8Array,
+];
+
 /**
  * AES-256-GCM that writes into a given buffer (native/aesgcm.c, built by scripts/bootstrap.sh
  * into build/aesgcm.node). `node:crypto` always allocates its output, which cost a pulled
@@ -17,29 +30,9 @@ export interface NativeGcm {
    * match. The output holds unauthenticated plaintext while this runs: nothing may read it
    * unless this returned true.
    */
-  open(
-    key: Uint8Array,
-    nonce: Uint8Array,
-    aad: Uint8Array,
-    input: Uint8Array,
-    inputOffset: number,
-    output: Uint8Array,
-    outputOffset: number,
-    length: number,
-    tag: Uint8Array,
-  ): boolean;
+  open(...args: GcmArguments): boolean;
   /** Encrypts, and writes the tag into `tag`. */
-  seal(
-    key: Uint8Array,
-    nonce: Uint8Array,
-    aad: Uint8Array,
-    input: Uint8Array,
-    inputOffset: number,
-    output: Uint8Array,
-    outputOffset: number,
-    length: number,
-    tag: Uint8Array,
-  ): void;
+  seal(...args: GcmArguments): void;
 }
 
 export const ADDON_PATH = fileURLToPath(new URL("../../build/aesgcm.node", import.meta.url));
