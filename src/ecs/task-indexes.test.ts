@@ -1,30 +1,13 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { SqliteStore } from "../store/sqlite.ts";
-import { newTask } from "./task-api.ts";
 import { findTask, insertTask, saveTask, type TaskWrites } from "./tasks.ts";
-import { testCluster, testContext, testRegistry } from "./testing.ts";
+import { testTask } from "./testing.ts";
 
 const noWrites: TaskWrites = { taskSaved: () => {} };
 
 function task(startedBy?: string) {
-  return newTask(
-    {
-      ctx: testContext,
-      cluster: testCluster,
-      definition: {
-        taskDefinitionArn: "arn:aws:ecs:us-east-1:000000000000:task-definition/app:1",
-        family: "app",
-        revision: 1,
-        status: "ACTIVE",
-        containerDefinitions: [{ name: "web", image: "busybox", memory: 64, essential: true }],
-      },
-      input: { taskDefinition: "app:1", ...(startedBy === undefined ? {} : { startedBy }) },
-      registry: testRegistry,
-    },
-    "arn:aws:ecs:us-east-1:000000000000:container-instance/default/i",
-    "us-east-1a",
-  );
+  return testTask({ input: startedBy === undefined ? {} : { startedBy } });
 }
 
 /** The index each task query is answered through (SQLite's plan), or "SCAN" when none. */

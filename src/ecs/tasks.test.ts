@@ -2,9 +2,9 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { prng } from "../../test/support/prng.ts";
 import { type ContainerReport, TASK_STATUSES, type TaskReport } from "../shared/agent-protocol.ts";
-import { newTask, type RunnableDefinition } from "./task-api.ts";
+import type { RunnableDefinition } from "./task-api.ts";
 import { applyReport, newTaskArn, requestStop, type TaskWire } from "./tasks.ts";
-import { TEST_NOW, TEST_SCOPE, testCluster, testContext, testRegistry } from "./testing.ts";
+import { TEST_NOW, TEST_SCOPE, testCluster, testDefinition, testTask } from "./testing.ts";
 
 describe("newTaskArn", () => {
   it("names each task with 32 fresh hex digits, across refills of its entropy", () => {
@@ -23,26 +23,12 @@ describe("newTaskArn", () => {
 
 describe("newTask", () => {
   it("names each container as ECS does: container/<cluster>/<task id>/<uuid>", () => {
-    const record = newTask(
-      {
-        ctx: testContext,
-        cluster: testCluster,
-        definition: {
-          taskDefinitionArn: "arn:aws:ecs:us-east-1:000000000000:task-definition/app:1",
-          family: "app",
-          revision: 1,
-          status: "ACTIVE",
-          containerDefinitions: [
-            { name: "web", image: "busybox", memory: 64, essential: true },
-            { name: "side", image: "busybox", memory: 64, essential: false },
-          ],
-        },
-        input: { taskDefinition: "app:1" },
-        registry: testRegistry,
-      },
-      "arn:aws:ecs:us-east-1:000000000000:container-instance/default/i",
-      "us-east-1a",
-    );
+    const record = testTask({
+      definition: testDefinition([
+        { name: "web", image: "busybox", memory: 64, essential: true },
+        { name: "side", image: "busybox", memory: 64, essential: false },
+      ]),
+    });
     const taskId = record.wire.taskArn.slice(record.wire.taskArn.lastIndexOf("/") + 1);
     const arns = record.wire.containers.map((c) => c.containerArn);
     for (const arn of arns) {
@@ -59,12 +45,7 @@ describe("newTask", () => {
 
 describe("applyReport", () => {
   const definition = (awsvpc: boolean): RunnableDefinition => ({
-    taskDefinitionArn: "arn:aws:ecs:us-east-1:000000000000:task-definition/app:1",
-    family: "app",
-    revision: 1,
-    status: "ACTIVE",
-    ...(awsvpc ? { networkMode: "awsvpc" } : {}),
-    containerDefinitions: [
+    ...testDefinition([
       {
         name: "web",
         image: "busybox",
@@ -73,7 +54,8 @@ describe("applyReport", () => {
         healthCheck: { command: ["CMD", "true"] },
       },
       { name: "side", image: "busybox", memory: 64, essential: false },
-    ],
+    ]),
+    ...(awsvpc ? { networkMode: "awsvpc" } : {}),
   });
 
   it("says a task changed exactly when its wire form did, and only then moves its version", () => {
@@ -82,17 +64,7 @@ describe("applyReport", () => {
     const maybe = <T>(value: T): T | undefined => (random() < 0.3 ? value : undefined);
     let changes = 0;
     for (let task = 0; task < 200; task++) {
-      const record = newTask(
-        {
-          ctx: testContext,
-          cluster: testCluster,
-          definition: definition(random() < 0.3),
-          input: { taskDefinition: "app:1" },
-          registry: testRegistry,
-        },
-        "arn:aws:ecs:us-east-1:000000000000:container-instance/default/i",
-        "us-east-1a",
-      );
+      const record = testTask({ definition: definition(random() < 0.3) });
       for (let step = 0; step < 12; step++) {
         const names = ["web", "side", "gone"].filter(() => random() < 0.6);
         const report: TaskReport = {
@@ -148,24 +120,7 @@ describe("applyReport", () => {
 });
 
 describe("requestStop", () => {
-  const task = () =>
-    newTask(
-      {
-        ctx: testContext,
-        cluster: testCluster,
-        definition: {
-          taskDefinitionArn: "arn:aws:ecs:us-east-1:000000000000:task-definition/app:1",
-          family: "app",
-          revision: 1,
-          status: "ACTIVE",
-          containerDefinitions: [{ name: "web", image: "busybox", memory: 64, essential: true }],
-        },
-        input: { taskDefinition: "app:1" },
-        registry: testRegistry,
-      },
-      "arn:aws:ecs:us-east-1:000000000000:container-instance/default/i",
-      "us-east-1a",
-    );
+  const task = () => testTask();
 
   it("keeps the first reason, and moves the version with each change, stopping at once included", () => {
     const record = task();

@@ -2,6 +2,8 @@
 import type { RequestContext } from "../aws/service.ts";
 import { type ClusterRecord, clusterArn } from "./clusters.ts";
 import type { registerInstance } from "./instance-api.ts";
+import { newTask, type RunnableDefinition, type TaskFactory } from "./task-api.ts";
+import type { TaskRecord } from "./tasks.ts";
 
 export const TEST_SCOPE = { region: "us-east-1", accountId: "000000000000" };
 export const TEST_NOW = Date.UTC(2030, 0, 1);
@@ -52,4 +54,36 @@ export function testInstance(options: {
     address: "127.0.0.1",
     capacity: "EC2",
   };
+}
+
+/** `app:1`: one essential `web` container, unless `containers` are given. */
+export function testDefinition(
+  containers: RunnableDefinition["containerDefinitions"] = [
+    { name: "web", image: "busybox", memory: 64, essential: true },
+  ],
+): RunnableDefinition {
+  return {
+    taskDefinitionArn: "arn:aws:ecs:us-east-1:000000000000:task-definition/app:1",
+    family: "app",
+    revision: 1,
+    status: "ACTIVE",
+    containerDefinitions: containers,
+  };
+}
+
+/** A new task of `definition` (default `testDefinition()`) on instance `i` of the default cluster, in us-east-1a. */
+export function testTask(
+  options: { definition?: RunnableDefinition; input?: Partial<TaskFactory["input"]> } = {},
+): TaskRecord {
+  return newTask(
+    {
+      ctx: testContext,
+      cluster: testCluster,
+      definition: options.definition ?? testDefinition(),
+      input: { taskDefinition: "app:1", ...options.input },
+      registry: testRegistry,
+    },
+    "arn:aws:ecs:us-east-1:000000000000:container-instance/default/i",
+    "us-east-1a",
+  );
 }
