@@ -10,11 +10,13 @@ import { ServerClient, ServerError } from "../src/agent/client.ts";
 import type { TaskReport } from "../src/shared/agent-protocol.ts";
 import { ecsClient, startTestServer, type TestServer } from "./helpers.ts";
 
-/** A cluster with two agents registered through their own client, and a one-container task definition. */
-async function clusterOfTwo(server: TestServer, cluster: string, family: string): Promise<ServerClient[]> {
-  const ecs = ecsClient(server);
-  await ecs.send(new CreateClusterCommand({ clusterName: cluster }));
-  const clients = [0, 1].map(() => new ServerClient(server.endpoint, server.credentials, "us-east-1"));
+/** A new cluster with `count` agents registered in it through their own client. */
+async function clusterOfAgents(server: TestServer, cluster: string, count: number): Promise<ServerClient[]> {
+  await ecsClient(server).send(new CreateClusterCommand({ clusterName: cluster }));
+  const clients = Array.from(
+    { length: count },
+    () => new ServerClient(server.endpoint, server.credentials, "us-east-1"),
+  );
   for (const [i, client] of clients.entries()) {
     await client.register({
       cluster,
@@ -26,7 +28,13 @@ async function clusterOfTwo(server: TestServer, cluster: string, family: string)
       capacity: "EC2",
     });
   }
-  await ecs.send(
+  return clients;
+}
+
+/** A cluster with two agents, and a one-container task definition `family`. */
+async function clusterOfTwo(server: TestServer, cluster: string, family: string): Promise<ServerClient[]> {
+  const clients = await clusterOfAgents(server, cluster, 2);
+  await ecsClient(server).send(
     new RegisterTaskDefinitionCommand({
       family,
       containerDefinitions: [{ name: "app", image: "busybox", memory: 64, essential: true }],
@@ -41,22 +49,7 @@ describe("agent long poll", () => {
     const server = await startTestServer();
     let stopped = false;
     try {
-      await ecsClient(server).send(new CreateClusterCommand({ clusterName: "polls" }));
-      const clients = Array.from(
-        { length: 3 },
-        () => new ServerClient(server.endpoint, server.credentials, "us-east-1"),
-      );
-      for (const [i, client] of clients.entries()) {
-        await client.register({
-          cluster: "polls",
-          hostname: `node-${i}`,
-          address: "127.0.0.1",
-          totalResources: { cpu: 1024, memory: 1024 },
-          attributes: [],
-          versionInfo: { agentVersion: "test" },
-          capacity: "EC2",
-        });
-      }
+      const clients = await clusterOfAgents(server, "polls", 3);
       // Nothing to run and nothing known: each poll waits (up to the poll timeout, ~15 s).
       const polls = clients.map((client) => client.poll({ known: {} }, 60_000));
       // Let the polls reach the server and start waiting.

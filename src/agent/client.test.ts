@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { createServer, type IncomingMessage } from "node:http";
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { describe, it } from "node:test";
 import type { ReportBatch, TaskReport } from "../shared/agent-protocol.ts";
@@ -12,6 +12,23 @@ async function body<T>(request: IncomingMessage): Promise<T> {
   return JSON.parse(Buffer.concat(chunks).toString("utf8")) as T;
 }
 
+/** Runs `test` with a ServerClient of a loopback server that answers every request with `answer`. */
+async function withServer(
+  answer: (request: IncomingMessage, response: ServerResponse) => void,
+  test: (client: ServerClient) => Promise<void>,
+): Promise<void> {
+  const server = createServer(answer);
+  await new Promise<void>((done) => server.listen(0, "127.0.0.1", done));
+  try {
+    const { port } = server.address() as AddressInfo;
+    await test(
+      new ServerClient(`http://127.0.0.1:${port}`, { accessKeyId: "a", secretAccessKey: "s" }, "us-east-1"),
+    );
+  } finally {
+    await new Promise((done) => server.close(done));
+  }
+}
+
 const report = (taskArn: string): TaskReport => ({
   taskArn,
   lastStatus: "RUNNING",
@@ -22,7 +39,7 @@ const report = (taskArn: string): TaskReport => ({
 describe("ServerClient reports", () => {
   it("sends the reports made together in one request, and rejects only the ones the server failed", async () => {
     const requests: Array<{ path: string; batch: ReportBatch }> = [];
-    const server = createServer((request, response) => {
+    const answer = (request: IncomingMessage, response: ServerResponse) => {
       void body<ReportBatch>(request).then((batch) => {
         requests.push({ path: request.url ?? "", batch });
         const failures = batch.reports
@@ -31,15 +48,8 @@ describe("ServerClient reports", () => {
         response.setHeader("content-type", "application/json");
         response.end(JSON.stringify({ failures }));
       });
-    });
-    await new Promise<void>((done) => server.listen(0, "127.0.0.1", done));
-    try {
-      const { port } = server.address() as AddressInfo;
-      const client = new ServerClient(
-        `http://127.0.0.1:${port}`,
-        { accessKeyId: "a", secretAccessKey: "s" },
-        "us-east-1",
-      );
+    };
+    await withServer(answer, async (client) => {
       const outcomes = await Promise.allSettled([
         client.report(report("task/c/one")),
         client.report(report("task/c/two")),
@@ -64,27 +74,18 @@ describe("ServerClient reports", () => {
         requests[1]?.batch.reports.map((r) => r.taskArn),
         ["task/c/three"],
       );
-    } finally {
-      await new Promise((done) => server.close(done));
-    }
+    });
   });
 
   it("rejects every report of a request that failed as a whole", async () => {
-    const server = createServer((request, response) => {
+    const answer = (request: IncomingMessage, response: ServerResponse) => {
       void body(request).then(() => {
         response.statusCode = 500;
         response.setHeader("content-type", "application/json");
         response.end(JSON.stringify({ __type: "InternalFailure", message: "down" }));
       });
-    });
-    await new Promise<void>((done) => server.listen(0, "127.0.0.1", done));
-    try {
-      const { port } = server.address() as AddressInfo;
-      const client = new ServerClient(
-        `http://127.0.0.1:${port}`,
-        { accessKeyId: "a", secretAccessKey: "s" },
-        "us-east-1",
-      );
+    };
+    await withServer(answer, async (client) => {
       const outcomes = await Promise.allSettled([
         client.report(report("task/c/one")),
         client.report(report("task/c/two")),
@@ -95,8 +96,6 @@ describe("ServerClient reports", () => {
         ),
         ["InternalFailure", "InternalFailure"],
       );
-    } finally {
-      await new Promise((done) => server.close(done));
-    }
+    });
   });
 });
