@@ -148,4 +148,36 @@ describe("agent long poll", () => {
       await server.stop();
     }
   });
+
+  it("answers an agent request whose body is JSON but not an object with InvalidParameterException, not a 500", async () => {
+    const server = await startTestServer();
+    try {
+      await ecsClient(server).send(new CreateClusterCommand({ clusterName: "bodies" }));
+      const client = new ServerClient(server.endpoint, server.credentials, "us-east-1");
+      const { nodeToken } = await client.register({
+        cluster: "bodies",
+        hostname: "node-0",
+        address: "127.0.0.1",
+        totalResources: { cpu: 1024, memory: 1024 },
+        attributes: [],
+        versionInfo: { agentVersion: "test" },
+        capacity: "EC2",
+      });
+      for (const path of ["/agent/v1/reports", "/agent/v1/report", "/agent/v1/logs", "/agent/v1/poll"]) {
+        for (const body of ["null", "7", "[]", '"text"']) {
+          const response = await fetch(`${server.endpoint}${path}`, {
+            method: "POST",
+            headers: { authorization: `Bearer ${nodeToken}`, "content-type": "application/json" },
+            body,
+          });
+          assert.equal(response.status, 400, `${path} ${body}`);
+          const error = (await response.json()) as { __type: string; message: string };
+          assert.equal(error.__type, "InvalidParameterException", `${path} ${body}`);
+          assert.equal(error.message, "The request body must be a JSON object.");
+        }
+      }
+    } finally {
+      await server.stop();
+    }
+  });
 });

@@ -64,11 +64,17 @@ const Deregistered = (message: string) => new AwsError(INSTANCE_DEREGISTERED, me
 
 function json<T>(request: FastifyRequest): T {
   const body = Buffer.isBuffer(request.body) ? request.body.toString("utf8") : "{}";
+  let parsed: unknown;
   try {
-    return JSON.parse(body === "" ? "{}" : body) as T;
+    parsed = JSON.parse(body === "" ? "{}" : body);
   } catch {
     throw InvalidParameter("The request body is not valid JSON.");
   }
+  // Every agent request is an object: `null`, a number or an array would fail later as a 500.
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
+    throw InvalidParameter("The request body must be a JSON object.");
+  }
+  return parsed as T;
 }
 
 /** The instance with the host ports a stopped task held taken out of what its agent last reported. */
