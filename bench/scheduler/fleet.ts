@@ -3,7 +3,6 @@
 // reports of the tasks one poll brought go in one request, as the agent's client sends them). No
 // containers. One long poll per instance is outstanding at any time (the server answers it when
 // the instance's tasks change, or after 15 s), which keeps every instance connected.
-import { setMaxListeners } from "node:events";
 import { ServerClient } from "../../src/agent/client.ts";
 import type { TaskAssignment } from "../../src/shared/agent-protocol.ts";
 
@@ -40,8 +39,11 @@ async function pool<T>(items: readonly T[], concurrency: number, fn: (item: T) =
 export class Fleet {
   readonly counters: FleetCounters = { polls: 0, pollErrors: 0, reports: 0, reportErrors: 0, acked: 0 };
   private readonly instances: SimInstance[] = [];
-  private readonly stopping = new AbortController();
+  private readonly stopping: AbortController[] = [];
   private loops: Promise<void>[] = [];
+  /** Instances whose first poll has not gone out yet, and who waits for there to be none. */
+  private notPolling = 0;
+  private allPolling: (() => void) | undefined;
 
   constructor(
     private readonly server: {
@@ -78,29 +80,48 @@ export class Fleet {
 
   /** Starts every instance's poll loop, staggered over `spreadMs` so polls do not arrive in lockstep. */
   start(spreadMs = 2000): void {
-    // Every outstanding poll listens on the one stop signal.
-    setMaxListeners(0, this.stopping.signal);
+    this.notPolling = this.instances.length;
     this.loops = this.instances.map((instance, i) =>
       this.loop(instance, (i / Math.max(this.instances.length, 1)) * spreadMs),
     );
   }
 
+  /**
+   * Resolves once every instance has sent its first poll, and `settleMs` later (for the server to
+   * have taken them in): the fleet is then as a fleet that has been up a while, each agent with
+   * its long poll waiting.
+   */
+  async polling(settleMs = 1000): Promise<void> {
+    if (this.notPolling > 0) await new Promise<void>((done) => (this.allPolling = done));
+    await new Promise((done) => setTimeout(done, settleMs));
+  }
+
   async stop(): Promise<void> {
-    this.stopping.abort();
+    for (const stopping of this.stopping) stopping.abort();
     await Promise.all(this.loops);
   }
 
   private async loop(instance: SimInstance, delayMs: number): Promise<void> {
-    const signal = this.stopping.signal;
+    // A stop signal of its own, as each agent has: thousands of polls listening on one signal would
+    // make every poll's listener cost a walk over all the others (EventTarget checks for duplicates).
+    const stopping = new AbortController();
+    this.stopping.push(stopping);
+    const signal = stopping.signal;
     await new Promise((done) => setTimeout(done, delayMs));
+    let first = true;
     while (!signal.aborted) {
       let tasks: TaskAssignment[];
       try {
-        const answer = await instance.client.poll(
+        const answering = instance.client.poll(
           { known: instance.known, acceptUnchanged: true },
           40_000,
           signal,
         );
+        if (first) {
+          first = false;
+          if (--this.notPolling === 0) this.allPolling?.();
+        }
+        const answer = await answering;
         this.counters.polls++;
         // Nothing changed (the poll timed out): the tasks are those known, as the agent takes it.
         if (answer.unchanged === true) continue;

@@ -37,7 +37,18 @@ export async function startWharf(options: { profileDir?: string; timeoutMs?: num
     options.profileDir === undefined ? [] : ["--cpu-prof", "--cpu-prof-dir", options.profileDir];
   const child: ChildProcess = spawn(
     process.execPath,
-    [...profile, WHARF, "server", "--port", "0", "--data-dir", dataDir, "--log-level", "warn"],
+    [
+      ...profile,
+      ...(process.env.WHARF_BENCH_SERVER_FLAGS?.split(" ").filter(Boolean) ?? []),
+      WHARF,
+      "server",
+      "--port",
+      "0",
+      "--data-dir",
+      dataDir,
+      "--log-level",
+      "warn",
+    ],
     { stdio: ["ignore", "pipe", "inherit"] },
   );
   const exited = new Promise<void>((done) => child.once("exit", () => done()));

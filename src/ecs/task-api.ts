@@ -236,10 +236,10 @@ export interface TaskFactory {
 export function newTask(factory: TaskFactory, instanceArn: string, zone: string | undefined): TaskRecord {
   const { ctx, cluster, definition, input } = factory;
   const scope = scopeOf(ctx);
-  const taskArn = newTaskArn(scope, cluster.arn);
+  const now = ctx.now.getTime();
+  const taskArn = newTaskArn(scope, cluster.arn, now);
   const containers = assignedContainers(definition, input.overrides);
   const networkMode = (definition.networkMode ?? "bridge") as TaskAssignment["networkMode"];
-  const now = ctx.now.getTime();
   const wire: TaskWire = {
     taskArn,
     clusterArn: cluster.arn,

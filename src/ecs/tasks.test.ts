@@ -7,15 +7,21 @@ import { applyReport, newTaskArn, requestStop, type TaskWire } from "./tasks.ts"
 import { TEST_NOW, TEST_SCOPE, testCluster, testDefinition, testTask } from "./testing.ts";
 
 describe("newTaskArn", () => {
-  it("names each task with 32 fresh hex digits, across refills of its entropy", () => {
-    const ids = Array.from({ length: 1000 }, () => newTaskArn(TEST_SCOPE, testCluster.arn));
+  it("names each task with 32 hex digits: the creation time, then 20 fresh random digits", () => {
+    const ids = Array.from({ length: 1000 }, (_, i) => newTaskArn(TEST_SCOPE, testCluster.arn, TEST_NOW + i));
     for (const arn of ids) {
       assert.match(arn, new RegExp(`^arn:aws:ecs:us-east-1:\\d{12}:task/${testCluster.name}/[0-9a-f]{32}$`));
     }
     assert.equal(new Set(ids).size, ids.length);
-    // Every hex digit turns up in every position, as it would from independent random bytes.
-    for (let position = 0; position < 32; position++) {
-      const digits = new Set(ids.map((arn) => arn.slice(-32)[position]));
+    // The first 12 digits are the time in milliseconds, so a later task's ARN sorts after.
+    assert.equal(Number.parseInt(ids[0]?.slice(-32, -20) ?? "", 16), TEST_NOW);
+    assert.deepEqual([...ids].sort(), ids);
+    // Every hex digit turns up in every random position, as it would from independent random bytes
+    // (across refills of the entropy pool), even among tasks made in the same millisecond.
+    const sameTime = Array.from({ length: 1000 }, () => newTaskArn(TEST_SCOPE, testCluster.arn, TEST_NOW));
+    assert.equal(new Set(sameTime).size, sameTime.length);
+    for (let position = 12; position < 32; position++) {
+      const digits = new Set(sameTime.map((arn) => arn.slice(-32)[position]));
       assert.equal(digits.size, 16, `position ${position}`);
     }
   });
