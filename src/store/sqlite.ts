@@ -85,8 +85,15 @@ type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
 /** At most this many queued transactions share one commit, so the first of them is not kept waiting long. */
 const MAX_GROUP = 64;
 
-/** Page cache of the writer and of the reader connection, KiB. */
-const WRITER_CACHE_KIB = 64 * 1024;
+/**
+ * Page cache of the writer and of the reader connection, KiB. The writer's is kept small on
+ * purpose: the end of a commit can walk the cache's whole hash table (`pcache1TruncateUnsafe`
+ * under `pager_end_transaction`), a cost that grows with the cache (2% of the server's CPU at
+ * 64 MiB while tasks were being started, 0.6% at 16 MiB; 15% of a micro-benchmark's at 256 MiB),
+ * while what the writer reads again is mostly pages it has just written (new task ARNs sort by
+ * time) and the indexes' upper levels.
+ */
+const WRITER_CACHE_KIB = 16 * 1024;
 const READER_CACHE_KIB = 32 * 1024;
 
 /** Log pages after which a commit checkpoints on the event loop, when the checkpoint worker fell behind. */
@@ -205,8 +212,12 @@ export class SqliteStore implements Store {
     db.pragma(`synchronous = ${full && !memory ? "NORMAL" : (options.synchronous ?? "FULL")}`);
     db.pragma("foreign_keys = ON");
     db.pragma("busy_timeout = 5000");
-    // Pages kept in memory (SQLite's default is 2 MiB): the writer's indexes stay cached as tasks accumulate.
+    // Pages kept in memory (SQLite's default is 2 MiB; see WRITER_CACHE_KIB).
     db.pragma(`cache_size = -${WRITER_CACHE_KIB}`);
+    // Each transaction of a group runs in a savepoint, whose journal of the pages it changes is a
+    // temporary file by default: written through the kernel for every page, and thrown away at
+    // the commit. In memory it is a copy (a group's pages, a few MiB at most).
+    db.pragma("temp_store = MEMORY");
     // An in-memory database is private to its connection, so it reads through the writer.
     const readDb = memory ? db : new Database(options.path, { readonly: true });
     if (!memory) readDb.pragma("busy_timeout = 5000");
