@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { onceCredentials, type TaskRegistryAccess } from "./task-api.ts";
+import { reusedCredentials, type TaskRegistryAccess } from "./task-api.ts";
 
-describe("onceCredentials", () => {
-  it("gives what the registry gives, asking it once per key and time", () => {
+describe("reusedCredentials", () => {
+  it("gives the credentials issued to a key again for a minute after, then issues new ones", () => {
     let asked = 0;
     const registry: TaskRegistryAccess = {
       host: () => "registry.test",
@@ -12,19 +12,15 @@ describe("onceCredentials", () => {
         return { username: "AWS", password: `${accessKeyId}@${now.getTime()}#${asked}` };
       },
     };
-    const once = onceCredentials(registry);
-    const t = new Date(1_000);
-    assert.equal(once.host(), "registry.test");
-    assert.deepEqual(once.credentials("AKIA1", t), { username: "AWS", password: "AKIA1@1000#1" });
-    assert.deepEqual(once.credentials("AKIA1", new Date(1_000)), {
-      username: "AWS",
-      password: "AKIA1@1000#1",
-    });
+    const reused = reusedCredentials(registry, 60_000);
+    const at = (ms: number) => new Date(1_000 + ms);
+    assert.equal(reused.host(), "registry.test");
+    assert.deepEqual(reused.credentials("AKIA1", at(0)), { username: "AWS", password: "AKIA1@1000#1" });
+    assert.deepEqual(reused.credentials("AKIA1", at(59_999)), { username: "AWS", password: "AKIA1@1000#1" });
     assert.equal(asked, 1);
-    assert.deepEqual(once.credentials("AKIA2", t), { username: "AWS", password: "AKIA2@1000#2" });
-    assert.deepEqual(once.credentials("AKIA2", new Date(2_000)), {
-      username: "AWS",
-      password: "AKIA2@2000#3",
-    });
+    // A minute on, new ones; so for another key, and for a clock that went back.
+    assert.deepEqual(reused.credentials("AKIA1", at(60_000)), { username: "AWS", password: "AKIA1@61000#2" });
+    assert.deepEqual(reused.credentials("AKIA2", at(60_000)), { username: "AWS", password: "AKIA2@61000#3" });
+    assert.deepEqual(reused.credentials("AKIA2", at(0)), { username: "AWS", password: "AKIA2@1000#4" });
   });
 });

@@ -297,18 +297,26 @@ export function newTask(factory: TaskFactory, instanceArn: string, zone: string 
   return { wire, assignment, reservation, desiredVersion: 1 };
 }
 
+/** How long credentials issued for tasks are given again to tasks started by the same key. */
+export const REGISTRY_CREDENTIALS_REUSE_MS = 60_000;
+
 /**
- * The registry access of one call: the credentials a task is given depend only on the caller's
- * key and the call's time, so a call that starts several tasks issues them once.
+ * Registry access whose credentials are issued at most once a minute per access key: a password
+ * issued at `t` is valid until `t` plus 12 hours, so a task started up to a minute later is given
+ * the same one (valid a minute less), and a RunTask call is spared signing a new one each time.
  */
-export function onceCredentials(registry: TaskRegistryAccess): TaskRegistryAccess {
+export function reusedCredentials(
+  registry: TaskRegistryAccess,
+  reuseMs = REGISTRY_CREDENTIALS_REUSE_MS,
+): TaskRegistryAccess {
   let issued:
     | { accessKeyId: string; at: number; credentials: { username: string; password: string } }
     | undefined;
   return {
     host: () => registry.host(),
     credentials(accessKeyId, now) {
-      if (issued?.accessKeyId !== accessKeyId || issued.at !== now.getTime()) {
+      const age = now.getTime() - (issued?.at ?? Number.NaN);
+      if (issued?.accessKeyId !== accessKeyId || !(age >= 0 && age < reuseMs)) {
         issued = { accessKeyId, at: now.getTime(), credentials: registry.credentials(accessKeyId, now) };
       }
       return issued.credentials;
@@ -464,6 +472,7 @@ export function taskOperations(
   state: SchedulerState,
   random: () => number = Math.random,
 ): Record<string, Operation> {
+  const access = reusedCredentials(registry);
   return {
     async RunTask(raw, ctx) {
       const input = parseInput(RunTaskInput, raw, InvalidParameter);
@@ -499,7 +508,6 @@ export function taskOperations(
           random,
         );
         const tasks: TaskRecord[] = [];
-        const access = onceCredentials(registry);
         for (const instanceArn of plan.placements) {
           const zone = state.zone(instanceArn);
           const task = newTask(
@@ -553,7 +561,7 @@ export function taskOperations(
             continue;
           }
           const zone = record.attributes.find((a) => a.name === "ecs.availability-zone")?.value;
-          const task = newTask({ ctx, cluster, definition, input, registry }, record.arn, zone);
+          const task = newTask({ ctx, cluster, definition, input, registry: access }, record.arn, zone);
           await insertTask(tx, task, now, state);
           await putTags(tx, task.wire.taskArn, toTags(input.tags ?? []));
           tasks.push(task);
