@@ -221,8 +221,6 @@ export async function saveTask(tx: Tx, record: TaskRecord, now: number, writes: 
  */
 export async function insertTask(tx: Tx, record: TaskRecord, now: number, writes: TaskWrites): Promise<void> {
   remember(tx, record, writes);
-  // The assignment's JSON is made here, once: the agent's form of it (assignmentJson) reuses it.
-  assignmentJsonOf(record.assignment);
   await insertRow(tx, record, now, bodyOf(record));
 }
 
