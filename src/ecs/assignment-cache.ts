@@ -1,5 +1,5 @@
 import type { Tx } from "../store/store.ts";
-import { assignmentJson, type TaskRecord } from "./tasks.ts";
+import { assignmentOf, type TaskRecord } from "./tasks.ts";
 
 /** A task's assignment as the agent protocol sends it, kept serialized (a string holds far less memory). */
 export interface CachedAssignment {
@@ -52,14 +52,15 @@ export class AssignmentCache {
         const body = await tx.get<{ body: string }>("SELECT body FROM ecs_tasks WHERE arn = ?", row.arn);
         if (body === undefined) continue;
         const record = JSON.parse(body.body) as TaskRecord;
+        const assignment = assignmentOf(record);
         entry = {
           rowVersion: row.version,
           updatedAt: row.updated_at,
           desiredStatus: record.wire.desiredStatus,
           assignment: {
-            taskArn: record.wire.taskArn,
-            version: record.desiredVersion,
-            json: assignmentJson(record),
+            taskArn: assignment.taskArn,
+            version: assignment.version,
+            json: JSON.stringify(assignment),
           },
         };
       }
@@ -79,6 +80,7 @@ export class AssignmentCache {
   remember(record: TaskRecord): void {
     const instanceArn = record.wire.containerInstanceArn;
     if (instanceArn === undefined) return;
+    const assignment = assignmentOf(record);
     let entries = this.byInstance.get(instanceArn);
     if (entries === undefined) {
       entries = new Map();
@@ -89,9 +91,9 @@ export class AssignmentCache {
       updatedAt: -1,
       desiredStatus: record.wire.desiredStatus,
       assignment: {
-        taskArn: record.wire.taskArn,
-        version: record.desiredVersion,
-        json: assignmentJson(record),
+        taskArn: assignment.taskArn,
+        version: assignment.version,
+        json: JSON.stringify(assignment),
       },
     });
   }

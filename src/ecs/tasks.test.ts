@@ -3,16 +3,7 @@ import { describe, it } from "node:test";
 import { prng } from "../../test/support/prng.ts";
 import { type ContainerReport, TASK_STATUSES, type TaskReport } from "../shared/agent-protocol.ts";
 import type { RunnableDefinition } from "./task-api.ts";
-import {
-  applyReport,
-  assignmentJson,
-  assignmentOf,
-  bodyOf,
-  newTaskArn,
-  requestStop,
-  type TaskRecord,
-  type TaskWire,
-} from "./tasks.ts";
+import { applyReport, newTaskArn, requestStop, type TaskWire } from "./tasks.ts";
 import { TEST_NOW, TEST_SCOPE, testCluster, testDefinition, testTask } from "./testing.ts";
 
 describe("newTaskArn", () => {
@@ -33,52 +24,6 @@ describe("newTaskArn", () => {
       const digits = new Set(sameTime.map((arn) => arn.slice(-32)[position]));
       assert.equal(digits.size, 16, `position ${position}`);
     }
-  });
-});
-
-describe("bodyOf and assignmentJson", () => {
-  const records = (): Array<[string, TaskRecord]> => {
-    const stopped = testTask({
-      input: { overrides: { containerOverrides: [{ name: "app", command: ["x"] }] } },
-    });
-    requestStop(stopped, "Task stopped by user", "UserInitiated", TEST_NOW + 5);
-    const service = testTask();
-    service.serviceName = "web";
-    return [
-      ["a new task", testTask()],
-      ["one asked to stop, with overrides", stopped],
-      ["a service's", service],
-      ["one read back from its row", JSON.parse(JSON.stringify(testTask())) as TaskRecord],
-    ];
-  };
-
-  it("write the record, and the agent's assignment, as JSON.stringify would (before and after a row is made)", () => {
-    for (const [what, record] of records()) {
-      for (const when of ["before", "after"]) {
-        assert.deepEqual(
-          JSON.parse(bodyOf(record)),
-          JSON.parse(JSON.stringify(record)),
-          `${what}, body ${when}`,
-        );
-        assert.deepEqual(
-          JSON.parse(assignmentJson(record)),
-          JSON.parse(JSON.stringify(assignmentOf(record))),
-          `${what}, assignment ${when}`,
-        );
-      }
-    }
-  });
-
-  it("follow the record's own fields as they change; only the assignment's JSON is kept", () => {
-    const record = testTask();
-    assignmentJson(record);
-    requestStop(record, "Essential container in task exited", "EssentialContainerExited", TEST_NOW + 9);
-    record.desiredVersion += 1;
-    const agent = JSON.parse(assignmentJson(record)) as ReturnType<typeof assignmentOf>;
-    assert.equal(agent.desiredStatus, "STOPPED");
-    assert.equal(agent.stopReason, "Essential container in task exited");
-    assert.equal(agent.version, record.desiredVersion);
-    assert.deepEqual(JSON.parse(bodyOf(record)), JSON.parse(JSON.stringify(record)));
   });
 });
 

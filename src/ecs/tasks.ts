@@ -201,7 +201,7 @@ export async function saveTask(tx: Tx, record: TaskRecord, now: number, writes: 
   const desiredStatus = before === undefined || before.desiredStatus !== columns.desiredStatus;
   const stoppedAt = before === undefined || before.stoppedAt !== columns.stoppedAt;
   const wire = record.wire;
-  const body = bodyOf(record);
+  const body = JSON.stringify(record);
   const changed = await tx.run(
     updateSql(lastStatus, desiredStatus, stoppedAt),
     ...(lastStatus ? [columns.lastStatus] : []),
@@ -221,31 +221,7 @@ export async function saveTask(tx: Tx, record: TaskRecord, now: number, writes: 
  */
 export async function insertTask(tx: Tx, record: TaskRecord, now: number, writes: TaskWrites): Promise<void> {
   remember(tx, record, writes);
-  await insertRow(tx, record, now, bodyOf(record));
-}
-
-/**
- * The JSON of each assignment, made once: a new task's row and the agent's form of its
- * assignment both hold it. An assignment is never changed once made (a task runs what it was
- * created with), so what is kept stays true.
- */
-const assignmentJsons = new WeakMap<TaskRecord["assignment"], string>();
-
-function assignmentJsonOf(assignment: TaskRecord["assignment"]): string {
-  let json = assignmentJsons.get(assignment);
-  if (json === undefined) {
-    json = JSON.stringify(assignment);
-    assignmentJsons.set(assignment, json);
-  }
-  return json;
-}
-
-/** A task's row body: the record as JSON (its assignment's JSON reused when already made). */
-export function bodyOf(record: TaskRecord): string {
-  const assignment = assignmentJsons.get(record.assignment);
-  if (assignment === undefined) return JSON.stringify(record);
-  const { assignment: _, ...rest } = record;
-  return `{"assignment":${assignment},${JSON.stringify(rest).slice(1)}`;
+  await insertRow(tx, record, now, JSON.stringify(record));
 }
 
 /** Hands the record to the scheduler's state and notes the columns its row is about to hold. */
@@ -294,21 +270,6 @@ export async function tasksForInstance(tx: Tx, instanceArn: string): Promise<Tas
     instanceArn,
   );
   return rows.map((row) => JSON.parse(row.body) as TaskRecord);
-}
-
-/**
- * `assignmentOf(record)` as JSON, from its assignment's JSON (made once per assignment): the
- * fields it adds come last, so that they win as they do in `assignmentOf`.
- */
-export function assignmentJson(record: TaskRecord): string {
-  const added: Pick<TaskAssignment, "version" | "desiredStatus" | "stopReason"> = {
-    version: record.desiredVersion,
-    desiredStatus: record.wire.desiredStatus,
-  };
-  if (record.wire.desiredStatus === "STOPPED" && record.wire.stoppedReason !== undefined) {
-    added.stopReason = record.wire.stoppedReason;
-  }
-  return `${assignmentJsonOf(record.assignment).slice(0, -1)},${JSON.stringify(added).slice(1)}`;
 }
 
 export function assignmentOf(record: TaskRecord): TaskAssignment {
