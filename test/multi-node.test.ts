@@ -370,7 +370,7 @@ describe("several nodes on one machine", () => {
         });
         return response.ok ? response.text() : undefined;
       });
-      assert.equal(body.trim(), taskId.slice(0, 12), `node ${node.n} serves its own task`);
+      assert.equal(body.trim(), taskId.slice(-12), `node ${node.n} serves its own task`);
     }
   });
 

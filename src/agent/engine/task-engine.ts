@@ -9,6 +9,7 @@ import type {
   TaskStatus,
 } from "../../shared/agent-protocol.ts";
 import type { PulledImage } from "../image/store.ts";
+import { defaultHostname } from "../network/link.ts";
 import type { PortMapping, TaskNetwork } from "../network/node-network.ts";
 import type { Runtime } from "../runtime/runc.ts";
 import { type BindMount, buildSpec, type ContainerSpecInput } from "../runtime/spec.ts";
@@ -261,7 +262,8 @@ export class TaskEngine {
       })),
     );
     const hostname =
-      assignment.containers.find((c) => c.hostname !== undefined)?.hostname ?? this.state.taskId.slice(0, 12);
+      assignment.containers.find((c) => c.hostname !== undefined)?.hostname ??
+      defaultHostname(this.state.taskId);
     const network = await this.deps.network.setup(this.state.taskId, assignment.networkMode, ports, hostname);
     return {
       bindings: network.bindings,
@@ -407,7 +409,7 @@ export class TaskEngine {
         readonlyRootfs: definition.readonlyRootFilesystem === true,
         image: specImage(image),
         container: definition,
-        hostname: definition.hostname ?? this.state.taskId.slice(0, 12),
+        hostname: definition.hostname ?? defaultHostname(this.state.taskId),
         mounts,
         cgroupsPath: `/wharf/${this.state.taskId}/${definition.name}`,
       };

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { hostBatch, namespaceBatch, type TaskLinks } from "./link.ts";
+import { defaultHostname, hostBatch, namespaceBatch, type TaskLinks } from "./link.ts";
 
 const veth: TaskLinks = {
   netns: "wharf-abc123",
@@ -39,5 +39,16 @@ describe("ip -batch lines of a task's links", () => {
     for (const netns of ["a b", "a\nlink del wharf0", "a#b", 'a"b', ""]) {
       assert.throws(() => hostBatch({ netns }), /unsafe token/);
     }
+  });
+});
+
+describe("defaultHostname", () => {
+  it("is the random end of the task ID: tasks made in the same millisecond get different names", () => {
+    // Task IDs begin with 12 hex digits of the time they were made at.
+    const first = "019ad2c3b4a5e1f2a3b4c5d6e7f8a9b0";
+    const second = "019ad2c3b4a5a0b1c2d3e4f5a6b7c8d9";
+    assert.equal(defaultHostname(first), "c5d6e7f8a9b0");
+    assert.notEqual(defaultHostname(first), defaultHostname(second));
+    assert.match(defaultHostname(second), /^[0-9a-f]{12}$/);
   });
 });

@@ -19,6 +19,15 @@ export function netnsPath(taskId: string): string {
   return `${NETNS_DIR}/${netnsName(taskId)}`;
 }
 
+/**
+ * A task's hostname when its definition names none: 12 hex digits of its ID, as Docker takes 12
+ * of a container's. The last 12, which are random: the first ones are the time the task was made
+ * at, the same for every task one RunTask call starts.
+ */
+export function defaultHostname(taskId: string): string {
+  return taskId.slice(-12);
+}
+
 /** The host end of a task's veth: short (IFNAMSIZ is 16) and the same every time for a bridge and task. */
 export function hostVethName(bridge: string, taskId: string): string {
   return `wv${createHash("sha256").update(`${bridge}\0${taskId}`).digest("hex").slice(0, 11)}`;

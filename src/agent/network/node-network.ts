@@ -144,7 +144,7 @@ export class NodeNetwork {
   ): Promise<TaskNetwork> {
     this.validate(taskId, mode, portMappings);
     return await this.exclusive(() =>
-      this.setupLocked(taskId, mode, portMappings, hostname || taskId.slice(0, 12)),
+      this.setupLocked(taskId, mode, portMappings, hostname || link.defaultHostname(taskId)),
     );
   }
 
