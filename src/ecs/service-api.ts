@@ -86,7 +86,6 @@ function checkAgainst(
   strategiesOf(input, SERVICE_DEFAULT_STRATEGIES);
 }
 
-/** ECS service operations: CreateService, DescribeServices, ListServices, UpdateService, DeleteService. */
 /** The ACTIVE service a request names, or the error ECS answers when there is none. */
 async function activeService(
   tx: Tx,
@@ -101,6 +100,7 @@ async function activeService(
   return record;
 }
 
+/** ECS service operations: CreateService, DescribeServices, ListServices, UpdateService, DeleteService. */
 export function serviceOperations(
   store: Store,
   onChange: (serviceArn: string) => void,

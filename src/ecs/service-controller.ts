@@ -479,8 +479,7 @@ export class ServiceController {
       identity: { accessKeyId: record.accessKeyId },
       now: new Date(now),
     };
-    const started: string[] = [];
-    const records: TaskRecord[] = [];
+    const started: TaskRecord[] = [];
     const zones = new Map<string, string | undefined>();
     if (plan.starts.length > 0)
       for (const instance of pass.instances) zones.set(instance.view.arn, instance.zone);
@@ -510,13 +509,18 @@ export class ServiceController {
       task.serviceName = record.name;
       await insertTask(tx, task, now, this.options.state);
       await putTags(tx, task.wire.taskArn, tags);
-      started.push(task.wire.taskArn);
-      records.push(task);
-      notify.add(order.instanceArn);
+      started.push(task);
     }
     const messages = [...plan.notices];
     if (stopped.length > 0) messages.push(stoppedMessage(record.name, stopped));
-    if (started.length > 0) messages.push(startedMessage(record.name, started));
+    if (started.length > 0) {
+      messages.push(
+        startedMessage(
+          record.name,
+          started.map((task) => task.wire.taskArn),
+        ),
+      );
+    }
     messages.push(...plan.events);
     await addEvents(tx, record.arn, messages, now);
 
@@ -534,7 +538,7 @@ export class ServiceController {
     notify.delete("");
     return {
       notify,
-      started: records,
+      started,
       changed: recordChanged || stopped.length + started.length + messages.length > 0,
     };
   }

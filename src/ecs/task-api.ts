@@ -303,7 +303,7 @@ export const REGISTRY_CREDENTIALS_REUSE_MS = 60_000;
 /**
  * Registry access whose credentials are issued at most once a minute per access key: a password
  * issued at `t` is valid until `t` plus 12 hours, so a task started up to a minute later is given
- * the same one (valid a minute less), and a RunTask call is spared signing a new one each time.
+ * the same one (valid a minute less), and starting tasks is spared signing a new one each time.
  */
 export function reusedCredentials(
   registry: TaskRegistryAccess,
@@ -472,7 +472,6 @@ export function taskOperations(
   state: SchedulerState,
   random: () => number = Math.random,
 ): Record<string, Operation> {
-  const access = reusedCredentials(registry);
   return {
     async RunTask(raw, ctx) {
       const input = parseInput(RunTaskInput, raw, InvalidParameter);
@@ -511,7 +510,7 @@ export function taskOperations(
         for (const instanceArn of plan.placements) {
           const zone = state.zone(instanceArn);
           const task = newTask(
-            { ctx, cluster, definition, input: { ...input, launchType }, registry: access },
+            { ctx, cluster, definition, input: { ...input, launchType }, registry },
             instanceArn,
             zone,
           );
@@ -561,7 +560,7 @@ export function taskOperations(
             continue;
           }
           const zone = record.attributes.find((a) => a.name === "ecs.availability-zone")?.value;
-          const task = newTask({ ctx, cluster, definition, input, registry: access }, record.arn, zone);
+          const task = newTask({ ctx, cluster, definition, input, registry }, record.arn, zone);
           await insertTask(tx, task, now, state);
           await putTags(tx, task.wire.taskArn, toTags(input.tags ?? []));
           tasks.push(task);

@@ -217,7 +217,7 @@ export async function saveTask(tx: Tx, record: TaskRecord, now: number, writes: 
 
 /**
  * Writes a task just made (`newTask`): one INSERT, without first trying the UPDATE that
- * `saveTask` tries. Fails if the ARN is already taken (new task ARNs are random).
+ * `saveTask` tries. Fails if the ARN is already taken (new task IDs carry 80 random bits).
  */
 export async function insertTask(tx: Tx, record: TaskRecord, now: number, writes: TaskWrites): Promise<void> {
   remember(tx, record, writes);

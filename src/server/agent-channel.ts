@@ -121,7 +121,6 @@ class Serialized {
   constructor(readonly json: string) {}
 }
 
-/** A `PollResponse` built from assignments kept as JSON, without parsing them again. */
 /**
  * How long an idle poll is held: the poll timeout (never past half the time after which an
  * agent counts as lost), less up to a fifth at random, so that a fleet registered at once does
@@ -135,6 +134,7 @@ export function idlePollMs(random: () => number = Math.random): number {
 /** The answer to a poll whose tasks are exactly those it named in `known`. */
 const UNCHANGED = new Serialized('{"tasks":[],"unchanged":true}');
 
+/** A `PollResponse` built from assignments kept as JSON, without parsing them again. */
 function pollResponse(tasks: readonly CachedAssignment[]): Serialized {
   return new Serialized(`{"tasks":[${tasks.map((task) => task.json).join(",")}]}`);
 }

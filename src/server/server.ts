@@ -12,6 +12,7 @@ import { InstanceNotifier } from "../ecs/notifier.ts";
 import { SchedulerState } from "../ecs/scheduler-state.ts";
 import { ecsService } from "../ecs/service.ts";
 import { ServiceController } from "../ecs/service-controller.ts";
+import { reusedCredentials } from "../ecs/task-api.ts";
 import { purgeAllStoppedTasks } from "../ecs/task-purge.ts";
 import { type RegistryService, startRegistry } from "../registry/index.ts";
 import type { LogBatch } from "../shared/agent-protocol.ts";
@@ -140,13 +141,14 @@ export async function startServer(config: ServerConfig, deps: ServerDeps = {}): 
     },
     recordStats: (instanceArn, batch) => stats.record(instanceArn, batch),
   });
-  const taskRegistry = {
+  // Tasks' registry passwords, shared by every way tasks start (RunTask, StartTask, services).
+  const taskRegistry = reusedCredentials({
     host: registryHost,
     credentials: (accessKeyId: string, now: Date) => ({
       username: "AWS",
       password: registry.tokens.issue(accessKeyId, now).password,
     }),
-  };
+  });
   // The service scheduler: started once the server listens, stopped before the store closes.
   const scheduler = new ServiceController({
     store,

@@ -216,7 +216,8 @@ export class SqliteStore implements Store {
     db.pragma(`cache_size = -${WRITER_CACHE_KIB}`);
     // Each transaction of a group runs in a savepoint, whose journal of the pages it changes is a
     // temporary file by default: written through the kernel for every page, and thrown away at
-    // the commit. In memory it is a copy (a group's pages, a few MiB at most).
+    // the commit. In memory it is a copy of each page a group changes (a heartbeat flush over
+    // 5,000 instances changes a few thousand).
     db.pragma("temp_store = MEMORY");
     // An in-memory database is private to its connection, so it reads through the writer.
     const readDb = memory ? db : new Database(options.path, { readonly: true });
