@@ -196,10 +196,13 @@ function canonicalQuery(params: QueryParam[], presigned: boolean): string {
 
 function normaliseHeaders(headers: SignedRequest["headers"]): Map<string, string[]> {
   const out = new Map<string, string[]>();
-  for (const [name, value] of Object.entries(headers)) {
+  for (const name in headers) {
+    const value = headers[name];
     if (value === undefined) continue;
     const key = name.toLowerCase();
-    out.set(key, [...(out.get(key) ?? []), ...(Array.isArray(value) ? value : [value])]);
+    const values = Array.isArray(value) ? value : [value];
+    const before = out.get(key);
+    out.set(key, before === undefined ? values : before.concat(values));
   }
   return out;
 }
@@ -376,16 +379,17 @@ const BASIC_FORMAT = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/;
 
 /** Formats a time as an ISO 8601 basic-format timestamp, e.g. 20150830T123600Z. */
 function amzDate(time: Date | number): string {
-  return new Date(time)
-    .toISOString()
-    .replace(/[-:]/g, "")
-    .replace(/\.\d{3}/, "");
+  // 2015-08-30T12:36:00.000Z
+  const iso = new Date(time).toISOString();
+  return `${iso.slice(0, 4)}${iso.slice(5, 7)}${iso.slice(8, 13)}${iso.slice(14, 16)}${iso.slice(17, 19)}Z`;
 }
 
 /** X-Amz-Date must be in ISO 8601 basic format; a Date header may also be an HTTP date. */
 function parseTimestamp(value: string, httpDateAllowed: boolean): Date {
   if (BASIC_FORMAT.test(value)) {
-    const time = new Date(value.replace(BASIC_FORMAT, "$1-$2-$3T$4:$5:$6Z"));
+    // 20150830T123600Z as 2015-08-30T12:36:00Z
+    const iso = `${value.slice(0, 4)}-${value.slice(4, 6)}-${value.slice(6, 11)}:${value.slice(11, 13)}:${value.slice(13)}`;
+    const time = new Date(iso);
     if (!Number.isNaN(time.getTime()) && amzDate(time) === value) return time;
   } else if (httpDateAllowed) {
     const ms = Date.parse(value);
@@ -439,7 +443,7 @@ function checkClock(auth: AuthParams, signedAt: Date, now: Date, maxSkewMs: numb
 // --- scope and keys --------------------------------------------------------
 
 /** Every way the credential scope differs from what this route expects, reported together as AWS does. */
-function checkScope(scope: Scope, signedAt: Date, opts: VerifyOptions): void {
+function checkScope(scope: Scope, stamp: string, opts: VerifyOptions): void {
   const problems: string[] = [];
   if (scope.region !== opts.region) problems.push("Credential should be scoped to a valid region. ");
   if (scope.service !== opts.service) {
@@ -450,11 +454,11 @@ function checkScope(scope: Scope, signedAt: Date, opts: VerifyOptions): void {
       `Credential should be scoped with a valid terminator: '${TERMINATOR}', not '${scope.terminator}'. `,
     );
   }
-  const day = amzDate(signedAt).slice(0, 8);
+  const day = stamp.slice(0, 8);
   if (scope.date !== day) {
     problems.push(
       "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: " +
-        `'${scope.date}' != '${day}', from '${amzDate(signedAt)}'. `,
+        `'${scope.date}' != '${day}', from '${stamp}'. `,
     );
   }
   if (problems.length > 0) throw InvalidSignature(problems.join(""));
@@ -531,7 +535,8 @@ export function verifySigV4(req: SignedRequest, opts: VerifyOptions): Identity {
   }
   checkAlgorithm(auth);
   const scope = splitCredential(auth);
-  checkScope(scope, signedAt, opts);
+  const stamp = amzDate(signedAt);
+  checkScope(scope, stamp, opts);
 
   const secret = opts.lookupSecret(scope.accessKeyId);
   if (secret === undefined)
@@ -548,7 +553,7 @@ export function verifySigV4(req: SignedRequest, opts: VerifyOptions): Identity {
   const matches = candidates.some((payloadHash) => {
     const stringToSign = [
       ALGORITHM,
-      amzDate(signedAt),
+      stamp,
       credentialScope,
       sha256Hex(canonicalRequest(inc, auth, payloadHash)),
     ];
