@@ -1,5 +1,5 @@
 import type { Tx } from "../store/store.ts";
-import { assignmentOf, type TaskRecord } from "./tasks.ts";
+import { assignmentOfJson, findTask, type TaskRecord } from "./tasks.ts";
 
 /** A task's assignment as the agent protocol sends it, kept serialized (a string holds far less memory). */
 export interface CachedAssignment {
@@ -49,19 +49,13 @@ export class AssignmentCache {
         ((entry.rowVersion !== row.version || entry.updatedAt !== row.updated_at) &&
           (entry.desiredStatus !== "RUNNING" || row.desired_status !== "RUNNING"))
       ) {
-        const body = await tx.get<{ body: string }>("SELECT body FROM ecs_tasks WHERE arn = ?", row.arn);
-        if (body === undefined) continue;
-        const record = JSON.parse(body.body) as TaskRecord;
-        const assignment = assignmentOf(record);
+        const record = await findTask(tx, row.arn);
+        if (record === undefined) continue;
         entry = {
           rowVersion: row.version,
           updatedAt: row.updated_at,
           desiredStatus: record.wire.desiredStatus,
-          assignment: {
-            taskArn: assignment.taskArn,
-            version: assignment.version,
-            json: JSON.stringify(assignment),
-          },
+          assignment: { taskArn: row.arn, version: record.desiredVersion, json: assignmentOfJson(record) },
         };
       }
       after.set(row.arn, entry);
@@ -80,7 +74,6 @@ export class AssignmentCache {
   remember(record: TaskRecord): void {
     const instanceArn = record.wire.containerInstanceArn;
     if (instanceArn === undefined) return;
-    const assignment = assignmentOf(record);
     let entries = this.byInstance.get(instanceArn);
     if (entries === undefined) {
       entries = new Map();
@@ -91,9 +84,9 @@ export class AssignmentCache {
       updatedAt: -1,
       desiredStatus: record.wire.desiredStatus,
       assignment: {
-        taskArn: assignment.taskArn,
-        version: assignment.version,
-        json: JSON.stringify(assignment),
+        taskArn: record.wire.taskArn,
+        version: record.desiredVersion,
+        json: assignmentOfJson(record),
       },
     });
   }

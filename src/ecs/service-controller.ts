@@ -34,15 +34,15 @@ import {
   FARGATE_STRATEGIES,
   fargateSnapshot,
   type InstanceSnapshot,
-  newTask,
   type RunnableDefinition,
   reservationOf,
   snapshot,
   strategiesOf,
+  TaskMaker,
   type TaskRegistryAccess,
 } from "./task-api.ts";
 import { findTaskDefinition } from "./task-definitions.ts";
-import { findTask, insertTask, requestStop, saveTask, type TaskRecord } from "./tasks.ts";
+import { checkedEssentials, findTask, insertTask, requestStop, saveTask, type TaskRecord } from "./tasks.ts";
 import { WorkQueue } from "./work-queue.ts";
 
 export interface ServiceControllerOptions {
@@ -84,7 +84,7 @@ function taskState(record: TaskRecord): TaskState {
     desiredStatus: wire.desiredStatus,
     health:
       wire.healthStatus === "HEALTHY" || wire.healthStatus === "UNHEALTHY" ? wire.healthStatus : "UNKNOWN",
-    checked: record.assignment.containers.some((c) => c.essential && c.healthCheck !== undefined),
+    checked: checkedEssentials(record).length > 0,
     createdAt: wire.createdAt,
     failed:
       wire.lastStatus === "STOPPED" &&
@@ -483,32 +483,33 @@ export class ServiceController {
     const zones = new Map<string, string | undefined>();
     if (plan.starts.length > 0)
       for (const instance of pass.instances) zones.set(instance.view.arn, instance.zone);
+    // One maker per deployment: its tasks share their definition, tags and containers.
+    const makers = new Map<string, { maker: TaskMaker; tags: Tag[] }>();
     for (const order of plan.starts) {
       const definition = pass.definitions.get(order.taskDefinition);
       if (definition === undefined) continue;
-      const tags = await this.taskTags(tx, record, cluster, definition);
-      const zone = zones.get(order.instanceArn);
-      const task = newTask(
-        {
-          ctx,
-          cluster,
-          definition,
-          registry: this.options.registry,
-          input: {
-            taskDefinition: definition.taskDefinitionArn,
-            startedBy: order.deploymentId,
-            group: `service:${record.name}`,
-            launchType: record.launchType,
-            enableExecuteCommand: record.enableExecuteCommand,
-            tags,
-          },
-        },
-        order.instanceArn,
-        zone,
-      );
+      const key = `${order.deploymentId}\n${order.taskDefinition}`;
+      let made = makers.get(key);
+      if (made === undefined) {
+        const tags = await this.taskTags(tx, record, cluster, definition);
+        const input = {
+          taskDefinition: definition.taskDefinitionArn,
+          startedBy: order.deploymentId,
+          group: `service:${record.name}`,
+          launchType: record.launchType,
+          enableExecuteCommand: record.enableExecuteCommand,
+          tags,
+        };
+        made = {
+          maker: new TaskMaker({ ctx, cluster, definition, registry: this.options.registry, input }),
+          tags,
+        };
+        makers.set(key, made);
+      }
+      const task = made.maker.make(order.instanceArn, zones.get(order.instanceArn));
       task.serviceName = record.name;
       await insertTask(tx, task, now, this.options.state);
-      await putTags(tx, task.wire.taskArn, tags);
+      await putTags(tx, task.wire.taskArn, made.tags);
       started.push(task);
     }
     const messages = [...plan.notices];

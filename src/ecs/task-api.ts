@@ -26,6 +26,7 @@ import {
   containerWire,
   findTask,
   insertTask,
+  knowAssignmentJson,
   newTaskArn,
   requestStop,
   STOPPED_RETENTION_MS,
@@ -234,67 +235,102 @@ export interface TaskFactory {
 
 /** A new task record, PROVISIONING (awsvpc) or PENDING, assigned to an instance. */
 export function newTask(factory: TaskFactory, instanceArn: string, zone: string | undefined): TaskRecord {
-  const { ctx, cluster, definition, input } = factory;
-  const scope = scopeOf(ctx);
-  const now = ctx.now.getTime();
-  const taskArn = newTaskArn(scope, cluster.arn, now);
-  const containers = assignedContainers(definition, input.overrides);
-  const networkMode = (definition.networkMode ?? "bridge") as TaskAssignment["networkMode"];
-  const wire: TaskWire = {
-    taskArn,
-    clusterArn: cluster.arn,
-    taskDefinitionArn: definition.taskDefinitionArn,
-    containerInstanceArn: instanceArn,
-    overrides: {
-      containerOverrides:
-        input.overrides?.containerOverrides ?? definition.containerDefinitions.map((c) => ({ name: c.name })),
-      inferenceAcceleratorOverrides: [],
-    },
-    lastStatus: networkMode === "awsvpc" ? "PROVISIONING" : "PENDING",
-    desiredStatus: "RUNNING",
-    containers: containers.map((c) => containerWire(taskArn, c)),
-    version: 1,
-    createdAt: now,
-    group: input.group ?? `family:${definition.family}`,
-    launchType: input.launchType ?? "EC2",
-    attachments: [],
-    healthStatus: "UNKNOWN",
-    enableExecuteCommand: input.enableExecuteCommand ?? false,
-    tags: input.tags ?? [],
-  };
-  if (input.startedBy !== undefined) wire.startedBy = input.startedBy;
-  if (zone !== undefined) wire.availabilityZone = zone;
-  const reservation = reservationOf(definition, containers, input.overrides);
-  if (definition.cpu !== undefined || input.overrides?.cpu !== undefined) wire.cpu = String(reservation.cpu);
-  if (definition.memory !== undefined || input.overrides?.memory !== undefined)
-    wire.memory = String(reservation.memory);
-  if (wire.launchType === "FARGATE") {
-    wire.platformVersion = "1.4.0";
-    wire.platformFamily = "Linux";
+  return new TaskMaker(factory).make(instanceArn, zone);
+}
+
+/**
+ * Makes the tasks of one request (RunTask's `count`, a service's pass): what they share (their
+ * containers as the agent takes them, their reservation, the registry's credentials) is worked
+ * out once, and every task's assignment holds the same containers. Nothing changes an
+ * assignment once made (`TaskRecord`), so sharing them is safe.
+ */
+export class TaskMaker {
+  readonly containers: AssignedContainer[];
+  readonly reservation: TaskRecord["reservation"];
+  private readonly networkMode: TaskAssignment["networkMode"];
+  /** Every task's assignment but its `taskArn`, and that as JSON. */
+  private readonly shared: Omit<TaskRecord["assignment"], "taskArn">;
+  private readonly sharedJson: string;
+
+  constructor(private readonly factory: TaskFactory) {
+    const { ctx, cluster, definition, input } = factory;
+    this.containers = assignedContainers(definition, input.overrides);
+    this.reservation = reservationOf(definition, this.containers, input.overrides);
+    this.networkMode = (definition.networkMode ?? "bridge") as TaskAssignment["networkMode"];
+    const access = factory.registry.credentials(ctx.identity.accessKeyId, ctx.now);
+    this.shared = {
+      clusterArn: cluster.arn,
+      family: definition.family,
+      revision: definition.revision,
+      networkMode: this.networkMode,
+      containers: this.containers,
+      volumes: definition.volumes ?? [],
+      wharfRegistry: { host: factory.registry.host(), ...access },
+      region: ctx.region,
+    };
+    if (definition.cpu !== undefined || input.overrides?.cpu !== undefined)
+      this.shared.cpu = this.reservation.cpu;
+    if (definition.memory !== undefined || input.overrides?.memory !== undefined)
+      this.shared.memory = this.reservation.memory;
+    this.sharedJson = JSON.stringify(this.shared);
   }
-  if (networkMode === "awsvpc") {
-    wire.attachments.push({
-      id: randomBytes(16).toString("hex"),
-      type: "ElasticNetworkInterface",
-      status: "PRECREATED",
-      details: [],
-    });
+
+  make(instanceArn: string, zone: string | undefined): TaskRecord {
+    const { ctx, cluster, definition, input } = this.factory;
+    const { containers, reservation, networkMode } = this;
+    const scope = scopeOf(ctx);
+    const now = ctx.now.getTime();
+    const taskArn = newTaskArn(scope, cluster.arn, now);
+    const wire: TaskWire = {
+      taskArn,
+      clusterArn: cluster.arn,
+      taskDefinitionArn: definition.taskDefinitionArn,
+      containerInstanceArn: instanceArn,
+      overrides: {
+        containerOverrides:
+          input.overrides?.containerOverrides ??
+          definition.containerDefinitions.map((c) => ({ name: c.name })),
+        inferenceAcceleratorOverrides: [],
+      },
+      lastStatus: networkMode === "awsvpc" ? "PROVISIONING" : "PENDING",
+      desiredStatus: "RUNNING",
+      containers: containers.map((c) => containerWire(taskArn, c)),
+      version: 1,
+      createdAt: now,
+      group: input.group ?? `family:${definition.family}`,
+      launchType: input.launchType ?? "EC2",
+      attachments: [],
+      healthStatus: "UNKNOWN",
+      enableExecuteCommand: input.enableExecuteCommand ?? false,
+      tags: input.tags ?? [],
+    };
+    if (input.startedBy !== undefined) wire.startedBy = input.startedBy;
+    if (zone !== undefined) wire.availabilityZone = zone;
+    if (definition.cpu !== undefined || input.overrides?.cpu !== undefined)
+      wire.cpu = String(reservation.cpu);
+    if (definition.memory !== undefined || input.overrides?.memory !== undefined)
+      wire.memory = String(reservation.memory);
+    if (wire.launchType === "FARGATE") {
+      wire.platformVersion = "1.4.0";
+      wire.platformFamily = "Linux";
+    }
+    if (networkMode === "awsvpc") {
+      wire.attachments.push({
+        id: randomBytes(16).toString("hex"),
+        type: "ElasticNetworkInterface",
+        status: "PRECREATED",
+        details: [],
+      });
+    }
+    const record: TaskRecord = {
+      wire,
+      assignment: { taskArn, ...this.shared },
+      reservation,
+      desiredVersion: 1,
+    };
+    knowAssignmentJson(record, `{"taskArn":${JSON.stringify(taskArn)},${this.sharedJson.slice(1)}`);
+    return record;
   }
-  const access = factory.registry.credentials(ctx.identity.accessKeyId, ctx.now);
-  const assignment: TaskRecord["assignment"] = {
-    taskArn,
-    clusterArn: cluster.arn,
-    family: definition.family,
-    revision: definition.revision,
-    networkMode,
-    containers,
-    volumes: definition.volumes ?? [],
-    wharfRegistry: { host: factory.registry.host(), ...access },
-    region: ctx.region,
-  };
-  if (wire.cpu !== undefined) assignment.cpu = reservation.cpu;
-  if (wire.memory !== undefined) assignment.memory = reservation.memory;
-  return { wire, assignment, reservation, desiredVersion: 1 };
 }
 
 /** How long credentials issued for tasks are given again to tasks started by the same key. */
@@ -491,8 +527,8 @@ export function taskOperations(
         );
         if (instances.views.length === 0 && !fargate)
           throw InvalidParameter("No Container Instances were found in your cluster.");
-        const containers = assignedContainers(definition, input.overrides);
-        const reservation = reservationOf(definition, containers, input.overrides);
+        const maker = new TaskMaker({ ctx, cluster, definition, input: { ...input, launchType }, registry });
+        const reservation = maker.reservation;
         const plan = place(
           instances,
           count,
@@ -508,12 +544,7 @@ export function taskOperations(
         );
         const tasks: TaskRecord[] = [];
         for (const instanceArn of plan.placements) {
-          const zone = state.zone(instanceArn);
-          const task = newTask(
-            { ctx, cluster, definition, input: { ...input, launchType }, registry },
-            instanceArn,
-            zone,
-          );
+          const task = maker.make(instanceArn, state.zone(instanceArn));
           await insertTask(tx, task, now, state);
           await putTags(tx, task.wire.taskArn, toTags(input.tags ?? []));
           tasks.push(task);
@@ -537,11 +568,8 @@ export function taskOperations(
         const cluster = await activeCluster(tx, scopeOf(ctx), input.cluster);
         const definition = await definitionFor(tx, ctx, input.taskDefinition);
         checkInput(input, definition);
-        const reservation = reservationOf(
-          definition,
-          assignedContainers(definition, input.overrides),
-          input.overrides,
-        );
+        const maker = new TaskMaker({ ctx, cluster, definition, input, registry });
+        const reservation = maker.reservation;
         const needs = { cpu: reservation.cpu, memory: reservation.memory, ports: reservation, group: "" };
         const tasks: TaskRecord[] = [];
         const failures: Array<{ arn: string; reason: string }> = [];
@@ -560,7 +588,7 @@ export function taskOperations(
             continue;
           }
           const zone = record.attributes.find((a) => a.name === "ecs.availability-zone")?.value;
-          const task = newTask({ ctx, cluster, definition, input, registry }, record.arn, zone);
+          const task = maker.make(record.arn, zone);
           await insertTask(tx, task, now, state);
           await putTags(tx, task.wire.taskArn, toTags(input.tags ?? []));
           tasks.push(task);

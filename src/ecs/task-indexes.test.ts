@@ -1,8 +1,20 @@
 import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, it } from "node:test";
+import { migrations } from "../store/migrations.ts";
 import { SqliteStore } from "../store/sqlite.ts";
-import { findTask, insertTask, saveTask, type TaskWrites } from "./tasks.ts";
-import { testTask } from "./testing.ts";
+import {
+  applyReport,
+  assignmentOf,
+  assignmentOfJson,
+  findTask,
+  insertTask,
+  saveTask,
+  type TaskWrites,
+} from "./tasks.ts";
+import { testDefinition, testTask } from "./testing.ts";
 
 const noWrites: TaskWrites = { taskSaved: () => {} };
 
@@ -137,6 +149,98 @@ describe("insertTask", () => {
       );
     } finally {
       await store.close();
+    }
+  });
+});
+
+describe("the task row", () => {
+  it("keeps the assignment in a column of its own, written once: a report rewrites only the body", async () => {
+    const store = await SqliteStore.open({ path: ":memory:" });
+    try {
+      const record = testTask({
+        definition: testDefinition([
+          {
+            name: "web",
+            image: "busybox",
+            memory: 64,
+            essential: true,
+            healthCheck: { command: ["CMD", "true"] },
+          },
+          { name: "side", image: "busybox", memory: 64, essential: false },
+        ]),
+      });
+      const assignment = JSON.stringify(record.assignment);
+      await store.transaction((tx) => insertTask(tx, record, 1, noWrites));
+      for (const healthStatus of ["HEALTHY", "UNHEALTHY"] as const) {
+        await store.transaction(async (tx) => {
+          const stored = await findTask(tx, record.wire.taskArn);
+          assert.ok(stored !== undefined);
+          const report = {
+            taskArn: record.wire.taskArn,
+            lastStatus: "RUNNING" as const,
+            at: 2,
+            containers: [{ name: "web", lastStatus: "RUNNING" as const, healthStatus }],
+          };
+          assert.equal(applyReport(stored, report), true);
+          await saveTask(tx, stored, 2, noWrites);
+        });
+      }
+      const row = await store.read((tx) =>
+        tx.get<{ body: string; assignment: string }>("SELECT body, assignment FROM ecs_tasks"),
+      );
+      assert.equal(row?.assignment, assignment);
+      assert.doesNotMatch(row?.body ?? "", /wharfRegistry/);
+      const read = await store.read((tx) => findTask(tx, record.wire.taskArn));
+      assert.ok(read !== undefined);
+      assert.equal(assignmentOfJson(read), JSON.stringify(assignmentOf(read)));
+      assert.deepEqual(read.assignment, record.assignment);
+      // The task's health was read from its assignment (which container is essential and checked).
+      assert.equal(read?.wire.healthStatus, "UNHEALTHY");
+      assert.equal(read?.wire.lastStatus, "RUNNING");
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("is split into body and assignment when a store written before the split opens", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "wharf-task-row-"));
+    const path = join(dir, "wharf.db");
+    try {
+      const record = testTask({ input: { startedBy: "me" } });
+      const before = await SqliteStore.open({ path, migrations: migrations.filter((m) => m.version <= 9) });
+      await before.transaction((tx) =>
+        tx.run(
+          `INSERT INTO ecs_tasks (arn, cluster_arn, container_instance_arn, task_definition_arn, family, last_status,
+             desired_status, started_by, created_at, updated_at, version, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+          record.wire.taskArn,
+          record.wire.clusterArn,
+          record.wire.containerInstanceArn ?? null,
+          record.wire.taskDefinitionArn,
+          "app",
+          record.wire.lastStatus,
+          record.wire.desiredStatus,
+          "me",
+          1,
+          1,
+          1,
+          JSON.stringify(record),
+        ),
+      );
+      await before.close();
+      const after = await SqliteStore.open({ path });
+      try {
+        const read = await after.read((tx) => findTask(tx, record.wire.taskArn));
+        assert.deepEqual(JSON.parse(JSON.stringify(read)), JSON.parse(JSON.stringify(record)));
+        const row = await after.read((tx) =>
+          tx.get<{ body: string; assignment: string }>("SELECT body, assignment FROM ecs_tasks"),
+        );
+        assert.deepEqual(JSON.parse(row?.assignment ?? ""), JSON.parse(JSON.stringify(record.assignment)));
+        assert.equal("assignment" in JSON.parse(row?.body ?? "{}"), false);
+      } finally {
+        await after.close();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

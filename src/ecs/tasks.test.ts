@@ -3,7 +3,15 @@ import { describe, it } from "node:test";
 import { prng } from "../../test/support/prng.ts";
 import { type ContainerReport, TASK_STATUSES, type TaskReport } from "../shared/agent-protocol.ts";
 import type { RunnableDefinition } from "./task-api.ts";
-import { applyReport, newTaskArn, requestStop, type TaskWire } from "./tasks.ts";
+import {
+  applyReport,
+  assignmentJson,
+  assignmentOf,
+  assignmentOfJson,
+  newTaskArn,
+  requestStop,
+  type TaskWire,
+} from "./tasks.ts";
 import { TEST_NOW, TEST_SCOPE, testCluster, testDefinition, testTask } from "./testing.ts";
 
 describe("newTaskArn", () => {
@@ -46,6 +54,46 @@ describe("newTask", () => {
       );
     }
     assert.notEqual(arns[0], arns[1]);
+  });
+
+  it("knows each assignment's JSON as serializing it would give, with what the agent is to do", () => {
+    const definition: RunnableDefinition = {
+      ...testDefinition([
+        {
+          name: "web",
+          image: "busybox",
+          memory: 64,
+          essential: true,
+          environment: [{ name: "A", value: "1" }],
+        },
+        { name: "side", image: "busybox", essential: false, command: ["sleep", "1"] },
+      ]),
+      cpu: "256",
+      memory: "512",
+      networkMode: "awsvpc",
+    };
+    const records = [
+      testTask({ definition }),
+      testTask({ definition, input: { overrides: { cpu: "512", containerOverrides: [{ name: "web" }] } } }),
+      testTask(),
+    ];
+    for (const record of records) {
+      assert.equal(assignmentJson(record), JSON.stringify(record.assignment));
+      assert.equal(assignmentOfJson(record), JSON.stringify(assignmentOf(record)));
+    }
+    const [stopping] = records;
+    assert.ok(stopping !== undefined);
+    requestStop(
+      stopping,
+      "Scaling activity initiated by (deployment ecs-svc/1)",
+      "ServiceSchedulerInitiated",
+      TEST_NOW,
+    );
+    assert.equal(assignmentOfJson(stopping), JSON.stringify(assignmentOf(stopping)));
+    assert.equal(
+      JSON.parse(assignmentOfJson(stopping)).stopReason,
+      "Scaling activity initiated by (deployment ecs-svc/1)",
+    );
   });
 });
 

@@ -67,9 +67,16 @@ export interface TaskWire {
   platformVersion?: string;
 }
 
+/**
+ * A task as the store keeps it. Its row holds the assignment in a column of its own, written
+ * once: it never changes after `newTask`, while the rest (the body) changes with every report.
+ */
 export interface TaskRecord {
   wire: TaskWire;
-  /** What the agent needs to run it (without version/desiredStatus, which the wire holds). */
+  /**
+   * What the agent needs to run it (without version/desiredStatus, which the wire holds). Fixed
+   * once the task is made; a record read from the store parses it when first asked for.
+   */
   assignment: Omit<TaskAssignment, "version" | "desiredStatus" | "stopReason">;
   reservation: { cpu: number; memory: number; tcp: number[]; udp: number[] };
   serviceName?: string;
@@ -201,7 +208,7 @@ export async function saveTask(tx: Tx, record: TaskRecord, now: number, writes: 
   const desiredStatus = before === undefined || before.desiredStatus !== columns.desiredStatus;
   const stoppedAt = before === undefined || before.stoppedAt !== columns.stoppedAt;
   const wire = record.wire;
-  const body = JSON.stringify(record);
+  const body = bodyOf(record);
   const changed = await tx.run(
     updateSql(lastStatus, desiredStatus, stoppedAt),
     ...(lastStatus ? [columns.lastStatus] : []),
@@ -221,7 +228,35 @@ export async function saveTask(tx: Tx, record: TaskRecord, now: number, writes: 
  */
 export async function insertTask(tx: Tx, record: TaskRecord, now: number, writes: TaskWrites): Promise<void> {
   remember(tx, record, writes);
-  await insertRow(tx, record, now, JSON.stringify(record));
+  await insertRow(tx, record, now, bodyOf(record));
+}
+
+/** The row's body: everything but the assignment, which has a column of its own. */
+function bodyOf(record: TaskRecord): string {
+  return JSON.stringify({
+    wire: record.wire,
+    reservation: record.reservation,
+    serviceName: record.serviceName,
+    desiredVersion: record.desiredVersion,
+  });
+}
+
+type TaskRow = { body: string; assignment: string };
+
+/** The record of a task's row; its assignment is parsed only if something reads it. */
+function recordOf(row: TaskRow): TaskRecord {
+  const record = JSON.parse(row.body) as TaskRecord;
+  assignmentJsons.set(record, row.assignment);
+  let assignment: TaskRecord["assignment"] | undefined;
+  Object.defineProperty(record, "assignment", {
+    get: () => {
+      assignment ??= JSON.parse(row.assignment) as TaskRecord["assignment"];
+      return assignment;
+    },
+    enumerable: true,
+    configurable: true,
+  });
+  return record;
 }
 
 /** Hands the record to the scheduler's state and notes the columns its row is about to hold. */
@@ -237,7 +272,8 @@ async function insertRow(tx: Tx, record: TaskRecord, now: number, body: string):
   const wire = record.wire;
   await tx.run(
     `INSERT INTO ecs_tasks (arn, cluster_arn, container_instance_arn, task_definition_arn, family, last_status, desired_status,
-       started_by, service_name, created_at, updated_at, stopped_at, version, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+       started_by, service_name, created_at, updated_at, stopped_at, version, body, assignment)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     wire.taskArn,
     wire.clusterArn,
     wire.containerInstanceArn ?? null,
@@ -252,36 +288,70 @@ async function insertRow(tx: Tx, record: TaskRecord, now: number, body: string):
     wire.stoppedAt ?? null,
     wire.version,
     body,
+    assignmentJson(record),
   );
 }
 
 export async function findTask(tx: Tx, arn: string): Promise<TaskRecord | undefined> {
-  const row = await tx.get<{ body: string }>("SELECT body FROM ecs_tasks WHERE arn = ?", arn);
+  const row = await tx.get<TaskRow>("SELECT body, assignment FROM ecs_tasks WHERE arn = ?", arn);
   if (row === undefined) return undefined;
-  const record = JSON.parse(row.body) as TaskRecord;
+  const record = recordOf(row);
   stored.set(record, columnsOf(record.wire));
   return record;
 }
 
 /** Tasks an agent should know about: assigned to it and not yet STOPPED. */
 export async function tasksForInstance(tx: Tx, instanceArn: string): Promise<TaskRecord[]> {
-  const rows = await tx.all<{ body: string }>(
-    "SELECT body FROM ecs_tasks WHERE container_instance_arn = ? AND last_status != 'STOPPED' ORDER BY created_at",
+  const rows = await tx.all<TaskRow>(
+    "SELECT body, assignment FROM ecs_tasks WHERE container_instance_arn = ? AND last_status != 'STOPPED' ORDER BY created_at",
     instanceArn,
   );
-  return rows.map((row) => JSON.parse(row.body) as TaskRecord);
+  return rows.map(recordOf);
 }
 
-export function assignmentOf(record: TaskRecord): TaskAssignment {
-  const assignment: TaskAssignment = {
-    ...record.assignment,
+/** What the agent protocol adds to a task's assignment: what the agent is to do with it now. */
+function desiredOf(record: TaskRecord): Pick<TaskAssignment, "version" | "desiredStatus" | "stopReason"> {
+  const desired: Pick<TaskAssignment, "version" | "desiredStatus" | "stopReason"> = {
     version: record.desiredVersion,
     desiredStatus: record.wire.desiredStatus,
   };
   if (record.wire.desiredStatus === "STOPPED" && record.wire.stoppedReason !== undefined) {
-    assignment.stopReason = record.wire.stoppedReason;
+    desired.stopReason = record.wire.stoppedReason;
   }
-  return assignment;
+  return desired;
+}
+
+export function assignmentOf(record: TaskRecord): TaskAssignment {
+  return { ...record.assignment, ...desiredOf(record) };
+}
+
+/**
+ * Each record's assignment as JSON where it is known without serializing it: a record from
+ * `TaskMaker` (which serializes what the tasks of one request share once) or read from its row.
+ * An assignment never changes, so neither does its JSON.
+ */
+const assignmentJsons = new WeakMap<TaskRecord, string>();
+
+/** Says what `JSON.stringify(record.assignment)` gives, for a record just made. */
+export function knowAssignmentJson(record: TaskRecord, json: string): void {
+  assignmentJsons.set(record, json);
+}
+
+/** `JSON.stringify(record.assignment)`. */
+export function assignmentJson(record: TaskRecord): string {
+  let json = assignmentJsons.get(record);
+  if (json === undefined) {
+    json = JSON.stringify(record.assignment);
+    assignmentJsons.set(record, json);
+  }
+  return json;
+}
+
+/** `JSON.stringify(assignmentOf(record))`, the agent protocol's form, from the assignment's JSON. */
+export function assignmentOfJson(record: TaskRecord): string {
+  const assignment = assignmentJson(record);
+  const desired = JSON.stringify(desiredOf(record));
+  return assignment === "{}" ? desired : `${assignment.slice(0, -1)},${desired.slice(1)}`;
 }
 
 /**
@@ -351,9 +421,17 @@ function applyContainer(container: ContainerWire, report: ContainerReport): bool
   return changed;
 }
 
+/** The essential containers with a health check: those that decide the task's health. */
+export function checkedEssentials(record: TaskRecord): AssignedContainer[] {
+  // Only a container with a health check has a health status (`containerWire`): a task without
+  // one is told from its wire alone, and a record read from the store leaves its assignment unparsed.
+  if (!record.wire.containers.some((c) => c.healthStatus !== undefined)) return [];
+  return record.assignment.containers.filter((c) => c.essential && c.healthCheck !== undefined);
+}
+
 /** The task's health: UNHEALTHY if an essential container is, HEALTHY if every checked essential one is. */
 function taskHealth(record: TaskRecord): string {
-  const essentials = record.assignment.containers.filter((c) => c.essential && c.healthCheck !== undefined);
+  const essentials = checkedEssentials(record);
   if (essentials.length === 0) return "UNKNOWN";
   const statuses = essentials.map(
     (c) => record.wire.containers.find((w) => w.name === c.name)?.healthStatus ?? "UNKNOWN",

@@ -273,4 +273,25 @@ export const migrations: Migration[] = [
       "CREATE INDEX ecs_tasks_started_by ON ecs_tasks (started_by, last_status) WHERE started_by IS NOT NULL",
     ],
   },
+  {
+    version: 10,
+    name: "task assignments in a column of their own",
+    statements: [
+      // What a task's agent runs is fixed when the task is made, while the rest of its body changes
+      // with every report: apart, a report reads, parses and rewrites only the part that changes.
+      "ALTER TABLE ecs_tasks ADD COLUMN assignment TEXT NOT NULL DEFAULT '{}'",
+    ],
+    rewrite: async (tx) => {
+      const rows = await tx.all<{ arn: string; body: string }>("SELECT arn, body FROM ecs_tasks");
+      for (const row of rows) {
+        const { assignment, ...rest } = JSON.parse(row.body) as { assignment?: unknown };
+        await tx.run(
+          "UPDATE ecs_tasks SET body = ?, assignment = ? WHERE arn = ?",
+          JSON.stringify(rest),
+          JSON.stringify(assignment ?? {}),
+          row.arn,
+        );
+      }
+    },
+  },
 ];

@@ -393,6 +393,7 @@ export class SqliteStore implements Store {
         );
         if (applied !== undefined) return;
         for (const statement of migration.statements) await tx.run(statement);
+        await migration.rewrite?.(tx);
         await tx.run(
           "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
           migration.version,

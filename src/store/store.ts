@@ -54,4 +54,6 @@ export interface Migration {
   name: string;
   /** Portable DDL statements. */
   statements: string[];
+  /** Moves existing rows into the new shape, in portable SQL, after the statements (same transaction). */
+  rewrite?: (tx: Tx) => Promise<void>;
 }
