@@ -67,6 +67,12 @@ export function footprintOf(record: TaskRecord): TaskFootprint | undefined {
  * One process owns the store's writes; several servers over one store
  * would each need the other's changes (a change feed), which Wharf has not.
  */
+const NO_CHANGES: ReadonlySet<string> = new Set();
+
+function serviceKey(clusterArn: string, serviceName: string): string {
+  return `${clusterArn} ${serviceName}`;
+}
+
 export class SchedulerState implements TaskWrites, InstanceWrites {
   private readonly usage = new UsageIndex();
   private readonly records = new Map<string, InstanceRecord>();
@@ -87,6 +93,8 @@ export class SchedulerState implements TaskWrites, InstanceWrites {
   private readonly tokenOf = new Map<string, string>();
   /** By instance: each task's version as the agent protocol gives it (its desiredVersion). */
   private readonly assigned = new Map<string, Map<string, number>>();
+  /** By service (`serviceKey`): the tasks written since its controller last took them. */
+  private readonly serviceChanges = new Map<string, Set<string>>();
   private timer: NodeJS.Timeout | undefined;
   private flushing: Promise<void> | undefined;
 
@@ -119,6 +127,28 @@ export class SchedulerState implements TaskWrites, InstanceWrites {
     const footprint = footprintOf(record);
     this.setTask(arn, footprint, record.desiredVersion);
     tx.onRollback(() => this.setTask(arn, before, version));
+    // A write taken back leaves its mark: a task read again for nothing reads as it was.
+    if (record.serviceName !== undefined) {
+      const key = serviceKey(record.wire.clusterArn, record.serviceName);
+      let changes = this.serviceChanges.get(key);
+      if (changes === undefined) {
+        changes = new Set();
+        this.serviceChanges.set(key, changes);
+      }
+      changes.add(arn);
+    }
+  }
+
+  /**
+   * The ARNs of the service's tasks written (inserted or saved) since the last call, in the
+   * order transactions run: a transaction that takes them has read every write before it, and
+   * every later write is in the next call's. Each call starts the next set.
+   */
+  takeServiceChanges(clusterArn: string, serviceName: string): ReadonlySet<string> {
+    const key = serviceKey(clusterArn, serviceName);
+    const changes = this.serviceChanges.get(key) ?? NO_CHANGES;
+    this.serviceChanges.delete(key);
+    return changes;
   }
 
   /**

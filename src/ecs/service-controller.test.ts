@@ -9,9 +9,9 @@ import { findInstance, saveInstance } from "./instances.ts";
 import { InstanceNotifier } from "./notifier.ts";
 import { SchedulerState } from "./scheduler-state.ts";
 import { serviceOperations } from "./service-api.ts";
-import { ServiceController } from "./service-controller.ts";
+import { FULL_READ_MS, ServiceController } from "./service-controller.ts";
 import { taskDefinitionOperations } from "./task-definition-api.ts";
-import { applyReport, findTask, saveTask, type TaskRecord } from "./tasks.ts";
+import { applyReport, findTask, requestStop, saveTask, type TaskRecord, type TaskWrites } from "./tasks.ts";
 import { testInstance } from "./testing.ts";
 
 /**
@@ -214,6 +214,52 @@ describe("the service controller", () => {
     const live = (await tasksOf("api")).filter((t) => t.wire.lastStatus !== "STOPPED");
     assert.equal(live.length, 3);
     assert.ok(live.every((t) => t.wire.containerInstanceArn === kept));
+  });
+
+  it("follows its tasks through their writes from one pass to the next, and reads every row again in time", async () => {
+    const heartbeat = async () => {
+      for (const instance of instances) {
+        await store.transaction(async (tx) => {
+          const record = await findInstance(tx, instance);
+          if (record !== undefined) await saveInstance(tx, { ...record, lastHeartbeat: now }, state);
+        });
+      }
+    };
+    await heartbeat();
+    const created = (await ops().CreateService?.(
+      { cluster: "default", serviceName: "follow", taskDefinition: "app:1", desiredCount: 2 },
+      ctx(),
+    )) as { service: { serviceArn: string } };
+    const arn = created.service.serviceArn;
+    const live = async () => (await tasksOf("follow")).filter((t) => t.wire.lastStatus !== "STOPPED");
+    const stopOne = async (writes: TaskWrites) => {
+      const [first] = await live();
+      assert.ok(first !== undefined);
+      await store.transaction(async (tx) => {
+        const task = await findTask(tx, first.wire.taskArn);
+        assert.ok(task !== undefined);
+        requestStop(task, "Task stopped by user", "UserInitiated", now, true);
+        await saveTask(tx, task, now, writes);
+      });
+      return first.wire.taskArn;
+    };
+    const service = controller();
+    await service.reconcile(arn);
+    await agentsCatchUp("follow");
+    assert.equal((await live()).length, 2);
+    // A task stopped as StopTask stops one, through the scheduler's state: the next pass, which
+    // reads only what was written since the last, replaces it.
+    now += 1000;
+    const stopped = await stopOne(state);
+    await service.reconcile(arn);
+    assert.equal((await live()).length, 2);
+    assert.ok((await live()).every((t) => t.wire.taskArn !== stopped));
+    // A write the state does not see is found when every row is read again.
+    await stopOne({ taskSaved: () => {} });
+    now += FULL_READ_MS;
+    await heartbeat();
+    await service.reconcile(arn);
+    assert.equal((await live()).length, 2);
   });
 });
 

@@ -110,28 +110,69 @@ function rowKey(row: TaskRow): string {
 /** Each task's scheduling state as last read, by the row key it was read at. */
 type TaskStates = Map<string, { key: string; state: TaskState }>;
 
+/** A service's tasks as its last pass left them, and when their rows were last read in full. */
+interface KnownTasks {
+  states: TaskStates;
+  readAt: number;
+}
+
+/**
+ * How long a service's tasks are followed through their writes alone before all their rows are
+ * read again: a net under anything that changes rows without a write the scheduler's state sees
+ * (the purge of STOPPED tasks an hour old, a deployment's failed tasks among them).
+ */
+export const FULL_READ_MS = 60_000;
+
+/** The row key of a task as its record is: its row holds the same (`saveTask`). */
+function recordKey(record: TaskRecord): string {
+  return `${record.wire.version}:${record.wire.lastStatus}:${record.wire.desiredStatus}`;
+}
+
 /**
  * The service's tasks not yet STOPPED, and the STOPPED ones of deployments still rolling out.
- * Only the tasks whose rows changed since the service's last pass are read and parsed; the
- * rest come from `known` (a large scale-up's passes would otherwise each parse every task).
+ * After a pass has read them, the next reads only the tasks written since (`changed`, from the
+ * scheduler's state, which sees every task write in the order transactions run): a large
+ * scale-up's passes would otherwise each read every row of the service, and parse those whose
+ * rows changed. Every FULL_READ_MS, or with nothing known, every row is read; a task whose row
+ * did not change since it was last parsed is not parsed again.
  */
 async function serviceTasks(
   tx: Tx,
   record: ServiceRecord,
-  known: TaskStates,
-): Promise<{ tasks: TaskState[]; states: TaskStates }> {
+  known: KnownTasks | undefined,
+  changed: ReadonlySet<string>,
+  now: number,
+): Promise<{ tasks: TaskState[]; known: KnownTasks }> {
+  const rolling = new Set(
+    record.deployments.filter((d) => d.rolloutState === "IN_PROGRESS").map((d) => d.id),
+  );
+  if (known !== undefined && now - known.readAt < FULL_READ_MS) {
+    const states = known.states;
+    for (const arn of changed) {
+      const task = await findTask(tx, arn);
+      if (task === undefined) states.delete(arn);
+      else states.set(arn, { key: recordKey(task), state: taskState(task) });
+    }
+    const tasks: TaskState[] = [];
+    for (const [arn, entry] of states) {
+      if (entry.state.lastStatus !== "STOPPED" || rolling.has(entry.state.deploymentId))
+        tasks.push(entry.state);
+      // A deployment that no longer rolls out never does again: its STOPPED tasks are done with.
+      else states.delete(arn);
+    }
+    return { tasks, known };
+  }
   const columns = "arn, version, last_status, desired_status";
   const rows = await tx.all<TaskRow>(
     `SELECT ${columns} FROM ecs_tasks WHERE cluster_arn = ? AND service_name = ? AND last_status != 'STOPPED'`,
     record.clusterArn,
     record.name,
   );
-  for (const deployment of record.deployments) {
-    if (deployment.rolloutState !== "IN_PROGRESS") continue;
+  for (const id of rolling) {
     rows.push(
       ...(await tx.all<TaskRow>(
         `SELECT ${columns} FROM ecs_tasks WHERE started_by = ? AND last_status = 'STOPPED'`,
-        deployment.id,
+        id,
       )),
     );
   }
@@ -139,7 +180,7 @@ async function serviceTasks(
   const tasks: TaskState[] = [];
   for (const row of rows) {
     const key = rowKey(row);
-    let entry = known.get(row.arn);
+    let entry = known?.states.get(row.arn);
     if (entry?.key !== key) {
       const task = await findTask(tx, row.arn);
       if (task === undefined) continue;
@@ -148,7 +189,7 @@ async function serviceTasks(
     states.set(row.arn, entry);
     tasks.push(entry.state);
   }
-  return { tasks, states };
+  return { tasks, known: { states, readAt: now } };
 }
 
 function serviceState(record: ServiceRecord): ServiceState {
@@ -197,8 +238,8 @@ export class ServiceController {
   private taskMark = 0;
   private instanceMark = 0;
   private seen = new Set<string>();
-  /** By service: its tasks' scheduling states as its last pass read them. */
-  private readonly known = new Map<string, TaskStates>();
+  /** By service: its tasks' scheduling states as its last pass left them. */
+  private readonly known = new Map<string, KnownTasks>();
 
   constructor(options: ServiceControllerOptions) {
     this.options = options;
@@ -354,8 +395,12 @@ export class ServiceController {
     // Until the controller itself has run this long, no agent is declared lost (they may not have polled yet).
     const lostBefore = now - this.startedAt > timeout ? now - timeout : Number.NEGATIVE_INFINITY;
     const result = await this.options.store.transaction(async (tx) => {
+      const state = this.options.state;
       const record = await findServiceByArn(tx, arn);
-      if (record === undefined || record.status === "INACTIVE") {
+      // The service's tasks written since its last pass, taken before anything is read.
+      const changes =
+        record === undefined ? undefined : state.takeServiceChanges(record.clusterArn, record.name);
+      if (record === undefined || changes === undefined || record.status === "INACTIVE") {
         this.known.delete(arn);
         return undefined;
       }
@@ -363,7 +408,6 @@ export class ServiceController {
       const cluster = await findCluster(tx, scope, record.clusterArn);
       if (cluster === undefined) return undefined;
       const fargate = record.launchType === "FARGATE";
-      const state = this.options.state;
       const instances = fargate ? fargateSnapshot(state, scope, now) : snapshot(state, cluster, now);
       // The same instances as placement keeps them between calls (RunTask places from it too).
       const views = state.placement(
@@ -371,10 +415,10 @@ export class ServiceController {
         fargate ? "FARGATE" : "EC2",
         now,
       );
-      const read = await serviceTasks(tx, record, this.known.get(arn) ?? new Map());
+      const read = await serviceTasks(tx, record, this.known.get(arn), changes, now);
       const tasks = read.tasks;
-      // What this transaction read is kept only if it commits.
-      this.known.set(arn, read.states);
+      // What this transaction read is kept only if it commits (the changes it took are gone with it).
+      this.known.set(arn, read.known);
       tx.onRollback(() => this.known.delete(arn));
       const definitions = await this.definitions(tx, record);
       const placement: Record<string, DefinitionPlacement> = {};

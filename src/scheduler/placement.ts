@@ -131,6 +131,17 @@ class SpreadBuckets {
   private readonly bests: Int32Array;
   /** The ids of groups with candidates. */
   private readonly present: number[] = [];
+  /**
+   * Whether every later spread is over a field no two candidates share (`instanceId`, `host`: the
+   * default for services after the zone). Then a task changes the rank of the instance it went
+   * to alone, and each group keeps its members in a heap, so finding the group's next best is a
+   * step down the heap rather than a pass over the group.
+   */
+  private readonly distinctLater: boolean;
+  /** Each group's members as a binary heap by rank, built the first time it is needed. */
+  private heaps: Map<number, number[]> | undefined;
+  /** Where each candidate sits in its group's heap. */
+  private slots: Int32Array | undefined;
 
   constructor(
     private readonly spreads: Spread[],
@@ -145,6 +156,17 @@ class SpreadBuckets {
       if (best < 0) this.present.push(id);
       if (best < 0 || this.before(i, best)) this.bests[id] = i;
     }
+    this.distinctLater =
+      spreads.length > 1 &&
+      spreads.slice(1).every((spread) => {
+        const seen = new Uint8Array(spread.load.length);
+        for (const i of candidates) {
+          const id = spread.ids[i] as number;
+          if (seen[id] === 1) return false;
+          seen[id] = 1;
+        }
+        return true;
+      });
   }
 
   /** Whether candidate `i` ranks before candidate `j`. */
@@ -174,6 +196,54 @@ class SpreadBuckets {
     return this.members;
   }
 
+  /** The group's heap: its members, each ranking before its children. */
+  private heap(id: number): number[] {
+    this.heaps ??= new Map();
+    let heap = this.heaps.get(id);
+    if (heap === undefined) {
+      heap = [...(this.groups().get(id) ?? [])];
+      this.slots ??= new Int32Array(this.order.length);
+      for (let at = 0; at < heap.length; at++) this.slots[heap[at] as number] = at;
+      for (let at = (heap.length >> 1) - 1; at >= 0; at--) this.down(heap, at);
+      this.heaps.set(id, heap);
+    }
+    return heap;
+  }
+
+  private swap(heap: number[], a: number, b: number): void {
+    const slots = this.slots as Int32Array;
+    const x = heap[a] as number;
+    const y = heap[b] as number;
+    heap[a] = y;
+    heap[b] = x;
+    slots[y] = a;
+    slots[x] = b;
+  }
+
+  /** Moves the member at `at` down while a child ranks before it. */
+  private down(heap: number[], at: number): void {
+    for (;;) {
+      const left = 2 * at + 1;
+      if (left >= heap.length) return;
+      const right = left + 1;
+      const child =
+        right < heap.length && this.before(heap[right] as number, heap[left] as number) ? right : left;
+      if (!this.before(heap[child] as number, heap[at] as number)) return;
+      this.swap(heap, at, child);
+      at = child;
+    }
+  }
+
+  /** Moves the member at `at` up while it ranks before its parent. */
+  private up(heap: number[], at: number): void {
+    while (at > 0) {
+      const parent = (at - 1) >> 1;
+      if (!this.before(heap[at] as number, heap[parent] as number)) return;
+      this.swap(heap, at, parent);
+      at = parent;
+    }
+  }
+
   private rescan(id: number): void {
     let best = -1;
     for (const i of this.groups().get(id) ?? []) if (best < 0 || this.before(i, best)) best = i;
@@ -194,6 +264,26 @@ class SpreadBuckets {
   placed(chosen: number, refused: boolean): void {
     const first = this.spreads[0] as Spread;
     const home = first.ids[chosen] as number;
+    if (this.distinctLater) {
+      // Its group's first-spread load rose for every member alike; of the later loads only its
+      // own rose, and it is in no other group: only its place in its own group's heap moves.
+      const heap = this.heap(home);
+      const slots = this.slots as Int32Array;
+      if (refused) {
+        const last = heap.pop() as number;
+        if (last !== chosen) {
+          const at = slots[chosen] as number;
+          heap[at] = last;
+          slots[last] = at;
+          this.down(heap, at);
+          this.up(heap, at);
+        }
+      } else {
+        this.down(heap, slots[chosen] as number);
+      }
+      this.bests[home] = heap.length === 0 ? -1 : (heap[0] as number);
+      return;
+    }
     if (refused) {
       const members = this.groups().get(home) ?? [];
       members.splice(members.indexOf(chosen), 1);
