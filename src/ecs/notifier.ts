@@ -27,23 +27,44 @@ export class InstanceNotifier {
     for (const wake of waiting) wake();
   }
 
-  /** Resolves on the next notify for the instance, after `timeoutMs`, or when `signal` aborts. */
-  wait(instanceArn: string, timeoutMs: number, signal?: AbortSignal): Promise<void> {
-    return new Promise((resolve) => {
-      let set = this.waiters.get(instanceArn);
-      if (set === undefined) {
-        set = new Set();
-        this.waiters.set(instanceArn, set);
-      }
-      const done = () => {
-        clearTimeout(timer);
-        signal?.removeEventListener("abort", done);
-        this.waiters.get(instanceArn)?.delete(done);
-        resolve();
-      };
-      const timer = setTimeout(done, timeoutMs);
-      signal?.addEventListener("abort", done, { once: true });
-      set.add(done);
+  /**
+   * Waits for the next notify for the instance: `done` resolves then, after `timeoutMs`, or at
+   * `cancel()`. (Not an AbortSignal: with thousands of polls waiting, each signal and its
+   * listener were objects enough to show in the collector's time.)
+   */
+  wait(instanceArn: string, timeoutMs: number): Wait {
+    let set = this.waiters.get(instanceArn);
+    if (set === undefined) {
+      set = new Set();
+      this.waiters.set(instanceArn, set);
+    }
+    let resolve = () => {};
+    const done = new Promise<void>((settle) => {
+      resolve = settle;
     });
+    const finish = () => {
+      clearTimeout(timer);
+      this.waiters.get(instanceArn)?.delete(finish);
+      resolve();
+    };
+    const timer = setTimeout(finish, timeoutMs);
+    set.add(finish);
+    const wait: Wait = {
+      done,
+      cancelled: false,
+      cancel: () => {
+        wait.cancelled = true;
+        finish();
+      },
+    };
+    return wait;
   }
+}
+
+/** A poll's wait for its instance's next change. */
+export interface Wait {
+  done: Promise<void>;
+  cancel(): void;
+  /** Whether `cancel` ended it. */
+  cancelled: boolean;
 }

@@ -348,18 +348,17 @@ export function registerAgentChannel(app: FastifyInstance, options: AgentChannel
     if (tasks === undefined || !differs(tasks)) {
       // Ends when the agent goes away or the server closes. Not AbortSignal.any, nor a listener
       // on one shared signal: with thousands of polls waiting, each would cost a walk over them all.
-      const aborted = new AbortController();
-      const abort = () => aborted.abort();
-      request.raw.once("close", abort);
-      waiting.add(abort);
-      if (closing) abort();
+      const wait = notifier.wait(instance.arn, idlePollMs());
+      request.raw.once("close", wait.cancel);
+      waiting.add(wait.cancel);
+      if (closing) wait.cancel();
       try {
-        await notifier.wait(instance.arn, idlePollMs(), aborted.signal);
+        await wait.done;
       } finally {
-        waiting.delete(abort);
-        request.raw.off("close", abort);
+        waiting.delete(wait.cancel);
+        request.raw.off("close", wait.cancel);
       }
-      if (aborted.signal.aborted && tasks !== undefined) return pollResponse(tasks);
+      if (wait.cancelled && tasks !== undefined) return pollResponse(tasks);
       tasks = await assignments();
       // The wait ended with nothing new (most often it timed out): an agent that understands it is
       // told so, rather than sent every task it already has again.
