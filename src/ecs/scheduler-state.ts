@@ -10,6 +10,7 @@ import {
   type InstanceWrites,
   RESERVED_TCP_PORTS,
 } from "./instances.ts";
+import { type ServiceTaskEntry, serviceTaskEntry } from "./service-tasks.ts";
 import type { TaskRecord, TaskWrites } from "./tasks.ts";
 
 /** One instance as placement sees it, with its zone and its agent's last heartbeat. */
@@ -67,7 +68,7 @@ export function footprintOf(record: TaskRecord): TaskFootprint | undefined {
  * One process owns the store's writes; several servers over one store
  * would each need the other's changes (a change feed), which Wharf has not.
  */
-const NO_CHANGES: ReadonlySet<string> = new Set();
+const NO_CHANGES: ReadonlyMap<string, ServiceTaskEntry | undefined> = new Map();
 
 function serviceKey(clusterArn: string, serviceName: string): string {
   return `${clusterArn} ${serviceName}`;
@@ -93,8 +94,11 @@ export class SchedulerState implements TaskWrites, InstanceWrites {
   private readonly tokenOf = new Map<string, string>();
   /** By instance: each task's version as the agent protocol gives it (its desiredVersion). */
   private readonly assigned = new Map<string, Map<string, number>>();
-  /** By service (`serviceKey`): the tasks written since its controller last took them. */
-  private readonly serviceChanges = new Map<string, Set<string>>();
+  /**
+   * By service (`serviceKey`): the tasks written since its controller last took them, each with
+   * its entry as written, or undefined where a write was taken back (the row must be read).
+   */
+  private readonly serviceChanges = new Map<string, Map<string, ServiceTaskEntry | undefined>>();
   private timer: NodeJS.Timeout | undefined;
   private flushing: Promise<void> | undefined;
 
@@ -127,24 +131,29 @@ export class SchedulerState implements TaskWrites, InstanceWrites {
     const footprint = footprintOf(record);
     this.setTask(arn, footprint, record.desiredVersion);
     tx.onRollback(() => this.setTask(arn, before, version));
-    // A write taken back leaves its mark: a task read again for nothing reads as it was.
     if (record.serviceName !== undefined) {
       const key = serviceKey(record.wire.clusterArn, record.serviceName);
       let changes = this.serviceChanges.get(key);
       if (changes === undefined) {
-        changes = new Set();
+        changes = new Map();
         this.serviceChanges.set(key, changes);
       }
-      changes.add(arn);
+      changes.set(arn, serviceTaskEntry(record));
+      // A write taken back leaves its task to be read: it reads as it was.
+      tx.onRollback(() => this.serviceChanges.get(key)?.set(arn, undefined));
     }
   }
 
   /**
-   * The ARNs of the service's tasks written (inserted or saved) since the last call, in the
-   * order transactions run: a transaction that takes them has read every write before it, and
-   * every later write is in the next call's. Each call starts the next set.
+   * The service's tasks written (inserted or saved) since the last call, each with its entry as
+   * last written (undefined: read the row). Writes land here in the order transactions run, so
+   * a transaction that takes them has every write before it, and every later write is in the
+   * next call's. Each call starts the next set.
    */
-  takeServiceChanges(clusterArn: string, serviceName: string): ReadonlySet<string> {
+  takeServiceChanges(
+    clusterArn: string,
+    serviceName: string,
+  ): ReadonlyMap<string, ServiceTaskEntry | undefined> {
     const key = serviceKey(clusterArn, serviceName);
     const changes = this.serviceChanges.get(key) ?? NO_CHANGES;
     this.serviceChanges.delete(key);

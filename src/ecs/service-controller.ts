@@ -5,7 +5,6 @@ import { putTags, type Tag, tagsOf } from "../aws/tags.ts";
 import { newDeploymentId } from "../scheduler/deployment.ts";
 import {
   type DefinitionPlacement,
-  HEALTH_CHECK_REASON,
   reconcileService,
   type ServicePlan,
   type ServiceState,
@@ -18,6 +17,7 @@ import { type ClusterRecord, findCluster } from "./clusters.ts";
 import { AGENT_TIMEOUT_MS, fargateCapacityArn } from "./instances.ts";
 import type { InstanceNotifier } from "./notifier.ts";
 import type { SchedulerState } from "./scheduler-state.ts";
+import { type ServiceTaskEntry, serviceTaskEntry } from "./service-tasks.ts";
 import {
   addEvents,
   findServiceByArn,
@@ -42,7 +42,7 @@ import {
   type TaskRegistryAccess,
 } from "./task-api.ts";
 import { findTaskDefinition } from "./task-definitions.ts";
-import { checkedEssentials, findTask, insertTask, requestStop, saveTask, type TaskRecord } from "./tasks.ts";
+import { findTask, insertTask, requestStop, saveTask, type TaskRecord } from "./tasks.ts";
 import { WorkQueue } from "./work-queue.ts";
 
 export interface ServiceControllerOptions {
@@ -72,29 +72,6 @@ export interface ServiceControllerOptions {
 /** Tasks started per transaction unless told otherwise: ~30 ms of the event loop each. */
 export const START_BATCH = 250;
 
-const FAILURE_CODES = new Set(["TaskFailedToStart", "EssentialContainerExited"]);
-
-function taskState(record: TaskRecord): TaskState {
-  const wire = record.wire;
-  const state: TaskState = {
-    arn: wire.taskArn,
-    deploymentId: wire.startedBy ?? "",
-    instanceArn: wire.containerInstanceArn ?? "",
-    lastStatus: wire.lastStatus,
-    desiredStatus: wire.desiredStatus,
-    health:
-      wire.healthStatus === "HEALTHY" || wire.healthStatus === "UNHEALTHY" ? wire.healthStatus : "UNKNOWN",
-    checked: checkedEssentials(record).length > 0,
-    createdAt: wire.createdAt,
-    failed:
-      wire.lastStatus === "STOPPED" &&
-      (FAILURE_CODES.has(wire.stopCode ?? "") || wire.stoppedReason === HEALTH_CHECK_REASON),
-  };
-  if (wire.startedAt !== undefined) state.startedAt = wire.startedAt;
-  if (wire.stoppedAt !== undefined) state.stoppedAt = wire.stoppedAt;
-  return state;
-}
-
 type TaskRow = {
   arn: string;
   version: number;
@@ -108,7 +85,7 @@ function rowKey(row: TaskRow): string {
 }
 
 /** Each task's scheduling state as last read, by the row key it was read at. */
-type TaskStates = Map<string, { key: string; state: TaskState }>;
+type TaskStates = Map<string, ServiceTaskEntry>;
 
 /** A service's tasks as its last pass left them, and when their rows were last read in full. */
 interface KnownTasks {
@@ -123,11 +100,6 @@ interface KnownTasks {
  */
 export const FULL_READ_MS = 60_000;
 
-/** The row key of a task as its record is: its row holds the same (`saveTask`). */
-function recordKey(record: TaskRecord): string {
-  return `${record.wire.version}:${record.wire.lastStatus}:${record.wire.desiredStatus}`;
-}
-
 /**
  * The service's tasks not yet STOPPED, and the STOPPED ones of deployments still rolling out.
  * After a pass has read them, the next reads only the tasks written since (`changed`, from the
@@ -140,7 +112,7 @@ async function serviceTasks(
   tx: Tx,
   record: ServiceRecord,
   known: KnownTasks | undefined,
-  changed: ReadonlySet<string>,
+  changed: ReadonlyMap<string, ServiceTaskEntry | undefined>,
   now: number,
 ): Promise<{ tasks: TaskState[]; known: KnownTasks }> {
   const rolling = new Set(
@@ -148,10 +120,14 @@ async function serviceTasks(
   );
   if (known !== undefined && now - known.readAt < FULL_READ_MS) {
     const states = known.states;
-    for (const arn of changed) {
+    for (const [arn, entry] of changed) {
+      if (entry !== undefined) {
+        states.set(arn, entry);
+        continue;
+      }
       const task = await findTask(tx, arn);
       if (task === undefined) states.delete(arn);
-      else states.set(arn, { key: recordKey(task), state: taskState(task) });
+      else states.set(arn, serviceTaskEntry(task));
     }
     const tasks: TaskState[] = [];
     for (const [arn, entry] of states) {
@@ -184,7 +160,7 @@ async function serviceTasks(
     if (entry?.key !== key) {
       const task = await findTask(tx, row.arn);
       if (task === undefined) continue;
-      entry = { key, state: taskState(task) };
+      entry = { key, state: serviceTaskEntry(task).state };
     }
     states.set(row.arn, entry);
     tasks.push(entry.state);
