@@ -14,7 +14,7 @@ import {
   saveTask,
   type TaskWrites,
 } from "./tasks.ts";
-import { testDefinition, testTask } from "./testing.ts";
+import { checkedDefinition, testTask } from "./testing.ts";
 
 const noWrites: TaskWrites = { taskSaved: () => {} };
 
@@ -157,18 +157,7 @@ describe("the task row", () => {
   it("keeps the assignment in a column of its own, written once: a report rewrites only the body", async () => {
     const store = await SqliteStore.open({ path: ":memory:" });
     try {
-      const record = testTask({
-        definition: testDefinition([
-          {
-            name: "web",
-            image: "busybox",
-            memory: 64,
-            essential: true,
-            healthCheck: { command: ["CMD", "true"] },
-          },
-          { name: "side", image: "busybox", memory: 64, essential: false },
-        ]),
-      });
+      const record = testTask({ definition: checkedDefinition() });
       const assignment = JSON.stringify(record.assignment);
       await store.transaction((tx) => insertTask(tx, record, 1, noWrites));
       for (const healthStatus of ["HEALTHY", "UNHEALTHY"] as const) {

@@ -12,7 +12,7 @@ import {
   requestStop,
   type TaskWire,
 } from "./tasks.ts";
-import { TEST_NOW, TEST_SCOPE, testCluster, testDefinition, testTask } from "./testing.ts";
+import { checkedDefinition, TEST_NOW, TEST_SCOPE, testCluster, testDefinition, testTask } from "./testing.ts";
 
 describe("newTaskArn", () => {
   it("names each task with 32 hex digits: the creation time, then 20 fresh random digits", () => {
@@ -99,16 +99,7 @@ describe("newTask", () => {
 
 describe("applyReport", () => {
   const definition = (awsvpc: boolean): RunnableDefinition => ({
-    ...testDefinition([
-      {
-        name: "web",
-        image: "busybox",
-        memory: 64,
-        essential: true,
-        healthCheck: { command: ["CMD", "true"] },
-      },
-      { name: "side", image: "busybox", memory: 64, essential: false },
-    ]),
+    ...checkedDefinition(),
     ...(awsvpc ? { networkMode: "awsvpc" } : {}),
   });
 

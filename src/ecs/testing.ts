@@ -71,6 +71,14 @@ export function testDefinition(
   };
 }
 
+/** `app:1` with an essential `web` container that has a health check, and a non-essential `side`. */
+export function checkedDefinition(): RunnableDefinition {
+  return testDefinition([
+    { name: "web", image: "busybox", memory: 64, essential: true, healthCheck: { command: ["CMD", "true"] } },
+    { name: "side", image: "busybox", memory: 64, essential: false },
+  ]);
+}
+
 /** A new task of `definition` (default `testDefinition()`) on instance `i` of the default cluster, in us-east-1a. */
 export function testTask(
   options: { definition?: RunnableDefinition; input?: Partial<TaskFactory["input"]> } = {},
