@@ -204,6 +204,49 @@ describe("SqliteStore", () => {
     await store.close();
   });
 
+  it("rewrites existing rows in a migration's own transaction, once, and not at all if the rewrite fails", async () => {
+    const path = freshPath();
+    const first = await SqliteStore.open({ path, migrations: schema });
+    await first.transaction(async (tx) => {
+      await tx.run("INSERT INTO items (id, n) VALUES ('a', 1)");
+      await tx.run("INSERT INTO items (id, n) VALUES ('b', 2)");
+    });
+    await first.close();
+    const step = (fail: boolean): Migration => ({
+      version: 2,
+      name: "doubled",
+      statements: ["ALTER TABLE items ADD COLUMN doubled INTEGER"],
+      rewrite: async (tx) => {
+        for (const row of await tx.all<{ id: string; n: number }>("SELECT id, n FROM items ORDER BY id")) {
+          await tx.run("UPDATE items SET doubled = ? WHERE id = ?", row.n * 2, row.id);
+          if (fail) throw new Error("rewrite failed half-way");
+        }
+      },
+    });
+    await assert.rejects(SqliteStore.open({ path, migrations: [...schema, step(true)] }), /half-way/);
+    const columns = async (store: SqliteStore) =>
+      (await store.read((tx) => tx.all<{ name: string }>("SELECT name FROM pragma_table_info('items')"))).map(
+        (c) => c.name,
+      );
+    const unchanged = await SqliteStore.open({ path, migrations: schema });
+    assert.deepEqual(await columns(unchanged), ["id", "n"]);
+    await unchanged.close();
+    const second = await SqliteStore.open({ path, migrations: [...schema, step(false)] });
+    assert.deepEqual(await second.read((tx) => tx.all("SELECT id, doubled FROM items ORDER BY id")), [
+      { id: "a", doubled: 2 },
+      { id: "b", doubled: 4 },
+    ]);
+    await second.transaction((tx) => tx.run("UPDATE items SET doubled = 0"));
+    await second.close();
+    // Applied once: opening again does not rewrite the rows.
+    const third = await SqliteStore.open({ path, migrations: [...schema, step(false)] });
+    assert.deepEqual(await third.read((tx) => tx.all("SELECT doubled FROM items")), [
+      { doubled: 0 },
+      { doubled: 0 },
+    ]);
+    await third.close();
+  });
+
   it("acknowledges a commit, and lets readers see it, only once the log is synced", async () => {
     let release: () => void = () => undefined;
     const held = new Promise<void>((resolve) => {
