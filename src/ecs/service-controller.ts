@@ -160,7 +160,7 @@ async function serviceTasks(
     if (entry?.key !== key) {
       const task = await findTask(tx, row.arn);
       if (task === undefined) continue;
-      entry = { key, state: serviceTaskEntry(task).state };
+      entry = serviceTaskEntry(task);
     }
     states.set(row.arn, entry);
     tasks.push(entry.state);
@@ -373,16 +373,22 @@ export class ServiceController {
     const result = await this.options.store.transaction(async (tx) => {
       const state = this.options.state;
       const record = await findServiceByArn(tx, arn);
-      // The service's tasks written since its last pass, taken before anything is read.
-      const changes =
-        record === undefined ? undefined : state.takeServiceChanges(record.clusterArn, record.name);
-      if (record === undefined || changes === undefined || record.status === "INACTIVE") {
+      if (record === undefined) {
         this.known.delete(arn);
         return undefined;
       }
+      // The service's tasks written since its last pass, taken before anything is read. Once
+      // taken they are gone: what the pass knows of its tasks is kept only if it commits, and
+      // forgotten whenever the pass ends without planning.
+      const changes = state.takeServiceChanges(record.clusterArn, record.name);
+      tx.onRollback(() => this.known.delete(arn));
       const scope = { region: this.options.region, accountId: this.options.accountId };
-      const cluster = await findCluster(tx, scope, record.clusterArn);
-      if (cluster === undefined) return undefined;
+      const cluster =
+        record.status === "INACTIVE" ? undefined : await findCluster(tx, scope, record.clusterArn);
+      if (cluster === undefined) {
+        this.known.delete(arn);
+        return undefined;
+      }
       const fargate = record.launchType === "FARGATE";
       const instances = fargate ? fargateSnapshot(state, scope, now) : snapshot(state, cluster, now);
       // The same instances as placement keeps them between calls (RunTask places from it too).
@@ -393,9 +399,7 @@ export class ServiceController {
       );
       const read = await serviceTasks(tx, record, this.known.get(arn), changes, now);
       const tasks = read.tasks;
-      // What this transaction read is kept only if it commits (the changes it took are gone with it).
       this.known.set(arn, read.known);
-      tx.onRollback(() => this.known.delete(arn));
       const definitions = await this.definitions(tx, record);
       const placement: Record<string, DefinitionPlacement> = {};
       for (const [arn, definition] of definitions) {

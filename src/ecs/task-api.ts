@@ -245,25 +245,22 @@ export function newTask(factory: TaskFactory, instanceArn: string, zone: string 
  * assignment once made (`TaskRecord`), so sharing them is safe.
  */
 export class TaskMaker {
-  readonly containers: AssignedContainer[];
   readonly reservation: TaskRecord["reservation"];
-  private readonly networkMode: TaskAssignment["networkMode"];
   /** Every task's assignment but its `taskArn`, and that as JSON. */
   private readonly shared: Omit<TaskRecord["assignment"], "taskArn">;
   private readonly sharedJson: string;
 
   constructor(private readonly factory: TaskFactory) {
     const { ctx, cluster, definition, input } = factory;
-    this.containers = assignedContainers(definition, input.overrides);
-    this.reservation = reservationOf(definition, this.containers, input.overrides);
-    this.networkMode = (definition.networkMode ?? "bridge") as TaskAssignment["networkMode"];
+    const containers = assignedContainers(definition, input.overrides);
+    this.reservation = reservationOf(definition, containers, input.overrides);
     const access = factory.registry.credentials(ctx.identity.accessKeyId, ctx.now);
     this.shared = {
       clusterArn: cluster.arn,
       family: definition.family,
       revision: definition.revision,
-      networkMode: this.networkMode,
-      containers: this.containers,
+      networkMode: (definition.networkMode ?? "bridge") as TaskAssignment["networkMode"],
+      containers,
       volumes: definition.volumes ?? [],
       wharfRegistry: { host: factory.registry.host(), ...access },
       region: ctx.region,
@@ -277,7 +274,7 @@ export class TaskMaker {
 
   make(instanceArn: string, zone: string | undefined): TaskRecord {
     const { ctx, cluster, definition, input } = this.factory;
-    const { containers, reservation, networkMode } = this;
+    const { containers, networkMode, cpu, memory } = this.shared;
     const scope = scopeOf(ctx);
     const now = ctx.now.getTime();
     const taskArn = newTaskArn(scope, cluster.arn, now);
@@ -306,10 +303,8 @@ export class TaskMaker {
     };
     if (input.startedBy !== undefined) wire.startedBy = input.startedBy;
     if (zone !== undefined) wire.availabilityZone = zone;
-    if (definition.cpu !== undefined || input.overrides?.cpu !== undefined)
-      wire.cpu = String(reservation.cpu);
-    if (definition.memory !== undefined || input.overrides?.memory !== undefined)
-      wire.memory = String(reservation.memory);
+    if (cpu !== undefined) wire.cpu = String(cpu);
+    if (memory !== undefined) wire.memory = String(memory);
     if (wire.launchType === "FARGATE") {
       wire.platformVersion = "1.4.0";
       wire.platformFamily = "Linux";
@@ -325,7 +320,7 @@ export class TaskMaker {
     const record: TaskRecord = {
       wire,
       assignment: { taskArn, ...this.shared },
-      reservation,
+      reservation: this.reservation,
       desiredVersion: 1,
     };
     knowAssignmentJson(record, `{"taskArn":${JSON.stringify(taskArn)},${this.sharedJson.slice(1)}`);
