@@ -1,7 +1,7 @@
 #!/bin/sh
 # Installs what Wharf and its tests need on a fresh Debian machine: the npm
 # dependencies (when missing or out of date), the system packages below, and
-# the AES-GCM addon (native/aesgcm.c, rebuilt when its source is newer).
+# the AES-GCM addon (native/*.c, rebuilt when a source is newer).
 # Safe to run again: it does nothing when everything is in place.
 set -eu
 cd "$(dirname "$0")/.."
@@ -49,9 +49,9 @@ ADDON=build/aesgcm.node
 NODE_INCLUDE="$(dirname "$(dirname "$(readlink -f "$(command -v node)")")")/include/node"
 if [ ! -f "$NODE_INCLUDE/node_api.h" ] || [ ! -f "$NODE_INCLUDE/openssl/evp.h" ]; then
   echo "bootstrap: no Node headers in $NODE_INCLUDE; the registry will use node:crypto (slower pulls)" >&2
-elif [ ! -f "$ADDON" ] || [ native/aesgcm.c -nt "$ADDON" ]; then
+elif [ ! -f "$ADDON" ] || [ -n "$(find native -newer "$ADDON" -name '*.[ch]')" ]; then
   echo "bootstrap: building $ADDON"
   mkdir -p build
-  cc -O2 -Wall -shared -fPIC -I"$NODE_INCLUDE" -o "$ADDON.tmp" native/aesgcm.c
+  cc -O2 -Wall -shared -fPIC -I"$NODE_INCLUDE" -o "$ADDON.tmp" native/aesgcm.c native/gcm-vaes.c
   mv "$ADDON.tmp" "$ADDON"
 fi

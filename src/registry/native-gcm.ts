@@ -35,9 +35,17 @@ export interface NativeGcm {
   seal(...args: GcmArguments): void;
 }
 
+/** The addon: the two functions, which code they run on this CPU, and OpenSSL's beside them. */
+export interface NativeGcmAddon extends NativeGcm {
+  /** "vaes" (native/gcm-vaes.c, where the CPU has VAES and VPCLMULQDQ) or "openssl". */
+  engine: "vaes" | "openssl";
+  /** The same functions, always through Node's OpenSSL. */
+  openssl: NativeGcm;
+}
+
 export const ADDON_PATH = fileURLToPath(new URL("../../build/aesgcm.node", import.meta.url));
 
-function load(): { gcm: NativeGcm | undefined; how: string } {
+function load(): { gcm: NativeGcmAddon | undefined; how: string } {
   if (process.env.WHARF_NATIVE_GCM === "0")
     return { gcm: undefined, how: "through node:crypto (WHARF_NATIVE_GCM=0)" };
   if (!existsSync(ADDON_PATH))
@@ -46,8 +54,9 @@ function load(): { gcm: NativeGcm | undefined; how: string } {
       how: `through node:crypto (${ADDON_PATH} is not built; see scripts/bootstrap.sh)`,
     };
   try {
-    const gcm = createRequire(import.meta.url)(ADDON_PATH) as NativeGcm;
-    return { gcm, how: `in place (${ADDON_PATH})` };
+    const gcm = createRequire(import.meta.url)(ADDON_PATH) as NativeGcmAddon;
+    const engine = gcm.engine === "vaes" ? "VAES and VPCLMULQDQ" : "OpenSSL";
+    return { gcm, how: `in place with ${engine} (${ADDON_PATH})` };
   } catch (error) {
     const reason = error instanceof Error ? error.message : String(error);
     return { gcm: undefined, how: `through node:crypto (${ADDON_PATH} did not load: ${reason})` };
