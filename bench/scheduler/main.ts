@@ -163,6 +163,7 @@ async function runTaskPhase(ecs: ECSClient, server: WharfServer, definition: str
   let errors = 0;
   let lastError: string | undefined;
   const cpu0 = processCpu(server.pid).self;
+  const benchCpu0 = process.cpuUsage();
   const started = performance.now();
   const deadline = started + s.budgetS * 1000;
   let windowStart = started;
@@ -214,6 +215,7 @@ async function runTaskPhase(ecs: ECSClient, server: WharfServer, definition: str
   await Promise.all(Array.from({ length: s.concurrency }, worker));
   const wallMs = performance.now() - started;
   const serverCpuMs = processCpu(server.pid).self - cpu0;
+  const benchCpu = process.cpuUsage(benchCpu0);
   // Acknowledgements trail placement: wait (bounded) for the agents to report the rest RUNNING.
   const ackDeadline = performance.now() + 120_000;
   while (s.ack && fleet.counters.acked < placed && performance.now() < ackDeadline) {
@@ -236,6 +238,8 @@ async function runTaskPhase(ecs: ECSClient, server: WharfServer, definition: str
     placementsPerS: round1(placed / (wallMs / 1000)),
     latencyMs: roundSummary(summarize(latencies)),
     serverCpuSeconds: round1(serverCpuMs / 1000),
+    // This process: the SDK client and the simulated fleet, on the same two cores as the server.
+    benchCpuSeconds: round1((benchCpu.user + benchCpu.system) / 1e6),
     acked,
     ackedSeconds: round1(ackedMs / 1000),
     agent: { ...fleet.counters },
@@ -250,6 +254,7 @@ async function servicePhase(ecs: ECSClient, server: WharfServer, definition: str
     new CreateServiceCommand({ cluster, serviceName: "scale", taskDefinition: definition, desiredCount: 0 }),
   );
   const cpu0 = processCpu(server.pid).self;
+  const benchCpu0 = process.cpuUsage();
   const started = performance.now();
   await ecs.send(new UpdateServiceCommand({ cluster, service: "scale", desiredCount: s.serviceTasks }));
   const updateMs = performance.now() - started;
@@ -279,6 +284,7 @@ async function servicePhase(ecs: ECSClient, server: WharfServer, definition: str
     await new Promise((done) => setTimeout(done, 250));
   }
   const serverCpuMs = processCpu(server.pid).self - cpu0;
+  const benchCpu = process.cpuUsage(benchCpu0);
   await fleet.stop();
   const seconds = (ms: number | undefined) => (ms === undefined ? undefined : round1(ms / 1000));
   return {
@@ -293,6 +299,7 @@ async function servicePhase(ecs: ECSClient, server: WharfServer, definition: str
     final: last,
     describeServicesMs: roundSummary(summarize(describeMs)),
     serverCpuSeconds: round1(serverCpuMs / 1000),
+    benchCpuSeconds: round1((benchCpu.user + benchCpu.system) / 1e6),
     agent: { ...fleet.counters },
   };
 }
@@ -364,6 +371,7 @@ async function main(): Promise<void> {
       runTask.latencyMs?.p50.toFixed(1) ?? "–",
       runTask.latencyMs?.p99.toFixed(1) ?? "–",
       `${runTask.acked}`,
+      `${runTask.serverCpuSeconds.toFixed(1)} / ${runTask.benchCpuSeconds.toFixed(1)}`,
     ]);
   }
   if (service !== undefined) {
@@ -375,10 +383,14 @@ async function main(): Promise<void> {
       "–",
       `UpdateService ${service.updateServiceMs.toFixed(0)}`,
       `${service.final.running} (${service.allRunningSeconds?.toFixed(1) ?? "–"} s)`,
+      `${service.serverCpuSeconds.toFixed(1)} / ${service.benchCpuSeconds.toFixed(1)}`,
     ]);
   }
   process.stderr.write(
-    `\n${table(["phase", "placed", "wall s", "placements/s", "p50 ms", "p99 ms", "RUNNING"], rows)}\n`,
+    `\n${table(
+      ["phase", "placed", "wall s", "placements/s", "p50 ms", "p99 ms", "RUNNING", "CPU s: server / bench"],
+      rows,
+    )}\n`,
   );
   process.stderr.write("reference (published, not run here): Nomad 3,750/s; Kubernetes floor ~800/s\n\n");
   if (profile !== undefined) {
