@@ -57,22 +57,21 @@ TARGET static inline __m512i bswap512(__m512i x) {
                                                                     12, 13, 14, 15)));
 }
 
-/* One step of AES-256's key schedule: the next even round key from the two before it. */
-TARGET static inline __m128i next_even(__m128i older, __m128i assist) {
-  assist = _mm_shuffle_epi32(assist, 0xff);
-  older = _mm_xor_si128(older, _mm_slli_si128(older, 4));
-  older = _mm_xor_si128(older, _mm_slli_si128(older, 4));
-  older = _mm_xor_si128(older, _mm_slli_si128(older, 4));
-  return _mm_xor_si128(older, assist);
+/* x ^ (x << 32) ^ (x << 64) ^ (x << 96): each word of a round key XORs in the words before it. */
+TARGET static inline __m128i prefix_xor(__m128i x) {
+  x = _mm_xor_si128(x, _mm_slli_si128(x, 4));
+  return _mm_xor_si128(x, _mm_slli_si128(x, 8));
 }
 
-/* ... and the next odd one (SubWord without RotWord or round constant). */
+/* AES-256's next even round key from the one two before and the assist of the one before
+ * (RotWord, SubWord and the round constant, in its top word)... */
+TARGET static inline __m128i next_even(__m128i older, __m128i assist) {
+  return _mm_xor_si128(prefix_xor(older), _mm_shuffle_epi32(assist, 0xff));
+}
+
+/* ... and the next odd one (SubWord alone, in the assist's third word). */
 TARGET static inline __m128i next_odd(__m128i older, __m128i assist) {
-  assist = _mm_shuffle_epi32(assist, 0xaa);
-  older = _mm_xor_si128(older, _mm_slli_si128(older, 4));
-  older = _mm_xor_si128(older, _mm_slli_si128(older, 4));
-  older = _mm_xor_si128(older, _mm_slli_si128(older, 4));
-  return _mm_xor_si128(older, assist);
+  return _mm_xor_si128(prefix_xor(older), _mm_shuffle_epi32(assist, 0xaa));
 }
 
 TARGET static inline __m128i encrypt_block(const Key *key, __m128i block) {
