@@ -107,6 +107,27 @@ describe("the task table's indexes", () => {
       await store.close();
     }
   });
+
+  it("count a service's tasks (DescribeServices) from the service index alone, reading no row", async () => {
+    const store = await SqliteStore.open({ path: ":memory:" });
+    try {
+      const plan = await store.read((tx) =>
+        tx.all<{ detail: string }>(
+          `EXPLAIN QUERY PLAN SELECT started_by, last_status, COUNT(*) AS n FROM ecs_tasks
+             WHERE cluster_arn = ? AND service_name = ? AND desired_status = 'RUNNING' AND last_status != 'STOPPED'
+             GROUP BY started_by, last_status`,
+          "c",
+          "s",
+        ),
+      );
+      assert.ok(
+        plan.some((row) => row.detail.includes("USING COVERING INDEX ecs_tasks_service")),
+        JSON.stringify(plan),
+      );
+    } finally {
+      await store.close();
+    }
+  });
 });
 
 describe("insertTask", () => {
