@@ -8,7 +8,10 @@
 //   (b) in a second cluster with as many fresh instances, one service scaled from 0 to
 //       `--service-tasks` with UpdateService: time until every task exists (running + pending
 //       = desired) and until runningCount = desired.
+// Each timed phase starts after a `sync`, as the registry benchmark's do, so that the write-back
+// of what came before (setting up, the warm-up, a run just finished) is not timed with it.
 // Prints a table, then the result as JSON.
+import { execFileSync } from "node:child_process";
 import { cpus, loadavg, totalmem } from "node:os";
 import { parseArgs } from "node:util";
 import {
@@ -162,6 +165,7 @@ async function runTaskPhase(ecs: ECSClient, server: WharfServer, definition: str
   let issued = 0;
   let errors = 0;
   let lastError: string | undefined;
+  execFileSync("sync");
   const cpu0 = processCpu(server.pid).self;
   const benchCpu0 = process.cpuUsage();
   const started = performance.now();
@@ -253,6 +257,7 @@ async function servicePhase(ecs: ECSClient, server: WharfServer, definition: str
   await ecs.send(
     new CreateServiceCommand({ cluster, serviceName: "scale", taskDefinition: definition, desiredCount: 0 }),
   );
+  execFileSync("sync");
   const cpu0 = processCpu(server.pid).self;
   const benchCpu0 = process.cpuUsage();
   const started = performance.now();
