@@ -165,8 +165,8 @@ TARGET static inline __m128i fold_lanes(__m512i x) {
  * returns GHASH over the ciphertext, continuing from `y`. The counter block J0 is nonce | 1;
  * data starts at counter 2, and the counter's low 32 bits wrap as GCM's inc32 does.
  */
-TARGET static __m128i crypt(const Key *key, __m128i j0, __m128i y, const uint8_t *in, uint8_t *out,
-                            size_t length, int encrypt) {
+TARGET static __m128i ctr_ghash(const Key *key, __m128i j0, __m128i y, const uint8_t *in, uint8_t *out,
+                                size_t length, int encrypt) {
   /* Counter blocks are kept byte-swapped, so the 32-bit counter is the lowest dword of a lane. */
   const __m512i four = _mm512_set_epi32(0, 0, 0, 4, 0, 0, 0, 4, 0, 0, 0, 4, 0, 0, 0, 4);
   __m512i counters[4];
@@ -249,7 +249,7 @@ TARGET static void run(const uint8_t key_bytes[32], const uint8_t nonce[12], con
   __m128i j0 = _mm_loadu_si128((const __m128i *)j0_bytes);
 
   __m128i y = ghash_bytes(&key, _mm_setzero_si128(), aad, aad_length);
-  y = crypt(&key, j0, y, in, out, length, encrypt);
+  y = ctr_ghash(&key, j0, y, in, out, length, encrypt);
   /* The lengths block, len(A) | len(C) in bits, big-endian; byte-swapped, C's length is the low half. */
   __m128i lengths = _mm_set_epi64x((long long)(aad_length * 8), (long long)(length * 8));
   y = gf_multiply(_mm_xor_si128(y, lengths), key.h[0]);
