@@ -168,6 +168,42 @@ static void reset(EVP_CIPHER_CTX *ctx, int *ready) {
   ERR_clear_error();
 }
 
+/* Decrypts and authenticates with OpenSSL; on failure the context is made fresh for next time. */
+static int openssl_open(State *state, const Job *job) {
+  int ok = begin(state->open, &state->open_ready, 0, job);
+  int written = 0;
+  if (ok && job->length > 0) {
+    ok = EVP_DecryptUpdate(state->open, job->output, &written, job->input, (int)job->length) == 1 &&
+         (size_t)written == job->length;
+  }
+  if (ok) ok = EVP_CIPHER_CTX_ctrl(state->open, EVP_CTRL_GCM_SET_TAG, TAG_BYTES, (void *)job->tag) == 1;
+  /* The tag is compared here (in constant time, by OpenSSL); GCM writes no bytes at the end. */
+  unsigned char last[EVP_MAX_BLOCK_LENGTH];
+  if (ok) ok = EVP_DecryptFinal_ex(state->open, last, &written) == 1 && written == 0;
+  if (!ok) reset(state->open, &state->open_ready);
+  return ok;
+}
+
+/* Encrypts with OpenSSL and writes the tag; on failure the context is made fresh for next time. */
+static int openssl_seal(State *state, const Job *job) {
+  int ok = begin(state->seal, &state->seal_ready, 1, job);
+  int written = 0;
+  if (ok && job->length > 0) {
+    ok = EVP_EncryptUpdate(state->seal, job->output, &written, job->input, (int)job->length) == 1 &&
+         (size_t)written == job->length;
+  }
+  unsigned char last[EVP_MAX_BLOCK_LENGTH];
+  if (ok) ok = EVP_EncryptFinal_ex(state->seal, last, &written) == 1 && written == 0;
+  unsigned char tag[TAG_BYTES];
+  if (ok) ok = EVP_CIPHER_CTX_ctrl(state->seal, EVP_CTRL_GCM_GET_TAG, TAG_BYTES, tag) == 1;
+  if (!ok) {
+    reset(state->seal, &state->seal_ready);
+    return 0;
+  }
+  memcpy(job->tag_out, tag, TAG_BYTES);
+  return 1;
+}
+
 static napi_value open_with(napi_env env, napi_callback_info info, int vaes) {
   Job job;
   const char *problem = parse(env, info, &job);
@@ -175,31 +211,11 @@ static napi_value open_with(napi_env env, napi_callback_info info, int vaes) {
   State *state = state_of(env);
   if (state == NULL) return fail(env, "not initialised");
 
-  if (vaes) {
-    int ok = gcm_vaes_open(job.key, job.nonce, job.aad, job.aad_bytes, job.input, job.output, job.length,
-                           job.tag);
-    /* Nothing unauthenticated stays behind. */
-    if (!ok) memset(job.output, 0, job.length);
-    napi_value result;
-    if (napi_get_boolean(env, ok, &result) != napi_ok) return NULL;
-    return result;
-  }
-
-  int ok = begin(state->open, &state->open_ready, 0, &job);
-  int written = 0;
-  if (ok && job.length > 0) {
-    ok = EVP_DecryptUpdate(state->open, job.output, &written, job.input, (int)job.length) == 1 &&
-         (size_t)written == job.length;
-  }
-  if (ok) ok = EVP_CIPHER_CTX_ctrl(state->open, EVP_CTRL_GCM_SET_TAG, TAG_BYTES, job.tag) == 1;
-  /* The tag is compared here (in constant time, by OpenSSL); GCM writes no bytes at the end. */
-  unsigned char last[EVP_MAX_BLOCK_LENGTH];
-  if (ok) ok = EVP_DecryptFinal_ex(state->open, last, &written) == 1 && written == 0;
-  if (!ok) {
-    /* Nothing unauthenticated stays behind. */
-    memset(job.output, 0, job.length);
-    reset(state->open, &state->open_ready);
-  }
+  int ok = vaes ? gcm_vaes_open(job.key, job.nonce, job.aad, job.aad_bytes, job.input, job.output, job.length,
+                                job.tag)
+                : openssl_open(state, &job);
+  /* Nothing unauthenticated stays behind. */
+  if (!ok) memset(job.output, 0, job.length);
   napi_value result;
   if (napi_get_boolean(env, ok, &result) != napi_ok) return NULL;
   return result;
@@ -214,24 +230,9 @@ static napi_value seal_with(napi_env env, napi_callback_info info, int vaes) {
 
   if (vaes) {
     gcm_vaes_seal(job.key, job.nonce, job.aad, job.aad_bytes, job.input, job.output, job.length, job.tag_out);
-    return NULL;
-  }
-
-  int ok = begin(state->seal, &state->seal_ready, 1, &job);
-  int written = 0;
-  if (ok && job.length > 0) {
-    ok = EVP_EncryptUpdate(state->seal, job.output, &written, job.input, (int)job.length) == 1 &&
-         (size_t)written == job.length;
-  }
-  unsigned char last[EVP_MAX_BLOCK_LENGTH];
-  if (ok) ok = EVP_EncryptFinal_ex(state->seal, last, &written) == 1 && written == 0;
-  unsigned char tag[TAG_BYTES];
-  if (ok) ok = EVP_CIPHER_CTX_ctrl(state->seal, EVP_CTRL_GCM_GET_TAG, TAG_BYTES, tag) == 1;
-  if (!ok) {
-    reset(state->seal, &state->seal_ready);
+  } else if (!openssl_seal(state, &job)) {
     return fail(env, "AES-256-GCM sealing failed in OpenSSL");
   }
-  memcpy(job.tag_out, tag, TAG_BYTES);
   return NULL;
 }
 

@@ -17,7 +17,7 @@ import { type ClusterRecord, findCluster } from "./clusters.ts";
 import { AGENT_TIMEOUT_MS, fargateCapacityArn } from "./instances.ts";
 import type { InstanceNotifier } from "./notifier.ts";
 import type { SchedulerState } from "./scheduler-state.ts";
-import { type ServiceTaskEntry, serviceTaskEntry } from "./service-tasks.ts";
+import { entryKey, type ServiceTaskEntry, serviceTaskEntry } from "./service-tasks.ts";
 import {
   addEvents,
   findServiceByArn,
@@ -79,9 +79,9 @@ type TaskRow = {
   desired_status: string;
 };
 
-/** What a task's scheduling state is known by: every change to it moves one of these. */
+/** The key of the entry a row's task would make (`serviceTaskEntry`). */
 function rowKey(row: TaskRow): string {
-  return `${row.version}:${row.last_status}:${row.desired_status}`;
+  return entryKey(row.version, row.last_status, row.desired_status);
 }
 
 /** Each task's scheduling state as last read, by the row key it was read at. */

@@ -12,6 +12,11 @@ export interface ServiceTaskEntry {
   state: TaskState;
 }
 
+/** What a task's scheduling state is known by: every change to it moves one of these. */
+export function entryKey(version: number, lastStatus: string, desiredStatus: string): string {
+  return `${version}:${lastStatus}:${desiredStatus}`;
+}
+
 /** The entry of a task as its record is; its row holds the same (`saveTask`). */
 export function serviceTaskEntry(record: TaskRecord): ServiceTaskEntry {
   const wire = record.wire;
@@ -31,5 +36,5 @@ export function serviceTaskEntry(record: TaskRecord): ServiceTaskEntry {
   };
   if (wire.startedAt !== undefined) state.startedAt = wire.startedAt;
   if (wire.stoppedAt !== undefined) state.stoppedAt = wire.stoppedAt;
-  return { key: `${wire.version}:${wire.lastStatus}:${wire.desiredStatus}`, state };
+  return { key: entryKey(wire.version, wire.lastStatus, wire.desiredStatus), state };
 }

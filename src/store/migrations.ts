@@ -301,7 +301,7 @@ export const migrations: Migration[] = [
       // DescribeServices counts a service's tasks by deployment and status: with the desired
       // status and startedBy in the service index, from the index alone, not a row per task
       // (a 10,000-task service: 26 ms a call before, 3 after). A report moves this entry already
-      // (its key has the last status), so writes pay only the wider entry.
+      // (its key has the last status); a stop, which changes the desired status, now moves it too.
       "DROP INDEX ecs_tasks_service",
       `CREATE INDEX ecs_tasks_service ON ecs_tasks (cluster_arn, service_name, last_status, desired_status, started_by)
          WHERE service_name IS NOT NULL`,
