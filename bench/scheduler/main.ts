@@ -3,7 +3,8 @@
 // The real placement and persistence path, no containers: a Wharf server in its own process,
 // simulated instances registered and long-polling through the agent protocol (they acknowledge
 // every task with a RUNNING report), then
-//   (a) RunTask of `count` 10 through the AWS SDK, `--concurrency` calls in flight, until `--tasks`
+//   (a) RunTask of `count` 10 (signed JSON over HTTP, or the AWS SDK with `--client sdk`),
+//       `--concurrency` calls in flight, until `--tasks`
 //       tasks are placed (or `--budget` seconds pass): placements/s and latency per call;
 //   (b) in a second cluster with as many fresh instances, one service scaled from 0 to
 //       `--service-tasks` with UpdateService: time until every task exists (running + pending
@@ -20,13 +21,13 @@ import {
   DescribeServicesCommand,
   ECSClient,
   RegisterTaskDefinitionCommand,
-  RunTaskCommand,
   UpdateServiceCommand,
 } from "@aws-sdk/client-ecs";
 import { processCpu, processMemory } from "../task-start/proc.ts";
 import { round1, roundSummary, summarize, table } from "../task-start/stats.ts";
 import { Fleet } from "./fleet.ts";
 import { summarizeProfiles } from "./profile.ts";
+import { type ClientKind, type RunTaskCaller, runTaskCaller } from "./run-task-client.ts";
 import { startWharf, type WharfServer } from "./server.ts";
 
 const USAGE = `usage: npm run bench:scheduler -- [options]
@@ -39,7 +40,9 @@ const USAGE = `usage: npm run bench:scheduler -- [options]
   --no-ack            agents poll but never report RUNNING (phase b then waits for placement only)
   --skip-run-task     only phase (b);   --skip-service: only phase (a)
   --warm-up N         tasks run untimed first, on 1 instance per 20 of a cluster of their own (default 5000; 0: none)
-  --cpu-prof DIR      run the server under node --cpu-prof, profile written to DIR and summarised`;
+  --cpu-prof DIR      run the server under node --cpu-prof, profile written to DIR and summarised
+  --client KIND       how RunTask is called: http (signed JSON over keep-alive HTTP, the default) or
+                      sdk (@aws-sdk/client-ecs; costs the shared cores more, see run-task-client.ts)`;
 
 interface Settings {
   instances: number;
@@ -52,6 +55,7 @@ interface Settings {
   service: boolean;
   profileDir: string | undefined;
   warmUpTasks: number;
+  client: ClientKind;
 }
 
 function settings(): Settings {
@@ -68,6 +72,7 @@ function settings(): Settings {
       "skip-service": { type: "boolean", default: false },
       "cpu-prof": { type: "string" },
       "warm-up": { type: "string" },
+      client: { type: "string", default: "http" },
       help: { type: "boolean", default: false },
     },
   });
@@ -80,6 +85,9 @@ function settings(): Settings {
     if (!Number.isInteger(n) || n < 0) throw new Error(`not a whole number: ${value}\n${USAGE}`);
     return n;
   };
+  if (values.client !== "http" && values.client !== "sdk") {
+    throw new Error(`--client is http or sdk, not ${values.client}\n${USAGE}`);
+  }
   return {
     instances: int(values.instances, values.quick ? 500 : 5000),
     tasks: int(values.tasks, values.quick ? 10_000 : 100_000),
@@ -91,6 +99,7 @@ function settings(): Settings {
     service: !values["skip-service"],
     profileDir: values["cpu-prof"],
     warmUpTasks: int(values["warm-up"], values.quick ? 1000 : 5000),
+    client: values.client,
   };
 }
 
@@ -125,7 +134,13 @@ async function setUpCluster(
  * waits for them to be acknowledged, so that the timed phases run on a server whose hot paths are
  * compiled (as the registry benchmark warms each peer up before timing it).
  */
-async function warmUp(ecs: ECSClient, server: WharfServer, definition: string, s: Settings): Promise<void> {
+async function warmUp(
+  ecs: ECSClient,
+  runTask: RunTaskCaller,
+  server: WharfServer,
+  definition: string,
+  s: Settings,
+): Promise<void> {
   if (s.warmUpTasks === 0) return;
   const cluster = "bench-warm-up";
   const { fleet } = await setUpCluster(ecs, server, cluster, s, Math.max(1, Math.ceil(s.warmUpTasks / 20)));
@@ -135,7 +150,7 @@ async function warmUp(ecs: ECSClient, server: WharfServer, definition: string, s
     while (issued < calls) {
       const count = Math.min(10, s.warmUpTasks - issued * 10);
       issued++;
-      await ecs.send(new RunTaskCommand({ cluster, taskDefinition: definition, count }));
+      await runTask(cluster, definition, count);
     }
   };
   await Promise.all(Array.from({ length: s.concurrency }, worker));
@@ -155,7 +170,13 @@ interface Window {
   p99Ms: number;
 }
 
-async function runTaskPhase(ecs: ECSClient, server: WharfServer, definition: string, s: Settings) {
+async function runTaskPhase(
+  ecs: ECSClient,
+  runTask: RunTaskCaller,
+  server: WharfServer,
+  definition: string,
+  s: Settings,
+) {
   const { fleet, registerMs } = await setUpCluster(ecs, server, "bench-run-task", s);
   const calls = Math.ceil(s.tasks / 10);
   const latencies: number[] = [];
@@ -196,19 +217,13 @@ async function runTaskPhase(ecs: ECSClient, server: WharfServer, definition: str
       const count = Math.min(10, s.tasks - (issued - 1) * 10);
       const t0 = performance.now();
       try {
-        const answer = await ecs.send(
-          new RunTaskCommand({ cluster: "bench-run-task", taskDefinition: definition, count }),
-        );
+        const answer = await runTask("bench-run-task", definition, count);
         const ms = performance.now() - t0;
         latencies.push(ms);
         windowLatencies.push(ms);
-        const n = answer.tasks?.length ?? 0;
-        placed += n;
-        windowPlaced += n;
-        for (const f of answer.failures ?? []) {
-          const key = f.reason ?? "?";
-          failures.set(key, (failures.get(key) ?? 0) + 1);
-        }
+        placed += answer.tasks;
+        windowPlaced += answer.tasks;
+        for (const reason of answer.failures) failures.set(reason, (failures.get(reason) ?? 0) + 1);
       } catch (error) {
         errors++;
         lastError = String(error);
@@ -242,7 +257,7 @@ async function runTaskPhase(ecs: ECSClient, server: WharfServer, definition: str
     placementsPerS: round1(placed / (wallMs / 1000)),
     latencyMs: roundSummary(summarize(latencies)),
     serverCpuSeconds: round1(serverCpuMs / 1000),
-    // This process: the SDK client and the simulated fleet, on the same two cores as the server.
+    // This process: the RunTask client and the simulated fleet, on the same two cores as the server.
     benchCpuSeconds: round1((benchCpu.user + benchCpu.system) / 1e6),
     acked,
     ackedSeconds: round1(ackedMs / 1000),
@@ -337,8 +352,9 @@ async function main(): Promise<void> {
     );
     const definition = registered.taskDefinition?.taskDefinitionArn;
     if (definition === undefined) throw new Error("RegisterTaskDefinition returned no ARN");
-    await warmUp(ecs, server, definition, s);
-    if (s.runTask) runTask = await runTaskPhase(ecs, server, definition, s);
+    const caller = runTaskCaller(s.client, ecs, server);
+    await warmUp(ecs, caller, server, definition, s);
+    if (s.runTask) runTask = await runTaskPhase(ecs, caller, server, definition, s);
     if (s.service) service = await servicePhase(ecs, server, definition, s);
     peakRssMiB = processMemory(server.pid).peakMiB;
   } finally {
