@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { prng } from "../../test/support/prng.ts";
+import { jsonText } from "../aws/json-text.ts";
 import { PlacementSnapshot } from "../scheduler/placement-snapshot.ts";
 import { SqliteStore } from "../store/sqlite.ts";
 import type { Store, Tx } from "../store/store.ts";
@@ -286,9 +287,12 @@ describe("SchedulerState", () => {
       ctx,
     );
     const run = taskOperations(store, new InstanceNotifier(), registry, state).RunTask;
-    const answers = (await Promise.all(
-      Array.from({ length: 4 }, () => run?.({ taskDefinition: "web", count: 3 }, ctx)),
-    )) as Array<{ tasks: unknown[]; failures: Array<{ reason: string }> }>;
+    const answers = (
+      await Promise.all(Array.from({ length: 4 }, () => run?.({ taskDefinition: "web", count: 3 }, ctx)))
+    ).map((answer) => JSON.parse(jsonText(answer))) as Array<{
+      tasks: unknown[];
+      failures: Array<{ reason: string }>;
+    }>;
     assert.equal(
       answers.reduce((n, a) => n + a.tasks.length, 0),
       5,

@@ -525,14 +525,20 @@ export class ServiceController {
           tags,
         };
         made = {
-          maker: new TaskMaker({ ctx, cluster, definition, registry: this.options.registry, input }),
+          maker: new TaskMaker({
+            ctx,
+            cluster,
+            definition,
+            registry: this.options.registry,
+            input,
+            serviceName: record.name,
+          }),
           tags,
         };
         makers.set(key, made);
       }
-      const task = made.maker.make(order.instanceArn, zones.get(order.instanceArn));
-      task.serviceName = record.name;
-      await insertTask(tx, task, now, this.options.state);
+      const { record: task, body } = made.maker.make(order.instanceArn, zones.get(order.instanceArn));
+      await insertTask(tx, task, now, this.options.state, body);
       await putTags(tx, task.wire.taskArn, made.tags);
       started.push(task);
     }

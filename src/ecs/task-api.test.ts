@@ -1,6 +1,13 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { reusedCredentials, type TaskRegistryAccess } from "./task-api.ts";
+import {
+  type RunnableDefinition,
+  reusedCredentials,
+  TaskMaker,
+  type TaskRegistryAccess,
+} from "./task-api.ts";
+import { bodyOf, taskShape } from "./tasks.ts";
+import { checkedDefinition, testCluster, testContext, testDefinition, testRegistry } from "./testing.ts";
 
 describe("reusedCredentials", () => {
   it("gives the credentials issued to a key again for a minute after, then issues new ones", () => {
@@ -22,5 +29,94 @@ describe("reusedCredentials", () => {
     assert.deepEqual(reused.credentials("AKIA1", at(60_000)), { username: "AWS", password: "AKIA1@61000#2" });
     assert.deepEqual(reused.credentials("AKIA2", at(60_000)), { username: "AWS", password: "AKIA2@61000#3" });
     assert.deepEqual(reused.credentials("AKIA2", at(0)), { username: "AWS", password: "AKIA2@1000#4" });
+  });
+});
+
+describe("TaskMaker", () => {
+  const awsvpc: RunnableDefinition = {
+    ...testDefinition([
+      {
+        name: "web",
+        image: "busybox",
+        memory: 64,
+        essential: true,
+        environment: [{ name: "Q", value: '"\\' }],
+      },
+      { name: "side", image: "busybox", essential: false, command: ["sleep", "1"] },
+    ]),
+    cpu: "256",
+    memory: "512",
+    networkMode: "awsvpc",
+    requiresCompatibilities: ["EC2", "FARGATE"],
+  };
+  const cases: Array<{ name: string; maker: TaskMaker }> = [
+    { name: "one container, bridge", definition: testDefinition(), input: {} },
+    {
+      name: "health check, startedBy, group",
+      definition: checkedDefinition(),
+      input: { startedBy: "me", group: "g" },
+    },
+    {
+      name: "awsvpc, overrides, tags",
+      definition: awsvpc,
+      input: {
+        overrides: { cpu: "512", containerOverrides: [{ name: "web", command: ["x"] }] },
+        tags: [{ key: "k", value: "v" }],
+      },
+    },
+    { name: "Fargate", definition: awsvpc, input: { launchType: "FARGATE" } },
+    {
+      name: "a service's",
+      definition: testDefinition(),
+      input: { startedBy: "ecs-svc/1" },
+      serviceName: "web",
+    },
+  ].map(({ name, definition, input, serviceName }) => ({
+    name,
+    maker: new TaskMaker({
+      ctx: testContext,
+      cluster: testCluster,
+      definition,
+      input: { taskDefinition: definition.taskDefinitionArn, ...input },
+      registry: testRegistry,
+      ...(serviceName === undefined ? {} : { serviceName }),
+    }),
+  }));
+
+  it("gives each task's body and RunTask shape exactly as serializing the task would", () => {
+    for (const { name, maker } of cases) {
+      const made = [
+        maker.make(`${testCluster.arn.replace(":cluster/", ":container-instance/")}/a`, "us-east-1a"),
+        maker.make(`${testCluster.arn.replace(":cluster/", ":container-instance/")}/b`, undefined),
+        maker.make(`${testCluster.arn.replace(":cluster/", ":container-instance/")}/c`, "us-east-1c"),
+      ];
+      for (const { record, body, shape } of made) {
+        assert.equal(body, bodyOf(record), name);
+        assert.equal(shape, JSON.stringify(taskShape(record, true)), name);
+      }
+      // Each task's own strings: no two tasks share an ARN, and the zone is the instance's.
+      assert.equal(new Set(made.map((m) => m.record.wire.taskArn)).size, 3, name);
+      assert.equal(
+        new Set(made.flatMap((m) => m.record.wire.containers.map((c) => c.containerArn))).size,
+        3 * (made[0]?.record.wire.containers.length ?? 0),
+        name,
+      );
+      assert.deepEqual(
+        made.map((m) => JSON.parse(m.body).wire.availabilityZone),
+        ["us-east-1a", undefined, "us-east-1c"],
+        name,
+      );
+    }
+  });
+
+  it("names a service's task for its service, and leaves a Fargate task's instance out of its shape", () => {
+    const [, , , fargate, service] = cases;
+    const task = service?.maker.make("arn:aws:ecs:us-east-1:000000000000:container-instance/default/i", "z");
+    assert.equal(task?.record.serviceName, "web");
+    assert.equal(JSON.parse(task?.body ?? "{}").serviceName, "web");
+    const shape = JSON.parse(fargate?.maker.make("arn:i", "z").shape ?? "{}");
+    assert.equal(shape.launchType, "FARGATE");
+    assert.equal(shape.containerInstanceArn, undefined);
+    assert.equal(shape.attachments[0].type, "ElasticNetworkInterface");
   });
 });

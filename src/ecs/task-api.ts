@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { z } from "zod";
+import { JsonTemplate, RawJson } from "../aws/json-text.ts";
 import { decodeToken, toPage } from "../aws/pagination.ts";
 import type { Operation, RequestContext } from "../aws/service.ts";
 import { putTags, tagProblem, tagsOf, toTags } from "../aws/tags.ts";
@@ -22,11 +23,13 @@ import type { InstanceSnapshot, SchedulerState } from "./scheduler-state.ts";
 import { Tags } from "./shapes.ts";
 import { findTaskDefinition } from "./task-definitions.ts";
 import {
+  bodyOf,
   clusterNameOfArn,
   containerWire,
   findTask,
   insertTask,
   knowAssignmentJson,
+  newContainerArn,
   newTaskArn,
   requestStop,
   STOPPED_RETENTION_MS,
@@ -231,11 +234,13 @@ export interface TaskFactory {
     launchType?: string;
   };
   registry: TaskRegistryAccess;
+  /** The service whose task this is, for a service's tasks. */
+  serviceName?: string;
 }
 
 /** A new task record, PROVISIONING (awsvpc) or PENDING, assigned to an instance. */
 export function newTask(factory: TaskFactory, instanceArn: string, zone: string | undefined): TaskRecord {
-  return new TaskMaker(factory).make(instanceArn, zone);
+  return new TaskMaker(factory).make(instanceArn, zone).record;
 }
 
 /**
@@ -249,6 +254,7 @@ export class TaskMaker {
   /** Every task's assignment but its `taskArn`, and that as JSON. */
   private readonly shared: Omit<TaskRecord["assignment"], "taskArn">;
   private readonly sharedJson: string;
+  private readonly templates: Array<{ body: JsonTemplate; shape: JsonTemplate } | undefined> = [];
 
   constructor(private readonly factory: TaskFactory) {
     const { ctx, cluster, definition, input } = factory;
@@ -272,12 +278,65 @@ export class TaskMaker {
     this.sharedJson = JSON.stringify(this.shared);
   }
 
-  make(instanceArn: string, zone: string | undefined): TaskRecord {
-    const { ctx, cluster, definition, input } = this.factory;
+  make(instanceArn: string, zone: string | undefined): MadeTask {
+    const taskArn = newTaskArn(scopeOf(this.factory.ctx), this.factory.cluster.arn, this.now);
+    const strings: TaskStrings = {
+      taskArn,
+      instanceArn,
+      zone,
+      attachmentId: this.shared.networkMode === "awsvpc" ? randomBytes(16).toString("hex") : "",
+      containerArns: this.shared.containers.map(() => newContainerArn(taskArn)),
+    };
+    const record = this.build(strings);
+    knowAssignmentJson(record, `{"taskArn":${JSON.stringify(taskArn)},${this.sharedJson.slice(1)}`);
+    const template = this.template(zone !== undefined);
+    const texts = [taskArn, instanceArn, zone ?? "", strings.attachmentId, ...strings.containerArns].map(
+      (value) => JSON.stringify(value),
+    );
+    return { record, body: template.body.fill(texts), shape: template.shape.fill(texts) };
+  }
+
+  private get now(): number {
+    return this.factory.ctx.now.getTime();
+  }
+
+  /**
+   * The body and RunTask shape JSON of this maker's tasks (with a zone or without), serialized
+   * once from a task whose own strings are markers: its tasks differ in nothing else.
+   */
+  private template(zoned: boolean): { body: JsonTemplate; shape: JsonTemplate } {
+    let template = this.templates[Number(zoned)];
+    if (template === undefined) {
+      const markers = Array.from({ length: 4 + this.shared.containers.length }, (_, i) =>
+        JsonTemplate.marker(i),
+      );
+      const [taskArn, instanceArn, zone, attachmentId, ...containerArns] = markers as [
+        string,
+        string,
+        string,
+        string,
+        ...string[],
+      ];
+      const prototype = this.build({
+        taskArn,
+        instanceArn,
+        zone: zoned ? zone : undefined,
+        attachmentId,
+        containerArns,
+      });
+      template = {
+        body: JsonTemplate.of(bodyOf(prototype)),
+        shape: JsonTemplate.of(JSON.stringify(taskShape(prototype, true))),
+      };
+      this.templates[Number(zoned)] = template;
+    }
+    return template;
+  }
+
+  private build(strings: TaskStrings): TaskRecord {
+    const { cluster, definition, input, serviceName } = this.factory;
     const { containers, networkMode, cpu, memory } = this.shared;
-    const scope = scopeOf(ctx);
-    const now = ctx.now.getTime();
-    const taskArn = newTaskArn(scope, cluster.arn, now);
+    const { taskArn, instanceArn, zone } = strings;
     const wire: TaskWire = {
       taskArn,
       clusterArn: cluster.arn,
@@ -291,9 +350,9 @@ export class TaskMaker {
       },
       lastStatus: networkMode === "awsvpc" ? "PROVISIONING" : "PENDING",
       desiredStatus: "RUNNING",
-      containers: containers.map((c) => containerWire(taskArn, c)),
+      containers: containers.map((c, i) => containerWire(taskArn, c, strings.containerArns[i])),
       version: 1,
-      createdAt: now,
+      createdAt: this.now,
       group: input.group ?? `family:${definition.family}`,
       launchType: input.launchType ?? "EC2",
       attachments: [],
@@ -311,7 +370,7 @@ export class TaskMaker {
     }
     if (networkMode === "awsvpc") {
       wire.attachments.push({
-        id: randomBytes(16).toString("hex"),
+        id: strings.attachmentId,
         type: "ElasticNetworkInterface",
         status: "PRECREATED",
         details: [],
@@ -323,9 +382,36 @@ export class TaskMaker {
       reservation: this.reservation,
       desiredVersion: 1,
     };
-    knowAssignmentJson(record, `{"taskArn":${JSON.stringify(taskArn)},${this.sharedJson.slice(1)}`);
+    if (serviceName !== undefined) record.serviceName = serviceName;
     return record;
   }
+}
+
+/**
+ * A task just made, and what it serializes to, worked out with the other tasks of its request:
+ * its row's body (`bodyOf`) and its shape in RunTask's answer (`taskShape` with tags). Both hold
+ * for the record as made; whoever changes the record before writing it serializes it again.
+ */
+export interface MadeTask {
+  record: TaskRecord;
+  body: string;
+  shape: string;
+}
+
+/** The strings in which the tasks of one `TaskMaker` differ. */
+interface TaskStrings {
+  taskArn: string;
+  instanceArn: string;
+  zone: string | undefined;
+  /** The network interface attachment's ID (awsvpc tasks). */
+  attachmentId: string;
+  containerArns: string[];
+}
+
+/** RunTask's and StartTask's answer, its tasks serialized as they were made. */
+function startedTasks(tasks: readonly MadeTask[], failures: ReadonlyArray<{ arn?: string; reason: string }>) {
+  const shapes = tasks.map((made) => made.shape).join(",");
+  return new RawJson(`{"tasks":[${shapes}],"failures":${JSON.stringify(failures)}}`);
 }
 
 /** How long credentials issued for tasks are given again to tasks started by the same key. */
@@ -537,12 +623,12 @@ export function taskOperations(
           fargate ? FARGATE_STRATEGIES : strategiesOf(input),
           random,
         );
-        const tasks: TaskRecord[] = [];
+        const tasks: MadeTask[] = [];
         for (const instanceArn of plan.placements) {
-          const task = maker.make(instanceArn, state.zone(instanceArn));
-          await insertTask(tx, task, now, state);
-          await putTags(tx, task.wire.taskArn, toTags(input.tags ?? []));
-          tasks.push(task);
+          const made = maker.make(instanceArn, state.zone(instanceArn));
+          await insertTask(tx, made.record, now, state, made.body);
+          await putTags(tx, made.record.wire.taskArn, toTags(input.tags ?? []));
+          tasks.push(made);
         }
         // Fargate capacity is Wharf's, not the user's: a task it cannot take fails for capacity, naming no instance.
         const failures: Array<{ arn?: string; reason: string }> = fargate
@@ -552,8 +638,8 @@ export function taskOperations(
           : plan.failures.map((f) => ({ arn: f.arn, reason: failureReasonText(f) }));
         return { tasks, failures };
       });
-      notifier.started(result.tasks);
-      return { tasks: result.tasks.map((t) => taskShape(t, true)), failures: result.failures };
+      notifier.started(result.tasks.map((made) => made.record));
+      return startedTasks(result.tasks, result.failures);
     },
 
     async StartTask(raw, ctx) {
@@ -566,7 +652,7 @@ export function taskOperations(
         const maker = new TaskMaker({ ctx, cluster, definition, input, registry });
         const reservation = maker.reservation;
         const needs = { cpu: reservation.cpu, memory: reservation.memory, ports: reservation, group: "" };
-        const tasks: TaskRecord[] = [];
+        const tasks: MadeTask[] = [];
         const failures: Array<{ arn: string; reason: string }> = [];
         for (const reference of input.containerInstances) {
           const record = await resolveInstance(tx, scopeOf(ctx), cluster.arn, reference);
@@ -583,15 +669,15 @@ export function taskOperations(
             continue;
           }
           const zone = record.attributes.find((a) => a.name === "ecs.availability-zone")?.value;
-          const task = maker.make(record.arn, zone);
-          await insertTask(tx, task, now, state);
-          await putTags(tx, task.wire.taskArn, toTags(input.tags ?? []));
-          tasks.push(task);
+          const made = maker.make(record.arn, zone);
+          await insertTask(tx, made.record, now, state, made.body);
+          await putTags(tx, made.record.wire.taskArn, toTags(input.tags ?? []));
+          tasks.push(made);
         }
         return { tasks, failures };
       });
-      notifier.started(result.tasks);
-      return { tasks: result.tasks.map((t) => taskShape(t, true)), failures: result.failures };
+      notifier.started(result.tasks.map((made) => made.record));
+      return startedTasks(result.tasks, result.failures);
     },
 
     async StopTask(raw, ctx) {

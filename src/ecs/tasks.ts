@@ -225,14 +225,21 @@ export async function saveTask(tx: Tx, record: TaskRecord, now: number, writes: 
 /**
  * Writes a task just made (`newTask`): one INSERT, without first trying the UPDATE that
  * `saveTask` tries. Fails if the ARN is already taken (new task IDs carry 80 random bits).
+ * `body` is `bodyOf(record)` where the caller knows it already (`TaskMaker`).
  */
-export async function insertTask(tx: Tx, record: TaskRecord, now: number, writes: TaskWrites): Promise<void> {
+export async function insertTask(
+  tx: Tx,
+  record: TaskRecord,
+  now: number,
+  writes: TaskWrites,
+  body = bodyOf(record),
+): Promise<void> {
   remember(tx, record, writes);
-  await insertRow(tx, record, now, bodyOf(record));
+  await insertRow(tx, record, now, body);
 }
 
 /** The row's body: everything but the assignment, which has a column of its own. */
-function bodyOf(record: TaskRecord): string {
+export function bodyOf(record: TaskRecord): string {
   return JSON.stringify({
     wire: record.wire,
     reservation: record.reservation,
@@ -515,9 +522,13 @@ export function applyReport(record: TaskRecord, report: TaskReport): boolean {
   return true;
 }
 
-export function containerWire(taskArn: string, container: AssignedContainer): ContainerWire {
+export function containerWire(
+  taskArn: string,
+  container: AssignedContainer,
+  containerArn = newContainerArn(taskArn),
+): ContainerWire {
   const wire: ContainerWire = {
-    containerArn: newContainerArn(taskArn),
+    containerArn,
     taskArn,
     name: container.name,
     image: container.image,

@@ -1,5 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { AwsError } from "../aws/errors.ts";
+import { jsonText, RawJson } from "../aws/json-text.ts";
 import { verifySigV4 } from "../aws/sigv4.ts";
 import { AssignmentCache, type CachedAssignment } from "../ecs/assignment-cache.ts";
 import {
@@ -116,11 +117,6 @@ function wellFormed(report: TaskReport | undefined): report is TaskReport {
   );
 }
 
-/** A response body already serialized. */
-class Serialized {
-  constructor(readonly json: string) {}
-}
-
 /**
  * How long an idle poll is held: the poll timeout (never past half the time after which an
  * agent counts as lost), less up to a fifth at random, so that a fleet registered at once does
@@ -132,11 +128,11 @@ export function idlePollMs(random: () => number = Math.random): number {
 }
 
 /** The answer to a poll whose tasks are exactly those it named in `known`. */
-const UNCHANGED = new Serialized('{"tasks":[],"unchanged":true}');
+const UNCHANGED = new RawJson('{"tasks":[],"unchanged":true}');
 
 /** A `PollResponse` built from assignments kept as JSON, without parsing them again. */
-function pollResponse(tasks: readonly CachedAssignment[]): Serialized {
-  return new Serialized(`{"tasks":[${tasks.map((task) => task.json).join(",")}]}`);
+function pollResponse(tasks: readonly CachedAssignment[]): RawJson {
+  return new RawJson(`{"tasks":[${tasks.map((task) => task.json).join(",")}]}`);
 }
 
 /** What a registration says about the node, as registerInstance takes it. */
@@ -208,8 +204,7 @@ export function registerAgentChannel(app: FastifyInstance, options: AgentChannel
     app.post(path, async (request, reply) => {
       try {
         const result = await handler(request, reply);
-        const body = result instanceof Serialized ? result.json : JSON.stringify(result ?? {});
-        void reply.header("content-type", "application/json").send(body);
+        void reply.header("content-type", "application/json").send(jsonText(result));
       } catch (error) {
         sendAwsError(request, reply, error);
       }

@@ -8,6 +8,7 @@ import {
   Serialization,
   UnknownOperation,
 } from "../aws/errors.ts";
+import { jsonText } from "../aws/json-text.ts";
 import { parseParams, queryError, queryResponse, unflatten } from "../aws/query.ts";
 import type { AwsService, JsonService, QueryService, RequestContext } from "../aws/service.ts";
 import { type Identity, parseCredential, type SignedRequest, verifySigV4 } from "../aws/sigv4.ts";
@@ -100,7 +101,7 @@ export function registerFrontDoor(app: FastifyInstance, options: FrontDoorOption
     void reply
       .status(200)
       .header("content-type", `application/x-amz-json-${service.jsonVersion}`)
-      .send(JSON.stringify(output ?? {}));
+      .send(jsonText(output));
   }
 
   async function handleQuery(request: FastifyRequest, reply: FastifyReply, requestId: string): Promise<void> {
