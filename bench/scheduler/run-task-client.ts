@@ -10,6 +10,7 @@ import http from "node:http";
 import { type ECSClient, RunTaskCommand } from "@aws-sdk/client-ecs";
 import { HttpRequest } from "@smithy/protocol-http";
 import { SignatureV4 } from "@smithy/signature-v4";
+import { send } from "../../src/agent/client.ts";
 import type { WharfServer } from "./server.ts";
 
 export type ClientKind = "sdk" | "http";
@@ -97,7 +98,7 @@ function httpCaller(server: WharfServer): RunTaskCaller {
         body,
       }),
     );
-    const { status, text } = await post(url, signed.headers, body, agent);
+    const { status, text } = await send(url, signed.headers, body, { agent, timeoutMs: 300_000 });
     const answer = JSON.parse(text) as {
       __type?: string;
       message?: string;
@@ -110,29 +111,6 @@ function httpCaller(server: WharfServer): RunTaskCaller {
       failures: (answer.failures ?? []).map((f) => f.reason ?? "?"),
     };
   };
-}
-
-function post(
-  url: URL,
-  headers: Record<string, string>,
-  body: string,
-  agent: http.Agent,
-): Promise<{ status: number; text: string }> {
-  return new Promise((done, fail) => {
-    const request = http.request(
-      { hostname: url.hostname, port: url.port, path: "/", method: "POST", headers, agent },
-      (response) => {
-        const chunks: Buffer[] = [];
-        response.on("data", (chunk: Buffer) => chunks.push(chunk));
-        response.on("end", () =>
-          done({ status: response.statusCode ?? 0, text: Buffer.concat(chunks).toString("utf8") }),
-        );
-        response.on("error", fail);
-      },
-    );
-    request.on("error", fail);
-    request.end(body);
-  });
 }
 
 export function runTaskCaller(kind: ClientKind, ecs: ECSClient, server: WharfServer): RunTaskCaller {

@@ -26,8 +26,8 @@ export class ServerError extends Error {
   }
 }
 
-/** One HTTP(S) POST with a timeout and cancellation; HTTPS trusts `ca` (Wharf's own CA) when given. */
-function send(
+/** One HTTP(S) POST with a timeout and cancellation, through `agent` (keep-alive; for HTTPS, trusting Wharf's CA). */
+export function send(
   url: URL,
   headers: Record<string, string>,
   payload: string,

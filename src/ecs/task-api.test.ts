@@ -1,13 +1,15 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import {
-  type RunnableDefinition,
-  reusedCredentials,
-  TaskMaker,
-  type TaskRegistryAccess,
-} from "./task-api.ts";
+import { reusedCredentials, TaskMaker, type TaskRegistryAccess } from "./task-api.ts";
 import { bodyOf, taskShape } from "./tasks.ts";
-import { checkedDefinition, testCluster, testContext, testDefinition, testRegistry } from "./testing.ts";
+import {
+  awsvpcDefinition,
+  checkedDefinition,
+  testCluster,
+  testContext,
+  testDefinition,
+  testRegistry,
+} from "./testing.ts";
 
 describe("reusedCredentials", () => {
   it("gives the credentials issued to a key again for a minute after, then issues new ones", () => {
@@ -33,22 +35,7 @@ describe("reusedCredentials", () => {
 });
 
 describe("TaskMaker", () => {
-  const awsvpc: RunnableDefinition = {
-    ...testDefinition([
-      {
-        name: "web",
-        image: "busybox",
-        memory: 64,
-        essential: true,
-        environment: [{ name: "Q", value: '"\\' }],
-      },
-      { name: "side", image: "busybox", essential: false, command: ["sleep", "1"] },
-    ]),
-    cpu: "256",
-    memory: "512",
-    networkMode: "awsvpc",
-    requiresCompatibilities: ["EC2", "FARGATE"],
-  };
+  const awsvpc = awsvpcDefinition();
   const cases: Array<{ name: string; maker: TaskMaker }> = [
     { name: "one container, bridge", definition: testDefinition(), input: {} },
     {

@@ -12,7 +12,15 @@ import {
   requestStop,
   type TaskWire,
 } from "./tasks.ts";
-import { checkedDefinition, TEST_NOW, TEST_SCOPE, testCluster, testDefinition, testTask } from "./testing.ts";
+import {
+  awsvpcDefinition,
+  checkedDefinition,
+  TEST_NOW,
+  TEST_SCOPE,
+  testCluster,
+  testDefinition,
+  testTask,
+} from "./testing.ts";
 
 describe("newTaskArn", () => {
   it("names each task with 32 hex digits: the creation time, then 20 fresh random digits", () => {
@@ -57,21 +65,7 @@ describe("newTask", () => {
   });
 
   it("knows each assignment's JSON as serializing it would give, with what the agent is to do", () => {
-    const definition: RunnableDefinition = {
-      ...testDefinition([
-        {
-          name: "web",
-          image: "busybox",
-          memory: 64,
-          essential: true,
-          environment: [{ name: "A", value: "1" }],
-        },
-        { name: "side", image: "busybox", essential: false, command: ["sleep", "1"] },
-      ]),
-      cpu: "256",
-      memory: "512",
-      networkMode: "awsvpc",
-    };
+    const definition = awsvpcDefinition();
     const records = [
       testTask({ definition }),
       testTask({ definition, input: { overrides: { cpu: "512", containerOverrides: [{ name: "web" }] } } }),

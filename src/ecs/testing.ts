@@ -71,6 +71,29 @@ export function testDefinition(
   };
 }
 
+/**
+ * `app:1` in awsvpc mode with task-level cpu and memory (so also for Fargate): an essential `web`
+ * whose environment needs escaping in JSON, and a non-essential `side` with a command.
+ */
+export function awsvpcDefinition(): RunnableDefinition {
+  return {
+    ...testDefinition([
+      {
+        name: "web",
+        image: "busybox",
+        memory: 64,
+        essential: true,
+        environment: [{ name: "Q", value: '"\\' }],
+      },
+      { name: "side", image: "busybox", essential: false, command: ["sleep", "1"] },
+    ]),
+    cpu: "256",
+    memory: "512",
+    networkMode: "awsvpc",
+    requiresCompatibilities: ["EC2", "FARGATE"],
+  };
+}
+
 /** `app:1` with an essential `web` container that has a health check, and a non-essential `side`. */
 export function checkedDefinition(): RunnableDefinition {
   return testDefinition([
