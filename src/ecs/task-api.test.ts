@@ -77,9 +77,9 @@ describe("TaskMaker", () => {
         maker.make(`${testCluster.arn.replace(":cluster/", ":container-instance/")}/b`, undefined),
         maker.make(`${testCluster.arn.replace(":cluster/", ":container-instance/")}/c`, "us-east-1c"),
       ];
-      for (const { record, body, shape } of made) {
-        assert.equal(body, bodyOf(record), name);
-        assert.equal(shape, JSON.stringify(taskShape(record, true)), name);
+      for (const task of made) {
+        assert.equal(task.body, bodyOf(task.record), name);
+        assert.equal(task.shape(), JSON.stringify(taskShape(task.record, true)), name);
       }
       // Each task's own strings: no two tasks share an ARN, and the zone is the instance's.
       assert.equal(new Set(made.map((m) => m.record.wire.taskArn)).size, 3, name);
@@ -101,7 +101,7 @@ describe("TaskMaker", () => {
     const task = service?.maker.make("arn:aws:ecs:us-east-1:000000000000:container-instance/default/i", "z");
     assert.equal(task?.record.serviceName, "web");
     assert.equal(JSON.parse(task?.body ?? "{}").serviceName, "web");
-    const shape = JSON.parse(fargate?.maker.make("arn:i", "z").shape ?? "{}");
+    const shape = JSON.parse(fargate?.maker.make("arn:i", "z").shape() ?? "{}");
     assert.equal(shape.launchType, "FARGATE");
     assert.equal(shape.containerInstanceArn, undefined);
     assert.equal(shape.attachments[0].type, "ElasticNetworkInterface");

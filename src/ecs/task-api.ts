@@ -254,7 +254,8 @@ export class TaskMaker {
   /** Every task's assignment but its `taskArn`, and that as JSON. */
   private readonly shared: Omit<TaskRecord["assignment"], "taskArn">;
   private readonly sharedJson: string;
-  private readonly templates: Array<{ body: JsonTemplate; shape: JsonTemplate } | undefined> = [];
+  /** By whether the task has a zone: its body's template, and its RunTask shape's once asked for. */
+  private readonly templates: Array<{ body: JsonTemplate; shape: () => JsonTemplate } | undefined> = [];
 
   constructor(private readonly factory: TaskFactory) {
     const { ctx, cluster, definition, input } = factory;
@@ -293,7 +294,7 @@ export class TaskMaker {
     const texts = [taskArn, instanceArn, zone ?? "", strings.attachmentId, ...strings.containerArns].map(
       (value) => JSON.stringify(value),
     );
-    return { record, body: template.body.fill(texts), shape: template.shape.fill(texts) };
+    return new MadeTask(record, template.body.fill(texts), texts, template.shape);
   }
 
   private get now(): number {
@@ -304,7 +305,7 @@ export class TaskMaker {
    * The body and RunTask shape JSON of this maker's tasks (with a zone or without), serialized
    * once from a task whose own strings are markers: its tasks differ in nothing else.
    */
-  private template(zoned: boolean): { body: JsonTemplate; shape: JsonTemplate } {
+  private template(zoned: boolean): { body: JsonTemplate; shape: () => JsonTemplate } {
     let template = this.templates[Number(zoned)];
     if (template === undefined) {
       const markers = Array.from({ length: 4 + this.shared.containers.length }, (_, i) =>
@@ -324,9 +325,14 @@ export class TaskMaker {
         attachmentId,
         containerArns,
       });
+      let shape: JsonTemplate | undefined;
       template = {
         body: JsonTemplate.of(bodyOf(prototype)),
-        shape: JsonTemplate.of(JSON.stringify(taskShape(prototype, true))),
+        // A service's pass answers no one with its tasks: its makers never serialize a shape.
+        shape: () => {
+          shape ??= JsonTemplate.of(JSON.stringify(taskShape(prototype, true)));
+          return shape;
+        },
       };
       this.templates[Number(zoned)] = template;
     }
@@ -392,10 +398,18 @@ export class TaskMaker {
  * its row's body (`bodyOf`) and its shape in RunTask's answer (`taskShape` with tags). Both hold
  * for the record as made; whoever changes the record before writing it serializes it again.
  */
-export interface MadeTask {
-  record: TaskRecord;
-  body: string;
-  shape: string;
+export class MadeTask {
+  constructor(
+    readonly record: TaskRecord,
+    readonly body: string,
+    /** The task's own strings (`TaskStrings`) as JSON, in the templates' hole order. */
+    private readonly texts: readonly string[],
+    private readonly shapes: () => JsonTemplate,
+  ) {}
+
+  shape(): string {
+    return this.shapes().fill(this.texts);
+  }
 }
 
 /** The strings in which the tasks of one `TaskMaker` differ. */
@@ -410,7 +424,7 @@ interface TaskStrings {
 
 /** RunTask's and StartTask's answer, its tasks serialized as they were made. */
 function startedTasks(tasks: readonly MadeTask[], failures: ReadonlyArray<{ arn?: string; reason: string }>) {
-  const shapes = tasks.map((made) => made.shape).join(",");
+  const shapes = tasks.map((made) => made.shape()).join(",");
   return new RawJson(`{"tasks":[${shapes}],"failures":${JSON.stringify(failures)}}`);
 }
 
