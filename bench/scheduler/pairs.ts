@@ -3,8 +3,8 @@
 // Two checkouts of Wharf measured against each other fairly on a machine whose speed varies in
 // spells of minutes (this one does, by up to 1.4×): bench/scheduler is run for each side in turn
 // (its RunTask phase unless told otherwise), N pairs, the side that goes first alternating, so
-// both sides meet the same spells. Prints each run's placements/s and server CPU per placement,
-// and the service phase's time and CPU where it ran, then the sums. Each
+// both sides meet the same spells. Prints each run's placements/s and server CPU per placement
+// for each phase that ran (RunTask, the service's scale-up), then each phase's sums. Each
 // directory must be a complete checkout with its own node_modules (a link will do) whose
 // bench/scheduler has this file's method (26ab355 or later: copy it into an older one).
 import { execFile } from "node:child_process";
@@ -16,17 +16,27 @@ const USAGE = `usage: node --import tsx bench/scheduler/pairs.ts A_DIR B_DIR [--
   --pairs N   pairs of runs (default 3); the bench options default to
               --instances 5000 --tasks 100000 --skip-service --budget 600`;
 
-interface Run {
-  side: "A" | "B";
+/** One phase of one run: how fast, and the server's CPU for it. */
+interface Phase {
+  /** Placements per second (RunTask), or until every task of the service was placed. */
   placementsPerS: number;
   serverCpuS: number;
   placed: number;
-  load: number;
-  /** The service phase, where it ran: seconds until every task was placed, and the server's CPU. */
-  service?: { placedS: number; serverCpuS: number };
+  /** The service phase: seconds until every task was placed. */
+  placedS?: number;
 }
 
-/** One run of a checkout's RunTask benchmark; resolves with what its JSON says. */
+interface Run {
+  side: "A" | "B";
+  load: number;
+  runTask?: Phase;
+  service?: Phase;
+}
+
+type PhaseName = "runTask" | "service";
+const PHASES: readonly PhaseName[] = ["runTask", "service"];
+
+/** One run of a checkout's benchmark; resolves with what its JSON says of each phase that ran. */
 function runOnce(dir: string, side: "A" | "B", options: string[]): Promise<Run> {
   return new Promise((done, fail) => {
     execFile(
@@ -38,22 +48,67 @@ function runOnce(dir: string, side: "A" | "B", options: string[]): Promise<Run> 
         const json = JSON.parse(stdout.slice(stdout.indexOf("{\n"))) as {
           machine: { load: number[] };
           runTask?: { placementsPerS: number; serverCpuSeconds: number; placed: number };
-          service?: { allPlacedSeconds: number; serverCpuSeconds: number };
+          service?: {
+            desired: number;
+            allPlacedSeconds?: number;
+            placementsPerS?: number;
+            serverCpuSeconds: number;
+          };
         };
-        if (json.runTask === undefined) return fail(new Error(`${dir}: no RunTask phase in its result`));
-        const run: Run = {
-          side,
-          placementsPerS: json.runTask.placementsPerS,
-          serverCpuS: json.runTask.serverCpuSeconds,
-          placed: json.runTask.placed,
-          load: json.machine.load[0] ?? 0,
-        };
-        if (json.service !== undefined)
-          run.service = { placedS: json.service.allPlacedSeconds, serverCpuS: json.service.serverCpuSeconds };
+        const run: Run = { side, load: json.machine.load[0] ?? 0 };
+        if (json.runTask !== undefined) {
+          run.runTask = {
+            placementsPerS: json.runTask.placementsPerS,
+            serverCpuS: json.runTask.serverCpuSeconds,
+            placed: json.runTask.placed,
+          };
+        }
+        if (json.service?.allPlacedSeconds !== undefined) {
+          run.service = {
+            placementsPerS: json.service.placementsPerS ?? 0,
+            serverCpuS: json.service.serverCpuSeconds,
+            placed: json.service.desired,
+            placedS: json.service.allPlacedSeconds,
+          };
+        }
+        if (run.runTask === undefined && run.service === undefined) {
+          return fail(new Error(`${dir}: neither phase finished in its result`));
+        }
         done(run);
       },
     );
   });
+}
+
+const msPer = (phase: Phase) => (phase.serverCpuS * 1000) / phase.placed;
+
+function describeRun(run: Run): string {
+  const parts: string[] = [];
+  if (run.runTask !== undefined) {
+    parts.push(
+      `RunTask ${run.runTask.placementsPerS.toFixed(0)}/s, ${msPer(run.runTask).toFixed(3)} ms of server CPU per placement`,
+    );
+  }
+  if (run.service !== undefined) {
+    parts.push(
+      `service placed in ${run.service.placedS} s, ${run.service.serverCpuS} s of server CPU (${msPer(run.service).toFixed(3)} ms per task)`,
+    );
+  }
+  return `${parts.join("; ")} (load ${run.load.toFixed(1)})`;
+}
+
+/** A side's sums over its runs of one phase. */
+function sumOf(runs: readonly Run[], side: "A" | "B", phase: PhaseName) {
+  const mine = runs.flatMap((run) => (run.side === side && run[phase] !== undefined ? [run[phase]] : []));
+  if (mine.length === 0) return undefined;
+  const cpu = mine.reduce((total, p) => total + p.serverCpuS, 0);
+  const placed = mine.reduce((total, p) => total + p.placed, 0);
+  return {
+    runs: mine.length,
+    cpu,
+    msPerPlacement: (cpu * 1000) / placed,
+    rate: mine.reduce((total, p) => total + p.placementsPerS, 0) / mine.length,
+  };
 }
 
 async function main(): Promise<void> {
@@ -79,59 +134,47 @@ async function main(): Promise<void> {
     for (const side of order) {
       const run = await runOnce(dirs[side], side, options);
       runs.push(run);
-      const ms = (run.serverCpuS * 1000) / run.placed;
-      const service =
-        run.service === undefined
-          ? ""
-          : `; service placed in ${run.service.placedS} s, ${run.service.serverCpuS} s of server CPU`;
-      process.stderr.write(
-        `pair ${pair + 1}: ${side} ${basename(dirs[side])} ${run.placementsPerS.toFixed(0)}/s, ${ms.toFixed(3)} ms of server CPU per placement${service} (load ${run.load.toFixed(1)})\n`,
-      );
+      process.stderr.write(`pair ${pair + 1}: ${side} ${basename(dirs[side])} ${describeRun(run)}\n`);
     }
   }
-  const sum = (side: "A" | "B") => {
-    const mine = runs.filter((run) => run.side === side);
-    const cpu = mine.reduce((total, run) => total + run.serverCpuS, 0);
-    const placed = mine.reduce((total, run) => total + run.placed, 0);
-    const rate = mine.reduce((total, run) => total + run.placementsPerS, 0) / mine.length;
-    const services = mine.flatMap((run) => (run.service === undefined ? [] : [run.service]));
-    const service =
-      services.length === 0
-        ? undefined
-        : {
-            serverCpuS: services.reduce((total, s) => total + s.serverCpuS, 0),
-            meanPlacedS: services.reduce((total, s) => total + s.placedS, 0) / services.length,
-          };
-    return { cpu, msPerPlacement: (cpu * 1000) / placed, rate, service };
+  const sums = {
+    A: { runTask: sumOf(runs, "A", "runTask"), service: sumOf(runs, "A", "service") },
+    B: { runTask: sumOf(runs, "B", "runTask"), service: sumOf(runs, "B", "service") },
   };
-  const sums = { A: sum("A"), B: sum("B") };
-  let bAhead = 0;
-  for (let i = 0; i < runs.length; i += 2) {
-    const [first, second] = [runs[i], runs[i + 1]];
-    const bRun = first?.side === "B" ? first : second;
-    const aRun = first?.side === "A" ? first : second;
-    if (
-      aRun !== undefined &&
-      bRun !== undefined &&
-      bRun.serverCpuS / bRun.placed < aRun.serverCpuS / aRun.placed
-    )
-      bAhead++;
+  const rows: string[][] = [];
+  const verdicts: string[] = [];
+  for (const phase of PHASES) {
+    const [sa, sb] = [sums.A[phase], sums.B[phase]];
+    if (sa === undefined || sb === undefined) continue;
+    for (const side of ["A", "B"] as const) {
+      const sum = sums[side][phase];
+      if (sum === undefined) continue;
+      rows.push([
+        phase,
+        side,
+        dirs[side],
+        sum.cpu.toFixed(1),
+        sum.msPerPlacement.toFixed(3),
+        sum.rate.toFixed(0),
+      ]);
+    }
+    // Pair by pair: runs i and i+1 are one pair, in either order.
+    let bAhead = 0;
+    for (let i = 0; i + 1 < runs.length; i += 2) {
+      const pair = [runs[i], runs[i + 1]];
+      const pa = pair.find((run) => run?.side === "A")?.[phase];
+      const pb = pair.find((run) => run?.side === "B")?.[phase];
+      if (pa !== undefined && pb !== undefined && msPer(pb) < msPer(pa)) bAhead++;
+    }
+    const change = ((sb.msPerPlacement - sa.msPerPlacement) / sa.msPerPlacement) * 100;
+    verdicts.push(
+      `${phase}: B used ${Math.abs(change).toFixed(1)}% ${change <= 0 ? "less" : "more"} server CPU per placement than A; ` +
+        `B was the cheaper in ${bAhead} of ${pairs} pairs`,
+    );
   }
-  const change = ((sums.B.cpu - sums.A.cpu) / sums.A.cpu) * 100;
-  const rows = (["A", "B"] as const).map((side) => [
-    side,
-    dirs[side],
-    sums[side].cpu.toFixed(1),
-    sums[side].msPerPlacement.toFixed(3),
-    sums[side].rate.toFixed(0),
-    sums[side].service?.serverCpuS.toFixed(1) ?? "–",
-    sums[side].service?.meanPlacedS.toFixed(1) ?? "–",
-  ]);
-  const headings = ["side", "checkout", "server CPU s", "ms per placement", "mean placements/s"];
   process.stderr.write(
-    `\n${table([...headings, "service: server CPU s", "mean placed s"], rows)}\n` +
-      `B used ${Math.abs(change).toFixed(1)}% ${change <= 0 ? "less" : "more"} server CPU than A over ${pairs} pairs; ` +
-      `B was the cheaper per placement in ${bAhead} of them\n`,
+    `\n${table(["phase", "side", "checkout", "server CPU s", "ms per placement", "mean placements/s"], rows)}\n` +
+      `${verdicts.join("\n")}\n`,
   );
   process.stdout.write(`${JSON.stringify({ dirs, options, runs, sums }, null, 2)}\n`);
 }
