@@ -168,39 +168,29 @@ static void reset(EVP_CIPHER_CTX *ctx, int *ready) {
   ERR_clear_error();
 }
 
-/* Decrypts and authenticates with OpenSSL; on failure the context is made fresh for next time. */
-static int openssl_open(State *state, const Job *job) {
-  int ok = begin(state->open, &state->open_ready, 0, job);
+/*
+ * AES-256-GCM with OpenSSL, either way: decrypting checks `job->tag` (OpenSSL compares it in
+ * constant time at the end), encrypting writes `job->tag_out`. On failure the context is made
+ * fresh for next time.
+ */
+static int openssl_gcm(EVP_CIPHER_CTX *ctx, int *ready, int encrypt, const Job *job) {
+  int ok = begin(ctx, ready, encrypt, job);
   int written = 0;
   if (ok && job->length > 0) {
-    ok = EVP_DecryptUpdate(state->open, job->output, &written, job->input, (int)job->length) == 1 &&
+    ok = EVP_CipherUpdate(ctx, job->output, &written, job->input, (int)job->length) == 1 &&
          (size_t)written == job->length;
   }
-  if (ok) ok = EVP_CIPHER_CTX_ctrl(state->open, EVP_CTRL_GCM_SET_TAG, TAG_BYTES, (void *)job->tag) == 1;
-  /* The tag is compared here (in constant time, by OpenSSL); GCM writes no bytes at the end. */
+  if (ok && !encrypt) ok = EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, TAG_BYTES, (void *)job->tag) == 1;
+  /* GCM writes no bytes at the end. */
   unsigned char last[EVP_MAX_BLOCK_LENGTH];
-  if (ok) ok = EVP_DecryptFinal_ex(state->open, last, &written) == 1 && written == 0;
-  if (!ok) reset(state->open, &state->open_ready);
-  return ok;
-}
-
-/* Encrypts with OpenSSL and writes the tag; on failure the context is made fresh for next time. */
-static int openssl_seal(State *state, const Job *job) {
-  int ok = begin(state->seal, &state->seal_ready, 1, job);
-  int written = 0;
-  if (ok && job->length > 0) {
-    ok = EVP_EncryptUpdate(state->seal, job->output, &written, job->input, (int)job->length) == 1 &&
-         (size_t)written == job->length;
-  }
-  unsigned char last[EVP_MAX_BLOCK_LENGTH];
-  if (ok) ok = EVP_EncryptFinal_ex(state->seal, last, &written) == 1 && written == 0;
+  if (ok) ok = EVP_CipherFinal_ex(ctx, last, &written) == 1 && written == 0;
   unsigned char tag[TAG_BYTES];
-  if (ok) ok = EVP_CIPHER_CTX_ctrl(state->seal, EVP_CTRL_GCM_GET_TAG, TAG_BYTES, tag) == 1;
+  if (ok && encrypt) ok = EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, TAG_BYTES, tag) == 1;
   if (!ok) {
-    reset(state->seal, &state->seal_ready);
+    reset(ctx, ready);
     return 0;
   }
-  memcpy(job->tag_out, tag, TAG_BYTES);
+  if (encrypt) memcpy(job->tag_out, tag, TAG_BYTES);
   return 1;
 }
 
@@ -213,7 +203,7 @@ static napi_value open_with(napi_env env, napi_callback_info info, int vaes) {
 
   int ok = vaes ? gcm_vaes_open(job.key, job.nonce, job.aad, job.aad_bytes, job.input, job.output, job.length,
                                 job.tag)
-                : openssl_open(state, &job);
+                : openssl_gcm(state->open, &state->open_ready, 0, &job);
   /* Nothing unauthenticated stays behind. */
   if (!ok) memset(job.output, 0, job.length);
   napi_value result;
@@ -230,7 +220,7 @@ static napi_value seal_with(napi_env env, napi_callback_info info, int vaes) {
 
   if (vaes) {
     gcm_vaes_seal(job.key, job.nonce, job.aad, job.aad_bytes, job.input, job.output, job.length, job.tag_out);
-  } else if (!openssl_seal(state, &job)) {
+  } else if (!openssl_gcm(state->seal, &state->seal_ready, 1, &job)) {
     return fail(env, "AES-256-GCM sealing failed in OpenSSL");
   }
   return NULL;

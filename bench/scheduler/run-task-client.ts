@@ -28,7 +28,6 @@ export type RunTaskCaller = (
   count: number,
 ) => Promise<RunTaskAnswer>;
 
-/** node:crypto's SHA-256 and HMAC-SHA-256 in the shape the SigV4 signer takes (`@smithy/hash-node`'s). */
 type SourceData = string | ArrayBuffer | ArrayBufferView;
 
 function bytes(data: SourceData): string | Uint8Array {
@@ -37,6 +36,7 @@ function bytes(data: SourceData): string | Uint8Array {
   return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
 }
 
+/** node:crypto's SHA-256 and HMAC-SHA-256 in the shape the SigV4 signer takes. */
 class NodeSha256 {
   private hash: Hash | Hmac;
 
