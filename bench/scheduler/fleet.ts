@@ -3,13 +3,80 @@
 // reports of the tasks one poll brought go in one request, as the agent's client sends them). No
 // containers. One long poll per instance is outstanding at any time (the server answers it when
 // the instance's tasks change, or after 15 s), which keeps every instance connected.
-import { ServerClient } from "../../src/agent/client.ts";
-import type { TaskAssignment } from "../../src/shared/agent-protocol.ts";
+//
+// Registration goes through the agent's own client (`ServerClient`, SigV4). Polls and reports go,
+// by default, through `wire.ts` (`client: "wire"`): the same requests, with a fraction of the CPU
+// that 5,000 agents' `node:http` clients take from the two cores the server is measured on;
+// `client: "agent"` sends them through `ServerClient` too.
+import { ServerClient, ServerError } from "../../src/agent/client.ts";
+import type {
+  PollRequest,
+  PollResponse,
+  ReportBatch,
+  ReportBatchResponse,
+  TaskAssignment,
+  TaskReport,
+} from "../../src/shared/agent-protocol.ts";
+import { WireConnection } from "./wire.ts";
 
 export const ZONES = ["us-east-1a", "us-east-1b", "us-east-1c"];
 
+export type FleetClient = "wire" | "agent";
+
+/** How one simulated agent speaks to the server once registered. */
+interface AgentLink {
+  poll(request: PollRequest, signal: AbortSignal): Promise<PollResponse>;
+  /** Sends the reports in one request; resolves with those that failed, by task ARN. */
+  report(reports: TaskReport[]): Promise<Map<string, string>>;
+}
+
+/** Through the agent's client: it sends the reports made in one turn in one request. */
+function agentLink(client: ServerClient): AgentLink {
+  return {
+    poll: (request, signal) => client.poll(request, 40_000, signal),
+    async report(reports) {
+      const failed = new Map<string, string>();
+      await Promise.all(
+        reports.map((report) =>
+          client.report(report).catch((error: unknown) => void failed.set(report.taskArn, String(error))),
+        ),
+      );
+      return failed;
+    },
+  };
+}
+
+/** Through two connections of its own (the poll waits on one while reports go on the other). */
+function wireLink(endpoint: URL, token: string): AgentLink {
+  const polls = new WireConnection(endpoint);
+  const reports = new WireConnection(endpoint);
+  const headers = { "content-type": "application/json", authorization: `Bearer ${token}` };
+  const post = async <T>(connection: WireConnection, path: string, body: unknown): Promise<T> => {
+    const answer = await connection.post(path, headers, JSON.stringify(body));
+    if (answer.status !== 200) throw new ServerError(answer.status, "Error", answer.text);
+    return JSON.parse(answer.text) as T;
+  };
+  return {
+    async poll(request, signal) {
+      if (signal.aborted) throw new Error("stopped");
+      const stop = () => polls.close();
+      signal.addEventListener("abort", stop, { once: true });
+      try {
+        return await post<PollResponse>(polls, "/agent/v1/poll", request);
+      } finally {
+        signal.removeEventListener("abort", stop);
+      }
+    },
+    async report(batch) {
+      const request: ReportBatch = { reports: batch };
+      const answer = await post<ReportBatchResponse>(reports, "/agent/v1/reports", request);
+      return new Map(answer.failures.map((failure) => [failure.taskArn, failure.message]));
+    },
+  };
+}
+
 interface SimInstance {
-  client: ServerClient;
+  link: AgentLink;
   arn: string;
   known: Record<string, number>;
   reported: Set<string>;
@@ -51,7 +118,13 @@ export class Fleet {
       region: string;
       credentials: { accessKeyId: string; secretAccessKey: string };
     },
-    private readonly options: { cluster: string; ack: boolean; cpu: number; memory: number },
+    private readonly options: {
+      cluster: string;
+      ack: boolean;
+      cpu: number;
+      memory: number;
+      client: FleetClient;
+    },
   ) {}
 
   /** Registers `count` instances, `concurrency` at a time; returns the registration wall time, ms. */
@@ -73,7 +146,11 @@ export class Fleet {
         versionInfo: { agentVersion: "bench-sim" },
         capacity: "EC2",
       });
-      this.instances.push({ client, arn: response.containerInstanceArn, known: {}, reported: new Set() });
+      const link =
+        this.options.client === "wire"
+          ? wireLink(new URL(this.server.endpoint), response.nodeToken)
+          : agentLink(client);
+      this.instances.push({ link, arn: response.containerInstanceArn, known: {}, reported: new Set() });
     });
     return performance.now() - started;
   }
@@ -112,11 +189,7 @@ export class Fleet {
     while (!signal.aborted) {
       let tasks: TaskAssignment[];
       try {
-        const answering = instance.client.poll(
-          { known: instance.known, acceptUnchanged: true },
-          40_000,
-          signal,
-        );
+        const answering = instance.link.poll({ known: instance.known, acceptUnchanged: true }, signal);
         if (first) {
           first = false;
           if (--this.notPolling === 0) this.allPolling?.();
@@ -137,30 +210,39 @@ export class Fleet {
       for (const task of tasks) known[task.taskArn] = task.version;
       instance.known = known;
       if (!this.options.ack) continue;
-      // Each new task is reported RUNNING as a real agent's task engines would, all at once; the
-      // client sends the reports waiting at the same time in one request.
+      // Each new task is reported RUNNING as a real agent's task engines would, all at once, in one
+      // request (the agent's client sends the reports waiting at the same time together).
       const now = Date.now();
-      const reports = tasks
-        .filter((task) => task.desiredStatus === "RUNNING" && !instance.reported.has(task.taskArn))
-        .map(async (task) => {
-          try {
-            await instance.client.report({
-              taskArn: task.taskArn,
-              lastStatus: "RUNNING",
-              containers: task.containers.map((c) => ({ name: c.name, lastStatus: "RUNNING" })),
-              pullStartedAt: now,
-              pullStoppedAt: now,
-              at: now,
-            });
-            instance.reported.add(task.taskArn);
-            this.counters.reports++;
-            this.counters.acked++;
-          } catch (error) {
-            this.counters.reportErrors++;
-            this.counters.lastError = String(error);
-          }
-        });
-      await Promise.all(reports);
+      const fresh = tasks.filter(
+        (task) => task.desiredStatus === "RUNNING" && !instance.reported.has(task.taskArn),
+      );
+      if (fresh.length === 0) continue;
+      let failed: Map<string, string>;
+      try {
+        failed = await instance.link.report(
+          fresh.map((task) => ({
+            taskArn: task.taskArn,
+            lastStatus: "RUNNING",
+            containers: task.containers.map((c) => ({ name: c.name, lastStatus: "RUNNING" })),
+            pullStartedAt: now,
+            pullStoppedAt: now,
+            at: now,
+          })),
+        );
+      } catch (error) {
+        failed = new Map(fresh.map((task) => [task.taskArn, String(error)]));
+      }
+      for (const task of fresh) {
+        const failure = failed.get(task.taskArn);
+        if (failure === undefined) {
+          instance.reported.add(task.taskArn);
+          this.counters.reports++;
+          this.counters.acked++;
+        } else {
+          this.counters.reportErrors++;
+          this.counters.lastError = failure;
+        }
+      }
     }
   }
 }

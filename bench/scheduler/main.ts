@@ -25,7 +25,7 @@ import {
 } from "@aws-sdk/client-ecs";
 import { processCpu, processMemory } from "../task-start/proc.ts";
 import { round1, roundSummary, summarize, table } from "../task-start/stats.ts";
-import { Fleet } from "./fleet.ts";
+import { Fleet, type FleetClient } from "./fleet.ts";
 import { summarizeProfiles } from "./profile.ts";
 import { type ClientKind, type RunTaskCaller, runTaskCaller } from "./run-task-client.ts";
 import { startWharf, type WharfServer } from "./server.ts";
@@ -42,7 +42,9 @@ const USAGE = `usage: npm run bench:scheduler -- [options]
   --warm-up N         tasks run untimed first, on 1 instance per 20 of a cluster of their own (default 5000; 0: none)
   --cpu-prof DIR      run the server under node --cpu-prof, profile written to DIR and summarised
   --client KIND       how RunTask is called: http (signed JSON over keep-alive HTTP, the default) or
-                      sdk (@aws-sdk/client-ecs; costs the shared cores more, see run-task-client.ts)`;
+                      sdk (@aws-sdk/client-ecs; costs the shared cores more, see run-task-client.ts)
+  --fleet-client KIND how the simulated agents poll and report: wire (a minimal HTTP/1.1 client, the
+                      default) or agent (the agent's own client, node:http; see fleet.ts)`;
 
 interface Settings {
   instances: number;
@@ -56,6 +58,7 @@ interface Settings {
   profileDir: string | undefined;
   warmUpTasks: number;
   client: ClientKind;
+  fleetClient: FleetClient;
 }
 
 function settings(): Settings {
@@ -73,6 +76,7 @@ function settings(): Settings {
       "cpu-prof": { type: "string" },
       "warm-up": { type: "string" },
       client: { type: "string", default: "http" },
+      "fleet-client": { type: "string", default: "wire" },
       help: { type: "boolean", default: false },
     },
   });
@@ -88,6 +92,10 @@ function settings(): Settings {
   if (values.client !== "http" && values.client !== "sdk") {
     throw new Error(`--client is http or sdk, not ${values.client}\n${USAGE}`);
   }
+  const fleetClient = values["fleet-client"];
+  if (fleetClient !== "wire" && fleetClient !== "agent") {
+    throw new Error(`--fleet-client is wire or agent, not ${fleetClient}\n${USAGE}`);
+  }
   return {
     instances: int(values.instances, values.quick ? 500 : 5000),
     tasks: int(values.tasks, values.quick ? 10_000 : 100_000),
@@ -100,6 +108,7 @@ function settings(): Settings {
     profileDir: values["cpu-prof"],
     warmUpTasks: int(values["warm-up"], values.quick ? 1000 : 5000),
     client: values.client,
+    fleetClient,
   };
 }
 
@@ -120,7 +129,7 @@ async function setUpCluster(
   instances = s.instances,
 ) {
   await ecs.send(new CreateClusterCommand({ clusterName: name }));
-  const fleet = new Fleet(server, { cluster: name, ack: s.ack, ...INSTANCE });
+  const fleet = new Fleet(server, { cluster: name, ack: s.ack, client: s.fleetClient, ...INSTANCE });
   const registerMs = await fleet.register(instances);
   fleet.start();
   // Nothing is timed while the agents come up: a fleet's first polls are not placement work.

@@ -1,17 +1,17 @@
 // The benchmark's RunTask caller, two ways:
 //   "sdk"  — `@aws-sdk/client-ecs`, as a user's program calls it;
 //   "http" — the same request on the wire (JSON 1.1, `X-Amz-Target`, SigV4 signed by the SDK's own
-//            signer, keep-alive HTTP/1.1), answered by the same server path, without the SDK's
-//            middleware stack and its walk of every response shape. The load generator shares the
-//            server's two cores, so what it costs is taken from the server being measured; this
-//            caller costs less of them. Both read every task and failure of each answer.
+//            signer, keep-alive HTTP/1.1 through `wire.ts`, a connection per call in flight),
+//            answered by the same server path, without the SDK's middleware stack and its walk of
+//            every response shape. The load generator shares the server's two cores, so what it
+//            costs is taken from the server being measured; this caller costs less of them. Both
+//            read every task and failure of each answer.
 import { createHash, createHmac, type Hash, type Hmac } from "node:crypto";
-import http from "node:http";
 import { type ECSClient, RunTaskCommand } from "@aws-sdk/client-ecs";
 import { HttpRequest } from "@smithy/protocol-http";
 import { SignatureV4 } from "@smithy/signature-v4";
-import { send } from "../../src/agent/client.ts";
 import type { WharfServer } from "./server.ts";
+import { WireConnection } from "./wire.ts";
 
 export type ClientKind = "sdk" | "http";
 
@@ -73,7 +73,8 @@ function sdkCaller(ecs: ECSClient): RunTaskCaller {
 
 function httpCaller(server: WharfServer): RunTaskCaller {
   const url = new URL(server.endpoint);
-  const agent = new http.Agent({ keepAlive: true });
+  // Connections not in use; a call takes one (or opens one) and gives it back.
+  const idle: WireConnection[] = [];
   const signer = new SignatureV4({
     service: "ecs",
     region: server.region,
@@ -98,7 +99,9 @@ function httpCaller(server: WharfServer): RunTaskCaller {
         body,
       }),
     );
-    const { status, text } = await send(url, signed.headers, body, { agent, timeoutMs: 300_000 });
+    const connection = idle.pop() ?? new WireConnection(url);
+    const { status, text } = await connection.post("/", signed.headers, body);
+    idle.push(connection);
     const answer = JSON.parse(text) as {
       __type?: string;
       message?: string;
