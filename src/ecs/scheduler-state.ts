@@ -24,6 +24,8 @@ const NONE: ReadonlyMap<string, number> = new Map();
 
 interface CachedSnapshot {
   entries: InstanceSnapshot[];
+  /** The same entries by ARN. */
+  byArn: Map<string, InstanceSnapshot>;
   placement: PlacementSnapshot;
   sweptAt: number;
 }
@@ -228,6 +230,15 @@ export class SchedulerState implements TaskWrites, InstanceWrites {
     return this.cached(clusterArn, capacity, now).placement;
   }
 
+  /** The same snapshot's entries by ARN. The caller must not change it. */
+  snapshotByArn(
+    clusterArn: string,
+    capacity: "EC2" | "FARGATE",
+    now: number,
+  ): ReadonlyMap<string, InstanceSnapshot> {
+    return this.cached(clusterArn, capacity, now).byArn;
+  }
+
   /** The availability zone of an instance in a snapshot handed out. */
   zone(instanceArn: string): string | undefined {
     return this.entries.get(instanceArn)?.zone;
@@ -248,7 +259,8 @@ export class SchedulerState implements TaskWrites, InstanceWrites {
       const placement = new PlacementSnapshot(entries.map((entry) => entry.view));
       for (const [index, entry] of entries.entries())
         this.positions.set(entry.view.arn, { placement, index });
-      cached = { entries, placement, sweptAt: now };
+      const byArn = new Map(entries.map((entry) => [entry.view.arn, entry]));
+      cached = { entries, byArn, placement, sweptAt: now };
       this.snapshots.set(key, cached);
       return cached;
     }

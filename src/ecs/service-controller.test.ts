@@ -145,6 +145,11 @@ describe("the service controller", () => {
       assert.equal(task.wire.lastStatus, "PENDING");
     }
     assert.deepEqual(new Set(tasks.map((t) => t.wire.containerInstanceArn)), new Set(instances));
+    // Each task is in its instance's zone (the first instance registered in us-east-1a).
+    for (const task of tasks) {
+      const zone = task.wire.containerInstanceArn === instances[0] ? "us-east-1a" : "us-east-1b";
+      assert.equal(task.wire.availabilityZone, zone);
+    }
     assert.equal(await scheduler.reconcile(arn), false, "nothing to do while the tasks start");
     assert.equal((await tasksOf("api")).length, 3);
 

@@ -33,7 +33,6 @@ import {
   constraintsOf,
   FARGATE_STRATEGIES,
   fargateSnapshot,
-  type InstanceSnapshot,
   type RunnableDefinition,
   reservationOf,
   snapshot,
@@ -392,11 +391,10 @@ export class ServiceController {
       const fargate = record.launchType === "FARGATE";
       const instances = fargate ? fargateSnapshot(state, scope, now) : snapshot(state, cluster, now);
       // The same instances as placement keeps them between calls (RunTask places from it too).
-      const views = state.placement(
-        fargate ? fargateCapacityArn(scope) : cluster.arn,
-        fargate ? "FARGATE" : "EC2",
-        now,
-      );
+      const capacity = fargate ? "FARGATE" : "EC2";
+      const capacityArn = fargate ? fargateCapacityArn(scope) : cluster.arn;
+      const views = state.placement(capacityArn, capacity, now);
+      const byArn = state.snapshotByArn(capacityArn, capacity, now);
       const read = await serviceTasks(tx, record, this.known.get(arn), changes, now);
       const tasks = read.tasks;
       this.known.set(arn, read.known);
@@ -421,6 +419,7 @@ export class ServiceController {
           tasks,
           instances,
           views,
+          byArn,
           placement,
           now,
           lostBefore,
@@ -430,7 +429,7 @@ export class ServiceController {
         this.random,
         () => newDeploymentId(this.random),
       );
-      const applied = await this.apply(tx, { record, cluster, definitions, instances, plan, now });
+      const applied = await this.apply(tx, { record, cluster, definitions, plan, now });
       return { ...applied, more: plan.starts.length >= maxStarts };
     });
     if (result === undefined) return { changed: false, more: false };
@@ -479,7 +478,6 @@ export class ServiceController {
       record: ServiceRecord;
       cluster: ClusterRecord;
       definitions: Map<string, RunnableDefinition>;
-      instances: readonly InstanceSnapshot[];
       plan: ServicePlan;
       now: number;
     },
@@ -504,9 +502,6 @@ export class ServiceController {
       now: new Date(now),
     };
     const started: TaskRecord[] = [];
-    const zones = new Map<string, string | undefined>();
-    if (plan.starts.length > 0)
-      for (const instance of pass.instances) zones.set(instance.view.arn, instance.zone);
     // One maker per deployment: its tasks share their definition, tags and containers.
     const makers = new Map<string, { maker: TaskMaker; tags: Tag[] }>();
     for (const order of plan.starts) {
@@ -537,7 +532,10 @@ export class ServiceController {
         };
         makers.set(key, made);
       }
-      const { record: task, body } = made.maker.make(order.instanceArn, zones.get(order.instanceArn));
+      const { record: task, body } = made.maker.make(
+        order.instanceArn,
+        this.options.state.zone(order.instanceArn),
+      );
       await insertTask(tx, task, now, this.options.state, body);
       await putTags(tx, task.wire.taskArn, made.tags);
       started.push(task);

@@ -65,6 +65,8 @@ export interface ServiceSnapshot {
    * (ARN order and spread loads counted already); placement derives them afresh when absent.
    */
   views?: PlacementSnapshot;
+  /** The same instances by ARN, kept between passes; derived afresh when absent. */
+  byArn?: ReadonlyMap<string, InstanceState>;
   /** By task definition ARN. */
   placement: Record<string, DefinitionPlacement>;
   now: number;
@@ -158,7 +160,7 @@ export function placementFailureMessage(service: string, failures: PlacementFail
 interface Pass {
   snapshot: ServiceSnapshot;
   service: string;
-  instances: Map<string, InstanceState>;
+  instances: ReadonlyMap<string, InstanceState>;
   views: readonly InstanceView[] | PlacementSnapshot;
   random: () => number;
   starts: ServicePlan["starts"];
@@ -407,7 +409,7 @@ export function reconcileService(
   const pass: Pass = {
     snapshot,
     service: service.name,
-    instances: new Map(snapshot.instances.map((i) => [i.view.arn, i])),
+    instances: snapshot.byArn ?? new Map(snapshot.instances.map((i) => [i.view.arn, i])),
     views: snapshot.views ?? snapshot.instances.map((i) => i.view),
     random,
     starts: [],

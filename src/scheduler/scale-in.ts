@@ -47,7 +47,7 @@ export function isHealthy(task: TaskState): boolean {
 export interface VictimContext {
   /** Every task of the service still counted where it runs (for spread). */
   tasks: TaskState[];
-  instances: Map<string, InstanceState>;
+  instances: ReadonlyMap<string, InstanceState>;
   strategies: Strategy[];
 }
 
