@@ -28,6 +28,8 @@ interface AgentLink {
   poll(request: PollRequest, signal: AbortSignal): Promise<PollResponse>;
   /** Sends the reports in one request; resolves with those that failed, by task ARN. */
   report(reports: TaskReport[]): Promise<Map<string, string>>;
+  /** Ends the link's connections. */
+  close(): void;
 }
 
 /** Through the agent's client: it sends the reports made in one turn in one request. */
@@ -43,6 +45,8 @@ function agentLink(client: ServerClient): AgentLink {
       );
       return failed;
     },
+    // Its idle keep-alive sockets are closed by the server.
+    close: () => undefined,
   };
 }
 
@@ -71,6 +75,10 @@ function wireLink(endpoint: URL, token: string): AgentLink {
       const request: ReportBatch = { reports: batch };
       const answer = await post<ReportBatchResponse>(reports, "/agent/v1/reports", request);
       return new Map(answer.failures.map((failure) => [failure.taskArn, failure.message]));
+    },
+    close() {
+      polls.close();
+      reports.close();
     },
   };
 }
@@ -131,8 +139,14 @@ export class Fleet {
   async register(count: number, concurrency = 16): Promise<number> {
     const started = performance.now();
     const indexes = Array.from({ length: count }, (_, i) => i);
+    // Through the wire, registrations share one client (and its few sockets): each agent's own
+    // would keep a socket of its own open beside the two its link opens.
+    const shared = new ServerClient(this.server.endpoint, this.server.credentials, this.server.region);
     await pool(indexes, concurrency, async (i) => {
-      const client = new ServerClient(this.server.endpoint, this.server.credentials, this.server.region);
+      const client =
+        this.options.client === "wire"
+          ? shared
+          : new ServerClient(this.server.endpoint, this.server.credentials, this.server.region);
       const response = await client.register({
         cluster: this.options.cluster,
         hostname: `sim-${i}`,
@@ -176,6 +190,7 @@ export class Fleet {
   async stop(): Promise<void> {
     for (const stopping of this.stopping) stopping.abort();
     await Promise.all(this.loops);
+    for (const instance of this.instances) instance.link.close();
   }
 
   private async loop(instance: SimInstance, delayMs: number): Promise<void> {
