@@ -1,4 +1,6 @@
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { describe, it } from "node:test";
 import {
   CreateClusterCommand,
@@ -7,6 +9,7 @@ import {
   RunTaskCommand,
 } from "@aws-sdk/client-ecs";
 import { ServerClient, ServerError } from "../src/agent/client.ts";
+import { LISTEN_BACKLOG } from "../src/server/server.ts";
 import type { TaskReport } from "../src/shared/agent-protocol.ts";
 import { ecsClient, startTestServer, type TestServer } from "./helpers.ts";
 
@@ -45,6 +48,22 @@ async function clusterOfTwo(server: TestServer, cluster: string, family: string)
 
 /** An agent's long poll as the server holds it, through the agent's own client. */
 describe("agent long poll", () => {
+  it("has the server queue thousands of agents' connections at once, not Node's default 511", async () => {
+    const server = await startTestServer();
+    try {
+      const port = new URL(server.endpoint).port;
+      // For a listening socket `ss` shows the accept queue's length as Send-Q; the kernel caps it
+      // at net.core.somaxconn.
+      const listening = execFileSync("ss", ["-Hltn", `sport = :${port}`], { encoding: "utf8" });
+      const queue = Number(listening.trim().split(/\s+/)[2]);
+      const cap = Number(readFileSync("/proc/sys/net/core/somaxconn", "utf8"));
+      assert.equal(queue, Math.min(LISTEN_BACKLOG, cap));
+      assert.ok(queue > 511 || cap <= 511, `the accept queue is ${queue}`);
+    } finally {
+      await server.stop();
+    }
+  });
+
   it("is answered, not cut off, when the server closes while it waits; and a second poll then finds no server", async () => {
     const server = await startTestServer();
     let stopped = false;

@@ -28,6 +28,8 @@ interface AgentLink {
   poll(request: PollRequest, signal: AbortSignal): Promise<PollResponse>;
   /** Sends the reports in one request; resolves with those that failed, by task ARN. */
   report(reports: TaskReport[]): Promise<Map<string, string>>;
+  /** Opens the link's connections before anything is timed (a fleet that has been up a while). */
+  open(): Promise<void>;
   /** Ends the link's connections. */
   close(): void;
 }
@@ -45,7 +47,8 @@ function agentLink(client: ServerClient): AgentLink {
       );
       return failed;
     },
-    // Its idle keep-alive sockets are closed by the server.
+    // It opens its sockets as it needs them; the server closes those that sit idle.
+    open: async () => undefined,
     close: () => undefined,
   };
 }
@@ -75,6 +78,9 @@ function wireLink(endpoint: URL, token: string): AgentLink {
       const request: ReportBatch = { reports: batch };
       const answer = await post<ReportBatchResponse>(reports, "/agent/v1/reports", request);
       return new Map(answer.failures.map((failure) => [failure.taskArn, failure.message]));
+    },
+    async open() {
+      await Promise.all([polls.open(), reports.open()]);
     },
     close() {
       polls.close();
@@ -164,6 +170,9 @@ export class Fleet {
         this.options.client === "wire"
           ? wireLink(new URL(this.server.endpoint), response.nodeToken)
           : agentLink(client);
+      // Connected now, a few at a time: thousands of agents' first connections at once would
+      // overflow the server's accept queue inside the timed phase.
+      await link.open();
       this.instances.push({ link, arn: response.containerInstanceArn, known: {}, reported: new Set() });
     });
     return performance.now() - started;

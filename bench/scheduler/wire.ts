@@ -46,6 +46,16 @@ export class WireConnection {
     });
   }
 
+  /** Opens the connection now, rather than with the first request; resolves once it is open. */
+  open(): Promise<void> {
+    const socket = this.connection();
+    if (!socket.connecting) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      socket.once("connect", () => resolve());
+      socket.once("close", () => reject(new Error("wire: the connection closed as it opened")));
+    });
+  }
+
   /** Ends the connection; a request on its way fails. */
   close(): void {
     this.drop(new Error("wire: the connection was closed"));

@@ -26,6 +26,9 @@ import { dataPaths } from "./paths.ts";
 import { Periodic } from "./periodic.ts";
 import { ensureTls, type TlsMaterial } from "./tls.ts";
 
+/** Connections the kernel queues for the server to accept (capped by net.core.somaxconn). */
+export const LISTEN_BACKLOG = 4096;
+
 export interface RunningServer {
   /** e.g. http://127.0.0.1:4700 */
   endpoint: string;
@@ -193,7 +196,10 @@ export async function startServer(config: ServerConfig, deps: ServerDeps = {}): 
     lookupSecret: (id) => keys.secretOf(id),
   });
   try {
-    await app.listen({ host: config.host, port: config.port });
+    // Thousands of agents connect at once when the server starts or a fleet comes up: Node's
+    // default queue of 511 connections waiting to be accepted drops the rest (their SYNs are
+    // retried after 1, 3, 7 s). The kernel caps it at net.core.somaxconn.
+    await app.listen({ host: config.host, port: config.port, backlog: LISTEN_BACKLOG });
   } catch (error) {
     await registry.close();
     await state.close(store);
