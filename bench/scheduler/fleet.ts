@@ -147,12 +147,11 @@ export class Fleet {
     const indexes = Array.from({ length: count }, (_, i) => i);
     // Through the wire, registrations share one client (and its few sockets): each agent's own
     // would keep a socket of its own open beside the two its link opens.
-    const shared = new ServerClient(this.server.endpoint, this.server.credentials, this.server.region);
+    const newClient = () =>
+      new ServerClient(this.server.endpoint, this.server.credentials, this.server.region);
+    const shared = this.options.client === "wire" ? newClient() : undefined;
     await pool(indexes, concurrency, async (i) => {
-      const client =
-        this.options.client === "wire"
-          ? shared
-          : new ServerClient(this.server.endpoint, this.server.credentials, this.server.region);
+      const client = shared ?? newClient();
       const response = await client.register({
         cluster: this.options.cluster,
         hostname: `sim-${i}`,

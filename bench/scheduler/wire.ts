@@ -111,12 +111,12 @@ export class WireConnection {
     this.body = undefined;
     const waiting = this.waiting;
     this.waiting = undefined;
-    if (close) this.drop(new Error("unused"));
+    if (close) this.drop();
     waiting?.resolve({ status, text });
   }
 
-  /** Ends the connection (the next request opens another); the request waiting, if any, fails. */
-  private drop(error: Error): void {
+  /** Ends the connection (the next request opens another); the request waiting, if any, fails with `error`. */
+  private drop(error?: Error): void {
     this.socket?.destroy();
     this.socket = undefined;
     this.received = [];
@@ -124,6 +124,6 @@ export class WireConnection {
     this.body = undefined;
     const waiting = this.waiting;
     this.waiting = undefined;
-    waiting?.reject(error);
+    if (error !== undefined) waiting?.reject(error);
   }
 }

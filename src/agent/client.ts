@@ -27,7 +27,7 @@ export class ServerError extends Error {
 }
 
 /** One HTTP(S) POST with a timeout and cancellation, through `agent` (keep-alive; for HTTPS, trusting Wharf's CA). */
-export function send(
+function send(
   url: URL,
   headers: Record<string, string>,
   payload: string,
