@@ -16,6 +16,7 @@
  *   seal(key, nonce, aad, input, inputOffset, output, outputOffset, length, tag) -> undefined
  *   engine: "vaes" or "openssl", which of the two open and seal use
  *   openssl: { open, seal }, the same always through OpenSSL (for tests and comparisons)
+ *   sendSealed, cancelSend: a sealed blob's plaintext straight to a socket (native/send-sealed.c)
  *
  * All buffers are Uint8Arrays (Buffers); key 32 bytes, nonce 12, tag 16. The
  * ranges [offset, offset + length) must lie inside their buffers, and the
@@ -32,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "aesgcm.h"
 #include "gcm-vaes.h"
 
 #define KEY_BYTES 32
@@ -233,6 +235,25 @@ static int vaes_usable(void) {
   return usable;
 }
 
+int aesgcm_vaes_usable(void) { return vaes_usable(); }
+
+int aesgcm_open(EVP_CIPHER_CTX *ctx, int *ready, const uint8_t key[32], const uint8_t nonce[12],
+                const uint8_t *aad, size_t aad_length, const uint8_t *in, uint8_t *out, size_t length,
+                const uint8_t tag[16]) {
+  int ok;
+  if (vaes_usable()) {
+    ok = gcm_vaes_open(key, nonce, aad, aad_length, in, out, length, tag);
+  } else {
+    Job job = {.aad = aad, .aad_bytes = aad_length, .input = in, .output = out, .length = length};
+    memcpy(job.key, key, KEY_BYTES);
+    memcpy(job.nonce, nonce, NONCE_BYTES);
+    memcpy(job.tag, tag, TAG_BYTES);
+    ok = length <= INT_MAX && openssl_gcm(ctx, ready, 0, &job);
+  }
+  if (!ok) memset(out, 0, length);
+  return ok;
+}
+
 static napi_value js_open(napi_env env, napi_callback_info info) { return open_with(env, info, vaes_usable()); }
 static napi_value js_seal(napi_env env, napi_callback_info info) { return seal_with(env, info, vaes_usable()); }
 static napi_value js_open_openssl(napi_env env, napi_callback_info info) { return open_with(env, info, 0); }
@@ -266,5 +287,6 @@ NAPI_MODULE_INIT() {
       {"openssl", NULL, NULL, NULL, NULL, openssl, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, 4, properties) != napi_ok) return NULL;
+  if (send_sealed_define(env, exports) != napi_ok) return NULL;
   return exports;
 }

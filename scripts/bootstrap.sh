@@ -41,8 +41,9 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
   fi
 fi
 
-# AES-256-GCM into a given buffer for the registry (src/registry/native-gcm.ts). It links
-# nothing: Node's own OpenSSL and N-API resolve when node loads it. Node's headers (with
+# AES-256-GCM into a given buffer for the registry (src/registry/native-gcm.ts), and a
+# sealed blob sent straight to a socket from a thread of its own (src/registry/sealed-send.ts).
+# It links nothing: Node's own OpenSSL and N-API resolve when node loads it. Node's headers (with
 # OpenSSL's) come with the Node package, beside its binary; without them Wharf uses
 # node:crypto, more slowly.
 ADDON=build/aesgcm.node
@@ -52,6 +53,7 @@ if [ ! -f "$NODE_INCLUDE/node_api.h" ] || [ ! -f "$NODE_INCLUDE/openssl/evp.h" ]
 elif [ ! -f "$ADDON" ] || [ -n "$(find native -newer "$ADDON" -name '*.[ch]')" ]; then
   echo "bootstrap: building $ADDON"
   mkdir -p build
-  cc -O2 -Wall -shared -fPIC -I"$NODE_INCLUDE" -o "$ADDON.tmp" native/aesgcm.c native/gcm-vaes.c
+  cc -O2 -Wall -pthread -shared -fPIC -I"$NODE_INCLUDE" -o "$ADDON.tmp" native/aesgcm.c native/gcm-vaes.c \
+    native/send-sealed.c
   mv "$ADDON.tmp" "$ADDON"
 fi

@@ -18,9 +18,11 @@ export interface PhaseResult {
   /**
    * The server's CPU by thread: its main thread (Wharf's event loop), its two busiest other
    * threads (Wharf's sealing workers) and the rest (GC helpers, libuv's pool; for a Go
-   * program these are just its busiest threads).
+   * program these are just its busiest threads), and threads that ended during the phase
+   * (Wharf's direct sends, one thread per blob pulled over plain HTTP: the process's CPU less
+   * its living threads').
    */
-  serverThreads: { main: CpuSplit; busiest: CpuSplit; rest: CpuSplit };
+  serverThreads: { main: CpuSplit; busiest: CpuSplit; rest: CpuSplit; ended: CpuSplit };
   /** CPU this (client) process used during the phase. */
   clientCpuSeconds: number;
   /** CPU every other process on the machine used during the phase. */
@@ -38,6 +40,7 @@ function threadSplit(
   pid: number,
   before: Map<number, CpuSplit>,
   after: Map<number, CpuSplit>,
+  process: CpuSplit,
 ): PhaseResult["serverThreads"] {
   const used = [...after].map(([tid, now]) => {
     const was = before.get(tid) ?? { user: 0, system: 0 };
@@ -49,10 +52,15 @@ function threadSplit(
       system: 0,
     });
   const others = used.filter((t) => t.tid !== pid).sort((a, b) => b.user + b.system - (a.user + a.system));
+  const living = sum(used);
   return {
     main: sum(used.filter((t) => t.tid === pid)),
     busiest: sum(others.slice(0, 2)),
     rest: sum(others.slice(2)),
+    ended: {
+      user: Math.max(0, process.user - living.user),
+      system: Math.max(0, process.system - living.system),
+    },
   };
 }
 
@@ -113,7 +121,10 @@ async function timed(
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
   const client = process.cpuUsage(client0);
   const server = processCpuSeconds(pid);
-  const serverThreads = threadSplit(pid, threads0, threadCpuSeconds(pid));
+  const serverThreads = threadSplit(pid, threads0, threadCpuSeconds(pid), {
+    user: server.user - server0.user,
+    system: server.system - server0.system,
+  });
   const serverSystemCpuSeconds = server.system - server0.system;
   const serverCpuSeconds = server.user - server0.user + serverSystemCpuSeconds;
   const clientCpuSeconds = (client.user + client.system) / 1e6;

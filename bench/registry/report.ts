@@ -70,6 +70,7 @@ const THREAD_LABELS = {
   main: "main thread (Wharf: event loop)",
   busiest: "2 busiest other threads (Wharf: sealing workers)",
   rest: "other threads",
+  ended: "threads that ended (Wharf: direct sends)",
 } as const;
 
 /** The headline rows (rates) and the supporting ones (server CPU cost, latency). */
@@ -108,7 +109,7 @@ export function summarize(
     row(runs, "  of which kernel", "CPU s", systemPerGb("pull"), false),
     row(runs, "pull without hashing: server CPU per GB", "CPU s", cpuPerGb("pullUnhashed"), false),
     ...(["pull", "pullUnhashed"] as const).flatMap((phase) =>
-      (["main", "busiest", "rest"] as const).map((group) =>
+      (["main", "busiest", "rest", "ended"] as const).map((group) =>
         row(
           runs,
           `  ${phase === "pull" ? "pull" : "without hashing"}: ${THREAD_LABELS[group]}, user + kernel`,

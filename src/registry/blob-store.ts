@@ -1,6 +1,7 @@
 import { createHash, randomUUID } from "node:crypto";
 import { mkdirSync, readdirSync, renameSync, rmSync, statSync } from "node:fs";
 import { rename, rm } from "node:fs/promises";
+import { ServerResponse } from "node:http";
 import { join } from "node:path";
 import type { Readable, Writable } from "node:stream";
 import { algorithmOf } from "./names.ts";
@@ -15,6 +16,7 @@ import {
   sealedSize,
 } from "./sealed-file.ts";
 import { pipeSealed } from "./sealed-pipe.ts";
+import { canSendSealed, sendSealed } from "./sealed-send.ts";
 
 /**
  * Content-addressed blob storage. Uploads are written (sealed) under
@@ -34,7 +36,9 @@ export interface BlobStore {
   readAll(digest: string, size: number): Promise<Buffer>;
   /**
    * Writes bytes [start, end] of a committed blob of `size` bytes to `sink` (which must not hold
-   * a chunk after its write callback, as a socket does not), opening it off the event loop.
+   * a chunk after its write callback, as a socket does not), opening it off the event loop. An
+   * HTTP response on a plain TCP socket gets them from the addon's thread (sealed-send.ts), its
+   * headers flushed first.
    */
   pipe(digest: string, size: number, start: number, end: number, sink: Writable): Promise<void>;
   /** Stores small content (manifests) whose digest the caller computed. */
@@ -117,6 +121,8 @@ export class FileBlobStore implements BlobStore {
   }
 
   pipe(digest: string, size: number, start: number, end: number, sink: Writable): Promise<void> {
+    if (sink instanceof ServerResponse && canSendSealed(sink))
+      return sendSealed(this.blobPath(digest), this.masterKey, size, start, end, sink);
     return pipeSealed(this.blobPath(digest), this.masterKey, size, start, end, sink, this.pool);
   }
 

@@ -35,8 +35,40 @@ export interface NativeGcm {
   seal(...args: GcmArguments): void;
 }
 
+/** How a direct send ended: no error when every byte went (see native/send-sealed.c). */
+export type SendSealedDone = (
+  error: string | undefined,
+  kind: "sealed" | "socket" | "stalled" | "cancelled" | undefined,
+  sent: number,
+) => void;
+
+/** A direct send in progress, to cancel. */
+export type SendSealedToken = { readonly sendSealedToken: unique symbol };
+
+/**
+ * A sealed blob's plaintext straight to a socket on a thread of the addon's own
+ * (native/send-sealed.c): both descriptors are duplicated before `sendSealed` returns, bytes
+ * [start, end] of the `length` the file holds are sent segment by segment, each authenticated
+ * first, and `done` is called once on this thread. Nothing else may write to the socket until
+ * then; `cancelSend` ends it early ("cancelled").
+ */
+export interface SealedSender {
+  sendSealed(
+    fileFd: number,
+    socketFd: number,
+    key: Buffer,
+    segmentBytes: number,
+    length: number,
+    start: number,
+    end: number,
+    stallMs: number,
+    done: SendSealedDone,
+  ): SendSealedToken;
+  cancelSend(token: SendSealedToken): void;
+}
+
 /** The addon: the two functions, which code they run on this CPU, and OpenSSL's beside them. */
-export interface NativeGcmAddon extends NativeGcm {
+export interface NativeGcmAddon extends NativeGcm, Partial<SealedSender> {
   /** "vaes" (native/gcm-vaes.c, where the CPU has VAES and VPCLMULQDQ) or "openssl". */
   engine: "vaes" | "openssl";
   /** The same functions, always through Node's OpenSSL. */
@@ -67,5 +99,10 @@ const loaded = load();
 
 /** The addon in this thread, or undefined: then node:crypto does the work. */
 export const nativeGcm: NativeGcm | undefined = loaded.gcm;
+/** The addon's direct send, or undefined (no addon, or one built before it had it). */
+export const sealedSender: SealedSender | undefined =
+  loaded.gcm?.sendSealed !== undefined && loaded.gcm.cancelSend !== undefined
+    ? (loaded.gcm as NativeGcmAddon & SealedSender)
+    : undefined;
 /** Which AES-256-GCM this thread uses, and why, for the log. */
 export const nativeGcmStatus: string = loaded.how;

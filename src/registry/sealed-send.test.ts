@@ -1,0 +1,269 @@
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import {
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
+import { Agent, createServer, type IncomingMessage, request, type ServerResponse } from "node:http";
+import { createRequire } from "node:module";
+import type { AddressInfo, Socket } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { ADDON_PATH, type NativeGcmAddon, type SealedSender } from "./native-gcm.ts";
+import { HEADER_BYTES, SealedAppender, SealedFileError } from "./sealed-file.ts";
+import { canSendSealed, sendSealed } from "./sealed-send.ts";
+
+// The addon itself, whatever WHARF_NATIVE_GCM says: npm test builds it (scripts/bootstrap.sh).
+assert.ok(existsSync(ADDON_PATH), `${ADDON_PATH} is missing: run sh scripts/bootstrap.sh`);
+const addon = createRequire(import.meta.url)(ADDON_PATH) as NativeGcmAddon;
+assert.equal(typeof addon.sendSealed, "function", `${ADDON_PATH} has no sendSealed: rebuild it`);
+const sender = addon as NativeGcmAddon & SealedSender;
+
+const dir = mkdtempSync(join(tmpdir(), "wharf-sealed-send-"));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+const KEY = randomBytes(32);
+const SMALL = 4096;
+const OVERHEAD = 12 + 16;
+let files = 0;
+
+async function sealed(data: Buffer, segmentBytes = SMALL): Promise<string> {
+  const path = join(dir, `file-${files++}`);
+  const appender = await SealedAppender.open(path, KEY, 0, segmentBytes);
+  await appender.write(data);
+  await appender.close();
+  return path;
+}
+
+/** How many descriptors this process has open on `path`. */
+function openOn(path: string): number {
+  let count = 0;
+  for (const fd of readdirSync("/proc/self/fd")) {
+    try {
+      if (readlinkSync(`/proc/self/fd/${fd}`) === path) count++;
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return count;
+}
+
+/** What the server is to send for the next request. */
+interface Send {
+  path: string;
+  length: number;
+  start: number;
+  end: number;
+  stallMs?: number;
+}
+
+/** A send queued for the next request, and how it ended: undefined when it went through. */
+interface Queued extends Send {
+  outcome: Promise<Error | undefined>;
+  settle(outcome: Error | undefined): void;
+}
+
+describe("sending sealed files straight to the socket from the addon's thread", () => {
+  const sends: Queued[] = [];
+  /** Queues `send` for the next request. */
+  function queue(send: Send): Queued {
+    let settle: (outcome: Error | undefined) => void = () => undefined;
+    const outcome = new Promise<Error | undefined>((resolve) => {
+      settle = resolve;
+    });
+    const queued = { ...send, outcome, settle };
+    sends.push(queued);
+    return queued;
+  }
+  const server = createServer((_request, response) => {
+    const send = sends.shift();
+    if (send === undefined) {
+      response.writeHead(500).end();
+      return;
+    }
+    response.writeHead(200, { "content-length": send.end - send.start + 1 });
+    assert.ok(canSendSealed(response, sender));
+    sendSealed(send.path, KEY, send.length, send.start, send.end, response, sender, send.stallMs).then(
+      () => {
+        response.end();
+        send.settle(undefined);
+      },
+      (error: Error) => {
+        response.destroy();
+        send.settle(error);
+      },
+    );
+  });
+  let port = 0;
+  before(async () => {
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    port = (server.address() as AddressInfo).port;
+  });
+  after(() => new Promise<void>((resolve) => server.close(() => resolve())));
+
+  /** GETs the next send's bytes; the body as far as it came, and whether it came whole. */
+  function get(agent?: Agent): Promise<{ body: Buffer; whole: boolean; socket: Socket }> {
+    return new Promise((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      const req = request(
+        { port, host: "127.0.0.1", path: "/", agent: agent ?? false },
+        (res: IncomingMessage) => {
+          res.on("data", (chunk: Buffer) => chunks.push(chunk));
+          res.on("end", () =>
+            resolve({ body: Buffer.concat(chunks), whole: res.complete, socket: req.socket as Socket }),
+          );
+          res.on("error", () =>
+            resolve({ body: Buffer.concat(chunks), whole: false, socket: req.socket as Socket }),
+          );
+        },
+      );
+      req.on("error", reject);
+      req.end();
+    });
+  }
+
+  it("sends whole files and ranges within and across segments, the last one partial, on one kept-alive connection", async () => {
+    const data = randomBytes(10 * SMALL + 1234);
+    const path = await sealed(data);
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    try {
+      const ranges: Array<[number, number]> = [
+        [0, data.length - 1],
+        [0, 0],
+        [100, 200],
+        [SMALL - 1, SMALL],
+        [3 * SMALL + 7, 9 * SMALL - 3],
+        [10 * SMALL, data.length - 1],
+        [data.length - 1, data.length - 1],
+      ];
+      const sockets = new Set<Socket>();
+      for (const [start, end] of ranges) {
+        const send = queue({ path, length: data.length, start, end });
+        const { body, whole, socket } = await get(agent);
+        assert.equal(await send.outcome, undefined);
+        assert.ok(whole, `range ${start}-${end} came whole`);
+        assert.ok(body.equals(data.subarray(start, end + 1)), `range ${start}-${end}`);
+        sockets.add(socket);
+      }
+      assert.equal(sockets.size, 1, "every response came on the same connection");
+    } finally {
+      agent.destroy();
+    }
+  });
+
+  it("sends a file's 1 MiB segments, and several at once", async () => {
+    const data = randomBytes(5 * 1024 * 1024 + 77);
+    const path = await sealed(data, 1024 * 1024);
+    const ranges: Array<[number, number]> = [
+      [0, data.length - 1],
+      [1, data.length - 2],
+      [1024 * 1024 - 5, 3 * 1024 * 1024 + 5],
+      [4 * 1024 * 1024, data.length - 1],
+    ];
+    const results = await Promise.all(
+      ranges.map(async ([start, end]) => {
+        const send = queue({ path, length: data.length, start, end });
+        const result = await get();
+        return { ...result, outcome: await send.outcome };
+      }),
+    );
+    // Requests may be answered in any order; each must be one of the ranges, and all of them came.
+    const wanted = ranges.map(([start, end]) => data.subarray(start, end + 1));
+    for (const { body, whole, outcome } of results) {
+      assert.equal(outcome, undefined);
+      assert.ok(whole);
+      const at = wanted.findIndex((bytes) => bytes.equals(body));
+      assert.notEqual(at, -1, "a body that is one of the ranges");
+      wanted.splice(at, 1);
+    }
+  });
+
+  it("sends the recorded bytes of a last segment sealed with more than were recorded", async () => {
+    const data = randomBytes(2 * SMALL + 3000);
+    const path = await sealed(data);
+    const recorded = 2 * SMALL + 1000;
+    const send = queue({ path, length: recorded, start: 0, end: recorded - 1 });
+    const { body, whole } = await get();
+    assert.equal(await send.outcome, undefined);
+    assert.ok(whole);
+    assert.ok(body.equals(data.subarray(0, recorded)));
+  });
+
+  it("sends the segments before a forged one and nothing of it, then cuts the response short", async () => {
+    const data = randomBytes(6 * SMALL);
+    const path = await sealed(data);
+    const bytes = readFileSync(path);
+    const inFourth = HEADER_BYTES + 3 * (SMALL + OVERHEAD) + 50;
+    bytes[inFourth] = (bytes[inFourth] as number) ^ 0x01;
+    writeFileSync(path, bytes);
+    const send = queue({ path, length: data.length, start: 0, end: data.length - 1 });
+    const { body, whole } = await get();
+    const error = await send.outcome;
+    assert.ok(
+      error instanceof SealedFileError && /segment 3 failed authentication/.test(error.message),
+      `${error}`,
+    );
+    assert.equal(whole, false);
+    assert.ok(body.equals(data.subarray(0, 3 * SMALL)), `${body.length} bytes, the first three segments`);
+    assert.equal(openOn(path), 0, "the file is closed");
+  });
+
+  it("fails on a segment the file does not have", async () => {
+    const data = randomBytes(3 * SMALL);
+    const path = await sealed(data);
+    const send = queue({ path, length: 5 * SMALL, start: 0, end: 5 * SMALL - 1 });
+    const { body, whole } = await get();
+    const error = await send.outcome;
+    assert.ok(error instanceof SealedFileError && /segment 3 is missing/.test(error.message), `${error}`);
+    assert.equal(whole, false);
+    assert.ok(body.equals(data));
+  });
+
+  it("stops when the client goes away mid-send, and when the socket takes nothing for stallMs", async () => {
+    const data = randomBytes(48 * 1024 * 1024);
+    const path = await sealed(data, 1024 * 1024);
+    const gone = queue({ path, length: data.length, start: 0, end: data.length - 1 });
+    await new Promise<void>((resolve) => {
+      const req = request({ port, host: "127.0.0.1", path: "/", agent: false }, (res) => {
+        let got = 0;
+        res.on("data", (chunk: Buffer) => {
+          got += chunk.length;
+          if (got > 1024 * 1024) req.destroy();
+        });
+        res.on("close", resolve);
+      });
+      req.on("error", () => resolve());
+      req.end();
+    });
+    assert.ok((await gone.outcome) instanceof Error, "the send failed once the client had gone");
+
+    const stalled = queue({ path, length: data.length, start: 0, end: data.length - 1, stallMs: 300 });
+    let response: IncomingMessage | undefined;
+    const req = request({ port, host: "127.0.0.1", path: "/", agent: false }, (res) => {
+      response = res.pause();
+    });
+    req.on("error", () => undefined);
+    req.end();
+    const error = await stalled.outcome;
+    assert.ok(error instanceof Error && /took nothing/.test(error.message), `${error}`);
+    assert.equal(openOn(path), 0, "the file is closed");
+    // Read on: the connection ends once every copy of the server's socket is closed.
+    const paused = response as IncomingMessage;
+    const ended = new Promise((resolve) => paused.on("close", resolve));
+    paused.resume();
+    await ended;
+    assert.equal(paused.complete, false, "the response was cut short");
+  });
+
+  it("is not used without the addon's direct send", () => {
+    const response = { socket: null } as unknown as ServerResponse;
+    assert.equal(canSendSealed(response, undefined), false);
+    assert.equal(canSendSealed(response, sender), false, "nor without a socket");
+  });
+});

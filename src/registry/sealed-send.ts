@@ -1,0 +1,118 @@
+import { open } from "node:fs/promises";
+import type { ServerResponse } from "node:http";
+import type { Socket } from "node:net";
+import { type SealedSender, type SendSealedToken, sealedSender } from "./native-gcm.ts";
+import { readHeader, SealedFileError } from "./sealed-format.ts";
+
+/** Direct sends at once, each a thread and a segment's buffer; past this, pulls go through the workers. */
+const MAX_SENDS = 32;
+/** A direct send whose socket takes nothing for this long fails. */
+const STALL_MS = 120_000;
+
+let sending = 0;
+
+/** The socket's own descriptor, when it is plain TCP (not TLS) and open. */
+function socketFd(socket: Socket | null): number | undefined {
+  if (socket === null || socket.destroyed || (socket as { encrypted?: boolean }).encrypted === true) return;
+  // Node keeps the descriptor on the socket's libuv handle; it documents no other way to it.
+  const fd = (socket as unknown as { _handle?: { fd?: unknown } | null })._handle?.fd;
+  return typeof fd === "number" && fd >= 0 ? fd : undefined;
+}
+
+/**
+ * Whether `sendSealed` can send to `response`: the addon has the direct send, the response's
+ * socket is plain TCP and open, and fewer than MAX_SENDS are under way.
+ */
+export function canSendSealed(response: ServerResponse, sender = sealedSender): boolean {
+  return sender !== undefined && sending < MAX_SENDS && socketFd(response.socket) !== undefined;
+}
+
+/** Resolves once the socket has handed everything queued to the kernel; rejects if it closes first. */
+function flushed(socket: Socket): Promise<void> {
+  if (socket.writableLength === 0) return Promise.resolve();
+  return new Promise<void>((resolve, reject) => {
+    const settle = (error?: Error) => {
+      socket.off("drain", onDrain);
+      socket.off("close", onClose);
+      if (error === undefined) resolve();
+      else reject(error);
+    };
+    const onDrain = () => {
+      if (socket.writableLength === 0) settle();
+    };
+    const onClose = () => settle(new Error("the socket closed"));
+    socket.on("drain", onDrain);
+    socket.on("close", onClose);
+  });
+}
+
+/**
+ * Sends plaintext bytes [start, end] (inclusive) of the sealed file at `path`, holding `length`
+ * bytes, as the body of `response`, whose status and headers are set (see `canSendSealed`
+ * first). The headers go out through Node; then, with nothing left queued on the socket, the
+ * addon's thread reads, opens and sends each segment itself, so the bytes never reach the event
+ * loop. The caller ends the response after this resolves (Node then writes nothing more: the
+ * length was in the headers); after a rejection only a prefix was sent, every byte of it
+ * authenticated, and the caller must destroy the response. Closing the socket cancels the send.
+ */
+export async function sendSealed(
+  path: string,
+  masterKey: Buffer,
+  length: number,
+  start: number,
+  end: number,
+  response: ServerResponse,
+  sender: SealedSender | undefined = sealedSender,
+  stallMs = STALL_MS,
+): Promise<void> {
+  if (sender === undefined) throw new Error("the addon has no direct send");
+  sending++;
+  try {
+    const handle = await open(path, "r");
+    let started: Promise<void>;
+    try {
+      const { key, segmentBytes } = await readHeader(handle, masterKey);
+      const socket = response.socket;
+      if (socket === null) throw new Error("the response has no socket");
+      response.flushHeaders();
+      await flushed(socket);
+      const fd = socketFd(socket);
+      if (fd === undefined) throw new Error("the socket closed");
+      started = sendOn(sender, socket, handle.fd, fd, key, segmentBytes, length, start, end, stallMs);
+      started.catch(() => undefined); // awaited below, once the file is closed
+    } finally {
+      await handle.close(); // the addon's thread has its own copy of the descriptor
+    }
+    await started;
+  } finally {
+    sending--;
+  }
+}
+
+/** Starts the addon's send; settles when its thread is done, cancelling it if the socket closes first. */
+function sendOn(
+  sender: SealedSender,
+  socket: Socket,
+  fileFd: number,
+  fd: number,
+  key: Buffer,
+  segmentBytes: number,
+  length: number,
+  start: number,
+  end: number,
+  stallMs: number,
+): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    let token: SendSealedToken | undefined;
+    const onClose = () => {
+      if (token !== undefined) sender.cancelSend(token);
+    };
+    token = sender.sendSealed(fileFd, fd, key, segmentBytes, length, start, end, stallMs, (error, kind) => {
+      socket.off("close", onClose);
+      token = undefined;
+      if (error === undefined) resolve();
+      else reject(kind === "sealed" ? new SealedFileError(error) : new Error(error));
+    });
+    socket.on("close", onClose);
+  });
+}
