@@ -92,38 +92,32 @@ static ssize_t read_at(int fd, unsigned char *into, size_t bytes, uint64_t posit
   return (ssize_t)got;
 }
 
-/* Sends all `bytes`, waiting for room as long as the socket takes something every stallMs. */
-static int send_all(Transfer *t, const unsigned char *from, size_t bytes) {
-  while (bytes > 0) {
-    if (atomic_load(&t->cancelled)) return fail(t, "cancelled", "the send was cancelled");
-    ssize_t now = send(t->sock, from, bytes, MSG_NOSIGNAL);
-    if (now > 0) {
-      from += now;
-      bytes -= (size_t)now;
-      t->sent += (uint64_t)now;
-      continue;
-    }
-    if (now < 0 && errno == EINTR) continue;
-    if (now < 0 && errno != EAGAIN && errno != EWOULDBLOCK) return fail_errno(t, "socket", "send", errno);
-    struct pollfd wait[2] = {{.fd = t->sock, .events = POLLOUT}, {.fd = t->wake, .events = POLLIN}};
-    int ready = poll(wait, 2, t->stall_ms);
-    if (ready < 0 && errno != EINTR) return fail_errno(t, "socket", "poll", errno);
-    if (ready == 0) return fail(t, "stalled", "the socket took nothing for too long");
-    /* An error or hang-up on the socket shows in the next send. */
-  }
-  return 1;
-}
+/* A segment read and opened, and the part of its plaintext still to send. */
+typedef struct {
+  /* A segment and its overhead; a whole segment is opened in place here. */
+  unsigned char *sealed;
+  /* A segment, for a partial one (made when first needed). */
+  unsigned char *aside;
+  const unsigned char *next;
+  size_t left;
+} Slot;
+
+/* OpenSSL's context for this thread, when VAES is not used. */
+typedef struct {
+  EVP_CIPHER_CTX *ctx;
+  int ready;
+} Cipher;
 
 /*
- * Reads segment `index`, holding `plain_bytes`, into `sealed` (a segment and its overhead) and
- * opens it; the plaintext is at `*plain`. A partial segment, the last one a file is recorded to
- * hold, is sealed with exactly those bytes or, after an append that was cut off or never
- * recorded, with more (up to a whole segment) that begin with them: it is opened into `aside`
- * (a segment), so that the first try does not overwrite what the second needs.
+ * Reads segment `index`, holding `plain_bytes`, into `slot` and opens it, leaving the plaintext
+ * at `slot->next`. A partial segment, the last one a file is recorded to hold, is sealed with
+ * exactly those bytes or, after an append that was cut off or never recorded, with more (up to
+ * a whole segment) that begin with them: it is opened into `aside`, so that the first try does
+ * not overwrite what the second needs.
  */
-static int open_segment(Transfer *t, EVP_CIPHER_CTX *ctx, int *ready, uint64_t index, size_t plain_bytes,
-                        unsigned char *sealed, unsigned char *aside, unsigned char **plain) {
+static int open_segment(Transfer *t, Cipher *cipher, Slot *slot, uint64_t index, size_t plain_bytes) {
   size_t segment = (size_t)t->segment_bytes;
+  unsigned char *sealed = slot->sealed;
   uint64_t position = HEADER_BYTES + index * (t->segment_bytes + OVERHEAD);
   size_t want = (plain_bytes < segment ? segment : plain_bytes) + OVERHEAD;
   ssize_t got = read_at(t->file, sealed, want, position);
@@ -136,17 +130,19 @@ static int open_segment(Transfer *t, EVP_CIPHER_CTX *ctx, int *ready, uint64_t i
   unsigned char aad[8];
   for (int i = 0; i < 8; i++) aad[i] = (unsigned char)(index >> (56 - 8 * i));
   if (plain_bytes == segment) {
-    *plain = sealed + NONCE_BYTES;
-    if (aesgcm_open(ctx, ready, t->key, sealed, aad, sizeof aad, *plain, *plain, plain_bytes,
-                    sealed + NONCE_BYTES + plain_bytes))
+    unsigned char *plain = sealed + NONCE_BYTES;
+    slot->next = plain;
+    if (aesgcm_open(cipher->ctx, &cipher->ready, t->key, sealed, aad, sizeof aad, plain, plain, plain_bytes,
+                    plain + plain_bytes))
       return 1;
   } else {
-    *plain = aside;
+    if (slot->aside == NULL && (slot->aside = malloc(segment)) == NULL) return fail(t, "socket", "out of memory");
+    slot->next = slot->aside;
     size_t sizes[2] = {plain_bytes, (size_t)got - OVERHEAD};
     int tries = sizes[1] == sizes[0] ? 1 : 2;
     for (int i = 0; i < tries; i++) {
-      if (aesgcm_open(ctx, ready, t->key, sealed, aad, sizeof aad, sealed + NONCE_BYTES, aside, sizes[i],
-                      sealed + NONCE_BYTES + sizes[i]))
+      if (aesgcm_open(cipher->ctx, &cipher->ready, t->key, sealed, aad, sizeof aad, sealed + NONCE_BYTES,
+                      slot->aside, sizes[i], sealed + NONCE_BYTES + sizes[i]))
         return 1;
     }
   }
@@ -154,35 +150,97 @@ static int open_segment(Transfer *t, EVP_CIPHER_CTX *ctx, int *ready, uint64_t i
   return fail(t, "sealed", problem);
 }
 
+/* Reads and opens segment `index` into `slot`, with the part of it [start, end] covers to send. */
+static int prepare(Transfer *t, Cipher *cipher, Slot *slot, uint64_t index) {
+  uint64_t at = index * t->segment_bytes;
+  size_t plain_bytes = (size_t)(t->length - at < t->segment_bytes ? t->length - at : t->segment_bytes);
+  if (!open_segment(t, cipher, slot, index, plain_bytes)) return 0;
+  size_t from = t->start > at ? (size_t)(t->start - at) : 0;
+  size_t to = t->end - at < plain_bytes ? (size_t)(t->end - at + 1) : plain_bytes;
+  slot->next += from;
+  slot->left = to - from;
+  return 1;
+}
+
+/* Sends what the socket takes now of `slot`; `*full` says it took less than there was. */
+static int send_some(Transfer *t, Slot *slot, int *full) {
+  *full = 0;
+  while (slot->left > 0) {
+    if (atomic_load(&t->cancelled)) return fail(t, "cancelled", "the send was cancelled");
+    ssize_t now = send(t->sock, slot->next, slot->left, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (now > 0) {
+      slot->next += now;
+      slot->left -= (size_t)now;
+      t->sent += (uint64_t)now;
+      continue;
+    }
+    if (now < 0 && errno == EINTR) continue;
+    if (now < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      *full = 1;
+      return 1;
+    }
+    return fail_errno(t, "socket", "send", errno);
+  }
+  return 1;
+}
+
+/* Waits until the socket has room (or an error to report), for at most stallMs. */
+static int wait_for_room(Transfer *t) {
+  struct pollfd wait[2] = {{.fd = t->sock, .events = POLLOUT}, {.fd = t->wake, .events = POLLIN}};
+  int ready = poll(wait, 2, t->stall_ms);
+  if (ready < 0 && errno != EINTR) return fail_errno(t, "socket", "poll", errno);
+  if (ready == 0) return fail(t, "stalled", "the socket took nothing for too long");
+  if (atomic_load(&t->cancelled)) return fail(t, "cancelled", "the send was cancelled");
+  return 1; /* an error or hang-up on the socket shows in the next send */
+}
+
+/*
+ * Sends segment after segment from two slots: while the socket is full, the next segment is
+ * read and opened into the other slot, so there is plaintext to send the moment it has room.
+ */
 static int run(Transfer *t) {
-  size_t segment = (size_t)t->segment_bytes;
-  unsigned char *sealed = malloc(segment + OVERHEAD);
-  unsigned char *aside = NULL;
-  EVP_CIPHER_CTX *ctx = aesgcm_vaes_usable() ? NULL : EVP_CIPHER_CTX_new();
-  int ready = 0;
-  int ok = sealed != NULL && (ctx != NULL || aesgcm_vaes_usable());
+  size_t bytes = (size_t)t->segment_bytes + OVERHEAD;
+  Slot slots[2] = {{.sealed = malloc(bytes)}, {.sealed = malloc(bytes)}};
+  Cipher cipher = {.ctx = aesgcm_vaes_usable() ? NULL : EVP_CIPHER_CTX_new()};
+  int ok = slots[0].sealed != NULL && slots[1].sealed != NULL && (cipher.ctx != NULL || aesgcm_vaes_usable());
   if (!ok) fail(t, "socket", "out of memory");
-  uint64_t first = t->start / t->segment_bytes, last = t->end / t->segment_bytes;
-  for (uint64_t index = first; ok && index <= last; index++) {
-    uint64_t at = index * t->segment_bytes;
-    size_t plain_bytes = (size_t)(t->length - at < t->segment_bytes ? t->length - at : t->segment_bytes);
-    if (plain_bytes < segment && aside == NULL) {
-      aside = malloc(segment);
-      if (aside == NULL) {
-        ok = fail(t, "socket", "out of memory");
+  uint64_t next = t->start / t->segment_bytes, last = t->end / t->segment_bytes;
+  int current = 0;
+  /* Whether the other slot holds the segment after the current one. */
+  int ahead = 0;
+  /* Whether the segment after the current one failed: the current one is sent first. */
+  int failed_ahead = 0;
+  if (ok) ok = prepare(t, &cipher, &slots[current], next++);
+  while (ok) {
+    Slot *slot = &slots[current];
+    if (slot->left == 0) {
+      if (failed_ahead) {
+        ok = 0;
+      } else if (ahead) {
+        current ^= 1;
+        ahead = 0;
+      } else if (next <= last) {
+        ok = prepare(t, &cipher, slot, next++);
+      } else {
         break;
       }
+      continue;
     }
-    unsigned char *plain;
-    ok = open_segment(t, ctx, &ready, index, plain_bytes, sealed, aside, &plain);
-    if (!ok) break;
-    size_t from = index == first ? (size_t)(t->start - at) : 0;
-    size_t to = index == last ? (size_t)(t->end - at + 1) : plain_bytes;
-    ok = send_all(t, plain + from, to - from);
+    int full;
+    ok = send_some(t, slot, &full);
+    if (!ok || !full) continue;
+    if (!ahead && !failed_ahead && next <= last) {
+      ahead = prepare(t, &cipher, &slots[current ^ 1], next++);
+      failed_ahead = !ahead;
+    } else {
+      ok = wait_for_room(t);
+    }
   }
-  EVP_CIPHER_CTX_free(ctx);
-  free(aside);
-  free(sealed);
+  EVP_CIPHER_CTX_free(cipher.ctx);
+  for (int i = 0; i < 2; i++) {
+    free(slots[i].aside);
+    free(slots[i].sealed);
+  }
   return ok;
 }
 

@@ -4,6 +4,7 @@
 //
 //   node --import tsx bench/registry/pipe-cpu.ts [--file-mib 256] [--gets 8] [--streams 3] [--runs 3]
 //     [--verify] (the client hashes what it reads) [--segment-kib 1024] (the file's segment size)
+//     [--direct] (sendSealed, the addon's thread, instead of pipeSealed and the workers)
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
@@ -15,6 +16,7 @@ import { parseArgs } from "node:util";
 import { SealPool } from "../../src/registry/seal-pool.ts";
 import { SealedAppender } from "../../src/registry/sealed-file.ts";
 import { pipeSealed } from "../../src/registry/sealed-pipe.ts";
+import { sendSealed } from "../../src/registry/sealed-send.ts";
 
 const { values } = parseArgs({
   options: {
@@ -23,6 +25,7 @@ const { values } = parseArgs({
     streams: { type: "string", default: "3" },
     runs: { type: "string", default: "3" },
     verify: { type: "boolean", default: false },
+    direct: { type: "boolean", default: false },
     "segment-kib": { type: "string", default: "1024" },
   },
 });
@@ -79,7 +82,10 @@ const path = join(dir, "blob");
 
 const server = createServer((request, response) => {
   response.writeHead(200, { "content-length": String(fileBytes) });
-  pipeSealed(path, key, fileBytes, 0, fileBytes - 1, response, pool).then(
+  const send = values.direct
+    ? sendSealed(path, key, fileBytes, 0, fileBytes - 1, response)
+    : pipeSealed(path, key, fileBytes, 0, fileBytes - 1, response, pool);
+  send.then(
     () => response.end(),
     (error: unknown) => {
       console.error(error);
@@ -95,13 +101,13 @@ const client = `
 const http = require("node:http");
 const { createHash } = require("node:crypto");
 const agent = new http.Agent({ keepAlive: true });
-let left = ${gets}, bytes = 0;
+let left = ${gets}, bytes = 0, reads = 0;
 function one() {
   if (left-- <= 0) return Promise.resolve();
   return new Promise((resolve, reject) => {
     http.get({ host: "127.0.0.1", port: ${port}, path: "/", agent }, (res) => {
       const hash = ${values.verify ? 'createHash("sha256")' : "undefined"};
-      res.on("data", (c) => { bytes += c.length; hash?.update(c); });
+      res.on("data", (c) => { bytes += c.length; reads++; hash?.update(c); });
       res.on("end", () => { hash?.digest(); resolve(); });
       res.on("error", reject);
     }).on("error", reject);
@@ -111,11 +117,22 @@ const t0 = process.hrtime.bigint();
 Promise.all(Array.from({ length: ${streams} }, one)).then(() => {
   const s = Number(process.hrtime.bigint() - t0) / 1e9;
   const cpu = process.cpuUsage();
-  console.log(JSON.stringify({ bytes, s, clientCpu: (cpu.user + cpu.system) / 1e6 }));
+  const status = require("node:fs").readFileSync("/proc/self/status", "utf8");
+  const switches = (name) => Number(status.split(name + ":")[1].trim().split("\\n")[0]);
+  console.log(JSON.stringify({ bytes, reads, s, clientCpu: (cpu.user + cpu.system) / 1e6, clientUser: cpu.user / 1e6,
+    voluntary: switches("voluntary_ctxt_switches"), involuntary: switches("nonvoluntary_ctxt_switches") }));
   agent.destroy();
 });`;
 
-async function run(): Promise<{ bytes: number; s: number; clientCpu: number }> {
+async function run(): Promise<{
+  bytes: number;
+  reads: number;
+  s: number;
+  clientCpu: number;
+  clientUser: number;
+  voluntary: number;
+  involuntary: number;
+}> {
   const child = spawn(process.execPath, ["-e", client], { stdio: ["ignore", "pipe", "inherit"] });
   let out = "";
   child.stdout.on("data", (c: Buffer) => {
@@ -151,7 +168,7 @@ for (let i = 0; i < runs; i++) {
     );
   console.log(
     `${(result.bytes / 1e6 / result.s).toFixed(0)} MB/s, server ${((self.user + self.system) / 1e6 / gb).toFixed(2)} s/GB ` +
-      `(${(self.user / 1e6 / gb).toFixed(2)}u+${(self.system / 1e6 / gb).toFixed(2)}s), client ${(result.clientCpu / gb).toFixed(2)} s/GB | ${parts.join(" | ")}`,
+      `(${(self.user / 1e6 / gb).toFixed(2)}u+${(self.system / 1e6 / gb).toFixed(2)}s), client ${(result.clientCpu / gb).toFixed(2)} s/GB (${(result.clientUser / gb).toFixed(2)}u), switches ${Math.round(result.voluntary / gb)}+${Math.round(result.involuntary / gb)}/GB, ${Math.round(result.bytes / result.reads / 1024)} KiB a read | ${parts.join(" | ")}`,
   );
 }
 server.close();

@@ -108,13 +108,15 @@ describe("sending sealed files straight to the socket from the addon's thread", 
   after(() => new Promise<void>((resolve) => server.close(() => resolve())));
 
   /** GETs the next send's bytes; the body as far as it came, and whether it came whole. */
-  function get(agent?: Agent): Promise<{ body: Buffer; whole: boolean; socket: Socket }> {
+  function get(agent?: Agent, pauseMs = 0): Promise<{ body: Buffer; whole: boolean; socket: Socket }> {
     return new Promise((resolve, reject) => {
       const chunks: Buffer[] = [];
       const req = request(
         { port, host: "127.0.0.1", path: "/", agent: agent ?? false },
         (res: IncomingMessage) => {
+          if (pauseMs > 0) setTimeout(() => res.resume(), pauseMs).unref();
           res.on("data", (chunk: Buffer) => chunks.push(chunk));
+          if (pauseMs > 0) res.pause();
           res.on("end", () =>
             resolve({ body: Buffer.concat(chunks), whole: res.complete, socket: req.socket as Socket }),
           );
@@ -195,24 +197,34 @@ describe("sending sealed files straight to the socket from the addon's thread", 
     assert.ok(body.equals(data.subarray(0, recorded)));
   });
 
-  it("sends the segments before a forged one and nothing of it, then cuts the response short", async () => {
-    const data = randomBytes(6 * SMALL);
-    const path = await sealed(data);
-    const bytes = readFileSync(path);
-    const inFourth = HEADER_BYTES + 3 * (SMALL + OVERHEAD) + 50;
-    bytes[inFourth] = (bytes[inFourth] as number) ^ 0x01;
-    writeFileSync(path, bytes);
-    const send = queue({ path, length: data.length, start: 0, end: data.length - 1 });
-    const { body, whole } = await get();
-    const error = await send.outcome;
-    assert.ok(
-      error instanceof SealedFileError && /segment 3 failed authentication/.test(error.message),
-      `${error}`,
-    );
-    assert.equal(whole, false);
-    assert.ok(body.equals(data.subarray(0, 3 * SMALL)), `${body.length} bytes, the first three segments`);
-    assert.equal(openOn(path), 0, "the file is closed");
-  });
+  // Small segments, and segments larger than a socket holds (at most tcp_wmem's 4 MiB and
+  // tcp_rmem's 6 MiB by default) with the client not reading at first: the thread then opens the
+  // forged segment while the socket is full, and must still send all of the one before it.
+  for (const [segmentBytes, count, forged, pauseMs] of [
+    [SMALL, 6, 3, 0],
+    [32 * 1024 * 1024, 2, 1, 200],
+  ] as const) {
+    it(`sends the segments before a forged one and nothing of it, then cuts the response short (${count} segments of ${segmentBytes})`, async () => {
+      const data = randomBytes(count * segmentBytes);
+      const path = await sealed(data, segmentBytes);
+      const bytes = readFileSync(path);
+      const inForged = HEADER_BYTES + forged * (segmentBytes + OVERHEAD) + 50;
+      bytes[inForged] = (bytes[inForged] as number) ^ 0x01;
+      writeFileSync(path, bytes);
+      const send = queue({ path, length: data.length, start: 0, end: data.length - 1 });
+      const { body, whole } = await get(undefined, pauseMs);
+      const error = await send.outcome;
+      assert.ok(
+        error instanceof SealedFileError &&
+          new RegExp(`segment ${forged} failed authentication`).test(error.message),
+        `${error}`,
+      );
+      assert.equal(whole, false);
+      assert.equal(body.length, forged * segmentBytes, "every byte before the forged segment");
+      assert.ok(body.equals(data.subarray(0, forged * segmentBytes)));
+      assert.equal(openOn(path), 0, "the file is closed");
+    });
+  }
 
   it("fails on a segment the file does not have", async () => {
     const data = randomBytes(3 * SMALL);
