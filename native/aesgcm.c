@@ -15,7 +15,7 @@
  *   open(key, nonce, aad, input, inputOffset, output, outputOffset, length, tag) -> boolean
  *   seal(key, nonce, aad, input, inputOffset, output, outputOffset, length, tag) -> undefined
  *   engine: "vaes" or "openssl", which of the two open and seal use
- *   openssl: { open, seal }, the same always through OpenSSL (for tests and comparisons)
+ *   openssl: { open, seal, sendSealed }, the same always through OpenSSL (for tests and comparisons)
  *   sendSealed, cancelSend: a sealed blob's plaintext straight to a socket (native/send-sealed.c)
  *
  * All buffers are Uint8Arrays (Buffers); key 32 bytes, nonce 12, tag 16. The
@@ -241,7 +241,7 @@ int aesgcm_open(EVP_CIPHER_CTX *ctx, int *ready, const uint8_t key[32], const ui
                 const uint8_t *aad, size_t aad_length, const uint8_t *in, uint8_t *out, size_t length,
                 const uint8_t tag[16]) {
   int ok;
-  if (vaes_usable()) {
+  if (ctx == NULL) {
     ok = gcm_vaes_open(key, nonce, aad, aad_length, in, out, length, tag);
   } else {
     Job job = {.aad = aad, .aad_bytes = aad_length, .input = in, .output = out, .length = length};
@@ -287,6 +287,6 @@ NAPI_MODULE_INIT() {
       {"openssl", NULL, NULL, NULL, NULL, openssl, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, 4, properties) != napi_ok) return NULL;
-  if (send_sealed_define(env, exports) != napi_ok) return NULL;
+  if (send_sealed_define(env, exports, openssl) != napi_ok) return NULL;
   return exports;
 }

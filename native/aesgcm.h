@@ -12,14 +12,18 @@ int aesgcm_vaes_usable(void);
 
 /*
  * Decrypts `length` bytes from `in` to `out` (the same bytes, or apart) and returns whether
- * `tag` authenticates them, with VAES where usable and otherwise OpenSSL through `ctx` (one per
- * thread; `*ready` starts at 0 and is the context's own). On 0 `out` is zeroed.
+ * `tag` authenticates them: with native/gcm-vaes.c when `ctx` is NULL (only where
+ * aesgcm_vaes_usable()), otherwise with OpenSSL through `ctx` (one per thread; `*ready` starts
+ * at 0 and is the context's own). On 0 `out` is zeroed.
  */
 int aesgcm_open(EVP_CIPHER_CTX *ctx, int *ready, const uint8_t key[32], const uint8_t nonce[12],
                 const uint8_t *aad, size_t aad_length, const uint8_t *in, uint8_t *out, size_t length,
                 const uint8_t tag[16]);
 
-/* Adds sendSealed and cancelSend (native/send-sealed.c) to `exports`. */
-napi_status send_sealed_define(napi_env env, napi_value exports);
+/*
+ * Adds sendSealed and cancelSend (native/send-sealed.c) to `exports`, and to `openssl` a
+ * sendSealed that always opens with OpenSSL.
+ */
+napi_status send_sealed_define(napi_env env, napi_value exports, napi_value openssl);
 
 #endif

@@ -15,8 +15,11 @@
  * sent)` is called once on the event loop: error undefined when every byte
  * went, otherwise a message and its kind, "sealed" (a segment missing or
  * forged), "socket" (the socket failed), "stalled" (the socket took nothing
- * for stallMs) or "cancelled" (cancelSend). The socket must be non-blocking,
- * as Node's are, and nothing else may write to it until `done`.
+ * for stallMs), "cancelled" (cancelSend) or "memory". The socket must be
+ * non-blocking, as Node's are, and nothing else may write to it until `done`.
+ * Call it only on the main thread: Node 20 frees a threadsafe function when a
+ * worker's environment is torn down even while another thread holds it
+ * (nodejs/node#55706).
  */
 #define NAPI_VERSION 8
 #include <errno.h>
@@ -54,12 +57,17 @@ typedef struct {
   unsigned char key[KEY_BYTES];
   uint64_t segment_bytes, length, start, end;
   int stall_ms;
+  /* Whether segments are opened with native/gcm-vaes.c rather than OpenSSL. */
+  int vaes;
   napi_threadsafe_function done;
   /* The outcome, written by the thread before it calls `done`. */
   const char *kind;
   char message[160];
   uint64_t sent;
 } Transfer;
+
+/* Marks the tokens sendSealed makes, so that cancelSend takes nothing else. */
+static const napi_type_tag TOKEN_TAG = {0x5768617266536e64ULL, 0x5365616c6564546bULL};
 
 static void release(Transfer *t) {
   if (atomic_fetch_sub(&t->refs, 1) != 1) return;
@@ -102,7 +110,7 @@ typedef struct {
   size_t left;
 } Slot;
 
-/* OpenSSL's context for this thread, when VAES is not used. */
+/* OpenSSL's context for this thread; NULL when VAES is used. */
 typedef struct {
   EVP_CIPHER_CTX *ctx;
   int ready;
@@ -136,7 +144,7 @@ static int open_segment(Transfer *t, Cipher *cipher, Slot *slot, uint64_t index,
                     plain + plain_bytes))
       return 1;
   } else {
-    if (slot->aside == NULL && (slot->aside = malloc(segment)) == NULL) return fail(t, "socket", "out of memory");
+    if (slot->aside == NULL && (slot->aside = malloc(segment)) == NULL) return fail(t, "memory", "out of memory");
     slot->next = slot->aside;
     size_t sizes[2] = {plain_bytes, (size_t)got - OVERHEAD};
     int tries = sizes[1] == sizes[0] ? 1 : 2;
@@ -201,9 +209,9 @@ static int wait_for_room(Transfer *t) {
 static int run(Transfer *t) {
   size_t bytes = (size_t)t->segment_bytes + OVERHEAD;
   Slot slots[2] = {{.sealed = malloc(bytes)}, {.sealed = malloc(bytes)}};
-  Cipher cipher = {.ctx = aesgcm_vaes_usable() ? NULL : EVP_CIPHER_CTX_new()};
-  int ok = slots[0].sealed != NULL && slots[1].sealed != NULL && (cipher.ctx != NULL || aesgcm_vaes_usable());
-  if (!ok) fail(t, "socket", "out of memory");
+  Cipher cipher = {.ctx = t->vaes ? NULL : EVP_CIPHER_CTX_new()};
+  int ok = slots[0].sealed != NULL && slots[1].sealed != NULL && (cipher.ctx != NULL || t->vaes);
+  if (!ok) fail(t, "memory", "out of memory");
   uint64_t next = t->start / t->segment_bytes, last = t->end / t->segment_bytes;
   int current = 0;
   /* Whether the other slot holds the segment after the current one. */
@@ -298,7 +306,7 @@ static int integer_of(napi_env env, napi_value value, double max, uint64_t *out)
   return 1;
 }
 
-static napi_value js_send_sealed(napi_env env, napi_callback_info info) {
+static napi_value send_sealed_with(napi_env env, napi_callback_info info, int vaes) {
   size_t argc = ARGC;
   napi_value argv[ARGC];
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != ARGC)
@@ -333,6 +341,7 @@ static napi_value js_send_sealed(napi_env env, napi_callback_info info) {
   t->start = start;
   t->end = end;
   t->stall_ms = (int)stall_ms;
+  t->vaes = vaes;
   t->file = fcntl((int)file, F_DUPFD_CLOEXEC, 0);
   t->sock = fcntl((int)sock, F_DUPFD_CLOEXEC, 0);
   t->wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -361,7 +370,7 @@ static napi_value js_send_sealed(napi_env env, napi_callback_info info) {
   }
   pthread_attr_t attr;
   pthread_t thread;
-  int started = pthread_attr_init(&attr) == 0;
+  int started = napi_type_tag_object(env, token, &TOKEN_TAG) == napi_ok && pthread_attr_init(&attr) == 0;
   if (started) {
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     pthread_attr_setstacksize(&attr, STACK_BYTES);
@@ -384,8 +393,10 @@ static napi_value js_cancel_send(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   void *data = NULL;
   napi_valuetype type;
+  bool tagged = false;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 1 ||
       napi_typeof(env, argv[0], &type) != napi_ok || type != napi_external ||
+      napi_check_object_type_tag(env, argv[0], &TOKEN_TAG, &tagged) != napi_ok || !tagged ||
       napi_get_value_external(env, argv[0], &data) != napi_ok)
     return throw_error(env, "expected a token from sendSealed");
   Transfer *t = data;
@@ -397,10 +408,23 @@ static napi_value js_cancel_send(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-napi_status send_sealed_define(napi_env env, napi_value exports) {
+static napi_value js_send_sealed(napi_env env, napi_callback_info info) {
+  return send_sealed_with(env, info, aesgcm_vaes_usable());
+}
+
+static napi_value js_send_sealed_openssl(napi_env env, napi_callback_info info) {
+  return send_sealed_with(env, info, 0);
+}
+
+napi_status send_sealed_define(napi_env env, napi_value exports, napi_value openssl) {
   napi_property_descriptor properties[] = {
       {"sendSealed", NULL, js_send_sealed, NULL, NULL, NULL, napi_enumerable, NULL},
       {"cancelSend", NULL, js_cancel_send, NULL, NULL, NULL, napi_enumerable, NULL},
   };
-  return napi_define_properties(env, exports, 2, properties);
+  napi_property_descriptor portable[] = {
+      {"sendSealed", NULL, js_send_sealed_openssl, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"cancelSend", NULL, js_cancel_send, NULL, NULL, NULL, napi_enumerable, NULL},
+  };
+  napi_status status = napi_define_properties(env, exports, 2, properties);
+  return status == napi_ok ? napi_define_properties(env, openssl, 2, portable) : status;
 }

@@ -38,7 +38,7 @@ export interface NativeGcm {
 /** How a direct send ended: no error when every byte went (see native/send-sealed.c). */
 export type SendSealedDone = (
   error: string | undefined,
-  kind: "sealed" | "socket" | "stalled" | "cancelled" | undefined,
+  kind: "sealed" | "socket" | "stalled" | "cancelled" | "memory" | undefined,
   sent: number,
 ) => void;
 
@@ -72,7 +72,7 @@ export interface NativeGcmAddon extends NativeGcm, Partial<SealedSender> {
   /** "vaes" (native/gcm-vaes.c, where the CPU has VAES and VPCLMULQDQ) or "openssl". */
   engine: "vaes" | "openssl";
   /** The same functions, always through Node's OpenSSL. */
-  openssl: NativeGcm;
+  openssl: NativeGcm & Partial<SealedSender>;
 }
 
 export const ADDON_PATH = fileURLToPath(new URL("../../build/aesgcm.node", import.meta.url));

@@ -1,6 +1,7 @@
 import { open } from "node:fs/promises";
 import type { ServerResponse } from "node:http";
 import type { Socket } from "node:net";
+import { isMainThread } from "node:worker_threads";
 import { type SealedSender, type SendSealedToken, sealedSender } from "./native-gcm.ts";
 import { readHeader, SealedFileError } from "./sealed-format.ts";
 
@@ -10,6 +11,7 @@ const MAX_SENDS = 32;
 const STALL_MS = 120_000;
 
 let sending = 0;
+const EMPTY = Buffer.alloc(0);
 
 /** The socket's own descriptor, when it is plain TCP (not TLS) and open. */
 function socketFd(socket: Socket | null): number | undefined {
@@ -20,36 +22,49 @@ function socketFd(socket: Socket | null): number | undefined {
 }
 
 /**
- * Whether `sendSealed` can send to `response`: the addon has the direct send, the response's
- * socket is plain TCP and open, and fewer than MAX_SENDS are under way.
+ * Whether `sendSealed` can send to `response`: this is the main thread (Node 20 frees a
+ * threadsafe function when a worker's environment is torn down, even while the addon's thread
+ * still holds it: nodejs/node#55706), the addon has the direct send, the response's socket is
+ * plain TCP and open, its headers frame a body that is raw bytes (not a HEAD request's, not
+ * chunked), and fewer than MAX_SENDS are under way. Nothing of the body may be written yet.
  */
 export function canSendSealed(response: ServerResponse, sender = sealedSender): boolean {
-  return sender !== undefined && sending < MAX_SENDS && socketFd(response.socket) !== undefined;
+  return (
+    isMainThread &&
+    sender !== undefined &&
+    sending < MAX_SENDS &&
+    (response as { chunkedEncoding?: boolean }).chunkedEncoding !== true &&
+    response.req?.method !== "HEAD" &&
+    socketFd(response.socket) !== undefined
+  );
 }
 
-/** Resolves once the socket has handed everything queued to the kernel; rejects if it closes first. */
-function flushed(socket: Socket): Promise<void> {
+/**
+ * Resolves once everything queued on the socket (the headers) is in the kernel: the callback of
+ * an empty write comes after every write before it. ("drain" would not do: it comes only after
+ * a write that found the socket over its high-water mark.) Rejects when the socket closes first,
+ * or after `timeoutMs`.
+ */
+export function flushed(socket: Socket, timeoutMs: number): Promise<void> {
   if (socket.writableLength === 0) return Promise.resolve();
   return new Promise<void>((resolve, reject) => {
-    const settle = (error?: Error) => {
-      socket.off("drain", onDrain);
+    const settle = (error?: Error | null) => {
+      clearTimeout(timer);
       socket.off("close", onClose);
-      if (error === undefined) resolve();
+      if (error == null) resolve();
       else reject(error);
     };
-    const onDrain = () => {
-      if (socket.writableLength === 0) settle();
-    };
     const onClose = () => settle(new Error("the socket closed"));
-    socket.on("drain", onDrain);
+    const timer = setTimeout(() => settle(new Error("the socket took nothing for too long")), timeoutMs);
     socket.on("close", onClose);
+    socket.write(EMPTY, settle);
   });
 }
 
 /**
  * Sends plaintext bytes [start, end] (inclusive) of the sealed file at `path`, holding `length`
- * bytes, as the body of `response`, whose status and headers are set (see `canSendSealed`
- * first). The headers go out through Node; then, with nothing left queued on the socket, the
+ * bytes, as the body of `response`, whose status and headers are set, Content-Length among them
+ * (see `canSendSealed` first). The headers go out through Node; then, with nothing left queued on the socket, the
  * addon's thread reads, opens and sends each segment itself, so the bytes never reach the event
  * loop. The caller ends the response after this resolves (Node then writes nothing more: the
  * length was in the headers); after a rejection only a prefix was sent, every byte of it
@@ -75,13 +90,15 @@ export async function sendSealed(
       const socket = response.socket;
       if (socket === null) throw new Error("the response has no socket");
       response.flushHeaders();
-      await flushed(socket);
+      await flushed(socket, stallMs);
       const fd = socketFd(socket);
       if (fd === undefined) throw new Error("the socket closed");
       started = sendOn(sender, socket, handle.fd, fd, key, segmentBytes, length, start, end, stallMs);
       started.catch(() => undefined); // awaited below, once the file is closed
     } finally {
-      await handle.close(); // the addon's thread has its own copy of the descriptor
+      // The addon's thread has its own copy of the descriptor. Closing a file only read cannot
+      // lose anything, and a failure here must not end this while the thread still sends.
+      await handle.close().catch(() => undefined);
     }
     await started;
   } finally {
