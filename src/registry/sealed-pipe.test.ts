@@ -1,30 +1,17 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { Writable } from "node:stream";
 import { after, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { SealPool } from "./seal-pool.ts";
-import { HEADER_BYTES, SealedAppender, SealedFileError } from "./sealed-file.ts";
+import { HEADER_BYTES, SealedFileError } from "./sealed-file.ts";
 import { pipeSealed } from "./sealed-pipe.ts";
+import { OVERHEAD, SealedFiles, SMALL } from "./testing.ts";
 
-const dir = mkdtempSync(join(tmpdir(), "wharf-sealed-pipe-"));
-after(() => rmSync(dir, { recursive: true, force: true }));
-
-const KEY = randomBytes(32);
-const SMALL = 4096;
-const OVERHEAD = 12 + 16;
-let files = 0;
-
-async function sealed(data: Buffer, segmentBytes = SMALL): Promise<string> {
-  const path = join(dir, `file-${files++}`);
-  const appender = await SealedAppender.open(path, KEY, 0, segmentBytes);
-  await appender.write(data);
-  await appender.close();
-  return path;
-}
+const files = new SealedFiles("sealed-pipe");
+const KEY = files.key;
+const sealed = (data: Buffer, segmentBytes?: number) => files.seal(data, segmentBytes);
 
 /**
  * A sink like a socket that is slow to take bytes: it calls back for each chunk a little

@@ -1,25 +1,15 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import {
-  existsSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  readlinkSync,
-  rmSync,
-  writeFileSync,
-  writeSync,
-} from "node:fs";
+import { existsSync, readdirSync, readFileSync, readlinkSync, writeFileSync, writeSync } from "node:fs";
 import { Agent, createServer, type IncomingMessage, request, type ServerResponse } from "node:http";
 import { createRequire } from "node:module";
 import { type AddressInfo, connect, createServer as createNetServer, type Socket } from "node:net";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { ADDON_PATH, type NativeGcmAddon, type SealedSender } from "./native-gcm.ts";
-import { HEADER_BYTES, SealedAppender, SealedFileError } from "./sealed-file.ts";
+import { HEADER_BYTES, SealedFileError } from "./sealed-file.ts";
 import { canSendSealed, flushed, sendSealed } from "./sealed-send.ts";
+import { OVERHEAD, SealedFiles, SMALL } from "./testing.ts";
 
 // The addon itself, whatever WHARF_NATIVE_GCM says: npm test builds it (scripts/bootstrap.sh).
 assert.ok(existsSync(ADDON_PATH), `${ADDON_PATH} is missing: run sh scripts/bootstrap.sh`);
@@ -31,21 +21,9 @@ const senders: Array<[string, SealedSender]> = [
   ["OpenSSL", addon.openssl as SealedSender],
 ];
 
-const dir = mkdtempSync(join(tmpdir(), "wharf-sealed-send-"));
-after(() => rmSync(dir, { recursive: true, force: true }));
-
-const KEY = randomBytes(32);
-const SMALL = 4096;
-const OVERHEAD = 12 + 16;
-let files = 0;
-
-async function sealed(data: Buffer, segmentBytes = SMALL): Promise<string> {
-  const path = join(dir, `file-${files++}`);
-  const appender = await SealedAppender.open(path, KEY, 0, segmentBytes);
-  await appender.write(data);
-  await appender.close();
-  return path;
-}
+const files = new SealedFiles("sealed-send");
+const KEY = files.key;
+const sealed = (data: Buffer, segmentBytes?: number) => files.seal(data, segmentBytes);
 
 /** How many descriptors this process has open on `path`. */
 function openOn(path: string): number {

@@ -2,7 +2,7 @@ import { open } from "node:fs/promises";
 import type { ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import { isMainThread } from "node:worker_threads";
-import { type SealedSender, type SendSealedToken, sealedSender } from "./native-gcm.ts";
+import { type SealedSender, type SendSealedDone, type SendSealedToken, sealedSender } from "./native-gcm.ts";
 import { readHeader, SealedFileError } from "./sealed-format.ts";
 
 /** Direct sends at once, each a thread and a segment's buffer; past this, pulls go through the workers. */
@@ -69,6 +69,8 @@ export function flushed(socket: Socket, timeoutMs: number): Promise<void> {
  * loop. The caller ends the response after this resolves (Node then writes nothing more: the
  * length was in the headers); after a rejection only a prefix was sent, every byte of it
  * authenticated, and the caller must destroy the response. Closing the socket cancels the send.
+ * Node sees none of the body's writes: an idle timeout on the socket would fire mid-send (Wharf
+ * sets none; the thread's own `stallMs` stands in for one).
  */
 export async function sendSealed(
   path: string,
@@ -93,7 +95,10 @@ export async function sendSealed(
       await flushed(socket, stallMs);
       const fd = socketFd(socket);
       if (fd === undefined) throw new Error("the socket closed");
-      started = sendOn(sender, socket, handle.fd, fd, key, segmentBytes, length, start, end, stallMs);
+      const fileFd = handle.fd;
+      started = untilSent(sender, socket, (done) =>
+        sender.sendSealed(fileFd, fd, key, segmentBytes, length, start, end, stallMs, done),
+      );
       started.catch(() => undefined); // awaited below, once the file is closed
     } finally {
       // The addon's thread has its own copy of the descriptor. Closing a file only read cannot
@@ -106,25 +111,21 @@ export async function sendSealed(
   }
 }
 
-/** Starts the addon's send; settles when its thread is done, cancelling it if the socket closes first. */
-function sendOn(
+/**
+ * Runs `start` (the addon's send, given its `done`); settles when the addon's thread is done,
+ * cancelling the send if the socket closes first.
+ */
+function untilSent(
   sender: SealedSender,
   socket: Socket,
-  fileFd: number,
-  fd: number,
-  key: Buffer,
-  segmentBytes: number,
-  length: number,
-  start: number,
-  end: number,
-  stallMs: number,
+  start: (done: SendSealedDone) => SendSealedToken,
 ): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     let token: SendSealedToken | undefined;
     const onClose = () => {
       if (token !== undefined) sender.cancelSend(token);
     };
-    token = sender.sendSealed(fileFd, fd, key, segmentBytes, length, start, end, stallMs, (error, kind) => {
+    token = start((error, kind) => {
       socket.off("close", onClose);
       token = undefined;
       if (error === undefined) resolve();
