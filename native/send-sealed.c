@@ -1,9 +1,10 @@
 /*
  * A sealed blob's plaintext straight to a socket, on a thread of its own (see
  * src/registry/sealed-send.ts). Each segment of the file (the format of
- * src/registry/sealed-format.ts) is read into one buffer, opened in place and
+ * src/registry/sealed-format.ts) is read into a buffer, opened in place and
  * sent from there while it is still in this core's cache: three passes over
- * the bytes on one thread, and none of them on the event loop.
+ * the bytes on one thread, and none of them on the event loop. While the
+ * socket is full, the next segment is read and opened into a second buffer.
  *
  *   sendSealed(fileFd, socketFd, key, segmentBytes, length, start, end, stallMs, done) -> token
  *   cancelSend(token)
