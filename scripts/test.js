@@ -1,5 +1,5 @@
-// Runs every test file (src/**/*.test.ts beside the code, test/**/*.test.ts end to end)
-// with Node's own test runner; Node 20's runner takes no glob, so we list them.
+// Runs every test file (src/**/*.test.ts and bench/**/*.test.ts beside the code, test/**/*.test.ts
+// end to end) with Node's own test runner; Node 20's runner takes no glob, so we list them.
 import { spawnSync } from "node:child_process";
 import { readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
@@ -18,7 +18,8 @@ function testFiles(dir) {
 const only = process.argv
   .slice(2)
   .flatMap((path) => (statSync(path).isDirectory() ? testFiles(path).sort() : [path]));
-const files = only.length > 0 ? only : [...testFiles("src"), ...testFiles("test")].sort();
+const files =
+  only.length > 0 ? only : [...testFiles("src"), ...testFiles("bench"), ...testFiles("test")].sort();
 const result = spawnSync(
   process.execPath,
   [

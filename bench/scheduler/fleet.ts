@@ -5,7 +5,7 @@
 // the instance's tasks change, or after 15 s), which keeps every instance connected.
 //
 // Registration goes through the agent's own client (`ServerClient`, SigV4). Polls and reports go,
-// by default, through `wire.ts` (`client: "wire"`): the same requests, with a fraction of the CPU
+// by default, through `bench/wire.ts` (`client: "wire"`): the same requests, with a fraction of the CPU
 // that 5,000 agents' `node:http` clients take from the two cores the server is measured on;
 // `client: "agent"` sends them through `ServerClient` too.
 import { ServerClient, ServerError } from "../../src/agent/client.ts";
@@ -17,7 +17,7 @@ import type {
   TaskAssignment,
   TaskReport,
 } from "../../src/shared/agent-protocol.ts";
-import { WireConnection } from "./wire.ts";
+import { WireConnection } from "../wire.ts";
 
 export const ZONES = ["us-east-1a", "us-east-1b", "us-east-1c"];
 

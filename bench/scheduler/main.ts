@@ -26,7 +26,7 @@ import {
 import { processCpu, processMemory } from "../task-start/proc.ts";
 import { round1, roundSummary, summarize, table } from "../task-start/stats.ts";
 import { Fleet, type FleetClient } from "./fleet.ts";
-import { summarizeProfiles } from "./profile.ts";
+import { monotonicUs, type Span, summarizeProfiles } from "./profile.ts";
 import { type ClientKind, type RunTaskCaller, runTaskCaller } from "./run-task-client.ts";
 import { startWharf, type WharfServer } from "./server.ts";
 
@@ -41,6 +41,7 @@ const USAGE = `usage: npm run bench:scheduler -- [options]
   --skip-run-task     only phase (b);   --skip-service: only phase (a)
   --warm-up N         tasks run untimed first, on 1 instance per 20 of a cluster of their own (default 5000; 0: none)
   --cpu-prof DIR      run the server under node --cpu-prof, profile written to DIR and summarised
+                      over the timed phases
   --client KIND       how RunTask is called: http (signed JSON over keep-alive HTTP, the default) or
                       sdk (@aws-sdk/client-ecs; costs the shared cores more, see run-task-client.ts)
   --fleet-client KIND how the simulated agents poll and report: wire (a minimal HTTP/1.1 client, the
@@ -198,6 +199,7 @@ async function runTaskPhase(
   execFileSync("sync");
   const cpu0 = processCpu(server.pid).self;
   const benchCpu0 = process.cpuUsage();
+  const span = { fromUs: monotonicUs(), toUs: 0 };
   const started = performance.now();
   const deadline = started + s.budgetS * 1000;
   let windowStart = started;
@@ -242,6 +244,7 @@ async function runTaskPhase(
   };
   await Promise.all(Array.from({ length: s.concurrency }, worker));
   const wallMs = performance.now() - started;
+  span.toUs = monotonicUs();
   const serverCpuMs = processCpu(server.pid).self - cpu0;
   const benchCpu = process.cpuUsage(benchCpu0);
   // Acknowledgements trail placement: wait (bounded) for the agents to report the rest RUNNING.
@@ -272,6 +275,7 @@ async function runTaskPhase(
     ackedSeconds: round1(ackedMs / 1000),
     agent: { ...fleet.counters },
     windows,
+    span,
   };
 }
 
@@ -284,6 +288,7 @@ async function servicePhase(ecs: ECSClient, server: WharfServer, definition: str
   execFileSync("sync");
   const cpu0 = processCpu(server.pid).self;
   const benchCpu0 = process.cpuUsage();
+  const span = { fromUs: monotonicUs(), toUs: 0 };
   const started = performance.now();
   await ecs.send(new UpdateServiceCommand({ cluster, service: "scale", desiredCount: s.serviceTasks }));
   const updateMs = performance.now() - started;
@@ -312,6 +317,7 @@ async function servicePhase(ecs: ECSClient, server: WharfServer, definition: str
     }
     await new Promise((done) => setTimeout(done, 250));
   }
+  span.toUs = monotonicUs();
   const serverCpuMs = processCpu(server.pid).self - cpu0;
   const benchCpu = process.cpuUsage(benchCpu0);
   await fleet.stop();
@@ -330,6 +336,7 @@ async function servicePhase(ecs: ECSClient, server: WharfServer, definition: str
     serverCpuSeconds: round1(serverCpuMs / 1000),
     benchCpuSeconds: round1((benchCpu.user + benchCpu.system) / 1e6),
     agent: { ...fleet.counters },
+    span,
   };
 }
 
@@ -369,8 +376,12 @@ async function main(): Promise<void> {
   } finally {
     await server.stop();
   }
+  // The timed phases only: not start-up, registration or the warm-up.
+  const spans: Span[] = [runTask?.span, service?.span].filter((span) => span !== undefined);
   const profile =
-    s.profileDir === undefined ? undefined : await summarizeProfiles(s.profileDir).catch(() => undefined);
+    s.profileDir === undefined
+      ? undefined
+      : await summarizeProfiles(s.profileDir, spans).catch(() => undefined);
   const result = {
     benchmark: "scheduler",
     date: new Date().toISOString(),

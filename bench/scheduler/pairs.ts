@@ -22,8 +22,9 @@ interface Phase {
   placementsPerS: number;
   serverCpuS: number;
   placed: number;
-  /** The service phase: seconds until every task was placed. */
+  /** The service phase: seconds until every task was placed, and until every one ran. */
   placedS?: number;
+  runningS?: number;
 }
 
 interface Run {
@@ -51,6 +52,7 @@ function runOnce(dir: string, side: "A" | "B", options: string[]): Promise<Run> 
           service?: {
             desired: number;
             allPlacedSeconds?: number;
+            allRunningSeconds?: number;
             placementsPerS?: number;
             serverCpuSeconds: number;
           };
@@ -69,6 +71,9 @@ function runOnce(dir: string, side: "A" | "B", options: string[]): Promise<Run> 
             serverCpuS: json.service.serverCpuSeconds,
             placed: json.service.desired,
             placedS: json.service.allPlacedSeconds,
+            ...(json.service.allRunningSeconds === undefined
+              ? {}
+              : { runningS: json.service.allRunningSeconds }),
           };
         }
         if (run.runTask === undefined && run.service === undefined) {
@@ -91,7 +96,7 @@ function describeRun(run: Run): string {
   }
   if (run.service !== undefined) {
     parts.push(
-      `service placed in ${run.service.placedS} s, ${run.service.serverCpuS} s of server CPU (${msPer(run.service).toFixed(3)} ms per task)`,
+      `service placed in ${run.service.placedS} s, running in ${run.service.runningS ?? "–"} s, ${run.service.serverCpuS} s of server CPU (${msPer(run.service).toFixed(3)} ms per task)`,
     );
   }
   return `${parts.join("; ")} (load ${run.load.toFixed(1)})`;

@@ -10,8 +10,24 @@ interface ProfileNode {
 
 interface CpuProfile {
   nodes: ProfileNode[];
+  startTime: number;
   samples: number[];
   timeDeltas: number[];
+}
+
+/**
+ * A span of the monotonic clock in microseconds. V8 stamps a profile's samples with
+ * CLOCK_MONOTONIC, the clock of `process.hrtime` in every process on the machine, so the
+ * benchmark's own readings say which samples fell inside its timed phases.
+ */
+export interface Span {
+  fromUs: number;
+  toUs: number;
+}
+
+/** Now on the clock a profile's samples are stamped with. */
+export function monotonicUs(): number {
+  return Number(process.hrtime.bigint() / 1000n);
 }
 
 export interface FunctionTime {
@@ -31,8 +47,13 @@ function nameOf(node: ProfileNode): string {
   return `${frame.functionName || "(anonymous)"} ${file}:${frame.lineNumber + 1}`;
 }
 
-/** Self time (top 25) and inclusive time (top 30) over every profile in `dir`, idle left out. */
-export async function summarizeProfiles(dir: string) {
+/**
+ * Self time (top 25) and inclusive time (top 30) over every profile in `dir`, idle left out;
+ * with `spans`, only the samples taken inside one of them.
+ */
+export async function summarizeProfiles(dir: string, spans?: readonly Span[]) {
+  const counted = (us: number) =>
+    spans === undefined || spans.some((span) => us >= span.fromUs && us <= span.toUs);
   const self = new Map<string, number>();
   const inclusive = new Map<string, number>();
   let busy = 0;
@@ -41,9 +62,12 @@ export async function summarizeProfiles(dir: string) {
     const byId = new Map(profile.nodes.map((n) => [n.id, n]));
     const parent = new Map<number, number>();
     for (const node of profile.nodes) for (const child of node.children ?? []) parent.set(child, node.id);
+    let stamp = profile.startTime;
     profile.samples.forEach((id, i) => {
       const node = byId.get(id);
       const ms = (profile.timeDeltas[i] ?? 0) / 1000;
+      stamp += profile.timeDeltas[i] ?? 0;
+      if (!counted(stamp)) return;
       if (node === undefined || IDLE.has(node.callFrame.functionName)) return;
       busy += ms;
       const name = nameOf(node);

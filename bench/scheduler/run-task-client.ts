@@ -1,7 +1,7 @@
 // The benchmark's RunTask caller, two ways:
 //   "sdk"  — `@aws-sdk/client-ecs`, as a user's program calls it;
 //   "http" — the same request on the wire (JSON 1.1, `X-Amz-Target`, SigV4 signed by the SDK's own
-//            signer, keep-alive HTTP/1.1 through `wire.ts`, a connection per call in flight),
+//            signer, keep-alive HTTP/1.1 through `bench/wire.ts`, a connection per call in flight),
 //            answered by the same server path, without the SDK's middleware stack and its walk of
 //            every response shape. The load generator shares the server's two cores, so what it
 //            costs is taken from the server being measured; this caller costs less of them. Both
@@ -10,8 +10,8 @@ import { createHash, createHmac, type Hash, type Hmac } from "node:crypto";
 import { type ECSClient, RunTaskCommand } from "@aws-sdk/client-ecs";
 import { HttpRequest } from "@smithy/protocol-http";
 import { SignatureV4 } from "@smithy/signature-v4";
+import { WireConnection } from "../wire.ts";
 import type { WharfServer } from "./server.ts";
-import { WireConnection } from "./wire.ts";
 
 export type ClientKind = "sdk" | "http";
 
