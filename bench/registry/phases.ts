@@ -23,8 +23,14 @@ export interface PhaseResult {
    * its living threads').
    */
   serverThreads: { main: CpuSplit; busiest: CpuSplit; rest: CpuSplit; ended: CpuSplit };
-  /** CPU this (client) process used during the phase. */
+  /** CPU this (client) process used during the phase, and the part of it in the kernel. */
   clientCpuSeconds: number;
+  clientSystemCpuSeconds: number;
+  /**
+   * The client's context switches during the phase: voluntary (it waited for bytes) and
+   * involuntary (another thread took its core).
+   */
+  clientSwitches: { voluntary: number; involuntary: number };
   /** CPU every other process on the machine used during the phase. */
   backgroundCpuSeconds: number;
   /** Per-request latency percentiles in milliseconds (manifest phase). */
@@ -116,10 +122,12 @@ async function timed(
   const server0 = processCpuSeconds(pid);
   const threads0 = threadCpuSeconds(pid);
   const client0 = process.cpuUsage();
+  const switches0 = process.resourceUsage();
   const t0 = process.hrtime.bigint();
   const { bytes, requests } = await run();
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
   const client = process.cpuUsage(client0);
+  const switches = process.resourceUsage();
   const server = processCpuSeconds(pid);
   const serverThreads = threadSplit(pid, threads0, threadCpuSeconds(pid), {
     user: server.user - server0.user,
@@ -137,6 +145,11 @@ async function timed(
     serverSystemCpuSeconds,
     serverThreads,
     clientCpuSeconds,
+    clientSystemCpuSeconds: client.system / 1e6,
+    clientSwitches: {
+      voluntary: switches.voluntaryContextSwitches - switches0.voluntaryContextSwitches,
+      involuntary: switches.involuntaryContextSwitches - switches0.involuntaryContextSwitches,
+    },
     backgroundCpuSeconds: Math.max(0, machineBusy - serverCpuSeconds - clientCpuSeconds),
   };
 }

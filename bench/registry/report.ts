@@ -134,6 +134,41 @@ export function summarize(
     ...PHASES.map(([phase, label]) =>
       row(runs, `${label}: client CPU, % of one core`, "%", clientShare(phase), false),
     ),
+    ...(["pull", "pullUnhashed"] as const).flatMap((phase) => {
+      const name = phase === "pull" ? "pull" : "pull without hashing";
+      const perGb = (value: (result: PhaseResult) => number) => (run: PeerRun) =>
+        value(run[phase]) / (run[phase].bytes / 1e9);
+      return [
+        row(
+          runs,
+          `${name}: client CPU per GB`,
+          "CPU s",
+          perGb((p) => p.clientCpuSeconds),
+          false,
+        ),
+        row(
+          runs,
+          "  of which kernel",
+          "CPU s",
+          perGb((p) => p.clientSystemCpuSeconds),
+          false,
+        ),
+        row(
+          runs,
+          "  client's context switches per GB, voluntary",
+          "count",
+          perGb((p) => p.clientSwitches.voluntary),
+          false,
+        ),
+        row(
+          runs,
+          "  … involuntary",
+          "count",
+          perGb((p) => p.clientSwitches.involuntary),
+          false,
+        ),
+      ];
+    }),
     row(runs, "other processes' CPU while timed, % of one core", "%", background, false),
   ];
   return { headline, detail };
