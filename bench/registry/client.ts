@@ -1,10 +1,13 @@
 // One OCI distribution client, the same for every peer: node:http with keep-alive sockets, and
-// for blob bodies pulled a leaner reader of its own (bench/wire.ts).
+// blob GETs of its own (pull.ts): hashed on worker threads, one per download in flight, as
+// docker's are; only counted on the main thread.
 import { createHash } from "node:crypto";
 import { once } from "node:events";
 import { Agent, type IncomingMessage, type OutgoingHttpHeaders, request } from "node:http";
-import { WireConnection } from "../wire.ts";
+import { Worker } from "node:worker_threads";
 import { MANIFEST_ACCEPT } from "./layers.ts";
+import { BlobPuller, type PullJob } from "./pull.ts";
+import type { PullReply, PullWorkerData } from "./pull-worker.ts";
 
 /** No single request in the benchmark may take longer than this. */
 const REQUEST_TIMEOUT_MS = 120_000;
@@ -27,28 +30,116 @@ export interface RegistryTarget {
   authorization?: string | undefined;
 }
 
+/** A worker thread that pulls one blob at a time (pull-worker.ts). */
+class PullWorker {
+  private readonly worker: Worker;
+  private waiting: { resolve(): void; reject(error: Error): void } | undefined;
+  /** Why the worker is gone, once it is. */
+  private exited: Error | undefined;
+
+  constructor(data: PullWorkerData) {
+    // Node 20 does not apply `--import tsx` to a worker's own module: the worker registers it first.
+    const tsx = import.meta.resolve("tsx/esm/api");
+    const module = new URL("./pull-worker.ts", import.meta.url).href;
+    this.worker = new Worker(
+      `import(${JSON.stringify(tsx)}).then((tsx) => tsx.tsImport(${JSON.stringify(module)}, ${JSON.stringify(import.meta.url)}));`,
+      { eval: true, workerData: data },
+    );
+    this.worker.on("message", (reply: PullReply) =>
+      this.settle(reply.ok ? undefined : new RegistryClientError(reply.message)),
+    );
+    this.worker.on("error", (error) => this.settle(error));
+    this.worker.on("exit", (code) => {
+      this.exited = new RegistryClientError(`pull worker exited (${code})`);
+      this.settle(this.exited);
+    });
+  }
+
+  pull(job: PullJob): Promise<void> {
+    if (this.exited !== undefined) return Promise.reject(this.exited);
+    if (this.waiting !== undefined) return Promise.reject(new Error("one pull at a time"));
+    return new Promise((resolve, reject) => {
+      this.waiting = { resolve, reject };
+      this.worker.postMessage(job);
+    });
+  }
+
+  close(): void {
+    void this.worker.terminate();
+  }
+
+  private settle(error: Error | undefined): void {
+    const waiting = this.waiting;
+    this.waiting = undefined;
+    if (error === undefined) waiting?.resolve();
+    else waiting?.reject(error);
+  }
+}
+
+/** Pullers of one kind: an idle one is reused, another made whenever every one is busy. */
+class PullerPool<P extends { pull(job: PullJob): Promise<void>; close(): void }> {
+  private readonly idle: P[] = [];
+  private readonly all = new Set<P>();
+
+  constructor(private readonly make: () => P) {}
+
+  async pull(job: PullJob): Promise<void> {
+    let puller = this.idle.pop();
+    if (puller === undefined) {
+      puller = this.make();
+      this.all.add(puller);
+    }
+    try {
+      await puller.pull(job);
+    } finally {
+      this.idle.push(puller);
+    }
+  }
+
+  close(): void {
+    for (const puller of this.all) puller.close();
+    this.all.clear();
+    this.idle.length = 0;
+  }
+}
+
 export class RegistryClient {
   private readonly base: URL;
   private readonly authorization: string | undefined;
   private readonly agent: Agent;
   /**
-   * Keep-alive connections for blob GETs, each reading into a buffer of its own. Through
-   * `node:http`'s streams every 64 KiB read is a new buffer and a trip through the parser and
-   * the stream: 0.5–0.65 CPU s per GB of the client's on these two cores, taken from the server
-   * being measured, and the pull's limit for either peer.
+   * Blob GETs. Through `node:http`'s streams every 64 KiB read is a new buffer and a trip through
+   * the parser and the stream (0.5–0.65 CPU s per GB on these cores before any hashing), and one
+   * thread hashed every download: the client, not the server, was what limited the pull for either
+   * peer.
    */
-  private readonly pulls: WireConnection[] = [];
+  private readonly hashing: PullerPool<PullWorker>;
+  private readonly counting: PullerPool<BlobPuller>;
 
   constructor(target: RegistryTarget, maxSockets: number) {
     this.base = new URL(target.url);
     if (this.base.hostname !== "127.0.0.1") throw new Error(`refusing non-loopback target ${target.url}`);
     this.authorization = target.authorization;
     this.agent = new Agent({ keepAlive: true, maxSockets, maxFreeSockets: maxSockets });
+    const { authorization } = target;
+    this.hashing = new PullerPool(
+      () =>
+        new PullWorker({
+          url: this.base.href,
+          authorization,
+          readBytes: PULL_READ_BYTES,
+          timeoutMs: REQUEST_TIMEOUT_MS,
+        }),
+    );
+    this.counting = new PullerPool(
+      () => new BlobPuller(this.base, authorization, PULL_READ_BYTES, REQUEST_TIMEOUT_MS),
+    );
   }
 
   close(): void {
     this.agent.destroy();
-    for (const connection of this.pulls.splice(0)) connection.close();
+    this.hashing.close();
+    this.counting.close();
   }
 
   private exchange(
@@ -135,35 +226,10 @@ export class RegistryClient {
     );
   }
 
-  /** Streams a blob, checking its length and (unless told not to) its sha256 as the bytes arrive. */
-  async pullBlob(repository: string, digest: string, size: number, verify = true): Promise<void> {
-    const path = `/v2/${repository}/blobs/${digest}`;
-    const hash = verify ? createHash("sha256") : undefined;
-    let received = 0;
-    const connection =
-      this.pulls.pop() ?? new WireConnection(this.base, { readBuffer: Buffer.allocUnsafe(PULL_READ_BYTES) });
-    const timer = setTimeout(() => connection.close(), REQUEST_TIMEOUT_MS);
-    try {
-      const answer = await connection.get(
-        path,
-        this.authorization === undefined ? {} : { authorization: this.authorization },
-        (bytes) => {
-          received += bytes.length;
-          hash?.update(bytes);
-        },
-      );
-      if (answer.status !== 200)
-        throw new RegistryClientError(`GET ${path}: HTTP ${answer.status}: ${answer.text}`);
-    } catch (error) {
-      connection.close();
-      throw error;
-    } finally {
-      clearTimeout(timer);
-    }
-    this.pulls.push(connection);
-    const actual = hash === undefined ? digest : `sha256:${hash.digest("hex")}`;
-    if (received !== size || actual !== digest)
-      throw new RegistryClientError(`GET ${path}: got ${received} bytes ${actual}, want ${size} ${digest}`);
+  /** Streams a blob, checking its length and (unless told not to) its sha256, on a worker thread. */
+  pullBlob(repository: string, digest: string, size: number, verify = true): Promise<void> {
+    const job: PullJob = { path: `/v2/${repository}/blobs/${digest}`, digest, size, verify };
+    return verify ? this.hashing.pull(job) : this.counting.pull(job);
   }
 
   /** GET or HEAD a manifest by tag or digest, as docker asks; checks the digest (and body for GET). */
