@@ -209,15 +209,25 @@ for (const [engine, sender] of senders)
       }
     });
 
-    it("sends the recorded bytes of a last segment sealed with more than were recorded", async () => {
+    it("sends the recorded bytes of a last segment sealed with more than were recorded, whole and in ranges", async () => {
       const data = randomBytes(2 * SMALL + 3000);
       const path = await sealed(data);
       const recorded = 2 * SMALL + 1000;
-      const send = queue({ path, length: recorded, start: 0, end: recorded - 1 });
-      const { body, whole } = await get();
-      assert.equal(await send.outcome, undefined);
-      assert.ok(whole);
-      assert.ok(body.equals(data.subarray(0, recorded)));
+      // The whole of it, a range across into the last segment, and ranges that start inside it.
+      const ranges: Array<[number, number]> = [
+        [0, recorded - 1],
+        [SMALL + 5, recorded - 1],
+        [2 * SMALL, recorded - 1],
+        [2 * SMALL + 999, recorded - 1],
+        [2 * SMALL + 10, 2 * SMALL + 20],
+      ];
+      for (const [start, end] of ranges) {
+        const send = queue({ path, length: recorded, start, end });
+        const { body, whole } = await get();
+        assert.equal(await send.outcome, undefined);
+        assert.ok(whole, `range ${start}-${end} came whole`);
+        assert.ok(body.equals(data.subarray(start, end + 1)), `range ${start}-${end}`);
+      }
     });
 
     // Small segments, and segments larger than a socket holds (at most tcp_wmem's 4 MiB and
