@@ -121,18 +121,17 @@ export class RegistryClient {
     if (this.base.hostname !== "127.0.0.1") throw new Error(`refusing non-loopback target ${target.url}`);
     this.authorization = target.authorization;
     this.agent = new Agent({ keepAlive: true, maxSockets, maxFreeSockets: maxSockets });
-    const { authorization } = target;
     this.hashing = new PullerPool(
       () =>
         new PullWorker({
           url: this.base.href,
-          authorization,
+          authorization: this.authorization,
           readBytes: PULL_READ_BYTES,
           timeoutMs: REQUEST_TIMEOUT_MS,
         }),
     );
     this.counting = new PullerPool(
-      () => new BlobPuller(this.base, authorization, PULL_READ_BYTES, REQUEST_TIMEOUT_MS),
+      () => new BlobPuller(this.base, this.authorization, PULL_READ_BYTES, REQUEST_TIMEOUT_MS),
     );
   }
 

@@ -80,9 +80,11 @@ export function summarize(
 ): { headline: Row[]; detail: Row[] } {
   const rate = (phase: Phase) => (run: PeerRun) => run[phase].bytes / MB / run[phase].seconds;
   const perSecond = (run: PeerRun) => run.manifests.requests / run.manifests.seconds;
-  const systemPerGb = (phase: Phase) => (run: PeerRun) =>
-    run[phase].serverSystemCpuSeconds / (run[phase].bytes / 1e9);
-  const cpuPerGb = (phase: Phase) => (run: PeerRun) => run[phase].serverCpuSeconds / (run[phase].bytes / 1e9);
+  /** A phase's figure per GB it moved. */
+  const perGb = (phase: Phase, value: (result: PhaseResult) => number) => (run: PeerRun) =>
+    value(run[phase]) / (run[phase].bytes / 1e9);
+  const systemPerGb = (phase: Phase) => perGb(phase, (p) => p.serverSystemCpuSeconds);
+  const cpuPerGb = (phase: Phase) => perGb(phase, (p) => p.serverCpuSeconds);
   const clientShare = (phase: Phase) => (run: PeerRun) =>
     (100 * run[phase].clientCpuSeconds) / run[phase].seconds;
   const background = (run: PeerRun) => {
@@ -114,10 +116,7 @@ export function summarize(
           runs,
           `  ${phase === "pull" ? "pull" : "without hashing"}: ${THREAD_LABELS[group]}, user + kernel`,
           "CPU s",
-          (run) => {
-            const split = run[phase].serverThreads[group];
-            return (split.user + split.system) / (run[phase].bytes / 1e9);
-          },
+          perGb(phase, (p) => p.serverThreads[group].user + p.serverThreads[group].system),
           false,
         ),
       ),
@@ -134,41 +133,36 @@ export function summarize(
     ...PHASES.map(([phase, label]) =>
       row(runs, `${label}: client CPU, % of one core`, "%", clientShare(phase), false),
     ),
-    ...(["pull", "pullUnhashed"] as const).flatMap((phase) => {
-      const name = phase === "pull" ? "pull" : "pull without hashing";
-      const perGb = (value: (result: PhaseResult) => number) => (run: PeerRun) =>
-        value(run[phase]) / (run[phase].bytes / 1e9);
-      return [
-        row(
-          runs,
-          `${name}: client CPU per GB`,
-          "CPU s",
-          perGb((p) => p.clientCpuSeconds),
-          false,
-        ),
-        row(
-          runs,
-          "  of which kernel",
-          "CPU s",
-          perGb((p) => p.clientSystemCpuSeconds),
-          false,
-        ),
-        row(
-          runs,
-          "  client's context switches per GB, voluntary",
-          "count",
-          perGb((p) => p.clientSwitches.voluntary),
-          false,
-        ),
-        row(
-          runs,
-          "  … involuntary",
-          "count",
-          perGb((p) => p.clientSwitches.involuntary),
-          false,
-        ),
-      ];
-    }),
+    ...(["pull", "pullUnhashed"] as const).flatMap((phase) => [
+      row(
+        runs,
+        `${phase === "pull" ? "pull" : "pull without hashing"}: client CPU per GB`,
+        "CPU s",
+        perGb(phase, (p) => p.clientCpuSeconds),
+        false,
+      ),
+      row(
+        runs,
+        "  of which kernel",
+        "CPU s",
+        perGb(phase, (p) => p.clientSystemCpuSeconds),
+        false,
+      ),
+      row(
+        runs,
+        "  client's context switches per GB, voluntary",
+        "count",
+        perGb(phase, (p) => p.clientSwitches.voluntary),
+        false,
+      ),
+      row(
+        runs,
+        "  … involuntary",
+        "count",
+        perGb(phase, (p) => p.clientSwitches.involuntary),
+        false,
+      ),
+    ]),
     row(runs, "other processes' CPU while timed, % of one core", "%", background, false),
   ];
   return { headline, detail };

@@ -66,9 +66,10 @@ export function flushed(socket: Socket, timeoutMs: number): Promise<void> {
  * bytes, as the body of `response`, whose status and headers are set, Content-Length among them
  * (see `canSendSealed` first). The headers go out through Node; then, with nothing left queued
  * on the socket, the addon's thread reads, opens and sends each segment itself, so the bytes
- * never reach the event loop. The caller ends the response after this resolves (Node then writes nothing more: the
- * length was in the headers); after a rejection only a prefix was sent, every byte of it
- * authenticated, and the caller must destroy the response. Closing the socket cancels the send.
+ * never reach the event loop. The caller ends the response after this resolves (Node then
+ * writes nothing more: the length was in the headers); after a rejection only a prefix was
+ * sent, every byte of it authenticated, and the caller must destroy the response. Closing the
+ * socket cancels the send.
  * Node sees none of the body's writes: an idle timeout on the socket would fire mid-send (Wharf
  * sets none; the thread's own `stallMs` stands in for one).
  */
