@@ -133,7 +133,7 @@ class World {
   }
 
   private tdOf = new Map<string, string>();
-  private deploymentTd(id: string): string {
+  deploymentTd(id: string): string {
     return this.tdOf.get(id) ?? "web:1";
   }
 
@@ -752,4 +752,178 @@ describe("reconcile: rolling deployments", () => {
     assert.deepEqual([plan.starts, plan.stops], [[], []]);
     assert.equal(world.running().length, 2, "the old tasks keep running");
   });
+});
+
+describe("reconcile: generated services under churn", () => {
+  /** Every non-STOPPED task fits its instance, and no instance has a static host port twice. */
+  function assertFits(world: World, where: string): void {
+    for (const instance of world.instances) {
+      const on = world.live().filter((t) => t.instanceArn === instance.view.arn);
+      let cpu = 0;
+      let memory = 0;
+      const ports = new Set<number>();
+      for (const task of on) {
+        const needs = world.placement[world.deploymentTd(task.deploymentId)]?.needs;
+        assert.ok(needs !== undefined, `${where}: the task's definition is known`);
+        cpu += needs.cpu;
+        memory += needs.memory;
+        for (const port of needs.ports.tcp) {
+          assert.ok(!ports.has(port), `${where}: port ${port} twice on ${instance.view.arn}`);
+          ports.add(port);
+        }
+      }
+      assert.ok(cpu <= instance.registered.cpu, `${where}: ${cpu} CPU on ${instance.view.arn}`);
+      assert.ok(memory <= instance.registered.memory, `${where}: ${memory} MiB on ${instance.view.arn}`);
+    }
+  }
+
+  for (let seed = 1; seed <= 40; seed++) {
+    it(`seed ${seed}: keeps tasks within their instances and the rollout bounds, and converges`, () => {
+      const random = seeded(seed * 7919);
+      const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)] as T;
+      const zones = ["us-east-1a", "us-east-1b", "us-east-1c"].slice(0, 1 + Math.floor(random() * 3));
+      const instances = Array.from({ length: 3 + Math.floor(random() * 8) }, (_, i) => ({
+        zone: zones[i % zones.length] ?? "us-east-1a",
+        cpu: pick([1024, 2048, 4096]),
+        memory: pick([2048, 4096, 8192]),
+      }));
+      const [min, max] = pick([
+        [100, 200],
+        [50, 100],
+        [50, 150],
+        [0, 100],
+        [75, 125],
+        [100, 150],
+      ] as const);
+      const world = new World({
+        instances,
+        desiredCount: Math.floor(random() * 8),
+        minimumHealthyPercent: min,
+        maximumPercent: max,
+        definitions: [],
+      });
+      // Task definitions of random sizes; one with a static host port, so an instance takes one at most.
+      const sizes = ["web:1", "web:2", "web:3", "web:4"];
+      for (const td of sizes) {
+        const ports = random() < 0.25 ? [8080] : [];
+        world.define(td, {
+          cpu: pick([128, 256, 512]),
+          memory: pick([128, 256, 512]),
+          ports: { tcp: ports, udp: [] },
+        });
+      }
+      world.maxStarts = pick([undefined, 2, 5]);
+      const lost = new Set<number>();
+      /** The agents move on, and every instance not lost heartbeats. */
+      const progress = () => {
+        world.progress(0.7);
+        for (const [i, instance] of world.instances.entries())
+          if (!lost.has(i)) instance.lastHeartbeat = world.now;
+        world.lostBefore = world.now - 30_000;
+      };
+      const usable = () =>
+        world.instances.filter((inst, i) => inst.view.status === "ACTIVE" && !lost.has(i)).length;
+      let revision = 1;
+      /** Where the events stood at the last change to the service or its instances. */
+      let changedAt = 0;
+
+      for (let event = 0; event < 8; event++) {
+        const kind = pick(["scale", "deploy", "kill", "drain", "lose", "join", "deploy"] as const);
+        changedAt = world.events.length;
+        if (kind === "scale") world.service = { ...world.service, desiredCount: Math.floor(random() * 10) };
+        if (kind === "deploy" && revision < 4) {
+          revision++;
+          const next = newDeployment(
+            newDeploymentId(world.random),
+            `web:${revision}`,
+            world.service.desiredCount,
+            world.now,
+          );
+          world.service = {
+            ...world.service,
+            deployments: promote(world.service.deployments, next, world.now),
+          };
+        }
+        if (kind === "kill") {
+          const victim = pick(world.running());
+          if (victim !== undefined) {
+            victim.lastStatus = "STOPPED";
+            victim.desiredStatus = "STOPPED";
+            victim.stoppedAt = world.now;
+          }
+        }
+        if ((kind === "drain" || kind === "lose") && usable() > 3) {
+          const i = Math.floor(random() * world.instances.length);
+          if (kind === "drain") world.instance(i).view.status = "DRAINING";
+          else lost.add(i);
+        }
+        if (kind === "join") world.addInstance({ zone: pick(zones), cpu: 4096, memory: 8192 });
+        // A few passes with the agents lagging behind.
+        for (let round = 0; round < 1 + Math.floor(random() * 4); round++) {
+          world.step();
+          assertFits(world, `seed ${seed}, event ${event} (${kind}), round ${round}`);
+          progress();
+        }
+      }
+
+      // From a quiet state, a rollout stays within its bounds where the instances leave room to.
+      for (let round = 0; round < 60; round++) {
+        world.step();
+        progress();
+      }
+      const desired = world.service.desiredCount;
+      const steadyNow = world.running().length === desired && world.service.deployments.length === 1;
+      if (steadyNow && revision < 4) {
+        revision++;
+        const bounds = rollingBounds(desired, min, max);
+        const next = newDeployment(newDeploymentId(world.random), `web:${revision}`, desired, world.now);
+        world.service = {
+          ...world.service,
+          deployments: promote(world.service.deployments, next, world.now),
+        };
+        for (let round = 0; round < 80; round++) {
+          world.step();
+          assertFits(world, `seed ${seed}, last rollout, round ${round}`);
+          const occupied = world.live().length;
+          const running = world.tasks.filter((t) => t.lastStatus === "RUNNING").length;
+          assert.ok(occupied <= bounds.maxTotal, `seed ${seed}: ${occupied} tasks alive`);
+          assert.ok(running >= bounds.minHealthy, `seed ${seed}: ${running} running < ${bounds.minHealthy}`);
+          progress();
+        }
+      }
+
+      // Whatever happened, the service ends with its desired count running, on usable instances,
+      // all of the PRIMARY deployment, where the instances have room for them.
+      world.settle(200);
+      assertFits(world, `seed ${seed}, settled`);
+      const primary = world.service.deployments[0];
+      assert.ok(primary !== undefined);
+      const running = world.running();
+      // Where the instances had no room (a static port on fewer instances than tasks), or the
+      // bounds leave none (1 task at 75%..125%), the old deployment's tasks rightly stay, as in
+      // ECS; otherwise everything is the PRIMARY's.
+      const final = rollingBounds(world.service.desiredCount, min, max);
+      const stuck =
+        (world.service.desiredCount > 0 && final.maxTotal <= final.minHealthy) ||
+        world.events.slice(changedAt).some((e) => e.message.includes("was unable to place a task"));
+      if (!stuck) {
+        assert.equal(running.length, world.service.desiredCount, `seed ${seed}: desired count running`);
+        assert.deepEqual(
+          world.service.deployments.map((d) => [d.status, d.rolloutState]),
+          [["PRIMARY", "COMPLETED"]],
+        );
+      }
+      for (const task of running) {
+        if (!stuck) assert.equal(task.deploymentId, primary.id, `seed ${seed}: every task is the PRIMARY's`);
+        const i = world.instances.findIndex((inst) => inst.view.arn === task.instanceArn);
+        assert.ok(!lost.has(i), `seed ${seed}: no task on a lost instance`);
+        if (!stuck)
+          assert.equal(
+            world.instance(i).view.status,
+            "ACTIVE",
+            `seed ${seed}: no task on a DRAINING instance`,
+          );
+      }
+    });
+  }
 });
