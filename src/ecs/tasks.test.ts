@@ -158,6 +158,36 @@ describe("applyReport", () => {
   });
 });
 
+describe("applyReport's executionStoppedAt", () => {
+  it("is when the agent says the task's containers stopped, not when its STOPPED report came", () => {
+    const record = testTask();
+    const report = (lastStatus: TaskReport["lastStatus"], at: number, stoppedAt?: number): TaskReport => ({
+      taskArn: record.wire.taskArn,
+      lastStatus,
+      containers: [],
+      at,
+      ...(stoppedAt === undefined ? {} : { executionStoppedAt: stoppedAt }),
+    });
+    applyReport(record, report("RUNNING", TEST_NOW));
+    applyReport(record, report("STOPPING", TEST_NOW + 1000));
+    assert.equal(record.wire.executionStoppedAt, undefined, "the containers are still stopping");
+    applyReport(record, report("STOPPING", TEST_NOW + 31_000, TEST_NOW + 30_000));
+    applyReport(record, report("STOPPED", TEST_NOW + 45_000, TEST_NOW + 30_000));
+    assert.equal(record.wire.executionStoppedAt, TEST_NOW + 30_000);
+    assert.equal(record.wire.stoppedAt, TEST_NOW + 45_000);
+
+    // An agent that does not say keeps ECS's fallback: the STOPPED report's time.
+    const older = testTask();
+    applyReport(older, {
+      taskArn: older.wire.taskArn,
+      lastStatus: "STOPPED",
+      containers: [],
+      at: TEST_NOW + 5,
+    });
+    assert.equal(older.wire.executionStoppedAt, TEST_NOW + 5);
+  });
+});
+
 describe("requestStop", () => {
   const task = () => testTask();
 
