@@ -91,6 +91,17 @@ describe("newTask", () => {
   });
 });
 
+describe("a task's overrides", () => {
+  it("show the task-level cpu and memory given, as ECS's DescribeTasks does", () => {
+    const record = testTask({ input: { overrides: { cpu: "256", memory: "512" } } });
+    assert.equal(record.wire.overrides.cpu, "256");
+    assert.equal(record.wire.overrides.memory, "512");
+    assert.equal(record.wire.cpu, "256");
+    assert.equal(record.wire.memory, "512");
+    assert.equal(testTask().wire.overrides.cpu, undefined);
+  });
+});
+
 describe("applyReport", () => {
   const definition = (awsvpc: boolean): RunnableDefinition => ({
     ...checkedDefinition(),
