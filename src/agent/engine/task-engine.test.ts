@@ -396,6 +396,8 @@ describe("TaskEngine: dependsOn", () => {
     const web = report.containers.find((c) => c.name === "web");
     assert.equal(web?.lastStatus, "STOPPED");
     assert.equal(web?.exitCode, 143);
+    assert.equal(web?.runtimeId, undefined, "web never ran");
+    assert.ok(report.containers.find((c) => c.name === "migrate")?.runtimeId !== undefined);
     assert.equal(
       web?.reason,
       "CannotStartContainerError: dependency graph: failed to resolve container ordering dependency " +
@@ -493,6 +495,8 @@ describe("TaskEngine: startTimeout", () => {
     assert.equal(report.stoppedReason, "Essential container in task exited");
     const web = report.containers.find((c) => c.name === "web");
     assert.equal(web?.exitCode, 143);
+    assert.equal(web?.runtimeId, undefined, "web never ran");
+    assert.ok(report.containers.find((c) => c.name === "db")?.runtimeId !== undefined);
     assert.equal(
       web?.reason,
       "CannotStartContainerError: dependency graph: container ordering dependency " +

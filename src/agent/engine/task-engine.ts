@@ -201,7 +201,8 @@ export class TaskEngine {
           ...(c?.exitCode === undefined ? {} : { exitCode: c.exitCode }),
           ...(c?.reason === undefined ? {} : { reason: c.reason }),
           ...(c?.healthStatus === undefined ? {} : { healthStatus: c.healthStatus }),
-          ...(c === undefined ? {} : { runtimeId: c.id }),
+          // A container that never ran has no runtime id (ECS reports none for it either).
+          ...(c?.startedAt === undefined ? {} : { runtimeId: c.id }),
           networkBindings: bindings,
         };
       }),
