@@ -226,6 +226,66 @@ describe("tasks on real containers", () => {
     assert.equal(stopped.containers.find((c) => c.name === "web")?.exitCode, 7);
   });
 
+  it("gives up a container whose dependency exited non-zero or timed out, as the ECS agent does", async () => {
+    const failed = await registerTaskDefinition({
+      family: "failed-init",
+      containerDefinitions: [
+        { name: "init", image, memory: 16, essential: false, command: ["sh", "-c", "exit 3"] },
+        {
+          name: "app",
+          image,
+          memory: 16,
+          command: ["sleep", "300"],
+          dependsOn: [{ containerName: "init", condition: "SUCCESS" }],
+        },
+      ],
+    });
+    const slow = await registerTaskDefinition({
+      family: "slow-db",
+      containerDefinitions: [
+        {
+          name: "db",
+          image,
+          memory: 16,
+          command: ["sleep", "300"],
+          startTimeout: 3,
+          stopTimeout: 2,
+          healthCheck: { command: ["CMD", "false"], interval: 5, timeout: 2, retries: 1 },
+        },
+        {
+          name: "app",
+          image,
+          memory: 16,
+          command: ["sleep", "300"],
+          dependsOn: [{ containerName: "db", condition: "HEALTHY" }],
+        },
+      ],
+    });
+    const [a, b] = await Promise.all([runTask(failed), runTask(slow)]);
+    const [first, second] = await Promise.all([
+      until(a?.taskArn ?? "", (t) => t.lastStatus === "STOPPED", "STOPPED"),
+      until(b?.taskArn ?? "", (t) => t.lastStatus === "STOPPED", "STOPPED"),
+    ]);
+    for (const task of [first, second]) {
+      assert.equal(task.stopCode, "EssentialContainerExited");
+      assert.equal(task.stoppedReason, "Essential container in task exited");
+      const app = task.containers.find((c) => c.name === "app");
+      assert.equal(app?.exitCode, 143);
+      assert.equal(app?.runtimeId, undefined, "app never ran");
+    }
+    assert.equal(first.containers.find((c) => c.name === "init")?.exitCode, 3);
+    assert.equal(
+      first.containers.find((c) => c.name === "app")?.reason,
+      "CannotStartContainerError: dependency graph: failed to resolve container ordering dependency " +
+        `[init(${image}) (STOPPED->RUNNING) - Exit: 3] for target [app(${image}) (NONE->RUNNING)] ` +
+        "as dependency did not exit successfully.",
+    );
+    assert.match(
+      second.containers.find((c) => c.name === "app")?.reason ?? "",
+      /^CannotStartContainerError: dependency graph: container ordering dependency \[db\(.*\) \(RUNNING->RUNNING\)\] for target \[app\(.*\) \(NONE->RUNNING\)\] has timed out\.$/,
+    );
+  });
+
   it("publishes a bridge task's dynamic host port on 127.0.0.1 and reports it in networkBindings", async () => {
     const arn = await registerTaskDefinition({
       family: "bridge-web",
