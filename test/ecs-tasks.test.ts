@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { cleanupAgent, eventually, pushBusybox, startTestAgent, type TestAgent } from "./agent-harness.ts";
@@ -74,6 +74,19 @@ function until(
   );
 }
 
+/** Runs a command inside a running container with runc, as `docker exec` would. */
+function execIn(runtimeId: string | undefined, args: string[]): { status: number | null; stdout: string } {
+  const result = spawnSync(
+    "runc",
+    ["--root", join(agent.dataDir, "runc"), "exec", runtimeId ?? "", ...args],
+    {
+      encoding: "utf8",
+      timeout: 10_000,
+    },
+  );
+  return { status: result.status, stdout: result.stdout };
+}
+
 describe("tasks on real containers", () => {
   it("runs a task from Wharf's registry, logs to CloudWatch Logs, and stops it as ECS does", async () => {
     const arn = await registerTaskDefinition({
@@ -134,7 +147,8 @@ describe("tasks on real containers", () => {
     assert.equal(stopped.stopCode, "UserInitiated");
     assert.equal(stopped.stoppedReason, "Task stopped by user");
     assert.equal(stopped.containers[0]?.lastStatus, "STOPPED");
-    assert.equal(typeof stopped.containers[0]?.exitCode, "number");
+    // sh as PID 1 ignores SIGTERM: SIGKILL after the stopTimeout, as Docker reports it.
+    assert.equal(stopped.containers[0]?.exitCode, 137);
   });
 
   it("stops a task whose image does not exist with CannotPullContainerError", async () => {
@@ -212,17 +226,90 @@ describe("tasks on real containers", () => {
     assert.equal(stopped.containers.find((c) => c.name === "web")?.exitCode, 7);
   });
 
+  it("gives up a container whose dependency exited non-zero or timed out, as the ECS agent does", async () => {
+    const failed = await registerTaskDefinition({
+      family: "failed-init",
+      containerDefinitions: [
+        { name: "init", image, memory: 16, essential: false, command: ["sh", "-c", "exit 3"] },
+        {
+          name: "app",
+          image,
+          memory: 16,
+          command: ["sleep", "300"],
+          dependsOn: [{ containerName: "init", condition: "SUCCESS" }],
+        },
+      ],
+    });
+    const slow = await registerTaskDefinition({
+      family: "slow-db",
+      containerDefinitions: [
+        {
+          name: "db",
+          image,
+          memory: 16,
+          command: ["sleep", "300"],
+          startTimeout: 3,
+          stopTimeout: 2,
+          healthCheck: { command: ["CMD", "false"], interval: 5, timeout: 2, retries: 1 },
+        },
+        {
+          name: "app",
+          image,
+          memory: 16,
+          command: ["sleep", "300"],
+          dependsOn: [{ containerName: "db", condition: "HEALTHY" }],
+        },
+      ],
+    });
+    const [a, b] = await Promise.all([runTask(failed), runTask(slow)]);
+    const [first, second] = await Promise.all([
+      until(a?.taskArn ?? "", (t) => t.lastStatus === "STOPPED", "STOPPED"),
+      until(b?.taskArn ?? "", (t) => t.lastStatus === "STOPPED", "STOPPED"),
+    ]);
+    for (const task of [first, second]) {
+      assert.equal(task.stopCode, "EssentialContainerExited");
+      assert.equal(task.stoppedReason, "Essential container in task exited");
+      const app = task.containers.find((c) => c.name === "app");
+      assert.equal(app?.exitCode, 143);
+      assert.equal(app?.runtimeId, undefined, "app never ran");
+    }
+    assert.equal(first.containers.find((c) => c.name === "init")?.exitCode, 3);
+    assert.equal(
+      first.containers.find((c) => c.name === "app")?.reason,
+      "CannotStartContainerError: dependency graph: failed to resolve container ordering dependency " +
+        `[init(${image}) (STOPPED->RUNNING) - Exit: 3] for target [app(${image}) (NONE->RUNNING)] ` +
+        "as dependency did not exit successfully.",
+    );
+    assert.match(
+      second.containers.find((c) => c.name === "app")?.reason ?? "",
+      /^CannotStartContainerError: dependency graph: container ordering dependency \[db\(.*\) \(RUNNING->RUNNING\)\] for target \[app\(.*\) \(NONE->RUNNING\)\] has timed out\.$/,
+    );
+  });
+
   it("publishes a bridge task's dynamic host port on 127.0.0.1 and reports it in networkBindings", async () => {
     const arn = await registerTaskDefinition({
       family: "bridge-web",
       networkMode: "bridge",
+      volumes: [{ name: "site" }],
       containerDefinitions: [
         {
           name: "web",
           image,
           memory: 32,
           portMappings: [{ containerPort: 8080, hostPort: 0, protocol: "tcp" }],
-          command: ["sh", "-c", "echo bridged > /index.html; httpd -f -p 8080 -h /"],
+          mountPoints: [{ sourceVolume: "site", containerPath: "/site" }],
+          command: ["sh", "-c", "echo bridged > /site/index.html; httpd -f -p 8080 -h /site"],
+          stopTimeout: 2,
+        },
+        {
+          name: "reader",
+          image,
+          memory: 16,
+          essential: false,
+          volumesFrom: [{ sourceContainer: "web", readOnly: true }],
+          extraHosts: [{ hostname: "db.internal", ipAddress: "10.9.8.7" }],
+          dnsServers: ["192.0.2.53"],
+          command: ["sleep", "300"],
           stopTimeout: 2,
         },
       ],
@@ -239,6 +326,19 @@ describe("tasks on real containers", () => {
       return response.ok ? response.text() : undefined;
     });
     assert.equal(body.trim(), "bridged");
+
+    // reader mounts web's volume read-only, and has its own hosts and resolver.
+    const reader = running.containers.find((c) => c.name === "reader")?.runtimeId;
+    assert.equal(execIn(reader, ["cat", "/site/index.html"]).stdout, "bridged\n");
+    assert.notEqual(execIn(reader, ["touch", "/site/other"]).status, 0, "read-only");
+    assert.match(execIn(reader, ["cat", "/etc/hosts"]).stdout, /^10\.9\.8\.7\tdb\.internal$/m);
+    const resolv = execIn(reader, ["cat", "/etc/resolv.conf"]).stdout;
+    assert.deepEqual(
+      resolv.split("\n").filter((line) => line.startsWith("nameserver")),
+      ["nameserver 192.0.2.53"],
+    );
+    const web = running.containers.find((c) => c.name === "web")?.runtimeId;
+    assert.doesNotMatch(execIn(web, ["cat", "/etc/hosts"]).stdout, /db\.internal/, "only reader's");
     await aws(server, ["ecs", "stop-task", "--task", started.taskArn]);
     await until(started.taskArn, (t) => t.lastStatus === "STOPPED", "STOPPED");
   });
@@ -280,6 +380,13 @@ describe("tasks on real containers", () => {
       return response.ok ? response.text() : undefined;
     });
     assert.equal(body.trim(), "vpc");
+    // The sidecar reached the web container over the task's shared loopback.
+    const sidecar = running.containers.find((c) => c.name === "sidecar");
+    const got = await eventually("the sidecar's copy", async () => {
+      const read = execIn(sidecar?.runtimeId, ["cat", "/got"]);
+      return read.status === 0 ? read.stdout : undefined;
+    });
+    assert.equal(got, "vpc\n");
     await aws(server, ["ecs", "stop-task", "--task", started.taskArn, "--reason", "done here"]);
     const stopped = await until(started.taskArn, (t) => t.lastStatus === "STOPPED", "STOPPED");
     assert.equal(stopped.stoppedReason, "done here");
@@ -300,7 +407,8 @@ describe("tasks on real containers", () => {
     const started = await runTask(arn);
     const stopped = await until(started.taskArn, (t) => t.lastStatus === "STOPPED", "STOPPED", 90_000);
     const hog = stopped.containers[0];
-    assert.match(hog?.reason ?? "", /OutOfMemoryError/);
+    assert.equal(hog?.reason, "OutOfMemoryError: Container killed due to memory usage");
+    assert.equal(hog?.exitCode, 137);
     assert.equal(stopped.stopCode, "EssentialContainerExited");
   });
 

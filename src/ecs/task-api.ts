@@ -352,6 +352,8 @@ export class TaskMaker {
         containerOverrides:
           input.overrides?.containerOverrides ??
           definition.containerDefinitions.map((c) => ({ name: c.name })),
+        ...(input.overrides?.cpu === undefined ? {} : { cpu: input.overrides.cpu }),
+        ...(input.overrides?.memory === undefined ? {} : { memory: input.overrides.memory }),
         inferenceAcceleratorOverrides: [],
       },
       lastStatus: networkMode === "awsvpc" ? "PROVISIONING" : "PENDING",

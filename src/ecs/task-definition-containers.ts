@@ -167,6 +167,13 @@ function checkContainerSettings(name: string, input: ContainerDefinitionInput, t
   if (input.hostname !== undefined && task.mode === "awsvpc") {
     throw ClientException("The 'hostname' parameter is not supported when networkMode=awsvpc.");
   }
+  // A task with its own interface has one /etc/hosts and resolver for all its containers.
+  if ((input.dnsServers ?? []).length > 0 && task.mode === "awsvpc") {
+    throw ClientException("DNS servers are not supported on container when networkMode=awsvpc.");
+  }
+  if ((input.extraHosts ?? []).length > 0 && task.mode === "awsvpc") {
+    throw ClientException("Extra hosts are not supported on container when networkMode=awsvpc.");
+  }
   if (
     input.links !== undefined &&
     input.links.length > 0 &&

@@ -269,6 +269,30 @@ describe("draftTaskDefinition", () => {
       refusal({ family: "f", networkMode: "awsvpc", containerDefinitions: [{ ...busybox, links: ["db"] }] }),
       "Links are not supported when networkMode=awsvpc.",
     );
+    assert.equal(
+      refusal({
+        family: "f",
+        networkMode: "awsvpc",
+        containerDefinitions: [{ ...busybox, dnsServers: ["1.1.1.1"] }],
+      }),
+      "DNS servers are not supported on container when networkMode=awsvpc.",
+    );
+    assert.equal(
+      refusal({
+        family: "f",
+        networkMode: "awsvpc",
+        containerDefinitions: [{ ...busybox, extraHosts: [{ hostname: "db", ipAddress: "10.0.0.9" }] }],
+      }),
+      "Extra hosts are not supported on container when networkMode=awsvpc.",
+    );
+    const bridged = draftTaskDefinition({
+      family: "f",
+      networkMode: "bridge",
+      containerDefinitions: [
+        { ...busybox, dnsServers: ["1.1.1.1"], extraHosts: [{ hostname: "db", ipAddress: "10.0.0.9" }] },
+      ],
+    });
+    assert.deepEqual(bridged.containerDefinitions[0]?.dnsServers, ["1.1.1.1"], "bridge mode takes both");
   });
 
   it("checks task-level totals", () => {

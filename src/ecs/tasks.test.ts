@@ -91,6 +91,17 @@ describe("newTask", () => {
   });
 });
 
+describe("a task's overrides", () => {
+  it("show the task-level cpu and memory given, as ECS's DescribeTasks does", () => {
+    const record = testTask({ input: { overrides: { cpu: "256", memory: "512" } } });
+    assert.equal(record.wire.overrides.cpu, "256");
+    assert.equal(record.wire.overrides.memory, "512");
+    assert.equal(record.wire.cpu, "256");
+    assert.equal(record.wire.memory, "512");
+    assert.equal(testTask().wire.overrides.cpu, undefined);
+  });
+});
+
 describe("applyReport", () => {
   const definition = (awsvpc: boolean): RunnableDefinition => ({
     ...checkedDefinition(),
@@ -155,6 +166,36 @@ describe("applyReport", () => {
       }
     }
     assert.ok(changes > 200, "the reports changed tasks often enough to say something");
+  });
+});
+
+describe("applyReport's executionStoppedAt", () => {
+  it("is when the agent says the task's containers stopped, not when its STOPPED report came", () => {
+    const record = testTask();
+    const report = (lastStatus: TaskReport["lastStatus"], at: number, stoppedAt?: number): TaskReport => ({
+      taskArn: record.wire.taskArn,
+      lastStatus,
+      containers: [],
+      at,
+      ...(stoppedAt === undefined ? {} : { executionStoppedAt: stoppedAt }),
+    });
+    applyReport(record, report("RUNNING", TEST_NOW));
+    applyReport(record, report("STOPPING", TEST_NOW + 1000));
+    assert.equal(record.wire.executionStoppedAt, undefined, "the containers are still stopping");
+    applyReport(record, report("STOPPING", TEST_NOW + 31_000, TEST_NOW + 30_000));
+    applyReport(record, report("STOPPED", TEST_NOW + 45_000, TEST_NOW + 30_000));
+    assert.equal(record.wire.executionStoppedAt, TEST_NOW + 30_000);
+    assert.equal(record.wire.stoppedAt, TEST_NOW + 45_000);
+
+    // An agent that does not say keeps ECS's fallback: the STOPPED report's time.
+    const older = testTask();
+    applyReport(older, {
+      taskArn: older.wire.taskArn,
+      lastStatus: "STOPPED",
+      containers: [],
+      at: TEST_NOW + 5,
+    });
+    assert.equal(older.wire.executionStoppedAt, TEST_NOW + 5);
   });
 });
 

@@ -487,6 +487,15 @@ export function applyReport(record: TaskRecord, report: TaskReport): boolean {
     wire.pullStoppedAt = report.pullStoppedAt;
     changed = true;
   }
+  // When the task's containers stopped, before the agent released its network (ECS's executionStoppedAt).
+  if (
+    report.executionStoppedAt !== undefined &&
+    wire.executionStoppedAt === undefined &&
+    statusRank(report.lastStatus) >= statusRank("DEACTIVATING")
+  ) {
+    wire.executionStoppedAt = report.executionStoppedAt;
+    changed = true;
+  }
   if (report.privateIpv4Address !== undefined && applyInterface(wire, report, report.privateIpv4Address))
     changed = true;
   if (statusRank(report.lastStatus) > statusRank(wire.lastStatus)) {

@@ -113,10 +113,19 @@ export interface AssignedContainer {
     interval: number;
     timeout: number;
     retries: number;
-    startPeriod: number;
+    /** Absent when the definition sets none (no start period). */
+    startPeriod?: number;
   };
   dependsOn: Array<{ containerName: string; condition: "START" | "COMPLETE" | "SUCCESS" | "HEALTHY" }>;
   stopTimeout?: number;
+  /** Seconds this container may take to meet a COMPLETE, SUCCESS or HEALTHY condition of a container that depends on it. */
+  startTimeout?: number;
+  /** Name servers in place of the node's in the container's /etc/resolv.conf. */
+  dnsServers?: string[];
+  /** Lines appended to the container's /etc/hosts. */
+  extraHosts?: Array<{ hostname: string; ipAddress: string }>;
+  /** Other containers whose mount points this container mounts too. */
+  volumesFrom?: Array<{ sourceContainer?: string; readOnly?: boolean }>;
   ulimits?: Array<{ name: string; softLimit: number; hardLimit: number }>;
   readonlyRootFilesystem?: boolean;
   linuxParameters?: {
@@ -185,6 +194,8 @@ export interface TaskReport {
   /** Milliseconds since the epoch, for the timestamps DescribeTasks reports. */
   pullStartedAt?: number;
   pullStoppedAt?: number;
+  /** When the first essential container stopped (ECS's executionStoppedAt), once one has. */
+  executionStoppedAt?: number;
   at: number;
 }
 

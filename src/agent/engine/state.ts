@@ -38,6 +38,8 @@ export interface TaskState {
   stoppedReason?: string;
   pullStartedAt?: number;
   pullStoppedAt?: number;
+  /** When the first essential container stopped. */
+  executionStoppedAt?: number;
 }
 
 export function taskIdOf(taskArn: string): string {

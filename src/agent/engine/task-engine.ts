@@ -1,6 +1,7 @@
 import { execFile } from "node:child_process";
-import { mkdirSync, readFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { setTimeout as delay } from "node:timers/promises";
 import { promisify } from "node:util";
 import type {
   AssignedContainer,
@@ -9,10 +10,13 @@ import type {
   TaskStatus,
 } from "../../shared/agent-protocol.ts";
 import type { PulledImage } from "../image/store.ts";
+import { withExtraHosts, withNameservers } from "../network/files.ts";
 import { defaultHostname } from "../network/link.ts";
 import type { PortMapping, TaskNetwork } from "../network/node-network.ts";
 import type { Runtime } from "../runtime/runc.ts";
 import { type BindMount, buildSpec, type ContainerSpecInput } from "../runtime/spec.ts";
+import { DEPENDENCY_EXIT_CODE, readiness } from "./dependencies.ts";
+import { afterProbe, type HealthState, healthCommand } from "./health.ts";
 import { ReportQueue } from "./report-queue.ts";
 import { type ContainerState, type TaskState, type TaskStateStore, taskIdOf } from "./state.ts";
 
@@ -37,6 +41,16 @@ export interface EngineDeps {
   watchLogs(state: TaskState, container: ContainerState): void;
   log(message: string, fields?: Record<string, unknown>): void;
   now(): number;
+  /** Waits `ms` on the clock `now` reads, rejecting when the signal aborts; real timers unless told. */
+  sleep?(ms: number, signal: AbortSignal): Promise<void>;
+  /** Mounts and unmounts containers' root filesystems; overlay mounts unless told. */
+  rootfs?: RootfsMounter;
+}
+
+export interface RootfsMounter {
+  /** Mounts the image's root (`lower`) read-only with the container's writes in `dir`; resolves to the root's path. */
+  mount(lower: string, dir: string): Promise<string>;
+  unmount(target: string): Promise<void>;
 }
 
 const DEFAULT_STOP_TIMEOUT_S = 30;
@@ -63,6 +77,8 @@ async function mountOverlay(lower: string, dir: string): Promise<string> {
 async function unmount(target: string): Promise<void> {
   await run("umount", ["-l", target], { timeout: 10_000 }).catch(() => undefined);
 }
+
+const overlays: RootfsMounter = { mount: mountOverlay, unmount };
 
 function readIfExists(path: string): string | undefined {
   try {
@@ -92,7 +108,11 @@ export class TaskEngine {
   private readonly deps: EngineDeps;
   private readonly abort = new AbortController();
   private wake: (() => void) | undefined;
+  /** Poked while awake: the next sleep returns at once. */
+  private poked = false;
   private stopping = false;
+  private readonly clockSleep: (ms: number, signal: AbortSignal) => Promise<void>;
+  private readonly mounter: RootfsMounter;
   private readonly images = new Map<string, PulledImage>();
   /** Root filesystems mounted ahead of their container's start, by container name. */
   private readonly rootfs = new Map<string, Promise<string>>();
@@ -101,6 +121,8 @@ export class TaskEngine {
 
   constructor(deps: EngineDeps, assignment: TaskAssignment, recovered?: TaskState) {
     this.deps = deps;
+    this.clockSleep = deps.sleep ?? ((ms, signal) => delay(ms, undefined, { signal }));
+    this.mounter = deps.rootfs ?? overlays;
     this.state = recovered ?? {
       assignment,
       taskId: taskIdOf(assignment.taskArn),
@@ -128,20 +150,26 @@ export class TaskEngine {
   private poke(): void {
     const wake = this.wake;
     this.wake = undefined;
+    if (wake === undefined) this.poked = true;
     wake?.();
   }
 
-  private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.wake = undefined;
-        resolve();
-      }, ms);
-      this.wake = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-    });
+  /** Sleeps on the engine's clock until `ms` pass, the engine is poked, or the task ends. */
+  private async sleep(ms: number): Promise<void> {
+    if (this.poked) {
+      this.poked = false;
+      return;
+    }
+    const woken = new AbortController();
+    this.wake = () => woken.abort();
+    try {
+      await this.clockSleep(ms, AbortSignal.any([woken.signal, this.abort.signal]));
+    } catch {
+      // woken early
+    } finally {
+      this.wake = undefined;
+      this.poked = false;
+    }
   }
 
   private container(name: string): ContainerState | undefined {
@@ -173,7 +201,8 @@ export class TaskEngine {
           ...(c?.exitCode === undefined ? {} : { exitCode: c.exitCode }),
           ...(c?.reason === undefined ? {} : { reason: c.reason }),
           ...(c?.healthStatus === undefined ? {} : { healthStatus: c.healthStatus }),
-          ...(c === undefined ? {} : { runtimeId: c.id }),
+          // A container that never ran has no runtime id (ECS reports none for it either).
+          ...(c?.startedAt === undefined ? {} : { runtimeId: c.id }),
           networkBindings: bindings,
         };
       }),
@@ -186,6 +215,8 @@ export class TaskEngine {
     if (this.state.stoppedReason !== undefined) report.stoppedReason = this.state.stoppedReason;
     if (this.state.pullStartedAt !== undefined) report.pullStartedAt = this.state.pullStartedAt;
     if (this.state.pullStoppedAt !== undefined) report.pullStoppedAt = this.state.pullStoppedAt;
+    if (this.state.executionStoppedAt !== undefined)
+      report.executionStoppedAt = this.state.executionStoppedAt;
     this.reports.push(report);
   }
 
@@ -299,7 +330,7 @@ export class TaskEngine {
     const bundle = join(this.deps.states.taskDir(this.state.taskId), definition.name);
     const mounted = (async () => {
       mkdirSync(bundle, { recursive: true });
-      return await mountOverlay(image.rootfs, bundle);
+      return await this.mounter.mount(image.rootfs, bundle);
     })();
     // A failure surfaces when the container starts.
     mounted.catch(() => undefined);
@@ -321,41 +352,30 @@ export class TaskEngine {
     };
   }
 
-  /** Whether a container's dependencies allow it to start now (ECS's dependsOn conditions). */
-  private dependenciesMet(definition: AssignedContainer): boolean | "never" {
-    for (const dependency of definition.dependsOn) {
-      const target = this.container(dependency.containerName);
-      if (target === undefined) return false;
-      switch (dependency.condition) {
-        case "START":
-          break;
-        case "COMPLETE":
-          if (target.status !== "STOPPED") return false;
-          break;
-        case "SUCCESS":
-          if (target.status !== "STOPPED") return false;
-          if (target.exitCode !== 0) return "never";
-          break;
-        case "HEALTHY":
-          if (target.healthStatus === "UNHEALTHY" || target.status === "STOPPED") return "never";
-          if (target.healthStatus !== "HEALTHY") return false;
-          break;
-      }
+  /** Marks a container stopped; the first essential one to stop is when the task's execution stopped. */
+  private markStopped(container: ContainerState): void {
+    container.status = "STOPPED";
+    if (this.definition(container.name)?.essential === true) {
+      this.state.executionStoppedAt ??= this.deps.now();
     }
-    return true;
   }
 
+  /** Starts every container whose dependencies are met; gives up those whose dependencies never will be. */
   private async startReady(): Promise<void> {
     for (const definition of this.state.assignment.containers) {
       if (this.wantsStop() || this.container(definition.name) !== undefined) continue;
-      const ready = this.dependenciesMet(definition);
-      if (ready === "never") {
-        const reason = `Dependency condition not met for container ${definition.name}`;
-        this.state.containers.push(this.placeholder(definition, reason));
-        this.beginStop("TaskFailedToStart", reason);
-        return;
+      const started = new Map(this.state.containers.map((c) => [c.name, c]));
+      const ready = readiness(definition, this.state.assignment.containers, started, this.deps.now());
+      if (ready.kind === "never") {
+        // As the ECS agent does: the container stops without starting, with the exit code of a SIGTERM.
+        const container = this.placeholder(definition, ready.reason);
+        container.exitCode = DEPENDENCY_EXIT_CODE;
+        this.markStopped(container);
+        this.state.containers.push(container);
+        this.send(this.state.status);
+        continue;
       }
-      if (ready) await this.startContainer(definition);
+      if (ready.kind === "ready") await this.startContainer(definition);
     }
   }
 
@@ -368,6 +388,66 @@ export class TaskEngine {
       .catch(() => undefined);
     if (pulled !== undefined) this.images.set(definition.name, pulled);
     return pulled;
+  }
+
+  /**
+   * /etc/hosts, /etc/resolv.conf and /etc/hostname: the task's, or the container's own copies
+   * when it sets `extraHosts` or `dnsServers` (as Docker writes a container's).
+   */
+  private networkMounts(definition: AssignedContainer, bundle: string): BindMount[] {
+    const network = this.state.network;
+    if (network === undefined) return [];
+    let hosts = network.hostsFile;
+    let resolvConf = network.resolvConf;
+    if ((definition.extraHosts ?? []).length > 0) {
+      hosts = join(bundle, "hosts");
+      writeFileSync(
+        hosts,
+        withExtraHosts(readFileSync(network.hostsFile, "utf8"), definition.extraHosts ?? []),
+      );
+    }
+    if ((definition.dnsServers ?? []).length > 0) {
+      resolvConf = join(bundle, "resolv.conf");
+      writeFileSync(
+        resolvConf,
+        withNameservers(readFileSync(network.resolvConf, "utf8"), definition.dnsServers ?? []),
+      );
+    }
+    return [
+      { source: hosts, destination: "/etc/hosts" },
+      { source: resolvConf, destination: "/etc/resolv.conf" },
+      { source: network.hostnameFile, destination: "/etc/hostname" },
+    ];
+  }
+
+  private volumeSource(name: string): string {
+    const volume = this.state.assignment.volumes.find((v) => v.name === name);
+    const source =
+      volume?.host?.sourcePath ?? join(this.deps.states.taskDir(this.state.taskId), "volumes", name);
+    mkdirSync(source, { recursive: true });
+    return source;
+  }
+
+  /**
+   * The container's mount points, then those of the containers it takes `volumesFrom` (and theirs),
+   * read-only where the source mounts them so or `readOnly` says; a path mounted already keeps its first.
+   */
+  private volumeMounts(definition: AssignedContainer, seen = new Set([definition.name])): BindMount[] {
+    const mounts: BindMount[] = definition.mountPoints.map((point) => ({
+      source: this.volumeSource(point.sourceVolume),
+      destination: point.containerPath,
+      readonly: point.readOnly === true,
+    }));
+    for (const from of definition.volumesFrom ?? []) {
+      const source = from.sourceContainer === undefined ? undefined : this.definition(from.sourceContainer);
+      if (source === undefined || seen.has(source.name)) continue;
+      seen.add(source.name);
+      for (const mount of this.volumeMounts(source, seen)) {
+        if (mounts.some((m) => m.destination === mount.destination)) continue;
+        mounts.push({ ...mount, readonly: from.readOnly === true || mount.readonly === true });
+      }
+    }
+    return mounts;
   }
 
   private async startContainer(definition: AssignedContainer): Promise<void> {
@@ -385,24 +465,9 @@ export class TaskEngine {
     try {
       const ahead = this.rootfs.get(definition.name);
       mkdirSync(container.bundle, { recursive: true });
-      container.rootfs = await (ahead ?? mountOverlay(image.rootfs, container.bundle));
+      container.rootfs = await (ahead ?? this.mounter.mount(image.rootfs, container.bundle));
       const network = this.state.network;
-      const mounts: BindMount[] =
-        network === undefined
-          ? []
-          : [
-              { source: network.hostsFile, destination: "/etc/hosts" },
-              { source: network.resolvConf, destination: "/etc/resolv.conf" },
-              { source: network.hostnameFile, destination: "/etc/hostname" },
-            ];
-      for (const point of definition.mountPoints) {
-        const volume = this.state.assignment.volumes.find((v) => v.name === point.sourceVolume);
-        const source =
-          volume?.host?.sourcePath ??
-          join(this.deps.states.taskDir(this.state.taskId), "volumes", point.sourceVolume);
-        mkdirSync(source, { recursive: true });
-        mounts.push({ source, destination: point.containerPath, readonly: point.readOnly === true });
-      }
+      const mounts = [...this.networkMounts(definition, container.bundle), ...this.volumeMounts(definition)];
       const input: ContainerSpecInput = {
         id: container.id,
         rootfs: container.rootfs,
@@ -456,10 +521,11 @@ export class TaskEngine {
   private async watchExit(container: ContainerState): Promise<void> {
     try {
       const exit = await this.deps.runtime.wait(container.id, container.bundle, this.abort.signal);
-      container.status = "STOPPED";
+      if (container.status === "STOPPED") return;
+      this.markStopped(container);
       container.exitCode = exit.exitCode;
       if (exit.oomKilled) container.reason = "OutOfMemoryError: Container killed due to memory usage";
-      this.deps.states.save(this.state);
+      this.send(this.state.status);
       this.poke();
     } catch (error) {
       if (!this.abort.signal.aborted)
@@ -467,35 +533,38 @@ export class TaskEngine {
     }
   }
 
-  /** Runs the container's health check inside it: CMD or CMD-SHELL, with ECS's interval, timeout, retries, start period. */
+  /**
+   * Runs the container's health check inside it every `interval` (CMD, or CMD-SHELL under
+   * /bin/sh -c), each run given `timeout`; reports each change of its health status.
+   */
   private async healthLoop(container: ContainerState, definition: AssignedContainer): Promise<void> {
     const check = definition.healthCheck;
     if (check === undefined) return;
-    const [kind, ...rest] = check.command;
-    const args =
-      kind === "CMD-SHELL" ? ["/bin/sh", "-c", rest.join(" ")] : kind === "CMD" ? rest : check.command;
-    let failures = 0;
-    const started = this.deps.now();
+    const args = healthCommand(check);
+    const startedAt = container.startedAt ?? this.deps.now();
+    let health: HealthState = { status: container.healthStatus ?? "UNKNOWN", failingStreak: 0 };
     while (container.status === "RUNNING" && !this.abort.signal.aborted) {
-      await new Promise((resolve) => setTimeout(resolve, (check.interval ?? 30) * 1000));
-      if (container.status !== "RUNNING") return;
-      let healthy = false;
       try {
-        healthy =
-          (await this.deps.runtime.exec(container.id, args, { timeoutMs: (check.timeout ?? 5) * 1000 }))
-            .exitCode === 0;
+        await this.clockSleep(check.interval * 1000, this.abort.signal);
       } catch {
-        healthy = false;
+        return;
       }
-      const inStartPeriod = this.deps.now() - started < (check.startPeriod ?? 0) * 1000;
-      const before = container.healthStatus;
-      if (healthy) {
-        failures = 0;
-        container.healthStatus = "HEALTHY";
-      } else if (!inStartPeriod && ++failures >= (check.retries ?? 3)) {
-        container.healthStatus = "UNHEALTHY";
+      if (container.status !== "RUNNING") return;
+      const probeStartedAt = this.deps.now();
+      let passed = false;
+      try {
+        const result = await this.deps.runtime.exec(container.id, args, {
+          timeoutMs: check.timeout * 1000,
+          signal: this.abort.signal,
+        });
+        passed = result.exitCode === 0;
+      } catch {
+        // a check that overran its timeout, or could not run, failed
       }
-      if (container.healthStatus !== before) {
+      if (container.status !== "RUNNING" || this.abort.signal.aborted) return;
+      health = afterProbe(health, passed, check, probeStartedAt, startedAt);
+      if (health.status !== container.healthStatus) {
+        container.healthStatus = health.status;
         this.send(this.state.status);
         this.poke();
       }
@@ -520,7 +589,7 @@ export class TaskEngine {
       if (container.status !== "RUNNING") continue;
       const state = await this.deps.runtime.state(container.id, container.bundle).catch(() => undefined);
       if (state?.status === "stopped" || state?.status === "unknown") {
-        container.status = "STOPPED";
+        this.markStopped(container);
         if (state.exit !== undefined) {
           container.exitCode = state.exit.exitCode;
           if (state.exit.oomKilled)
@@ -532,38 +601,66 @@ export class TaskEngine {
     if (changed) this.send(this.state.status === "STOPPED" ? "STOPPED" : this.state.status);
   }
 
-  /** Stops containers in reverse dependency order, tears the network down, reports STOPPED. */
+  /** Stops one running container: its stop signal, then SIGKILL after its `stopTimeout` (30 s unless told). */
+  private async stopContainer(container: ContainerState): Promise<void> {
+    if (container.status !== "RUNNING") return;
+    const definition = this.definition(container.name);
+    try {
+      const exit = await this.deps.runtime.stop(
+        container.id,
+        container.bundle,
+        (definition?.stopTimeout ?? DEFAULT_STOP_TIMEOUT_S) * 1000,
+      );
+      container.exitCode = exit.exitCode;
+      if (exit.oomKilled) container.reason = "OutOfMemoryError: Container killed due to memory usage";
+    } catch (error) {
+      this.deps.log("stop failed", { container: container.id, error: String(error) });
+    }
+    this.markStopped(container);
+  }
+
+  /**
+   * Stops the containers as ECS does, the reverse of their start order: each once every
+   * container that depends on it has stopped, the others side by side.
+   */
+  private async stopContainers(): Promise<void> {
+    const stops = new Map<string, Promise<void>>();
+    const stop = (container: ContainerState): Promise<void> => {
+      let stopped = stops.get(container.name);
+      if (stopped === undefined) {
+        // Deferred a tick, so the map knows this container before its dependents are asked.
+        stopped = Promise.resolve().then(async () => {
+          const dependents = this.state.containers.filter((c) =>
+            this.definition(c.name)?.dependsOn.some((d) => d.containerName === container.name),
+          );
+          await Promise.all(dependents.map(stop));
+          await this.stopContainer(container);
+        });
+        stops.set(container.name, stopped);
+      }
+      return stopped;
+    };
+    await Promise.all(this.state.containers.map(stop));
+  }
+
+  /** Stops the containers, tears the network down, reports STOPPED. */
   private async stopAll(): Promise<void> {
     const networked = this.state.assignment.networkMode === "awsvpc";
     if (networked) this.send("DEACTIVATING");
     this.send("STOPPING");
-    const order = [...this.state.containers].reverse();
-    for (const container of order) {
-      if (container.status === "RUNNING") {
-        const definition = this.definition(container.name);
-        try {
-          const exit = await this.deps.runtime.stop(
-            container.id,
-            container.bundle,
-            (definition?.stopTimeout ?? DEFAULT_STOP_TIMEOUT_S) * 1000,
-          );
-          container.exitCode = exit.exitCode;
-        } catch (error) {
-          this.deps.log("stop failed", { container: container.id, error: String(error) });
-        }
-        container.status = "STOPPED";
-      }
-    }
+    await this.stopContainers();
+    // Essential containers that never ran stop now, before the network goes.
+    this.state.executionStoppedAt ??= this.deps.now();
     this.abort.abort();
     for (const container of this.state.containers) {
       await this.deps.runtime.remove(container.id, container.bundle).catch(() => undefined);
-      await unmount(container.rootfs);
+      await this.mounter.unmount(container.rootfs);
     }
     // Root filesystems mounted ahead for containers that never started.
     for (const [name, mounted] of this.rootfs) {
       if (this.container(name) !== undefined) continue;
       const target = await mounted.catch(() => undefined);
-      if (target !== undefined) await unmount(target);
+      if (target !== undefined) await this.mounter.unmount(target);
     }
     if (networked) this.send("DEPROVISIONING");
     await this.deps.network.teardown(this.state.taskId).catch((error: unknown) => {

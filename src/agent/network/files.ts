@@ -55,6 +55,23 @@ export async function readHostResolvConf(forNamespace: boolean): Promise<string>
   return nameserverCount(upstreamFiltered) > 0 ? upstreamFiltered : filtered;
 }
 
+/** A container's /etc/hosts: the task's, with its `extraHosts` appended as Docker's --add-host does. */
+export function withExtraHosts(
+  hosts: string,
+  entries: ReadonlyArray<{ hostname: string; ipAddress: string }>,
+): string {
+  if (entries.length === 0) return hosts;
+  const base = hosts === "" || hosts.endsWith("\n") ? hosts : `${hosts}\n`;
+  return `${base}${entries.map((e) => `${e.ipAddress}\t${e.hostname}`).join("\n")}\n`;
+}
+
+/** A container's /etc/resolv.conf with its `dnsServers` in place of the nameservers (Docker's --dns); search and options stay. */
+export function withNameservers(resolvConf: string, servers: readonly string[]): string {
+  if (servers.length === 0) return resolvConf;
+  const kept = resolvConf.split("\n").filter((line) => line !== "" && !/^\s*nameserver\s/.test(line));
+  return `${[...servers.map((server) => `nameserver ${server}`), ...kept].join("\n")}\n`;
+}
+
 export function hostnameFile(hostname: string): string {
   return `${hostname}\n`;
 }
