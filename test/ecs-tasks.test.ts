@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { cgroupDirs, detectCgroupLayout } from "../src/agent/stats/cgroups.ts";
 import { cleanupAgent, eventually, pushBusybox, startTestAgent, type TestAgent } from "./agent-harness.ts";
 import { aws, registerTaskDefinitionCli, startTestServer, type TestServer } from "./helpers.ts";
 
@@ -410,6 +412,35 @@ describe("tasks on real containers", () => {
     assert.equal(hog?.reason, "OutOfMemoryError: Container killed due to memory usage");
     assert.equal(hog?.exitCode, 137);
     assert.equal(stopped.stopCode, "EssentialContainerExited");
+  });
+
+  it("puts the task-level cpu and memory on the task's cgroup as hard limits, and removes it when the task stops", async () => {
+    const arn = await registerTaskDefinition({
+      family: "sized",
+      cpu: "256",
+      memory: "128",
+      containerDefinitions: [
+        { name: "app", image, command: ["sleep", "300"], stopTimeout: 1 },
+        { name: "side", image, command: ["sleep", "300"], essential: false, stopTimeout: 1 },
+      ],
+    });
+    const started = await runTask(arn);
+    await until(started.taskArn, (t) => t.lastStatus === "RUNNING", "RUNNING");
+    const layout = await detectCgroupLayout();
+    const group = `/wharf/${started.taskArn.split("/").pop()}`;
+    const file = (controller: "cpu" | "memory", name: string) =>
+      layout.version === 1
+        ? join(layout.controllers[controller] ?? "", group, name)
+        : join(layout.root, group, name);
+    const read = (controller: "cpu" | "memory", v1: string, v2: string) =>
+      readFileSync(file(controller, layout.version === 1 ? v1 : v2), "utf8").trim();
+    // 256 units are a quarter of a CPU: 25 ms of every 100 ms, for both containers together.
+    assert.equal(read("cpu", "cpu.cfs_quota_us", "cpu.max").split(" ")[0], "25000");
+    assert.equal(Number(read("memory", "memory.limit_in_bytes", "memory.max")), 128 * 1024 * 1024);
+    assert.ok(existsSync(file("cpu", "app")), "the containers' cgroups are inside it");
+    assert.equal((await aws(server, ["ecs", "stop-task", "--task", started.taskArn])).code, 0);
+    await until(started.taskArn, (t) => t.lastStatus === "STOPPED", "STOPPED");
+    for (const dir of cgroupDirs(layout, group)) assert.ok(!existsSync(dir), `${dir} is removed`);
   });
 
   it("keeps tasks running across an agent restart and reports a container that died meanwhile", async () => {

@@ -13,6 +13,7 @@ import type { PulledImage } from "../image/store.ts";
 import { RuntimeError } from "../runtime/errors.ts";
 import { CONTAINER_ID_ANNOTATION, type OciSpec } from "../runtime/oci.ts";
 import type { ContainerState, ExitStatus, Runtime } from "../runtime/runtime.ts";
+import type { TaskLimits } from "../stats/cgroups.ts";
 import { TaskStateStore } from "./state.ts";
 import { TaskEngine } from "./task-engine.ts";
 
@@ -218,6 +219,19 @@ class FakeRuntime implements Runtime {
 
   async list(): Promise<string[]> {
     return [...this.containers.keys()];
+  }
+
+  /** Task cgroups made, with their limits and how many containers had started by then. */
+  readonly groups = new Map<string, TaskLimits & { startedBefore: number }>();
+  /** Task cgroups removed, with the events (starts, stops, removals) up to then. */
+  readonly removedGroups: Array<{ path: string; after: string[] }> = [];
+
+  async limitTask(cgroupsPath: string, limits: TaskLimits): Promise<void> {
+    this.groups.set(cgroupsPath, { ...limits, startedBefore: this.containers.size });
+  }
+
+  async removeTask(cgroupsPath: string): Promise<void> {
+    this.removedGroups.push({ path: cgroupsPath, after: [...this.events] });
   }
 }
 
@@ -639,6 +653,30 @@ describe("TaskEngine: exits and stops", () => {
     assert.equal(report.containers.find((c) => c.name === "side")?.exitCode, 143, "stopped with SIGTERM");
     assert.deepEqual(h.mounted, [], "every root filesystem unmounted");
     assert.equal(h.teardowns.length, 1);
+  });
+
+  it("puts the task-level cpu and memory on the task's cgroup, the parent of its containers', and removes it", async () => {
+    const h = harness([container("app"), container("side", { essential: false })], { cpu: 256, memory: 512 });
+    await h.clock.until(() => h.engine.state.status === "RUNNING", "RUNNING");
+    const group = `/wharf/${h.engine.state.taskId}`;
+    assert.deepEqual([...h.runtime.groups], [[group, { cpuUnits: 256, memoryMiB: 512, startedBefore: 0 }]]);
+    for (const name of ["app", "side"])
+      assert.equal(h.runtime.byName(name).spec.linux?.cgroupsPath, `${group}/${name}`);
+    await stopAndWait(h);
+    assert.deepEqual(
+      h.runtime.removedGroups.map((r) => r.path),
+      [group],
+    );
+    const after = h.runtime.removedGroups[0]?.after ?? [];
+    assert.ok(after.includes("remove app") && after.includes("remove side"), "after its containers");
+  });
+
+  it("makes no task cgroup limits without task-level cpu and memory", async () => {
+    const h = harness([container("app")]);
+    await h.clock.until(() => h.engine.state.status === "RUNNING", "RUNNING");
+    assert.deepEqual([...h.runtime.groups.values()], [{ startedBefore: 0 }]);
+    await stopAndWait(h);
+    assert.equal(h.runtime.removedGroups.length, 1, "the parent runc made still goes");
   });
 
   it("keeps the task running when a non-essential container exits, and reports its exit code", async () => {

@@ -55,6 +55,11 @@ export interface RootfsMounter {
 
 const DEFAULT_STOP_TIMEOUT_S = 30;
 
+/** A task's cgroup: its containers' are inside it, and its task-level limits are on it. */
+export function taskCgroup(taskId: string): string {
+  return `/wharf/${taskId}`;
+}
+
 /** Mounts an overlay: the image's root read-only below, the container's writes above. */
 async function mountOverlay(lower: string, dir: string): Promise<string> {
   const upper = join(dir, "upper");
@@ -266,6 +271,11 @@ export class TaskEngine {
     const pulls = this.pullAll(AbortSignal.any([this.abort.signal, pullsAbort.signal]));
     try {
       this.state.network = await this.setupNetwork();
+      const { cpu, memory } = this.state.assignment;
+      await this.deps.runtime.limitTask(taskCgroup(this.state.taskId), {
+        ...(cpu === undefined ? {} : { cpuUnits: cpu }),
+        ...(memory === undefined ? {} : { memoryMiB: memory }),
+      });
     } catch (error) {
       pullsAbort.abort();
       await pulls;
@@ -476,7 +486,7 @@ export class TaskEngine {
         container: definition,
         hostname: definition.hostname ?? defaultHostname(this.state.taskId),
         mounts,
-        cgroupsPath: `/wharf/${this.state.taskId}/${definition.name}`,
+        cgroupsPath: `${taskCgroup(this.state.taskId)}/${definition.name}`,
       };
       // User names resolve in the image's own /etc/passwd and /etc/group.
       const passwd = readIfExists(join(image.rootfs, "etc/passwd"));
@@ -662,6 +672,9 @@ export class TaskEngine {
       const target = await mounted.catch(() => undefined);
       if (target !== undefined) await this.mounter.unmount(target);
     }
+    await this.deps.runtime.removeTask(taskCgroup(this.state.taskId)).catch((error: unknown) => {
+      this.deps.log("task cgroup removal failed", { task: this.state.taskId, error: String(error) });
+    });
     if (networked) this.send("DEPROVISIONING");
     await this.deps.network.teardown(this.state.taskId).catch((error: unknown) => {
       this.deps.log("network teardown failed", { task: this.state.taskId, error: String(error) });

@@ -10,7 +10,14 @@ import { readFileSync } from "node:fs";
 import { mkdir, mkdtemp, readdir, readFile, rename, rm, rmdir, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import { type CgroupLayout, detectCgroupLayout, readOomKills } from "../stats/cgroups.ts";
+import {
+  type CgroupLayout,
+  detectCgroupLayout,
+  limitCgroup,
+  readOomKills,
+  removeCgroup,
+  type TaskLimits,
+} from "../stats/cgroups.ts";
 import { type CommandResult, runCommand } from "./command.ts";
 import { assertContainerId, RuntimeError } from "./errors.ts";
 import { CONTAINER_ID_ANNOTATION, type OciSpec, STOP_SIGNAL_ANNOTATION } from "./oci.ts";
@@ -143,6 +150,16 @@ export class RuncRuntime implements Runtime {
       timeoutMs: this.commandTimeoutMs,
       signal,
     });
+  }
+
+  async limitTask(cgroupsPath: string, limits: TaskLimits): Promise<void> {
+    if (limits.cpuUnits === undefined && limits.memoryMiB === undefined) return;
+    await limitCgroup(await detectCgroupLayout(), cgroupsPath, limits);
+  }
+
+  async removeTask(cgroupsPath: string): Promise<void> {
+    const layout = await this.cgroups();
+    if (layout !== undefined) await removeCgroup(layout, cgroupsPath);
   }
 
   private cgroups(): Promise<CgroupLayout | undefined> {

@@ -4,6 +4,7 @@
  * same interface.
  */
 
+import type { TaskLimits } from "../stats/cgroups.ts";
 import type { OciSpec } from "./oci.ts";
 
 export interface ContainerHandle {
@@ -70,4 +71,8 @@ export interface Runtime {
   remove(id: string, bundleDir: string): Promise<void>;
   /** Container ids this runtime knows. */
   list(): Promise<string[]>;
+  /** Makes a task's cgroup, the parent of its containers' `cgroupsPath`, with the task-level limits. */
+  limitTask(cgroupsPath: string, limits: TaskLimits): Promise<void>;
+  /** Removes a task's cgroup once its containers are removed. */
+  removeTask(cgroupsPath: string): Promise<void>;
 }

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -11,8 +11,10 @@ import {
   type CgroupLayout,
   type CgroupSample,
   cgroupDirs,
+  cpuQuotaUs,
   cpuUtilization,
   detectCgroupLayout,
+  limitCgroup,
   parseKeyValues,
   parseMountinfo,
   readOomKills,
@@ -147,6 +149,39 @@ describe("sampleCgroup on fixture directories", () => {
     await assert.rejects(sampleCgroup(layout, "/wharf/t/missing"));
   });
 
+  it("puts task-level limits on a v1 task cgroup: a CFS quota for the CPU units, a memory limit", async () => {
+    const layout: CgroupLayout = {
+      version: 1,
+      controllers: {
+        cpu: join(dir, "lim1/cpu"),
+        cpuacct: join(dir, "lim1/cpu"),
+        memory: join(dir, "lim1/mem"),
+      },
+    };
+    await limitCgroup(layout, "/wharf/t", { cpuUnits: 256, memoryMiB: 512 });
+    const read = (path: string) => readFile(join(dir, "lim1", path), "utf8");
+    assert.equal(await read("cpu/wharf/t/cpu.cfs_period_us"), "100000");
+    assert.equal(await read("cpu/wharf/t/cpu.cfs_quota_us"), "25000");
+    assert.equal(await read("mem/wharf/t/memory.limit_in_bytes"), String(512 * 1024 * 1024));
+    // Only what the task sets: memory alone leaves the CPU hierarchy alone.
+    await limitCgroup(layout, "/wharf/u", { memoryMiB: 64 });
+    assert.ok(!existsSync(join(dir, "lim1/cpu/wharf/u")));
+    await assert.rejects(limitCgroup(layout, "/wharf/../x", { memoryMiB: 64 }));
+    assert.equal(cpuQuotaUs(2048), 200_000);
+    assert.equal(cpuQuotaUs(1), 1000, "never under the kernel's 1 ms floor");
+  });
+
+  it("puts task-level limits on a v2 task cgroup, enabling the controllers on the way down", async () => {
+    const root = join(dir, "lim2");
+    await mkdir(root, { recursive: true });
+    await limitCgroup({ version: 2, root }, "/wharf/t", { cpuUnits: 1536, memoryMiB: 1024 });
+    const read = (path: string) => readFile(join(root, path), "utf8");
+    assert.equal(await read("cgroup.subtree_control"), "+cpu +memory");
+    assert.equal(await read("wharf/cgroup.subtree_control"), "+cpu +memory");
+    assert.equal(await read("wharf/t/cpu.max"), "150000 100000");
+    assert.equal(await read("wharf/t/memory.max"), String(1024 * 1024 * 1024));
+  });
+
   it("removes a cgroup from every hierarchy, tolerating missing ones, and refuses odd paths", async () => {
     const layout: CgroupLayout = { version: 1, controllers: { a: join(dir, "rm/a"), b: join(dir, "rm/b") } };
     await mkdir(join(dir, "rm/a/wharf/t"), { recursive: true });
@@ -167,6 +202,29 @@ describe("sampleCgroup on a real container", { skip, timeout: 120_000 }, () => {
   });
   after(async () => {
     await f?.cleanup();
+  });
+
+  it("limits a task's cgroup on this host and removes it", async () => {
+    const layout = await detectCgroupLayout();
+    const path = `/wharf-limit-${randomBytes(4).toString("hex")}`;
+    try {
+      await limitCgroup(layout, path, { cpuUnits: 512, memoryMiB: 96 });
+      const [memory, quota] =
+        layout.version === 1
+          ? [
+              await readFile(join(layout.controllers.memory ?? "", path, "memory.limit_in_bytes"), "utf8"),
+              await readFile(join(layout.controllers.cpu ?? "", path, "cpu.cfs_quota_us"), "utf8"),
+            ]
+          : [
+              await readFile(join(layout.root, path, "memory.max"), "utf8"),
+              await readFile(join(layout.root, path, "cpu.max"), "utf8"),
+            ];
+      assert.equal(Number(memory), 96 * 1024 * 1024);
+      assert.equal(quota.trim().split(" ")[0], "50000");
+    } finally {
+      await removeCgroup(layout, path);
+    }
+    for (const dir of cgroupDirs(layout, path)) assert.ok(!existsSync(dir), `${dir} removed`);
   });
 
   it("sees a busy container's CPU time grow and its memory under its limit", async () => {

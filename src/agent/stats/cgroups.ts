@@ -5,7 +5,7 @@
  * Which one applies is read from /proc/self/mountinfo at run time.
  */
 
-import { readFile, rmdir } from "node:fs/promises";
+import { mkdir, readFile, rmdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { parseMountEntries } from "../mountinfo.ts";
 
@@ -172,15 +172,76 @@ export async function readOomKills(layout: CgroupLayout, cgroupsPath: string): P
   }
 }
 
+function checkPath(cgroupsPath: string, action: string): void {
+  if (!cgroupsPath.startsWith("/") || cgroupsPath === "/" || cgroupsPath.split("/").includes("..")) {
+    throw new Error(`refusing to ${action} cgroup ${JSON.stringify(cgroupsPath)}`);
+  }
+}
+
+/** A task's own limits, from its definition's task-level cpu (units) and memory (MiB). */
+export interface TaskLimits {
+  cpuUnits?: number;
+  memoryMiB?: number;
+}
+
+/** The CFS period the task-level CPU quota is given over, in microseconds (the kernel's default). */
+export const CFS_PERIOD_US = 100_000;
+
+/** A CPU quota per CFS period for `cpuUnits` (1024 units are one CPU); the kernel's floor is 1 ms. */
+export function cpuQuotaUs(cpuUnits: number): number {
+  return Math.max(1000, Math.round((cpuUnits / 1024) * CFS_PERIOD_US));
+}
+
+/**
+ * Makes a task's cgroup, the parent of its containers' (which runc makes), with the task-level
+ * limits as hard limits for all its containers together, as the ECS agent does on Linux: a CFS
+ * quota for the CPU units and a memory limit. On v2 the cpu and memory controllers are enabled
+ * in every ancestor's subtree on the way down.
+ */
+export async function limitCgroup(
+  layout: CgroupLayout,
+  cgroupsPath: string,
+  limits: TaskLimits,
+): Promise<void> {
+  checkPath(cgroupsPath, "limit");
+  const { cpuUnits, memoryMiB } = limits;
+  const memoryBytes = memoryMiB === undefined ? undefined : String(memoryMiB * 1024 * 1024);
+  if (layout.version === 1) {
+    if (cpuUnits !== undefined) {
+      const dir = v1Dir(layout, "cpu", cgroupsPath);
+      await mkdir(dir, { recursive: true });
+      await writeFile(join(dir, "cpu.cfs_period_us"), String(CFS_PERIOD_US));
+      await writeFile(join(dir, "cpu.cfs_quota_us"), String(cpuQuotaUs(cpuUnits)));
+    }
+    if (memoryBytes !== undefined) {
+      const dir = v1Dir(layout, "memory", cgroupsPath);
+      await mkdir(dir, { recursive: true });
+      await writeFile(join(dir, "memory.limit_in_bytes"), memoryBytes);
+    }
+    return;
+  }
+  const controllers = [cpuUnits === undefined ? "" : "+cpu", memoryBytes === undefined ? "" : "+memory"]
+    .filter(Boolean)
+    .join(" ");
+  if (controllers === "") return;
+  let dir = layout.root;
+  for (const part of cgroupsPath.split("/").filter(Boolean)) {
+    await writeFile(join(dir, "cgroup.subtree_control"), controllers);
+    dir = join(dir, part);
+    await mkdir(dir, { recursive: true });
+  }
+  if (cpuUnits !== undefined)
+    await writeFile(join(dir, "cpu.max"), `${cpuQuotaUs(cpuUnits)} ${CFS_PERIOD_US}`);
+  if (memoryBytes !== undefined) await writeFile(join(dir, "memory.max"), memoryBytes);
+}
+
 /**
  * Removes an (empty) cgroup from every hierarchy, for the task-level parent
  * that runc creates but never deletes. Missing directories are fine; a
  * cgroup that still has processes or children fails with EBUSY.
  */
 export async function removeCgroup(layout: CgroupLayout, cgroupsPath: string): Promise<void> {
-  if (!cgroupsPath.startsWith("/") || cgroupsPath === "/" || cgroupsPath.split("/").includes("..")) {
-    throw new Error(`refusing to remove cgroup ${JSON.stringify(cgroupsPath)}`);
-  }
+  checkPath(cgroupsPath, "remove");
   const results = await Promise.allSettled(cgroupDirs(layout, cgroupsPath).map((dir) => rmdir(dir)));
   for (const result of results) {
     if (result.status === "rejected") {
