@@ -22,7 +22,12 @@ export interface DeploymentState {
   updatedAt: number;
   /** The service's network configuration when the deployment began (opaque here). */
   networkConfiguration?: Record<string, unknown>;
+  /** The capacity provider strategy its tasks start with, if the service has one. */
+  capacityProviderStrategy?: Array<{ capacityProvider: string; weight: number; base: number }>;
 }
+
+/** What a deployment takes over from the service when it begins (and a rollback from its target). */
+export type DeploymentCarried = Pick<DeploymentState, "networkConfiguration" | "capacityProviderStrategy">;
 
 export interface RollingBounds {
   /** Healthy tasks that must stay up: ceil(desired × minimumHealthyPercent / 100). */
@@ -91,7 +96,7 @@ export function newDeployment(
   taskDefinition: string,
   desiredCount: number,
   now: number,
-  networkConfiguration?: Record<string, unknown>,
+  carried: DeploymentCarried = {},
 ): DeploymentState {
   const deployment: DeploymentState = {
     id,
@@ -104,7 +109,10 @@ export function newDeployment(
     createdAt: now,
     updatedAt: now,
   };
-  if (networkConfiguration !== undefined) deployment.networkConfiguration = networkConfiguration;
+  if (carried.networkConfiguration !== undefined)
+    deployment.networkConfiguration = carried.networkConfiguration;
+  if (carried.capacityProviderStrategy !== undefined)
+    deployment.capacityProviderStrategy = carried.capacityProviderStrategy;
   return deployment;
 }
 

@@ -231,13 +231,7 @@ function checkBreaker(
         `(service ${service.name}) (deployment ${primary.id}) deployment failed: tasks failed to start.`,
       );
       if (rollback !== undefined) {
-        const next = newDeployment(
-          newId(),
-          rollback.taskDefinition,
-          service.desiredCount,
-          now,
-          rollback.networkConfiguration,
-        );
+        const next = newDeployment(newId(), rollback.taskDefinition, service.desiredCount, now, rollback);
         pass.notices.push(`(service ${service.name}) rolling back to deployment ${rollback.id}.`);
         return { deployments: promote(replace(deployments), next, now), primary: next };
       }
