@@ -489,6 +489,20 @@ describe("ECS services on real containers", () => {
         error.message === "The daemon scheduling strategy does not support a desired count for services.",
     );
     await assert.rejects(
+      ecs.send(
+        new CreateServiceCommand({
+          serviceName: "bad",
+          taskDefinition: web1,
+          desiredCount: 1,
+          networkConfiguration: { awsvpcConfiguration: { subnets: ["subnet-wharf"] } },
+        }),
+      ),
+      (error: unknown) =>
+        error instanceof InvalidParameterException &&
+        error.message ===
+          "Network Configuration is not valid for the given networkMode of this task definition.",
+    );
+    await assert.rejects(
       ecs.send(new DeleteServiceCommand({ service: "never-created" })),
       (error: unknown) => error instanceof ServiceNotFoundException && error.message === "Service not found.",
     );

@@ -512,6 +512,14 @@ export function checkInput(
   ) {
     throw InvalidParameter("Network Configuration must be provided when networkMode 'awsvpc' is specified.");
   }
+  if (
+    (definition.networkMode ?? "bridge") !== "awsvpc" &&
+    input.networkConfiguration?.awsvpcConfiguration !== undefined
+  ) {
+    throw InvalidParameter(
+      "Network Configuration is not valid for the given networkMode of this task definition.",
+    );
+  }
   for (const override of input.overrides?.containerOverrides ?? []) {
     if (!definition.containerDefinitions.some((c) => c.name === override.name)) {
       throw InvalidParameter(
