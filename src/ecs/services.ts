@@ -55,7 +55,7 @@ export interface ServiceRecord {
   propagateTags: "TASK_DEFINITION" | "SERVICE" | "NONE";
   enableExecuteCommand: boolean;
   role?: string;
-  /** PRIMARY first, then ACTIVE ones still running tasks. */
+  /** PRIMARY first, then ACTIVE ones still running tasks and INACTIVE ones (kept until the PRIMARY completes). */
   deployments: DeploymentState[];
   lastCompleted?: DeploymentState;
   clientToken?: string;

@@ -5,6 +5,7 @@ import {
   failureThreshold,
   newDeployment,
   promote,
+  retired,
   rollingBounds,
   rollingStep,
 } from "./deployment.ts";
@@ -91,7 +92,7 @@ export interface StopOrder {
 export interface ServicePlan {
   starts: Array<{ deploymentId: string; taskDefinition: string; instanceArn: string }>;
   stops: StopOrder[];
-  /** PRIMARY first; deployments whose tasks are all gone are left out. */
+  /** PRIMARY first; replaced ones whose tasks are all gone INACTIVE, and left out once the PRIMARY completes. */
   deployments: DeploymentState[];
   desiredCount: number;
   lastCompleted?: DeploymentState;
@@ -456,11 +457,12 @@ export function reconcileService(
     if (!pass.stopped.has(task.arn))
       runningBy.set(task.deploymentId, (runningBy.get(task.deploymentId) ?? 0) + 1);
   }
-  deployments = deployments.flatMap((d) => {
+  deployments = deployments.map((d) => {
+    if (d.status === "INACTIVE") return d;
+    // A replaced deployment whose tasks are all gone is INACTIVE, in sight until a PRIMARY one completes.
+    if (d.status === "ACTIVE" && (liveBy.get(d.id) ?? 0) === 0) return retired(d, now);
     const count = d.status === "PRIMARY" ? outcome.desired : (runningBy.get(d.id) ?? 0);
-    // An ACTIVE deployment goes when its tasks are gone; a FAILED one stays in sight until the next completes.
-    if (d.status !== "PRIMARY" && (liveBy.get(d.id) ?? 0) === 0 && d.rolloutState !== "FAILED") return [];
-    return d.desiredCount === count ? [d] : [{ ...d, desiredCount: count, updatedAt: now }];
+    return d.desiredCount === count ? d : { ...d, desiredCount: count, updatedAt: now };
   });
   primary = deployments.find((d) => d.id === primary.id) ?? primary;
   const settled =
