@@ -398,6 +398,11 @@ describe("Fargate", () => {
       // The base first, then one each by weight.
       assert.deepEqual(providers(tasks), { FARGATE: 2, FARGATE_SPOT: 1 });
 
+      // Scaling in keeps the base.
+      await ecs(["update-service", "--cluster", CLUSTER, "--service", "split", "--desired-count", "1"]);
+      const base = await untilServiceTasks("split", 1, (t) => t.lastStatus === "RUNNING");
+      assert.deepEqual(providers(base), { FARGATE: 1 });
+
       // A new strategy is a new deployment, whose tasks replace the old ones.
       const updated = (await ecs([
         "update-service",
@@ -405,6 +410,8 @@ describe("Fargate", () => {
         CLUSTER,
         "--service",
         "split",
+        "--desired-count",
+        "3",
         "--capacity-provider-strategy",
         "capacityProvider=FARGATE_SPOT,weight=1",
       ])) as { service: Service };

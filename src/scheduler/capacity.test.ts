@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { assignProviders, type StrategyItem } from "./capacity.ts";
+import { assignProviders, type StrategyItem, scaleInByProvider } from "./capacity.ts";
 
 const tally = (providers: string[]) =>
   Object.fromEntries([...new Set(providers)].sort().map((p) => [p, providers.filter((q) => q === p).length]));
@@ -51,5 +51,30 @@ describe("capacity provider strategy: sharing tasks", () => {
     assert.deepEqual(tally(assignProviders(strategy, new Map(), 5)), { FARGATE: 1, FARGATE_SPOT: 4 });
     const alone: StrategyItem[] = [{ capacityProvider: "FARGATE_SPOT", base: 0, weight: 0 }];
     assert.deepEqual(assignProviders(alone, new Map(), 2), ["FARGATE_SPOT", "FARGATE_SPOT"]);
+  });
+
+  it("scales in from the providers above their share, keeping the base", () => {
+    const strategy: StrategyItem[] = [
+      { capacityProvider: "FARGATE", base: 2, weight: 1 },
+      { capacityProvider: "FARGATE_SPOT", base: 0, weight: 1 },
+    ];
+    const have = new Map([
+      ["FARGATE", 2],
+      ["FARGATE_SPOT", 6],
+    ]);
+    assert.deepEqual([...scaleInByProvider(strategy, have, 4)], [["FARGATE_SPOT", 4]]);
+    const even = new Map([
+      ["FARGATE", 4],
+      ["FARGATE_SPOT", 4],
+    ]);
+    // 6 tasks: the base of 2, then 4 shared 1:1.
+    assert.deepEqual(Object.fromEntries(scaleInByProvider(strategy, even, 6)), { FARGATE_SPOT: 2 });
+    // Tasks on no provider (started before the strategy) go first.
+    const mixed = new Map([
+      ["", 2],
+      ["FARGATE", 3],
+    ]);
+    assert.deepEqual(Object.fromEntries(scaleInByProvider(strategy, mixed, 3)), { "": 2 });
+    assert.deepEqual([...scaleInByProvider(strategy, have, 8)], [], "nothing to stop");
   });
 });

@@ -43,3 +43,31 @@ export function assignProviders(
   }
   return out;
 }
+
+/**
+ * How many tasks to stop on each provider when `have` tasks (by provider; "" for tasks on none)
+ * shrink to `desired`: from the providers furthest above what the strategy gives `desired`
+ * tasks, so that those that stay keep the base and the weights.
+ */
+export function scaleInByProvider(
+  strategy: readonly StrategyItem[],
+  have: ReadonlyMap<string, number>,
+  desired: number,
+): Map<string, number> {
+  const target = new Map<string, number>();
+  for (const provider of assignProviders(strategy, new Map(), desired))
+    target.set(provider, (target.get(provider) ?? 0) + 1);
+  let left = [...have.values()].reduce((a, b) => a + b, 0) - desired;
+  const over = [...have]
+    .map(([provider, n]) => ({ provider, excess: n - (target.get(provider) ?? 0) }))
+    .filter((entry) => entry.excess > 0)
+    .sort((a, b) => b.excess - a.excess);
+  const out = new Map<string, number>();
+  for (const { provider, excess } of over) {
+    if (left <= 0) break;
+    const n = Math.min(excess, left);
+    out.set(provider, n);
+    left -= n;
+  }
+  return out;
+}

@@ -684,6 +684,28 @@ describe("reconcile: rolling deployments", () => {
     });
   }
 
+  it("scales in a deployment with a capacity provider strategy so that its base and weights hold", () => {
+    const world = new World({ instances: threeZones(3), desiredCount: 4 });
+    const strategy = [
+      { capacityProvider: "FARGATE", weight: 1, base: 1 },
+      { capacityProvider: "FARGATE_SPOT", weight: 1, base: 0 },
+    ];
+    world.service = {
+      ...world.service,
+      deployments: world.service.deployments.map((d) => ({ ...d, capacityProviderStrategy: strategy })),
+    };
+    world.settle();
+    // As the controller names them, say: two on each.
+    for (const [i, task] of world.tasks.entries()) task.capacityProvider = i < 2 ? "FARGATE" : "FARGATE_SPOT";
+    world.service = { ...world.service, desiredCount: 2 };
+    const plan = world.step();
+    const stopped = plan.stops.map(
+      (order) => world.tasks.find((t) => t.arn === order.taskArn)?.capacityProvider,
+    );
+    // Two tasks: the base on FARGATE, the next to FARGATE as the first named of equal weights.
+    assert.deepEqual(stopped, ["FARGATE_SPOT", "FARGATE_SPOT"]);
+  });
+
   it("marks a replaced deployment INACTIVE once its tasks are gone, until the PRIMARY one completes", () => {
     const world = new World({
       instances: threeZones(3),

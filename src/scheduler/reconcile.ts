@@ -1,3 +1,4 @@
+import { scaleInByProvider } from "./capacity.ts";
 import {
   completed,
   type DeploymentState,
@@ -241,6 +242,26 @@ function checkBreaker(
   return { deployments: replace(deployments), primary: updated };
 }
 
+/**
+ * The tasks a scale-in stops from, and how many: any of them, or, for a deployment with a
+ * capacity provider strategy, from each provider what keeps the strategy's base and weights.
+ */
+function scaleIn(keep: TaskState[], desired: number, primary: DeploymentState): Array<[TaskState[], number]> {
+  const strategy = primary.capacityProviderStrategy;
+  if (keep.length <= desired) return [];
+  if (strategy === undefined) return [[keep, keep.length - desired]];
+  const byProvider = new Map<string, TaskState[]>();
+  for (const task of keep) {
+    const provider = task.capacityProvider ?? "";
+    byProvider.set(provider, [...(byProvider.get(provider) ?? []), task]);
+  }
+  const have = new Map([...byProvider].map(([provider, tasks]) => [provider, tasks.length]));
+  return [...scaleInByProvider(strategy, have, desired)].map(([provider, count]) => [
+    byProvider.get(provider) ?? [],
+    count,
+  ]);
+}
+
 function planReplica(
   pass: Pass,
   primary: DeploymentState,
@@ -256,8 +277,8 @@ function planReplica(
   const keep = remaining.filter(stays);
   const retire = remaining.filter((t) => !stays(t));
   const victimContext = { tasks: live, instances: pass.instances, strategies: service.strategies };
-  for (const victim of chooseVictims(keep, keep.length - desired, victimContext, pass.random)) {
-    stop(pass, victim, reason);
+  for (const [group, count] of scaleIn(keep, desired, primary)) {
+    for (const victim of chooseVictims(group, count, victimContext, pass.random)) stop(pass, victim, reason);
   }
   const kept = keep.filter((t) => !pass.stopped.has(t.arn));
   const healthy = remaining.filter((t) => isHealthy(t) && !pass.stopped.has(t.arn)).length;
