@@ -85,6 +85,10 @@ interface Service {
   deployments: Deployment[];
   events: Array<{ id: string; createdAt: number; message: string }>;
   tags?: Array<{ key: string; value: string }>;
+  loadBalancers: Array<Record<string, unknown>>;
+  healthCheckGracePeriodSeconds?: number;
+  placementConstraints: Array<{ type: string; expression?: string }>;
+  placementStrategy: Array<{ type: string; field?: string }>;
 }
 
 /** The container's process sleeps until asked to stop, then exits at once. */
@@ -489,6 +493,20 @@ describe("ECS services on real containers", () => {
         error.message === "The daemon scheduling strategy does not support a desired count for services.",
     );
     await assert.rejects(
+      ecs.send(
+        new CreateServiceCommand({
+          serviceName: "bad",
+          taskDefinition: web1,
+          desiredCount: 1,
+          networkConfiguration: { awsvpcConfiguration: { subnets: ["subnet-wharf"] } },
+        }),
+      ),
+      (error: unknown) =>
+        error instanceof InvalidParameterException &&
+        error.message ===
+          "Network Configuration is not valid for the given networkMode of this task definition.",
+    );
+    await assert.rejects(
       ecs.send(new DeleteServiceCommand({ service: "never-created" })),
       (error: unknown) => error instanceof ServiceNotFoundException && error.message === "Service not found.",
     );
@@ -497,6 +515,182 @@ describe("ECS services on real containers", () => {
       const left = await ecs.send(new ListServicesCommand({}));
       return left.serviceArns?.length === 0 ? true : undefined;
     });
+  });
+
+  it("replaces every task on forceNewDeployment within its bounds, with the task definition's tags", async () => {
+    const tagged = await registerTaskDefinition({
+      family: "tagged",
+      containerDefinitions: [
+        { name: "app", image, memory: 32, command: SLEEPER, portMappings: [{ containerPort: 80 }] },
+      ],
+      tags: [{ key: "owner", value: "payments" }],
+    });
+    const targetGroup =
+      "arn:aws:elasticloadbalancing:us-east-1:000000000000:targetgroup/web/0123456789abcdef";
+    const created = (await cli([
+      "create-service",
+      "--service-name",
+      "forced",
+      "--task-definition",
+      tagged,
+      "--desired-count",
+      "2",
+      "--propagate-tags",
+      "TASK_DEFINITION",
+      "--load-balancers",
+      `targetGroupArn=${targetGroup},containerName=app,containerPort=80`,
+      "--health-check-grace-period-seconds",
+      "45",
+    ])) as { service: Service };
+    const balanced = [{ targetGroupArn: targetGroup, containerName: "app", containerPort: 80 }];
+    assert.deepEqual(created.service.loadBalancers, balanced);
+    assert.equal(created.service.healthCheckGracePeriodSeconds, 45);
+    const first = await untilService("forced", "a steady state", (s) => steady(s) && s.runningCount === 2);
+    assert.deepEqual(first.loadBalancers, balanced);
+    assert.equal(first.healthCheckGracePeriodSeconds, 45);
+    const before = await serviceTasks("forced");
+    for (const task of before) assert.deepEqual(task.tags, [{ key: "owner", value: "payments" }]);
+
+    const watch = sampler("forced");
+    let forcedId = "";
+    try {
+      const updated = (await cli(["update-service", "--service", "forced", "--force-new-deployment"])) as {
+        service: Service;
+      };
+      assert.deepEqual(
+        updated.service.deployments.map((d) => [d.status, d.taskDefinition]),
+        [
+          ["PRIMARY", tagged],
+          ["ACTIVE", tagged],
+        ],
+        "a new deployment of the same task definition",
+      );
+      forcedId = updated.service.deployments[0]?.id ?? "";
+      assert.notEqual(forcedId, first.deployments[0]?.id);
+      await untilService(
+        "forced",
+        "the forced deployment to complete",
+        (s) => s.deployments.length === 1 && s.deployments[0]?.id === forcedId && steady(s),
+        120_000,
+      );
+    } finally {
+      await watch.stop();
+    }
+    const after = await serviceTasks("forced");
+    assert.equal(after.length, 2);
+    for (const task of after) {
+      assert.equal(task.startedBy, forcedId);
+      assert.equal(task.taskDefinitionArn, tagged);
+      assert.deepEqual(task.tags, [{ key: "owner", value: "payments" }]);
+      assert.ok(!before.some((old) => old.taskArn === task.taskArn), "every task replaced");
+    }
+    const most = Math.max(...watch.samples.map((s) => s.alive));
+    const least = Math.min(...watch.samples.map((s) => s.running));
+    assert.ok(most <= 4, `at most 2 × 200% = 4 tasks at once, saw ${most}`);
+    assert.ok(least >= 2, `at least 2 × 100% = 2 running, saw ${least}`);
+
+    // UpdateService changes what it is given and keeps the rest.
+    const balancedAgain = [{ targetGroupArn: targetGroup, containerName: "app", containerPort: 8080 }];
+    const changed = (await cli([
+      "update-service",
+      "--service",
+      "forced",
+      "--health-check-grace-period-seconds",
+      "90",
+      "--load-balancers",
+      `targetGroupArn=${targetGroup},containerName=app,containerPort=8080`,
+    ])) as { service: Service };
+    assert.deepEqual(changed.service.loadBalancers, balancedAgain);
+    assert.equal(changed.service.healthCheckGracePeriodSeconds, 90);
+    const kept = (await cli(["update-service", "--service", "forced", "--desired-count", "1"])) as {
+      service: Service;
+    };
+    assert.deepEqual(kept.service.loadBalancers, balancedAgain);
+    assert.equal(kept.service.healthCheckGracePeriodSeconds, 90);
+    const described = await describeService("forced");
+    assert.deepEqual(described.loadBalancers, balancedAgain);
+    assert.equal(described.healthCheckGracePeriodSeconds, 90);
+    await cli(["delete-service", "--service", "forced", "--force"]);
+    await untilService("forced", "INACTIVE", (s) => s.status === "INACTIVE");
+  });
+
+  it("places a service's tasks by the constraints and strategy CreateService gives it", async () => {
+    const [, gold] = agents as [TestAgent, TestAgent];
+    await cli([
+      "put-attributes",
+      "--attributes",
+      `name=tier,value=gold,targetId=${gold.agent.containerInstanceArn}`,
+    ]);
+    const constraints = [{ type: "memberOf", expression: "attribute:tier == gold" }];
+    const strategy = [{ type: "binpack", field: "memory" }];
+    const created = (await cli([
+      "create-service",
+      "--service-name",
+      "placed",
+      "--task-definition",
+      web1,
+      "--desired-count",
+      "3",
+      "--placement-constraints",
+      "type=memberOf,expression='attribute:tier == gold'",
+      "--placement-strategy",
+      "type=binpack,field=memory",
+    ])) as { service: Service };
+    assert.deepEqual(created.service.placementConstraints, constraints);
+    assert.deepEqual(created.service.placementStrategy, strategy);
+    const tasks = await untilTasks("placed", "3 running tasks", allRunning(3));
+    assert.ok(
+      tasks.every((t) => t.containerInstanceArn === gold.agent.containerInstanceArn),
+      "only on the gold instance",
+    );
+    const described = await untilService(
+      "placed",
+      "a steady state",
+      (s) => steady(s) && s.runningCount === 3,
+    );
+    assert.deepEqual(described.placementConstraints, constraints);
+    assert.deepEqual(described.placementStrategy, strategy);
+
+    // A deployment that can place nothing: the old one drains (minimumHealthyPercent 0) and is INACTIVE.
+    const stuck = (await cli([
+      "update-service",
+      "--service",
+      "placed",
+      "--placement-constraints",
+      "type=memberOf,expression='attribute:tier == platinum'",
+      "--deployment-configuration",
+      "minimumHealthyPercent=0,maximumPercent=100",
+    ])) as { service: Service };
+    const [stuckId, oldId] = stuck.service.deployments.map((d) => d.id);
+    const drained = await untilService(
+      "placed",
+      "the old deployment INACTIVE",
+      (s) => s.deployments[1]?.status === "INACTIVE",
+    );
+    assert.deepEqual(
+      drained.deployments.map((d) => [d.id, d.status, d.desiredCount, d.runningCount, d.rolloutState]),
+      [
+        [stuckId, "PRIMARY", 3, 0, "IN_PROGRESS"],
+        [oldId, "INACTIVE", 0, 0, "COMPLETED"],
+      ],
+    );
+    assert.ok(
+      drained.events.some((e) => /^\(service placed\) was unable to place a task/.test(e.message)),
+      "the new deployment could not place its tasks",
+    );
+    // A deployment that can place them completes, and the INACTIVE ones leave the list.
+    await cli(["update-service", "--service", "placed", "--placement-constraints", "[]"]);
+    const done = await untilService(
+      "placed",
+      "a steady state",
+      (s) => s.deployments.length === 1 && steady(s) && s.runningCount === 3,
+      120_000,
+    );
+    assert.deepEqual(done.placementConstraints, []);
+    assert.deepEqual(done.placementStrategy, strategy);
+    await cli(["delete-service", "--service", "placed", "--force"]);
+    await untilService("placed", "INACTIVE", (s) => s.status === "INACTIVE");
+    await cli(["delete-attributes", "--attributes", `name=tier,targetId=${gold.agent.containerInstanceArn}`]);
   });
 
   it("runs a DAEMON service's task on every node", async () => {

@@ -24,6 +24,7 @@ interface Task {
   clusterArn: string;
   lastStatus: string;
   launchType: string;
+  capacityProviderName?: string;
   platformVersion?: string;
   platformFamily?: string;
   containerInstanceArn?: string;
@@ -46,6 +47,48 @@ function until(taskArn: string, status: string): Promise<Task> {
     const task = await describeTask(taskArn);
     return task.lastStatus === status ? task : undefined;
   });
+}
+
+interface StrategyItem {
+  capacityProvider: string;
+  weight: number;
+  base: number;
+}
+
+interface Service {
+  launchType?: string;
+  platformVersion?: string;
+  capacityProviderStrategy?: StrategyItem[];
+  deployments: Array<{ status: string; launchType?: string; capacityProviderStrategy?: StrategyItem[] }>;
+}
+
+/** The service's tasks wanted RUNNING, once there are `count` and every one passes `check`. */
+function untilServiceTasks(service: string, count: number, check: (task: Task) => boolean): Promise<Task[]> {
+  return eventually(
+    `${count} tasks of ${service}`,
+    async () => {
+      const listed = (await ecs(["list-tasks", "--cluster", CLUSTER, "--service-name", service])) as {
+        taskArns: string[];
+      };
+      if (listed.taskArns.length !== count) return undefined;
+      if (count === 0) return [];
+      const body = (await ecs(["describe-tasks", "--cluster", CLUSTER, "--tasks", ...listed.taskArns])) as {
+        tasks: Task[];
+      };
+      return body.tasks.every(check) ? body.tasks : undefined;
+    },
+    90_000,
+  );
+}
+
+/** How many tasks run on each capacity provider. */
+function providers(tasks: Task[]): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const task of tasks) {
+    const name = task.capacityProviderName ?? "none";
+    counts[name] = (counts[name] ?? 0) + 1;
+  }
+  return counts;
 }
 
 before(async () => {
@@ -122,6 +165,53 @@ describe("Fargate", () => {
     ]);
     assert.notEqual(ec2Only.code, 0);
     assert.match(ec2Only.stderr, /Task definition does not support launch_type FARGATE/);
+    // FARGATE and FARGATE_SPOT are every account's, but a cluster uses only those associated with it.
+    const unassociated = await aws(server, [
+      "ecs",
+      "run-task",
+      "--cluster",
+      CLUSTER,
+      "--capacity-provider-strategy",
+      "capacityProvider=FARGATE_SPOT,weight=1",
+      "--task-definition",
+      fargateDefinition,
+      ...NETWORK,
+    ]);
+    assert.notEqual(unassociated.code, 0);
+    assert.match(
+      unassociated.stderr,
+      /InvalidParameterException.*The specified capacity provider strategy cannot contain a capacity provider that is not associated with the cluster\. Associate the capacity provider with the cluster or specify a valid capacity provider and try again\./,
+    );
+    const create = (extra: string[]) =>
+      aws(server, [
+        "ecs",
+        "create-service",
+        "--cluster",
+        CLUSTER,
+        "--service-name",
+        "refused",
+        "--task-definition",
+        fargateDefinition,
+        ...NETWORK,
+        ...extra,
+      ]);
+    const both = await create([
+      "--desired-count",
+      "1",
+      "--launch-type",
+      "FARGATE",
+      "--capacity-provider-strategy",
+      "capacityProvider=FARGATE,weight=1",
+    ]);
+    assert.match(
+      both.stderr,
+      /InvalidParameterException.*Specifying both a launch type and capacity provider strategy is not supported\. Remove one and try again\./,
+    );
+    const daemon = await create(["--scheduling-strategy", "DAEMON", "--launch-type", "FARGATE"]);
+    assert.match(
+      daemon.stderr,
+      /InvalidParameterException.*The daemon scheduling strategy does not support the FARGATE launch type\./,
+    );
   });
 
   describe("with Wharf's Fargate capacity", () => {
@@ -248,6 +338,16 @@ describe("Fargate", () => {
         return left.taskArns.length === 0 ? true : undefined;
       });
 
+      await ecs([
+        "put-cluster-capacity-providers",
+        "--cluster",
+        CLUSTER,
+        "--capacity-providers",
+        "FARGATE",
+        "FARGATE_SPOT",
+        "--default-capacity-provider-strategy",
+        "[]",
+      ]);
       const run = (await ecs([
         "run-task",
         "--cluster",
@@ -261,9 +361,177 @@ describe("Fargate", () => {
       assert.deepEqual(run.failures, []);
       const task = run.tasks[0] as Task;
       assert.equal(task.launchType, "FARGATE");
-      await until(task.taskArn, "RUNNING");
+      assert.equal(task.capacityProviderName, "FARGATE");
+      const running = await until(task.taskArn, "RUNNING");
+      assert.equal(running.capacityProviderName, "FARGATE");
       await ecs(["stop-task", "--cluster", CLUSTER, "--task", task.taskArn]);
       await until(task.taskArn, "STOPPED");
+    });
+
+    it("shares a service's tasks between FARGATE and FARGATE_SPOT by its capacity provider strategy", async () => {
+      const split = [
+        { capacityProvider: "FARGATE", weight: 1, base: 1 },
+        { capacityProvider: "FARGATE_SPOT", weight: 1, base: 0 },
+      ];
+      const created = (await ecs([
+        "create-service",
+        "--cluster",
+        CLUSTER,
+        "--service-name",
+        "split",
+        "--task-definition",
+        fargateDefinition,
+        "--desired-count",
+        "3",
+        "--capacity-provider-strategy",
+        "capacityProvider=FARGATE,weight=1,base=1",
+        "capacityProvider=FARGATE_SPOT,weight=1",
+        ...NETWORK,
+      ])) as { service: Service };
+      assert.deepEqual(created.service.capacityProviderStrategy, split);
+      assert.equal(created.service.launchType, undefined, "a strategy, not a launch type");
+      assert.equal(created.service.platformVersion, "LATEST");
+      assert.deepEqual(created.service.deployments[0]?.capacityProviderStrategy, split);
+      assert.equal(created.service.deployments[0]?.launchType, undefined);
+      const tasks = await untilServiceTasks("split", 3, (t) => t.lastStatus === "RUNNING");
+      assert.ok(tasks.every((t) => t.launchType === "FARGATE" && t.containerInstanceArn === undefined));
+      // The base first, then one each by weight.
+      assert.deepEqual(providers(tasks), { FARGATE: 2, FARGATE_SPOT: 1 });
+
+      // Scaling in keeps the base.
+      await ecs(["update-service", "--cluster", CLUSTER, "--service", "split", "--desired-count", "1"]);
+      const base = await untilServiceTasks("split", 1, (t) => t.lastStatus === "RUNNING");
+      assert.deepEqual(providers(base), { FARGATE: 1 });
+
+      // A new strategy is a new deployment, whose tasks replace the old ones.
+      const updated = (await ecs([
+        "update-service",
+        "--cluster",
+        CLUSTER,
+        "--service",
+        "split",
+        "--desired-count",
+        "3",
+        "--capacity-provider-strategy",
+        "capacityProvider=FARGATE_SPOT,weight=1",
+      ])) as { service: Service };
+      const spot = [{ capacityProvider: "FARGATE_SPOT", weight: 1, base: 0 }];
+      assert.deepEqual(updated.service.capacityProviderStrategy, spot);
+      assert.deepEqual(
+        updated.service.deployments.map((d) => [d.status, d.capacityProviderStrategy]),
+        [
+          ["PRIMARY", spot],
+          ["ACTIVE", split],
+        ],
+      );
+      const moved = await untilServiceTasks(
+        "split",
+        3,
+        (t) => t.lastStatus === "RUNNING" && t.capacityProviderName === "FARGATE_SPOT",
+      );
+      assert.deepEqual(providers(moved), { FARGATE_SPOT: 3 });
+      await ecs(["delete-service", "--cluster", CLUSTER, "--service", "split", "--force"]);
+      await untilServiceTasks("split", 0, () => true);
+    });
+
+    it("takes the cluster's default strategy when given neither, and checks strategies as ECS does", async () => {
+      const refused = async (strategy: string[], message: RegExp) => {
+        const result = await aws(server, [
+          "ecs",
+          "create-service",
+          "--cluster",
+          CLUSTER,
+          "--service-name",
+          "refused",
+          "--task-definition",
+          fargateDefinition,
+          "--desired-count",
+          "1",
+          "--capacity-provider-strategy",
+          ...strategy,
+          ...NETWORK,
+        ]);
+        assert.notEqual(result.code, 0);
+        assert.match(result.stderr, message);
+      };
+      await refused(
+        ["capacityProvider=FARGATE,weight=1,base=1", "capacityProvider=FARGATE_SPOT,weight=1,base=2"],
+        /The specified capacity provider strategy can have a base defined for only one capacity provider\./,
+      );
+      await refused(
+        ["capacityProvider=FARGATE,weight=0", "capacityProvider=FARGATE_SPOT,weight=0"],
+        /The specified capacity provider strategy must have at least one capacity provider with a weight greater than zero\./,
+      );
+      await refused(["capacityProvider=FARGATE,weight=1001"], /InvalidParameterException/);
+      await refused(["capacityProvider=FARGATE,base=100001"], /InvalidParameterException/);
+      await refused(["capacityProvider=my-asg,weight=1"], /not associated with the cluster/);
+
+      await ecs([
+        "put-cluster-capacity-providers",
+        "--cluster",
+        CLUSTER,
+        "--capacity-providers",
+        "FARGATE",
+        "FARGATE_SPOT",
+        "--default-capacity-provider-strategy",
+        "capacityProvider=FARGATE_SPOT,weight=2",
+      ]);
+      try {
+        const created = (await ecs([
+          "create-service",
+          "--cluster",
+          CLUSTER,
+          "--service-name",
+          "defaulted",
+          "--task-definition",
+          fargateDefinition,
+          "--desired-count",
+          "0",
+          ...NETWORK,
+        ])) as { service: Service };
+        const cluster = [{ capacityProvider: "FARGATE_SPOT", weight: 2, base: 0 }];
+        assert.deepEqual(created.service.capacityProviderStrategy, cluster);
+        assert.equal(created.service.launchType, undefined);
+        const described = (await ecs([
+          "describe-services",
+          "--cluster",
+          CLUSTER,
+          "--services",
+          "defaulted",
+        ])) as {
+          services: Service[];
+        };
+        assert.deepEqual(described.services[0]?.capacityProviderStrategy, cluster);
+        // A DAEMON service takes no strategy, not even the cluster's default.
+        const daemon = await aws(server, [
+          "ecs",
+          "create-service",
+          "--cluster",
+          CLUSTER,
+          "--service-name",
+          "daemon",
+          "--task-definition",
+          ec2Definition,
+          "--scheduling-strategy",
+          "DAEMON",
+        ]);
+        assert.match(
+          daemon.stderr,
+          /InvalidParameterException.*Specifying a capacity provider strategy is not supported when you create a service using the DAEMON scheduling strategy\./,
+        );
+        await ecs(["delete-service", "--cluster", CLUSTER, "--service", "defaulted"]);
+      } finally {
+        await ecs([
+          "put-cluster-capacity-providers",
+          "--cluster",
+          CLUSTER,
+          "--capacity-providers",
+          "FARGATE",
+          "FARGATE_SPOT",
+          "--default-capacity-provider-strategy",
+          "[]",
+        ]);
+      }
     });
   });
 });

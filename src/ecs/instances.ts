@@ -242,6 +242,8 @@ export function instanceView(record: InstanceRecord, usage: InstanceUsage, now: 
     },
     attributes,
     groups: usage.groups,
+    registeredAt: record.registeredAt,
+    agentVersion: record.versionInfo.agentVersion,
   };
 }
 

@@ -443,6 +443,8 @@ export class SchedulerState implements TaskWrites, InstanceWrites {
       ports: { tcp, udp },
       attributes,
       groups: new Map(totals?.groups ?? []),
+      registeredAt: record.registeredAt,
+      agentVersion: record.versionInfo.agentVersion,
     };
   }
 }

@@ -5,6 +5,7 @@ import { putTags, removeAllTags, tagsOf } from "../aws/tags.ts";
 import { parseInput } from "../aws/validate.ts";
 import { newDeployment, newDeploymentId, promote } from "../scheduler/deployment.ts";
 import type { Store, Tx } from "../store/store.ts";
+import { capacityOf, checkStrategy } from "./capacity.ts";
 import { activeCluster, toWireTags } from "./clusters.ts";
 import { InvalidParameter } from "./errors.ts";
 import {
@@ -32,7 +33,6 @@ import {
   checkInput,
   constraintsOf,
   definitionFor,
-  launchTypeOf,
   type RunnableDefinition,
   strategiesOf,
 } from "./task-api.ts";
@@ -44,6 +44,9 @@ export const ServiceNotActive = errorType("ServiceNotActiveException");
 const NAME = /^[a-zA-Z0-9_-]{1,255}$/;
 const DAEMON_COUNT = "The daemon scheduling strategy does not support a desired count for services.";
 const DAEMON_STRATEGY = "The daemon scheduling strategy does not support placement strategies.";
+const DAEMON_PROVIDERS =
+  "Specifying a capacity provider strategy is not supported when you create a service using the DAEMON scheduling strategy.";
+const DAEMON_FARGATE = "The daemon scheduling strategy does not support the FARGATE launch type.";
 
 function scopeOf(ctx: RequestContext) {
   return { region: ctx.region, accountId: ctx.accountId };
@@ -134,7 +137,13 @@ export function serviceOperations(
       const result = await store.transaction(async (tx) => {
         const cluster = await activeCluster(tx, scope, input.cluster);
         const definition = await definitionFor(tx, ctx, taskDefinition);
-        const launchType = launchTypeOf(input, cluster.defaultCapacityProviderStrategy);
+        const capacity = capacityOf(input, cluster);
+        // A DAEMON service runs on the cluster's own instances: no strategy, not even the cluster's default.
+        if (strategy === "DAEMON" && capacity.strategy !== undefined)
+          throw InvalidParameter(DAEMON_PROVIDERS);
+        if (strategy === "DAEMON" && capacity.launchType === "FARGATE")
+          throw InvalidParameter(DAEMON_FARGATE);
+        const launchType = capacity.launchType;
         checkAgainst(input, definition, launchType);
         const arn = serviceArn(scope, cluster.arn, input.serviceName);
         const existing = await findServiceByArn(tx, arn);
@@ -170,13 +179,12 @@ export function serviceOperations(
           propagateTags: input.propagateTags ?? "NONE",
           enableExecuteCommand: input.enableExecuteCommand ?? false,
           deployments: [
-            newDeployment(
-              newDeploymentId(random),
-              definition.taskDefinitionArn,
-              desiredCount,
-              now,
-              input.networkConfiguration,
-            ),
+            newDeployment(newDeploymentId(random), definition.taskDefinitionArn, desiredCount, now, {
+              ...(input.networkConfiguration === undefined
+                ? {}
+                : { networkConfiguration: input.networkConfiguration }),
+              ...(capacity.strategy === undefined ? {} : { capacityProviderStrategy: capacity.strategy }),
+            }),
           ],
           accessKeyId: ctx.identity.accessKeyId,
           createdAt: now,
@@ -184,6 +192,7 @@ export function serviceOperations(
         };
         if (input.networkConfiguration !== undefined)
           record.networkConfiguration = input.networkConfiguration;
+        if (capacity.strategy !== undefined) record.capacityProviderStrategy = capacity.strategy;
         if (input.healthCheckGracePeriodSeconds !== undefined)
           record.healthCheckGracePeriodSeconds = input.healthCheckGracePeriodSeconds;
         if (input.role !== undefined) record.role = input.role;
@@ -318,12 +327,7 @@ async function applyUpdate(
   if (input.propagateTags !== undefined) updated.propagateTags = input.propagateTags;
   if (input.loadBalancers !== undefined) updated.loadBalancers = input.loadBalancers;
   if (input.serviceRegistries !== undefined) updated.serviceRegistries = input.serviceRegistries;
-  if (
-    input.capacityProviderStrategy !== undefined &&
-    launchTypeOf({ capacityProviderStrategy: input.capacityProviderStrategy }) !== updated.launchType
-  ) {
-    throw InvalidParameter("Wharf cannot change the launch type of a service: create a new service.");
-  }
+  const strategyChanged = await changeStrategy(tx, ctx, updated, input.capacityProviderStrategy);
   checkAgainst(
     {
       networkConfiguration: updated.networkConfiguration,
@@ -335,19 +339,21 @@ async function applyUpdate(
   );
   const redeploy =
     input.forceNewDeployment === true ||
+    strategyChanged ||
     definition.taskDefinitionArn !== record.taskDefinition ||
     input.networkConfiguration !== undefined ||
     input.placementConstraints !== undefined ||
     input.placementStrategy !== undefined ||
     input.loadBalancers !== undefined;
   if (redeploy) {
-    const next = newDeployment(
-      newDeploymentId(random),
-      updated.taskDefinition,
-      updated.desiredCount,
-      now,
-      updated.networkConfiguration,
-    );
+    const next = newDeployment(newDeploymentId(random), updated.taskDefinition, updated.desiredCount, now, {
+      ...(updated.networkConfiguration === undefined
+        ? {}
+        : { networkConfiguration: updated.networkConfiguration }),
+      ...(updated.capacityProviderStrategy === undefined
+        ? {}
+        : { capacityProviderStrategy: updated.capacityProviderStrategy }),
+    });
     updated.deployments = promote(record.deployments, next, now);
   } else {
     updated.deployments = record.deployments.map((d) =>
@@ -355,4 +361,28 @@ async function applyUpdate(
     );
   }
   return updated;
+}
+
+/**
+ * UpdateService's capacity provider strategy: checked against the cluster as CreateService's
+ * is, and taken in place of the service's launch type or strategy. Wharf's providers are all
+ * Fargate capacity, so a service on its cluster's own instances (EC2) cannot take one. Whether
+ * the strategy changed (a new deployment) is returned.
+ */
+async function changeStrategy(
+  tx: Tx,
+  ctx: RequestContext,
+  updated: ServiceRecord,
+  strategy: UpdateServiceInputT["capacityProviderStrategy"],
+): Promise<boolean> {
+  if (strategy === undefined || strategy.length === 0) return false;
+  if (updated.schedulingStrategy === "DAEMON") throw InvalidParameter(DAEMON_PROVIDERS);
+  const cluster = await activeCluster(tx, scopeOf(ctx), updated.clusterArn);
+  checkStrategy(strategy, cluster);
+  if (updated.launchType !== "FARGATE") {
+    throw InvalidParameter("Wharf cannot change the launch type of a service: create a new service.");
+  }
+  const changed = JSON.stringify(strategy) !== JSON.stringify(updated.capacityProviderStrategy);
+  updated.capacityProviderStrategy = strategy.map((item) => ({ ...item }));
+  return changed;
 }

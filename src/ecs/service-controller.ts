@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import { setTimeout as delay } from "node:timers/promises";
 import type { RequestContext } from "../aws/service.ts";
 import { putTags, type Tag, tagsOf } from "../aws/tags.ts";
+import { assignProviders } from "../scheduler/capacity.ts";
 import { newDeploymentId } from "../scheduler/deployment.ts";
 import {
   type DefinitionPlacement,
@@ -187,6 +188,29 @@ function serviceState(record: ServiceRecord): ServiceState {
   };
   if (record.lastCompleted !== undefined) state.lastCompleted = record.lastCompleted;
   return state;
+}
+
+/**
+ * The capacity provider of each task a plan starts (undefined for a deployment with a launch
+ * type): each deployment's strategy shares its new tasks out against the tasks it keeps.
+ */
+function startProviders(plan: ServicePlan, tasks: readonly TaskState[]): Array<string | undefined> {
+  const stopping = new Set(plan.stops.map((order) => order.taskArn));
+  const byDeployment = new Map<string, Array<string | undefined>>();
+  for (const deployment of plan.deployments) {
+    const strategy = deployment.capacityProviderStrategy;
+    const count = plan.starts.filter((order) => order.deploymentId === deployment.id).length;
+    if (strategy === undefined || count === 0) continue;
+    const kept = new Map<string, number>();
+    for (const task of tasks) {
+      if (task.deploymentId !== deployment.id || task.capacityProvider === undefined) continue;
+      if (task.lastStatus === "STOPPED" || task.desiredStatus !== "RUNNING" || stopping.has(task.arn))
+        continue;
+      kept.set(task.capacityProvider, (kept.get(task.capacityProvider) ?? 0) + 1);
+    }
+    byDeployment.set(deployment.id, assignProviders(strategy, kept, count));
+  }
+  return plan.starts.map((order) => byDeployment.get(order.deploymentId)?.shift());
 }
 
 /**
@@ -429,7 +453,7 @@ export class ServiceController {
         this.random,
         () => newDeploymentId(this.random),
       );
-      const applied = await this.apply(tx, { record, cluster, definitions, plan, now });
+      const applied = await this.apply(tx, { record, cluster, definitions, plan, tasks, now });
       return { ...applied, more: plan.starts.length >= maxStarts };
     });
     if (result === undefined) return { changed: false, more: false };
@@ -479,6 +503,8 @@ export class ServiceController {
       cluster: ClusterRecord;
       definitions: Map<string, RunnableDefinition>;
       plan: ServicePlan;
+      /** The service's tasks the plan was made from. */
+      tasks: readonly TaskState[];
       now: number;
     },
   ): Promise<{ notify: Set<string>; started: TaskRecord[]; changed: boolean }> {
@@ -502,12 +528,14 @@ export class ServiceController {
       now: new Date(now),
     };
     const started: TaskRecord[] = [];
-    // One maker per deployment: its tasks share their definition, tags and containers.
+    const providers = startProviders(plan, pass.tasks);
+    // One maker per deployment and capacity provider: its tasks share their definition, tags and containers.
     const makers = new Map<string, { maker: TaskMaker; tags: Tag[] }>();
-    for (const order of plan.starts) {
+    for (const [i, order] of plan.starts.entries()) {
       const definition = pass.definitions.get(order.taskDefinition);
       if (definition === undefined) continue;
-      const key = `${order.deploymentId}\n${order.taskDefinition}`;
+      const provider = providers[i];
+      const key = `${order.deploymentId}\n${order.taskDefinition}\n${provider ?? ""}`;
       let made = makers.get(key);
       if (made === undefined) {
         const tags = await this.taskTags(tx, record, cluster, definition);
@@ -518,6 +546,7 @@ export class ServiceController {
           launchType: record.launchType,
           enableExecuteCommand: record.enableExecuteCommand,
           tags,
+          ...(provider === undefined ? {} : { capacityProviderName: provider }),
         };
         made = {
           maker: new TaskMaker({

@@ -36,5 +36,6 @@ export function serviceTaskEntry(record: TaskRecord): ServiceTaskEntry {
   };
   if (wire.startedAt !== undefined) state.startedAt = wire.startedAt;
   if (wire.stoppedAt !== undefined) state.stoppedAt = wire.stoppedAt;
+  if (wire.capacityProviderName !== undefined) state.capacityProvider = wire.capacityProviderName;
   return { key: entryKey(wire.version, wire.lastStatus, wire.desiredStatus), state };
 }

@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { formatArn, parseArn } from "../aws/arn.ts";
 import { tagsOf } from "../aws/tags.ts";
+import type { StrategyItem } from "../scheduler/capacity.ts";
 import type { DeploymentState } from "../scheduler/deployment.ts";
 import type { Strategy } from "../scheduler/placement.ts";
 import type { Tx } from "../store/store.ts";
@@ -36,7 +37,10 @@ export interface ServiceRecord {
   clusterArn: string;
   status: ServiceStatus;
   desiredCount: number;
+  /** The capacity its tasks run on: FARGATE for a capacity provider strategy too (Wharf's are all Fargate). */
   launchType: "EC2" | "FARGATE";
+  /** The strategy the service was given (or took from its cluster); then ECS shows no launch type. */
+  capacityProviderStrategy?: StrategyItem[];
   schedulingStrategy: "REPLICA" | "DAEMON";
   /** The PRIMARY deployment's task definition ARN. */
   taskDefinition: string;
@@ -51,7 +55,7 @@ export interface ServiceRecord {
   propagateTags: "TASK_DEFINITION" | "SERVICE" | "NONE";
   enableExecuteCommand: boolean;
   role?: string;
-  /** PRIMARY first, then ACTIVE ones still running tasks. */
+  /** PRIMARY first, then ACTIVE ones still running tasks and INACTIVE ones (kept until the PRIMARY completes). */
   deployments: DeploymentState[];
   lastCompleted?: DeploymentState;
   clientToken?: string;
@@ -249,9 +253,16 @@ function deploymentConfigurationShape(config: DeploymentConfigurationT): Record<
   return shape;
 }
 
-/** The platform fields ECS reports for a FARGATE service and its deployments. */
-function fargatePlatform(record: ServiceRecord): Record<string, string> {
-  return record.launchType === "FARGATE" ? { platformVersion: "LATEST", platformFamily: "Linux" } : {};
+/**
+ * What a service or one of its deployments runs on, as ECS shows it: its capacity provider
+ * strategy, or else its launch type; and the platform fields of Fargate capacity.
+ */
+function capacityShape(record: ServiceRecord, strategy: StrategyItem[] | undefined): Record<string, unknown> {
+  const shape: Record<string, unknown> =
+    strategy === undefined ? { launchType: record.launchType } : { capacityProviderStrategy: strategy };
+  if (record.launchType === "FARGATE")
+    Object.assign(shape, { platformVersion: "LATEST", platformFamily: "Linux" });
+  return shape;
 }
 
 /** The ECS `Service` wire shape (timestamps in epoch seconds, events newest first). */
@@ -273,8 +284,7 @@ export async function serviceShape(
       failedTasks: d.failedTasks,
       createdAt: d.createdAt / 1000,
       updatedAt: d.updatedAt / 1000,
-      launchType: record.launchType,
-      ...fargatePlatform(record),
+      ...capacityShape(record, d.capacityProviderStrategy),
       rolloutState: d.rolloutState,
       rolloutStateReason: d.rolloutStateReason,
     };
@@ -294,8 +304,7 @@ export async function serviceShape(
     desiredCount: record.desiredCount,
     runningCount: total("running"),
     pendingCount: total("pending"),
-    launchType: record.launchType,
-    ...fargatePlatform(record),
+    ...capacityShape(record, record.capacityProviderStrategy),
     taskDefinition: record.taskDefinition,
     deploymentConfiguration: deploymentConfigurationShape(record.deploymentConfiguration),
     deployments,

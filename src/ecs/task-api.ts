@@ -5,10 +5,12 @@ import { decodeToken, toPage } from "../aws/pagination.ts";
 import type { Operation, RequestContext } from "../aws/service.ts";
 import { putTags, tagProblem, tagsOf, toTags } from "../aws/tags.ts";
 import { parseInput } from "../aws/validate.ts";
+import { assignProviders } from "../scheduler/capacity.ts";
 import { type Constraint, type PlacementFailure, place, type Strategy } from "../scheduler/placement.ts";
 import { parseQuery, QueryError } from "../scheduler/query.ts";
 import type { AssignedContainer, TaskAssignment } from "../shared/agent-protocol.ts";
 import type { Store, Tx } from "../store/store.ts";
+import { capacityOf } from "./capacity.ts";
 import { activeCluster, type ClusterRecord, type Scope } from "./clusters.ts";
 import { ClientException, InvalidParameter } from "./errors.ts";
 import {
@@ -20,7 +22,7 @@ import {
 } from "./instances.ts";
 import type { InstanceNotifier } from "./notifier.ts";
 import type { InstanceSnapshot, SchedulerState } from "./scheduler-state.ts";
-import { Tags } from "./shapes.ts";
+import { CapacityProviderStrategyItem, Tags } from "./shapes.ts";
 import { findTaskDefinition } from "./task-definitions.ts";
 import {
   bodyOf,
@@ -91,7 +93,7 @@ export const RunTaskInput = z.object({
   taskDefinition: z.string(),
   count: z.number().int().optional(),
   launchType: z.enum(["EC2", "FARGATE", "EXTERNAL"]).optional(),
-  capacityProviderStrategy: z.array(z.object({ capacityProvider: z.string() }).passthrough()).optional(),
+  capacityProviderStrategy: z.array(CapacityProviderStrategyItem).max(20).optional(),
   networkConfiguration: z
     .object({
       awsvpcConfiguration: z
@@ -232,6 +234,8 @@ export interface TaskFactory {
   definition: RunnableDefinition;
   input: Omit<RunInput, "count" | "launchType" | "placementConstraints" | "placementStrategy"> & {
     launchType?: string;
+    /** The capacity provider of a strategy the tasks run on. */
+    capacityProviderName?: string;
   };
   registry: TaskRegistryAccess;
   /** The service whose task this is, for a service's tasks. */
@@ -369,6 +373,7 @@ export class TaskMaker {
       tags: input.tags ?? [],
     };
     if (input.startedBy !== undefined) wire.startedBy = input.startedBy;
+    if (input.capacityProviderName !== undefined) wire.capacityProviderName = input.capacityProviderName;
     if (zone !== undefined) wire.availabilityZone = zone;
     if (cpu !== undefined) wire.cpu = String(cpu);
     if (memory !== undefined) wire.memory = String(memory);
@@ -465,30 +470,6 @@ export const FARGATE_STRATEGIES: Strategy[] = [
   { type: "spread", field: "attribute:ecs.availability-zone" },
   { type: "spread", field: "instanceId" },
 ];
-const FARGATE_PROVIDERS = new Set(["FARGATE", "FARGATE_SPOT"]);
-
-/**
- * The launch type a call asks for: its `launchType`, else what its capacity
- * provider strategy (or the cluster's default one) names. Wharf's only
- * capacity providers are FARGATE and FARGATE_SPOT, both Wharf's Fargate capacity.
- */
-export function launchTypeOf(
-  input: Pick<RunInput, "launchType" | "capacityProviderStrategy">,
-  defaultStrategy: ReadonlyArray<{ capacityProvider: string }> = [],
-): "EC2" | "FARGATE" | "EXTERNAL" {
-  if (input.launchType !== undefined && input.capacityProviderStrategy !== undefined) {
-    throw InvalidParameter(
-      "Specifying both a launch type and capacity provider strategy is not supported. Remove one and try again.",
-    );
-  }
-  if (input.launchType !== undefined) return input.launchType;
-  const strategy = input.capacityProviderStrategy ?? defaultStrategy;
-  if (strategy.length === 0) return "EC2";
-  if (strategy.every((item) => FARGATE_PROVIDERS.has(item.capacityProvider))) return "FARGATE";
-  throw InvalidParameter(
-    "Wharf offers only the FARGATE and FARGATE_SPOT capacity providers: use one of them or launchType EC2.",
-  );
-}
 
 function failureReasonText(failure: PlacementFailure): string {
   return failure.reason === "DRAINING" || failure.reason === "INACTIVE" ? "ATTRIBUTE" : failure.reason;
@@ -532,6 +513,14 @@ export function checkInput(
     input.networkConfiguration?.awsvpcConfiguration === undefined
   ) {
     throw InvalidParameter("Network Configuration must be provided when networkMode 'awsvpc' is specified.");
+  }
+  if (
+    (definition.networkMode ?? "bridge") !== "awsvpc" &&
+    input.networkConfiguration?.awsvpcConfiguration !== undefined
+  ) {
+    throw InvalidParameter(
+      "Network Configuration is not valid for the given networkMode of this task definition.",
+    );
   }
   for (const override of input.overrides?.containerOverrides ?? []) {
     if (!definition.containerDefinitions.some((c) => c.name === override.name)) {
@@ -614,7 +603,8 @@ export function taskOperations(
       const result = await store.transaction(async (tx) => {
         const cluster = await activeCluster(tx, scopeOf(ctx), input.cluster);
         const definition = await definitionFor(tx, ctx, input.taskDefinition);
-        const launchType = launchTypeOf(input, cluster.defaultCapacityProviderStrategy);
+        const capacity = capacityOf(input, cluster);
+        const launchType = capacity.launchType;
         checkInput(input, definition, launchType);
         const fargate = launchType === "FARGATE";
         const instances = state.placement(
@@ -624,8 +614,24 @@ export function taskOperations(
         );
         if (instances.views.length === 0 && !fargate)
           throw InvalidParameter("No Container Instances were found in your cluster.");
-        const maker = new TaskMaker({ ctx, cluster, definition, input: { ...input, launchType }, registry });
-        const reservation = maker.reservation;
+        // One maker per capacity provider the tasks go to (none with a launch type).
+        const makers = new Map<string | undefined, TaskMaker>();
+        const makerFor = (capacityProviderName: string | undefined) => {
+          let made = makers.get(capacityProviderName);
+          if (made === undefined) {
+            const named = capacityProviderName === undefined ? {} : { capacityProviderName };
+            made = new TaskMaker({
+              ctx,
+              cluster,
+              definition,
+              input: { ...input, launchType, ...named },
+              registry,
+            });
+            makers.set(capacityProviderName, made);
+          }
+          return made;
+        };
+        const reservation = makerFor(undefined).reservation;
         const plan = place(
           instances,
           count,
@@ -640,8 +646,10 @@ export function taskOperations(
           random,
         );
         const tasks: MadeTask[] = [];
-        for (const instanceArn of plan.placements) {
-          const made = maker.make(instanceArn, state.zone(instanceArn));
+        const providers =
+          capacity.strategy === undefined ? [] : assignProviders(capacity.strategy, new Map(), count);
+        for (const [i, instanceArn] of plan.placements.entries()) {
+          const made = makerFor(providers[i]).make(instanceArn, state.zone(instanceArn));
           await insertTask(tx, made.record, now, state, made.body);
           await putTags(tx, made.record.wire.taskArn, toTags(input.tags ?? []));
           tasks.push(made);

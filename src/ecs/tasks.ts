@@ -58,6 +58,8 @@ export interface TaskWire {
   stoppedAt?: number;
   group: string;
   launchType: string;
+  /** The capacity provider of the strategy the task was started with. */
+  capacityProviderName?: string;
   availabilityZone?: string;
   attachments: Array<Record<string, unknown>>;
   healthStatus: string;

@@ -2,17 +2,23 @@
  * Rolling-deployment arithmetic as Amazon ECS does it, as pure functions:
  * the bounds a deployment keeps (minimumHealthyPercent rounded up,
  * maximumPercent rounded down), how far one step may go, the circuit
- * breaker's threshold, and the PRIMARY/ACTIVE transitions of a service's
- * deployments. No I/O and no clock: times come in as arguments.
+ * breaker's threshold, and the PRIMARY/ACTIVE/INACTIVE transitions of a
+ * service's deployments. No I/O and no clock: times come in as arguments.
  */
 
 export type RolloutState = "IN_PROGRESS" | "COMPLETED" | "FAILED";
+
+/**
+ * A deployment's status: PRIMARY, the newest; ACTIVE, replaced but still running tasks;
+ * INACTIVE, completely replaced (its tasks are all gone).
+ */
+export type DeploymentStatus = "PRIMARY" | "ACTIVE" | "INACTIVE";
 
 /** One deployment of a service, as the scheduler keeps it. */
 export interface DeploymentState {
   /** `ecs-svc/` and 19 digits; tasks it starts carry it as `startedBy`. */
   id: string;
-  status: "PRIMARY" | "ACTIVE";
+  status: DeploymentStatus;
   taskDefinition: string;
   desiredCount: number;
   failedTasks: number;
@@ -22,7 +28,12 @@ export interface DeploymentState {
   updatedAt: number;
   /** The service's network configuration when the deployment began (opaque here). */
   networkConfiguration?: Record<string, unknown>;
+  /** The capacity provider strategy its tasks start with, if the service has one. */
+  capacityProviderStrategy?: Array<{ capacityProvider: string; weight: number; base: number }>;
 }
+
+/** What a deployment takes over from the service when it begins (and a rollback from its target). */
+export type DeploymentCarried = Pick<DeploymentState, "networkConfiguration" | "capacityProviderStrategy">;
 
 export interface RollingBounds {
   /** Healthy tasks that must stay up: ceil(desired × minimumHealthyPercent / 100). */
@@ -91,7 +102,7 @@ export function newDeployment(
   taskDefinition: string,
   desiredCount: number,
   now: number,
-  networkConfiguration?: Record<string, unknown>,
+  carried: DeploymentCarried = {},
 ): DeploymentState {
   const deployment: DeploymentState = {
     id,
@@ -104,7 +115,10 @@ export function newDeployment(
     createdAt: now,
     updatedAt: now,
   };
-  if (networkConfiguration !== undefined) deployment.networkConfiguration = networkConfiguration;
+  if (carried.networkConfiguration !== undefined)
+    deployment.networkConfiguration = carried.networkConfiguration;
+  if (carried.capacityProviderStrategy !== undefined)
+    deployment.capacityProviderStrategy = carried.capacityProviderStrategy;
   return deployment;
 }
 
@@ -118,6 +132,11 @@ export function promote(
     d.status === "PRIMARY" ? { ...d, status: "ACTIVE" as const, updatedAt: now } : d,
   );
   return [next, ...demoted];
+}
+
+/** A replaced deployment whose tasks are all gone: INACTIVE, wanting none. */
+export function retired(deployment: DeploymentState, now: number): DeploymentState {
+  return { ...deployment, status: "INACTIVE", desiredCount: 0, updatedAt: now };
 }
 
 export function completed(deployment: DeploymentState, now: number): DeploymentState {

@@ -244,6 +244,25 @@ describe("placement: random", () => {
 });
 
 describe("placement: constraints", () => {
+  it("memberOf sees an instance's registeredAt, agentVersion, ec2InstanceId and running task count", () => {
+    const instances = [
+      { ...instance(0), registeredAt: Date.parse("2024-01-10T00:00:00Z"), agentVersion: "1.9.0" },
+      { ...instance(1), registeredAt: Date.parse("2025-03-01T12:00:00Z"), agentVersion: "1.20.0" },
+      { ...instance(2, { groups: { "family:web": 2 } }), registeredAt: Date.parse("2025-06-01T00:00:00Z") },
+    ];
+    const target = (expression: string) => {
+      const constraints: Constraint[] = [{ type: "memberOf", expression: parseQuery(expression) }];
+      const plan = place(instances, 1, needs(), constraints, SPREAD_ZONES, never);
+      return plan.placements.map((arn) => arn.slice(-3));
+    };
+    assert.deepEqual(target("registeredAt < 2025-01-01"), ["000"]);
+    assert.deepEqual(target("registeredAt >= 2025-03-01T12:00:00Z and agentVersion exists"), ["001"]);
+    assert.deepEqual(target("agentVersion >= 1.10.0"), ["001"]);
+    assert.deepEqual(target("not(agentVersion exists)"), ["002"]);
+    assert.deepEqual(target("ec2InstanceId == i-002"), ["002"]);
+    assert.deepEqual(target("runningTasksCount > 1"), ["002"]);
+  });
+
   it("distinctInstance puts each task of the group on a different instance", () => {
     const instances = [
       instance(0),

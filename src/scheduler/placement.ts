@@ -21,6 +21,10 @@ export interface InstanceView {
   attributes: Record<string, string>;
   /** Tasks already on the instance, by task group, for spread and distinctInstance. */
   groups: Map<string, number>;
+  /** When the instance registered (ms), for the query language's `registeredAt`. */
+  registeredAt?: number;
+  /** Its agent's version, for the query language's `agentVersion`. */
+  agentVersion?: string;
 }
 
 export interface TaskNeeds {
@@ -73,6 +77,12 @@ export function instanceSubjects(instance: InstanceView): (subject: string) => s
         return instance.instanceId;
       case "agentConnected":
         return String(instance.connected);
+      case "agentVersion":
+        return instance.agentVersion;
+      case "registeredAt":
+        return instance.registeredAt === undefined
+          ? undefined
+          : new Date(instance.registeredAt).toISOString();
       case "runningTasksCount":
         return String([...instance.groups.values()].reduce((a, b) => a + b, 0));
       default:

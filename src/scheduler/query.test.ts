@@ -115,6 +115,36 @@ describe("cluster query language: comparisons", () => {
     assert.equal(matches("task:group !in [service:db]"), true);
     assert.equal(matches("task:group =~ service:.*"), true);
   });
+
+  it("orders registeredAt as dates, in ECS's date forms, and refuses a value that is not one", () => {
+    const old = { ...web, registeredAt: "2018-06-06T23:00:00.000Z" };
+    assert.equal(matches("registeredAt < 2018-06-07", old), true);
+    assert.equal(matches("registeredAt >= 2018-06-07", old), false);
+    assert.equal(matches("registeredAt < 2018-06-06T22:59:59Z", old), false);
+    assert.equal(
+      matches("registeredAt == 2018-06-06T23:00:00Z", old),
+      true,
+      "equal instants, not equal text",
+    );
+    assert.equal(
+      matches("registeredAt == '2018-06-07T01:00:00+02:00'", old),
+      true,
+      "a zone moves the instant",
+    );
+    assert.equal(matches("registeredAt > 2018-06-06T22:00:00", old), true, "UTC without a zone");
+    assert.equal(matches("registeredAt != 2018-06-06T23:00:00Z", old), false);
+    assert.throws(() => parseQuery("registeredAt < yesterday"), QueryError);
+    assert.throws(() => parseQuery("registeredAt > 2018-13-45"), QueryError);
+  });
+
+  it("orders agentVersion part by part, numerically", () => {
+    const agent = { ...web, agentVersion: "1.9.2" };
+    assert.equal(matches("agentVersion < 1.20.0", agent), true, "9 < 20 as numbers, not as text");
+    assert.equal(matches("agentVersion >= 1.9", agent), true);
+    assert.equal(matches("agentVersion == 1.9.2", agent), true);
+    assert.equal(matches("agentVersion > 1.9.2", agent), false);
+    assert.equal(matches("agentVersion != 1.9.2", agent), false);
+  });
 });
 
 describe("cluster query language: values", () => {

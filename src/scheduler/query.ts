@@ -5,6 +5,7 @@
  *   attribute:ecs.instance-type == t2.small and attribute:color in [blue, green]
  *   not(attribute:stack exists) or (runningTasksCount < 2 and agentConnected == true)
  *   attribute:ecs.availability-zone =~ us-east-1.*
+ *   registeredAt < 2018-06-07 and agentVersion >= 1.20.0
  *
  * Pure: parse once, evaluate against any subject lookup.
  */
@@ -171,6 +172,8 @@ class Parser {
     if (op === undefined) throw new QueryError(`unknown operator '${opToken}'`);
     const value = literal(this.next());
     if (op === "=~" || op === "!~") pattern(value);
+    if (subject === "registeredAt" && dateOf(value) === undefined)
+      throw new QueryError(`invalid date '${value}'`);
     return { kind: "compare", subject, op: op as Op, values: [value] };
   }
 }
@@ -181,6 +184,16 @@ export function parseQuery(text: string): Expr {
   return new Parser(tokenize(text)).parse();
 }
 
+const DATE = /^\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?$/;
+
+/** A `registeredAt` date (`2018-06-07`, `2018-06-07T10:00:00Z`, `…+02:00`; UTC unless a zone is given) in ms. */
+export function dateOf(text: string): number | undefined {
+  if (!DATE.test(text)) return undefined;
+  const zoned = text.length <= 10 || /(?:Z|[+-]\d{2}:?\d{2})$/.test(text.slice(10)) ? text : `${text}Z`;
+  const ms = Date.parse(zoned.replace(/([+-]\d{2})(\d{2})$/, "$1:$2"));
+  return Number.isNaN(ms) ? undefined : ms;
+}
+
 function compareOrdered(actual: string, expected: string): number {
   const a = Number(actual);
   const b = Number(expected);
@@ -188,25 +201,57 @@ function compareOrdered(actual: string, expected: string): number {
   return actual < expected ? -1 : actual > expected ? 1 : 0;
 }
 
+/** Dotted versions part by part, numerically where both parts are numbers (`1.9.0` < `1.20.0`). */
+function compareVersions(actual: string, expected: string): number {
+  const a = actual.replace(/^v/, "").split(".");
+  const b = expected.replace(/^v/, "").split(".");
+  for (let i = 0; i < Math.max(a.length, b.length); i++) {
+    const order = compareOrdered(a[i] ?? "0", b[i] ?? "0");
+    if (order !== 0) return order;
+  }
+  return 0;
+}
+
+function compareDates(actual: string, expected: string): number {
+  const a = dateOf(actual);
+  const b = dateOf(expected);
+  return a === undefined || b === undefined ? compareOrdered(actual, expected) : a - b;
+}
+
+/** How a subject's values are ordered: dates and agent versions as ECS defines them, others as numbers or text. */
+function orderOf(subject: string): ((actual: string, expected: string) => number) | undefined {
+  if (subject === "registeredAt") return compareDates;
+  if (subject === "agentVersion") return compareVersions;
+  return undefined;
+}
+
 function wildcard(pattern: string): RegExp {
   return new RegExp(`^${pattern.replace(/[.+^${}()|[\]\\]/g, "\\$&").replaceAll("*", ".*")}$`);
 }
 
-function test(op: Op, actual: string, values: string[]): boolean {
+function test(
+  op: Op,
+  actual: string,
+  values: string[],
+  order?: (actual: string, expected: string) => number,
+): boolean {
   const [value = ""] = values;
+  const compare = order ?? compareOrdered;
   switch (op) {
     case "==":
+      if (order !== undefined) return order(actual, value) === 0;
       return value.includes("*") ? wildcard(value).test(actual) : actual === value;
     case "!=":
+      if (order !== undefined) return order(actual, value) !== 0;
       return value.includes("*") ? !wildcard(value).test(actual) : actual !== value;
     case ">":
-      return compareOrdered(actual, value) > 0;
+      return compare(actual, value) > 0;
     case ">=":
-      return compareOrdered(actual, value) >= 0;
+      return compare(actual, value) >= 0;
     case "<":
-      return compareOrdered(actual, value) < 0;
+      return compare(actual, value) < 0;
     case "<=":
-      return compareOrdered(actual, value) <= 0;
+      return compare(actual, value) <= 0;
     case "=~":
       return pattern(value).test(actual);
     case "!~":
@@ -237,9 +282,10 @@ export function evaluate(expr: Expr, subjects: Subjects): boolean {
       const values = Array.isArray(actual) ? actual : [actual];
       // A subject with several values (task:group) matches a negation only if every value does.
       const negated = expr.op === "!=" || expr.op === "!in" || expr.op === "!~" || expr.op === "!exists";
+      const order = orderOf(expr.subject);
       return negated
-        ? values.every((v) => test(expr.op, v, expr.values))
-        : values.some((v) => test(expr.op, v, expr.values));
+        ? values.every((v) => test(expr.op, v, expr.values, order))
+        : values.some((v) => test(expr.op, v, expr.values, order));
     }
   }
 }

@@ -684,6 +684,70 @@ describe("reconcile: rolling deployments", () => {
     });
   }
 
+  it("scales in a deployment with a capacity provider strategy so that its base and weights hold", () => {
+    const world = new World({ instances: threeZones(3), desiredCount: 4 });
+    const strategy = [
+      { capacityProvider: "FARGATE", weight: 1, base: 1 },
+      { capacityProvider: "FARGATE_SPOT", weight: 1, base: 0 },
+    ];
+    world.service = {
+      ...world.service,
+      deployments: world.service.deployments.map((d) => ({ ...d, capacityProviderStrategy: strategy })),
+    };
+    world.settle();
+    // As the controller names them, say: two on each.
+    for (const [i, task] of world.tasks.entries()) task.capacityProvider = i < 2 ? "FARGATE" : "FARGATE_SPOT";
+    world.service = { ...world.service, desiredCount: 2 };
+    const plan = world.step();
+    const stopped = plan.stops.map(
+      (order) => world.tasks.find((t) => t.arn === order.taskArn)?.capacityProvider,
+    );
+    // Two tasks: the base on FARGATE, the next to FARGATE as the first named of equal weights.
+    assert.deepEqual(stopped, ["FARGATE_SPOT", "FARGATE_SPOT"]);
+  });
+
+  it("marks a replaced deployment INACTIVE once its tasks are gone, until the PRIMARY one completes", () => {
+    const world = new World({
+      instances: threeZones(3),
+      desiredCount: 2,
+      minimumHealthyPercent: 0,
+      maximumPercent: 100,
+      definitions: ["web:1", "web:2", "web:3"],
+    });
+    world.settle();
+    const [first] = world.service.deployments;
+    assert.ok(first !== undefined);
+    // Replaced twice before the second started a task: the second has nothing to drain.
+    const second = newDeployment(newDeploymentId(world.random), "web:2", 2, world.now);
+    const third = newDeployment(newDeploymentId(world.random), "web:3", 2, world.now);
+    world.service = {
+      ...world.service,
+      deployments: promote(promote(world.service.deployments, second, world.now), third, world.now),
+    };
+    const status = () => world.service.deployments.map((d) => [d.id, d.status, d.desiredCount]);
+    world.step();
+    assert.deepEqual(status(), [
+      [third.id, "PRIMARY", 2],
+      [second.id, "INACTIVE", 0],
+      [first.id, "ACTIVE", 0],
+    ]);
+    // minimumHealthyPercent 0: the first deployment's tasks stop before the third's start.
+    world.progress();
+    world.step();
+    assert.deepEqual(status(), [
+      [third.id, "PRIMARY", 2],
+      [second.id, "INACTIVE", 0],
+      [first.id, "INACTIVE", 0],
+    ]);
+    assert.equal(world.service.deployments[0]?.rolloutState, "IN_PROGRESS");
+    const retiredAt = world.service.deployments[2]?.updatedAt;
+    world.step();
+    assert.equal(world.service.deployments[2]?.updatedAt, retiredAt, "INACTIVE stays as it was");
+    world.settle();
+    assert.deepEqual(status(), [[third.id, "PRIMARY", 2]], "gone once the PRIMARY completed");
+    assert.equal(world.service.deployments[0]?.rolloutState, "COMPLETED");
+  });
+
   it("trips the circuit breaker after the threshold of failed tasks and rolls back to the last completed deployment", () => {
     const world = new World({
       instances: threeZones(3),

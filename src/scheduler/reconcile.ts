@@ -1,3 +1,4 @@
+import { scaleInByProvider } from "./capacity.ts";
 import {
   completed,
   type DeploymentState,
@@ -5,6 +6,7 @@ import {
   failureThreshold,
   newDeployment,
   promote,
+  retired,
   rollingBounds,
   rollingStep,
 } from "./deployment.ts";
@@ -91,7 +93,7 @@ export interface StopOrder {
 export interface ServicePlan {
   starts: Array<{ deploymentId: string; taskDefinition: string; instanceArn: string }>;
   stops: StopOrder[];
-  /** PRIMARY first; deployments whose tasks are all gone are left out. */
+  /** PRIMARY first; replaced ones whose tasks are all gone INACTIVE, and left out once the PRIMARY completes. */
   deployments: DeploymentState[];
   desiredCount: number;
   lastCompleted?: DeploymentState;
@@ -231,19 +233,33 @@ function checkBreaker(
         `(service ${service.name}) (deployment ${primary.id}) deployment failed: tasks failed to start.`,
       );
       if (rollback !== undefined) {
-        const next = newDeployment(
-          newId(),
-          rollback.taskDefinition,
-          service.desiredCount,
-          now,
-          rollback.networkConfiguration,
-        );
+        const next = newDeployment(newId(), rollback.taskDefinition, service.desiredCount, now, rollback);
         pass.notices.push(`(service ${service.name}) rolling back to deployment ${rollback.id}.`);
         return { deployments: promote(replace(deployments), next, now), primary: next };
       }
     }
   }
   return { deployments: replace(deployments), primary: updated };
+}
+
+/**
+ * The tasks a scale-in stops from, and how many: any of them, or, for a deployment with a
+ * capacity provider strategy, from each provider what keeps the strategy's base and weights.
+ */
+function scaleIn(keep: TaskState[], desired: number, primary: DeploymentState): Array<[TaskState[], number]> {
+  const strategy = primary.capacityProviderStrategy;
+  if (keep.length <= desired) return [];
+  if (strategy === undefined) return [[keep, keep.length - desired]];
+  const byProvider = new Map<string, TaskState[]>();
+  for (const task of keep) {
+    const provider = task.capacityProvider ?? "";
+    byProvider.set(provider, [...(byProvider.get(provider) ?? []), task]);
+  }
+  const have = new Map([...byProvider].map(([provider, tasks]) => [provider, tasks.length]));
+  return [...scaleInByProvider(strategy, have, desired)].map(([provider, count]) => [
+    byProvider.get(provider) ?? [],
+    count,
+  ]);
 }
 
 function planReplica(
@@ -261,8 +277,8 @@ function planReplica(
   const keep = remaining.filter(stays);
   const retire = remaining.filter((t) => !stays(t));
   const victimContext = { tasks: live, instances: pass.instances, strategies: service.strategies };
-  for (const victim of chooseVictims(keep, keep.length - desired, victimContext, pass.random)) {
-    stop(pass, victim, reason);
+  for (const [group, count] of scaleIn(keep, desired, primary)) {
+    for (const victim of chooseVictims(group, count, victimContext, pass.random)) stop(pass, victim, reason);
   }
   const kept = keep.filter((t) => !pass.stopped.has(t.arn));
   const healthy = remaining.filter((t) => isHealthy(t) && !pass.stopped.has(t.arn)).length;
@@ -462,11 +478,12 @@ export function reconcileService(
     if (!pass.stopped.has(task.arn))
       runningBy.set(task.deploymentId, (runningBy.get(task.deploymentId) ?? 0) + 1);
   }
-  deployments = deployments.flatMap((d) => {
+  deployments = deployments.map((d) => {
+    if (d.status === "INACTIVE") return d;
+    // A replaced deployment whose tasks are all gone is INACTIVE, in sight until a PRIMARY one completes.
+    if (d.status === "ACTIVE" && (liveBy.get(d.id) ?? 0) === 0) return retired(d, now);
     const count = d.status === "PRIMARY" ? outcome.desired : (runningBy.get(d.id) ?? 0);
-    // An ACTIVE deployment goes when its tasks are gone; a FAILED one stays in sight until the next completes.
-    if (d.status !== "PRIMARY" && (liveBy.get(d.id) ?? 0) === 0 && d.rolloutState !== "FAILED") return [];
-    return d.desiredCount === count ? [d] : [{ ...d, desiredCount: count, updatedAt: now }];
+    return d.desiredCount === count ? d : { ...d, desiredCount: count, updatedAt: now };
   });
   primary = deployments.find((d) => d.id === primary.id) ?? primary;
   const settled =

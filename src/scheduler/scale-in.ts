@@ -26,6 +26,8 @@ export interface TaskState {
   stoppedAt?: number;
   /** Stopped because it failed: did not start, an essential container exited, or it failed health checks. */
   failed: boolean;
+  /** The capacity provider it was started on, for a service with a capacity provider strategy. */
+  capacityProvider?: string;
 }
 
 /** A container instance as placement sees it, with its zone and its agent's last heartbeat. */
