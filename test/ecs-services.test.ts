@@ -490,7 +490,8 @@ describe("ECS services on real containers", () => {
       ),
       (error: unknown) =>
         error instanceof InvalidParameterException &&
-        error.message === "The daemon scheduling strategy does not support a desired count for services.",
+        error.message ===
+          "The daemon scheduling strategy does not support a desired count for services. Remove the desired count value and try again",
     );
     await assert.rejects(
       ecs.send(

@@ -42,8 +42,10 @@ export const ServiceNotFound = errorType("ServiceNotFoundException");
 export const ServiceNotActive = errorType("ServiceNotActiveException");
 
 const NAME = /^[a-zA-Z0-9_-]{1,255}$/;
-const DAEMON_COUNT = "The daemon scheduling strategy does not support a desired count for services.";
-const DAEMON_STRATEGY = "The daemon scheduling strategy does not support placement strategies.";
+const DAEMON_COUNT =
+  "The daemon scheduling strategy does not support a desired count for services. Remove the desired count value and try again";
+const DAEMON_STRATEGY =
+  "The daemon scheduling strategy does not support placement strategies. Remove the placement strategy and try again";
 const DAEMON_PROVIDERS =
   "Specifying a capacity provider strategy is not supported when you create a service using the DAEMON scheduling strategy.";
 const DAEMON_FARGATE = "The daemon scheduling strategy does not support the FARGATE launch type.";
