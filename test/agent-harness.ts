@@ -18,6 +18,9 @@ export function freeSubnet(): string {
   }
 }
 
+/** What a test needs of a server: where it listens and the administrator's credentials. */
+export type ServerTarget = Pick<TestServer, "endpoint" | "credentials">;
+
 export interface TestAgent {
   agent: Agent;
   dataDir: string;
@@ -31,7 +34,7 @@ export interface TestAgent {
 
 /** A real node agent (runc, netns) in this process, joined to `cluster`, with its own bridge and subnet. */
 export async function startTestAgent(
-  server: TestServer,
+  server: ServerTarget,
   options: {
     cluster?: string;
     dataDir?: string;
@@ -113,7 +116,7 @@ export async function cleanupAgent(handle: TestAgent): Promise<void> {
 }
 
 /** Creates repository `name` and pushes the busybox test image to it as `:latest`; returns the image URI. */
-export async function pushBusybox(server: TestServer, name: string): Promise<string> {
+export async function pushBusybox(server: ServerTarget, name: string): Promise<string> {
   const created = await aws(server, ["ecr", "create-repository", "--repository-name", name]);
   if (created.code !== 0 && !created.stderr.includes("RepositoryAlreadyExists"))
     throw new Error(created.stderr);

@@ -39,6 +39,7 @@ interface Node {
 interface Task {
   taskArn: string;
   lastStatus: string;
+  stopCode?: string;
   containerInstanceArn?: string;
   containers: Array<{ runtimeId?: string; networkBindings?: Array<{ hostPort: number }> }>;
 }
@@ -380,6 +381,40 @@ describe("several nodes on one machine", () => {
     const before = await describeTasks(await listTasks());
     const onKept = before.filter((t) => t.containerInstanceArn === kept.arn).map((t) => t.taskArn);
     assert.ok(onKept.length > 0, "the kept node runs tasks");
+    // A service with a task on each node (spread over the zones).
+    await ecs([
+      "create-service",
+      "--cluster",
+      cluster,
+      "--service-name",
+      `survivor-${run}`,
+      "--task-definition",
+      `spread-${run}`,
+      "--desired-count",
+      "2",
+    ]);
+    const serviceTasks = async () =>
+      describeTasks(
+        (
+          await ecs<{ taskArns: string[] }>([
+            "list-tasks",
+            "--cluster",
+            cluster,
+            "--service-name",
+            `survivor-${run}`,
+          ])
+        ).taskArns,
+      );
+    const placed = await eventually("the service's task on each node", async () => {
+      const tasks = await serviceTasks();
+      return tasks.length === 2 &&
+        tasks.every((t) => t.lastStatus === "RUNNING") &&
+        new Set(tasks.map((t) => t.containerInstanceArn)).size === 2
+        ? tasks
+        : undefined;
+    });
+    const stranded = placed.find((t) => t.containerInstanceArn === gone.arn);
+    assert.ok(stranded !== undefined, "a service task runs on the node that dies");
 
     // The node dies: its agent is killed, its containers and its namespace go.
     await stopAgent(gone, "SIGKILL");
@@ -396,6 +431,22 @@ describe("several nodes on one machine", () => {
     });
     const dead = (await describeInstances()).find((i) => i.containerInstanceArn === gone.arn);
     assert.equal(dead?.agentConnected, false, "the dead node is disconnected");
+    // The service's task on the lost node is stopped and replaced on the live one.
+    const moved = await eventually("the service's lost task replaced on the live node", async () => {
+      const tasks = await serviceTasks();
+      return tasks.length === 2 &&
+        tasks.every((t) => t.lastStatus === "RUNNING" && t.containerInstanceArn === kept.arn)
+        ? tasks
+        : undefined;
+    });
+    assert.ok(!moved.some((t) => t.taskArn === stranded.taskArn), "the lost task is not counted");
+    const [lost] = await describeTasks([stranded.taskArn]);
+    assert.equal(lost?.lastStatus, "STOPPED");
+    assert.equal(lost?.stopCode, "ServiceSchedulerInitiated");
+    await ecs(["delete-service", "--cluster", cluster, "--service", `survivor-${run}`, "--force"]);
+    await eventually("the service's tasks to stop", async () =>
+      (await serviceTasks()).length === 0 ? true : undefined,
+    );
     const pinned = await ecs<{ tasks: Task[]; failures: Array<{ arn: string; reason: string }> }>([
       "run-task",
       "--cluster",

@@ -119,6 +119,82 @@ describe("wharf up", () => {
         const task = (described.json as { tasks: Array<{ lastStatus: string }> }).tasks[0];
         return task?.lastStatus === "STOPPED" ? task : undefined;
       });
+
+      // FARGATE in a cluster with no instances: `wharf up`'s own Fargate capacity runs it.
+      const fargateFile = join(dataDir, "fargate.json");
+      writeFileSync(
+        fargateFile,
+        JSON.stringify({
+          family: "quickstart-fargate",
+          requiresCompatibilities: ["FARGATE"],
+          networkMode: "awsvpc",
+          cpu: "256",
+          memory: "512",
+          containerDefinitions: [{ name: "app", image, command: ["sleep", "300"], stopTimeout: 2 }],
+        }),
+      );
+      assert.equal(
+        (await aws(server, ["ecs", "register-task-definition", "--cli-input-json", `file://${fargateFile}`]))
+          .code,
+        0,
+      );
+      assert.equal((await aws(server, ["ecs", "create-cluster", "--cluster-name", "serverless"])).code, 0);
+      const fargate = await aws(server, [
+        "ecs",
+        "run-task",
+        "--cluster",
+        "serverless",
+        "--launch-type",
+        "FARGATE",
+        "--task-definition",
+        "quickstart-fargate",
+        "--network-configuration",
+        "awsvpcConfiguration={subnets=[subnet-local]}",
+      ]);
+      assert.equal(fargate.code, 0, fargate.stderr);
+      const fargateArn = (fargate.json as { tasks: Array<{ taskArn: string }> }).tasks[0]?.taskArn ?? "";
+      type Described = {
+        lastStatus: string;
+        launchType: string;
+        containerInstanceArn?: string;
+        attachments?: Array<{ type: string; details: Array<{ name: string; value: string }> }>;
+      };
+      const running = await eventually("the FARGATE task RUNNING", async () => {
+        const described = await aws(server, [
+          "ecs",
+          "describe-tasks",
+          "--cluster",
+          "serverless",
+          "--tasks",
+          fargateArn,
+        ]);
+        const task = (described.json as { tasks: Described[] }).tasks[0];
+        return task?.lastStatus === "RUNNING" ? task : undefined;
+      });
+      assert.equal(running.launchType, "FARGATE");
+      const eni = running.attachments?.find((a) => a.type === "ElasticNetworkInterface");
+      assert.match(
+        eni?.details.find((d) => d.name === "privateIPv4Address")?.value ?? "",
+        /^\d+\.\d+\.\d+\.\d+$/,
+      );
+      const listed = await aws(server, ["ecs", "list-container-instances", "--cluster", "serverless"]);
+      assert.deepEqual((listed.json as { containerInstanceArns: string[] }).containerInstanceArns, []);
+      assert.equal(
+        (await aws(server, ["ecs", "stop-task", "--cluster", "serverless", "--task", fargateArn])).code,
+        0,
+      );
+      await eventually("the FARGATE task STOPPED", async () => {
+        const described = await aws(server, [
+          "ecs",
+          "describe-tasks",
+          "--cluster",
+          "serverless",
+          "--tasks",
+          fargateArn,
+        ]);
+        const task = (described.json as { tasks: Described[] }).tasks[0];
+        return task?.lastStatus === "STOPPED" ? task : undefined;
+      });
     } finally {
       up.child.kill("SIGINT");
     }
