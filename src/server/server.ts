@@ -13,6 +13,7 @@ import { SchedulerState } from "../ecs/scheduler-state.ts";
 import { ecsService } from "../ecs/service.ts";
 import { ServiceController } from "../ecs/service-controller.ts";
 import { reusedCredentials } from "../ecs/task-api.ts";
+import { purgeAllDeletedTaskDefinitions } from "../ecs/task-definition-purge.ts";
 import { purgeAllStoppedTasks } from "../ecs/task-purge.ts";
 import { type RegistryService, startRegistry } from "../registry/index.ts";
 import type { LogBatch } from "../shared/agent-protocol.ts";
@@ -46,6 +47,8 @@ export interface ServerDeps {
   /** Registry maintenance (lifecycle, GC) tuning, for tests. */
   maintenanceIntervalMs?: number;
   gcGraceMs?: number;
+  /** How often stopped tasks and deleted task definitions are purged (default five minutes), for tests. */
+  purgeIntervalMs?: number;
 }
 
 /** Opens the data directory: the store, the master key and the admin access key. */
@@ -162,12 +165,16 @@ export async function startServer(config: ServerConfig, deps: ServerDeps = {}): 
     clock,
     log: app.log,
   });
-  // Housekeeping: ECS forgets stopped tasks after a while; CloudWatch Logs expires events past retention.
+  // Housekeeping: ECS forgets stopped tasks after a while and deletes DELETE_IN_PROGRESS task
+  // definitions nothing uses; CloudWatch Logs expires events past retention.
   const housekeeping = [
     new Periodic(
-      "purging stopped tasks",
-      5 * 60_000,
-      () => purgeAllStoppedTasks(store, clock().getTime()),
+      "purging stopped tasks and deleted task definitions",
+      deps.purgeIntervalMs ?? 5 * 60_000,
+      async () => {
+        await purgeAllStoppedTasks(store, clock().getTime());
+        await purgeAllDeletedTaskDefinitions(store);
+      },
       app.log,
     ),
     new Periodic(
