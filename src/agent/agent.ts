@@ -181,7 +181,7 @@ export class Agent {
       this.engines.set(state.assignment.taskArn, this.engine(state.assignment, state));
     }
     this.shipper.start();
-    this.sampler.start();
+    this.sampler.start(this.config.statsIntervalMs);
     this.imageCleanupTimer = setInterval(() => void this.cleanImages(), this.config.imageCleanupIntervalMs);
     this.imageCleanupTimer.unref();
     this.loop = this.pollLoop();

@@ -37,6 +37,8 @@ export interface RunningServer {
   admin: AccessKey;
   store: Store;
   registry: RegistryService;
+  /** The latest CPU and memory sample of each container, as the agents report them. */
+  stats: ContainerStats;
   /** The CA certificate clients should trust, when serving HTTPS with Wharf's own CA. */
   caCertificate?: Buffer;
   close(): Promise<void>;
@@ -104,7 +106,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps = {}): 
   const app = buildApp(config, tls);
   let port = config.port;
   const registryHost = () => config.registryHost ?? `localhost:${port}`;
-  const stats = new ContainerStats();
+  const stats = new ContainerStats(() => clock().getTime());
   const registry = await startRegistry({
     store,
     dataDir: paths.root,
@@ -230,6 +232,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps = {}): 
     admin,
     store,
     registry,
+    stats,
     close() {
       closing ??= (async () => {
         await app.close();
