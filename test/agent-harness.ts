@@ -5,7 +5,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Agent } from "../src/agent/agent.ts";
-import { defaultAgentConfig } from "../src/agent/config.ts";
+import { type AgentConfig, defaultAgentConfig } from "../src/agent/config.ts";
 import { aws, type TestServer } from "./helpers.ts";
 import { skopeo, writeMultiPlatformLayout } from "./support/oci.ts";
 
@@ -44,6 +44,8 @@ export async function startTestAgent(
     zone?: string;
     /** "FARGATE": Wharf-managed capacity for every cluster's FARGATE tasks instead of a container instance. */
     capacity?: "EC2" | "FARGATE";
+    /** Further settings, e.g. `engineAuth` (ECS_ENGINE_AUTH_TYPE and ECS_ENGINE_AUTH_DATA). */
+    config?: Partial<AgentConfig>;
   } = {},
 ): Promise<TestAgent> {
   const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), "wharf-agent-"));
@@ -59,6 +61,7 @@ export async function startTestAgent(
     attributes: options.attributes ?? [],
     availabilityZone: options.zone ?? "us-east-1a",
     capacity: options.capacity ?? "EC2",
+    ...options.config,
   });
   const verbose = process.env.WHARF_TEST_VERBOSE === "1";
   const quiet = {

@@ -3,14 +3,17 @@ import { arch, cpus, totalmem } from "node:os";
 import { join } from "node:path";
 import {
   AGENT_PROTOCOL_VERSION,
+  type AssignedContainer,
   INSTANCE_DEREGISTERED,
   type TaskAssignment,
 } from "../shared/agent-protocol.ts";
 import { ServerClient, ServerError } from "./client.ts";
 import type { AgentConfig } from "./config.ts";
 import { type TaskState, TaskStateStore } from "./engine/state.ts";
-import { TaskEngine } from "./engine/task-engine.ts";
+import { ResourceInitializationError, TaskEngine } from "./engine/task-engine.ts";
+import { parseEngineAuth, type RegistryAuths, registryCredentials } from "./engine-auth.ts";
 import { ImageCleanup } from "./image/cleanup.ts";
+import { isLoopbackRegistry, parseReference } from "./image/index.ts";
 import { ImageStore } from "./image/store.ts";
 import { LogShipper } from "./logs/shipper.ts";
 import { NodeNetwork } from "./network/node-network.ts";
@@ -47,6 +50,8 @@ export class Agent {
   private readonly client: ServerClient;
   private readonly states: TaskStateStore;
   private readonly images: ImageStore;
+  /** Private registries' credentials from ECS_ENGINE_AUTH_TYPE and ECS_ENGINE_AUTH_DATA. */
+  private readonly registryAuths: RegistryAuths;
   private readonly imageCleanup: ImageCleanup;
   private imageCleanupTimer: NodeJS.Timeout | undefined;
   private readonly runtime: RuncRuntime;
@@ -71,6 +76,8 @@ export class Agent {
   constructor(config: AgentConfig, log: AgentLogger) {
     this.config = config;
     this.log = log;
+    // Settings it cannot use stop the agent here, with the reason, rather than fail every pull.
+    this.registryAuths = parseEngineAuth(config.engineAuth);
     mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
     this.client = new ServerClient(config.server, config.credentials, config.region, config.ca);
     this.states = new TaskStateStore(config.dataDir);
@@ -174,7 +181,7 @@ export class Agent {
       this.engines.set(state.assignment.taskArn, this.engine(state.assignment, state));
     }
     this.shipper.start();
-    this.sampler.start();
+    this.sampler.start(this.config.statsIntervalMs);
     this.imageCleanupTimer = setInterval(() => void this.cleanImages(), this.config.imageCleanupIntervalMs);
     this.imageCleanupTimer.unref();
     this.loop = this.pollLoop();
@@ -185,7 +192,7 @@ export class Agent {
       {
         states: this.states,
         runtime: this.runtime,
-        pull: (image, task, signal) => this.pull(image, task, signal),
+        pull: (container, task, signal) => this.pull(container, task, signal),
         network: this.network,
         report: async (report) => {
           await this.client.report(report);
@@ -207,19 +214,41 @@ export class Agent {
     return engine;
   }
 
-  /** Pulls an image; images on Wharf's own registry come from this agent's server with the task's credentials. */
-  private pull(image: string, task: TaskAssignment, signal: AbortSignal) {
+  /**
+   * Pulls a container's image. Images on Wharf's own registry come from this agent's server with
+   * the task's credentials; other registries get the agent's ECS_ENGINE_AUTH_DATA credentials for
+   * them, or none. A container's `repositoryCredentials` names a Secrets Manager secret, which
+   * Wharf does not have: the task stops as ECS stops it when it cannot read that secret, rather
+   * than pull anonymously.
+   */
+  private pull(container: AssignedContainer, task: TaskAssignment, signal: AbortSignal) {
+    const secret = container.repositoryCredentials?.credentialsParameter;
+    if (secret !== undefined) {
+      return Promise.reject(
+        new ResourceInitializationError(
+          "unable to pull secrets or registry auth: execution resource retrieval failed: unable to retrieve " +
+            `secret from asm: Wharf has no Secrets Manager to read ${secret} (repositoryCredentials of ` +
+            `container ${container.name}); give the agent the registry's credentials in ECS_ENGINE_AUTH_DATA instead`,
+        ),
+      );
+    }
     const wharf = task.wharfRegistry;
     const server = new URL(this.config.server);
+    const image = container.image;
     let reference = image;
     if (image.startsWith(`${wharf.host}/`))
       reference = `${server.host}/${image.slice(wharf.host.length + 1)}`;
     return this.imageCleanup.pull(() =>
       this.images.pull(reference, {
         platform: { os: "linux", architecture: arch() === "x64" ? "amd64" : arch() },
-        credentials: async (registry) =>
-          registry === server.host ? { username: wharf.username, password: wharf.password } : undefined,
-        insecure: (registry) => registry === server.host && server.protocol === "http:",
+        credentials: async (registry) => {
+          if (registry === server.host) return { username: wharf.username, password: wharf.password };
+          return registryCredentials(this.registryAuths, registry, parseReference(reference).repository);
+        },
+        // Wharf's server as configured; other registries on this machine over plain HTTP, as
+        // Docker reaches loopback registries that serve no TLS.
+        insecure: (registry) =>
+          registry === server.host ? server.protocol === "http:" : isLoopbackRegistry(registry),
         // Wharf's registry takes the task's credentials as Basic on every request: no 401, no token round trip.
         basicFirst: (registry) => registry === server.host,
         ...(this.config.ca === undefined ? {} : { ca: this.config.ca }),

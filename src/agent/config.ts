@@ -1,4 +1,5 @@
 import { hostname } from "node:os";
+import type { EngineAuthSettings } from "./engine-auth.ts";
 import { IMAGE_CLEANUP_INTERVAL_MS, IMAGE_MINIMUM_CLEANUP_AGE_MS } from "./image/cleanup.ts";
 
 /** How one node agent runs. */
@@ -33,6 +34,10 @@ export interface AgentConfig {
   /** How often unused images are removed, and how long after its last pull an image is kept. */
   imageCleanupIntervalMs: number;
   imageMinimumCleanupAgeMs: number;
+  /** How often running containers' CPU and memory are sampled and sent to the server. */
+  statsIntervalMs: number;
+  /** Private registries' credentials: ECS_ENGINE_AUTH_TYPE and ECS_ENGINE_AUTH_DATA, as the ECS agent takes them. */
+  engineAuth?: EngineAuthSettings;
 }
 
 export function defaultAgentConfig(
@@ -51,6 +56,7 @@ export function defaultAgentConfig(
     capacity: "EC2",
     imageCleanupIntervalMs: IMAGE_CLEANUP_INTERVAL_MS,
     imageMinimumCleanupAgeMs: IMAGE_MINIMUM_CLEANUP_AGE_MS,
+    statsIntervalMs: 10_000,
     ...partial,
   };
 }

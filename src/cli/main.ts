@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { Command, Option } from "commander";
 import { Agent } from "../agent/agent.ts";
 import { defaultAgentConfig } from "../agent/config.ts";
+import { engineAuthFromEnv } from "../agent/engine-auth.ts";
 import { resolveConfig } from "../server/config.ts";
 import { dataPaths } from "../server/paths.ts";
 import { openDataDir, startServer } from "../server/server.ts";
@@ -78,6 +79,12 @@ async function untilSignal(): Promise<NodeJS.Signals> {
   });
 }
 
+/** Private registries' credentials, from the environment as the ECS agent reads them. */
+function engineAuthOf(env: NodeJS.ProcessEnv) {
+  const engineAuth = engineAuthFromEnv(env);
+  return engineAuth === undefined ? {} : { engineAuth };
+}
+
 async function runAgent(flags: AgentFlags): Promise<void> {
   const accessKeyId = process.env.AWS_ACCESS_KEY_ID;
   const secretAccessKey = process.env.AWS_SECRET_ACCESS_KEY;
@@ -106,6 +113,7 @@ async function runAgent(flags: AgentFlags): Promise<void> {
     ...(flags.memory === undefined ? {} : { memory: Number(flags.memory) }),
     ...(flags.caFile === undefined ? {} : { ca: readFileSync(flags.caFile, "utf8") }),
     capacity: flags.capacity,
+    ...engineAuthOf(process.env),
   });
   const agent = new Agent(config, agentLogger());
   await agent.start();
@@ -156,37 +164,39 @@ async function localAgents(
   ] as const;
   const agents: Agent[] = [];
   for (const kind of kinds) {
-    const agent = new Agent(
-      defaultAgentConfig({
-        server: server.endpoint,
-        credentials: {
-          accessKeyId: server.admin.accessKeyId,
-          secretAccessKey: server.admin.secretAccessKey,
-        },
-        dataDir: join(dataPaths(config.dataDir).root, kind.dir),
-        region: config.region,
-        availabilityZone: `${config.region}a`,
-        capacity: kind.capacity,
-        ...(kind.bridge === undefined ? {} : { bridge: kind.bridge }),
-        ...(kind.subnet === undefined ? {} : { subnet: kind.subnet }),
-        // With --tls the local agent trusts Wharf's own CA.
-        ...(server.caCertificate === undefined ? {} : { ca: server.caCertificate.toString("utf8") }),
-      }),
-      agentLogger(),
-    );
+    const what = kind.capacity === "FARGATE" ? "the local Fargate capacity" : "the local agent";
+    let agent: Agent;
     try {
+      agent = new Agent(
+        defaultAgentConfig({
+          server: server.endpoint,
+          credentials: {
+            accessKeyId: server.admin.accessKeyId,
+            secretAccessKey: server.admin.secretAccessKey,
+          },
+          dataDir: join(dataPaths(config.dataDir).root, kind.dir),
+          region: config.region,
+          availabilityZone: `${config.region}a`,
+          capacity: kind.capacity,
+          ...(kind.bridge === undefined ? {} : { bridge: kind.bridge }),
+          ...(kind.subnet === undefined ? {} : { subnet: kind.subnet }),
+          // With --tls the local agent trusts Wharf's own CA.
+          ...(server.caCertificate === undefined ? {} : { ca: server.caCertificate.toString("utf8") }),
+          // As in ECS, agent-level registry credentials serve EC2 capacity, not Fargate.
+          ...(kind.capacity === "EC2" ? engineAuthOf(env) : {}),
+        }),
+        agentLogger(),
+      );
       await agent.start();
       agents.push(agent);
-      void agent.deregistered.then(() => {
-        process.stderr.write(
-          `${kind.capacity === "FARGATE" ? "the local Fargate capacity" : "the local agent"} was deregistered; it stops\n`,
-        );
-        return agent.stop();
-      });
     } catch (error) {
-      const what = kind.capacity === "FARGATE" ? "the local Fargate capacity" : "the local agent";
       process.stderr.write(`${what} could not start: ${String(error)}\n`);
+      continue;
     }
+    void agent.deregistered.then(() => {
+      process.stderr.write(`${what} was deregistered; it stops\n`);
+      return agent.stop();
+    });
   }
   return agents;
 }

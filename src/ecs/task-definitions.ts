@@ -1,5 +1,6 @@
 import type { z } from "zod";
 import { formatArn, parseArn } from "../aws/arn.ts";
+import { removeAllTags } from "../aws/tags.ts";
 import type { Tx } from "../store/store.ts";
 import type {
   CompatibilityT,
@@ -23,6 +24,12 @@ import type {
  */
 
 export type TaskDefinitionStatus = "ACTIVE" | "INACTIVE" | "DELETE_IN_PROGRESS";
+
+/**
+ * The row status of a deleted revision kept only so that its number is never handed out again
+ * (ECS keeps counting a family's revisions): no body, never read but by `nextRevision`.
+ */
+const DELETED = "DELETED";
 
 export interface HealthCheck {
   command: string[];
@@ -252,6 +259,34 @@ export async function setTaskDefinitionStatus(
 }
 
 /**
+ * Deletes a revision for good, with its tags: DescribeTaskDefinition and every listing no longer
+ * know it. A family's highest revision leaves a DELETED row behind (and any older one of the
+ * family goes), so that the next registration still gets the next number.
+ */
+export async function removeTaskDefinition(
+  tx: Tx,
+  td: { arn: string; family: string; revision: number },
+): Promise<void> {
+  await removeAllTags(tx, td.arn);
+  const row = await tx.get<{ latest: number }>(
+    "SELECT MAX(revision) AS latest FROM ecs_task_definitions WHERE family = ?",
+    td.family,
+  );
+  const latest = row?.latest ?? td.revision;
+  if (latest === td.revision) {
+    await tx.run("UPDATE ecs_task_definitions SET status = ?, body = '{}' WHERE arn = ?", DELETED, td.arn);
+  } else {
+    await tx.run("DELETE FROM ecs_task_definitions WHERE arn = ?", td.arn);
+  }
+  await tx.run(
+    "DELETE FROM ecs_task_definitions WHERE family = ? AND status = ? AND revision < ?",
+    td.family,
+    DELETED,
+    latest,
+  );
+}
+
+/**
  * The task definition a `taskDefinition` parameter names: `family` (its
  * latest ACTIVE revision), `family:revision` or a full ARN. A named revision
  * is returned whatever its status; callers that may only use ACTIVE ones
@@ -271,9 +306,10 @@ export async function findTaskDefinition(
           parsed.family,
         )
       : await tx.get<TaskDefinitionRow>(
-          "SELECT * FROM ecs_task_definitions WHERE family = ? AND revision = ?",
+          "SELECT * FROM ecs_task_definitions WHERE family = ? AND revision = ? AND status != ?",
           parsed.family,
           parsed.revision,
+          DELETED,
         );
   if (row === undefined) return undefined;
   // The table holds one region's definitions; an ARN of another region or account names nothing here.
@@ -329,8 +365,8 @@ export async function listFamilyRows(
     limit: number;
   },
 ): Promise<string[]> {
-  const where = ["family > ?"];
-  const params: Array<string | number> = [options.after ?? ""];
+  const where = ["family > ?", "status != ?"];
+  const params: Array<string | number> = [options.after ?? "", DELETED];
   if (options.prefix !== undefined && options.prefix !== "") {
     where.push("substr(family, 1, ?) = ?");
     params.push(options.prefix.length, options.prefix);

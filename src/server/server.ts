@@ -13,6 +13,7 @@ import { SchedulerState } from "../ecs/scheduler-state.ts";
 import { ecsService } from "../ecs/service.ts";
 import { ServiceController } from "../ecs/service-controller.ts";
 import { reusedCredentials } from "../ecs/task-api.ts";
+import { purgeAllDeletedTaskDefinitions } from "../ecs/task-definition-purge.ts";
 import { purgeAllStoppedTasks } from "../ecs/task-purge.ts";
 import { type RegistryService, startRegistry } from "../registry/index.ts";
 import type { LogBatch } from "../shared/agent-protocol.ts";
@@ -36,6 +37,8 @@ export interface RunningServer {
   admin: AccessKey;
   store: Store;
   registry: RegistryService;
+  /** The latest CPU and memory sample of each container, as the agents report them. */
+  stats: ContainerStats;
   /** The CA certificate clients should trust, when serving HTTPS with Wharf's own CA. */
   caCertificate?: Buffer;
   close(): Promise<void>;
@@ -46,6 +49,8 @@ export interface ServerDeps {
   /** Registry maintenance (lifecycle, GC) tuning, for tests. */
   maintenanceIntervalMs?: number;
   gcGraceMs?: number;
+  /** How often stopped tasks and deleted task definitions are purged (default five minutes), for tests. */
+  purgeIntervalMs?: number;
 }
 
 /** Opens the data directory: the store, the master key and the admin access key. */
@@ -101,7 +106,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps = {}): 
   const app = buildApp(config, tls);
   let port = config.port;
   const registryHost = () => config.registryHost ?? `localhost:${port}`;
-  const stats = new ContainerStats();
+  const stats = new ContainerStats(() => clock().getTime());
   const registry = await startRegistry({
     store,
     dataDir: paths.root,
@@ -162,12 +167,16 @@ export async function startServer(config: ServerConfig, deps: ServerDeps = {}): 
     clock,
     log: app.log,
   });
-  // Housekeeping: ECS forgets stopped tasks after a while; CloudWatch Logs expires events past retention.
+  // Housekeeping: ECS forgets stopped tasks after a while and deletes DELETE_IN_PROGRESS task
+  // definitions nothing uses; CloudWatch Logs expires events past retention.
   const housekeeping = [
     new Periodic(
-      "purging stopped tasks",
-      5 * 60_000,
-      () => purgeAllStoppedTasks(store, clock().getTime()),
+      "purging stopped tasks and deleted task definitions",
+      deps.purgeIntervalMs ?? 5 * 60_000,
+      async () => {
+        await purgeAllStoppedTasks(store, clock().getTime());
+        await purgeAllDeletedTaskDefinitions(store);
+      },
       app.log,
     ),
     new Periodic(
@@ -223,6 +232,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps = {}): 
     admin,
     store,
     registry,
+    stats,
     close() {
       closing ??= (async () => {
         await app.close();

@@ -98,6 +98,8 @@ export interface TaskAssignment {
 export interface AssignedContainer {
   name: string;
   image: string;
+  /** A Secrets Manager secret with the registry's credentials (the agent cannot resolve one: see the agent's pull). */
+  repositoryCredentials?: { credentialsParameter: string };
   cpu?: number;
   memory?: number;
   memoryReservation?: number;

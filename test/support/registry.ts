@@ -34,8 +34,23 @@ export function freePort(): Promise<number> {
   });
 }
 
-/** Starts `docker-registry serve` with plain HTTP on 127.0.0.1 and filesystem storage in a temp dir. */
-export async function startDockerRegistry(options: { readyTimeoutMs?: number } = {}): Promise<PeerRegistry> {
+/**
+ * A user for a registry that wants Basic auth: the htpasswd line (bcrypt, cost 4, made once with
+ * Python's crypt.crypt and crypt.METHOD_BLOWFISH) and the password it hashes.
+ */
+export const HTPASSWD_USER = {
+  username: "wharf",
+  password: "wharf-private-pass",
+  line: "wharf:$2b$04$Ybv8oNaTVkRANtzxHzlsreJt.NwgA2K4Dq0C87UxtMobMzfoyTSHW",
+} as const;
+
+/**
+ * Starts `docker-registry serve` with plain HTTP on 127.0.0.1 and filesystem storage in a temp dir;
+ * with `htpasswd`, every request needs Basic auth as HTPASSWD_USER.
+ */
+export async function startDockerRegistry(
+  options: { readyTimeoutMs?: number; htpasswd?: boolean } = {},
+): Promise<PeerRegistry> {
   if (!existsSync(DOCKER_REGISTRY))
     throw new Error(`${DOCKER_REGISTRY} is missing: apt-get install docker-registry`);
   const root = mkdtempSync(join(tmpdir(), "wharf-peer-registry-"));
@@ -60,9 +75,13 @@ export async function startDockerRegistry(options: { readyTimeoutMs?: number } =
         "    enabled: true",
         "http:",
         `  addr: ${host}`,
+        ...(options.htpasswd === true
+          ? ["auth:", "  htpasswd:", "    realm: wharf-test", `    path: ${join(root, "htpasswd")}`]
+          : []),
         "",
       ].join("\n"),
     );
+    if (options.htpasswd === true) writeFileSync(join(root, "htpasswd"), `${HTPASSWD_USER.line}\n`);
     const logFd = openSync(log, "w");
     // no REGISTRY_* variables from our environment may override the config
     const child = spawn(DOCKER_REGISTRY, ["serve", config], {
@@ -82,7 +101,7 @@ export async function startDockerRegistry(options: { readyTimeoutMs?: number } =
     const url = `http://${host}`;
     const deadline = Date.now() + (options.readyTimeoutMs ?? 20_000);
     while (!exited && Date.now() < deadline) {
-      if (await answers(`${url}/v2/`)) {
+      if (await answers(`${url}/v2/`, options.htpasswd === true ? 401 : 200)) {
         let stopped: Promise<void> | undefined;
         return {
           host,
@@ -110,11 +129,11 @@ export async function startDockerRegistry(options: { readyTimeoutMs?: number } =
   throw new Error(`docker-registry did not start:\n${failures.join("\n\n")}`);
 }
 
-async function answers(url: string): Promise<boolean> {
+async function answers(url: string, status: number): Promise<boolean> {
   try {
     const response = await fetch(url, { signal: AbortSignal.timeout(2_000) });
     await response.arrayBuffer();
-    return response.status === 200;
+    return response.status === status;
   } catch {
     return false;
   }

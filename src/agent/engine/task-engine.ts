@@ -26,7 +26,8 @@ const run = promisify(execFile);
 export interface EngineDeps {
   states: TaskStateStore;
   runtime: Runtime;
-  pull(image: string, assignment: TaskAssignment, signal: AbortSignal): Promise<PulledImage>;
+  /** Pulls a container's image; a ResourceInitializationError when what the pull needs cannot be had. */
+  pull(container: AssignedContainer, assignment: TaskAssignment, signal: AbortSignal): Promise<PulledImage>;
   network: {
     setup(
       taskId: string,
@@ -58,6 +59,14 @@ const DEFAULT_STOP_TIMEOUT_S = 30;
 /** A task's cgroup: its containers' are inside it, and its task-level limits are on it. */
 export function taskCgroup(taskId: string): string {
   return `/wharf/${taskId}`;
+}
+
+/**
+ * A resource a task needs before its images can be pulled (a secret, registry credentials)
+ * cannot be had: ECS stops the task with `ResourceInitializationError: <message>`.
+ */
+export class ResourceInitializationError extends Error {
+  override readonly name = "ResourceInitializationError";
 }
 
 /** Mounts an overlay: the image's root read-only below, the container's writes above. */
@@ -324,11 +333,15 @@ export class TaskEngine {
     for (const container of this.state.assignment.containers) {
       if (this.wantsStop() || signal.aborted) return undefined;
       try {
-        const image = await this.deps.pull(container.image, this.state.assignment, signal);
+        const image = await this.deps.pull(container, this.state.assignment, signal);
         this.images.set(container.name, image);
         if (container.dependsOn.length === 0) this.mountAhead(container, image);
       } catch (error) {
-        return { container, reason: `CannotPullContainerError: ${(error as Error).message}` };
+        const kind =
+          error instanceof ResourceInitializationError
+            ? "ResourceInitializationError"
+            : "CannotPullContainerError";
+        return { container, reason: `${kind}: ${(error as Error).message}` };
       }
     }
     this.state.pullStoppedAt = this.deps.now();
@@ -394,7 +407,7 @@ export class TaskEngine {
     if (known !== undefined) return known;
     // After an agent restart: the layers are cached, so this is quick.
     const pulled = await this.deps
-      .pull(definition.image, this.state.assignment, this.abort.signal)
+      .pull(definition, this.state.assignment, this.abort.signal)
       .catch(() => undefined);
     if (pulled !== undefined) this.images.set(definition.name, pulled);
     return pulled;

@@ -20,6 +20,11 @@ export class StatsSampler {
   constructor(
     private readonly tasks: () => TaskState[],
     private readonly send: (batch: StatsBatch) => Promise<void>,
+    private readonly options: {
+      /** Where the cgroup hierarchies are (default: this host's, from /proc/self/mountinfo). */
+      detectLayout?: () => Promise<CgroupLayout>;
+      now?: () => Date;
+    } = {},
   ) {}
 
   start(intervalMs = 10_000): void {
@@ -32,7 +37,7 @@ export class StatsSampler {
   }
 
   async sample(): Promise<StatsBatch> {
-    this.layout ??= await detectCgroupLayout();
+    this.layout ??= await (this.options.detectLayout ?? detectCgroupLayout)();
     const batch: StatsBatch = { samples: [] };
     const seen = new Set<string>();
     for (const task of this.tasks()) {
@@ -40,7 +45,7 @@ export class StatsSampler {
         if (container.status !== "RUNNING") continue;
         const path = `/wharf/${task.taskId}/${container.name}`;
         seen.add(path);
-        const current = await sampleCgroup(this.layout, path).catch(() => undefined);
+        const current = await sampleCgroup(this.layout, path, this.options.now).catch(() => undefined);
         if (current === undefined) continue;
         const before = this.previous.get(path);
         this.previous.set(path, current);
