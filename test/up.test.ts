@@ -159,18 +159,20 @@ describe("wharf up", () => {
         containerInstanceArn?: string;
         attachments?: Array<{ type: string; details: Array<{ name: string; value: string }> }>;
       };
-      const running = await eventually("the FARGATE task RUNNING", async () => {
-        const described = await aws(server, [
-          "ecs",
-          "describe-tasks",
-          "--cluster",
-          "serverless",
-          "--tasks",
-          fargateArn,
-        ]);
-        const task = (described.json as { tasks: Described[] }).tasks[0];
-        return task?.lastStatus === "RUNNING" ? task : undefined;
-      });
+      const fargateIn = (status: string) =>
+        eventually(`the FARGATE task ${status}`, async () => {
+          const described = await aws(server, [
+            "ecs",
+            "describe-tasks",
+            "--cluster",
+            "serverless",
+            "--tasks",
+            fargateArn,
+          ]);
+          const task = (described.json as { tasks: Described[] }).tasks[0];
+          return task?.lastStatus === status ? task : undefined;
+        });
+      const running = await fargateIn("RUNNING");
       assert.equal(running.launchType, "FARGATE");
       const eni = running.attachments?.find((a) => a.type === "ElasticNetworkInterface");
       assert.match(
@@ -183,18 +185,7 @@ describe("wharf up", () => {
         (await aws(server, ["ecs", "stop-task", "--cluster", "serverless", "--task", fargateArn])).code,
         0,
       );
-      await eventually("the FARGATE task STOPPED", async () => {
-        const described = await aws(server, [
-          "ecs",
-          "describe-tasks",
-          "--cluster",
-          "serverless",
-          "--tasks",
-          fargateArn,
-        ]);
-        const task = (described.json as { tasks: Described[] }).tasks[0];
-        return task?.lastStatus === "STOPPED" ? task : undefined;
-      });
+      await fargateIn("STOPPED");
     } finally {
       up.child.kill("SIGINT");
     }
