@@ -393,18 +393,16 @@ describe("several nodes on one machine", () => {
       "--desired-count",
       "2",
     ]);
-    const serviceTasks = async () =>
-      describeTasks(
-        (
-          await ecs<{ taskArns: string[] }>([
-            "list-tasks",
-            "--cluster",
-            cluster,
-            "--service-name",
-            `survivor-${run}`,
-          ])
-        ).taskArns,
-      );
+    const serviceTasks = async () => {
+      const listed = await ecs<{ taskArns: string[] }>([
+        "list-tasks",
+        "--cluster",
+        cluster,
+        "--service-name",
+        `survivor-${run}`,
+      ]);
+      return listed.taskArns.length === 0 ? [] : describeTasks(listed.taskArns);
+    };
     const placed = await eventually("the service's task on each node", async () => {
       const tasks = await serviceTasks();
       return tasks.length === 2 &&
