@@ -311,7 +311,9 @@ describe("tasks on real containers", () => {
           volumesFrom: [{ sourceContainer: "web", readOnly: true }],
           extraHosts: [{ hostname: "db.internal", ipAddress: "10.9.8.7" }],
           dnsServers: ["192.0.2.53"],
-          command: ["sleep", "300"],
+          // A range of container ports, each published on a host port of its own.
+          portMappings: [{ containerPortRange: "9000-9001", protocol: "tcp" }],
+          command: ["sh", "-c", "httpd -p 9001 -h /site && sleep 300"],
           stopTimeout: 2,
         },
       ],
@@ -328,6 +330,20 @@ describe("tasks on real containers", () => {
       return response.ok ? response.text() : undefined;
     });
     assert.equal(body.trim(), "bridged");
+
+    const ranged = running.containers.find((c) => c.name === "reader")?.networkBindings ?? [];
+    assert.deepEqual(
+      ranged.map((b) => b.containerPort),
+      [9000, 9001],
+    );
+    assert.ok(ranged.every((b) => b.hostPort > 0) && ranged[0]?.hostPort !== ranged[1]?.hostPort);
+    const fromRange = await eventually("a port of the range", async () => {
+      const response = await fetch(`http://127.0.0.1:${ranged[1]?.hostPort}/index.html`, {
+        signal: AbortSignal.timeout(2000),
+      });
+      return response.ok ? response.text() : undefined;
+    });
+    assert.equal(fromRange.trim(), "bridged");
 
     // reader mounts web's volume read-only, and has its own hosts and resolver.
     const reader = running.containers.find((c) => c.name === "reader")?.runtimeId;

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { reusedCredentials, TaskMaker, type TaskRegistryAccess } from "./task-api.ts";
+import { expandPortRanges, reusedCredentials, TaskMaker, type TaskRegistryAccess } from "./task-api.ts";
 import { bodyOf, taskShape } from "./tasks.ts";
 import {
   awsvpcDefinition,
@@ -31,6 +31,31 @@ describe("reusedCredentials", () => {
     assert.deepEqual(reused.credentials("AKIA1", at(60_000)), { username: "AWS", password: "AKIA1@61000#2" });
     assert.deepEqual(reused.credentials("AKIA2", at(60_000)), { username: "AWS", password: "AKIA2@61000#3" });
     assert.deepEqual(reused.credentials("AKIA2", at(0)), { username: "AWS", password: "AKIA2@1000#4" });
+  });
+});
+
+describe("expandPortRanges", () => {
+  it("gives each port of a containerPortRange a mapping: a dynamic host port in bridge mode, its own otherwise", () => {
+    const mappings = [
+      { containerPort: 80, hostPort: 8080 },
+      { containerPortRange: "9000-9002", protocol: "udp" as const },
+    ];
+    assert.deepEqual(expandPortRanges(mappings, "bridge"), [
+      { containerPort: 80, hostPort: 8080, protocol: "tcp" },
+      { containerPort: 9000, hostPort: 0, protocol: "udp" },
+      { containerPort: 9001, hostPort: 0, protocol: "udp" },
+      { containerPort: 9002, hostPort: 0, protocol: "udp" },
+    ]);
+    assert.deepEqual(
+      expandPortRanges([{ containerPortRange: "9000-9001" }], "awsvpc").map((m) => [
+        m.containerPort,
+        m.hostPort,
+      ]),
+      [
+        [9000, 9000],
+        [9001, 9001],
+      ],
+    );
   });
 });
 

@@ -168,6 +168,33 @@ function num(value: unknown): number | undefined {
   return typeof value === "number" ? value : undefined;
 }
 
+type PortMappingWithRange = Omit<AssignedContainer["portMappings"][number], "containerPort" | "protocol"> & {
+  containerPort?: number;
+  protocol?: "tcp" | "udp";
+  containerPortRange?: string;
+};
+
+/**
+ * A task definition's port mappings as the agent takes them: a `containerPortRange` becomes one
+ * mapping per port, each with a dynamic host port in bridge mode and the same port otherwise.
+ */
+export function expandPortRanges(
+  mappings: PortMappingWithRange[],
+  networkMode: string,
+): AssignedContainer["portMappings"] {
+  return mappings.flatMap(({ containerPortRange, ...p }): AssignedContainer["portMappings"] => {
+    const protocol = p.protocol ?? "tcp";
+    if (p.containerPort !== undefined) return [{ ...p, containerPort: p.containerPort, protocol }];
+    const [first, last] = (containerPortRange ?? "").split("-").map(Number);
+    if (first === undefined || last === undefined || !(first <= last)) return [];
+    return Array.from({ length: last - first + 1 }, (_, i) => ({
+      containerPort: first + i,
+      hostPort: networkMode === "bridge" ? 0 : first + i,
+      protocol,
+    }));
+  });
+}
+
 /** The container definitions with RunTask's overrides applied, as the agent takes them. */
 export function assignedContainers(
   definition: RunnableDefinition,
@@ -188,10 +215,10 @@ export function assignedContainers(
       image: c.image,
       essential: c.essential !== false,
       environment: [...environment].map(([name, value]) => ({ name, value })),
-      portMappings: ((c.portMappings as AssignedContainer["portMappings"] | undefined) ?? []).map((p) => ({
-        ...p,
-        protocol: p.protocol ?? "tcp",
-      })),
+      portMappings: expandPortRanges(
+        (c.portMappings as PortMappingWithRange[] | undefined) ?? [],
+        definition.networkMode ?? "bridge",
+      ),
       dependsOn: (c.dependsOn as AssignedContainer["dependsOn"] | undefined) ?? [],
       mountPoints: (c.mountPoints as AssignedContainer["mountPoints"] | undefined) ?? [],
     };

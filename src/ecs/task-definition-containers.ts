@@ -67,6 +67,37 @@ function containerProblem(name: string, detail: string): never {
   throw ClientException(`Invalid setting for container '${name}'. ${detail}`);
 }
 
+/**
+ * A `containerPortRange` as ECS takes it: "first-last" within 1–65535, first below last, in bridge
+ * or awsvpc mode only, never with a containerPort or hostPort (the host ports are chosen).
+ */
+function portRangeProblems(
+  name: string,
+  range: string,
+  containerPort: number | undefined,
+  hostPort: number | undefined,
+  mode: NetworkModeT | undefined,
+): void {
+  const match = /^(\d+)-(\d+)$/.exec(range);
+  const first = Number(match?.[1]);
+  const last = Number(match?.[2]);
+  if (match === null || first < 1 || last > 65535 || first >= last) {
+    containerProblem(
+      name,
+      `'containerPortRange' must be two ports between 1 and 65535, the first below the last, as in "8000-8010".`,
+    );
+  }
+  if (containerPort !== undefined || hostPort !== undefined) {
+    containerProblem(
+      name,
+      "A port mapping with a 'containerPortRange' takes no 'containerPort' or 'hostPort'.",
+    );
+  }
+  if (mode !== undefined && mode !== "bridge" && mode !== "awsvpc") {
+    containerProblem(name, `'containerPortRange' is supported only with networkMode bridge or awsvpc.`);
+  }
+}
+
 function normalisePorts(
   name: string,
   mappings: PortMappingInput[],
@@ -78,6 +109,8 @@ function normalisePorts(
     if (containerPort === undefined && containerPortRange === undefined) {
       containerProblem(name, "Port mappings must specify a 'containerPort' or a 'containerPortRange'.");
     }
+    if (containerPortRange !== undefined)
+      portRangeProblems(name, containerPortRange, containerPort, hostPort, mode);
     if (containerPort !== undefined && (containerPort < 1 || containerPort > 65535)) {
       containerProblem(name, "'containerPort' must be between 1 and 65535.");
     }

@@ -256,6 +256,28 @@ describe("draftTaskDefinition", () => {
     assert.match(one({ ...busybox, healthCheck: { command: ["curl", "x"] } }), /CMD/);
     assert.match(one({ ...busybox, healthCheck: { command: ["CMD", "true"], interval: 1 } }), /interval/);
     assert.match(one({ ...busybox, stopTimeout: 121 }), /stopTimeout/);
+    const ranged = (mapping: Record<string, unknown>, networkMode?: "bridge" | "host" | "awsvpc") =>
+      refusal({
+        family: "f",
+        ...(networkMode === undefined ? {} : { networkMode }),
+        containerDefinitions: [{ ...busybox, portMappings: [mapping] }],
+      });
+    for (const range of ["9000", "9001-9000", "0-10", "65000-65536", "a-b"])
+      assert.match(ranged({ containerPortRange: range }), /'containerPortRange' must be two ports/, range);
+    assert.match(
+      ranged({ containerPortRange: "9000-9001", hostPort: 80 }),
+      /takes no 'containerPort' or 'hostPort'/,
+    );
+    assert.match(
+      ranged({ containerPortRange: "9000-9001" }, "host"),
+      /only with networkMode bridge or awsvpc/,
+    );
+    const accepted = draftTaskDefinition({
+      family: "f",
+      networkMode: "awsvpc",
+      containerDefinitions: [{ ...busybox, portMappings: [{ containerPortRange: "9000-9001" }] }],
+    });
+    assert.equal(accepted.containerDefinitions[0]?.portMappings?.[0]?.containerPortRange, "9000-9001");
     assert.match(one({ ...busybox, mountPoints: [{ sourceVolume: "nope", containerPath: "/x" }] }), /nope/);
     assert.match(one({ ...busybox, linuxParameters: { capabilities: { add: ["FLY"] } } }), /FLY/);
     assert.equal(
