@@ -2,11 +2,12 @@ import { execFile } from "node:child_process";
 import { mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import type {
-  AssignedContainer,
-  TaskAssignment,
-  TaskReport,
-  TaskStatus,
+import {
+  type AssignedContainer,
+  statusRank,
+  type TaskAssignment,
+  type TaskReport,
+  type TaskStatus,
 } from "../../shared/agent-protocol.ts";
 import type { PulledImage } from "../image/store.ts";
 import { defaultHostname } from "../network/link.ts";
@@ -33,6 +34,8 @@ export interface EngineDeps {
     teardown(taskId: string): Promise<void>;
   };
   report(report: TaskReport): Promise<void>;
+  /** Whether a failed report is worth sending again (false: the server refused it). */
+  reportRetryable(error: unknown): boolean;
   /** Tells the log shipper about a container's output files. */
   watchLogs(state: TaskState, container: ContainerState): void;
   log(message: string, fields?: Record<string, unknown>): void;
@@ -97,6 +100,13 @@ export class TaskEngine {
   /** Root filesystems mounted ahead of their container's start, by container name. */
   private readonly rootfs = new Map<string, Promise<string>>();
   private readonly reports: ReportQueue<TaskReport>;
+  /** Set by detach(): the engine lets go of the task, reporting nothing more and starting no stop. */
+  private detached = false;
+  /**
+   * Whether every report, the last included, reached the server (or was refused by it); known
+   * once `done` settles. False when the engine was detached with one undelivered.
+   */
+  delivered = false;
   readonly done: Promise<void>;
 
   constructor(deps: EngineDeps, assignment: TaskAssignment, recovered?: TaskState) {
@@ -108,15 +118,36 @@ export class TaskEngine {
       containers: [],
     };
     this.state.assignment = assignment;
-    this.reports = new ReportQueue(deps.report, (error) => {
-      // The next report carries the whole state again; the server keeps the latest.
-      deps.log("report failed", { task: assignment.taskArn, error: String(error) });
+    this.reports = new ReportQueue({
+      send: deps.report,
+      retryable: deps.reportRetryable,
+      failed: (error, _report, retrying) => {
+        deps.log(retrying ? "report failed; retrying" : "the server refused the report; dropped", {
+          task: assignment.taskArn,
+          error: String(error),
+        });
+      },
     });
     this.done = this.drive()
       .catch((error: unknown) => {
         deps.log("task engine failed", { task: assignment.taskArn, error: String(error) });
       })
-      .finally(() => this.reports.flush());
+      .then(() => this.reports.flush())
+      .then((delivered) => {
+        this.delivered = delivered;
+      });
+  }
+
+  /**
+   * Lets go of the task without stopping it (the agent stops; the next one adopts the task):
+   * stops watching its containers and sending its reports. `done` settles once what was under
+   * way ends (a container being started is still recorded, for the next agent to adopt).
+   */
+  detach(): void {
+    this.detached = true;
+    this.reports.close();
+    this.abort.abort();
+    this.poke();
   }
 
   /** A newer assignment from the server (e.g. desired STOPPED). */
@@ -154,6 +185,8 @@ export class TaskEngine {
 
   /** Saves the state and queues its report; the engine goes on while the report travels. */
   private send(status: TaskStatus): void {
+    // Detached: what happens now may be the detaching's own doing; the next agent finds out for itself.
+    if (this.detached) return;
     this.state.status = status;
     this.deps.states.save(this.state);
     const report: TaskReport = {
@@ -193,15 +226,27 @@ export class TaskEngine {
     return this.state.assignment.desiredStatus === "STOPPED" || this.stopping;
   }
 
+  /** Whether the engine should go on driving the task toward RUNNING. */
+  private keepsRunning(): boolean {
+    return !this.wantsStop() && !this.detached;
+  }
+
   private beginStop(code: NonNullable<TaskState["stopCode"]>, reason: string): void {
-    if (this.stopping) return;
+    // Once detached, a failure may be the detaching's own doing (a pull it aborted): the next agent judges.
+    if (this.stopping || this.detached) return;
     this.stopping = true;
     this.state.stopCode ??= code;
     this.state.stoppedReason ??= reason;
   }
 
   private async drive(): Promise<void> {
-    if (this.state.status === "STOPPED") return;
+    if (this.state.status === "STOPPED") {
+      // An earlier agent stopped the task, and the server may never have heard: say so again.
+      this.send("STOPPED");
+      return;
+    }
+    // An earlier agent was stopping the task: it goes on stopping, whatever its assignment says.
+    if (statusRank(this.state.status) >= statusRank("DEACTIVATING")) this.stopping = true;
     const startedBefore = this.state.containers.length > 0;
     if (!startedBefore && !this.wantsStop()) {
       // The server gave the task this status itself: nothing to report before something changes.
@@ -209,15 +254,16 @@ export class TaskEngine {
       await this.prepare();
     }
     if (startedBefore) this.adopt();
-    while (!this.wantsStop()) {
+    while (this.keepsRunning()) {
       await this.startReady();
       this.checkExits();
-      if (this.wantsStop()) break;
+      if (!this.keepsRunning()) break;
       const all = this.state.assignment.containers.every((d) => this.container(d.name) !== undefined);
       if (all && this.state.status !== "RUNNING") this.send("RUNNING");
       await this.sleep(1000);
       await this.refresh();
     }
+    if (this.detached) return;
     if (this.state.assignment.desiredStatus === "STOPPED") {
       this.beginStop("UserInitiated", this.state.assignment.stopReason ?? "Task stopped by user");
     }
@@ -459,7 +505,8 @@ export class TaskEngine {
       container.status = "STOPPED";
       container.exitCode = exit.exitCode;
       if (exit.oomKilled) container.reason = "OutOfMemoryError: Container killed due to memory usage";
-      this.deps.states.save(this.state);
+      // The server hears of it even when the task goes on (a container that is not essential).
+      this.send(this.state.status);
       this.poke();
     } catch (error) {
       if (!this.abort.signal.aborted)
@@ -539,6 +586,8 @@ export class TaskEngine {
     this.send("STOPPING");
     const order = [...this.state.containers].reverse();
     for (const container of order) {
+      // Detached: the next agent, reading STOPPING, goes on from here.
+      if (this.detached) return;
       if (container.status === "RUNNING") {
         const definition = this.definition(container.name);
         try {
@@ -554,6 +603,7 @@ export class TaskEngine {
         container.status = "STOPPED";
       }
     }
+    if (this.detached) return;
     this.abort.abort();
     for (const container of this.state.containers) {
       await this.deps.runtime.remove(container.id, container.bundle).catch(() => undefined);
