@@ -113,7 +113,10 @@ export async function cleanupAgent(handle: TestAgent): Promise<void> {
 }
 
 /** Creates repository `name` and pushes the busybox test image to it as `:latest`; returns the image URI. */
-export async function pushBusybox(server: TestServer, name: string): Promise<string> {
+export async function pushBusybox(
+  server: Pick<TestServer, "endpoint" | "credentials">,
+  name: string,
+): Promise<string> {
   const created = await aws(server, ["ecr", "create-repository", "--repository-name", name]);
   if (created.code !== 0 && !created.stderr.includes("RepositoryAlreadyExists"))
     throw new Error(created.stderr);
