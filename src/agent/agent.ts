@@ -7,7 +7,7 @@ import {
   INSTANCE_DEREGISTERED,
   type TaskAssignment,
 } from "../shared/agent-protocol.ts";
-import { ServerClient, ServerError } from "./client.ts";
+import { ServerClient, ServerError, worthRetrying } from "./client.ts";
 import type { AgentConfig } from "./config.ts";
 import { type TaskState, TaskStateStore } from "./engine/state.ts";
 import { ResourceInitializationError, TaskEngine } from "./engine/task-engine.ts";
@@ -33,6 +33,10 @@ interface Registration {
 }
 
 const AGENT_VERSION = "1.0.0-wharf";
+/** How many finished tasks the agent remembers, so that a stale poll cannot start one again. */
+const FINISHED_REMEMBERED = 10_000;
+/** How long stop() waits for the task engines to let go of their tasks. */
+const DETACH_TIMEOUT_MS = 60_000;
 
 /** ECS's name for the machine's architecture. */
 function cpuArchitecture(): string {
@@ -59,6 +63,11 @@ export class Agent {
   private readonly shipper: LogShipper;
   private readonly sampler: StatsSampler;
   private readonly engines = new Map<string, TaskEngine>();
+  /**
+   * Tasks this agent ran, stopped and reported STOPPED, oldest first: never started again, even
+   * when a poll answered before the server took the report in still lists one.
+   */
+  private readonly finished = new Set<string>();
   private readonly stopped = new AbortController();
   private loop: Promise<void> | undefined;
   private onDeregistered: () => void = () => undefined;
@@ -173,11 +182,11 @@ export class Agent {
     await this.network.init();
     await this.register();
     for (const state of this.states.loadAll()) {
-      if (state.status === "STOPPED") {
-        this.states.remove(state.taskId);
-        continue;
-      }
-      this.log.info({ task: state.assignment.taskArn }, "adopting task");
+      // A stopped task is kept until the server has its STOPPED report: its engine sends it again.
+      this.log.info(
+        { task: state.assignment.taskArn, status: state.status },
+        state.status === "STOPPED" ? "reporting a stopped task again" : "adopting task",
+      );
       this.engines.set(state.assignment.taskArn, this.engine(state.assignment, state));
     }
     this.shipper.start();
@@ -197,6 +206,7 @@ export class Agent {
         report: async (report) => {
           await this.client.report(report);
         },
+        reportRetryable: worthRetrying,
         watchLogs: (state, container) => this.shipper.watch(state, container),
         log: (message, fields) => this.log.warn(fields ?? {}, message),
         now: () => Date.now(),
@@ -206,12 +216,23 @@ export class Agent {
     );
     void engine.done.then(async () => {
       await this.shipper.flush();
-      if (engine.state.status === "STOPPED") {
+      // Until the server has the STOPPED report, the task's state stays (on disk too, for the next
+      // agent) and its engine stays listed, so that polls cannot start the task again.
+      if (engine.state.status === "STOPPED" && engine.delivered) {
         this.engines.delete(assignment.taskArn);
+        this.remember(assignment.taskArn);
         this.states.remove(engine.state.taskId);
       }
     });
     return engine;
+  }
+
+  private remember(taskArn: string): void {
+    this.finished.add(taskArn);
+    if (this.finished.size > FINISHED_REMEMBERED) {
+      const oldest = this.finished.values().next().value;
+      if (oldest !== undefined) this.finished.delete(oldest);
+    }
   }
 
   /**
@@ -318,6 +339,7 @@ export class Agent {
     for (const assignment of tasks) {
       const engine = this.engines.get(assignment.taskArn);
       if (engine === undefined) {
+        if (this.finished.has(assignment.taskArn)) continue;
         this.engines.set(assignment.taskArn, this.engine(assignment));
       } else if (engine.state.assignment.version !== assignment.version) {
         engine.update(assignment);
@@ -335,11 +357,23 @@ export class Agent {
     }
   }
 
-  /** Stops polling and shipping; running tasks keep running (they are adopted on the next start). */
+  /**
+   * Stops polling, shipping and the task engines; running tasks keep running, and what was not
+   * reported yet stays in their state on disk (the next start adopts them and reports again).
+   */
   async stop(): Promise<void> {
     this.stopped.abort();
     clearInterval(this.imageCleanupTimer);
     await this.loop;
+    for (const engine of this.engines.values()) engine.detach();
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      this.idle(),
+      new Promise((resolve) => {
+        timer = setTimeout(resolve, DETACH_TIMEOUT_MS);
+      }),
+    ]);
+    clearTimeout(timer);
     this.sampler.stop();
     await this.shipper.stop();
   }

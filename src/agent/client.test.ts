@@ -3,7 +3,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from "node:ht
 import type { AddressInfo } from "node:net";
 import { describe, it } from "node:test";
 import type { ReportBatch, TaskReport } from "../shared/agent-protocol.ts";
-import { ServerClient, ServerError } from "./client.ts";
+import { ServerClient, ServerError, worthRetrying } from "./client.ts";
 
 /** Reads a request's body as JSON. */
 async function body<T>(request: IncomingMessage): Promise<T> {
@@ -67,6 +67,7 @@ describe("ServerClient reports", () => {
       const error = outcomes[2]?.status === "rejected" ? outcomes[2].reason : undefined;
       assert.ok(error instanceof ServerError);
       assert.equal(error.code, "InvalidParameterException");
+      assert.equal(worthRetrying(error), false, "a report the server refused is not sent again");
       // A later report goes in a request of its own.
       await client.report(report("task/c/three"));
       assert.equal(requests.length, 2);
@@ -96,6 +97,28 @@ describe("ServerClient reports", () => {
         ),
         ["InternalFailure", "InternalFailure"],
       );
+      const error = outcomes[0]?.status === "rejected" ? outcomes[0].reason : undefined;
+      assert.equal(worthRetrying(error), true, "a failing server is tried again");
     });
+  });
+
+  it("fails a report when the server is unreachable, as worth sending again", async () => {
+    const closed = createServer();
+    await new Promise<void>((done) => closed.listen(0, "127.0.0.1", done));
+    const { port } = closed.address() as AddressInfo;
+    await new Promise((done) => closed.close(done));
+    const client = new ServerClient(
+      `http://127.0.0.1:${port}`,
+      { accessKeyId: "a", secretAccessKey: "s" },
+      "us-east-1",
+    );
+    const error = await client.report(report("task/c/one")).then(
+      () => assert.fail("nothing listens"),
+      (e: unknown) => e,
+    );
+    assert.match(String(error), /ECONNREFUSED/);
+    assert.equal(worthRetrying(error), true);
+    assert.equal(worthRetrying(new ServerError(401, "ContainerInstanceDeregistered", "gone")), false);
+    assert.equal(worthRetrying(new ServerError(401, "UnauthorizedNode", "register again")), true);
   });
 });

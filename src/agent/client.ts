@@ -4,6 +4,7 @@ import { Sha256 } from "@aws-crypto/sha256-js";
 import { HttpRequest } from "@smithy/protocol-http";
 import { SignatureV4 } from "@smithy/signature-v4";
 import {
+  INSTANCE_DEREGISTERED,
   type LogBatch,
   MAX_REPORTS_PER_BATCH,
   type PollRequest,
@@ -24,6 +25,17 @@ export class ServerError extends Error {
   ) {
     super(message);
   }
+}
+
+/**
+ * Whether a failed request may succeed when sent again: the server was unreachable or failing,
+ * or wants the agent to register again. A request it refused (bad input, a task not assigned to
+ * this instance, a deregistered instance) would be refused again.
+ */
+export function worthRetrying(error: unknown): boolean {
+  if (!(error instanceof ServerError)) return true;
+  if (error.code === INSTANCE_DEREGISTERED) return false;
+  return error.status === 401 || error.status === 408 || error.status === 429 || error.status >= 500;
 }
 
 /** One HTTP(S) POST with a timeout and cancellation, through `agent` (keep-alive; for HTTPS, trusting Wharf's CA). */

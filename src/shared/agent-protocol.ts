@@ -208,7 +208,11 @@ export interface ReportBatch {
 
 export const MAX_REPORTS_PER_BATCH = 100;
 
-/** The reports of a batch that were not applied, each with the error a single report would get; the others were. */
+/**
+ * The reports of a batch that were not applied, each with the error a single report would get; the
+ * others were. A report listed here was refused, and would be again: the agent drops it. A request
+ * that failed as a whole (no answer, a 5xx) is sent again, with backoff, until it is answered.
+ */
 export interface ReportBatchResponse {
   failures: Array<{ taskArn: string; code: string; message: string }>;
 }

@@ -310,6 +310,7 @@ function harness(containers: AssignedContainer[], extra: Partial<TaskAssignment>
       report: async (report) => {
         reports.push(structuredClone(report));
       },
+      reportRetryable: () => true,
       watchLogs: () => undefined,
       log: () => undefined,
       now: () => clock.now,

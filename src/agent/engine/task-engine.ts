@@ -3,11 +3,12 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import { promisify } from "node:util";
-import type {
-  AssignedContainer,
-  TaskAssignment,
-  TaskReport,
-  TaskStatus,
+import {
+  type AssignedContainer,
+  statusRank,
+  type TaskAssignment,
+  type TaskReport,
+  type TaskStatus,
 } from "../../shared/agent-protocol.ts";
 import type { PulledImage } from "../image/store.ts";
 import { withExtraHosts, withNameservers } from "../network/files.ts";
@@ -38,6 +39,8 @@ export interface EngineDeps {
     teardown(taskId: string): Promise<void>;
   };
   report(report: TaskReport): Promise<void>;
+  /** Whether a failed report is worth sending again (false: the server refused it). */
+  reportRetryable(error: unknown): boolean;
   /** Tells the log shipper about a container's output files. */
   watchLogs(state: TaskState, container: ContainerState): void;
   log(message: string, fields?: Record<string, unknown>): void;
@@ -131,6 +134,13 @@ export class TaskEngine {
   /** Root filesystems mounted ahead of their container's start, by container name. */
   private readonly rootfs = new Map<string, Promise<string>>();
   private readonly reports: ReportQueue<TaskReport>;
+  /** Set by detach(): the engine lets go of the task, reporting nothing more and starting no stop. */
+  private detached = false;
+  /**
+   * Whether every report, the last included, reached the server (or was refused by it); known
+   * once `done` settles. False when the engine was detached with one undelivered.
+   */
+  delivered = false;
   readonly done: Promise<void>;
 
   constructor(deps: EngineDeps, assignment: TaskAssignment, recovered?: TaskState) {
@@ -144,15 +154,36 @@ export class TaskEngine {
       containers: [],
     };
     this.state.assignment = assignment;
-    this.reports = new ReportQueue(deps.report, (error) => {
-      // The next report carries the whole state again; the server keeps the latest.
-      deps.log("report failed", { task: assignment.taskArn, error: String(error) });
+    this.reports = new ReportQueue({
+      send: deps.report,
+      retryable: deps.reportRetryable,
+      failed: (error, _report, retrying) => {
+        deps.log(retrying ? "report failed; retrying" : "the server refused the report; dropped", {
+          task: assignment.taskArn,
+          error: String(error),
+        });
+      },
     });
     this.done = this.drive()
       .catch((error: unknown) => {
         deps.log("task engine failed", { task: assignment.taskArn, error: String(error) });
       })
-      .finally(() => this.reports.flush());
+      .then(() => this.reports.flush())
+      .then((delivered) => {
+        this.delivered = delivered;
+      });
+  }
+
+  /**
+   * Lets go of the task without stopping it (the agent stops; the next one adopts the task):
+   * stops watching its containers and sending its reports. `done` settles once what was under
+   * way ends (a container being started is still recorded, for the next agent to adopt).
+   */
+  detach(): void {
+    this.detached = true;
+    this.reports.close();
+    this.abort.abort();
+    this.poke();
   }
 
   /** A newer assignment from the server (e.g. desired STOPPED). */
@@ -196,6 +227,8 @@ export class TaskEngine {
 
   /** Saves the state and queues its report; the engine goes on while the report travels. */
   private send(status: TaskStatus): void {
+    // Detached: what happens now may be the detaching's own doing; the next agent finds out for itself.
+    if (this.detached) return;
     this.state.status = status;
     this.deps.states.save(this.state);
     const report: TaskReport = {
@@ -238,15 +271,27 @@ export class TaskEngine {
     return this.state.assignment.desiredStatus === "STOPPED" || this.stopping;
   }
 
+  /** Whether the engine should go on driving the task toward RUNNING. */
+  private keepsRunning(): boolean {
+    return !this.wantsStop() && !this.detached;
+  }
+
   private beginStop(code: NonNullable<TaskState["stopCode"]>, reason: string): void {
-    if (this.stopping) return;
+    // Once detached, a failure may be the detaching's own doing (a pull it aborted): the next agent judges.
+    if (this.stopping || this.detached) return;
     this.stopping = true;
     this.state.stopCode ??= code;
     this.state.stoppedReason ??= reason;
   }
 
   private async drive(): Promise<void> {
-    if (this.state.status === "STOPPED") return;
+    if (this.state.status === "STOPPED") {
+      // An earlier agent stopped the task, and the server may never have heard: say so again.
+      this.send("STOPPED");
+      return;
+    }
+    // An earlier agent was stopping the task: it goes on stopping, whatever its assignment says.
+    if (statusRank(this.state.status) >= statusRank("DEACTIVATING")) this.stopping = true;
     const startedBefore = this.state.containers.length > 0;
     if (!startedBefore && !this.wantsStop()) {
       // The server gave the task this status itself: nothing to report before something changes.
@@ -254,15 +299,16 @@ export class TaskEngine {
       await this.prepare();
     }
     if (startedBefore) this.adopt();
-    while (!this.wantsStop()) {
+    while (this.keepsRunning()) {
       await this.startReady();
       this.checkExits();
-      if (this.wantsStop()) break;
+      if (!this.keepsRunning()) break;
       const all = this.state.assignment.containers.every((d) => this.container(d.name) !== undefined);
       if (all && this.state.status !== "RUNNING") this.send("RUNNING");
       await this.sleep(1000);
       await this.refresh();
     }
+    if (this.detached) return;
     if (this.state.assignment.desiredStatus === "STOPPED") {
       this.beginStop("UserInitiated", this.state.assignment.stopReason ?? "Task stopped by user");
     }
@@ -548,6 +594,7 @@ export class TaskEngine {
       this.markStopped(container);
       container.exitCode = exit.exitCode;
       if (exit.oomKilled) container.reason = "OutOfMemoryError: Container killed due to memory usage";
+      // The server hears of it even when the task goes on (a container that is not essential).
       this.send(this.state.status);
       this.poke();
     } catch (error) {
@@ -626,7 +673,7 @@ export class TaskEngine {
 
   /** Stops one running container: its stop signal, then SIGKILL after its `stopTimeout` (30 s unless told). */
   private async stopContainer(container: ContainerState): Promise<void> {
-    if (container.status !== "RUNNING") return;
+    if (container.status !== "RUNNING" || this.detached) return;
     const definition = this.definition(container.name);
     try {
       const exit = await this.deps.runtime.stop(
@@ -672,6 +719,8 @@ export class TaskEngine {
     if (networked) this.send("DEACTIVATING");
     this.send("STOPPING");
     await this.stopContainers();
+    // Detached: the next agent, reading STOPPING, goes on from here.
+    if (this.detached) return;
     // Essential containers that never ran stop now, before the network goes.
     this.state.executionStoppedAt ??= this.deps.now();
     this.abort.abort();
