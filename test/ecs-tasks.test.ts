@@ -436,8 +436,8 @@ describe("tasks on real containers", () => {
       cpu: "256",
       memory: "128",
       containerDefinitions: [
-        { name: "app", image, command: ["sleep", "300"], stopTimeout: 1 },
-        { name: "side", image, command: ["sleep", "300"], essential: false, stopTimeout: 1 },
+        { name: "app", image, command: ["sleep", "300"], stopTimeout: 2 },
+        { name: "side", image, command: ["sleep", "300"], essential: false, stopTimeout: 2 },
       ],
     });
     const started = await runTask(arn);
