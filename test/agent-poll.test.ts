@@ -128,6 +128,22 @@ describe("agent long poll", () => {
       assert.equal(status.get(a), "RUNNING");
       assert.equal(status.get(b), "RUNNING");
       assert.equal(status.get(other), "PENDING");
+
+      // Stats likewise: an agent's samples of another instance's task are not taken.
+      const sample = (taskArn: string) => ({
+        taskArn,
+        container: "app",
+        cpuUtilization: 12.5,
+        memoryBytes: 1 << 20,
+        at: Date.now(),
+      });
+      await first.stats({ samples: [sample(a ?? ""), sample(other)] });
+      assert.equal(server.stats.ofTask(a ?? "").length, 1);
+      assert.deepEqual(
+        server.stats.ofTask(other),
+        [],
+        "another instance's task is not this agent's to report",
+      );
     } finally {
       await server.stop();
     }

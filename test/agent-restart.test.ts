@@ -409,7 +409,7 @@ describe("restarts of real processes", () => {
     }
   });
 
-  it("a task stopped while the server was down is reported by the next agent after a SIGKILL, not started again", async () => {
+  it("a task stopped while the server was down is reported by the next agent after a SIGKILL, not started again, and that agent waits for the server", async () => {
     const node = await newNode("c");
     const instance = await startAgent(node);
     const shared = mkdtempSync(join(tmpdir(), "wharf-restart-volume-"));
@@ -421,10 +421,15 @@ describe("restarts of real processes", () => {
       await eventually("the agent to stop exits", async () =>
         ["STOPPED", "forgotten"].includes(agentSays(node, exits)) ? true : undefined,
       );
-      // The agent dies before the server could hear that the task stopped; both come back.
+      // The agent dies before the server could hear that the task stopped; both come back, the
+      // agent first: it waits for the server, trying again until it can register.
       await kill(node.child);
+      const back = startAgent(node);
+      await eventually("the agent to wait for the server", async () =>
+        /the server cannot be reached; registering again/.test(node.output) ? true : undefined,
+      );
       server = await startServer(server.dataDir, server.port);
-      assert.equal(await startAgent(node), instance);
+      assert.equal(await back, instance);
       const stopped = await until(node, exits.taskArn, "exits STOPPED", (t) => t.lastStatus === "STOPPED");
       assert.equal(container(stopped, "app").exitCode, 3);
       assert.equal(stopped.stopCode, "EssentialContainerExited");

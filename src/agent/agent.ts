@@ -1,6 +1,7 @@
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { arch, cpus, totalmem } from "node:os";
 import { join } from "node:path";
+import { setTimeout as delay } from "node:timers/promises";
 import {
   AGENT_PROTOCOL_VERSION,
   type AssignedContainer,
@@ -175,12 +176,39 @@ export class Agent {
     this.log.info({ containerInstanceArn: response.containerInstanceArn }, "registered container instance");
   }
 
+  /**
+   * Registers at start. While the server cannot be reached (not yet up, restarting, answering
+   * 5xx) it tries again, waiting longer each time up to 10 s, as the ECS agent keeps at it: a
+   * node that starts before its server joins once the server is up, and its containers run on
+   * meanwhile. A refusal (credentials the server does not take, a bad request) fails at once.
+   */
+  private async registerWhenReachable(): Promise<void> {
+    for (let waitMs = 500; ; waitMs = Math.min(waitMs * 2, 10_000)) {
+      try {
+        await this.register();
+        return;
+      } catch (error) {
+        const unreachable =
+          !(error instanceof ServerError) ||
+          error.status >= 500 ||
+          error.status === 408 ||
+          error.status === 429;
+        if (!unreachable || this.stopped.signal.aborted) throw error;
+        this.log.warn(
+          { error: String(error), retryInMs: waitMs },
+          "the server cannot be reached; registering again",
+        );
+        await delay(waitMs, undefined, { signal: this.stopped.signal }).catch(() => undefined);
+      }
+    }
+  }
+
   /** Registers, adopts what an earlier agent left running, and starts polling. */
   async start(): Promise<void> {
     // Fail at once, with the reason, rather than at the first task.
     await detectCgroupLayout();
     await this.network.init();
-    await this.register();
+    await this.registerWhenReachable();
     for (const state of this.states.loadAll()) {
       // A stopped task is kept until the server has its STOPPED report: its engine sends it again.
       this.log.info(

@@ -449,7 +449,12 @@ export function registerAgentChannel(app: FastifyInstance, options: AgentChannel
     const instance = await node(request);
     const batch = json<StatsBatch>(request);
     if (!Array.isArray(batch.samples)) throw InvalidParameter("samples is required.");
-    options.recordStats(instance.arn, batch);
+    // Only samples of this instance's own tasks: an agent speaks for no other instance.
+    const assigned = state.assignedVersions(instance.arn);
+    const samples = batch.samples.filter(
+      (sample) => typeof sample === "object" && sample !== null && assigned.has(sample.taskArn),
+    );
+    options.recordStats(instance.arn, { ...batch, samples });
     return {};
   });
 }
