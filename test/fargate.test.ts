@@ -403,8 +403,8 @@ describe("Fargate", () => {
       const base = await untilServiceTasks("split", 1, (t) => t.lastStatus === "RUNNING");
       assert.deepEqual(providers(base), { FARGATE: 1 });
 
-      // A new strategy is a new deployment, whose tasks replace the old ones.
-      const updated = (await ecs([
+      // A new strategy is a new deployment, whose tasks replace the old ones; ECS asks for it.
+      const change = [
         "update-service",
         "--cluster",
         CLUSTER,
@@ -414,7 +414,13 @@ describe("Fargate", () => {
         "3",
         "--capacity-provider-strategy",
         "capacityProvider=FARGATE_SPOT,weight=1",
-      ])) as { service: Service };
+      ];
+      const unforced = await aws(server, ["ecs", ...change]);
+      assert.match(
+        unforced.stderr,
+        /InvalidParameterException.*making a change to a capacity provider strategy on a service that is already using one, you must force a new deployment\./,
+      );
+      const updated = (await ecs([...change, "--force-new-deployment"])) as { service: Service };
       const spot = [{ capacityProvider: "FARGATE_SPOT", weight: 1, base: 0 }];
       assert.deepEqual(updated.service.capacityProviderStrategy, spot);
       assert.deepEqual(

@@ -40,6 +40,30 @@ const FINISHED_REMEMBERED = 10_000;
 const DETACH_TIMEOUT_MS = 60_000;
 
 /** ECS's name for the machine's architecture. */
+/** Network failures that pass: the server down, restarting or out of reach for a while. */
+const TRANSIENT_CODES = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ETIMEDOUT",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "EAI_AGAIN",
+  "EPIPE",
+]);
+
+/**
+ * Whether a failed registration is worth trying again: the server could not be reached or
+ * answered 5xx, 408 or 429. Anything else (credentials refused, a TLS certificate not trusted,
+ * the registration file not writable) fails the agent's start with its reason.
+ */
+function unreachable(error: unknown): boolean {
+  if (error instanceof ServerError)
+    return error.status >= 500 || error.status === 408 || error.status === 429;
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  if (code !== undefined) return TRANSIENT_CODES.has(code);
+  return error instanceof Error && error.message.startsWith("no answer from ");
+}
+
 function cpuArchitecture(): string {
   return arch() === "x64" ? "x86_64" : arch();
 }
@@ -183,17 +207,12 @@ export class Agent {
    * meanwhile. A refusal (credentials the server does not take, a bad request) fails at once.
    */
   private async registerWhenReachable(): Promise<void> {
-    for (let waitMs = 500; ; waitMs = Math.min(waitMs * 2, 10_000)) {
+    for (let waitMs = 500; !this.stopped.signal.aborted; waitMs = Math.min(waitMs * 2, 10_000)) {
       try {
         await this.register();
         return;
       } catch (error) {
-        const unreachable =
-          !(error instanceof ServerError) ||
-          error.status >= 500 ||
-          error.status === 408 ||
-          error.status === 429;
-        if (!unreachable || this.stopped.signal.aborted) throw error;
+        if (!unreachable(error) || this.stopped.signal.aborted) throw error;
         this.log.warn(
           { error: String(error), retryInMs: waitMs },
           "the server cannot be reached; registering again",
@@ -209,6 +228,8 @@ export class Agent {
     await detectCgroupLayout();
     await this.network.init();
     await this.registerWhenReachable();
+    // Stopped while it waited for the server: nothing was adopted, nothing is left to stop.
+    if (this.stopped.signal.aborted) return;
     for (const state of this.states.loadAll()) {
       // A stopped task is kept until the server has its STOPPED report: its engine sends it again.
       this.log.info(
@@ -343,9 +364,10 @@ export class Agent {
             { containerInstanceArn: this.containerInstanceArn },
             "the container instance was deregistered; the agent stops (start it again to register a new instance)",
           );
-          // Deregistering stopped this instance's tasks on the server: stop them here too.
+          // Deregistering stopped this instance's tasks on the server: stop them here too (their
+          // STOPPED reports cannot be delivered to a deregistered instance: not waited for).
           this.apply([]);
-          await this.idle();
+          await this.stoppedHere();
           this.onDeregistered();
           return;
         }
@@ -412,6 +434,11 @@ export class Agent {
   }
 
   /** Waits until every task engine has finished (tests). */
+  /** Until every task's containers are stopped and cleaned up here, whether or not the server has heard. */
+  private async stoppedHere(): Promise<void> {
+    await Promise.all([...this.engines.values()].map((engine) => engine.stoppedHere));
+  }
+
   async idle(): Promise<void> {
     await Promise.all([...this.engines.values()].map((engine) => engine.done));
   }

@@ -48,6 +48,8 @@ const DAEMON_STRATEGY =
   "The daemon scheduling strategy does not support placement strategies. Remove the placement strategy and try again";
 const DAEMON_PROVIDERS =
   "Specifying a capacity provider strategy is not supported when you create a service using the DAEMON scheduling strategy.";
+const STRATEGY_NEEDS_DEPLOYMENT =
+  "When switching from launch type to capacity provider strategy on an existing service, or making a change to a capacity provider strategy on a service that is already using one, you must force a new deployment.";
 const DAEMON_FARGATE = "The daemon scheduling strategy does not support the FARGATE launch type.";
 
 function scopeOf(ctx: RequestContext) {
@@ -330,6 +332,10 @@ async function applyUpdate(
   if (input.loadBalancers !== undefined) updated.loadBalancers = input.loadBalancers;
   if (input.serviceRegistries !== undefined) updated.serviceRegistries = input.serviceRegistries;
   const strategyChanged = await changeStrategy(tx, ctx, updated, input.capacityProviderStrategy);
+  if (strategyChanged && input.forceNewDeployment !== true) throw InvalidParameter(STRATEGY_NEEDS_DEPLOYMENT);
+  // A configuration given for another network mode went with the definition it was given for.
+  if (input.networkConfiguration === undefined && definition.networkMode !== "awsvpc")
+    delete updated.networkConfiguration;
   checkAgainst(
     {
       networkConfiguration: updated.networkConfiguration,

@@ -116,7 +116,9 @@ async function serviceTasks(
   now: number,
 ): Promise<{ tasks: TaskState[]; known: KnownTasks }> {
   const rolling = new Set(
-    record.deployments.filter((d) => d.rolloutState === "IN_PROGRESS").map((d) => d.id),
+    record.deployments
+      .filter((d) => d.rolloutState === "IN_PROGRESS" && d.status !== "INACTIVE")
+      .map((d) => d.id),
   );
   if (known !== undefined && now - known.readAt < FULL_READ_MS) {
     const states = known.states;

@@ -175,8 +175,9 @@ type PortMappingWithRange = Omit<AssignedContainer["portMappings"][number], "con
 };
 
 /**
- * A task definition's port mappings as the agent takes them: a `containerPortRange` becomes one
- * mapping per port, each with a dynamic host port in bridge mode and the same port otherwise.
+ * A task definition's port mappings as the agent takes them. In bridge mode a
+ * `containerPortRange` becomes one mapping per port, each with a dynamic host port; in awsvpc
+ * mode a range needs no mapping (the task's namespace is its own) and is left out.
  */
 export function expandPortRanges(
   mappings: PortMappingWithRange[],
@@ -185,11 +186,14 @@ export function expandPortRanges(
   return mappings.flatMap(({ containerPortRange, ...p }): AssignedContainer["portMappings"] => {
     const protocol = p.protocol ?? "tcp";
     if (p.containerPort !== undefined) return [{ ...p, containerPort: p.containerPort, protocol }];
+    if (networkMode !== "bridge") return [];
     const [first, last] = (containerPortRange ?? "").split("-").map(Number);
-    if (first === undefined || last === undefined || !(first <= last)) return [];
+    // Registration refuses anything else; a range stored before it did is left out.
+    if (first === undefined || last === undefined || !(first >= 1 && first <= last && last <= 65535))
+      return [];
     return Array.from({ length: last - first + 1 }, (_, i) => ({
       containerPort: first + i,
-      hostPort: networkMode === "bridge" ? 0 : first + i,
+      hostPort: 0,
       protocol,
     }));
   });

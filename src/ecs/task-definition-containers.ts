@@ -98,13 +98,63 @@ function portRangeProblems(
   }
 }
 
+/** ECS's bound on a container's port ranges. */
+const MAX_PORT_RANGES = 100;
+/** The ports of 49153–65535, the agents' default dynamic host port range (as the ECS agent's). */
+const MAX_BRIDGE_RANGE_PORTS = 16_383;
+
+/** No container port of a range may be in another mapping of the container for the same protocol. */
+function overlapProblems(name: string, mappings: PortMappingInput[]): void {
+  const spans = mappings
+    .map((m) => {
+      const [first, last] =
+        m.containerPortRange === undefined
+          ? [m.containerPort, m.containerPort]
+          : m.containerPortRange.split("-").map(Number);
+      return {
+        protocol: m.protocol ?? "tcp",
+        first: first ?? 0,
+        last: last ?? 0,
+        range: m.containerPortRange,
+      };
+    })
+    .sort((a, b) => a.protocol.localeCompare(b.protocol) || a.first - b.first);
+  for (let i = 1; i < spans.length; i++) {
+    const before = spans[i - 1];
+    const after = spans[i];
+    if (before === undefined || after === undefined) continue;
+    const ranged = before.range !== undefined || after.range !== undefined;
+    if (ranged && before.protocol === after.protocol && after.first <= before.last) {
+      containerProblem(name, `Container port ${after.first} is in more than one port mapping.`);
+    }
+  }
+}
+
 function normalisePorts(
   name: string,
   mappings: PortMappingInput[],
   mode: NetworkModeT | undefined,
 ): PortMappingOut[] {
   const bound = mode === "awsvpc" || mode === "host";
-  return mappings.map((mapping) => {
+  const ranges = mappings.filter((m) => m.containerPortRange !== undefined).length;
+  if (ranges > MAX_PORT_RANGES) {
+    containerProblem(
+      name,
+      `A container can have at most ${MAX_PORT_RANGES} 'containerPortRange' port mappings.`,
+    );
+  }
+  // In bridge mode each port of a range takes a host port of the agents' dynamic range.
+  const rangePorts = mappings.reduce((sum, m) => {
+    const [first, last] = (m.containerPortRange ?? "").split("-").map(Number);
+    return sum + (first !== undefined && last !== undefined && last >= first ? last - first + 1 : 0);
+  }, 0);
+  if ((mode ?? "bridge") === "bridge" && rangePorts > MAX_BRIDGE_RANGE_PORTS) {
+    containerProblem(
+      name,
+      `In bridge mode a container's port ranges can hold at most ${MAX_BRIDGE_RANGE_PORTS} ports, the size of the agents' default dynamic host port range.`,
+    );
+  }
+  const normalised = mappings.map((mapping) => {
     const { containerPort, hostPort, protocol, name: portName, appProtocol, containerPortRange } = mapping;
     if (containerPort === undefined && containerPortRange === undefined) {
       containerProblem(name, "Port mappings must specify a 'containerPort' or a 'containerPortRange'.");
@@ -136,6 +186,8 @@ function normalisePorts(
     if (containerPortRange !== undefined) out.containerPortRange = containerPortRange;
     return out as PortMappingOut;
   });
+  overlapProblems(name, mappings);
+  return normalised;
 }
 
 function within(value: number | undefined, min: number, max: number): boolean {

@@ -272,6 +272,21 @@ describe("draftTaskDefinition", () => {
       ranged({ containerPortRange: "9000-9001" }, "host"),
       /only with networkMode bridge or awsvpc/,
     );
+    const overlapping = refusal({
+      family: "f",
+      containerDefinitions: [
+        { ...busybox, portMappings: [{ containerPortRange: "9000-9010" }, { containerPort: 9005 }] },
+      ],
+    });
+    assert.match(overlapping, /Container port 9005 is in more than one port mapping/);
+    const many = Array.from({ length: 101 }, (_, i) => ({
+      containerPortRange: `${10000 + 2 * i}-${10001 + 2 * i}`,
+    }));
+    assert.match(
+      refusal({ family: "f", containerDefinitions: [{ ...busybox, portMappings: many }] }),
+      /at most 100 'containerPortRange'/,
+    );
+    assert.match(ranged({ containerPortRange: "1-65535" }), /at most 16383 ports/);
     const accepted = draftTaskDefinition({
       family: "f",
       networkMode: "awsvpc",

@@ -253,7 +253,9 @@ function scaleIn(keep: TaskState[], desired: number, primary: DeploymentState): 
   const byProvider = new Map<string, TaskState[]>();
   for (const task of keep) {
     const provider = task.capacityProvider ?? "";
-    byProvider.set(provider, [...(byProvider.get(provider) ?? []), task]);
+    const tasks = byProvider.get(provider);
+    if (tasks === undefined) byProvider.set(provider, [task]);
+    else tasks.push(task);
   }
   const have = new Map([...byProvider].map(([provider, tasks]) => [provider, tasks.length]));
   return [...scaleInByProvider(strategy, have, desired)].map(([provider, count]) => [

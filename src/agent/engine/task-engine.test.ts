@@ -226,8 +226,9 @@ class FakeRuntime implements Runtime {
   /** Task cgroups removed, with the events (starts, stops, removals) up to then. */
   readonly removedGroups: Array<{ path: string; after: string[] }> = [];
 
-  async limitTask(cgroupsPath: string, limits: TaskLimits): Promise<void> {
+  async limitTask(cgroupsPath: string, limits: TaskLimits): Promise<string[]> {
     this.groups.set(cgroupsPath, { ...limits, startedBefore: this.containers.size });
+    return [];
   }
 
   async removeTask(cgroupsPath: string): Promise<void> {

@@ -141,6 +141,9 @@ export class TaskEngine {
    * once `done` settles. False when the engine was detached with one undelivered.
    */
   delivered = false;
+  /** Settles once the task is over here (stopped and cleaned up, or detached), reported or not. */
+  readonly stoppedHere: Promise<void>;
+  /** Settles once the task is over here and its reports have reached the server (or were refused). */
   readonly done: Promise<void>;
 
   constructor(deps: EngineDeps, assignment: TaskAssignment, recovered?: TaskState) {
@@ -164,10 +167,10 @@ export class TaskEngine {
         });
       },
     });
-    this.done = this.drive()
-      .catch((error: unknown) => {
-        deps.log("task engine failed", { task: assignment.taskArn, error: String(error) });
-      })
+    this.stoppedHere = this.drive().catch((error: unknown) => {
+      deps.log("task engine failed", { task: assignment.taskArn, error: String(error) });
+    });
+    this.done = this.stoppedHere
       .then(() => this.reports.flush())
       .then((delivered) => {
         this.delivered = delivered;
@@ -327,10 +330,15 @@ export class TaskEngine {
     try {
       this.state.network = await this.setupNetwork();
       const { cpu, memory } = this.state.assignment;
-      await this.deps.runtime.limitTask(taskCgroup(this.state.taskId), {
+      const skipped = await this.deps.runtime.limitTask(taskCgroup(this.state.taskId), {
         ...(cpu === undefined ? {} : { cpuUnits: cpu }),
         ...(memory === undefined ? {} : { memoryMiB: memory }),
       });
+      if (skipped.length > 0)
+        this.deps.log("task-level limits left out: this host's cgroups lack their controllers", {
+          task: this.state.taskId,
+          skipped,
+        });
     } catch (error) {
       pullsAbort.abort();
       await pulls;

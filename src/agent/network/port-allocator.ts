@@ -52,15 +52,21 @@ export async function allocatePorts(
     if (!(await canBind(protocol, port))) throw new PortInUseError(port, protocol, "on the host");
     chosen[protocol].add(port);
   }
-  const sockets: Partial<Record<Protocol, Set<number>>> = {};
+  // The ports no dynamic pick may take, per protocol: made once, grown with each pick (a port
+  // range is hundreds of mappings).
+  const skips: Partial<Record<Protocol, Set<number>>> = {};
   for (const request of requests) {
     const { protocol } = request;
     if (request.hostPort) {
       result.push(request.hostPort);
       continue;
     }
-    sockets[protocol] ??= await hostSocketPorts(protocol);
-    const skip = new Set([...deps.taken[protocol], ...chosen[protocol], ...sockets[protocol]]);
+    let skip = skips[protocol];
+    if (skip === undefined) {
+      const sockets = await hostSocketPorts(protocol);
+      skip = new Set([...deps.taken[protocol], ...chosen[protocol], ...sockets]);
+      skips[protocol] = skip;
+    }
     let picked: number | undefined;
     for (const candidate of dynamicCandidates(deps.range, deps.lastAssigned.get(protocol), skip)) {
       if (await canBind(protocol, candidate)) {
@@ -72,6 +78,7 @@ export async function allocatePorts(
       throw new NetworkError("NO_FREE_PORT", `no free ${protocol} host port in ${deps.range.join("-")}`);
     }
     chosen[protocol].add(picked);
+    skip.add(picked);
     deps.lastAssigned.set(protocol, picked);
     result.push(picked);
   }

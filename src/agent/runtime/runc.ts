@@ -152,9 +152,11 @@ export class RuncRuntime implements Runtime {
     });
   }
 
-  async limitTask(cgroupsPath: string, limits: TaskLimits): Promise<void> {
-    if (limits.cpuUnits === undefined && limits.memoryMiB === undefined) return;
-    await limitCgroup(await detectCgroupLayout(), cgroupsPath, limits);
+  async limitTask(cgroupsPath: string, limits: TaskLimits): Promise<string[]> {
+    if (limits.cpuUnits === undefined && limits.memoryMiB === undefined) return [];
+    const layout = await this.cgroups();
+    if (layout === undefined) return ["cpu", "memory"];
+    return limitCgroup(layout, cgroupsPath, limits);
   }
 
   async removeTask(cgroupsPath: string): Promise<void> {

@@ -71,8 +71,11 @@ export interface Runtime {
   remove(id: string, bundleDir: string): Promise<void>;
   /** Container ids this runtime knows. */
   list(): Promise<string[]>;
-  /** Makes a task's cgroup, the parent of its containers' `cgroupsPath`, with the task-level limits. */
-  limitTask(cgroupsPath: string, limits: TaskLimits): Promise<void>;
+  /**
+   * Makes a task's cgroup, the parent of its containers' `cgroupsPath`, with the task-level
+   * limits; resolves to the limits left out because this host lacks their controller.
+   */
+  limitTask(cgroupsPath: string, limits: TaskLimits): Promise<string[]>;
   /** Removes a task's cgroup once its containers are removed. */
   removeTask(cgroupsPath: string): Promise<void>;
 }

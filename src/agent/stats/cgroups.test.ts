@@ -174,12 +174,34 @@ describe("sampleCgroup on fixture directories", () => {
   it("puts task-level limits on a v2 task cgroup, enabling the controllers on the way down", async () => {
     const root = join(dir, "lim2");
     await mkdir(root, { recursive: true });
-    await limitCgroup({ version: 2, root }, "/wharf/t", { cpuUnits: 1536, memoryMiB: 1024 });
+    await writeFile(join(root, "cgroup.controllers"), "cpuset cpu io memory pids\n");
+    assert.deepEqual(
+      await limitCgroup({ version: 2, root }, "/wharf/t", { cpuUnits: 1536, memoryMiB: 1024 }),
+      [],
+    );
     const read = (path: string) => readFile(join(root, path), "utf8");
     assert.equal(await read("cgroup.subtree_control"), "+cpu +memory");
     assert.equal(await read("wharf/cgroup.subtree_control"), "+cpu +memory");
     assert.equal(await read("wharf/t/cpu.max"), "150000 100000");
     assert.equal(await read("wharf/t/memory.max"), String(1024 * 1024 * 1024));
+  });
+
+  it("leaves out, and names, a limit whose controller the host lacks; the others still apply", async () => {
+    const root = join(dir, "lim3");
+    await mkdir(root, { recursive: true });
+    await writeFile(join(root, "cgroup.controllers"), "memory pids\n");
+    assert.deepEqual(await limitCgroup({ version: 2, root }, "/wharf/t", { cpuUnits: 512, memoryMiB: 64 }), [
+      "cpu",
+    ]);
+    assert.equal(await readFile(join(root, "wharf/cgroup.subtree_control"), "utf8"), "+memory");
+    assert.equal(await readFile(join(root, "wharf/t/memory.max"), "utf8"), String(64 * 1024 * 1024));
+    assert.ok(!existsSync(join(root, "wharf/t/cpu.max")));
+    const v1: CgroupLayout = { version: 1, controllers: { memory: join(dir, "lim3v1/mem") } };
+    assert.deepEqual(await limitCgroup(v1, "/wharf/t", { cpuUnits: 512, memoryMiB: 64 }), ["cpu"]);
+    assert.equal(
+      await readFile(join(dir, "lim3v1/mem/wharf/t/memory.limit_in_bytes"), "utf8"),
+      String(64 * 1024 * 1024),
+    );
   });
 
   it("removes a cgroup from every hierarchy, tolerating missing ones, and refuses odd paths", async () => {

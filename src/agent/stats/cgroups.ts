@@ -195,19 +195,22 @@ export function cpuQuotaUs(cpuUnits: number): number {
 /**
  * Makes a task's cgroup, the parent of its containers' (which runc makes), with the task-level
  * limits as hard limits for all its containers together, as the ECS agent does on Linux: a CFS
- * quota for the CPU units and a memory limit. On v2 the cpu and memory controllers are enabled
- * in every ancestor's subtree on the way down.
+ * quota for the CPU units and a memory limit. On v2 the controllers are enabled in every
+ * ancestor's subtree on the way down. A limit whose controller this host lacks is left out:
+ * what was left out is returned, for the caller to log.
  */
 export async function limitCgroup(
   layout: CgroupLayout,
   cgroupsPath: string,
   limits: TaskLimits,
-): Promise<void> {
+): Promise<string[]> {
   checkPath(cgroupsPath, "limit");
   const { cpuUnits, memoryMiB } = limits;
   const memoryBytes = memoryMiB === undefined ? undefined : String(memoryMiB * 1024 * 1024);
+  const skipped: string[] = [];
   if (layout.version === 1) {
-    if (cpuUnits !== undefined) {
+    if (cpuUnits !== undefined && layout.controllers.cpu === undefined) skipped.push("cpu");
+    else if (cpuUnits !== undefined) {
       const dir = v1Dir(layout, "cpu", cgroupsPath);
       await mkdir(dir, { recursive: true });
       await writeFile(join(dir, "cpu.cfs_period_us"), String(CFS_PERIOD_US));
@@ -218,21 +221,33 @@ export async function limitCgroup(
       await mkdir(dir, { recursive: true });
       await writeFile(join(dir, "memory.limit_in_bytes"), memoryBytes);
     }
-    return;
+    return skipped;
   }
-  const controllers = [cpuUnits === undefined ? "" : "+cpu", memoryBytes === undefined ? "" : "+memory"]
-    .filter(Boolean)
-    .join(" ");
-  if (controllers === "") return;
+  const available = new Set(
+    (await readFile(join(layout.root, "cgroup.controllers"), "utf8").catch(() => "")).trim().split(/\s+/),
+  );
+  const wanted: string[] = [];
+  for (const [controller, wants] of [
+    ["cpu", cpuUnits !== undefined],
+    ["memory", memoryBytes !== undefined],
+  ] as const) {
+    if (!wants) continue;
+    if (available.has(controller)) wanted.push(controller);
+    else skipped.push(controller);
+  }
+  if (wanted.length === 0) return skipped;
+  const enable = wanted.map((c) => `+${c}`).join(" ");
   let dir = layout.root;
   for (const part of cgroupsPath.split("/").filter(Boolean)) {
-    await writeFile(join(dir, "cgroup.subtree_control"), controllers);
+    await writeFile(join(dir, "cgroup.subtree_control"), enable);
     dir = join(dir, part);
     await mkdir(dir, { recursive: true });
   }
-  if (cpuUnits !== undefined)
-    await writeFile(join(dir, "cpu.max"), `${cpuQuotaUs(cpuUnits)} ${CFS_PERIOD_US}`);
-  if (memoryBytes !== undefined) await writeFile(join(dir, "memory.max"), memoryBytes);
+  if (wanted.includes("cpu"))
+    await writeFile(join(dir, "cpu.max"), `${cpuQuotaUs(cpuUnits ?? 0)} ${CFS_PERIOD_US}`);
+  if (wanted.includes("memory") && memoryBytes !== undefined)
+    await writeFile(join(dir, "memory.max"), memoryBytes);
+  return skipped;
 }
 
 /**
