@@ -12,6 +12,7 @@ import {
   ListServicesCommand,
   ListTasksCommand,
   ServiceNotFoundException,
+  UpdateServiceCommand,
 } from "@aws-sdk/client-ecs";
 import { cleanupAgent, eventually, pushBusybox, startTestAgent, type TestAgent } from "./agent-harness.ts";
 import {
@@ -507,6 +508,24 @@ describe("ECS services on real containers", () => {
         error.message ===
           "Network Configuration is not valid for the given networkMode of this task definition.",
     );
+    // A service moved from an awsvpc definition to a bridge one leaves its network configuration behind.
+    const vpc = await registerTaskDefinition({
+      family: "moving",
+      networkMode: "awsvpc",
+      containerDefinitions: [{ name: "app", image, memory: 32, command: SLEEPER }],
+    });
+    await ecs.send(
+      new CreateServiceCommand({
+        serviceName: "moving",
+        taskDefinition: vpc,
+        desiredCount: 0,
+        networkConfiguration: { awsvpcConfiguration: { subnets: ["subnet-wharf"] } },
+      }),
+    );
+    const moved = await ecs.send(new UpdateServiceCommand({ service: "moving", taskDefinition: web1 }));
+    assert.equal(moved.service?.taskDefinition, web1);
+    assert.equal(moved.service?.networkConfiguration, undefined);
+    await ecs.send(new DeleteServiceCommand({ service: "moving" }));
     await assert.rejects(
       ecs.send(new DeleteServiceCommand({ service: "never-created" })),
       (error: unknown) => error instanceof ServiceNotFoundException && error.message === "Service not found.",
