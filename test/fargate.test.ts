@@ -34,6 +34,18 @@ interface Task {
 }
 
 const ecs = (args: string[]): Promise<unknown> => awsEcs(server, args);
+/** Associates FARGATE and FARGATE_SPOT with the cluster, with `defaultStrategy` as its default. */
+const associateProviders = (defaultStrategy: string) =>
+  ecs([
+    "put-cluster-capacity-providers",
+    "--cluster",
+    CLUSTER,
+    "--capacity-providers",
+    "FARGATE",
+    "FARGATE_SPOT",
+    "--default-capacity-provider-strategy",
+    defaultStrategy,
+  ]);
 const registerTaskDefinition = (definition: Record<string, unknown>) =>
   registerTaskDefinitionCli(server, definition);
 
@@ -338,16 +350,7 @@ describe("Fargate", () => {
         return left.taskArns.length === 0 ? true : undefined;
       });
 
-      await ecs([
-        "put-cluster-capacity-providers",
-        "--cluster",
-        CLUSTER,
-        "--capacity-providers",
-        "FARGATE",
-        "FARGATE_SPOT",
-        "--default-capacity-provider-strategy",
-        "[]",
-      ]);
+      await associateProviders("[]");
       const run = (await ecs([
         "run-task",
         "--cluster",
@@ -472,16 +475,7 @@ describe("Fargate", () => {
       await refused(["capacityProvider=FARGATE,base=100001"], /InvalidParameterException/);
       await refused(["capacityProvider=my-asg,weight=1"], /not associated with the cluster/);
 
-      await ecs([
-        "put-cluster-capacity-providers",
-        "--cluster",
-        CLUSTER,
-        "--capacity-providers",
-        "FARGATE",
-        "FARGATE_SPOT",
-        "--default-capacity-provider-strategy",
-        "capacityProvider=FARGATE_SPOT,weight=2",
-      ]);
+      await associateProviders("capacityProvider=FARGATE_SPOT,weight=2");
       try {
         const created = (await ecs([
           "create-service",
@@ -527,16 +521,7 @@ describe("Fargate", () => {
         );
         await ecs(["delete-service", "--cluster", CLUSTER, "--service", "defaulted"]);
       } finally {
-        await ecs([
-          "put-cluster-capacity-providers",
-          "--cluster",
-          CLUSTER,
-          "--capacity-providers",
-          "FARGATE",
-          "FARGATE_SPOT",
-          "--default-capacity-provider-strategy",
-          "[]",
-        ]);
+        await associateProviders("[]");
       }
     });
   });

@@ -8,7 +8,7 @@ import {
   INSTANCE_DEREGISTERED,
   type TaskAssignment,
 } from "../shared/agent-protocol.ts";
-import { ServerClient, ServerError, worthRetrying } from "./client.ts";
+import { ServerClient, ServerError, unreachable, worthRetrying } from "./client.ts";
 import type { AgentConfig } from "./config.ts";
 import { type TaskState, TaskStateStore } from "./engine/state.ts";
 import { ResourceInitializationError, TaskEngine } from "./engine/task-engine.ts";
@@ -40,30 +40,6 @@ const FINISHED_REMEMBERED = 10_000;
 const DETACH_TIMEOUT_MS = 60_000;
 
 /** ECS's name for the machine's architecture. */
-/** Network failures that pass: the server down, restarting or out of reach for a while. */
-const TRANSIENT_CODES = new Set([
-  "ECONNREFUSED",
-  "ECONNRESET",
-  "ETIMEDOUT",
-  "EHOSTUNREACH",
-  "ENETUNREACH",
-  "EAI_AGAIN",
-  "EPIPE",
-]);
-
-/**
- * Whether a failed registration is worth trying again: the server could not be reached or
- * answered 5xx, 408 or 429. Anything else (credentials refused, a TLS certificate not trusted,
- * the registration file not writable) fails the agent's start with its reason.
- */
-function unreachable(error: unknown): boolean {
-  if (error instanceof ServerError)
-    return error.status >= 500 || error.status === 408 || error.status === 429;
-  const code = (error as NodeJS.ErrnoException | undefined)?.code;
-  if (code !== undefined) return TRANSIENT_CODES.has(code);
-  return error instanceof Error && error.message.startsWith("no answer from ");
-}
-
 function cpuArchitecture(): string {
   return arch() === "x64" ? "x86_64" : arch();
 }
@@ -433,12 +409,12 @@ export class Agent {
     await this.network.destroy();
   }
 
-  /** Waits until every task engine has finished (tests). */
   /** Until every task's containers are stopped and cleaned up here, whether or not the server has heard. */
   private async stoppedHere(): Promise<void> {
     await Promise.all([...this.engines.values()].map((engine) => engine.stoppedHere));
   }
 
+  /** Waits until every task engine has finished, its reports delivered (tests). */
   async idle(): Promise<void> {
     await Promise.all([...this.engines.values()].map((engine) => engine.done));
   }

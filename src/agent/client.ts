@@ -27,15 +27,38 @@ export class ServerError extends Error {
   }
 }
 
+/** Network failures that pass: the server down, restarting or out of reach for a while. */
+const TRANSIENT_CODES = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ETIMEDOUT",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "EAI_AGAIN",
+  "EPIPE",
+]);
+
 /**
- * Whether a failed request may succeed when sent again: the server was unreachable or failing,
- * or wants the agent to register again. A request it refused (bad input, a task not assigned to
- * this instance, a deregistered instance) would be refused again.
+ * Whether the server could not be reached, or failed or was busy (5xx, 408, 429): the same
+ * request may succeed later. A TLS certificate not trusted, a refusal or an answer that makes
+ * no sense would fail again.
+ */
+export function unreachable(error: unknown): boolean {
+  if (error instanceof ServerError)
+    return error.status >= 500 || error.status === 408 || error.status === 429;
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  if (code !== undefined) return TRANSIENT_CODES.has(code);
+  return error instanceof Error && error.message.startsWith("no answer from ");
+}
+
+/**
+ * Whether a failed report may succeed when sent again: the server was out of reach or failing,
+ * or wants the agent to register again (401). A report it refused (bad input, a task not
+ * assigned to this instance, a deregistered instance) would be refused again.
  */
 export function worthRetrying(error: unknown): boolean {
-  if (!(error instanceof ServerError)) return true;
-  if (error.code === INSTANCE_DEREGISTERED) return false;
-  return error.status === 401 || error.status === 408 || error.status === 429 || error.status >= 500;
+  if (error instanceof ServerError && error.status === 401) return error.code !== INSTANCE_DEREGISTERED;
+  return unreachable(error);
 }
 
 /** One HTTP(S) POST with a timeout and cancellation, through `agent` (keep-alive; for HTTPS, trusting Wharf's CA). */

@@ -1,3 +1,5 @@
+import { setTimeout as delay } from "node:timers/promises";
+
 /** How a report queue retries, and how it tells about failures. */
 export interface ReportQueueOptions<T> {
   send(report: T): Promise<void>;
@@ -16,20 +18,9 @@ export interface ReportQueueOptions<T> {
   maxBackoffMs?: number;
 }
 
+/** Waits `ms`, or less when `signal` aborts (the queue closes). */
 function sleepFor(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) {
-      resolve();
-      return;
-    }
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-  });
+  return delay(ms, undefined, { signal }).catch(() => undefined);
 }
 
 /**

@@ -46,6 +46,11 @@ export function taskIdOf(taskArn: string): string {
   return taskArn.slice(taskArn.lastIndexOf("/") + 1);
 }
 
+/** A task's cgroup: its containers' are inside it (`<it>/<container name>`), its task-level limits on it. */
+export function taskCgroup(taskId: string): string {
+  return `/wharf/${taskId}`;
+}
+
 /** Task state files under `<dataDir>/tasks/<task id>/task.json`, written atomically. */
 export class TaskStateStore {
   readonly dir: string;

@@ -19,7 +19,7 @@ import { type BindMount, buildSpec, type ContainerSpecInput } from "../runtime/s
 import { DEPENDENCY_EXIT_CODE, readiness } from "./dependencies.ts";
 import { afterProbe, type HealthState, healthCommand } from "./health.ts";
 import { ReportQueue } from "./report-queue.ts";
-import { type ContainerState, type TaskState, type TaskStateStore, taskIdOf } from "./state.ts";
+import { type ContainerState, type TaskState, type TaskStateStore, taskCgroup, taskIdOf } from "./state.ts";
 
 const run = promisify(execFile);
 
@@ -58,11 +58,8 @@ export interface RootfsMounter {
 }
 
 const DEFAULT_STOP_TIMEOUT_S = 30;
-
-/** A task's cgroup: its containers' are inside it, and its task-level limits are on it. */
-export function taskCgroup(taskId: string): string {
-  return `/wharf/${taskId}`;
-}
+/** ECS's reason for a container the kernel killed at its memory limit. */
+const OOM_REASON = "OutOfMemoryError: Container killed due to memory usage";
 
 /**
  * A resource a task needs before its images can be pulled (a secret, registry credentials)
@@ -601,7 +598,7 @@ export class TaskEngine {
       if (container.status === "STOPPED") return;
       this.markStopped(container);
       container.exitCode = exit.exitCode;
-      if (exit.oomKilled) container.reason = "OutOfMemoryError: Container killed due to memory usage";
+      if (exit.oomKilled) container.reason = OOM_REASON;
       // The server hears of it even when the task goes on (a container that is not essential).
       this.send(this.state.status);
       this.poke();
@@ -670,8 +667,7 @@ export class TaskEngine {
         this.markStopped(container);
         if (state.exit !== undefined) {
           container.exitCode = state.exit.exitCode;
-          if (state.exit.oomKilled)
-            container.reason = "OutOfMemoryError: Container killed due to memory usage";
+          if (state.exit.oomKilled) container.reason = OOM_REASON;
         }
         changed = true;
       }
@@ -690,7 +686,7 @@ export class TaskEngine {
         (definition?.stopTimeout ?? DEFAULT_STOP_TIMEOUT_S) * 1000,
       );
       container.exitCode = exit.exitCode;
-      if (exit.oomKilled) container.reason = "OutOfMemoryError: Container killed due to memory usage";
+      if (exit.oomKilled) container.reason = OOM_REASON;
     } catch (error) {
       this.deps.log("stop failed", { container: container.id, error: String(error) });
     }

@@ -1,5 +1,5 @@
 import type { StatsBatch } from "../../shared/agent-protocol.ts";
-import type { TaskState } from "../engine/state.ts";
+import { type TaskState, taskCgroup } from "../engine/state.ts";
 import {
   type CgroupLayout,
   type CgroupSample,
@@ -43,7 +43,7 @@ export class StatsSampler {
     for (const task of this.tasks()) {
       for (const container of task.containers) {
         if (container.status !== "RUNNING") continue;
-        const path = `/wharf/${task.taskId}/${container.name}`;
+        const path = `${taskCgroup(task.taskId)}/${container.name}`;
         seen.add(path);
         const current = await sampleCgroup(this.layout, path, this.options.now).catch(() => undefined);
         if (current === undefined) continue;
