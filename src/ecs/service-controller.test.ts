@@ -334,6 +334,31 @@ describe("a large scale-up", () => {
     assert.equal((await tasksOf("wide")).length, 100);
   });
 
+  it("gives each instance its whole share in one pass, and plans again over an instance that joins", async () => {
+    const late = { ...cluster, arn: clusterArn(scope, "late"), name: "late" };
+    const register = (zone: string) =>
+      store.transaction(async (tx) => {
+        const instance = testInstance({ cpu: 4096, memory: 8192, zone, hostname: `late-${zone}` });
+        return (await registerInstance(tx, state, { ...scope, now }, late, instance)).record.arn;
+      });
+    await store.transaction((tx) => saveCluster(tx, late));
+    const first = [await register("us-east-1a"), await register("us-east-1b")];
+    const out = (await ops().CreateService?.(
+      { cluster: "late", serviceName: "late", taskDefinition: "app:1", desiredCount: 60 },
+      ctx(),
+    )) as { service: { serviceArn: string } };
+    const scheduler = controller({ startBatch: 20 });
+    assert.deepEqual(await scheduler.pass(out.service.serviceArn), { changed: true, more: true });
+    // The plan gives each of the two instances 30: the first pass starts 20 of one's.
+    const count = async (instance: string) =>
+      (await tasksOf("late")).filter((t) => t.wire.containerInstanceArn === instance).length;
+    assert.deepEqual((await Promise.all(first.map(count))).sort(), [0, 20]);
+    // A third zone's instance registers: what is left is spread again over all three.
+    const joined = await register("us-east-1c");
+    await scheduler.reconcile(out.service.serviceArn);
+    assert.deepEqual(await Promise.all([...first, joined].map(count)), [20, 20, 20]);
+  });
+
   it("stopped mid-way, is finished by the next controller at exactly the desired count", async () => {
     const arn = await create("resumed", 100);
     const first = controller({ startBatch: 30 });

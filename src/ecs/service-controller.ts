@@ -4,8 +4,10 @@ import type { RequestContext } from "../aws/service.ts";
 import { putTags, type Tag, tagsOf } from "../aws/tags.ts";
 import { assignProviders } from "../scheduler/capacity.ts";
 import { newDeploymentId } from "../scheduler/deployment.ts";
+import type { PlacementSnapshot } from "../scheduler/placement-snapshot.ts";
 import {
   type DefinitionPlacement,
+  type PlannedStarts,
   reconcileService,
   type ServicePlan,
   type ServiceState,
@@ -241,6 +243,8 @@ export class ServiceController {
   private seen = new Set<string>();
   /** By service: its tasks' scheduling states as its last pass left them. */
   private readonly known = new Map<string, KnownTasks>();
+  /** By service: the rest of its last pass's look-ahead, and the instances it was planned over. */
+  private readonly planned = new Map<string, { views: PlacementSnapshot; planned: PlannedStarts }>();
 
   constructor(options: ServiceControllerOptions) {
     this.options = options;
@@ -398,6 +402,8 @@ export class ServiceController {
     const result = await this.options.store.transaction(async (tx) => {
       const state = this.options.state;
       const record = await findServiceByArn(tx, arn);
+      const earlier = this.planned.get(arn);
+      this.planned.delete(arn);
       if (record === undefined) {
         this.known.delete(arn);
         return undefined;
@@ -406,7 +412,10 @@ export class ServiceController {
       // taken they are gone: what the pass knows of its tasks is kept only if it commits, and
       // forgotten whenever the pass ends without planning.
       const changes = state.takeServiceChanges(record.clusterArn, record.name);
-      tx.onRollback(() => this.known.delete(arn));
+      tx.onRollback(() => {
+        this.known.delete(arn);
+        this.planned.delete(arn);
+      });
       const scope = { region: this.options.region, accountId: this.options.accountId };
       const cluster =
         record.status === "INACTIVE" ? undefined : await findCluster(tx, scope, record.clusterArn);
@@ -451,11 +460,15 @@ export class ServiceController {
           lostBefore,
           recentEvents: events.map((e) => ({ message: e.message, at: e.createdAt })),
           maxStarts,
+          // A look-ahead holds over the instances it was planned over (a new snapshot: some came or went).
+          ...(earlier?.views === views ? { planned: earlier.planned } : {}),
         },
         this.random,
         () => newDeploymentId(this.random),
       );
       const applied = await this.apply(tx, { record, cluster, definitions, plan, tasks, now });
+      // Kept only if the pass commits (the rollback hook above forgets it).
+      if (plan.planned !== undefined) this.planned.set(arn, { views, planned: plan.planned });
       return { ...applied, more: plan.starts.length >= maxStarts };
     });
     if (result === undefined) return { changed: false, more: false };

@@ -331,6 +331,26 @@ function withTask(instance: InstanceView, needs: TaskNeeds, copied: boolean): In
 }
 
 /**
+ * Whether tasks with these needs still fit on the instances a plan made earlier chose for them,
+ * a task per entry, taken in order against the instances as they are now.
+ */
+export function stillFits(
+  view: (arn: string) => InstanceView | undefined,
+  placements: readonly string[],
+  needs: TaskNeeds,
+  constraints: Constraint[],
+): boolean {
+  const taken = new Map<string, InstanceView>();
+  for (const arn of placements) {
+    const before = taken.get(arn);
+    const instance = before ?? view(arn);
+    if (instance === undefined || refusal(instance, needs, constraints) !== undefined) return false;
+    taken.set(arn, withTask(instance, needs, before !== undefined));
+  }
+  return true;
+}
+
+/**
  * Places `count` tasks with the same needs. Does not modify the snapshot it
  * is given. Only the instance a task goes to changes between tasks, so each
  * instance is checked once, spread loads are taken from the snapshot (a

@@ -14,6 +14,7 @@ import {
   type DefinitionPlacement,
   type InstanceState,
   isHealthy,
+  type PlannedStarts,
   reconcileService,
   type ServicePlan,
   type ServiceState,
@@ -57,6 +58,8 @@ class World {
   broken = new Set<string>();
   /** The controller's bound on starts per pass, if any. */
   maxStarts: number | undefined;
+  /** The last pass's look-ahead, passed on as the controller does while the same instances are there. */
+  planned: { instances: number; planned: PlannedStarts } | undefined;
   private seq = 0;
 
   constructor(options: Partial<ServiceState> & { instances: InstanceSpec[]; definitions?: string[] }) {
@@ -162,6 +165,7 @@ class World {
         lostBefore: this.lostBefore,
         recentEvents: [...this.events].reverse(),
         ...(this.maxStarts === undefined ? {} : { maxStarts: this.maxStarts }),
+        ...(this.planned?.instances === this.instances.length ? { planned: this.planned.planned } : {}),
       },
       this.random,
       () => newDeploymentId(this.random),
@@ -171,6 +175,8 @@ class World {
   /** Plans one pass and applies it as the controller does. */
   step(): ServicePlan {
     const plan = this.plan();
+    this.planned =
+      plan.planned === undefined ? undefined : { instances: this.instances.length, planned: plan.planned };
     const stopped: string[] = [];
     for (const order of plan.stops) {
       const task = this.tasks.find((t) => t.arn === order.taskArn);
@@ -334,6 +340,62 @@ describe("reconcile: desired count", () => {
       world.events.map((e) => Number(e.message.split(" ")[4])),
       [10, 10, 5],
     );
+  });
+
+  it("bounded starts per pass: each instance gets its whole share in one pass, from a plan made once", () => {
+    const world = new World({ instances: threeZones(6), desiredCount: 12 });
+    world.maxStarts = 4;
+    const passes = [world.step(), world.step(), world.step(), world.step()];
+    assert.deepEqual(
+      passes.map((p) => p.starts.length),
+      [4, 4, 4, 0],
+    );
+    // The first pass planned all twelve; the next ones started the rest of that plan.
+    assert.deepEqual(
+      passes.map((p) => p.planned?.due),
+      [8, 4, undefined, undefined],
+    );
+    assert.deepEqual(
+      passes[1]?.starts.map((s) => s.instanceArn),
+      passes[0]?.planned?.instances.slice(0, 4),
+    );
+    for (const [i, pass] of passes.entries()) {
+      const counts = [...new Set(pass.starts.map((s) => s.instanceArn))].map(
+        (arn) => pass.starts.filter((s) => s.instanceArn === arn).length,
+      );
+      assert.ok(
+        counts.every((n) => n === 2),
+        `pass ${i} started ${JSON.stringify(counts)} per instance`,
+      );
+    }
+    assert.deepEqual([...world.countBy((t) => t.instanceArn).values()], [2, 2, 2, 2, 2, 2]);
+    spreadWithinOne(
+      world.countBy((t) => world.zoneOf(t)),
+      ["us-east-1a", "us-east-1b", "us-east-1c"],
+    );
+  });
+
+  it("plans again when the planned instances no longer take their tasks, or the count due changed", () => {
+    const world = new World({ instances: threeZones(6), desiredCount: 12 });
+    world.maxStarts = 4;
+    const first = world.step();
+    const next = first.planned?.instances[0] ?? "";
+    const drained = world.instances.find((i) => i.view.arn === next);
+    assert.ok(drained !== undefined);
+    drained.view.status = "DRAINING";
+    const second = world.step();
+    assert.equal(second.starts.length, 4);
+    // Planned again as things stand: zone c, behind now, gets its tasks on its one ACTIVE instance.
+    const zones = second.starts.map((s) => world.instances.find((i) => i.view.arn === s.instanceArn)?.zone);
+    assert.deepEqual(new Set(zones), new Set(["us-east-1c"]));
+    assert.ok(!second.starts.some((s) => s.instanceArn === next), "nothing started on a DRAINING instance");
+    assert.equal(second.planned?.due, 4);
+    world.service = { ...world.service, desiredCount: 9 };
+    const third = world.step();
+    assert.equal(third.starts.length, 1);
+    assert.equal(third.planned, undefined);
+    assert.equal(world.tasks.length, 9);
+    assert.ok(!world.tasks.some((t) => t.instanceArn === next));
   });
 
   it("plans alike from a PlacementSnapshot kept between passes and from the instances alone", () => {

@@ -17,6 +17,7 @@ import {
   type PlacementFailure,
   place,
   type Strategy,
+  stillFits,
   type TaskNeeds,
 } from "./placement.ts";
 import type { PlacementSnapshot } from "./placement-snapshot.ts";
@@ -81,6 +82,23 @@ export interface ServiceSnapshot {
    * is applied in several passes, each planned afresh from the state the previous one left.
    */
   maxStarts?: number;
+  /**
+   * The rest of the look-ahead plan the service's last pass made (`ServicePlan.planned`); the
+   * caller passes it only while the instances are the same ones that pass planned over.
+   */
+  planned?: PlannedStarts;
+}
+
+/**
+ * What a bounded pass planned beyond the tasks it started: the instances for the tasks still
+ * due, a task per entry, each instance's together, in the order to start them. The next pass
+ * starts from it when the same deployment still wants exactly that many and they still fit.
+ */
+export interface PlannedStarts {
+  deploymentId: string;
+  /** How many tasks the deployment still had to start once the planning pass started its part. */
+  due: number;
+  instances: string[];
 }
 
 export interface StopOrder {
@@ -102,6 +120,8 @@ export interface ServicePlan {
   notices: string[];
   /** Events to write after them (placement, deployment completed, steady state); repeats left out. */
   events: string[];
+  /** Where the next pass may start its tasks: the rest of this pass's look-ahead, if it made one. */
+  planned?: PlannedStarts;
 }
 
 export const LOST_AGENT_REASON = "Task stopped because the agent on its container instance is disconnected";
@@ -170,6 +190,7 @@ interface Pass {
   stopped: Set<string>;
   notices: string[];
   events: string[];
+  planned?: PlannedStarts;
 }
 
 function stop(pass: Pass, task: TaskState, reason: string, immediately = false): void {
@@ -264,6 +285,77 @@ function scaleIn(keep: TaskState[], desired: number, primary: DeploymentState): 
   ]);
 }
 
+/** How many tasks a bounded pass plans ahead when it may start only some of those due (spread placement only). */
+export const LOOK_AHEAD = 10_000;
+
+/**
+ * A plan's placements taken by instance: each instance's tasks together, instances in the order
+ * the plan first chose them. Any part of a plan that fits fits too.
+ */
+export function byInstance(placements: readonly string[]): string[] {
+  const counts = new Map<string, number>();
+  for (const arn of placements) counts.set(arn, (counts.get(arn) ?? 0) + 1);
+  const out: string[] = [];
+  for (const [arn, n] of counts) for (let k = 0; k < n; k++) out.push(arn);
+  return out;
+}
+
+/**
+ * Places the tasks a pass starts. A pass that may start only some of the `due` tasks plans
+ * further when placement is cheap (spread strategies alone, about a microsecond a task) and starts
+ * whole instances' shares of that plan, keeping the rest for the next pass: an instance gets all
+ * its tasks of a scale-up at once, so its agent takes them in one poll, and the plan is made
+ * once rather than on every pass.
+ */
+function planStarts(
+  pass: Pass,
+  primary: DeploymentState,
+  due: number,
+  wanted: number,
+  placement: DefinitionPlacement,
+): string[] {
+  const { service } = pass.snapshot;
+  const ahead =
+    wanted < due && service.strategies.every((s) => s.type === "spread")
+      ? Math.max(wanted, Math.min(due, LOOK_AHEAD))
+      : wanted;
+  const plan = place(
+    pass.views,
+    ahead,
+    placement.needs,
+    placement.constraints,
+    service.strategies,
+    pass.random,
+  );
+  const ordered = ahead > wanted ? byInstance(plan.placements) : plan.placements;
+  const chosen = ordered.slice(0, wanted);
+  if (chosen.length < wanted) pass.events.push(placementFailureMessage(service.name, plan.failures));
+  keepPlanned(pass, primary, due - chosen.length, ordered.slice(wanted));
+  return chosen;
+}
+
+/** The tasks a pass starts from the last pass's look-ahead, when it holds: undefined when it does not. */
+function fromPlanned(
+  pass: Pass,
+  primary: DeploymentState,
+  due: number,
+  wanted: number,
+  placement: DefinitionPlacement,
+): string[] | undefined {
+  const planned = pass.snapshot.planned;
+  if (planned === undefined || planned.deploymentId !== primary.id || planned.due !== due) return undefined;
+  if (planned.instances.length < wanted) return undefined;
+  const chosen = planned.instances.slice(0, wanted);
+  const view = (arn: string) => pass.instances.get(arn)?.view;
+  if (!stillFits(view, chosen, placement.needs, placement.constraints)) return undefined;
+  keepPlanned(pass, primary, due - wanted, planned.instances.slice(wanted));
+  return chosen;
+}
+
+function keepPlanned(pass: Pass, primary: DeploymentState, due: number, instances: string[]): void {
+  if (instances.length > 0) pass.planned = { deploymentId: primary.id, due, instances };
+}
+
 function planReplica(
   pass: Pass,
   primary: DeploymentState,
@@ -297,17 +389,10 @@ function planReplica(
   const placement = pass.snapshot.placement[primary.taskDefinition];
   const wanted = Math.min(step.start, startsLeft(pass));
   if (wanted > 0 && placement !== undefined) {
-    const plan = place(
-      pass.views,
-      wanted,
-      placement.needs,
-      placement.constraints,
-      service.strategies,
-      pass.random,
-    );
-    for (const instanceArn of plan.placements) start(pass, primary, instanceArn);
-    if (plan.placements.length < wanted)
-      pass.events.push(placementFailureMessage(service.name, plan.failures));
+    const chosen =
+      fromPlanned(pass, primary, step.start, wanted, placement) ??
+      planStarts(pass, primary, step.start, wanted, placement);
+    for (const instanceArn of chosen) start(pass, primary, instanceArn);
   }
   return {
     desired,
@@ -509,6 +594,7 @@ export function reconcileService(
     if (primary.rolloutState === "COMPLETED" && plan.deployments.length === 1)
       pass.events.push(`(service ${service.name}) has reached a steady state.`);
   }
+  if (pass.planned !== undefined) plan.planned = pass.planned;
   if (service.status === "DRAINING" && live.length === 0) plan.status = "INACTIVE";
   const acted = pass.starts.length > 0 || pass.stops.length > 0 || pass.notices.length > 0;
   plan.events = withoutRepeats(pass, pass.events, acted);
