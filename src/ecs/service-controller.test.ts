@@ -10,6 +10,7 @@ import { InstanceNotifier } from "./notifier.ts";
 import { SchedulerState } from "./scheduler-state.ts";
 import { serviceOperations } from "./service-api.ts";
 import { FULL_READ_MS, ServiceController } from "./service-controller.ts";
+import { eventsSinceLastAction } from "./services.ts";
 import { taskDefinitionOperations } from "./task-definition-api.ts";
 import { applyReport, findTask, requestStop, saveTask, type TaskRecord, type TaskWrites } from "./tasks.ts";
 import { testInstance } from "./testing.ts";
@@ -167,6 +168,12 @@ describe("the service controller", () => {
       ],
     );
     assert.equal(await scheduler.reconcile(arn), false);
+    // What a pass judges repeats against: the events since the service last started tasks.
+    const since = await store.read((tx) => eventsSinceLastAction(tx, arn, "api"));
+    assert.deepEqual(
+      since.map((e) => e.message),
+      events.slice(0, 2).map((e) => e.message),
+    );
   });
 
   it("resumes a deployment after a restart without starting any task twice", async () => {

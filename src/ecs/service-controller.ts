@@ -23,9 +23,9 @@ import type { SchedulerState } from "./scheduler-state.ts";
 import { entryKey, type ServiceTaskEntry, serviceTaskEntry } from "./service-tasks.ts";
 import {
   addEvents,
+  eventsSinceLastAction,
   findServiceByArn,
   liveServiceArns,
-  recentEvents,
   SERVICE_DEFAULT_STRATEGIES,
   type ServiceRecord,
   saveService,
@@ -447,7 +447,7 @@ export class ServiceController {
           constraints: fargate ? [] : constraintsOf(record, definition),
         };
       }
-      const events = await recentEvents(tx, arn);
+      const events = await eventsSinceLastAction(tx, arn, record.name);
       const plan = reconcileService(
         {
           service: serviceState(record),

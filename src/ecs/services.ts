@@ -216,6 +216,34 @@ export async function recentEvents(tx: Tx, arn: string, limit = EVENTS_KEPT): Pr
   return rows.map((row) => ({ id: row.id, createdAt: row.created_at, message: row.message }));
 }
 
+/**
+ * The service's events since it last started or stopped tasks, newest first: what a reconcile
+ * pass judges repeats against (`withoutRepeats`). The events before, whose messages list up to
+ * hundreds of task IDs each, are not read.
+ */
+export async function eventsSinceLastAction(
+  tx: Tx,
+  arn: string,
+  name: string,
+): Promise<Array<{ createdAt: number; message: string }>> {
+  const started = `(service ${name}) has started `;
+  const stopped = `(service ${name}) has stopped `;
+  const rows = await tx.all<{ created_at: number; message: string }>(
+    `SELECT created_at, message FROM ecs_service_events
+     WHERE service_arn = ? AND seq > COALESCE((SELECT MAX(seq) FROM ecs_service_events
+       WHERE service_arn = ? AND (substr(message, 1, ?) = ? OR substr(message, 1, ?) = ?)), 0)
+     ORDER BY seq DESC LIMIT ?`,
+    arn,
+    arn,
+    started.length,
+    started,
+    stopped.length,
+    stopped,
+    EVENTS_KEPT,
+  );
+  return rows.map((row) => ({ createdAt: row.created_at, message: row.message }));
+}
+
 export async function clearEvents(tx: Tx, arn: string): Promise<void> {
   await tx.run("DELETE FROM ecs_service_events WHERE service_arn = ?", arn);
 }

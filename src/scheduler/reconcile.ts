@@ -75,7 +75,10 @@ export interface ServiceSnapshot {
   now: number;
   /** An instance whose last heartbeat is older than this has lost its agent. */
   lostBefore: number;
-  /** The service's latest events, newest first. */
+  /**
+   * The service's latest events, newest first: at least those since it last started or stopped
+   * tasks (older ones are not looked at).
+   */
   recentEvents: Array<{ message: string; at: number }>;
   /**
    * At most this many tasks are started in one pass (unbounded if absent): a large scale-up
