@@ -10,6 +10,7 @@ import {
 } from "../shared/agent-protocol.ts";
 import { ServerClient, ServerError, unreachable, worthRetrying } from "./client.ts";
 import type { AgentConfig } from "./config.ts";
+import { jittered } from "./engine/report-queue.ts";
 import { type TaskState, TaskStateStore } from "./engine/state.ts";
 import { ResourceInitializationError, TaskEngine } from "./engine/task-engine.ts";
 import { parseEngineAuth, type RegistryAuths, registryCredentials } from "./engine-auth.ts";
@@ -189,11 +190,9 @@ export class Agent {
         return;
       } catch (error) {
         if (!unreachable(error) || this.stopped.signal.aborted) throw error;
-        this.log.warn(
-          { error: String(error), retryInMs: waitMs },
-          "the server cannot be reached; registering again",
-        );
-        await delay(waitMs, undefined, { signal: this.stopped.signal }).catch(() => undefined);
+        const retryInMs = jittered(waitMs);
+        this.log.warn({ error: String(error), retryInMs }, "the server cannot be reached; registering again");
+        await delay(retryInMs, undefined, { signal: this.stopped.signal }).catch(() => undefined);
       }
     }
   }
@@ -354,7 +353,7 @@ export class Agent {
         } else {
           this.log.warn({ error: String(error) }, "poll failed; retrying");
         }
-        await new Promise((resolve) => setTimeout(resolve, backoff));
+        await new Promise((resolve) => setTimeout(resolve, jittered(backoff)));
         backoff = Math.min(backoff * 2, 10_000);
       }
     }

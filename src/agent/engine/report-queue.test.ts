@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { ReportQueue } from "./report-queue.ts";
+import { jittered, ReportQueue } from "./report-queue.ts";
 
 /** A send the test releases by hand, one call at a time. */
 function gatedSend() {
@@ -40,6 +40,26 @@ function manualSleep() {
   };
   return { waits, sleep, wake };
 }
+
+describe("jittered", () => {
+  it("waits between half the backoff and all of it", () => {
+    assert.equal(
+      jittered(1000, () => 0),
+      500,
+    );
+    assert.equal(
+      jittered(1000, () => 0.5),
+      750,
+    );
+    assert.equal(
+      jittered(1000, () => 0.999),
+      1000,
+    );
+    const waits = Array.from({ length: 200 }, () => jittered(10_000));
+    assert.ok(waits.every((ms) => ms >= 5000 && ms <= 10_000));
+    assert.ok(new Set(waits).size > 100, "spread, not one value");
+  });
+});
 
 describe("ReportQueue", () => {
   it("sends at once when idle, one at a time, and only the newest of those that waited", async () => {
@@ -87,6 +107,8 @@ describe("ReportQueue", () => {
       sleep,
       firstBackoffMs: 100,
       maxBackoffMs: 300,
+      // Each wait falls between half the backoff and all of it: here, three quarters of the way.
+      random: () => 0.5,
     });
     queue.push("RUNNING");
     await tick();
@@ -94,7 +116,7 @@ describe("ReportQueue", () => {
     await wake();
     await wake();
     assert.deepEqual(sent, ["RUNNING", "RUNNING", "RUNNING", "RUNNING"]);
-    assert.deepEqual(waits, [100, 200, 300, 300]);
+    assert.deepEqual(waits, [75, 150, 225, 225]);
     assert.deepEqual(failures, ["RUNNING true: connect ECONNREFUSED"], "told once per run of failures");
     let flushed: boolean | undefined;
     void queue.flush().then((settled) => {

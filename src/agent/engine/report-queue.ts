@@ -13,9 +13,19 @@ export interface ReportQueueOptions<T> {
   failed(error: unknown, report: T, retrying: boolean): void;
   /** Waits before a retry; resolves early when `signal` aborts. */
   sleep?(ms: number, signal: AbortSignal): Promise<void>;
-  /** The first retry's delay, doubled after each failure up to `maxBackoffMs`. */
+  /** The first retry's delay, doubled after each failure up to `maxBackoffMs`; each wait `jittered`. */
   firstBackoffMs?: number;
   maxBackoffMs?: number;
+  /** In [0, 1): where in its range each wait falls. */
+  random?: () => number;
+}
+
+/**
+ * A retry's wait of about `ms`: between half of it and all of it, at random, so the agents of a
+ * fleet that lost the server at the same moment do not all come back at the same moment.
+ */
+export function jittered(ms: number, random: () => number = Math.random): number {
+  return Math.round(ms * (0.5 + random() / 2));
 }
 
 /** Waits `ms`, or less when `signal` aborts (the queue closes). */
@@ -41,11 +51,13 @@ export class ReportQueue<T> {
   private readonly sleep: (ms: number, signal: AbortSignal) => Promise<void>;
   private readonly firstBackoffMs: number;
   private readonly maxBackoffMs: number;
+  private readonly random: () => number;
 
   constructor(private readonly options: ReportQueueOptions<T>) {
     this.sleep = options.sleep ?? sleepFor;
     this.firstBackoffMs = options.firstBackoffMs ?? 500;
     this.maxBackoffMs = options.maxBackoffMs ?? 10_000;
+    this.random = options.random ?? Math.random;
   }
 
   /** Queues the report in place of any not yet sent, and starts sending if idle. */
@@ -91,7 +103,7 @@ export class ReportQueue<T> {
         }
         if (!failing) this.options.failed(error, report, true);
         failing = true;
-        await this.sleep(backoff, this.closed.signal);
+        await this.sleep(jittered(backoff, this.random), this.closed.signal);
         backoff = Math.min(backoff * 2, this.maxBackoffMs);
         // A newer report carries the whole state: it replaces the one that failed.
         report = this.take() ?? report;
