@@ -341,29 +341,39 @@ describe("a large scale-up", () => {
     assert.equal((await tasksOf("wide")).length, 100);
   });
 
-  it("gives each instance its whole share in one pass, and plans again over an instance that joins", async () => {
+  it("gives an instance two tasks in one pass, and plans again over an instance that joins", async () => {
     const late = { ...cluster, arn: clusterArn(scope, "late"), name: "late" };
-    const register = (zone: string) =>
+    const register = (zone: string, n: number) =>
       store.transaction(async (tx) => {
-        const instance = testInstance({ cpu: 4096, memory: 8192, zone, hostname: `late-${zone}` });
+        const instance = testInstance({ cpu: 4096, memory: 8192, zone, hostname: `late-${zone}-${n}` });
         return (await registerInstance(tx, state, { ...scope, now }, late, instance)).record.arn;
       });
     await store.transaction((tx) => saveCluster(tx, late));
-    const first = [await register("us-east-1a"), await register("us-east-1b")];
+    const first: string[] = [];
+    for (const [n, zone] of ["us-east-1a", "us-east-1a", "us-east-1b", "us-east-1b"].entries())
+      first.push(await register(zone, n));
     const out = (await ops().CreateService?.(
-      { cluster: "late", serviceName: "late", taskDefinition: "app:1", desiredCount: 60 },
+      { cluster: "late", serviceName: "late", taskDefinition: "app:1", desiredCount: 16 },
       ctx(),
     )) as { service: { serviceArn: string } };
-    const scheduler = controller({ startBatch: 20 });
-    assert.deepEqual(await scheduler.pass(out.service.serviceArn), { changed: true, more: true });
-    // The plan gives each of the two instances 30: the first pass starts 20 of one's.
+    const arn = out.service.serviceArn;
+    const scheduler = controller({ startBatch: 2 });
     const count = async (instance: string) =>
       (await tasksOf("late")).filter((t) => t.wire.containerInstanceArn === instance).length;
-    assert.deepEqual((await Promise.all(first.map(count))).sort(), [0, 20]);
-    // A third zone's instance registers: what is left is spread again over all three.
-    const joined = await register("us-east-1c");
-    await scheduler.reconcile(out.service.serviceArn);
-    assert.deepEqual(await Promise.all([...first, joined].map(count)), [20, 20, 20]);
+    // The first pass plans two rounds over the four instances and starts one instance's two.
+    assert.deepEqual(await scheduler.pass(arn), { changed: true, more: true });
+    assert.deepEqual((await Promise.all(first.map(count))).sort(), [0, 0, 0, 2]);
+    // An instance in a third zone registers: the next pass plans again, and starts on it (its zone is behind).
+    const joined = await register("us-east-1c", 4);
+    assert.deepEqual(await scheduler.pass(arn), { changed: true, more: true });
+    assert.equal(await count(joined), 2);
+    await scheduler.reconcile(arn);
+    const counts = await Promise.all([...first, joined].map(count));
+    assert.equal(
+      counts.reduce((a, b) => a + b),
+      16,
+    );
+    assert.ok((await count(joined)) >= 5, `the joined instance runs ${await count(joined)} of 16`);
   });
 
   it("stopped mid-way, is finished by the next controller at exactly the desired count", async () => {

@@ -21,6 +21,7 @@ import {
   startedMessage,
   stoppedMessage,
   type TaskState,
+  takeByRounds,
 } from "./reconcile.ts";
 
 /**
@@ -342,7 +343,7 @@ describe("reconcile: desired count", () => {
     );
   });
 
-  it("bounded starts per pass: each instance gets its whole share in one pass, from a plan made once", () => {
+  it("bounded starts per pass: each instance gets two tasks in one pass, from a plan made once", () => {
     const world = new World({ instances: threeZones(6), desiredCount: 12 });
     world.maxStarts = 4;
     const passes = [world.step(), world.step(), world.step(), world.step()];
@@ -357,7 +358,7 @@ describe("reconcile: desired count", () => {
     );
     assert.deepEqual(
       passes[1]?.starts.map((s) => s.instanceArn),
-      passes[0]?.planned?.instances.slice(0, 4),
+      takeByRounds(passes[0]?.planned?.instances ?? [], 4).chosen,
     );
     for (const [i, pass] of passes.entries()) {
       const counts = [...new Set(pass.starts.map((s) => s.instanceArn))].map(
@@ -385,10 +386,10 @@ describe("reconcile: desired count", () => {
     drained.view.status = "DRAINING";
     const second = world.step();
     assert.equal(second.starts.length, 4);
-    // Planned again as things stand: zone c, behind now, gets its tasks on its one ACTIVE instance.
-    const zones = second.starts.map((s) => world.instances.find((i) => i.view.arn === s.instanceArn)?.zone);
-    assert.deepEqual(new Set(zones), new Set(["us-east-1c"]));
     assert.ok(!second.starts.some((s) => s.instanceArn === next), "nothing started on a DRAINING instance");
+    // Planned again as things stand: zone c, behind now, gets tasks on its one ACTIVE instance.
+    const zones = second.starts.map((s) => world.instances.find((i) => i.view.arn === s.instanceArn)?.zone);
+    assert.ok(zones.includes("us-east-1c"), JSON.stringify(zones));
     assert.equal(second.planned?.due, 4);
     world.service = { ...world.service, desiredCount: 9 };
     const third = world.step();
@@ -396,6 +397,63 @@ describe("reconcile: desired count", () => {
     assert.equal(third.planned, undefined);
     assert.equal(world.tasks.length, 9);
     assert.ok(!world.tasks.some((t) => t.instanceArn === next));
+  });
+
+  it("a scale-up cut short leaves no instance or zone more than two tasks off the spread", () => {
+    const world = new World({ instances: threeZones(12), desiredCount: 120 });
+    world.define("web:1", { cpu: 1, memory: 1 });
+    world.maxStarts = 10;
+    const first = world.step();
+    assert.ok(first.planned !== undefined, "a plan was made ahead");
+    world.progress();
+    world.service = { ...world.service, desiredCount: 10 };
+    world.settle();
+    assert.equal(world.running().length, 10);
+    const within = (counts: Map<string, number>, keys: string[], bound: number) => {
+      const values = keys.map((k) => counts.get(k) ?? 0);
+      assert.ok(Math.max(...values) - Math.min(...values) <= bound, JSON.stringify(values));
+    };
+    within(
+      world.countBy((t) => world.zoneOf(t)),
+      ["us-east-1a", "us-east-1b", "us-east-1c"],
+      2,
+    );
+    within(
+      world.countBy((t) => t.instanceArn),
+      world.instances.map((i) => i.view.arn),
+      2,
+    );
+  });
+
+  it("does not plan ahead where two rounds over the instances fit in one pass", () => {
+    // Three instances, 30 due, 10 a pass: placed as without a plan, and spread within one when cut short.
+    const world = new World({ instances: threeZones(3), desiredCount: 30 });
+    world.define("web:1", { cpu: 1, memory: 1 });
+    world.maxStarts = 10;
+    assert.equal(world.step().planned, undefined);
+    world.progress();
+    world.service = { ...world.service, desiredCount: 10 };
+    world.settle();
+    spreadWithinOne(
+      world.countBy((t) => world.zoneOf(t)),
+      ["us-east-1a", "us-east-1b", "us-east-1c"],
+    );
+  });
+
+  it("does not plan ahead for tasks that cannot share an instance (distinctInstance, host ports)", () => {
+    const cases: Array<[Partial<TaskNeeds>, DefinitionPlacement["constraints"]]> = [
+      [{}, [{ type: "distinctInstance" }]],
+      [{ ports: { tcp: [8080], udp: [] } }, []],
+    ];
+    for (const [needs, constraints] of cases) {
+      const world = new World({ instances: threeZones(30), desiredCount: 30 });
+      world.define("web:1", needs, constraints);
+      world.maxStarts = 10;
+      const plan = world.step();
+      assert.equal(plan.starts.length, 10);
+      assert.equal(plan.planned, undefined);
+      assert.equal(new Set(plan.starts.map((s) => s.instanceArn)).size, 10);
+    }
   });
 
   it("plans alike from a PlacementSnapshot kept between passes and from the instances alone", () => {
@@ -1052,4 +1110,20 @@ describe("reconcile: generated services under churn", () => {
       }
     });
   }
+});
+
+describe("takeByRounds", () => {
+  it("takes up to two of each instance's tasks a round, instances in the order the plan first chose them", () => {
+    const plan = ["a", "b", "a", "b", "c", "a"];
+    assert.deepEqual(takeByRounds(plan, 3), { chosen: ["a", "b", "a"], rest: ["b", "c", "a"] });
+    assert.deepEqual(takeByRounds(plan, 5), { chosen: ["a", "b", "a", "b", "c"], rest: ["a"] });
+    assert.deepEqual(takeByRounds(plan, 6).rest, []);
+    assert.deepEqual(takeByRounds(plan, 10).chosen, plan);
+    // A second round once every instance had its two.
+    assert.deepEqual(takeByRounds(["a", "a", "a", "a", "b"], 4), {
+      chosen: ["a", "a", "a", "b"],
+      rest: ["a"],
+    });
+    assert.deepEqual(takeByRounds([], 3), { chosen: [], rest: [] });
+  });
 });

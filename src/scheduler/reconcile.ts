@@ -288,27 +288,79 @@ function scaleIn(keep: TaskState[], desired: number, primary: DeploymentState): 
   ]);
 }
 
-/** How many tasks a bounded pass plans ahead when it may start only some of those due (spread placement only). */
+/** A bounded pass plans at most this many tasks ahead. */
 export const LOOK_AHEAD = 10_000;
 
 /**
- * A plan's placements taken by instance: each instance's tasks together, instances in the order
- * the plan first chose them. Any part of a plan that fits fits too.
+ * At most this many of an instance's planned tasks go in one round of a bounded pass: the pass
+ * starts planned tasks round by round, each round giving every planned instance up to this many,
+ * in the order the plan first chose the instances. Two halves the polls a large scale-up costs
+ * (an agent takes both tasks in one answer) while no instance runs more than two tasks ahead of
+ * the spread at the end of a pass, and the zones stay as balanced as the plan's own order.
  */
-export function byInstance(placements: readonly string[]): string[] {
-  const counts = new Map<string, number>();
-  for (const arn of placements) counts.set(arn, (counts.get(arn) ?? 0) + 1);
-  const out: string[] = [];
-  for (const [arn, n] of counts) for (let k = 0; k < n; k++) out.push(arn);
-  return out;
+export const PER_INSTANCE = 2;
+
+/**
+ * The first `count` placements of a plan taken round by round (see PER_INSTANCE), each
+ * instance's earliest placements first; and the rest, in the plan's order. Any part of a plan that
+ * fits fits too.
+ */
+export function takeByRounds(
+  placements: readonly string[],
+  count: number,
+  perInstance = PER_INSTANCE,
+): { chosen: string[]; rest: string[] } {
+  const planned = new Map<string, number>();
+  for (const arn of placements) planned.set(arn, (planned.get(arn) ?? 0) + 1);
+  const take = new Map<string, number>();
+  let left = Math.min(count, placements.length);
+  while (left > 0) {
+    for (const [arn, share] of planned) {
+      const already = take.get(arn) ?? 0;
+      const n = Math.min(perInstance, share - already, left);
+      if (n <= 0) continue;
+      take.set(arn, already + n);
+      left -= n;
+      if (left === 0) break;
+    }
+  }
+  const chosen: string[] = [];
+  const rest: string[] = [];
+  for (const arn of placements) {
+    const n = take.get(arn) ?? 0;
+    if (n > 0) {
+      chosen.push(arn);
+      take.set(arn, n - 1);
+    } else {
+      rest.push(arn);
+    }
+  }
+  return { chosen, rest };
+}
+
+/**
+ * How many tasks a pass that may start `wanted` of the `due` ones places: when it may not start
+ * them all, and the placement is spread alone with tasks that can share an instance (no
+ * distinctInstance, no host ports), the next PER_INSTANCE rounds over every instance, so its
+ * tasks can be taken round by round and the rest kept for the passes after it.
+ */
+function lookAhead(pass: Pass, due: number, wanted: number, placement: DefinitionPlacement): number {
+  const { needs, constraints } = placement;
+  const shareable =
+    pass.snapshot.service.strategies.every((s) => s.type === "spread") &&
+    !constraints.some((c) => c.type === "distinctInstance") &&
+    needs.ports.tcp.length === 0 &&
+    needs.ports.udp.length === 0;
+  if (wanted >= due || !shareable) return wanted;
+  return Math.min(due, LOOK_AHEAD, Math.max(wanted, pass.snapshot.instances.length * PER_INSTANCE));
 }
 
 /**
  * Places the tasks a pass starts. A pass that may start only some of the `due` tasks plans
- * further when placement is cheap (spread strategies alone, about a microsecond a task) and starts
- * whole instances' shares of that plan, keeping the rest for the next pass: an instance gets all
- * its tasks of a scale-up at once, so its agent takes them in one poll, and the plan is made
- * once rather than on every pass.
+ * further where that is cheap (`lookAhead`; spread placement costs about a microsecond a task),
+ * starts the plan's first tasks round by round (`takeByRounds`) and keeps the rest for the next
+ * pass: an instance gets two tasks of a large scale-up in one poll, and the plan is made once
+ * rather than on every pass.
  */
 function planStarts(
   pass: Pass,
@@ -318,10 +370,7 @@ function planStarts(
   placement: DefinitionPlacement,
 ): string[] {
   const { service } = pass.snapshot;
-  const ahead =
-    wanted < due && service.strategies.every((s) => s.type === "spread")
-      ? Math.max(wanted, Math.min(due, LOOK_AHEAD))
-      : wanted;
+  const ahead = lookAhead(pass, due, wanted, placement);
   const plan = place(
     pass.views,
     ahead,
@@ -330,10 +379,9 @@ function planStarts(
     service.strategies,
     pass.random,
   );
-  const ordered = ahead > wanted ? byInstance(plan.placements) : plan.placements;
-  const chosen = ordered.slice(0, wanted);
+  const { chosen, rest } = takeByRounds(plan.placements, wanted);
   if (chosen.length < wanted) pass.events.push(placementFailureMessage(service.name, plan.failures));
-  keepPlanned(pass, primary, due - chosen.length, ordered.slice(wanted));
+  keepPlanned(pass, primary, due - chosen.length, rest);
   return chosen;
 }
 
@@ -348,10 +396,10 @@ function fromPlanned(
   const planned = pass.snapshot.planned;
   if (planned === undefined || planned.deploymentId !== primary.id || planned.due !== due) return undefined;
   if (planned.instances.length < wanted) return undefined;
-  const chosen = planned.instances.slice(0, wanted);
+  const { chosen, rest } = takeByRounds(planned.instances, wanted);
   const view = (arn: string) => pass.instances.get(arn)?.view;
   if (!stillFits(view, chosen, placement.needs, placement.constraints)) return undefined;
-  keepPlanned(pass, primary, due - wanted, planned.instances.slice(wanted));
+  keepPlanned(pass, primary, due - wanted, rest);
   return chosen;
 }
 
