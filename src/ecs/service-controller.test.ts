@@ -357,13 +357,14 @@ describe("a large scale-up", () => {
       ctx(),
     )) as { service: { serviceArn: string } };
     const arn = out.service.serviceArn;
-    const scheduler = controller({ startBatch: 2 });
+    const scheduler = controller({ startBatch: 4 });
     const count = async (instance: string) =>
       (await tasksOf("late")).filter((t) => t.wire.containerInstanceArn === instance).length;
-    // The first pass plans two rounds over the four instances and starts one instance's two.
+    // The first pass plans two rounds over the four instances and starts two instances' two, one per zone.
     assert.deepEqual(await scheduler.pass(arn), { changed: true, more: true });
-    assert.deepEqual((await Promise.all(first.map(count))).sort(), [0, 0, 0, 2]);
-    // An instance in a third zone registers: the next pass plans again, and starts on it (its zone is behind).
+    assert.deepEqual((await Promise.all(first.map(count))).sort(), [0, 0, 2, 2]);
+    // An instance in a third zone registers: the next pass plans again, and starts on it (its zone
+    // alone has none).
     const joined = await register("us-east-1c", 4);
     assert.deepEqual(await scheduler.pass(arn), { changed: true, more: true });
     assert.equal(await count(joined), 2);
