@@ -105,7 +105,7 @@ interface FieldIndex {
 }
 
 /** What a spread field makes of an instance: its ARN for instanceId/host, else the attribute ("" if missing). */
-function spreadValue(instance: InstanceView, field: string): string {
+export function spreadValue(instance: InstanceView, field: string): string {
   if (field === "instanceId" || field === "host") return instance.arn;
   return instance.attributes[field.replace(/^attribute:/, "")] ?? "";
 }

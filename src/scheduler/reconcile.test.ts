@@ -345,34 +345,79 @@ describe("reconcile: desired count", () => {
 
   it("bounded starts per pass: each instance gets two tasks in one pass, from a plan made once", () => {
     const world = new World({ instances: threeZones(6), desiredCount: 12 });
-    world.maxStarts = 4;
-    const passes = [world.step(), world.step(), world.step(), world.step()];
+    world.maxStarts = 6;
+    const passes = [world.step(), world.step(), world.step()];
     assert.deepEqual(
       passes.map((p) => p.starts.length),
-      [4, 4, 4, 0],
+      [6, 6, 0],
     );
-    // The first pass planned all twelve; the next ones started the rest of that plan.
+    // The first pass planned all twelve; the next one started the rest of that plan.
     assert.deepEqual(
       passes.map((p) => p.planned?.due),
-      [8, 4, undefined, undefined],
+      [6, undefined, undefined],
     );
+    const zoneOf = (arn: string) => world.instances.find((i) => i.view.arn === arn)?.zone ?? "";
     assert.deepEqual(
       passes[1]?.starts.map((s) => s.instanceArn),
-      takeByRounds(passes[0]?.planned?.instances ?? [], 4).chosen,
+      takeByRounds(passes[0]?.planned?.instances ?? [], 6, zoneOf).chosen,
     );
-    for (const [i, pass] of passes.entries()) {
-      const counts = [...new Set(pass.starts.map((s) => s.instanceArn))].map(
-        (arn) => pass.starts.filter((s) => s.instanceArn === arn).length,
+    for (const [i, pass] of passes.slice(0, 2).entries()) {
+      // Three instances, one in each zone, two tasks each.
+      const counts = world.countBy(
+        (t) => t.instanceArn,
+        pass.starts.map((s) => ({ instanceArn: s.instanceArn }) as TaskState),
       );
-      assert.ok(
-        counts.every((n) => n === 2),
-        `pass ${i} started ${JSON.stringify(counts)} per instance`,
-      );
+      assert.deepEqual([...counts.values()], [2, 2, 2], `pass ${i}`);
+      assert.deepEqual(new Set([...counts.keys()].map(zoneOf)).size, 3, `pass ${i}`);
     }
     assert.deepEqual([...world.countBy((t) => t.instanceArn).values()], [2, 2, 2, 2, 2, 2]);
+  });
+
+  it("keeps zones of different sizes as balanced as the plan does, pass by pass and when cut short", () => {
+    const zones = (sizes: number[]): InstanceSpec[] =>
+      sizes.flatMap((n, z) => Array.from({ length: n }, () => ({ zone: `us-east-1${"abc"[z]}` })));
+    const names = ["us-east-1a", "us-east-1b", "us-east-1c"];
+    const uneven = new World({ instances: zones([100, 100, 10]), desiredCount: 1000 });
+    uneven.define("web:1", { cpu: 1, memory: 1 });
+    uneven.maxStarts = 250;
+    for (let pass = 0; pass < 4; pass++) {
+      assert.ok(uneven.step().starts.length > 0);
+      uneven.progress();
+      spreadWithinOne(
+        uneven.countBy((t) => uneven.zoneOf(t)),
+        names,
+      );
+    }
+    // Nearly equal zones over many passes, each from the plan the first one made.
+    const long = new World({ instances: zones([67, 67, 66]), desiredCount: 2000 });
+    long.define("web:1", { cpu: 1, memory: 1 });
+    long.maxStarts = 50;
+    for (let pass = 0; pass < 40; pass++) {
+      for (const instance of long.instances) instance.lastHeartbeat = long.now;
+      const plan = long.step();
+      assert.equal(plan.starts.length, 50);
+      long.progress();
+      spreadWithinOne(
+        long.countBy((t) => long.zoneOf(t)),
+        names,
+      );
+      const perInstance = [...long.countBy((t) => t.instanceArn).values()];
+      assert.ok(
+        Math.max(...perInstance) - Math.min(...perInstance, ...(perInstance.length < 200 ? [0] : [])) <= 2,
+      );
+    }
+    const small = new World({ instances: zones([10, 10, 1]), desiredCount: 300 });
+    small.define("web:1", { cpu: 1, memory: 1 });
+    small.maxStarts = 10;
+    for (let pass = 0; pass < 2; pass++) {
+      assert.equal(small.step().starts.length, 10);
+      small.progress();
+    }
+    small.service = { ...small.service, desiredCount: 20 };
+    small.settle();
     spreadWithinOne(
-      world.countBy((t) => world.zoneOf(t)),
-      ["us-east-1a", "us-east-1b", "us-east-1c"],
+      small.countBy((t) => small.zoneOf(t)),
+      names,
     );
   });
 
@@ -1125,5 +1170,28 @@ describe("takeByRounds", () => {
       rest: ["a"],
     });
     assert.deepEqual(takeByRounds([], 3), { chosen: [], rest: [] });
+  });
+
+  it("gives each group the plan's share, keeps the plan's sequence of groups in the rest, and loses nothing", () => {
+    const random = seeded(7);
+    for (let round = 0; round < 500; round++) {
+      const instances = Array.from({ length: 1 + Math.floor(random() * 12) }, (_, i) => `i${i}`);
+      const groupOf = (arn: string) => `g${Number(arn.slice(1)) % 3}`;
+      const plan = Array.from(
+        { length: Math.floor(random() * 60) },
+        () => instances[Math.floor(random() * instances.length)] as string,
+      );
+      const count = Math.floor(random() * 70);
+      const { chosen, rest } = takeByRounds(plan, count, groupOf);
+      assert.equal(chosen.length, Math.min(count, plan.length));
+      assert.deepEqual([...chosen, ...rest].sort(), [...plan].sort());
+      const tally = (list: string[]) => {
+        const out = new Map<string, number>();
+        for (const arn of list) out.set(groupOf(arn), (out.get(groupOf(arn)) ?? 0) + 1);
+        return [...out].sort();
+      };
+      assert.deepEqual(tally(chosen), tally(plan.slice(0, count)));
+      assert.deepEqual(rest.map(groupOf), plan.slice(count).map(groupOf));
+    }
   });
 });
