@@ -46,6 +46,20 @@ const associateProviders = (defaultStrategy: string) =>
     "--default-capacity-provider-strategy",
     defaultStrategy,
   ]);
+/** `aws ecs create-service` of a Fargate service named "refused", with `extra` arguments: for refusals. */
+const createRefused = (extra: string[]) =>
+  aws(server, [
+    "ecs",
+    "create-service",
+    "--cluster",
+    CLUSTER,
+    "--service-name",
+    "refused",
+    "--task-definition",
+    fargateDefinition,
+    ...NETWORK,
+    ...extra,
+  ]);
 const registerTaskDefinition = (definition: Record<string, unknown>) =>
   registerTaskDefinitionCli(server, definition);
 
@@ -194,20 +208,7 @@ describe("Fargate", () => {
       unassociated.stderr,
       /InvalidParameterException.*The specified capacity provider strategy cannot contain a capacity provider that is not associated with the cluster\. Associate the capacity provider with the cluster or specify a valid capacity provider and try again\./,
     );
-    const create = (extra: string[]) =>
-      aws(server, [
-        "ecs",
-        "create-service",
-        "--cluster",
-        CLUSTER,
-        "--service-name",
-        "refused",
-        "--task-definition",
-        fargateDefinition,
-        ...NETWORK,
-        ...extra,
-      ]);
-    const both = await create([
+    const both = await createRefused([
       "--desired-count",
       "1",
       "--launch-type",
@@ -219,7 +220,7 @@ describe("Fargate", () => {
       both.stderr,
       /InvalidParameterException.*Specifying both a launch type and capacity provider strategy is not supported\. Remove one and try again\./,
     );
-    const daemon = await create(["--scheduling-strategy", "DAEMON", "--launch-type", "FARGATE"]);
+    const daemon = await createRefused(["--scheduling-strategy", "DAEMON", "--launch-type", "FARGATE"]);
     assert.match(
       daemon.stderr,
       /InvalidParameterException.*The daemon scheduling strategy does not support the FARGATE launch type\./,
@@ -445,20 +446,11 @@ describe("Fargate", () => {
 
     it("takes the cluster's default strategy when given neither, and checks strategies as ECS does", async () => {
       const refused = async (strategy: string[], message: RegExp) => {
-        const result = await aws(server, [
-          "ecs",
-          "create-service",
-          "--cluster",
-          CLUSTER,
-          "--service-name",
-          "refused",
-          "--task-definition",
-          fargateDefinition,
+        const result = await createRefused([
           "--desired-count",
           "1",
           "--capacity-provider-strategy",
           ...strategy,
-          ...NETWORK,
         ]);
         assert.notEqual(result.code, 0);
         assert.match(result.stderr, message);

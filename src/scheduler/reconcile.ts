@@ -82,7 +82,8 @@ export interface ServiceSnapshot {
   recentEvents: Array<{ message: string; at: number }>;
   /**
    * At most this many tasks are started in one pass (unbounded if absent): a large scale-up
-   * is applied in several passes, each planned afresh from the state the previous one left.
+   * is applied in several passes, each from the state the previous one left (and from its
+   * look-ahead, `planned`, while that holds).
    */
   maxStarts?: number;
   /**
@@ -94,8 +95,8 @@ export interface ServiceSnapshot {
 
 /**
  * What a bounded pass planned beyond the tasks it started: the instances for the tasks still
- * due, a task per entry, each instance's together, in the order to start them. The next pass
- * starts from it when the same deployment still wants exactly that many and they still fit.
+ * due, a task per entry, in the plan's sequence of zones (`takeByRounds`). The next pass starts
+ * from it when the same deployment still wants exactly that many and they still fit.
  */
 export interface PlannedStarts {
   deploymentId: string;
@@ -397,7 +398,7 @@ function lookAhead(pass: Pass, due: number, wanted: number, placement: Definitio
 
 /**
  * Places the tasks a pass starts. A pass that may start only some of the `due` tasks plans
- * further where that is cheap (`lookAhead`; spread placement costs about a microsecond a task),
+ * further where that is cheap (`lookAhead`; spread placement costs a few microseconds a task),
  * starts the plan's first tasks round by round (`takeByRounds`) and keeps the rest for the next
  * pass: an instance gets two tasks of a large scale-up in one poll, and the plan is made once
  * rather than on every pass.
