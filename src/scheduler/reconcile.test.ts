@@ -21,8 +21,8 @@ import {
   startedMessage,
   stoppedMessage,
   type TaskState,
-  takeByRounds,
 } from "./reconcile.ts";
+import { takeRounds } from "./rounds.ts";
 
 /**
  * A harness with generated instances and one service: `step()` plans a pass
@@ -359,7 +359,7 @@ describe("reconcile: desired count", () => {
     const zoneOf = (arn: string) => world.instances.find((i) => i.view.arn === arn)?.zone ?? "";
     assert.deepEqual(
       passes[1]?.starts.map((s) => s.instanceArn),
-      takeByRounds(passes[0]?.planned?.instances ?? [], 6, zoneOf).chosen,
+      passes[0]?.planned === undefined ? [] : takeRounds(passes[0].planned.rounds, 6).chosen,
     );
     for (const [i, pass] of passes.slice(0, 2).entries()) {
       // Three instances, one in each zone, two tasks each.
@@ -425,7 +425,9 @@ describe("reconcile: desired count", () => {
     const world = new World({ instances: threeZones(6), desiredCount: 12 });
     world.maxStarts = 4;
     const first = world.step();
-    const next = first.planned?.instances[0] ?? "";
+    // An instance the plan gives some of the next pass's tasks, and that has none yet.
+    const planned = first.planned === undefined ? [] : takeRounds(first.planned.rounds, 4).chosen;
+    const next = planned.find((arn) => !world.tasks.some((t) => t.instanceArn === arn)) ?? "";
     const drained = world.instances.find((i) => i.view.arn === next);
     assert.ok(drained !== undefined);
     drained.view.status = "DRAINING";
@@ -1155,43 +1157,4 @@ describe("reconcile: generated services under churn", () => {
       }
     });
   }
-});
-
-describe("takeByRounds", () => {
-  it("takes up to two of each instance's tasks a round, instances in the order the plan first chose them", () => {
-    const plan = ["a", "b", "a", "b", "c", "a"];
-    assert.deepEqual(takeByRounds(plan, 3), { chosen: ["a", "b", "a"], rest: ["b", "c", "a"] });
-    assert.deepEqual(takeByRounds(plan, 5), { chosen: ["a", "b", "a", "b", "c"], rest: ["a"] });
-    assert.deepEqual(takeByRounds(plan, 6).rest, []);
-    assert.deepEqual(takeByRounds(plan, 10).chosen, plan);
-    // A second round once every instance had its two.
-    assert.deepEqual(takeByRounds(["a", "a", "a", "a", "b"], 4), {
-      chosen: ["a", "a", "a", "b"],
-      rest: ["a"],
-    });
-    assert.deepEqual(takeByRounds([], 3), { chosen: [], rest: [] });
-  });
-
-  it("gives each group the plan's share, keeps the plan's sequence of groups in the rest, and loses nothing", () => {
-    const random = seeded(7);
-    for (let round = 0; round < 500; round++) {
-      const instances = Array.from({ length: 1 + Math.floor(random() * 12) }, (_, i) => `i${i}`);
-      const groupOf = (arn: string) => `g${Number(arn.slice(1)) % 3}`;
-      const plan = Array.from(
-        { length: Math.floor(random() * 60) },
-        () => instances[Math.floor(random() * instances.length)] as string,
-      );
-      const count = Math.floor(random() * 70);
-      const { chosen, rest } = takeByRounds(plan, count, groupOf);
-      assert.equal(chosen.length, Math.min(count, plan.length));
-      assert.deepEqual([...chosen, ...rest].sort(), [...plan].sort());
-      const tally = (list: string[]) => {
-        const out = new Map<string, number>();
-        for (const arn of list) out.set(groupOf(arn), (out.get(groupOf(arn)) ?? 0) + 1);
-        return [...out].sort();
-      };
-      assert.deepEqual(tally(chosen), tally(plan.slice(0, count)));
-      assert.deepEqual(rest.map(groupOf), plan.slice(count).map(groupOf));
-    }
-  });
 });

@@ -22,6 +22,7 @@ import {
 } from "./placement.ts";
 import { type PlacementSnapshot, spreadValue } from "./placement-snapshot.ts";
 import { evaluate } from "./query.ts";
+import { arrangeRounds, PER_INSTANCE, type Rounds, roundsLeft, takeRounds } from "./rounds.ts";
 import { chooseVictims, type InstanceState, isHealthy, type TaskState } from "./scale-in.ts";
 
 export { chooseVictims, type InstanceState, isHealthy, type TaskState };
@@ -95,14 +96,14 @@ export interface ServiceSnapshot {
 
 /**
  * What a bounded pass planned beyond the tasks it started: the instances for the tasks still
- * due, a task per entry, in the plan's sequence of zones (`takeByRounds`). The next pass starts
- * from it when the same deployment still wants exactly that many and they still fit.
+ * due, arranged in rounds (`arrangeRounds`). The next pass starts from it when the same
+ * deployment still wants exactly that many and they still fit.
  */
 export interface PlannedStarts {
   deploymentId: string;
   /** How many tasks the deployment still had to start once the planning pass started its part. */
   due: number;
-  instances: string[];
+  rounds: Rounds;
 }
 
 export interface StopOrder {
@@ -292,82 +293,7 @@ function scaleIn(keep: TaskState[], desired: number, primary: DeploymentState): 
 /** A bounded pass plans at most this many tasks ahead. */
 export const LOOK_AHEAD = 10_000;
 
-/**
- * At most this many of an instance's planned tasks go in one round of a bounded pass (see
- * `takeByRounds`). Two halves the polls a large scale-up costs (an agent takes both tasks in one
- * answer) while no instance runs more than two tasks ahead of the spread at the end of a pass.
- */
-export const PER_INSTANCE = 2;
-
-/**
- * The `count` placements of a plan a pass starts, and the rest for the passes after it. Each group
- * of instances (`groupOf`: their values of the spread fields other than instanceId/host, a zone
- * say) gets as many as the plan's first `count` give it, so the groups stay exactly as balanced
- * as the plan; within a group they go round by round, each round giving every instance of the
- * group up to PER_INSTANCE of its planned tasks, in the order the plan first chose them. The rest
- * keeps the plan's sequence of groups, each position holding its group's next task not taken, so
- * the next pass's share of each group is again the plan's. Any part of a plan that fits fits too.
- */
-export function takeByRounds(
-  placements: readonly string[],
-  count: number,
-  groupOf: (instanceArn: string) => string = () => "",
-  perInstance = PER_INSTANCE,
-): { chosen: string[]; rest: string[] } {
-  const sequence = placements.map(groupOf);
-  // Each group's quota, and its instances with their planned tasks in the order first chosen.
-  const quota = new Map<string, number>();
-  const groups = new Map<string, Map<string, number>>();
-  for (const [i, arn] of placements.entries()) {
-    const group = sequence[i] as string;
-    if (i < count) quota.set(group, (quota.get(group) ?? 0) + 1);
-    let planned = groups.get(group);
-    if (planned === undefined) {
-      planned = new Map();
-      groups.set(group, planned);
-    }
-    planned.set(arn, (planned.get(arn) ?? 0) + 1);
-  }
-  const take = new Map<string, number>();
-  for (const [group, wanted] of quota) {
-    const planned = groups.get(group) ?? new Map<string, number>();
-    // The plan has at least `wanted` tasks in the group: each round takes at least one.
-    for (let left = wanted; left > 0; ) {
-      for (const [arn, share] of planned) {
-        const already = take.get(arn) ?? 0;
-        const n = Math.min(perInstance, share - already, left);
-        if (n <= 0) continue;
-        take.set(arn, already + n);
-        left -= n;
-        if (left === 0) break;
-      }
-    }
-  }
-  const chosen: string[] = [];
-  const left = new Map<string, string[]>();
-  for (const [i, arn] of placements.entries()) {
-    const n = take.get(arn) ?? 0;
-    if (n > 0) {
-      chosen.push(arn);
-      take.set(arn, n - 1);
-      continue;
-    }
-    const group = sequence[i] as string;
-    const queue = left.get(group);
-    if (queue === undefined) left.set(group, [arn]);
-    else queue.push(arn);
-  }
-  // Each group has as many tasks left as positions of it after the first `count`.
-  const next = new Map<string, number>();
-  const rest = sequence.slice(count).map((group) => {
-    const at = next.get(group) ?? 0;
-    next.set(group, at + 1);
-    return left.get(group)?.[at] as string;
-  });
-  return { chosen, rest };
-}
-
-/** The group `takeByRounds` keeps balanced: an instance's values of the spread fields other than instanceId/host. */
+/** The group `arrangeRounds` keeps balanced: an instance's values of the spread fields other than instanceId/host. */
 function spreadGroup(pass: Pass): (instanceArn: string) => string {
   const fields = pass.snapshot.service.strategies
     .map((s) => s.field ?? "instanceId")
@@ -399,7 +325,7 @@ function lookAhead(pass: Pass, due: number, wanted: number, placement: Definitio
 /**
  * Places the tasks a pass starts. A pass that may start only some of the `due` tasks plans
  * further where that is cheap (`lookAhead`; spread placement costs a few microseconds a task),
- * starts the plan's first tasks round by round (`takeByRounds`) and keeps the rest for the next
+ * starts the plan's first tasks round by round (`arrangeRounds`) and keeps the rest for the next
  * pass: an instance gets two tasks of a large scale-up in one poll, and the plan is made once
  * rather than on every pass.
  */
@@ -420,7 +346,7 @@ function planStarts(
     service.strategies,
     pass.random,
   );
-  const { chosen, rest } = takeByRounds(plan.placements, wanted, spreadGroup(pass));
+  const { chosen, rest } = takeRounds(arrangeRounds(plan.placements, spreadGroup(pass)), wanted);
   if (chosen.length < wanted) pass.events.push(placementFailureMessage(service.name, plan.failures));
   keepPlanned(pass, primary, due - chosen.length, rest);
   return chosen;
@@ -436,16 +362,16 @@ function fromPlanned(
 ): string[] | undefined {
   const planned = pass.snapshot.planned;
   if (planned === undefined || planned.deploymentId !== primary.id || planned.due !== due) return undefined;
-  if (planned.instances.length < wanted) return undefined;
-  const { chosen, rest } = takeByRounds(planned.instances, wanted, spreadGroup(pass));
+  if (roundsLeft(planned.rounds) < wanted) return undefined;
+  const { chosen, rest } = takeRounds(planned.rounds, wanted);
   const view = (arn: string) => pass.instances.get(arn)?.view;
   if (!stillFits(view, chosen, placement.needs, placement.constraints)) return undefined;
   keepPlanned(pass, primary, due - wanted, rest);
   return chosen;
 }
 
-function keepPlanned(pass: Pass, primary: DeploymentState, due: number, instances: string[]): void {
-  if (instances.length > 0) pass.planned = { deploymentId: primary.id, due, instances };
+function keepPlanned(pass: Pass, primary: DeploymentState, due: number, rounds: Rounds): void {
+  if (roundsLeft(rounds) > 0) pass.planned = { deploymentId: primary.id, due, rounds };
 }
 
 function planReplica(
