@@ -101,6 +101,8 @@ export class SchedulerState implements TaskWrites, InstanceWrites {
    * its entry as written, or undefined where a write was taken back (the row must be read).
    */
   private readonly serviceChanges = new Map<string, Map<string, ServiceTaskEntry | undefined>>();
+  /** By service (`serviceKey`), its cluster ARN and name: those whose tasks were written since last asked. */
+  private touched = new Map<string, { clusterArn: string; serviceName: string }>();
   private timer: NodeJS.Timeout | undefined;
   private flushing: Promise<void> | undefined;
 
@@ -141,6 +143,9 @@ export class SchedulerState implements TaskWrites, InstanceWrites {
         this.serviceChanges.set(key, changes);
       }
       changes.set(arn, serviceTaskEntry(record));
+      if (!this.touched.has(key)) {
+        this.touched.set(key, { clusterArn: record.wire.clusterArn, serviceName: record.serviceName });
+      }
       // A write taken back leaves its task to be read: it reads as it was.
       tx.onRollback(() => this.serviceChanges.get(key)?.set(arn, undefined));
     }
@@ -160,6 +165,16 @@ export class SchedulerState implements TaskWrites, InstanceWrites {
     const changes = this.serviceChanges.get(key) ?? NO_CHANGES;
     this.serviceChanges.delete(key);
     return changes;
+  }
+
+  /**
+   * The services whose tasks were written (inserted or saved) since the last call, each once. A
+   * write taken back leaves its service here: one reconcile pass too many is harmless.
+   */
+  takeTouchedServices(): Iterable<{ clusterArn: string; serviceName: string }> {
+    const touched = this.touched;
+    this.touched = new Map();
+    return touched.values();
   }
 
   /**

@@ -9,7 +9,7 @@ import { findInstance, saveInstance } from "./instances.ts";
 import { InstanceNotifier } from "./notifier.ts";
 import { SchedulerState } from "./scheduler-state.ts";
 import { serviceOperations } from "./service-api.ts";
-import { FULL_READ_MS, ServiceController } from "./service-controller.ts";
+import { FULL_READ_MS, ServiceController, type ServiceControllerOptions } from "./service-controller.ts";
 import { eventsSinceLastAction } from "./services.ts";
 import { taskDefinitionOperations } from "./task-definition-api.ts";
 import { applyReport, findTask, requestStop, saveTask, type TaskRecord, type TaskWrites } from "./tasks.ts";
@@ -32,7 +32,11 @@ const ctx = (): RequestContext => ({
   now: clock(),
 });
 const ops = () => serviceOperations(store, () => undefined);
-const controller = (options: { agentTimeoutMs?: number; startBatch?: number } = {}) =>
+const controller = (
+  options: Partial<
+    Pick<ServiceControllerOptions, "agentTimeoutMs" | "startBatch" | "watchMs" | "resyncMs">
+  > = {},
+) =>
   new ServiceController({
     store,
     notifier: new InstanceNotifier(),
@@ -388,6 +392,47 @@ describe("a large scale-up", () => {
     const tasks = await tasksOf("resumed");
     assert.equal(tasks.length, 100);
     assert.equal(new Set(tasks.map((t) => t.wire.taskArn)).size, 100);
+  });
+
+  it("running, replaces a task that stops as soon as its write is seen, with no resync due", async () => {
+    const arn = await create("watched", 1);
+    const scheduler = controller({ watchMs: 10, resyncMs: 3_600_000 });
+    await scheduler.reconcile(arn);
+    await agentsCatchUp("watched");
+    await scheduler.reconcile(arn);
+    const [first] = await live("watched");
+    assert.equal(first?.wire.lastStatus, "RUNNING");
+    scheduler.start();
+    try {
+      // The resync that starts the controller finds nothing to do.
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      assert.deepEqual(
+        (await live("watched")).map((t) => t.wire.taskArn),
+        [first?.wire.taskArn],
+      );
+      // Its container exits, as its agent reports it.
+      await store.transaction(async (tx) => {
+        const task = await findTask(tx, first?.wire.taskArn ?? "");
+        assert.ok(task !== undefined);
+        const report: TaskReport = {
+          taskArn: task.wire.taskArn,
+          lastStatus: "STOPPED",
+          containers: task.wire.containers.map((c) => ({ name: c.name, lastStatus: "STOPPED", exitCode: 1 })),
+          at: now,
+        };
+        if (applyReport(task, report)) await saveTask(tx, task, now, state);
+      });
+      const deadline = Date.now() + 10_000;
+      let replaced: TaskRecord[] = [];
+      while (Date.now() < deadline) {
+        replaced = (await live("watched")).filter((t) => t.wire.taskArn !== first?.wire.taskArn);
+        if (replaced.length > 0) break;
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      assert.equal(replaced.length, 1, "a replacement was started");
+    } finally {
+      await scheduler.close();
+    }
   });
 
   it("rolls a deployment out in batches without crossing its minimum or maximum", async () => {

@@ -238,9 +238,7 @@ export class ServiceController {
   private readonly failures = new Map<string, number>();
   private running: Promise<unknown>[] = [];
   private startedAt = 0;
-  private taskMark = 0;
   private instanceMark = 0;
-  private seen = new Set<string>();
   /** By service: its tasks' scheduling states as its last pass left them. */
   private readonly known = new Map<string, KnownTasks>();
   /** By service: the rest of its last pass's look-ahead, and the instances it was planned over. */
@@ -262,7 +260,6 @@ export class ServiceController {
 
   start(): void {
     this.startedAt = this.now();
-    this.taskMark = this.startedAt;
     this.instanceMark = this.startedAt;
     this.running = [
       this.worker(),
@@ -305,20 +302,16 @@ export class ServiceController {
     for (const arn of await this.options.store.read((tx) => liveServiceArns(tx))) this.enqueue(arn);
   }
 
-  /** Queues the services whose tasks changed, and every service of a cluster whose instances changed. */
+  /**
+   * Queues the services whose tasks were written (every task write goes through the scheduler's
+   * state, which keeps them), and every service of a cluster whose instances changed.
+   */
   private async watch(): Promise<void> {
     const scope = { region: this.options.region, accountId: this.options.accountId };
+    for (const { clusterArn, serviceName } of this.options.state.takeTouchedServices()) {
+      this.enqueue(serviceArn(scope, clusterArn, serviceName));
+    }
     const found = await this.options.store.read(async (tx) => {
-      const tasks = await tx.all<{
-        arn: string;
-        version: number;
-        cluster_arn: string;
-        service_name: string;
-        updated_at: number;
-      }>(
-        "SELECT arn, version, cluster_arn, service_name, updated_at FROM ecs_tasks WHERE updated_at >= ? AND service_name IS NOT NULL",
-        this.taskMark,
-      );
       const instances = await tx.all<{ cluster_arn: string; updated_at: number }>(
         "SELECT cluster_arn, updated_at FROM ecs_container_instances WHERE updated_at > ?",
         this.instanceMark,
@@ -330,19 +323,8 @@ export class ServiceController {
         const arns = cluster === fargate ? await liveServiceArns(tx) : await liveServiceArns(tx, cluster);
         for (const arn of arns) services.add(arn);
       }
-      return { tasks, instances, services };
+      return { instances, services };
     });
-    // Rows at the mark itself were seen last time unless their version moved.
-    const seen = new Set<string>();
-    let mark = this.taskMark;
-    for (const row of found.tasks) mark = Math.max(mark, row.updated_at);
-    for (const row of found.tasks) {
-      const key = `${row.arn}@${row.version}`;
-      if (row.updated_at === mark) seen.add(key);
-      if (!this.seen.has(key)) this.enqueue(serviceArn(scope, row.cluster_arn, row.service_name));
-    }
-    this.taskMark = mark;
-    this.seen = seen;
     for (const row of found.instances) this.instanceMark = Math.max(this.instanceMark, row.updated_at);
     for (const arn of found.services) this.enqueue(arn);
   }

@@ -47,7 +47,6 @@ describe("the task table's indexes", () => {
         ecs_tasks_instance: "",
         ecs_tasks_service: "service_name IS NOT NULL",
         ecs_tasks_started_by: "started_by IS NOT NULL",
-        ecs_tasks_service_updated: "service_name IS NOT NULL",
         ecs_tasks_stopped: "last_status = 'STOPPED'",
       });
     } finally {
@@ -73,10 +72,6 @@ describe("the task table's indexes", () => {
         [
           "SELECT arn, version FROM ecs_tasks WHERE started_by = ? AND last_status = 'STOPPED'",
           "ecs_tasks_started_by",
-        ],
-        [
-          "SELECT arn, version FROM ecs_tasks WHERE updated_at >= ? AND service_name IS NOT NULL",
-          "ecs_tasks_service_updated",
         ],
         [
           `SELECT started_by, last_status, COUNT(*) AS n FROM ecs_tasks WHERE cluster_arn = ? AND service_name = ?

@@ -307,4 +307,14 @@ export const migrations: Migration[] = [
          WHERE service_name IS NOT NULL`,
     ],
   },
+  {
+    version: 12,
+    name: "changed service tasks from the scheduler's state",
+    statements: [
+      // The service controller learns which services' tasks were written from the scheduler's
+      // state, which sees every task write, instead of looking for rows by updated_at: this index
+      // cost every service task's insert and every report an entry to write or move.
+      "DROP INDEX ecs_tasks_service_updated",
+    ],
+  },
 ];
