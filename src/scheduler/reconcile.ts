@@ -193,6 +193,8 @@ interface Pass {
   starts: ServicePlan["starts"];
   stops: StopOrder[];
   stopped: Set<string>;
+  /** Live tasks on an instance that is not ACTIVE (DRAINING): they are replaced elsewhere. */
+  leaving: Set<string>;
   notices: string[];
   events: string[];
   planned?: PlannedStarts;
@@ -213,8 +215,8 @@ function startsLeft(pass: Pass): number {
   return (pass.snapshot.maxStarts ?? Number.POSITIVE_INFINITY) - pass.starts.length;
 }
 
-function lost(pass: Pass, instanceArn: string): boolean {
-  const instance = pass.instances.get(instanceArn);
+/** Whether a task's instance has lost its agent, or is gone: its tasks are STOPPED at once. */
+function lost(pass: Pass, instance: InstanceState | undefined): instance is undefined {
   return (
     instance === undefined ||
     instance.view.status === "INACTIVE" ||
@@ -384,16 +386,20 @@ function planReplica(
   const desired = service.status === "DRAINING" ? 0 : service.desiredCount;
   const frozen = service.status === "ACTIVE" && primary.rolloutState === "FAILED";
   const reason = scalingReason(primary.id);
-  const stays = (t: TaskState) =>
-    t.deploymentId === primary.id && pass.instances.get(t.instanceArn)?.view.status === "ACTIVE";
-  const keep = remaining.filter(stays);
-  const retire = remaining.filter((t) => !stays(t));
+  // The PRIMARY's tasks on ACTIVE instances stay; the rest are replaced.
+  const keep: TaskState[] = [];
+  const retire: TaskState[] = [];
+  for (const task of remaining) {
+    const stays = task.deploymentId === primary.id && !(pass.leaving.size > 0 && pass.leaving.has(task.arn));
+    (stays ? keep : retire).push(task);
+  }
   const victimContext = { tasks: live, instances: pass.instances, strategies: service.strategies };
   for (const [group, count] of scaleIn(keep, desired, primary)) {
     for (const victim of chooseVictims(group, count, victimContext, pass.random)) stop(pass, victim, reason);
   }
-  const kept = keep.filter((t) => !pass.stopped.has(t.arn));
-  const healthy = remaining.filter((t) => isHealthy(t) && !pass.stopped.has(t.arn)).length;
+  const kept = pass.stopped.size === 0 ? keep : keep.filter((t) => !pass.stopped.has(t.arn));
+  let healthy = 0;
+  for (const task of remaining) if (isHealthy(task) && !pass.stopped.has(task.arn)) healthy++;
   const bounds = rollingBounds(desired, service.minimumHealthyPercent, service.maximumPercent);
   const step = rollingStep({ desired, keep: kept.length, occupied: live.length, healthy }, bounds, frozen);
   if (!frozen) {
@@ -520,6 +526,27 @@ function withoutRepeats(pass: Pass, messages: string[], acted: boolean): string[
   });
 }
 
+/**
+ * How many of `tasks` each deployment has, leaving out those in `skip`. A service's tasks are
+ * nearly all of one deployment: runs of them are counted without a lookup each.
+ */
+function countByDeployment(tasks: readonly TaskState[], skip?: ReadonlySet<string>): Map<string, number> {
+  const counts = new Map<string, number>();
+  let id: string | undefined;
+  let run = 0;
+  for (const task of tasks) {
+    if (skip !== undefined && skip.size > 0 && skip.has(task.arn)) continue;
+    if (task.deploymentId !== id) {
+      if (id !== undefined) counts.set(id, (counts.get(id) ?? 0) + run);
+      id = task.deploymentId;
+      run = 0;
+    }
+    run++;
+  }
+  if (id !== undefined) counts.set(id, (counts.get(id) ?? 0) + run);
+  return counts;
+}
+
 /** Plans one reconcile pass of a service. `newId` names a deployment the circuit breaker rolls back with. */
 export function reconcileService(
   snapshot: ServiceSnapshot,
@@ -536,14 +563,21 @@ export function reconcileService(
     starts: [],
     stops: [],
     stopped: new Set(),
+    leaving: new Set(),
     notices: [],
     events: [],
   };
+  // Each task's instance is looked up once a pass (a large service's passes each go over all of them).
   const live: TaskState[] = [];
   for (const task of snapshot.tasks) {
     if (task.lastStatus === "STOPPED") continue;
-    if (lost(pass, task.instanceArn)) stop(pass, task, LOST_AGENT_REASON, true);
-    else live.push(task);
+    const instance = pass.instances.get(task.instanceArn);
+    if (lost(pass, instance)) {
+      stop(pass, task, LOST_AGENT_REASON, true);
+      continue;
+    }
+    live.push(task);
+    if (instance.view.status !== "ACTIVE") pass.leaving.add(task.arn);
   }
   const initial = service.deployments.find((d) => d.status === "PRIMARY");
   const base: ServicePlan = {
@@ -559,30 +593,28 @@ export function reconcileService(
   if (initial === undefined) return base;
 
   let { deployments, primary } = checkBreaker(pass, service.deployments, initial, newId);
-  const running = live.filter((t) => t.desiredStatus === "RUNNING");
-  for (const task of running) {
+  // The tasks meant to run, less those that failed their health checks.
+  const remaining: TaskState[] = [];
+  for (const task of live) {
+    if (task.desiredStatus !== "RUNNING") continue;
     const since = (task.startedAt ?? task.createdAt) + service.healthCheckGracePeriodMs;
     if (task.health === "UNHEALTHY" && since <= now) {
       stop(pass, task, HEALTH_CHECK_REASON);
       pass.notices.push(
         `(service ${service.name}) (task ${shortId(task.arn)}) failed container health checks.`,
       );
+    } else {
+      remaining.push(task);
     }
   }
-  const remaining = running.filter((t) => !pass.stopped.has(t.arn));
   const outcome =
     service.schedulingStrategy === "DAEMON"
       ? planDaemon(pass, primary, live, remaining)
       : planReplica(pass, primary, live, remaining);
 
   // Deployments: the PRIMARY wants the desired count; the others shrink and go once their tasks are gone.
-  const liveBy = new Map<string, number>();
-  const runningBy = new Map<string, number>();
-  for (const task of live) liveBy.set(task.deploymentId, (liveBy.get(task.deploymentId) ?? 0) + 1);
-  for (const task of remaining) {
-    if (!pass.stopped.has(task.arn))
-      runningBy.set(task.deploymentId, (runningBy.get(task.deploymentId) ?? 0) + 1);
-  }
+  const liveBy = countByDeployment(live);
+  const runningBy = countByDeployment(remaining, pass.stopped);
   deployments = deployments.map((d) => {
     if (d.status === "INACTIVE") return d;
     // A replaced deployment whose tasks are all gone is INACTIVE, in sight until a PRIMARY one completes.
