@@ -16,6 +16,7 @@ import { fileURLToPath } from "node:url";
 import { CreateRepositoryCommand, ECRClient, GetAuthorizationTokenCommand } from "@aws-sdk/client-ecr";
 import { isAlive, killOnExit, release, SYSTEM_PATH, signalAll, waitFor } from "../../test/support/process.ts";
 import { DOCKER_REGISTRY, freePort } from "../../test/support/registry.ts";
+import { WHARF, WHARF_NODE_OPTIONS } from "../wharf-command.ts";
 
 export type PeerName = "wharf" | "distribution";
 
@@ -35,7 +36,6 @@ export interface Peer {
 }
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
-const WHARF = join(ROOT, "bin", "wharf.js");
 
 function execText(file: string, args: string[], env: NodeJS.ProcessEnv): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -105,10 +105,13 @@ export interface WharfOptions {
   nodeCrypto?: boolean | undefined;
 }
 
-/** `bin/wharf.js server` as a child process with a fresh data directory; the client gets ECR credentials. */
+/**
+ * `bin/wharf.js server` as a child process with a fresh data directory and the node options that
+ * file's first line gives it; the client gets ECR credentials.
+ */
 export async function startWharf(options: WharfOptions = {}): Promise<Peer> {
   const dataDir = mkdtempSync(join(tmpdir(), "wharf-bench-"));
-  const nodeFlags: string[] = [...(options.nodeFlags ?? [])];
+  const nodeFlags: string[] = [...WHARF_NODE_OPTIONS, ...(options.nodeFlags ?? [])];
   if (options.cpuProfileDir !== undefined) {
     mkdirSync(options.cpuProfileDir, { recursive: true });
     nodeFlags.push("--cpu-prof", "--cpu-prof-dir", options.cpuProfileDir);

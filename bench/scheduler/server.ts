@@ -1,12 +1,12 @@
-// The Wharf server under test: `node bin/wharf.js server` as a child with a fresh data directory,
-// optionally under --cpu-prof; its credentials come from `wharf env`, as a user gets them.
+// The Wharf server under test: `bin/wharf.js server` as a child with a fresh data directory, with
+// the node options that file's first line gives it, optionally under --cpu-prof; its credentials
+// come from `wharf env`, as a user gets them.
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { createInterface } from "node:readline";
-
-const WHARF = resolve(import.meta.dirname, "../../bin/wharf.js");
+import { WHARF, WHARF_NODE_OPTIONS } from "../wharf-command.ts";
 
 export interface WharfServer {
   pid: number;
@@ -39,6 +39,7 @@ export async function startWharf(options: { profileDir?: string; timeoutMs?: num
     process.execPath,
     [
       ...profile,
+      ...WHARF_NODE_OPTIONS,
       ...(process.env.WHARF_BENCH_SERVER_FLAGS?.split(" ").filter(Boolean) ?? []),
       WHARF,
       "server",

@@ -1,0 +1,13 @@
+// How the benchmarks start Wharf: bin/wharf.js, with the node options its first line gives it.
+import { readFileSync } from "node:fs";
+import { resolve } from "node:path";
+
+export const WHARF = resolve(import.meta.dirname, "../bin/wharf.js");
+
+/**
+ * The node options on bin/wharf.js's `#!/usr/bin/env -S node …` line: a benchmark's server runs
+ * with them, as `npm start` and the `wharf` command run it.
+ */
+export const WHARF_NODE_OPTIONS: readonly string[] = (readFileSync(WHARF, "utf8").split("\n", 1)[0] ?? "")
+  .split(/\s+/)
+  .filter((word) => word.startsWith("--"));
