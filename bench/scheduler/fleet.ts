@@ -94,6 +94,8 @@ interface SimInstance {
   arn: string;
   known: Record<string, number>;
   reported: Set<string>;
+  /** The tasks to run its polls have handed it so far. */
+  delivered: Set<string>;
 }
 
 export interface FleetCounters {
@@ -103,6 +105,10 @@ export interface FleetCounters {
   reportErrors: number;
   /** Tasks acknowledged RUNNING, with the time (performance.now) each was. */
   acked: number;
+  /** Tasks to run that polls have handed the agents, each counted once. */
+  delivered: number;
+  /** When (performance.now) the last of them arrived. */
+  lastDeliveredAt: number;
   lastError?: string;
 }
 
@@ -118,7 +124,15 @@ async function pool<T>(items: readonly T[], concurrency: number, fn: (item: T) =
 }
 
 export class Fleet {
-  readonly counters: FleetCounters = { polls: 0, pollErrors: 0, reports: 0, reportErrors: 0, acked: 0 };
+  readonly counters: FleetCounters = {
+    polls: 0,
+    pollErrors: 0,
+    reports: 0,
+    reportErrors: 0,
+    acked: 0,
+    delivered: 0,
+    lastDeliveredAt: 0,
+  };
   private readonly instances: SimInstance[] = [];
   private readonly stopping: AbortController[] = [];
   private loops: Promise<void>[] = [];
@@ -172,7 +186,13 @@ export class Fleet {
       // Connected now, a few at a time: thousands of agents' first connections at once would
       // overflow the server's accept queue inside the timed phase.
       await link.open();
-      this.instances.push({ link, arn: response.containerInstanceArn, known: {}, reported: new Set() });
+      this.instances.push({
+        link,
+        arn: response.containerInstanceArn,
+        known: {},
+        reported: new Set(),
+        delivered: new Set(),
+      });
     });
     return performance.now() - started;
   }
@@ -230,7 +250,14 @@ export class Fleet {
         continue;
       }
       const known: Record<string, number> = {};
-      for (const task of tasks) known[task.taskArn] = task.version;
+      for (const task of tasks) {
+        known[task.taskArn] = task.version;
+        if (task.desiredStatus === "RUNNING" && !instance.delivered.has(task.taskArn)) {
+          instance.delivered.add(task.taskArn);
+          this.counters.delivered++;
+          this.counters.lastDeliveredAt = performance.now();
+        }
+      }
       instance.known = known;
       if (!this.options.ack) continue;
       // Each new task is reported RUNNING as a real agent's task engines would, all at once, in one

@@ -7,8 +7,10 @@
 //       `--concurrency` calls in flight, until `--tasks`
 //       tasks are placed (or `--budget` seconds pass): placements/s and latency per call;
 //   (b) in a second cluster with as many fresh instances, one service scaled from 0 to
-//       `--service-tasks` with UpdateService: time until every task exists (running + pending
-//       = desired) and until runningCount = desired.
+//       `--service-tasks` with UpdateService: time until every task has reached its agent (the
+//       table's figure: its row committed, then a poll answered with it, seen as it happens), until
+//       DescribeServices, asked every 250 ms, counts every task (running + pending = desired),
+//       and until runningCount = desired.
 // Each timed phase starts after a `sync`, as the registry benchmark's do, so that the write-back
 // of what came before (setting up, the warm-up, a run just finished) is not timed with it.
 // Prints a table, then the result as JSON.
@@ -319,6 +321,10 @@ async function servicePhase(ecs: ECSClient, server: WharfServer, definition: str
     await new Promise((done) => setTimeout(done, 250));
   }
   span.toUs = monotonicUs();
+  // When the last task reached its agent: after its row committed, so no sooner than it was placed,
+  // and seen as it happens rather than at the next DescribeServices.
+  const allDeliveredMs =
+    fleet.counters.delivered >= s.serviceTasks ? fleet.counters.lastDeliveredAt - started : undefined;
   const serverCpuMs = processCpu(server.pid).self - cpu0;
   const benchCpu = process.cpuUsage(benchCpu0);
   await fleet.stop();
@@ -329,8 +335,11 @@ async function servicePhase(ecs: ECSClient, server: WharfServer, definition: str
     desired: s.serviceTasks,
     updateServiceMs: round1(updateMs),
     allPlacedSeconds: seconds(allPlacedMs),
+    allDeliveredSeconds: seconds(allDeliveredMs),
     allRunningSeconds: seconds(allRunningMs),
     placementsPerS: allPlacedMs === undefined ? undefined : round1(s.serviceTasks / (allPlacedMs / 1000)),
+    deliveredPerS:
+      allDeliveredMs === undefined ? undefined : round1(s.serviceTasks / (allDeliveredMs / 1000)),
     runningPerS: allRunningMs === undefined ? undefined : round1(s.serviceTasks / (allRunningMs / 1000)),
     final: last,
     describeServicesMs: roundSummary(summarize(describeMs)),
@@ -424,8 +433,8 @@ async function main(): Promise<void> {
     rows.push([
       `Service 0→${service.desired} (${service.instances} inst.)`,
       `${service.final.running + service.final.pending}/${service.desired}`,
-      service.allPlacedSeconds?.toFixed(1) ?? "–",
-      service.placementsPerS?.toFixed(0) ?? "–",
+      service.allDeliveredSeconds?.toFixed(1) ?? "–",
+      service.deliveredPerS?.toFixed(0) ?? "–",
       "–",
       `UpdateService ${service.updateServiceMs.toFixed(0)}`,
       `${service.final.running} (${service.allRunningSeconds?.toFixed(1) ?? "–"} s)`,
@@ -438,6 +447,13 @@ async function main(): Promise<void> {
       rows,
     )}\n`,
   );
+  if (service !== undefined) {
+    process.stderr.write(
+      `service: the last task reached its agent ${service.allDeliveredSeconds ?? "–"} s after UpdateService; ` +
+        `DescribeServices (every 250 ms) first counted them all at ${service.allPlacedSeconds ?? "–"} s ` +
+        `(${service.placementsPerS?.toFixed(0) ?? "–"}/s)\n`,
+    );
+  }
   process.stderr.write("reference (published, not run here): Nomad 3,750/s; Kubernetes floor ~800/s\n\n");
   if (profile !== undefined) {
     process.stderr.write(
