@@ -555,12 +555,7 @@ export function sendOciError(request: FastifyRequest, reply: FastifyReply, error
     if (typeof status === "number" && status < 500) {
       registryError = new RegistryError("UNSUPPORTED", (error as Error).message, undefined, status);
     } else {
-      // Requests share the server's logger unless each is logged: the line then names its request.
-      const shared = request.log === request.server.log;
-      request.log.error(
-        shared ? { reqId: request.id, err: error } : { err: error },
-        "registry request failed",
-      );
+      request.log.error({ err: error }, "registry request failed");
       registryError = new RegistryError("UNSUPPORTED", "internal error", undefined, 500);
     }
   }

@@ -198,12 +198,7 @@ export function sendAwsError(
   xmlNamespace?: string,
 ): void {
   const awsError = asAwsError(error);
-  if (awsError.status >= 500) {
-    // Unless every request is logged, requests share the server's logger (see buildApp): the line
-    // names its request itself.
-    const shared = request.log === request.server.log;
-    request.log.error(shared ? { reqId: request.id, err: error } : { err: error }, "request failed");
-  }
+  if (awsError.status >= 500) request.log.error({ err: error }, "request failed");
   const requestId = (reply.getHeader("x-amzn-RequestId") as string | undefined) ?? randomUUID();
   void reply.header("x-amzn-RequestId", requestId).status(awsError.status);
   if (protocolOf(request) === "query") {

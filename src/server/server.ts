@@ -1,12 +1,7 @@
 import { renameSync, rmSync, writeFileSync } from "node:fs";
 import { createServer as createHttpsServer } from "node:https";
 import { join } from "node:path";
-import Fastify, {
-  type FastifyBaseLogger,
-  type FastifyInstance,
-  type FastifyServerFactory,
-  LogController,
-} from "fastify";
+import Fastify, { type FastifyInstance, type FastifyServerFactory, LogController } from "fastify";
 import { type AccessKey, AccessKeys } from "../auth/access-keys.ts";
 import { Sealer } from "../auth/sealer.ts";
 import { ContainerStats } from "../cloudwatch/container-stats.ts";
@@ -72,16 +67,14 @@ export async function openDataDir(dataDir: string, now: Date) {
 function buildApp(config: ServerConfig, tls: TlsMaterial | undefined): FastifyInstance {
   const serverFactory: FastifyServerFactory | undefined =
     tls === undefined ? undefined : (handler) => createHttpsServer({ cert: tls.cert, key: tls.key }, handler);
-  const quiet = config.logLevel !== "debug" && config.logLevel !== "trace";
   const app = Fastify({
     logger: { level: config.logLevel },
     bodyLimit: config.maxRequestBytes,
     forceCloseConnections: true,
     return503OnClosing: true,
-    logController: new LogController({ disableRequestLogging: quiet }),
-    // Unless requests are logged, a request logs only a failure, which names its request itself:
-    // no child logger is made for each of them (agents alone send thousands a second).
-    ...(quiet ? { childLoggerFactory: (logger: FastifyBaseLogger) => logger } : {}),
+    logController: new LogController({
+      disableRequestLogging: config.logLevel !== "debug" && config.logLevel !== "trace",
+    }),
     ...(serverFactory === undefined ? {} : { serverFactory }),
   });
   // Every AWS API body arrives as raw bytes: SigV4 hashes exactly what was sent.
