@@ -5,9 +5,13 @@ import { resolve } from "node:path";
 export const WHARF = resolve(import.meta.dirname, "../bin/wharf.js");
 
 /**
- * The node options on bin/wharf.js's `#!/usr/bin/env -S node …` line: a benchmark's server runs
- * with them, as `npm start` and the `wharf` command run it.
+ * The node options on bin/wharf.js's `#!/usr/bin/env -S node …` line (every word after `node`):
+ * a benchmark's server runs with them, as `npm start` and the `wharf` command run it.
  */
-export const WHARF_NODE_OPTIONS: readonly string[] = (readFileSync(WHARF, "utf8").split("\n", 1)[0] ?? "")
-  .split(/\s+/)
-  .filter((word) => word.startsWith("--"));
+export const WHARF_NODE_OPTIONS: readonly string[] = nodeOptions(readFileSync(WHARF, "utf8"));
+
+function nodeOptions(script: string): string[] {
+  const words = (script.split("\n", 1)[0] ?? "").trim().split(/\s+/);
+  const node = words.indexOf("node");
+  return node < 0 ? [] : words.slice(node + 1);
+}
