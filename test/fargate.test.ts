@@ -440,6 +440,38 @@ describe("Fargate", () => {
         (t) => t.lastStatus === "RUNNING" && t.capacityProviderName === "FARGATE_SPOT",
       );
       assert.deepEqual(providers(moved), { FARGATE_SPOT: 3 });
+
+      // An empty strategy takes the service back to its launch type (ECS since June 2025), again
+      // in a new deployment, whose tasks run on Fargate with no capacity provider.
+      const back = [
+        "update-service",
+        "--cluster",
+        CLUSTER,
+        "--service",
+        "split",
+        "--capacity-provider-strategy",
+        "[]",
+      ];
+      const backUnforced = await aws(server, ["ecs", ...back]);
+      assert.match(backUnforced.stderr, /InvalidParameterException.*you must force a new deployment\./);
+      const reverted = (await ecs([...back, "--force-new-deployment"])) as {
+        service: Service & { launchType?: string };
+      };
+      assert.equal(reverted.service.launchType, "FARGATE");
+      assert.equal(reverted.service.capacityProviderStrategy, undefined);
+      assert.deepEqual(
+        reverted.service.deployments.map((d) => [d.status, d.launchType, d.capacityProviderStrategy]),
+        [
+          ["PRIMARY", "FARGATE", undefined],
+          ["ACTIVE", undefined, spot],
+        ],
+      );
+      const launched = await untilServiceTasks(
+        "split",
+        3,
+        (t) => t.lastStatus === "RUNNING" && t.capacityProviderName === undefined,
+      );
+      assert.ok(launched.every((t) => t.launchType === "FARGATE"));
       await ecs(["delete-service", "--cluster", CLUSTER, "--service", "split", "--force"]);
       await untilServiceTasks("split", 0, () => true);
     });

@@ -373,9 +373,11 @@ async function applyUpdate(
 
 /**
  * UpdateService's capacity provider strategy: checked against the cluster as CreateService's
- * is, and taken in place of the service's launch type or strategy. Wharf's providers are all
- * Fargate capacity, so a service on its cluster's own instances (EC2) cannot take one. Whether
- * the strategy changed (a new deployment) is returned.
+ * is, and taken in place of the service's launch type or strategy; an empty list takes a
+ * service with a strategy back to its launch type, as ECS does since June 2025. Wharf's providers
+ * are all Fargate capacity, so a service on its cluster's own instances (EC2) cannot take one,
+ * and the launch type a strategy goes back to is FARGATE. Whether the strategy changed (a new
+ * deployment) is returned.
  */
 async function changeStrategy(
   tx: Tx,
@@ -383,7 +385,12 @@ async function changeStrategy(
   updated: ServiceRecord,
   strategy: UpdateServiceInputT["capacityProviderStrategy"],
 ): Promise<boolean> {
-  if (strategy === undefined || strategy.length === 0) return false;
+  if (strategy === undefined) return false;
+  if (strategy.length === 0) {
+    if (updated.capacityProviderStrategy === undefined) return false;
+    delete updated.capacityProviderStrategy;
+    return true;
+  }
   if (updated.schedulingStrategy === "DAEMON") throw InvalidParameter(DAEMON_PROVIDERS);
   const cluster = await activeCluster(tx, scopeOf(ctx), updated.clusterArn);
   checkStrategy(strategy, cluster);
