@@ -230,6 +230,12 @@ describe("cluster query language: bad syntax", () => {
     "attribute:color == ==",
     "attribute:color =~ '(unclosed'",
     "attribute:color !~ '[z-a]'",
+    // The subjects ECS compares in order take no list or pattern.
+    "agentVersion in [1.20.0, 1.21.0]",
+    "registeredAt !in [2025-01-01]",
+    "runningTasksCount not_in [0]",
+    "agentVersion =~ '1\\..*'",
+    "registeredAt !~ '2025-.*'",
   ];
   for (const expression of bad) {
     it(`refuses ${JSON.stringify(expression)} with a QueryError`, () => {

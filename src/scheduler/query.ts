@@ -23,6 +23,17 @@ export class QueryError extends Error {}
 
 const OPERATORS = ["==", "!=", ">=", "<=", "=~", "!~", ">", "<"] as const;
 
+/**
+ * The operators the subjects ECS compares in order take: those ECS lists for them (no list or
+ * pattern) and `exists`, which Wharf also allows for them (an instance may have no agent version).
+ */
+const ORDERED: readonly Op[] = ["==", "!=", ">", ">=", "<", "<=", "exists", "!exists"];
+const SUBJECT_OPERATORS: Record<string, readonly Op[] | undefined> = {
+  agentVersion: ORDERED,
+  registeredAt: ORDERED,
+  runningTasksCount: ORDERED,
+};
+
 /** ECS's word spellings of the operators. */
 const WORD_OPERATORS: Record<string, Op> = {
   equals: "==",
@@ -152,6 +163,14 @@ class Parser {
     const subject = literal(this.next());
     const opToken = this.next();
     if (opToken === undefined) throw new QueryError(`'${subject}' needs an operator`);
+    const expr = this.operation(subject, opToken);
+    const allowed = SUBJECT_OPERATORS[subject];
+    if (expr.kind === "compare" && allowed !== undefined && !allowed.includes(expr.op))
+      throw new QueryError(`'${subject}' does not take '${opToken}'`);
+    return expr;
+  }
+
+  private operation(subject: string, opToken: string): Expr {
     const lower = opToken.toLowerCase();
     if (lower === "exists") return { kind: "compare", subject, op: "exists", values: [] };
     if (lower === "!exists" || lower === "not_exists")
