@@ -381,6 +381,51 @@ describe("a large scale-up", () => {
     assert.ok((await count(joined)) >= 5, `the joined instance runs ${await count(joined)} of 16`);
   });
 
+  it("plans again over an instance whose agent comes back mid-way", async () => {
+    const back = { ...cluster, arn: clusterArn(scope, "back"), name: "back" };
+    await store.transaction((tx) => saveCluster(tx, back));
+    const arns: string[] = [];
+    for (const [n, zone] of ["us-east-1a", "us-east-1a", "us-east-1b", "us-east-1b"].entries()) {
+      const instance = testInstance({ cpu: 4096, memory: 8192, zone, hostname: `back-${n}` });
+      arns.push(
+        await store.transaction(
+          async (tx) => (await registerInstance(tx, state, { ...scope, now }, back, instance)).record.arn,
+        ),
+      );
+    }
+    // The last instance's agent has been silent past the timeout; the others' have just polled.
+    now += 60_000;
+    const [quiet, ...polling] = [...arns].reverse() as [string, ...string[]];
+    for (const arn of polling) state.heartbeat(arn, now);
+    const out = (await ops().CreateService?.(
+      { cluster: "back", serviceName: "back", taskDefinition: "app:1", desiredCount: 16 },
+      ctx(),
+    )) as { service: { serviceArn: string } };
+    const arn = out.service.serviceArn;
+    const scheduler = controller({ startBatch: 4 });
+    const count = async (instance: string) =>
+      (await tasksOf("back")).filter((t) => t.wire.containerInstanceArn === instance).length;
+    try {
+      // Planned over the three connected instances.
+      assert.deepEqual(await scheduler.pass(arn), { changed: true, more: true });
+      assert.equal(await count(quiet), 0);
+      // Its agent polls again: the next pass plans again, and the instance, alone in its zone with
+      // none, gets both its tasks of the round.
+      state.heartbeat(quiet, now);
+      assert.deepEqual(await scheduler.pass(arn), { changed: true, more: true });
+      assert.equal(await count(quiet), 2);
+      await scheduler.reconcile(arn);
+      const counts = await Promise.all(arns.map(count));
+      assert.deepEqual(counts, [4, 4, 4, 4]);
+    } finally {
+      // Every other instance's agent polls at the new time too, for the tests after this one.
+      const all = await store.read((tx) =>
+        tx.all<{ arn: string }>("SELECT arn FROM ecs_container_instances"),
+      );
+      for (const row of all) state.heartbeat(row.arn, now);
+    }
+  });
+
   it("stopped mid-way, is finished by the next controller at exactly the desired count", async () => {
     const arn = await create("resumed", 100);
     const first = controller({ startBatch: 30 });

@@ -241,8 +241,11 @@ export class ServiceController {
   private instanceMark = 0;
   /** By service: its tasks' scheduling states as its last pass left them. */
   private readonly known = new Map<string, KnownTasks>();
-  /** By service: the rest of its last pass's look-ahead, and the instances it was planned over. */
-  private readonly planned = new Map<string, { views: PlacementSnapshot; planned: PlannedStarts }>();
+  /** By service: the rest of its last pass's look-ahead, and the instances it was planned over (and their standing then). */
+  private readonly planned = new Map<
+    string,
+    { views: PlacementSnapshot; generation: number; planned: PlannedStarts }
+  >();
 
   constructor(options: ServiceControllerOptions) {
     this.options = options;
@@ -442,15 +445,20 @@ export class ServiceController {
           lostBefore,
           recentEvents: events.map((e) => ({ message: e.message, at: e.createdAt })),
           maxStarts,
-          // A look-ahead holds over the instances it was planned over (a new snapshot: some came or went).
-          ...(earlier?.views === views ? { planned: earlier.planned } : {}),
+          // A look-ahead holds over the instances it was planned over, as they stood: a new snapshot
+          // (some came or went) or an instance whose status, connection or attributes changed ends it.
+          ...(earlier?.views === views && earlier.generation === views.generation
+            ? { planned: earlier.planned }
+            : {}),
         },
         this.random,
         () => newDeploymentId(this.random),
       );
       const applied = await this.apply(tx, { record, cluster, definitions, plan, tasks, now });
       // Kept only if the pass commits (the rollback hook above forgets it).
-      if (plan.planned !== undefined) this.planned.set(arn, { views, planned: plan.planned });
+      if (plan.planned !== undefined) {
+        this.planned.set(arn, { views, generation: views.generation, planned: plan.planned });
+      }
       return { ...applied, more: plan.starts.length >= maxStarts };
     });
     if (result === undefined) return { changed: false, more: false };

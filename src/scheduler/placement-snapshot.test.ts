@@ -95,6 +95,38 @@ describe("PlacementSnapshot", () => {
   });
 });
 
+describe("PlacementSnapshot.generation", () => {
+  it("moves when an instance's status, connection or attributes change, not what it holds", () => {
+    const base: InstanceView = {
+      arn: "arn:aws:ecs:us-east-1:000000000000:container-instance/c/1",
+      instanceId: "i-1",
+      status: "ACTIVE",
+      connected: true,
+      remaining: { cpu: 1024, memory: 2048 },
+      ports: { tcp: new Set(), udp: new Set() },
+      attributes: { "ecs.availability-zone": "a", rack: "r1" },
+      groups: new Map(),
+    };
+    const kept = new PlacementSnapshot([base]);
+    const next = (change: Partial<InstanceView>): number => {
+      const before = kept.views[0] as InstanceView;
+      // A view is built afresh each time, attributes included, as the scheduler's state builds it.
+      kept.set(0, { ...before, attributes: { ...before.attributes }, ...change });
+      return kept.generation;
+    };
+    assert.equal(kept.generation, 0);
+    assert.equal(next({ remaining: { cpu: 768, memory: 1536 }, groups: new Map([["g", 1]]) }), 0);
+    assert.equal(next({ ports: { tcp: new Set([80]), udp: new Set() } }), 0);
+    assert.equal(next({ connected: false }), 1);
+    assert.equal(next({ connected: true }), 2);
+    assert.equal(next({ status: "DRAINING" }), 3);
+    assert.equal(next({ attributes: { "ecs.availability-zone": "b", rack: "r1" } }), 4);
+    assert.equal(next({ attributes: { "ecs.availability-zone": "b" } }), 5);
+    assert.equal(next({ attributes: { "ecs.availability-zone": "b", color: "blue" } }), 6);
+    assert.equal(next({}), 6);
+  });
+});
+
 describe("place() from a kept snapshot with one spread over zones", () => {
   it("chooses what the pass over every instance chooses, as instances fill, leave, lose their agent and change zone", () => {
     const random = prng(505);

@@ -15,6 +15,7 @@ export class PlacementSnapshot {
   /** Each instance's position in ARN order, the last tie-breaker. */
   readonly order: Int32Array;
   private readonly fields = new Map<string, FieldIndex>();
+  private changes = 0;
 
   constructor(views: readonly InstanceView[]) {
     this.list = views.slice();
@@ -25,11 +26,26 @@ export class PlacementSnapshot {
     return this.list;
   }
 
+  /**
+   * How many times an instance's standing (its status, its agent's connection, its attributes)
+   * changed since the snapshot was made; what it holds (resources, tasks) does not count. A plan
+   * made over the snapshot holds while this is unchanged.
+   */
+  get generation(): number {
+    return this.changes;
+  }
+
   /** Instance `i` is now `view` (the same instance: its ARN is unchanged). */
   set(i: number, view: InstanceView): void {
     const before = this.list[i];
     if (before === undefined || before.arn !== view.arn) throw new Error("set() keeps each instance's place");
     this.list[i] = view;
+    if (
+      before.status !== view.status ||
+      before.connected !== view.connected ||
+      !sameAttributes(before.attributes, view.attributes)
+    )
+      this.changes++;
     for (const [field, index] of this.fields) {
       const id = index.ids[i] as number;
       if (!index.byInstance && (index.values.get(spreadValue(view, field)) ?? -1) !== id) {
@@ -86,6 +102,17 @@ export class PlacementSnapshot {
     }
     return { ids: index.ids, load: loads.slice() };
   }
+}
+
+function sameAttributes(a: Readonly<Record<string, string>>, b: Readonly<Record<string, string>>): boolean {
+  if (a === b) return true;
+  let count = 0;
+  for (const name in a) {
+    if (a[name] !== b[name]) return false;
+    count++;
+  }
+  for (const _name in b) count--;
+  return count === 0;
 }
 
 /** Groups whose spread loads are kept per field. */
