@@ -345,25 +345,36 @@ describe("a large scale-up", () => {
     assert.equal((await tasksOf("wide")).length, 100);
   });
 
-  it("gives an instance two tasks in one pass, and plans again over an instance that joins", async () => {
-    const late = { ...cluster, arn: clusterArn(scope, "late"), name: "late" };
-    const register = (zone: string, n: number) =>
+  /** A cluster of its own, and a way to register an instance of it in a zone. */
+  const zonedCluster = async (name: string) => {
+    const record = { ...cluster, arn: clusterArn(scope, name), name };
+    await store.transaction((tx) => saveCluster(tx, record));
+    return (zone: string, n: number) =>
       store.transaction(async (tx) => {
-        const instance = testInstance({ cpu: 4096, memory: 8192, zone, hostname: `late-${zone}-${n}` });
-        return (await registerInstance(tx, state, { ...scope, now }, late, instance)).record.arn;
+        const instance = testInstance({ cpu: 4096, memory: 8192, zone, hostname: `${name}-${zone}-${n}` });
+        return (await registerInstance(tx, state, { ...scope, now }, record, instance)).record.arn;
       });
-    await store.transaction((tx) => saveCluster(tx, late));
-    const first: string[] = [];
-    for (const [n, zone] of ["us-east-1a", "us-east-1a", "us-east-1b", "us-east-1b"].entries())
-      first.push(await register(zone, n));
+  };
+
+  /** Its service of 16 tasks, and how many of them an instance runs. */
+  const sixteen = async (name: string) => {
     const out = (await ops().CreateService?.(
-      { cluster: "late", serviceName: "late", taskDefinition: "app:1", desiredCount: 16 },
+      { cluster: name, serviceName: name, taskDefinition: "app:1", desiredCount: 16 },
       ctx(),
     )) as { service: { serviceArn: string } };
-    const arn = out.service.serviceArn;
-    const scheduler = controller({ startBatch: 4 });
     const count = async (instance: string) =>
-      (await tasksOf("late")).filter((t) => t.wire.containerInstanceArn === instance).length;
+      (await tasksOf(name)).filter((t) => t.wire.containerInstanceArn === instance).length;
+    return { arn: out.service.serviceArn, count };
+  };
+
+  const TWO_ZONES = ["us-east-1a", "us-east-1a", "us-east-1b", "us-east-1b"];
+
+  it("gives an instance two tasks in one pass, and plans again over an instance that joins", async () => {
+    const register = await zonedCluster("late");
+    const first: string[] = [];
+    for (const [n, zone] of TWO_ZONES.entries()) first.push(await register(zone, n));
+    const { arn, count } = await sixteen("late");
+    const scheduler = controller({ startBatch: 4 });
     // The first pass plans two rounds over the four instances and starts two instances' two, one per zone.
     assert.deepEqual(await scheduler.pass(arn), { changed: true, more: true });
     assert.deepEqual((await Promise.all(first.map(count))).sort(), [0, 0, 2, 2]);
@@ -382,35 +393,21 @@ describe("a large scale-up", () => {
   });
 
   it("plans again over an instance whose agent comes back mid-way", async () => {
-    const back = { ...cluster, arn: clusterArn(scope, "back"), name: "back" };
-    await store.transaction((tx) => saveCluster(tx, back));
+    const register = await zonedCluster("back");
     const arns: string[] = [];
-    for (const [n, zone] of ["us-east-1a", "us-east-1a", "us-east-1b", "us-east-1b"].entries()) {
-      const instance = testInstance({ cpu: 4096, memory: 8192, zone, hostname: `back-${n}` });
-      arns.push(
-        await store.transaction(
-          async (tx) => (await registerInstance(tx, state, { ...scope, now }, back, instance)).record.arn,
-        ),
-      );
-    }
+    for (const [n, zone] of TWO_ZONES.entries()) arns.push(await register(zone, n));
     // The last instance's agent has been silent past the timeout; the others' have just polled.
     now += 60_000;
     const [quiet, ...polling] = [...arns].reverse() as [string, ...string[]];
     for (const arn of polling) state.heartbeat(arn, now);
-    const out = (await ops().CreateService?.(
-      { cluster: "back", serviceName: "back", taskDefinition: "app:1", desiredCount: 16 },
-      ctx(),
-    )) as { service: { serviceArn: string } };
-    const arn = out.service.serviceArn;
+    const { arn, count } = await sixteen("back");
     const scheduler = controller({ startBatch: 4 });
-    const count = async (instance: string) =>
-      (await tasksOf("back")).filter((t) => t.wire.containerInstanceArn === instance).length;
     try {
       // Planned over the three connected instances.
       assert.deepEqual(await scheduler.pass(arn), { changed: true, more: true });
       assert.equal(await count(quiet), 0);
-      // Its agent polls again: the next pass plans again, and the instance, alone in its zone with
-      // none, gets both its tasks of the round.
+      // Its agent polls again: the next pass plans again, and the instance, the one with none,
+      // gets both its tasks of the round.
       state.heartbeat(quiet, now);
       assert.deepEqual(await scheduler.pass(arn), { changed: true, more: true });
       assert.equal(await count(quiet), 2);

@@ -241,7 +241,7 @@ export class ServiceController {
   private instanceMark = 0;
   /** By service: its tasks' scheduling states as its last pass left them. */
   private readonly known = new Map<string, KnownTasks>();
-  /** By service: the rest of its last pass's look-ahead, and the instances it was planned over (and their standing then). */
+  /** By service: the rest of its last pass's look-ahead, the instances it was planned over, and their generation. */
   private readonly planned = new Map<
     string,
     { views: PlacementSnapshot; generation: number; planned: PlannedStarts }

@@ -285,9 +285,13 @@ function quiet(plan: ServicePlan): ServicePlan {
   return { ...plan, starts: [], stops: [], notices: [], events: [] };
 }
 
-function spreadWithinOne(counts: Map<string, number>, keys: string[]): void {
+function spreadWithin(counts: Map<string, number>, keys: string[], bound: number): void {
   const values = keys.map((k) => counts.get(k) ?? 0);
-  assert.ok(Math.max(...values) - Math.min(...values) <= 1, `unbalanced: ${JSON.stringify(values)}`);
+  assert.ok(Math.max(...values) - Math.min(...values) <= bound, `unbalanced: ${JSON.stringify(values)}`);
+}
+
+function spreadWithinOne(counts: Map<string, number>, keys: string[]): void {
+  spreadWithin(counts, keys, 1);
 }
 
 const threeZones = (n: number): InstanceSpec[] =>
@@ -456,16 +460,12 @@ describe("reconcile: desired count", () => {
     world.service = { ...world.service, desiredCount: 10 };
     world.settle();
     assert.equal(world.running().length, 10);
-    const within = (counts: Map<string, number>, keys: string[], bound: number) => {
-      const values = keys.map((k) => counts.get(k) ?? 0);
-      assert.ok(Math.max(...values) - Math.min(...values) <= bound, JSON.stringify(values));
-    };
-    within(
+    spreadWithin(
       world.countBy((t) => world.zoneOf(t)),
       ["us-east-1a", "us-east-1b", "us-east-1c"],
       2,
     );
-    within(
+    spreadWithin(
       world.countBy((t) => t.instanceArn),
       world.instances.map((i) => i.view.arn),
       2,

@@ -89,7 +89,7 @@ export interface ServiceSnapshot {
   maxStarts?: number;
   /**
    * The rest of the look-ahead plan the service's last pass made (`ServicePlan.planned`); the
-   * caller passes it only while the instances are the same ones that pass planned over.
+   * caller passes it only while the instances are the ones that pass planned over, as they stood.
    */
   planned?: PlannedStarts;
 }
@@ -390,7 +390,7 @@ function planReplica(
   const keep: TaskState[] = [];
   const retire: TaskState[] = [];
   for (const task of remaining) {
-    const stays = task.deploymentId === primary.id && !(pass.leaving.size > 0 && pass.leaving.has(task.arn));
+    const stays = task.deploymentId === primary.id && !pass.leaving.has(task.arn);
     (stays ? keep : retire).push(task);
   }
   const victimContext = { tasks: live, instances: pass.instances, strategies: service.strategies };
