@@ -27,7 +27,6 @@ import {
 } from "@aws-sdk/client-ecs";
 import { processCpu, processMemory } from "../task-start/proc.ts";
 import { round1, roundSummary, summarize, table } from "../task-start/stats.ts";
-import { WHARF_NODE_OPTIONS } from "../wharf-command.ts";
 import { Fleet, type FleetClient } from "./fleet.ts";
 import { monotonicUs, type Span, summarizeProfiles } from "./profile.ts";
 import { type ClientKind, type RunTaskCaller, runTaskCaller } from "./run-task-client.ts";
@@ -403,10 +402,7 @@ async function main(): Promise<void> {
     },
     node: process.version,
     settings: { ...s, instance: INSTANCE, task: TASK },
-    serverNodeOptions: [
-      ...WHARF_NODE_OPTIONS,
-      ...(process.env.WHARF_BENCH_SERVER_FLAGS?.split(" ").filter(Boolean) ?? []),
-    ],
+    serverNodeOptions: server.nodeOptions,
     serverPeakRssMiB: peakRssMiB,
     runTask,
     service,

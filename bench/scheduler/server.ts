@@ -10,6 +10,8 @@ import { WHARF, WHARF_NODE_OPTIONS } from "../wharf-command.ts";
 
 export interface WharfServer {
   pid: number;
+  /** The node options it runs with, besides a profiler's. */
+  nodeOptions: string[];
   endpoint: string;
   region: string;
   credentials: { accessKeyId: string; secretAccessKey: string };
@@ -35,12 +37,15 @@ export async function startWharf(options: { profileDir?: string; timeoutMs?: num
   const dataDir = mkdtempSync(join(tmpdir(), "wharf-bench-scheduler-"));
   const profile =
     options.profileDir === undefined ? [] : ["--cpu-prof", "--cpu-prof-dir", options.profileDir];
+  const nodeOptions = [
+    ...WHARF_NODE_OPTIONS,
+    ...(process.env.WHARF_BENCH_SERVER_FLAGS?.split(" ").filter(Boolean) ?? []),
+  ];
   const child: ChildProcess = spawn(
     process.execPath,
     [
       ...profile,
-      ...WHARF_NODE_OPTIONS,
-      ...(process.env.WHARF_BENCH_SERVER_FLAGS?.split(" ").filter(Boolean) ?? []),
+      ...nodeOptions,
       WHARF,
       "server",
       "--port",
@@ -88,6 +93,7 @@ export async function startWharf(options: { profileDir?: string; timeoutMs?: num
     if (accessKeyId === undefined || secretAccessKey === undefined) throw new Error("wharf env gave no key");
     return {
       pid: child.pid ?? 0,
+      nodeOptions,
       endpoint,
       region: vars.AWS_DEFAULT_REGION ?? "us-east-1",
       credentials: { accessKeyId, secretAccessKey },
