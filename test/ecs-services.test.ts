@@ -415,12 +415,13 @@ describe("ECS services on real containers", () => {
     );
     const failed = rolledBack.deployments.find((d) => d.id === failedId);
     assert.ok((failed?.failedTasks ?? 0) >= 3);
-    assert.match(
-      failed?.rolloutStateReason ?? "",
-      /^ECS deployment circuit breaker: rolling back to deploymentId ecs-svc\/\d{19}\.$/,
-    );
+    assert.equal(failed?.rolloutStateReason, "ECS deployment circuit breaker: tasks failed to start.");
     assert.equal(rolledBack.deployments[0]?.status, "PRIMARY");
     assert.equal(rolledBack.deployments[0]?.taskDefinition, web2);
+    assert.match(
+      rolledBack.deployments[0]?.rolloutStateReason ?? "",
+      /^ECS deployment circuit breaker: rolling back to deploymentId ecs-svc\/\d{19}\.$/,
+    );
     assert.ok(
       rolledBack.events.some(
         (e) =>

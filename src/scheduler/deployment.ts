@@ -21,7 +21,14 @@ export interface DeploymentState {
   status: DeploymentStatus;
   taskDefinition: string;
   desiredCount: number;
+  /** Its tasks that failed since one of them last became healthy (ECS's consecutive failures). */
   failedTasks: number;
+  /**
+   * When the failure count last started over: the pass that first saw a task of the deployment
+   * healthy that started after the one before (ECS resets it when a task becomes healthy). Kept,
+   * so that a task that resets the count and fails later counts once. Not in ECS's shape.
+   */
+  failuresResetAt?: number;
   rolloutState: RolloutState;
   rolloutStateReason: string;
   createdAt: number;
@@ -122,6 +129,22 @@ export function newDeployment(
   return deployment;
 }
 
+/**
+ * The deployment a circuit breaker's rollback starts: `target`'s task definition and settings
+ * again, under a new id, its reason naming the deployment it returns to (as ECS's does).
+ */
+export function rollbackDeployment(
+  id: string,
+  target: DeploymentState,
+  desiredCount: number,
+  now: number,
+): DeploymentState {
+  return {
+    ...newDeployment(id, target.taskDefinition, desiredCount, now, target),
+    rolloutStateReason: `ECS deployment circuit breaker: rolling back to deploymentId ${target.id}.`,
+  };
+}
+
 /** Makes `next` the PRIMARY deployment; the one it replaces becomes ACTIVE until its tasks are gone. */
 export function promote(
   deployments: DeploymentState[],
@@ -148,15 +171,12 @@ export function completed(deployment: DeploymentState, now: number): DeploymentS
   };
 }
 
-/** The circuit breaker's verdict on a deployment; with a rollback target, the reason names it. */
-export function failed(deployment: DeploymentState, now: number, rollbackTo?: string): DeploymentState {
+/** The circuit breaker's verdict on a deployment. */
+export function failed(deployment: DeploymentState, now: number): DeploymentState {
   return {
     ...deployment,
     rolloutState: "FAILED",
-    rolloutStateReason:
-      rollbackTo === undefined
-        ? "ECS deployment circuit breaker: tasks failed to start."
-        : `ECS deployment circuit breaker: rolling back to deploymentId ${rollbackTo}.`,
+    rolloutStateReason: "ECS deployment circuit breaker: tasks failed to start.",
     updatedAt: now,
   };
 }

@@ -656,6 +656,19 @@ describe("reconcile: desired count", () => {
     assert.equal(world.events.length, count, "the same failure is not repeated");
   });
 
+  it("names an instance whose agent is disconnected as the closest, with ECS's AGENT error", () => {
+    const world = new World({ instances: [{ zone: "a" }], desiredCount: 1 });
+    world.lostBefore = world.now - 30_000;
+    world.instance(0).lastHeartbeat = world.now - 60_000;
+    const plan = world.step();
+    assert.deepEqual(plan.starts, []);
+    assert.equal(plan.events.length, 1);
+    assert.match(
+      plan.events[0] ?? "",
+      /^\(service web\) was unable to place a task because no container instance met all of its requirements\. The closest matching \(container-instance 0000\) encountered error "AGENT"\. /,
+    );
+  });
+
   it("says no instance was found when the cluster has none", () => {
     const world = new World({ instances: [], desiredCount: 1 });
     world.step();
@@ -941,8 +954,11 @@ describe("reconcile: rolling deployments", () => {
     assert.equal(failedOne?.id, bad.id);
     assert.equal(failedOne?.rolloutState, "FAILED");
     assert.ok((failedOne?.failedTasks ?? 0) >= 3);
+    // The failed deployment says why it failed; the one rolling back says where it returns to.
+    assert.equal(failedOne?.rolloutStateReason, "ECS deployment circuit breaker: tasks failed to start.");
+    assert.equal(primary?.rolloutState, "IN_PROGRESS");
     assert.equal(
-      failedOne?.rolloutStateReason,
+      primary?.rolloutStateReason,
       `ECS deployment circuit breaker: rolling back to deploymentId ${completedFirst.id}.`,
     );
     assert.ok(
@@ -982,6 +998,120 @@ describe("reconcile: rolling deployments", () => {
     const plan = world.step();
     assert.deepEqual([plan.starts, plan.stops], [[], []]);
     assert.equal(world.running().length, 2, "the old tasks keep running");
+  });
+});
+
+describe("reconcile: the circuit breaker's count", () => {
+  /** A service of 10 (threshold 5) rolling from web:1 to bad:1, the breaker on with rollback. */
+  function rolling() {
+    const world = new World({
+      instances: threeZones(3),
+      desiredCount: 10,
+      circuitBreaker: { enable: true, rollback: true },
+      definitions: ["web:1", "bad:1"],
+    });
+    world.settle();
+    const bad = newDeployment(newDeploymentId(world.random), "bad:1", 10, world.now);
+    world.service = { ...world.service, deployments: promote(world.service.deployments, bad, world.now) };
+    const task = (overrides: Partial<TaskState>): TaskState => ({
+      arn: `arn:aws:ecs:us-east-1:000000000000:task/c/b${world.tasks.length}`,
+      deploymentId: bad.id,
+      instanceArn: world.instance(0).view.arn,
+      lastStatus: "STOPPED",
+      desiredStatus: "STOPPED",
+      health: "UNKNOWN",
+      checked: false,
+      createdAt: world.now,
+      failed: true,
+      ...overrides,
+    });
+    const fail = (n: number) => {
+      for (let i = 0; i < n; i++) {
+        world.now += 1000;
+        world.tasks.push(task({ startedAt: world.now, stoppedAt: world.now }));
+      }
+    };
+    /** A task of the deployment that starts and runs (healthy: it has no health check). */
+    const healthy = () => {
+      world.now += 1000;
+      const good = task({
+        lastStatus: "RUNNING",
+        desiredStatus: "RUNNING",
+        failed: false,
+        startedAt: world.now,
+      });
+      world.tasks.push(good);
+      return good;
+    };
+    const primary = () => world.service.deployments.find((d) => d.id === bad.id);
+    return { world, fail, healthy, primary };
+  }
+
+  it("counts failures since a task of the deployment last became healthy, as failedTasks says", () => {
+    const { world, fail, healthy, primary } = rolling();
+    fail(4);
+    world.step();
+    assert.equal(primary()?.failedTasks, 4);
+    healthy();
+    world.step();
+    assert.equal(primary()?.failedTasks, 0, "a healthy task starts the count over");
+    assert.equal(primary()?.rolloutState, "IN_PROGRESS");
+  });
+
+  it("keeps the reset when the task that made it fails later: only what failed since counts", () => {
+    const { world, fail, healthy, primary } = rolling();
+    fail(4);
+    const good = healthy();
+    world.step();
+    world.now += 60_000;
+    Object.assign(good, {
+      lastStatus: "STOPPED",
+      desiredStatus: "STOPPED",
+      failed: true,
+      stoppedAt: world.now,
+    });
+    world.step();
+    assert.equal(primary()?.failedTasks, 1);
+    assert.equal(primary()?.rolloutState, "IN_PROGRESS", "1 failure since the reset, not 5");
+    fail(4);
+    world.step();
+    assert.equal(primary()?.rolloutState, "FAILED", "5 since the reset trip it");
+    assert.equal(primary()?.failedTasks, 5);
+  });
+});
+
+describe("reconcile: deployments that cannot move", () => {
+  it("says the deployment configuration leaves no step when it allows neither a task more nor one fewer", () => {
+    const world = new World({
+      instances: threeZones(3),
+      desiredCount: 3,
+      minimumHealthyPercent: 75,
+      maximumPercent: 125,
+      definitions: ["web:1", "web:2"],
+    });
+    world.settle();
+    const next = newDeployment(newDeploymentId(world.random), "web:2", 3, world.now);
+    world.service = { ...world.service, deployments: promote(world.service.deployments, next, world.now) };
+    const plan = world.step();
+    assert.deepEqual([plan.starts, plan.stops], [[], []], "ceil(3 × 75%) = 3 = floor(3 × 125%)");
+    assert.deepEqual(plan.events, [
+      "(service web) was unable to stop or start tasks during a deployment because of the service deployment configuration. Update the minimumHealthyPercent or maximumPercent value and try again.",
+    ]);
+    world.progress();
+    assert.deepEqual(world.step().events, [], "said once, not on every pass");
+  });
+
+  it("says nothing of the configuration while a step is possible", () => {
+    const world = new World({ instances: threeZones(3), desiredCount: 3, definitions: ["web:1", "web:2"] });
+    world.settle();
+    const next = newDeployment(newDeploymentId(world.random), "web:2", 3, world.now);
+    world.service = { ...world.service, deployments: promote(world.service.deployments, next, world.now) };
+    for (let round = 0; round < 20; round++) {
+      const plan = world.step();
+      assert.ok(!plan.events.some((e) => e.includes("deployment configuration")));
+      world.progress();
+    }
+    assert.equal(world.service.deployments[0]?.rolloutState, "COMPLETED");
   });
 });
 

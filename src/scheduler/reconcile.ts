@@ -4,9 +4,9 @@ import {
   type DeploymentState,
   failed,
   failureThreshold,
-  newDeployment,
   promote,
   retired,
+  rollbackDeployment,
   rollingBounds,
   rollingStep,
 } from "./deployment.ts";
@@ -163,11 +163,17 @@ const CLOSENESS: Record<PlacementFailure["reason"], number> = {
   "RESOURCE:PORTS": 5,
 };
 const SHORTFALL: Partial<Record<PlacementFailure["reason"], string>> = {
+  AGENT: 'encountered error "AGENT"',
   ATTRIBUTE: "is missing an attribute required by your task",
   "RESOURCE:CPU": "has insufficient CPU units available",
   "RESOURCE:MEMORY": "has insufficient memory available",
   "RESOURCE:PORTS": "is already using a port required by your task",
 };
+
+/** ECS's event for a deployment whose minimumHealthyPercent and maximumPercent leave it no step to take. */
+export function deploymentConfigurationMessage(service: string): string {
+  return `(service ${service}) was unable to stop or start tasks during a deployment because of the service deployment configuration. Update the minimumHealthyPercent or maximumPercent value and try again.`;
+}
 
 /** ECS's event for a task that fits nowhere, naming the instance that came closest. */
 export function placementFailureMessage(service: string, failures: PlacementFailure[]): string {
@@ -230,7 +236,13 @@ interface Outcome {
   converged: boolean;
 }
 
-/** Counts failures of an IN_PROGRESS deployment; trips the circuit breaker and rolls back when it must. */
+/**
+ * Counts an IN_PROGRESS deployment's consecutive failures; trips the circuit breaker, and rolls
+ * back, when they reach its threshold. A task of the deployment that becomes healthy starts the
+ * count over (ECS's resetOnHealthyTask, on unless turned off): the pass that first sees one
+ * healthy that started after the last reset moves the reset to now, and the reset is kept, so
+ * failures before it stay uncounted even once that task fails too.
+ */
 function checkBreaker(
   pass: Pass,
   deployments: DeploymentState[],
@@ -240,31 +252,29 @@ function checkBreaker(
   const { service, now, tasks } = pass.snapshot;
   if (primary.rolloutState !== "IN_PROGRESS" || service.status !== "ACTIVE") return { deployments, primary };
   const own = tasks.filter((t) => t.deploymentId === primary.id);
-  const failures = own.filter((t) => t.lastStatus === "STOPPED" && t.failed);
-  let updated =
-    failures.length === primary.failedTasks
-      ? primary
-      : { ...primary, failedTasks: failures.length, updatedAt: now };
+  const lastReset = primary.failuresResetAt ?? primary.createdAt;
+  const reset = own.some(
+    (t) => isHealthy(t) && !pass.stopped.has(t.arn) && (t.startedAt ?? t.createdAt) > lastReset,
+  );
+  const resetAt = reset ? now : lastReset;
+  const failures = own.filter(
+    (t) => t.lastStatus === "STOPPED" && t.failed && (t.stoppedAt ?? 0) > resetAt,
+  ).length;
+  let updated = primary;
+  if (failures !== primary.failedTasks) updated = { ...updated, failedTasks: failures, updatedAt: now };
+  if (reset) updated = { ...updated, failuresResetAt: resetAt };
   const replace = (list: DeploymentState[]) => list.map((d) => (d.id === primary.id ? updated : d));
-  if (service.circuitBreaker.enable) {
-    // A task that became healthy resets the count.
-    const healthyAt = own
-      .filter((t) => isHealthy(t) && !pass.stopped.has(t.arn))
-      .map((t) => t.startedAt ?? t.createdAt);
-    const resetAt = healthyAt.length === 0 ? 0 : Math.max(...healthyAt);
-    const counted = failures.filter((t) => (t.stoppedAt ?? 0) > resetAt).length;
-    if (counted >= failureThreshold(service.desiredCount)) {
-      const target = service.circuitBreaker.rollback ? service.lastCompleted : undefined;
-      const rollback = target?.taskDefinition === primary.taskDefinition ? undefined : target;
-      updated = failed(updated, now, rollback?.id);
-      pass.notices.push(
-        `(service ${service.name}) (deployment ${primary.id}) deployment failed: tasks failed to start.`,
-      );
-      if (rollback !== undefined) {
-        const next = newDeployment(newId(), rollback.taskDefinition, service.desiredCount, now, rollback);
-        pass.notices.push(`(service ${service.name}) rolling back to deployment ${rollback.id}.`);
-        return { deployments: promote(replace(deployments), next, now), primary: next };
-      }
+  if (service.circuitBreaker.enable && failures >= failureThreshold(service.desiredCount)) {
+    const target = service.circuitBreaker.rollback ? service.lastCompleted : undefined;
+    const rollback = target?.taskDefinition === primary.taskDefinition ? undefined : target;
+    updated = failed(updated, now);
+    pass.notices.push(
+      `(service ${service.name}) (deployment ${primary.id}) deployment failed: tasks failed to start.`,
+    );
+    if (rollback !== undefined) {
+      const next = rollbackDeployment(newId(), rollback, service.desiredCount, now);
+      pass.notices.push(`(service ${service.name}) rolling back to deployment ${rollback.id}.`);
+      return { deployments: promote(replace(deployments), next, now), primary: next };
     }
   }
   return { deployments: replace(deployments), primary: updated };
@@ -408,6 +418,16 @@ function planReplica(
     const count = Math.min(step.stopHealthy, healthyRetire.length);
     for (const victim of chooseVictims(healthyRetire, count, victimContext, pass.random)) {
       stop(pass, victim, reason);
+    }
+    // Bounds that allow neither a task more nor a healthy one fewer than desired: the tasks to
+    // replace stay, and ECS says why.
+    if (
+      healthyRetire.length > count &&
+      step.start === 0 &&
+      bounds.maxTotal <= desired &&
+      bounds.minHealthy >= desired
+    ) {
+      pass.events.push(deploymentConfigurationMessage(service.name));
     }
   }
   const placement = pass.snapshot.placement[primary.taskDefinition];
