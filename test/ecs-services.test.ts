@@ -13,6 +13,7 @@ import {
   ListTasksCommand,
   ServiceNotFoundException,
   UpdateServiceCommand,
+  type UpdateServiceCommandInput,
 } from "@aws-sdk/client-ecs";
 import { cleanupAgent, eventually, pushBusybox, startTestAgent, type TestAgent } from "./agent-harness.ts";
 import {
@@ -448,6 +449,8 @@ describe("ECS services on real containers", () => {
     const deleted = (await cli(["delete-service", "--service", "web", "--force"])) as { service: Service };
     assert.equal(deleted.service.status, "DRAINING");
     assert.equal(deleted.service.desiredCount, 0);
+    const draining = (await cli(["list-services"])) as { serviceArns: string[] };
+    assert.deepEqual(draining.serviceArns, [], "a service being deleted is no longer listed");
     const inactive = await untilService("web", "INACTIVE", (s) => s.status === "INACTIVE");
     assert.equal(inactive.runningCount, 0);
     assert.deepEqual(await serviceTasks("web"), []);
@@ -473,6 +476,29 @@ describe("ECS services on real containers", () => {
     assert.equal(second.nextToken, undefined);
     const daemons = await ecs.send(new ListServicesCommand({ schedulingStrategy: "DAEMON" }));
     assert.deepEqual(daemons.serviceArns, []);
+    // What starts a deployment, as ECS's UpdateService reference says of each parameter.
+    const deploymentsAfter = async (update: Omit<UpdateServiceCommandInput, "service">) =>
+      (await ecs.send(new UpdateServiceCommand({ service: "idle-00", ...update }))).service?.deployments
+        ?.length;
+    assert.equal(
+      await deploymentsAfter({ placementStrategy: [{ type: "binpack", field: "memory" }] }),
+      1,
+      "a placement strategy starts no deployment",
+    );
+    assert.equal(
+      await deploymentsAfter({ placementConstraints: [{ type: "distinctInstance" }] }),
+      1,
+      "nor do placement constraints",
+    );
+    assert.equal(
+      await deploymentsAfter({
+        serviceRegistries: [
+          { registryArn: "arn:aws:servicediscovery:us-east-1:000000000000:service/srv-wharf" },
+        ],
+      }),
+      2,
+      "service registries do",
+    );
 
     await assert.rejects(
       ecs.send(
@@ -673,6 +699,7 @@ describe("ECS services on real containers", () => {
     assert.deepEqual(described.placementStrategy, strategy);
 
     // A deployment that can place nothing: the old one drains (minimumHealthyPercent 0) and is INACTIVE.
+    // New constraints alone start no deployment (as in ECS): forceNewDeployment moves the tasks.
     const stuck = (await cli([
       "update-service",
       "--service",
@@ -681,6 +708,7 @@ describe("ECS services on real containers", () => {
       "type=memberOf,expression='attribute:tier == platinum'",
       "--deployment-configuration",
       "minimumHealthyPercent=0,maximumPercent=100",
+      "--force-new-deployment",
     ])) as { service: Service };
     const [stuckId, oldId] = stuck.service.deployments.map((d) => d.id);
     const drained = await untilService(
@@ -699,8 +727,16 @@ describe("ECS services on real containers", () => {
       drained.events.some((e) => /^\(service placed\) was unable to place a task/.test(e.message)),
       "the new deployment could not place its tasks",
     );
-    // A deployment that can place them completes, and the INACTIVE ones leave the list.
-    await cli(["update-service", "--service", "placed", "--placement-constraints", "[]"]);
+    // Constraints it can meet let the same deployment place its tasks and complete; the INACTIVE
+    // one leaves the list.
+    const freed = (await cli(["update-service", "--service", "placed", "--placement-constraints", "[]"])) as {
+      service: Service;
+    };
+    assert.deepEqual(
+      freed.service.deployments.map((d) => d.id),
+      [stuckId, oldId],
+      "new constraints start no deployment",
+    );
     const done = await untilService(
       "placed",
       "a steady state",

@@ -290,7 +290,12 @@ export function serviceOperations(
   };
 }
 
-/** UpdateService's changes; a new task definition, network, placement or forceNewDeployment starts a deployment. */
+/**
+ * UpdateService's changes. A new task definition, network configuration, load balancers, service
+ * registries, capacity provider strategy or forceNewDeployment start a deployment; placement
+ * constraints and strategies do not (ECS: "This parameter doesn't trigger a new service
+ * deployment"), and apply to the tasks started from then on.
+ */
 async function applyUpdate(
   tx: Tx,
   ctx: RequestContext,
@@ -350,9 +355,8 @@ async function applyUpdate(
     strategyChanged ||
     definition.taskDefinitionArn !== record.taskDefinition ||
     input.networkConfiguration !== undefined ||
-    input.placementConstraints !== undefined ||
-    input.placementStrategy !== undefined ||
-    input.loadBalancers !== undefined;
+    input.loadBalancers !== undefined ||
+    input.serviceRegistries !== undefined;
   if (redeploy) {
     const next = newDeployment(newDeploymentId(random), updated.taskDefinition, updated.desiredCount, now, {
       ...(updated.networkConfiguration === undefined

@@ -146,7 +146,8 @@ export async function listServiceArns(
   limit: number,
   filters: { launchType?: string | undefined; schedulingStrategy?: string | undefined },
 ): Promise<string[]> {
-  const clauses = ["cluster_arn = ?", "status != 'INACTIVE'", "arn > ?"];
+  // A service being deleted (DRAINING) is no longer listed, as ECS's DeleteService says.
+  const clauses = ["cluster_arn = ?", "status = 'ACTIVE'", "arn > ?"];
   const params: string[] = [clusterArn, after ?? ""];
   if (filters.launchType !== undefined) clauses.push("launch_type = ?") && params.push(filters.launchType);
   if (filters.schedulingStrategy !== undefined)

@@ -1,6 +1,12 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { expandPortRanges, reusedCredentials, TaskMaker, type TaskRegistryAccess } from "./task-api.ts";
+import {
+  checkInput,
+  expandPortRanges,
+  reusedCredentials,
+  TaskMaker,
+  type TaskRegistryAccess,
+} from "./task-api.ts";
 import { bodyOf, taskShape } from "./tasks.ts";
 import {
   awsvpcDefinition,
@@ -31,6 +37,40 @@ describe("reusedCredentials", () => {
     assert.deepEqual(reused.credentials("AKIA1", at(60_000)), { username: "AWS", password: "AKIA1@61000#2" });
     assert.deepEqual(reused.credentials("AKIA2", at(60_000)), { username: "AWS", password: "AKIA2@61000#3" });
     assert.deepEqual(reused.credentials("AKIA2", at(0)), { username: "AWS", password: "AKIA2@1000#4" });
+  });
+});
+
+describe("checkInput: placement constraints", () => {
+  const memberOf = (i: number) => ({ type: "memberOf" as const, expression: `attribute:n${i} exists` });
+  const refused = (message: RegExp) => (error: unknown) =>
+    error instanceof Error &&
+    (error as { code?: string }).code === "InvalidParameterException" &&
+    message.test(error.message);
+
+  it("counts the task definition's constraints toward the 10 a task may have", () => {
+    const definition = {
+      ...testDefinition(),
+      placementConstraints: Array.from({ length: 6 }, (_, i) => memberOf(i)),
+    };
+    const four = { placementConstraints: Array.from({ length: 4 }, (_, i) => memberOf(10 + i)) };
+    checkInput(four, definition);
+    const five = { placementConstraints: Array.from({ length: 5 }, (_, i) => memberOf(10 + i)) };
+    assert.throws(
+      () => checkInput(five, definition),
+      refused(/at most 10 placement constraints.*11 were given/),
+    );
+  });
+
+  it("refuses an expression on distinctInstance, and takes it empty", () => {
+    checkInput({ placementConstraints: [{ type: "distinctInstance", expression: "" }] }, testDefinition());
+    assert.throws(
+      () =>
+        checkInput(
+          { placementConstraints: [{ type: "distinctInstance", expression: "attribute:a == b" }] },
+          testDefinition(),
+        ),
+      refused(/distinctInstance/),
+    );
   });
 });
 

@@ -88,6 +88,9 @@ export const PlacementStrategy = z.object({
   field: z.string().optional(),
 });
 
+/** Placement constraints a task may have, its task definition's and its caller's together. */
+const MAX_CONSTRAINTS = 10;
+
 export const RunTaskInput = z.object({
   cluster: z.string().optional(),
   taskDefinition: z.string(),
@@ -106,7 +109,7 @@ export const RunTaskInput = z.object({
     })
     .optional(),
   overrides: Overrides.optional(),
-  placementConstraints: z.array(PlacementConstraint).max(10).optional(),
+  placementConstraints: z.array(PlacementConstraint).max(MAX_CONSTRAINTS).optional(),
   placementStrategy: z.array(PlacementStrategy).max(5).optional(),
   startedBy: z.string().max(128).optional(),
   group: z.string().max(255).optional(),
@@ -562,6 +565,19 @@ export function checkInput(
   }
   const problem = tagProblem(toTags(input.tags ?? []));
   if (problem !== undefined) throw InvalidParameter(problem);
+  // ECS: "You can specify a maximum of 10 constraints for each task. This limit includes
+  // constraints in the task definition and those specified at runtime."
+  const constraints =
+    (definition.placementConstraints?.length ?? 0) + (input.placementConstraints?.length ?? 0);
+  if (constraints > MAX_CONSTRAINTS) {
+    throw InvalidParameter(
+      `A task can have at most ${MAX_CONSTRAINTS} placement constraints, counting those of its task definition; ${constraints} were given.`,
+    );
+  }
+  // ECS: "You can't specify an expression if the constraint type is distinctInstance."
+  if (input.placementConstraints?.some((c) => c.type === "distinctInstance" && (c.expression ?? "") !== "")) {
+    throw InvalidParameter("An expression cannot be given for a distinctInstance placement constraint.");
+  }
 }
 
 /** The task definition's placement constraints and the caller's, parsed. */
