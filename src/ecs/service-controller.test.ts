@@ -32,6 +32,10 @@ const ctx = (): RequestContext => ({
   now: clock(),
 });
 const ops = () => serviceOperations(store, () => undefined);
+/**
+ * A controller over the test's store and clock. Its tasks count toward minimumHealthyPercent as
+ * soon as they run (ECS's 40 s wait for tasks without a health check is reconcile.test.ts's).
+ */
 const controller = (
   options: Partial<
     Pick<ServiceControllerOptions, "agentTimeoutMs" | "startBatch" | "watchMs" | "resyncMs">
@@ -44,6 +48,7 @@ const controller = (
     ...scope,
     clock,
     state,
+    uncheckedHealthyAfterMs: 0,
     ...options,
   });
 let cluster: ClusterRecord;

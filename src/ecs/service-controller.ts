@@ -14,6 +14,7 @@ import {
   startedMessage,
   stoppedMessage,
   type TaskState,
+  UNCHECKED_HEALTHY_AFTER_MS,
 } from "../scheduler/reconcile.ts";
 import type { Store, Tx } from "../store/store.ts";
 import { type ClusterRecord, findCluster } from "./clusters.ts";
@@ -62,6 +63,11 @@ export interface ServiceControllerOptions {
   watchMs?: number;
   /** An instance whose agent has been silent this long is lost; its tasks are replaced. */
   agentTimeoutMs?: number;
+  /**
+   * How long a task with no container health check runs before it counts toward
+   * minimumHealthyPercent (ECS's 40 s, `UNCHECKED_HEALTHY_AFTER_MS`, unless told otherwise).
+   */
+  uncheckedHealthyAfterMs?: number;
   /** The instances and what is on them, in memory; every task write goes through it. */
   state: SchedulerState;
   /**
@@ -172,7 +178,7 @@ async function serviceTasks(
   return { tasks, known: { states, readAt: now } };
 }
 
-function serviceState(record: ServiceRecord): ServiceState {
+function serviceState(record: ServiceRecord, uncheckedHealthyAfterMs: number): ServiceState {
   const state: ServiceState = {
     name: record.name,
     status: record.status === "DRAINING" ? "DRAINING" : "ACTIVE",
@@ -188,6 +194,7 @@ function serviceState(record: ServiceRecord): ServiceState {
           ? SERVICE_DEFAULT_STRATEGIES
           : strategiesOf(record),
     healthCheckGracePeriodMs: (record.healthCheckGracePeriodSeconds ?? 0) * 1000,
+    uncheckedHealthyAfterMs,
     deployments: record.deployments,
   };
   if (record.lastCompleted !== undefined) state.lastCompleted = record.lastCompleted;
@@ -435,7 +442,7 @@ export class ServiceController {
       const events = await eventsSinceLastAction(tx, arn, record.name);
       const plan = reconcileService(
         {
-          service: serviceState(record),
+          service: serviceState(record, this.options.uncheckedHealthyAfterMs ?? UNCHECKED_HEALTHY_AFTER_MS),
           tasks,
           instances,
           views,

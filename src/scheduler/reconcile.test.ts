@@ -80,6 +80,7 @@ class World {
         { type: "spread", field: "instanceId" },
       ],
       healthCheckGracePeriodMs: 0,
+      uncheckedHealthyAfterMs: 0,
       deployments: [first],
       ...options,
     };
@@ -1077,6 +1078,54 @@ describe("reconcile: the circuit breaker's count", () => {
     world.step();
     assert.equal(primary()?.rolloutState, "FAILED", "5 since the reset trip it");
     assert.equal(primary()?.failedTasks, 5);
+  });
+});
+
+describe("reconcile: tasks without a health check", () => {
+  /** A settled service of 2 on web:1 with ECS's 40 s, and a new deployment of web:2 begun. */
+  function rollingOut() {
+    const world = new World({
+      instances: threeZones(3),
+      desiredCount: 2,
+      uncheckedHealthyAfterMs: 40_000,
+      definitions: ["web:1", "web:2"],
+    });
+    world.settle();
+    // A minute on: the old tasks have run long enough to count, and the agents are still there.
+    world.now += 60_000;
+    for (const instance of world.instances) instance.lastHeartbeat = world.now;
+    const old = world.running().map((t) => t.arn);
+    const next = newDeployment(newDeploymentId(world.random), "web:2", 2, world.now);
+    world.service = { ...world.service, deployments: promote(world.service.deployments, next, world.now) };
+    /** Steps until an old task is asked to stop; the time then. */
+    const firstStop = (healthChecked: boolean) => {
+      for (let round = 0; round < 100; round++) {
+        const plan = world.step();
+        if (plan.stops.some((order) => old.includes(order.taskArn))) return world.now;
+        world.progress();
+        if (!healthChecked) continue;
+        for (const task of world.tasks) {
+          if (task.deploymentId !== next.id || task.lastStatus !== "RUNNING") continue;
+          Object.assign(task, { checked: true, health: "HEALTHY" });
+        }
+      }
+      return assert.fail("no old task was stopped");
+    };
+    const startedAt = () =>
+      Math.max(...world.tasks.filter((t) => t.deploymentId === next.id).map((t) => t.startedAt ?? 0));
+    return { world, firstStop, startedAt };
+  }
+
+  it("counts a new task toward minimumHealthyPercent only once it has run 40 s", () => {
+    const { firstStop, startedAt } = rollingOut();
+    const stoppedAt = firstStop(false);
+    assert.ok(startedAt() > 0);
+    assert.equal(stoppedAt, startedAt() + 40_000, "the old tasks stay until the new ones ran 40 s");
+  });
+
+  it("counts a task with a health check as soon as it is HEALTHY", () => {
+    const { firstStop, startedAt } = rollingOut();
+    assert.equal(firstStop(true), startedAt());
   });
 });
 

@@ -47,6 +47,11 @@ export interface ServiceState {
   /** Placement strategies for starting and (in reverse) for choosing tasks to stop; already defaulted. */
   strategies: Strategy[];
   healthCheckGracePeriodMs: number;
+  /**
+   * How long a RUNNING task whose essential containers have no health check runs before it
+   * counts toward minimumHealthyPercent (`UNCHECKED_HEALTHY_AFTER_MS` in ECS).
+   */
+  uncheckedHealthyAfterMs: number;
   /** PRIMARY first. */
   deployments: DeploymentState[];
   /** The last deployment that COMPLETED: what the circuit breaker rolls back to. */
@@ -230,6 +235,22 @@ function lost(pass: Pass, instance: InstanceState | undefined): instance is unde
   );
 }
 
+/**
+ * How long a RUNNING task whose essential containers have no health check runs before it counts
+ * toward minimumHealthyPercent. ECS: "the service scheduler will wait for 40 seconds after a task
+ * reaches a RUNNING state before the task is counted towards the minimum healthy percent total."
+ */
+export const UNCHECKED_HEALTHY_AFTER_MS = 40_000;
+
+/** Whether a task counts toward minimumHealthyPercent now: healthy, and if unchecked, RUNNING a while. */
+function countsHealthy(pass: Pass, task: TaskState): boolean {
+  const { service, now } = pass.snapshot;
+  return (
+    isHealthy(task) &&
+    (task.checked || (task.startedAt ?? task.createdAt) + service.uncheckedHealthyAfterMs <= now)
+  );
+}
+
 /** What a strategy reports back: the desired count it worked to, and whether its tasks are all in place. */
 interface Outcome {
   desired: number;
@@ -409,7 +430,7 @@ function planReplica(
   }
   const kept = pass.stopped.size === 0 ? keep : keep.filter((t) => !pass.stopped.has(t.arn));
   let healthy = 0;
-  for (const task of remaining) if (isHealthy(task) && !pass.stopped.has(task.arn)) healthy++;
+  for (const task of remaining) if (countsHealthy(pass, task) && !pass.stopped.has(task.arn)) healthy++;
   const bounds = rollingBounds(desired, service.minimumHealthyPercent, service.maximumPercent);
   const step = rollingStep({ desired, keep: kept.length, occupied: live.length, healthy }, bounds, frozen);
   if (!frozen) {
@@ -478,7 +499,7 @@ function planDaemon(
   }
   const bounds = rollingBounds(targets.length, service.minimumHealthyPercent, service.maximumPercent);
   let allowance =
-    remaining.filter((t) => isHealthy(t) && !pass.stopped.has(t.arn)).length - bounds.minHealthy;
+    remaining.filter((t) => countsHealthy(pass, t) && !pass.stopped.has(t.arn)).length - bounds.minHealthy;
   let desired = 0;
   let converged = true;
   const failures: PlacementFailure[] = [];
