@@ -242,6 +242,7 @@ export function instanceView(record: InstanceRecord, usage: InstanceUsage, now: 
     },
     attributes,
     groups: usage.groups,
+    runningTasks: usage.running,
     registeredAt: record.registeredAt,
     agentVersion: record.versionInfo.agentVersion,
   };

@@ -47,6 +47,7 @@ export function footprintOf(record: TaskRecord): TaskFootprint | undefined {
     tcp: record.reservation.tcp,
     udp: record.reservation.udp,
     group: record.wire.group ?? "",
+    running: record.wire.lastStatus === "RUNNING",
   };
 }
 
@@ -458,6 +459,7 @@ export class SchedulerState implements TaskWrites, InstanceWrites {
       ports: { tcp, udp },
       attributes,
       groups: new Map(totals?.groups ?? []),
+      runningTasks: totals?.running ?? 0,
       registeredAt: record.registeredAt,
       agentVersion: record.versionInfo.agentVersion,
     };

@@ -122,6 +122,7 @@ describe("place over generated snapshots", () => {
             ...(random() < 0.8 ? { rack: pick(["r1", "r2", "r3"]) } : {}),
           },
           groups,
+          runningTasks: 0,
         };
       });
       const needs: TaskNeeds = {

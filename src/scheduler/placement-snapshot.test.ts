@@ -27,6 +27,7 @@ describe("PlacementSnapshot", () => {
           ...(random() < 0.8 ? { rack: pick(["r1", "r2"]) } : {}),
         },
         groups,
+        runningTasks: 0,
       };
     };
     for (let world = 0; world < 60; world++) {
@@ -89,6 +90,7 @@ describe("PlacementSnapshot", () => {
       ports: { tcp: new Set(), udp: new Set() },
       attributes: {},
       groups: new Map(),
+      runningTasks: 0,
     }));
     const snapshot = new PlacementSnapshot(views);
     assert.throws(() => snapshot.set(0, views[1] as InstanceView));
@@ -106,6 +108,7 @@ describe("PlacementSnapshot.generation", () => {
       ports: { tcp: new Set(), udp: new Set() },
       attributes: { "ecs.availability-zone": "a", rack: "r1" },
       groups: new Map(),
+      runningTasks: 0,
     };
     const kept = new PlacementSnapshot([base]);
     const next = (change: Partial<InstanceView>): number => {
@@ -144,6 +147,7 @@ describe("place() from a kept snapshot with one spread over zones", () => {
         ports: { tcp: new Set<number>(), udp: new Set<number>() },
         attributes: random() < 0.9 ? { "ecs.availability-zone": pick(zones) } : {},
         groups,
+        runningTasks: 0,
       };
     };
     let firstFit = 0;

@@ -22,6 +22,8 @@ interface InstanceSpec {
   udp?: number[];
   attributes?: Record<string, string>;
   groups?: Record<string, number>;
+  /** How many of its tasks are RUNNING; all of them unless told. */
+  running?: number;
 }
 
 function instance(n: number, spec: InstanceSpec = {}): InstanceView {
@@ -35,6 +37,7 @@ function instance(n: number, spec: InstanceSpec = {}): InstanceView {
     ports: { tcp: new Set(spec.tcp ?? [22]), udp: new Set(spec.udp ?? []) },
     attributes: { "ecs.availability-zone": spec.zone ?? "us-east-1a", ...spec.attributes },
     groups: new Map(Object.entries(spec.groups ?? {})),
+    runningTasks: spec.running ?? Object.values(spec.groups ?? {}).reduce((a, b) => a + b, 0),
   };
 }
 
@@ -261,6 +264,24 @@ describe("placement: constraints", () => {
     assert.deepEqual(target("not(agentVersion exists)"), ["002"]);
     assert.deepEqual(target("ec2InstanceId == i-002"), ["002"]);
     assert.deepEqual(target("runningTasksCount > 1"), ["002"]);
+  });
+
+  it("counts only RUNNING tasks for runningTasksCount, as DescribeContainerInstances does", () => {
+    const instances = [
+      instance(0, { groups: { "family:web": 2 }, running: 0 }),
+      instance(1, { groups: { "family:web": 1 }, running: 1 }),
+    ];
+    const target = (expression: string) =>
+      place(
+        instances,
+        1,
+        needs(),
+        [{ type: "memberOf", expression: parseQuery(expression) }],
+        SPREAD_ZONES,
+        never,
+      ).placements.map((arn) => arn.slice(-3));
+    assert.deepEqual(target("runningTasksCount == 0"), ["000"], "two tasks, both still PENDING");
+    assert.deepEqual(target("runningTasksCount == 1"), ["001"]);
   });
 
   it("distinctInstance puts each task of the group on a different instance", () => {

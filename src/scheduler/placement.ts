@@ -19,8 +19,10 @@ export interface InstanceView {
   remaining: { cpu: number; memory: number };
   ports: { tcp: Set<number>; udp: Set<number> };
   attributes: Record<string, string>;
-  /** Tasks already on the instance, by task group, for spread and distinctInstance. */
+  /** Tasks already on the instance (not STOPPED), by task group, for spread and distinctInstance. */
   groups: Map<string, number>;
+  /** Those of them RUNNING: the query language's `runningTasksCount`. */
+  runningTasks: number;
   /** When the instance registered (ms), for the query language's `registeredAt`. */
   registeredAt?: number;
   /** Its agent's version, for the query language's `agentVersion`. */
@@ -84,7 +86,7 @@ export function instanceSubjects(instance: InstanceView): (subject: string) => s
           ? undefined
           : new Date(instance.registeredAt).toISOString();
       case "runningTasksCount":
-        return String([...instance.groups.values()].reduce((a, b) => a + b, 0));
+        return String(instance.runningTasks);
       default:
         return instance.attributes[subject];
     }

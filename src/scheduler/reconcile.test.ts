@@ -98,6 +98,7 @@ class World {
       ports: { tcp: new Set(), udp: new Set() },
       attributes: { "ecs.availability-zone": spec.zone, ...spec.attributes },
       groups: new Map(),
+      runningTasks: 0,
     };
     this.instances.push({ view, zone: spec.zone, lastHeartbeat: this.now, registered });
   }
@@ -123,6 +124,7 @@ class World {
         remaining: { ...instance.registered },
         ports: { tcp: new Set(), udp: new Set() },
         groups: new Map(),
+        runningTasks: 0,
       };
       for (const task of this.tasks) {
         if (task.instanceArn !== view.arn || task.lastStatus === "STOPPED") continue;
@@ -131,6 +133,7 @@ class World {
         view.remaining.memory -= needs?.memory ?? 0;
         for (const port of needs?.ports.tcp ?? []) view.ports.tcp.add(port);
         view.groups.set("service:web", (view.groups.get("service:web") ?? 0) + 1);
+        if (task.lastStatus === "RUNNING") view.runningTasks++;
       }
       view.connected = instance.lastHeartbeat >= this.now - 30_000;
       return { ...instance, view };
