@@ -72,6 +72,30 @@ describe("ECS clusters with @aws-sdk/client-ecs", () => {
       }),
     );
     assert.deepEqual(withFargate.cluster?.capacityProviders, ["FARGATE"]);
+    // Weight 0 is refused only when every one of several providers has it, as RunTask's strategy.
+    const alone = await ecs.send(
+      new PutClusterCapacityProvidersCommand({
+        cluster: "sdk-demo",
+        capacityProviders: ["FARGATE", "FARGATE_SPOT"],
+        defaultCapacityProviderStrategy: [{ capacityProvider: "FARGATE_SPOT", weight: 0, base: 0 }],
+      }),
+    );
+    assert.deepEqual(alone.cluster?.defaultCapacityProviderStrategy, [
+      { capacityProvider: "FARGATE_SPOT", weight: 0, base: 0 },
+    ]);
+    await assert.rejects(
+      ecs.send(
+        new PutClusterCapacityProvidersCommand({
+          cluster: "sdk-demo",
+          capacityProviders: ["FARGATE", "FARGATE_SPOT"],
+          defaultCapacityProviderStrategy: [
+            { capacityProvider: "FARGATE", weight: 0, base: 0 },
+            { capacityProvider: "FARGATE_SPOT", weight: 0, base: 0 },
+          ],
+        }),
+      ),
+      /at least one capacity provider with a weight greater than zero/,
+    );
 
     const arn = created.cluster?.clusterArn ?? "";
     await ecs.send(new TagResourceCommand({ resourceArn: arn, tags: [{ key: "env", value: "prod" }] }));

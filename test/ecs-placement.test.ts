@@ -236,16 +236,26 @@ describe("tasks: the API in detail", () => {
     const instance = firstAgentArn();
     const familyA = `list-a-${run}`;
     const familyB = `list-b-${run}`;
-    const a = await runTask([
-      "--task-definition",
-      await sleeper(familyA),
-      "--count",
-      "3",
-      "--started-by",
-      "alice",
-    ]);
+    const runA = ["--task-definition", await sleeper(familyA), "--count", "3", "--started-by", "alice"];
+    const token = `list-a-${run}`;
+    const a = await runTask([...runA, "--client-token", token]);
     assert.deepEqual(a.failures, []);
     assert.equal(a.tasks.length, 3);
+    // The same clientToken asks again for what already happened (an SDK's retry): no new tasks.
+    const again = await runTask([...runA, "--client-token", token]);
+    assert.deepEqual(arns(again.tasks), arns(a.tasks));
+    const conflict = await ecsFails([
+      "run-task",
+      "--cluster",
+      cluster,
+      ...runA.slice(0, 2),
+      "--client-token",
+      token,
+    ]);
+    assert.match(
+      conflict,
+      /ConflictException.*The provided clientToken is already in use with a different RunTask request\./,
+    );
     const b = await ecs<{ tasks: Task[]; failures: Failure[] }>([
       "start-task",
       "--cluster",

@@ -303,6 +303,12 @@ describe("Fargate", () => {
 
       const listedTasks = (await ecs(["list-tasks", "--cluster", CLUSTER])) as { taskArns: string[] };
       assert.deepEqual(listedTasks.taskArns, [started.taskArn]);
+      const tasksListed = async (...filter: string[]) =>
+        ((await ecs(["list-tasks", "--cluster", CLUSTER, ...filter])) as { taskArns: string[] }).taskArns;
+      assert.deepEqual(await tasksListed("--launch-type", "FARGATE"), [started.taskArn]);
+      assert.deepEqual(await tasksListed("--launch-type", "EC2"), [], "ListTasks filters by launch type");
+      // ECS never sets a desired status of PENDING: filtering on it "doesn't return any results".
+      assert.deepEqual(await tasksListed("--desired-status", "PENDING"), []);
       await ecs(["stop-task", "--cluster", CLUSTER, "--task", started.taskArn]);
       await until(started.taskArn, "STOPPED");
     });
@@ -543,7 +549,27 @@ describe("Fargate", () => {
           daemon.stderr,
           /InvalidParameterException.*Specifying a capacity provider strategy is not supported when you create a service using the DAEMON scheduling strategy\./,
         );
+        // A provider a service's strategy names stays associated until the service is gone.
+        const removal = [
+          "ecs",
+          "put-cluster-capacity-providers",
+          "--cluster",
+          CLUSTER,
+          "--capacity-providers",
+          "FARGATE",
+          "--default-capacity-provider-strategy",
+          "[]",
+        ];
+        const inUse = await aws(server, removal);
+        assert.match(
+          inUse.stderr,
+          /ResourceInUseException.*The specified capacity provider is in use and cannot be removed\./,
+        );
         await ecs(["delete-service", "--cluster", CLUSTER, "--service", "defaulted"]);
+        // The deleted service is DRAINING for a moment (as in ECS), then INACTIVE: then it goes.
+        await eventually("the provider to be removable", async () =>
+          (await aws(server, removal)).code === 0 ? true : undefined,
+        );
       } finally {
         await associateProviders("[]");
       }

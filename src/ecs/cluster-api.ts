@@ -3,7 +3,8 @@ import { decodeToken, toPage } from "../aws/pagination.ts";
 import type { Operation, RequestContext } from "../aws/service.ts";
 import { putTags, tagProblem } from "../aws/tags.ts";
 import { parseInput } from "../aws/validate.ts";
-import type { Store } from "../store/store.ts";
+import type { Store, Tx } from "../store/store.ts";
+import { checkStrategy } from "./capacity.ts";
 import {
   activeCluster,
   type ClusterRecord,
@@ -23,6 +24,7 @@ import {
   ClusterContainsTasks,
   ClusterNotFound,
   InvalidParameter,
+  ResourceInUse,
 } from "./errors.ts";
 import {
   CapacityProviderStrategyItem,
@@ -99,32 +101,31 @@ function checkCapacityProviders(providers: string[], strategy: CapacityProviderS
   if (new Set(providers).size !== providers.length) {
     throw InvalidParameter("The specified capacity providers contain duplicates.");
   }
-  const seen = new Set<string>();
-  let bases = 0;
-  for (const item of strategy) {
-    if (!providers.includes(item.capacityProvider)) {
-      throw InvalidParameter(
-        `The specified capacity provider strategy cannot contain a capacity provider that is not associated with the cluster. Associate the capacity provider with the cluster or specify a valid capacity provider and try again.`,
-      );
-    }
-    if (seen.has(item.capacityProvider)) {
-      throw InvalidParameter(
-        "The specified capacity provider strategy contains duplicate capacity providers.",
-      );
-    }
-    seen.add(item.capacityProvider);
-    if (item.base > 0) bases++;
-  }
-  if (bases > 1) {
-    throw InvalidParameter(
-      "The specified capacity provider strategy can have a base defined for only one capacity provider.",
-    );
-  }
-  if (strategy.length > 0 && strategy.every((item) => item.weight === 0)) {
-    throw InvalidParameter(
-      "The specified capacity provider strategy must have at least one capacity provider with a weight greater than zero.",
-    );
-  }
+  // The default strategy is checked as RunTask and CreateService check one (capacity.ts).
+  checkStrategy(strategy, { capacityProviders: providers });
+}
+
+/**
+ * Whether a task of the cluster not yet STOPPED runs on one of `providers`, or a service of it
+ * not yet INACTIVE names one in its strategy.
+ */
+async function providersInUse(tx: Tx, clusterArn: string, providers: string[]): Promise<boolean> {
+  const names = JSON.stringify(providers);
+  const task = await tx.get(
+    `SELECT 1 FROM ecs_tasks WHERE cluster_arn = ? AND last_status != 'STOPPED'
+       AND json_extract(body, '$.wire.capacityProviderName') IN (SELECT value FROM json_each(?)) LIMIT 1`,
+    clusterArn,
+    names,
+  );
+  if (task !== undefined) return true;
+  const service = await tx.get(
+    `SELECT 1 FROM ecs_services, json_each(ecs_services.body, '$.capacityProviderStrategy') AS item
+       WHERE cluster_arn = ? AND status != 'INACTIVE'
+         AND json_extract(item.value, '$.capacityProvider') IN (SELECT value FROM json_each(?)) LIMIT 1`,
+    clusterArn,
+    names,
+  );
+  return service !== undefined;
 }
 
 /** ECS cluster operations: CreateCluster, DescribeClusters, ListClusters, DeleteCluster, UpdateCluster, … */
@@ -259,6 +260,12 @@ export function clusterOperations(store: Store): Record<string, Operation> {
       checkCapacityProviders(input.capacityProviders, input.defaultCapacityProviderStrategy);
       return store.transaction(async (tx) => {
         const cluster = await activeCluster(tx, scopeOf(ctx), input.cluster);
+        const removed = cluster.capacityProviders.filter((p) => !input.capacityProviders.includes(p));
+        if (removed.length > 0 && (await providersInUse(tx, cluster.arn, removed))) {
+          // ECS: "You can only disassociate an existing capacity provider from a cluster if it's
+          // not being used by any existing tasks" (nor by a service, until it is INACTIVE).
+          throw ResourceInUse("The specified capacity provider is in use and cannot be removed.");
+        }
         const updated: ClusterRecord = {
           ...cluster,
           capacityProviders: input.capacityProviders,

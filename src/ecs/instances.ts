@@ -194,10 +194,13 @@ export interface InstanceUsage {
   groups: Map<string, number>;
 }
 
+/** The statuses of a task on its way to RUNNING. */
+const PENDING_STATUSES = new Set(["PROVISIONING", "PENDING", "ACTIVATING"]);
+
 /** Sums the reservations of every task on the instance that is not STOPPED. */
 export async function instanceUsage(tx: Tx, arn: string): Promise<InstanceUsage> {
-  const rows = await tx.all<{ body: string; last_status: string }>(
-    "SELECT body, last_status FROM ecs_tasks WHERE container_instance_arn = ? AND last_status != 'STOPPED'",
+  const rows = await tx.all<{ body: string; last_status: string; desired_status: string }>(
+    "SELECT body, last_status, desired_status FROM ecs_tasks WHERE container_instance_arn = ? AND last_status != 'STOPPED'",
     arn,
   );
   const usage: InstanceUsage = {
@@ -218,8 +221,10 @@ export async function instanceUsage(tx: Tx, arn: string): Promise<InstanceUsage>
     usage.memory += task.reservation.memory;
     usage.tcp.push(...task.reservation.tcp);
     usage.udp.push(...task.reservation.udp);
-    if (row.last_status === "RUNNING") usage.running++;
-    else usage.pending++;
+    // ECS: runningTasksCount counts the tasks "that have a desired status (desiredStatus) of
+    // RUNNING", pendingTasksCount those "in the PENDING status" (not yet RUNNING).
+    if (row.desired_status === "RUNNING") usage.running++;
+    if (PENDING_STATUSES.has(row.last_status)) usage.pending++;
     const group = task.wire.group ?? "";
     usage.groups.set(group, (usage.groups.get(group) ?? 0) + 1);
   }

@@ -47,7 +47,7 @@ export function footprintOf(record: TaskRecord): TaskFootprint | undefined {
     tcp: record.reservation.tcp,
     udp: record.reservation.udp,
     group: record.wire.group ?? "",
-    running: record.wire.lastStatus === "RUNNING",
+    desiredRunning: record.wire.desiredStatus === "RUNNING",
   };
 }
 
@@ -459,7 +459,7 @@ export class SchedulerState implements TaskWrites, InstanceWrites {
       ports: { tcp, udp },
       attributes,
       groups: new Map(totals?.groups ?? []),
-      runningTasks: totals?.running ?? 0,
+      runningTasks: totals?.desiredRunning ?? 0,
       registeredAt: record.registeredAt,
       agentVersion: record.versionInfo.agentVersion,
     };

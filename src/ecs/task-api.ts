@@ -12,7 +12,7 @@ import type { AssignedContainer, TaskAssignment } from "../shared/agent-protocol
 import type { Store, Tx } from "../store/store.ts";
 import { capacityOf } from "./capacity.ts";
 import { activeCluster, type ClusterRecord, type Scope } from "./clusters.ts";
-import { ClientException, InvalidParameter } from "./errors.ts";
+import { ClientException, Conflict, InvalidParameter } from "./errors.ts";
 import {
   fargateCapacityArn,
   findInstance,
@@ -464,6 +464,64 @@ interface TaskStrings {
 }
 
 /** RunTask's and StartTask's answer, its tasks serialized as they were made. */
+/** How long RunTask remembers a clientToken: as long as ECS keeps a STOPPED task describable. */
+export const RUN_TASK_TOKEN_RETENTION_MS = 60 * 60_000;
+
+/** What a RunTask call asks for, but its token: the same token must come with the same request. */
+function runRequest(input: RunInput): string {
+  const { clientToken: _token, ...request } = input;
+  return JSON.stringify(request);
+}
+
+/**
+ * The answer to a RunTask call whose clientToken an earlier call in the cluster used: that call's
+ * tasks as they are now and its failures, or ECS's ConflictException for a different request.
+ */
+async function earlierRun(tx: Tx, clusterArn: string, input: RunInput): Promise<RawJson | undefined> {
+  if (input.clientToken === undefined) return undefined;
+  const row = await tx.get<{ request: string; task_arns: string; failures: string }>(
+    "SELECT request, task_arns, failures FROM ecs_run_task_tokens WHERE cluster_arn = ? AND token = ?",
+    clusterArn,
+    input.clientToken,
+  );
+  if (row === undefined) return undefined;
+  if (row.request !== runRequest(input)) {
+    throw Conflict("The provided clientToken is already in use with a different RunTask request.");
+  }
+  const shapes: string[] = [];
+  for (const arn of JSON.parse(row.task_arns) as string[]) {
+    const record = await findTask(tx, arn);
+    if (record !== undefined) shapes.push(JSON.stringify(taskShape(record, true)));
+  }
+  return new RawJson(`{"tasks":[${shapes.join(",")}],"failures":${row.failures}}`);
+}
+
+async function rememberRun(
+  tx: Tx,
+  clusterArn: string,
+  input: RunInput,
+  tasks: readonly MadeTask[],
+  failures: ReadonlyArray<{ arn?: string; reason: string }>,
+  now: number,
+): Promise<void> {
+  await tx.run(
+    "INSERT INTO ecs_run_task_tokens (cluster_arn, token, request, task_arns, failures, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+    clusterArn,
+    input.clientToken ?? "",
+    runRequest(input),
+    JSON.stringify(tasks.map((made) => made.record.wire.taskArn)),
+    JSON.stringify(failures),
+    now,
+  );
+}
+
+/** Forgets RunTask client tokens older than the retention. */
+export async function purgeRunTaskTokens(store: Store, now: number): Promise<void> {
+  await store.transaction((tx) =>
+    tx.run("DELETE FROM ecs_run_task_tokens WHERE created_at < ?", now - RUN_TASK_TOKEN_RETENTION_MS),
+  );
+}
+
 function startedTasks(tasks: readonly MadeTask[], failures: ReadonlyArray<{ arn?: string; reason: string }>) {
   const shapes = tasks.map((made) => made.shape()).join(",");
   return new RawJson(`{"tasks":[${shapes}],"failures":${JSON.stringify(failures)}}`);
@@ -649,6 +707,8 @@ export function taskOperations(
       const now = ctx.now.getTime();
       const result = await store.transaction(async (tx) => {
         const cluster = await activeCluster(tx, scopeOf(ctx), input.cluster);
+        const earlier = await earlierRun(tx, cluster.arn, input);
+        if (earlier !== undefined) return earlier;
         const definition = await definitionFor(tx, ctx, input.taskDefinition);
         const capacity = capacityOf(input, cluster);
         const launchType = capacity.launchType;
@@ -707,8 +767,10 @@ export function taskOperations(
               reason: FARGATE_CAPACITY_UNAVAILABLE,
             }))
           : plan.failures.map((f) => ({ arn: f.arn, reason: failureReasonText(f) }));
+        if (input.clientToken !== undefined) await rememberRun(tx, cluster.arn, input, tasks, failures, now);
         return { tasks, failures };
       });
+      if (result instanceof RawJson) return result;
       notifier.started(result.tasks.map((made) => made.record));
       return startedTasks(result.tasks, result.failures);
     },
@@ -806,19 +868,19 @@ export function taskOperations(
       const now = ctx.now.getTime();
       const arns = await store.read(async (tx) => {
         const cluster = await activeCluster(tx, scopeOf(ctx), input.cluster);
+        // ECS never sets a task's desired status to PENDING: filtering on it "doesn't return any results".
+        if (input.desiredStatus === "PENDING") return [];
         const clauses = ["cluster_arn = ?", "arn > ?"];
         const params: Array<string | number> = [cluster.arn, after ?? ""];
-        const desired = input.desiredStatus ?? "RUNNING";
-        if (desired === "STOPPED") {
+        if ((input.desiredStatus ?? "RUNNING") === "STOPPED") {
           clauses.push("desired_status = 'STOPPED'", "(stopped_at IS NULL OR stopped_at > ?)");
           params.push(now - STOPPED_RETENTION_MS);
-        } else if (desired === "PENDING") {
-          clauses.push(
-            "desired_status = 'RUNNING'",
-            "last_status IN ('PROVISIONING', 'PENDING', 'ACTIVATING')",
-          );
         } else {
           clauses.push("desired_status = 'RUNNING'");
+        }
+        if (input.launchType !== undefined) {
+          clauses.push("json_extract(body, '$.wire.launchType') = ?");
+          params.push(input.launchType);
         }
         if (input.family !== undefined) clauses.push("family = ?") && params.push(input.family);
         if (input.startedBy !== undefined) clauses.push("started_by = ?") && params.push(input.startedBy);

@@ -22,7 +22,7 @@ interface InstanceSpec {
   udp?: number[];
   attributes?: Record<string, string>;
   groups?: Record<string, number>;
-  /** How many of its tasks are RUNNING; all of them unless told. */
+  /** How many of its tasks are to run (desired status RUNNING); all of them unless told. */
   running?: number;
 }
 
@@ -266,7 +266,7 @@ describe("placement: constraints", () => {
     assert.deepEqual(target("runningTasksCount > 1"), ["002"]);
   });
 
-  it("counts only RUNNING tasks for runningTasksCount, as DescribeContainerInstances does", () => {
+  it("counts the tasks whose desired status is RUNNING for runningTasksCount, as ECS does", () => {
     const instances = [
       instance(0, { groups: { "family:web": 2 }, running: 0 }),
       instance(1, { groups: { "family:web": 1 }, running: 1 }),
@@ -280,7 +280,7 @@ describe("placement: constraints", () => {
         SPREAD_ZONES,
         never,
       ).placements.map((arn) => arn.slice(-3));
-    assert.deepEqual(target("runningTasksCount == 0"), ["000"], "two tasks, both still PENDING");
+    assert.deepEqual(target("runningTasksCount == 0"), ["000"], "two tasks, both being stopped");
     assert.deepEqual(target("runningTasksCount == 1"), ["001"]);
   });
 

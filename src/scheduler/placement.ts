@@ -21,7 +21,10 @@ export interface InstanceView {
   attributes: Record<string, string>;
   /** Tasks already on the instance (not STOPPED), by task group, for spread and distinctInstance. */
   groups: Map<string, number>;
-  /** Those of them RUNNING: the query language's `runningTasksCount`. */
+  /**
+   * Those of them whose desired status is RUNNING: ECS's runningTasksCount ("tasks on the
+   * container instance that have a desired status of RUNNING"), the query language's subject.
+   */
   runningTasks: number;
   /** When the instance registered (ms), for the query language's `registeredAt`. */
   registeredAt?: number;

@@ -133,7 +133,7 @@ class World {
         view.remaining.memory -= needs?.memory ?? 0;
         for (const port of needs?.ports.tcp ?? []) view.ports.tcp.add(port);
         view.groups.set("service:web", (view.groups.get("service:web") ?? 0) + 1);
-        if (task.lastStatus === "RUNNING") view.runningTasks++;
+        if (task.desiredStatus === "RUNNING") view.runningTasks++;
       }
       view.connected = instance.lastHeartbeat >= this.now - 30_000;
       return { ...instance, view };

@@ -7,7 +7,7 @@ import { type TaskFootprint, UsageIndex } from "./usage.ts";
 function recompute(tasks: Map<string, TaskFootprint>) {
   const out = new Map<
     string,
-    { cpu: number; memory: number; tcp: number[]; udp: number[]; groups: object; running: number }
+    { cpu: number; memory: number; tcp: number[]; udp: number[]; groups: object; desiredRunning: number }
   >();
   for (const footprint of tasks.values()) {
     const totals = out.get(footprint.instanceArn) ?? {
@@ -16,9 +16,9 @@ function recompute(tasks: Map<string, TaskFootprint>) {
       tcp: [],
       udp: [],
       groups: {},
-      running: 0,
+      desiredRunning: 0,
     };
-    if (footprint.running) totals.running++;
+    if (footprint.desiredRunning) totals.desiredRunning++;
     totals.cpu += footprint.cpu;
     totals.memory += footprint.memory;
     totals.tcp.push(...footprint.tcp);
@@ -53,7 +53,7 @@ describe("UsageIndex", () => {
               tcp: random() < 0.3 ? [pick([80, 443, 8080])] : [],
               udp: random() < 0.1 ? [53] : [],
               group: pick(["family:a", "service:b", ""]),
-              running: random() < 0.5,
+              desiredRunning: random() < 0.5,
             };
       index.set(arn, footprint);
       if (footprint === undefined) truth.delete(arn);
@@ -75,7 +75,7 @@ describe("UsageIndex", () => {
           want.udp.sort((a, b) => a - b),
         );
         assert.deepEqual(Object.fromEntries(got.groups), want.groups);
-        assert.equal(got.running, want.running);
+        assert.equal(got.desiredRunning, want.desiredRunning);
       }
     }
   });
@@ -89,12 +89,12 @@ describe("UsageIndex", () => {
       tcp: [80],
       udp: [],
       group: "g",
-      running: false,
+      desiredRunning: false,
     });
     assert.deepEqual(index.set("t", on("a")), ["a"]);
     assert.deepEqual(index.set("t", on("a")), []);
-    assert.deepEqual(index.set("t", { ...on("a"), running: true }), ["a"], "PENDING to RUNNING");
-    assert.equal(index.of("a")?.running, 1);
+    assert.deepEqual(index.set("t", { ...on("a"), desiredRunning: true }), ["a"], "asked to run");
+    assert.equal(index.of("a")?.desiredRunning, 1);
     assert.deepEqual(index.set("t", on("b")), ["a", "b"]);
     assert.deepEqual(index.set("t", undefined), ["b"]);
     assert.equal(index.of("b"), undefined);
@@ -103,7 +103,7 @@ describe("UsageIndex", () => {
 
   it("keeps a port held while any task on the instance still holds it", () => {
     const index = new UsageIndex();
-    const web = { instanceArn: "a", cpu: 0, memory: 0, tcp: [80], udp: [], group: "", running: true };
+    const web = { instanceArn: "a", cpu: 0, memory: 0, tcp: [80], udp: [], group: "", desiredRunning: true };
     index.set("one", web);
     index.set("two", web);
     index.set("one", undefined);

@@ -13,8 +13,8 @@ export interface TaskFootprint {
   tcp: readonly number[];
   udp: readonly number[];
   group: string;
-  /** Whether the task is RUNNING (not still PENDING or on its way to STOPPED). */
-  running: boolean;
+  /** Whether its desired status is RUNNING (it counts in ECS's runningTasksCount). */
+  desiredRunning: boolean;
 }
 
 /** The sum of the footprints on one instance. Ports count the tasks holding them. */
@@ -25,8 +25,8 @@ export interface InstanceTotals {
   udp: Map<number, number>;
   groups: Map<string, number>;
   tasks: number;
-  /** The tasks that are RUNNING. */
-  running: number;
+  /** The tasks whose desired status is RUNNING. */
+  desiredRunning: number;
 }
 
 function add<K>(counts: Map<K, number>, key: K, by: number): void {
@@ -42,7 +42,7 @@ export function sameFootprint(a: TaskFootprint | undefined, b: TaskFootprint | u
     a.cpu === b.cpu &&
     a.memory === b.memory &&
     a.group === b.group &&
-    a.running === b.running &&
+    a.desiredRunning === b.desiredRunning &&
     a.tcp.length === b.tcp.length &&
     a.udp.length === b.udp.length &&
     a.tcp.every((p, i) => b.tcp[i] === p) &&
@@ -94,13 +94,21 @@ export class UsageIndex {
   private apply(footprint: TaskFootprint, sign: 1 | -1): void {
     let totals = this.totals.get(footprint.instanceArn);
     if (totals === undefined) {
-      totals = { cpu: 0, memory: 0, tcp: new Map(), udp: new Map(), groups: new Map(), tasks: 0, running: 0 };
+      totals = {
+        cpu: 0,
+        memory: 0,
+        tcp: new Map(),
+        udp: new Map(),
+        groups: new Map(),
+        tasks: 0,
+        desiredRunning: 0,
+      };
       this.totals.set(footprint.instanceArn, totals);
     }
     totals.cpu += sign * footprint.cpu;
     totals.memory += sign * footprint.memory;
     totals.tasks += sign;
-    if (footprint.running) totals.running += sign;
+    if (footprint.desiredRunning) totals.desiredRunning += sign;
     for (const port of footprint.tcp) add(totals.tcp, port, sign);
     for (const port of footprint.udp) add(totals.udp, port, sign);
     add(totals.groups, footprint.group, sign);

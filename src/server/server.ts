@@ -12,7 +12,7 @@ import { InstanceNotifier } from "../ecs/notifier.ts";
 import { SchedulerState } from "../ecs/scheduler-state.ts";
 import { ecsService } from "../ecs/service.ts";
 import { ServiceController } from "../ecs/service-controller.ts";
-import { reusedCredentials } from "../ecs/task-api.ts";
+import { purgeRunTaskTokens, reusedCredentials } from "../ecs/task-api.ts";
 import { purgeAllDeletedTaskDefinitions } from "../ecs/task-definition-purge.ts";
 import { purgeAllStoppedTasks } from "../ecs/task-purge.ts";
 import { type RegistryService, startRegistry } from "../registry/index.ts";
@@ -175,6 +175,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps = {}): 
       deps.purgeIntervalMs ?? 5 * 60_000,
       async () => {
         await purgeAllStoppedTasks(store, clock().getTime());
+        await purgeRunTaskTokens(store, clock().getTime());
         await purgeAllDeletedTaskDefinitions(store);
       },
       app.log,

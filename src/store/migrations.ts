@@ -317,4 +317,22 @@ export const migrations: Migration[] = [
       "DROP INDEX ecs_tasks_service_updated",
     ],
   },
+  {
+    version: 13,
+    name: "RunTask client tokens",
+    statements: [
+      // RunTask's clientToken makes a call idempotent: the same token in the same cluster answers
+      // with the tasks the first call started (SDKs fill one in and send it again on a retry).
+      `CREATE TABLE ecs_run_task_tokens (
+        cluster_arn TEXT NOT NULL,
+        token TEXT NOT NULL,
+        request TEXT NOT NULL,
+        task_arns TEXT NOT NULL,
+        failures TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (cluster_arn, token)
+      )`,
+      "CREATE INDEX ecs_run_task_tokens_created ON ecs_run_task_tokens (created_at)",
+    ],
+  },
 ];
