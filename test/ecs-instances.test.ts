@@ -544,6 +544,17 @@ describe("container instances", () => {
     await agent.agent.deregistered;
     assert.equal((await describeInstance(arn)).status, "INACTIVE");
     assert.deepEqual(await listInstances(cluster, ["--status", "ACTIVE"]), []);
+    // StartTask onto it says so, as ECS does ("previously deregistered … cannot be used").
+    const onto = await ecs<{ tasks: unknown[]; failures: Array<{ arn: string; reason: string }> }>([
+      "start-task",
+      "--cluster",
+      cluster,
+      "--task-definition",
+      await sleeper(`dereg-${run}`),
+      "--container-instances",
+      arn,
+    ]);
+    assert.deepEqual(onto, { tasks: [], failures: [{ arn, reason: "INACTIVE" }] });
     // Started again, the agent registers a new container instance.
     agent = await agent.restart();
     assert.notEqual(agent.agent.containerInstanceArn, arn);

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { cpus } from "node:os";
 import { after, before, describe, it } from "node:test";
-import { DescribeTasksCommand, ListTasksCommand } from "@aws-sdk/client-ecs";
+import { DescribeTasksCommand, ListTasksCommand, RunTaskCommand } from "@aws-sdk/client-ecs";
 import {
   cleanupAgent,
   eventually,
@@ -236,25 +236,26 @@ describe("tasks: the API in detail", () => {
     const instance = firstAgentArn();
     const familyA = `list-a-${run}`;
     const familyB = `list-b-${run}`;
-    const runA = ["--task-definition", await sleeper(familyA), "--count", "3", "--started-by", "alice"];
-    const token = `list-a-${run}`;
-    const a = await runTask([...runA, "--client-token", token]);
+    // Through the SDK, which fills clientToken in and sends it again on a retry: the same token
+    // asks again for what already happened, and gets the same tasks, not new ones.
+    const sdk = ecsClient(server);
+    const runA = {
+      cluster,
+      taskDefinition: await sleeper(familyA),
+      count: 3,
+      startedBy: "alice",
+      clientToken: `list-a-${run}`,
+    };
+    const a = (await sdk.send(new RunTaskCommand(runA))) as { tasks: Task[]; failures: Failure[] };
     assert.deepEqual(a.failures, []);
     assert.equal(a.tasks.length, 3);
-    // The same clientToken asks again for what already happened (an SDK's retry): no new tasks.
-    const again = await runTask([...runA, "--client-token", token]);
+    const again = (await sdk.send(new RunTaskCommand(runA))) as { tasks: Task[] };
     assert.deepEqual(arns(again.tasks), arns(a.tasks));
-    const conflict = await ecsFails([
-      "run-task",
-      "--cluster",
-      cluster,
-      ...runA.slice(0, 2),
-      "--client-token",
-      token,
-    ]);
-    assert.match(
-      conflict,
-      /ConflictException.*The provided clientToken is already in use with a different RunTask request\./,
+    await assert.rejects(
+      sdk.send(new RunTaskCommand({ ...runA, count: 1 })),
+      (error: Error) =>
+        error.name === "ConflictException" &&
+        error.message === "The provided clientToken is already in use with a different RunTask request.",
     );
     const b = await ecs<{ tasks: Task[]; failures: Failure[] }>([
       "start-task",
@@ -283,7 +284,6 @@ describe("tasks: the API in detail", () => {
     assert.deepEqual(await listTasks(["--family", `no-such-${run}`]), []);
 
     // Paging, as the SDK does it.
-    const sdk = ecsClient(server);
     const first = await sdk.send(new ListTasksCommand({ cluster, family: familyA, maxResults: 2 }));
     assert.equal(first.taskArns?.length, 2);
     assert.ok(first.nextToken !== undefined, "a token for the rest");
@@ -504,7 +504,11 @@ describe("tasks: the API in detail", () => {
         ]),
       ) as Record<"red" | "blue", Record<string, number>>;
     };
-    const definition = await sleeper(`sized-${run}`);
+    const definition = await registerTaskDefinition({
+      family: `sized-${run}`,
+      containerDefinitions: [{ name: "app", image, memory: 32, command: ["sleep", "600"], stopTimeout: 2 }],
+      tags: [{ key: "owner", value: "payments" }],
+    });
     const before = await remaining();
 
     // A first task makes red the fuller instance.
@@ -533,6 +537,9 @@ describe("tasks: the API in detail", () => {
       `batch-${run}`,
       "--tags",
       "key=team,value=wharf",
+      "--propagate-tags",
+      "TASK_DEFINITION",
+      "--enable-ecs-managed-tags",
     ]);
     assert.deepEqual(packed.failures, []);
     assert.deepEqual(
@@ -565,8 +572,14 @@ describe("tasks: the API in detail", () => {
       "--include",
       "TAGS",
     ]);
+    // ECS's managed tag, the task definition's tags (propagated) and the caller's.
+    const expectedTags = [
+      { key: "aws:ecs:clusterName", value: cluster },
+      { key: "owner", value: "payments" },
+      { key: "team", value: "wharf" },
+    ];
     for (const task of described.tasks) {
-      assert.deepEqual(task.tags, [{ key: "team", value: "wharf" }]);
+      assert.deepEqual(task.tags, expectedTags);
       assert.equal(task.group, `batch-${run}`);
     }
     const tags = await ecs<{ tags: unknown[] }>([
@@ -574,7 +587,20 @@ describe("tasks: the API in detail", () => {
       "--resource-arn",
       packed.tasks[0]?.taskArn ?? "",
     ]);
-    assert.deepEqual(tags.tags, [{ key: "team", value: "wharf" }]);
+    assert.deepEqual(tags.tags, expectedTags);
+    assert.match(
+      await ecsFails([
+        "run-task",
+        "--cluster",
+        cluster,
+        "--task-definition",
+        definition,
+        "--propagate-tags",
+        "SERVICE",
+      ]),
+      /InvalidParameterException.*propagateTags SERVICE/,
+      "a task that no service started cannot take a service's tags",
+    );
     await stopAll([...first.tasks, ...packed.tasks]);
     assert.deepEqual((await remaining()).red, before.red, "released once stopped");
   });

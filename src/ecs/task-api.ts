@@ -3,7 +3,7 @@ import { z } from "zod";
 import { JsonTemplate, RawJson } from "../aws/json-text.ts";
 import { decodeToken, toPage } from "../aws/pagination.ts";
 import type { Operation, RequestContext } from "../aws/service.ts";
-import { putTags, tagProblem, tagsOf, toTags } from "../aws/tags.ts";
+import { putTags, type Tag, tagProblem, tagsOf, toTags } from "../aws/tags.ts";
 import { parseInput } from "../aws/validate.ts";
 import { assignProviders } from "../scheduler/capacity.ts";
 import { type Constraint, type PlacementFailure, place, type Strategy } from "../scheduler/placement.ts";
@@ -464,6 +464,30 @@ interface TaskStrings {
 }
 
 /** RunTask's and StartTask's answer, its tasks serialized as they were made. */
+/**
+ * The tags of a task RunTask or StartTask starts: ECS's managed tag when asked for, the task
+ * definition's when propagated, then the caller's (a key given twice keeps its last value).
+ */
+async function standaloneTags(
+  tx: Tx,
+  input: Pick<RunInput, "tags" | "propagateTags" | "enableECSManagedTags">,
+  cluster: ClusterRecord,
+  definition: RunnableDefinition,
+): Promise<Tag[]> {
+  // ECS: "An error will be received if you specify the SERVICE option when running a task."
+  if (input.propagateTags === "SERVICE") {
+    throw InvalidParameter(
+      "propagateTags SERVICE is only for the tasks of a service: use TASK_DEFINITION or NONE.",
+    );
+  }
+  const tags: Tag[] = [];
+  if (input.enableECSManagedTags === true) tags.push({ key: "aws:ecs:clusterName", value: cluster.name });
+  if (input.propagateTags === "TASK_DEFINITION")
+    tags.push(...(await tagsOf(tx, definition.taskDefinitionArn)));
+  tags.push(...toTags(input.tags ?? []));
+  return [...new Map(tags.map((tag) => [tag.key, tag])).values()];
+}
+
 /** How long RunTask remembers a clientToken: as long as ECS keeps a STOPPED task describable. */
 export const RUN_TASK_TOKEN_RETENTION_MS = 60 * 60_000;
 
@@ -713,6 +737,7 @@ export function taskOperations(
         const capacity = capacityOf(input, cluster);
         const launchType = capacity.launchType;
         checkInput(input, definition, launchType);
+        const tags = await standaloneTags(tx, input, cluster, definition);
         const fargate = launchType === "FARGATE";
         const instances = state.placement(
           fargate ? fargateCapacityArn(scopeOf(ctx)) : cluster.arn,
@@ -731,7 +756,7 @@ export function taskOperations(
               ctx,
               cluster,
               definition,
-              input: { ...input, launchType, ...named },
+              input: { ...input, launchType, tags, ...named },
               registry,
             });
             makers.set(capacityProviderName, made);
@@ -758,7 +783,7 @@ export function taskOperations(
         for (const [i, instanceArn] of plan.placements.entries()) {
           const made = makerFor(providers[i]).make(instanceArn, state.zone(instanceArn));
           await insertTask(tx, made.record, now, state, made.body);
-          await putTags(tx, made.record.wire.taskArn, toTags(input.tags ?? []));
+          await putTags(tx, made.record.wire.taskArn, tags);
           tasks.push(made);
         }
         // Fargate capacity is Wharf's, not the user's: a task it cannot take fails for capacity, naming no instance.
@@ -782,15 +807,22 @@ export function taskOperations(
         const cluster = await activeCluster(tx, scopeOf(ctx), input.cluster);
         const definition = await definitionFor(tx, ctx, input.taskDefinition);
         checkInput(input, definition);
-        const maker = new TaskMaker({ ctx, cluster, definition, input, registry });
+        const tags = await standaloneTags(tx, input, cluster, definition);
+        const maker = new TaskMaker({ ctx, cluster, definition, input: { ...input, tags }, registry });
         const reservation = maker.reservation;
         const needs = { cpu: reservation.cpu, memory: reservation.memory, ports: reservation, group: "" };
         const tasks: MadeTask[] = [];
         const failures: Array<{ arn: string; reason: string }> = [];
         for (const reference of input.containerInstances) {
           const record = await resolveInstance(tx, scopeOf(ctx), cluster.arn, reference);
-          if (record === undefined || record.status === "INACTIVE") {
+          if (record === undefined) {
             failures.push({ arn: reference, reason: "MISSING" });
+            continue;
+          }
+          // ECS: "The container instance that you attempted to launch a task onto was previously
+          // deregistered with Amazon ECS and cannot be used."
+          if (record.status === "INACTIVE") {
+            failures.push({ arn: record.arn, reason: "INACTIVE" });
             continue;
           }
           // The caller chose the instance, not its status; the task must still fit there and reach an agent.
@@ -804,7 +836,7 @@ export function taskOperations(
           const zone = record.attributes.find((a) => a.name === "ecs.availability-zone")?.value;
           const made = maker.make(record.arn, zone);
           await insertTask(tx, made.record, now, state, made.body);
-          await putTags(tx, made.record.wire.taskArn, toTags(input.tags ?? []));
+          await putTags(tx, made.record.wire.taskArn, tags);
           tasks.push(made);
         }
         return { tasks, failures };
