@@ -319,6 +319,24 @@ describe("container instances", () => {
     ]);
     assert.match(unknown, /TargetNotFoundException/);
 
+    // ECS's rules: back slashes are allowed; a value may not start or end with a space; an
+    // instance takes at most 10 custom attributes (with color, team and the path, 8 more are 11),
+    // and a call that would pass that writes none of its attributes.
+    const put = (attributes: Array<{ name: string; value?: string }>) => [
+      "put-attributes",
+      "--cluster",
+      cluster,
+      "--attributes",
+      JSON.stringify(attributes.map((a) => ({ ...a, targetType: "container-instance", targetId: arn }))),
+    ];
+    await ecs(put([{ name: "win\\path", value: "C:\\dir" }]));
+    assert.equal(attribute(await describeInstance(arn), "win\\path")?.value, "C:\\dir");
+    assert.match(await ecsFails(put([{ name: "padded", value: " x" }])), /InvalidParameterException/);
+    const more = Array.from({ length: 8 }, (_, i) => ({ name: `extra-${i}`, value: "1" }));
+    assert.match(await ecsFails(put(more)), /AttributeLimitExceededException/);
+    assert.equal(attribute(await describeInstance(arn), "extra-0"), undefined, "none of the call's");
+    await ecs(["delete-attributes", ...put([{ name: "win\\path" }]).slice(1)]);
+
     await ecs([
       "delete-attributes",
       "--cluster",

@@ -8,7 +8,7 @@ import { instanceSubjects } from "../scheduler/placement.ts";
 import { evaluate, parseQuery, QueryError } from "../scheduler/query.ts";
 import type { Store, Tx } from "../store/store.ts";
 import { activeCluster, type ClusterRecord, findCluster } from "./clusters.ts";
-import { ClusterNotFound, InvalidParameter, TargetNotFound } from "./errors.ts";
+import { AttributeLimitExceeded, ClusterNotFound, InvalidParameter, TargetNotFound } from "./errors.ts";
 import {
   type Attribute,
   findInstance,
@@ -33,8 +33,16 @@ const AttributeShape = z.object({
   targetType: z.enum(["container-instance"]).optional(),
   targetId: z.string().optional(),
 });
-const ATTRIBUTE_NAME = /^[a-zA-Z0-9_.\-/]{1,128}$/;
-const ATTRIBUTE_VALUE = /^[a-zA-Z0-9_.\-@/: ]{1,128}$/;
+// ECS: names of letters, numbers, hyphens, underscores, forward and back slashes and periods;
+// values of those, at signs, colons and spaces, not starting or ending with a space.
+const ATTRIBUTE_NAME = /^[a-zA-Z0-9_.\-/\\]{1,128}$/;
+const ATTRIBUTE_VALUE = /^(?! )[a-zA-Z0-9_.\-@/:\\ ]{1,128}(?<! )$/;
+/** Custom attributes a container instance may have: ECS's limit (its own ecs.* ones aside). */
+const MAX_CUSTOM_ATTRIBUTES = 10;
+
+function isCustom(attribute: Attribute): boolean {
+  return !attribute.name.startsWith("ecs.") && !attribute.name.startsWith("com.amazonaws.ecs.");
+}
 
 const RegisterInput = z.object({
   cluster: z.string().optional(),
@@ -357,11 +365,11 @@ export function instanceOperations(
             attribute.value === undefined
               ? { name: attribute.name }
               : { name: attribute.name, value: attribute.value };
-          await saveInstance(
-            tx,
-            { ...record, attributes: mergeAttributes(record.attributes, [change]) },
-            state,
-          );
+          const attributes = mergeAttributes(record.attributes, [change]);
+          if (attributes.filter(isCustom).length > MAX_CUSTOM_ATTRIBUTES) {
+            throw AttributeLimitExceeded("You can apply up to 10 custom attributes for each resource.");
+          }
+          await saveInstance(tx, { ...record, attributes }, state);
         }
         return { attributes: input.attributes };
       });
