@@ -110,6 +110,12 @@ describe("ECS clusters with @aws-sdk/client-ecs", () => {
     const listed = await ecs.send(new ListClustersCommand({}));
     assert.ok(!listed.clusterArns?.includes(arn), "a deleted cluster is no longer listed");
     await assert.rejects(
+      ecs.send(new ListTagsForResourceCommand({ resourceArn: arn })),
+      (error: Error) =>
+        error.name === "InvalidParameterException" &&
+        error.message === "The specified cluster is inactive. Specify an active cluster and try again.",
+    );
+    await assert.rejects(
       ecs.send(new UpdateClusterCommand({ cluster: "sdk-demo", settings: [] })),
       ClusterNotFoundException,
     );

@@ -322,6 +322,16 @@ describe("tasks: the API in detail", () => {
       [known],
     );
     assert.deepEqual(out.failures, [{ arn: missing, reason: "MISSING" }]);
+    await assert.rejects(
+      ecsClient(server).send(new DescribeTasksCommand({ cluster, tasks: [] })),
+      (error: Error) =>
+        error.name === "InvalidParameterException" && error.message === "Tasks cannot be empty.",
+    );
+    // A service that does not exist is an error for ListTasks, not an empty list.
+    assert.match(
+      await ecsFails(["list-tasks", "--cluster", cluster, "--service-name", `no-such-${run}`]),
+      /ServiceNotFoundException.*Service not found\./,
+    );
   });
 
   it("refuses a task larger than any node with RESOURCE:MEMORY or RESOURCE:CPU, and more than 10 at once", async () => {

@@ -300,6 +300,32 @@ describe("Fargate", () => {
       ]);
       assert.notEqual(ec2.code, 0);
       assert.match(ec2.stderr, /No Container Instances were found in your cluster\./);
+      // Platform versions: only for Fargate, and only ones that exist.
+      const runRefused = async (extra: string[]) =>
+        (await aws(server, ["ecs", "run-task", "--cluster", CLUSTER, ...extra])).stderr;
+      assert.match(
+        await runRefused([
+          "--launch-type",
+          "EC2",
+          "--task-definition",
+          ec2Definition,
+          "--platform-version",
+          "LATEST",
+        ]),
+        /InvalidParameterException.*The platform version must be null when specifying an EC2 launch type\./,
+      );
+      assert.match(
+        await runRefused([
+          "--launch-type",
+          "FARGATE",
+          "--task-definition",
+          fargateDefinition,
+          ...NETWORK,
+          "--platform-version",
+          "9.9.9",
+        ]),
+        /PlatformUnknownException/,
+      );
 
       const listedTasks = (await ecs(["list-tasks", "--cluster", CLUSTER])) as { taskArns: string[] };
       assert.deepEqual(listedTasks.taskArns, [started.taskArn]);
@@ -327,9 +353,11 @@ describe("Fargate", () => {
         "--launch-type",
         "FARGATE",
         ...NETWORK,
+        "--platform-version",
+        "1.3.0",
       ])) as { service: { launchType: string; platformVersion?: string } };
       assert.equal(created.service.launchType, "FARGATE");
-      assert.equal(created.service.platformVersion, "LATEST");
+      assert.equal(created.service.platformVersion, "1.3.0", "the platform version given");
       const service = await eventually(
         "2 RUNNING",
         async () => {
@@ -350,6 +378,7 @@ describe("Fargate", () => {
         const task = await describeTask(arn);
         assert.equal(task.launchType, "FARGATE");
         assert.equal(task.containerInstanceArn, undefined);
+        assert.equal(task.platformVersion, "1.3.0", "the service's tasks run on its platform version");
       }
       await ecs(["delete-service", "--cluster", CLUSTER, "--service", "api", "--force"]);
       await eventually("the service's tasks stopped", async () => {

@@ -7,7 +7,7 @@ import { newDeployment, newDeploymentId, promote } from "../scheduler/deployment
 import type { Store, Tx } from "../store/store.ts";
 import { capacityOf, checkStrategy } from "./capacity.ts";
 import { activeCluster, toWireTags } from "./clusters.ts";
-import { InvalidParameter } from "./errors.ts";
+import { InvalidParameter, ServiceNotFound } from "./errors.ts";
 import {
   CreateServiceInput,
   type CreateServiceInputT,
@@ -38,7 +38,6 @@ import {
 } from "./task-api.ts";
 import { findTaskDefinition } from "./task-definitions.ts";
 
-export const ServiceNotFound = errorType("ServiceNotFoundException");
 export const ServiceNotActive = errorType("ServiceNotActiveException");
 
 const NAME = /^[a-zA-Z0-9_-]{1,255}$/;
@@ -79,7 +78,10 @@ function deploymentConfiguration(
 
 /** Checks what a service asks of its task definition (launch type, network, placement). */
 function checkAgainst(
-  input: Pick<CreateServiceInputT, "networkConfiguration" | "placementConstraints" | "placementStrategy"> & {
+  input: Pick<
+    CreateServiceInputT,
+    "networkConfiguration" | "placementConstraints" | "placementStrategy" | "platformVersion"
+  > & {
     tags?: CreateServiceInputT["tags"];
   },
   definition: RunnableDefinition,
@@ -197,6 +199,7 @@ export function serviceOperations(
         if (input.networkConfiguration !== undefined)
           record.networkConfiguration = input.networkConfiguration;
         if (capacity.strategy !== undefined) record.capacityProviderStrategy = capacity.strategy;
+        if (input.platformVersion !== undefined) record.platformVersion = input.platformVersion;
         if (input.healthCheckGracePeriodSeconds !== undefined)
           record.healthCheckGracePeriodSeconds = input.healthCheckGracePeriodSeconds;
         if (input.role !== undefined) record.role = input.role;
@@ -292,7 +295,7 @@ export function serviceOperations(
 
 /**
  * UpdateService's changes. A new task definition, network configuration, load balancers, service
- * registries, capacity provider strategy or forceNewDeployment start a deployment; placement
+ * registries, platform version, capacity provider strategy or forceNewDeployment start a deployment; placement
  * constraints and strategies do not (ECS: "This parameter doesn't trigger a new service
  * deployment"), and apply to the tasks started from then on.
  */
@@ -336,6 +339,7 @@ async function applyUpdate(
   if (input.propagateTags !== undefined) updated.propagateTags = input.propagateTags;
   if (input.loadBalancers !== undefined) updated.loadBalancers = input.loadBalancers;
   if (input.serviceRegistries !== undefined) updated.serviceRegistries = input.serviceRegistries;
+  if (input.platformVersion !== undefined) updated.platformVersion = input.platformVersion;
   const strategyChanged = await changeStrategy(tx, ctx, updated, input.capacityProviderStrategy);
   if (strategyChanged && input.forceNewDeployment !== true) throw InvalidParameter(STRATEGY_NEEDS_DEPLOYMENT);
   // A configuration given for another network mode went with the definition it was given for.
@@ -345,6 +349,7 @@ async function applyUpdate(
     {
       networkConfiguration: updated.networkConfiguration,
       placementConstraints: updated.placementConstraints,
+      platformVersion: updated.platformVersion,
       ...(daemon ? {} : { placementStrategy: updated.placementStrategy }),
     },
     definition,
@@ -356,7 +361,8 @@ async function applyUpdate(
     definition.taskDefinitionArn !== record.taskDefinition ||
     input.networkConfiguration !== undefined ||
     input.loadBalancers !== undefined ||
-    input.serviceRegistries !== undefined;
+    input.serviceRegistries !== undefined ||
+    input.platformVersion !== undefined;
   if (redeploy) {
     const next = newDeployment(newDeploymentId(random), updated.taskDefinition, updated.desiredCount, now, {
       ...(updated.networkConfiguration === undefined

@@ -559,6 +559,7 @@ export class ServiceController {
           enableExecuteCommand: record.enableExecuteCommand,
           tags,
           ...(provider === undefined ? {} : { capacityProviderName: provider }),
+          ...(record.platformVersion === undefined ? {} : { platformVersion: record.platformVersion }),
         };
         made = {
           maker: new TaskMaker({

@@ -41,6 +41,8 @@ export interface ServiceRecord {
   launchType: "EC2" | "FARGATE";
   /** The strategy the service was given (or took from its cluster); then ECS shows no launch type. */
   capacityProviderStrategy?: StrategyItem[];
+  /** The Fargate platform version it was given (LATEST unless given). */
+  platformVersion?: string;
   schedulingStrategy: "REPLICA" | "DAEMON";
   /** The PRIMARY deployment's task definition ARN. */
   taskDefinition: string;
@@ -290,7 +292,7 @@ function capacityShape(record: ServiceRecord, strategy: StrategyItem[] | undefin
   const shape: Record<string, unknown> =
     strategy === undefined ? { launchType: record.launchType } : { capacityProviderStrategy: strategy };
   if (record.launchType === "FARGATE")
-    Object.assign(shape, { platformVersion: "LATEST", platformFamily: "Linux" });
+    Object.assign(shape, { platformVersion: record.platformVersion ?? "LATEST", platformFamily: "Linux" });
   return shape;
 }
 

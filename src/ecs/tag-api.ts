@@ -26,7 +26,11 @@ async function requireTaggable(tx: Tx, ctx: RequestContext, resourceArn: string)
   const type = arn.resource.split("/", 1)[0];
   if (type === "cluster") {
     const cluster = await findCluster(tx, { region: ctx.region, accountId: ctx.accountId }, resourceArn);
-    if (cluster === undefined || cluster.status !== "ACTIVE") throw ClusterNotFound("Cluster not found.");
+    if (cluster === undefined) throw ClusterNotFound("Cluster not found.");
+    // A deleted cluster stays describable, and ECS names it so rather than not finding it.
+    if (cluster.status !== "ACTIVE") {
+      throw InvalidParameter("The specified cluster is inactive. Specify an active cluster and try again.");
+    }
     return;
   }
   if (type === "task-definition") {

@@ -12,7 +12,7 @@ import type { AssignedContainer, TaskAssignment } from "../shared/agent-protocol
 import type { Store, Tx } from "../store/store.ts";
 import { capacityOf } from "./capacity.ts";
 import { activeCluster, type ClusterRecord, type Scope } from "./clusters.ts";
-import { ClientException, Conflict, InvalidParameter } from "./errors.ts";
+import { ClientException, Conflict, InvalidParameter, PlatformUnknown, ServiceNotFound } from "./errors.ts";
 import {
   fargateCapacityArn,
   findInstance,
@@ -136,7 +136,7 @@ const StopTaskInput = z.object({
 });
 const DescribeTasksInput = z.object({
   cluster: z.string().optional(),
-  tasks: z.array(z.string()).min(1).max(100),
+  tasks: z.array(z.string()).max(100),
   include: z.array(z.enum(["TAGS"])).optional(),
 });
 const ListTasksInput = z.object({
@@ -412,7 +412,7 @@ export class TaskMaker {
     if (cpu !== undefined) wire.cpu = String(cpu);
     if (memory !== undefined) wire.memory = String(memory);
     if (wire.launchType === "FARGATE") {
-      wire.platformVersion = "1.4.0";
+      wire.platformVersion = platformVersionOf(input.platformVersion);
       wire.platformFamily = "Linux";
     }
     if (networkMode === "awsvpc") {
@@ -605,15 +605,34 @@ export async function definitionFor(
   return definition;
 }
 
+/** Fargate platform versions (Linux) a task or service may ask for; LATEST is 1.4.0. */
+const PLATFORM_VERSIONS = new Set(["LATEST", "1.4.0", "1.3.0"]);
+
+/** The platform version a Fargate task runs on: the one asked for, LATEST as what it is now. */
+export function platformVersionOf(asked: string | undefined): string {
+  return asked === undefined || asked === "LATEST" ? "1.4.0" : asked;
+}
+
 /** Checks what RunTask (and CreateService) ask for against the task definition. */
 export function checkInput(
   input: Pick<
     RunInput,
-    "networkConfiguration" | "overrides" | "tags" | "placementConstraints" | "placementStrategy"
+    | "networkConfiguration"
+    | "overrides"
+    | "tags"
+    | "placementConstraints"
+    | "placementStrategy"
+    | "platformVersion"
   >,
   definition: RunnableDefinition,
   launchType: "EC2" | "FARGATE" | "EXTERNAL" = "EC2",
 ): void {
+  if (input.platformVersion !== undefined && launchType !== "FARGATE") {
+    throw InvalidParameter(`The platform version must be null when specifying an ${launchType} launch type.`);
+  }
+  if (input.platformVersion !== undefined && !PLATFORM_VERSIONS.has(input.platformVersion)) {
+    throw PlatformUnknown("The specified platform version doesn't exist.");
+  }
   if (launchType === "FARGATE") {
     if (!(definition.compatibilities ?? []).includes("FARGATE")) {
       throw InvalidParameter("Task definition does not support launch_type FARGATE.");
@@ -870,6 +889,7 @@ export function taskOperations(
 
     async DescribeTasks(raw, ctx) {
       const input = parseInput(DescribeTasksInput, raw, InvalidParameter);
+      if (input.tasks.length === 0) throw InvalidParameter("Tasks cannot be empty.");
       return store.read(async (tx) => {
         const cluster = await activeCluster(tx, scopeOf(ctx), input.cluster);
         const tasks: Record<string, unknown>[] = [];
@@ -916,8 +936,16 @@ export function taskOperations(
         }
         if (input.family !== undefined) clauses.push("family = ?") && params.push(input.family);
         if (input.startedBy !== undefined) clauses.push("started_by = ?") && params.push(input.startedBy);
-        if (input.serviceName !== undefined)
-          clauses.push("service_name = ?") && params.push(input.serviceName);
+        if (input.serviceName !== undefined) {
+          const service = await tx.get(
+            "SELECT 1 FROM ecs_services WHERE cluster_arn = ? AND name = ?",
+            cluster.arn,
+            input.serviceName,
+          );
+          if (service === undefined) throw ServiceNotFound("Service not found.");
+          clauses.push("service_name = ?");
+          params.push(input.serviceName);
+        }
         if (input.containerInstance !== undefined) {
           const instance = await resolveInstance(tx, scopeOf(ctx), cluster.arn, input.containerInstance);
           clauses.push("container_instance_arn = ?");
