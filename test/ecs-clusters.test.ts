@@ -4,6 +4,7 @@ import {
   ClusterNotFoundException,
   CreateClusterCommand,
   DeleteClusterCommand,
+  DescribeCapacityProvidersCommand,
   DescribeClustersCommand,
   InvalidParameterException,
   ListClustersCommand,
@@ -119,6 +120,40 @@ describe("ECS clusters with @aws-sdk/client-ecs", () => {
       ecs.send(new UpdateClusterCommand({ cluster: "sdk-demo", settings: [] })),
       ClusterNotFoundException,
     );
+  });
+
+  it("describes the Fargate capacity providers every account has", async () => {
+    const ecs = ecsClient(server);
+    const arn = (name: string) => `arn:aws:ecs:us-east-1:000000000000:capacity-provider/${name}`;
+    const all = await ecs.send(new DescribeCapacityProvidersCommand({}));
+    assert.deepEqual(
+      all.capacityProviders?.map((p) => [p.name, p.capacityProviderArn, p.status]),
+      [
+        ["FARGATE", arn("FARGATE"), "ACTIVE"],
+        ["FARGATE_SPOT", arn("FARGATE_SPOT"), "ACTIVE"],
+      ],
+    );
+    const some = await ecs.send(
+      new DescribeCapacityProvidersCommand({ capacityProviders: [arn("FARGATE_SPOT"), "my-asg"] }),
+    );
+    assert.deepEqual(
+      some.capacityProviders?.map((p) => p.name),
+      ["FARGATE_SPOT"],
+    );
+    assert.deepEqual(some.failures, [{ arn: "my-asg", reason: "MISSING" }]);
+    const first = await ecs.send(new DescribeCapacityProvidersCommand({ maxResults: 1 }));
+    assert.deepEqual(
+      first.capacityProviders?.map((p) => p.name),
+      ["FARGATE"],
+    );
+    const second = await ecs.send(
+      new DescribeCapacityProvidersCommand({ maxResults: 1, nextToken: first.nextToken }),
+    );
+    assert.deepEqual(
+      second.capacityProviders?.map((p) => p.name),
+      ["FARGATE_SPOT"],
+    );
+    assert.equal(second.nextToken, undefined);
   });
 
   it("creates the default cluster when no name is given, and create is idempotent", async () => {

@@ -64,6 +64,13 @@ const ListClustersInput = z.object({
 
 const ClusterInput = z.object({ cluster: z.string() });
 
+const DescribeCapacityProvidersInput = z.object({
+  capacityProviders: z.array(z.string()).max(100).optional(),
+  include: z.array(z.enum(["TAGS"])).optional(),
+  maxResults: z.number().int().min(1).max(10).optional(),
+  nextToken: z.string().optional(),
+});
+
 const UpdateClusterInput = z.object({
   cluster: z.string(),
   settings: z.array(ClusterSetting).optional(),
@@ -188,6 +195,35 @@ export function clusterOperations(store: Store): Record<string, Operation> {
         }
         return { clusters, failures };
       });
+    },
+
+    /**
+     * The capacity providers there are: FARGATE and FARGATE_SPOT, which every account has (ECS:
+     * "The Fargate capacity providers are available to all accounts"); Wharf has no others yet.
+     */
+    async DescribeCapacityProviders(raw, ctx) {
+      const input = parseInput(DescribeCapacityProvidersInput, raw, InvalidParameter);
+      const arnOf = (name: string) => `arn:aws:ecs:${ctx.region}:${ctx.accountId}:capacity-provider/${name}`;
+      const failures: Array<{ arn: string; reason: string }> = [];
+      const names = new Set<string>();
+      for (const asked of input.capacityProviders ?? [...BUILT_IN_PROVIDERS]) {
+        const name = [...BUILT_IN_PROVIDERS].find((p) => asked === p || asked === arnOf(p));
+        if (name === undefined) failures.push({ arn: asked, reason: "MISSING" });
+        else names.add(name);
+      }
+      const limit = input.maxResults ?? 10;
+      const after = decodeToken(input.nextToken, () => InvalidParameter("Invalid NextToken"));
+      const rows = [...names].sort().filter((name) => after === undefined || name > after);
+      const page = toPage(rows.slice(0, limit + 1), limit, (name) => name);
+      const capacityProviders = page.items.map((name) => ({
+        capacityProviderArn: arnOf(name),
+        name,
+        status: "ACTIVE",
+        tags: [],
+      }));
+      return page.nextToken === undefined
+        ? { capacityProviders, failures }
+        : { capacityProviders, failures, nextToken: page.nextToken };
     },
 
     async ListClusters(raw) {
