@@ -53,7 +53,7 @@ interface Instance {
   registeredResources: Resource[];
   remainingResources: Resource[];
   attributes: Array<{ name: string; value?: string }>;
-  versionInfo: { agentVersion?: string };
+  versionInfo: { agentVersion?: string; agentHash?: string; dockerVersion?: string };
   healthStatus?: { overallStatus: string };
 }
 interface Task {
@@ -372,7 +372,7 @@ describe("container instances", () => {
         "name=CPU,type=INTEGER,integerValue=4096",
         "name=MEMORY,type=INTEGER,integerValue=8192",
         "--version-info",
-        "agentVersion=1.80.0",
+        "agentVersion=1.80.0,agentHash=4023248,dockerVersion=20.10.25",
         "--attributes",
         `name=ecs.availability-zone,value=${zone}`,
         ...extra,
@@ -387,7 +387,11 @@ describe("container instances", () => {
     assert.equal(resource(blue.remainingResources, "MEMORY").integerValue, 8192);
     assert.equal(attribute(blue, "color")?.value, "blue");
     const described = await describeInstance(red.containerInstanceArn, apiCluster);
-    assert.equal(described.versionInfo.agentVersion, "1.80.0");
+    assert.deepEqual(described.versionInfo, {
+      agentVersion: "1.80.0",
+      agentHash: "4023248",
+      dockerVersion: "20.10.25",
+    });
 
     const all = [blue, red, plain].map((i) => i.containerInstanceArn).sort();
     const [b, r, p] = [blue, red, plain].map((i) => i.containerInstanceArn);

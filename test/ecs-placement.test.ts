@@ -192,11 +192,19 @@ describe("tasks: the API in detail", () => {
   });
 
   it("stamps every transition in order, and a stopped task stays describable", async () => {
-    const started = await runTask(["--task-definition", await sleeper(`stamps-${run}`)]);
+    const started = await runTask([
+      "--task-definition",
+      await sleeper(`stamps-${run}`),
+      "--tags",
+      "key=stage,value=test",
+    ]);
     const task = started.tasks[0];
     assert.ok(task !== undefined, "the task started");
     await untilStatus(task.taskArn, "RUNNING");
     await ecs(["stop-task", "--cluster", cluster, "--task", task.taskArn, "--reason", "enough"]);
+    // ECS: "Stops a running task. Any tags associated with the task will be deleted."
+    const tags = await ecs<{ tags: unknown[] }>(["list-tags-for-resource", "--resource-arn", task.taskArn]);
+    assert.deepEqual(tags.tags, []);
     await untilStatus(task.taskArn, "STOPPED");
 
     const sdk = ecsClient(server);

@@ -207,7 +207,15 @@ export function instanceOperations(
             attributes: (input.attributes ?? []).map((a) =>
               a.value === undefined ? { name: a.name } : { name: a.name, value: a.value },
             ),
-            versionInfo: { agentVersion: input.versionInfo?.agentVersion ?? "unknown" },
+            versionInfo: {
+              agentVersion: input.versionInfo?.agentVersion ?? "unknown",
+              ...(input.versionInfo?.agentHash === undefined
+                ? {}
+                : { agentHash: input.versionInfo.agentHash }),
+              ...(input.versionInfo?.dockerVersion === undefined
+                ? {}
+                : { dockerVersion: input.versionInfo.dockerVersion }),
+            },
             hostname: "",
             address: "",
             capacity: "EC2",

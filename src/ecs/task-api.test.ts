@@ -17,6 +17,12 @@ import {
   testRegistry,
 } from "./testing.ts";
 
+/** Whether an error is ECS's InvalidParameterException with a message like `message`. */
+const refused = (message: RegExp) => (error: unknown) =>
+  error instanceof Error &&
+  (error as { code?: string }).code === "InvalidParameterException" &&
+  message.test(error.message);
+
 describe("reusedCredentials", () => {
   it("gives the credentials issued to a key again for a minute after, then issues new ones", () => {
     let asked = 0;
@@ -42,10 +48,6 @@ describe("reusedCredentials", () => {
 
 describe("checkInput: placement constraints", () => {
   const memberOf = (i: number) => ({ type: "memberOf" as const, expression: `attribute:n${i} exists` });
-  const refused = (message: RegExp) => (error: unknown) =>
-    error instanceof Error &&
-    (error as { code?: string }).code === "InvalidParameterException" &&
-    message.test(error.message);
 
   it("counts the task definition's constraints toward the 10 a task may have", () => {
     const definition = {
@@ -71,6 +73,25 @@ describe("checkInput: placement constraints", () => {
         ),
       refused(/distinctInstance/),
     );
+  });
+});
+
+describe("checkInput: awsvpc configuration", () => {
+  const vpc = (subnets: number, securityGroups: number) => ({
+    networkConfiguration: {
+      awsvpcConfiguration: {
+        subnets: Array.from({ length: subnets }, (_, i) => `subnet-${i}`),
+        securityGroups: Array.from({ length: securityGroups }, (_, i) => `sg-${i}`),
+      },
+    },
+  });
+
+  it("takes 1 to 16 subnets and up to 5 security groups, as ECS does", () => {
+    checkInput(vpc(1, 0), awsvpcDefinition());
+    checkInput(vpc(16, 5), awsvpcDefinition());
+    assert.throws(() => checkInput(vpc(0, 0), awsvpcDefinition()), refused(/^subnets can not be empty\.$/));
+    assert.throws(() => checkInput(vpc(17, 0), awsvpcDefinition()), refused(/limit of 16 subnets/));
+    assert.throws(() => checkInput(vpc(1, 6), awsvpcDefinition()), refused(/limit of 5 security groups/));
   });
 });
 

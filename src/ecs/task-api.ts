@@ -3,7 +3,7 @@ import { z } from "zod";
 import { JsonTemplate, RawJson } from "../aws/json-text.ts";
 import { decodeToken, toPage } from "../aws/pagination.ts";
 import type { Operation, RequestContext } from "../aws/service.ts";
-import { putTags, type Tag, tagProblem, tagsOf, toTags } from "../aws/tags.ts";
+import { putTags, removeAllTags, type Tag, tagProblem, tagsOf, toTags } from "../aws/tags.ts";
 import { parseInput } from "../aws/validate.ts";
 import { assignProviders } from "../scheduler/capacity.ts";
 import { type Constraint, type PlacementFailure, place, type Strategy } from "../scheduler/placement.ts";
@@ -657,6 +657,15 @@ export function checkInput(
       "Network Configuration is not valid for the given networkMode of this task definition.",
     );
   }
+  // ECS: "There's a limit of 16 subnets that can be specified", and 5 security groups.
+  const vpc = input.networkConfiguration?.awsvpcConfiguration;
+  if (vpc !== undefined && vpc.subnets.length === 0) throw InvalidParameter("subnets can not be empty.");
+  if (vpc !== undefined && vpc.subnets.length > 16) {
+    throw InvalidParameter("There's a limit of 16 subnets that can be specified.");
+  }
+  if (vpc !== undefined && (vpc.securityGroups?.length ?? 0) > 5) {
+    throw InvalidParameter("There's a limit of 5 security groups that can be specified.");
+  }
   for (const override of input.overrides?.containerOverrides ?? []) {
     if (!definition.containerDefinitions.some((c) => c.name === override.name)) {
       throw InvalidParameter(
@@ -881,6 +890,8 @@ export function taskOperations(
         if (requestStop(record, input.reason ?? "Task stopped by user", "UserInitiated", now, orphaned)) {
           await saveTask(tx, record, now, state);
         }
+        // ECS: "Stops a running task. Any tags associated with the task will be deleted."
+        await removeAllTags(tx, record.wire.taskArn);
         return record;
       });
       notifier.notify(task.wire.containerInstanceArn ?? "");
