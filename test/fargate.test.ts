@@ -358,6 +358,16 @@ describe("Fargate", () => {
       ])) as { service: { launchType: string; platformVersion?: string } };
       assert.equal(created.service.launchType, "FARGATE");
       assert.equal(created.service.platformVersion, "1.3.0", "the platform version given");
+      const same = (await ecs([
+        "update-service",
+        "--cluster",
+        CLUSTER,
+        "--service",
+        "api",
+        "--platform-version",
+        "1.3.0",
+      ])) as { service: { deployments: unknown[] } };
+      assert.equal(same.service.deployments.length, 1, "the same platform version is no new deployment");
       const service = await eventually(
         "2 RUNNING",
         async () => {

@@ -374,7 +374,9 @@ export function instanceOperations(
               ? { name: attribute.name }
               : { name: attribute.name, value: attribute.value };
           const attributes = mergeAttributes(record.attributes, [change]);
-          if (attributes.filter(isCustom).length > MAX_CUSTOM_ATTRIBUTES) {
+          // Refused only for one more past the limit: an instance registered with more keeps them.
+          const custom = attributes.filter(isCustom).length;
+          if (custom > MAX_CUSTOM_ATTRIBUTES && custom > record.attributes.filter(isCustom).length) {
             throw AttributeLimitExceeded("You can apply up to 10 custom attributes for each resource.");
           }
           await saveInstance(tx, { ...record, attributes }, state);

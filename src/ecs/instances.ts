@@ -3,6 +3,7 @@ import { formatArn, parseArn } from "../aws/arn.ts";
 import type { InstanceView } from "../scheduler/placement.ts";
 import type { Tx } from "../store/store.ts";
 import type { Scope } from "./clusters.ts";
+import { PENDING_STATUSES } from "./tasks.ts";
 
 /** An agent that has not polled for this long is reported `agentConnected: false`. */
 export const AGENT_TIMEOUT_MS = 30_000;
@@ -193,9 +194,6 @@ export interface InstanceUsage {
   pending: number;
   groups: Map<string, number>;
 }
-
-/** The statuses of a task on its way to RUNNING. */
-const PENDING_STATUSES = new Set(["PROVISIONING", "PENDING", "ACTIVATING"]);
 
 /** Sums the reservations of every task on the instance that is not STOPPED. */
 export async function instanceUsage(tx: Tx, arn: string): Promise<InstanceUsage> {

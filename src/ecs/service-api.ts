@@ -33,6 +33,7 @@ import {
   checkInput,
   constraintsOf,
   definitionFor,
+  type GivenSettings,
   type RunnableDefinition,
   strategiesOf,
 } from "./task-api.ts";
@@ -76,7 +77,10 @@ function deploymentConfiguration(
   return config;
 }
 
-/** Checks what a service asks of its task definition (launch type, network, placement). */
+/**
+ * Checks what a service asks of its task definition (launch type, network, placement); `given`
+ * is what the call itself gives, which ECS's limits apply to (see `checkInput`).
+ */
 function checkAgainst(
   input: Pick<
     CreateServiceInputT,
@@ -86,11 +90,12 @@ function checkAgainst(
   },
   definition: RunnableDefinition,
   launchType: "EC2" | "FARGATE" | "EXTERNAL",
+  given: GivenSettings = input,
 ): void {
   if (launchType === "EXTERNAL") {
     throw InvalidParameter("The EXTERNAL launch type is not supported by Wharf: use launchType EC2.");
   }
-  checkInput(input, definition, launchType);
+  checkInput(input, definition, launchType, given);
   constraintsOf(input, definition);
   strategiesOf(input, SERVICE_DEFAULT_STRATEGIES);
 }
@@ -190,6 +195,7 @@ export function serviceOperations(
                 ? {}
                 : { networkConfiguration: input.networkConfiguration }),
               ...(capacity.strategy === undefined ? {} : { capacityProviderStrategy: capacity.strategy }),
+              ...(input.platformVersion === undefined ? {} : { platformVersion: input.platformVersion }),
             }),
           ],
           accessKeyId: ctx.identity.accessKeyId,
@@ -354,6 +360,11 @@ async function applyUpdate(
     },
     definition,
     updated.launchType,
+    {
+      networkConfiguration: input.networkConfiguration,
+      placementConstraints: input.placementConstraints,
+      platformVersion: input.platformVersion,
+    },
   );
   const redeploy =
     input.forceNewDeployment === true ||
@@ -362,7 +373,7 @@ async function applyUpdate(
     input.networkConfiguration !== undefined ||
     input.loadBalancers !== undefined ||
     input.serviceRegistries !== undefined ||
-    input.platformVersion !== undefined;
+    (input.platformVersion !== undefined && input.platformVersion !== (record.platformVersion ?? "LATEST"));
   if (redeploy) {
     const next = newDeployment(newDeploymentId(random), updated.taskDefinition, updated.desiredCount, now, {
       ...(updated.networkConfiguration === undefined
@@ -371,6 +382,7 @@ async function applyUpdate(
       ...(updated.capacityProviderStrategy === undefined
         ? {}
         : { capacityProviderStrategy: updated.capacityProviderStrategy }),
+      ...(updated.platformVersion === undefined ? {} : { platformVersion: updated.platformVersion }),
     });
     updated.deployments = promote(record.deployments, next, now);
   } else {

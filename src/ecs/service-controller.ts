@@ -551,6 +551,8 @@ export class ServiceController {
       let made = makers.get(key);
       if (made === undefined) {
         const tags = await this.taskTags(tx, record, cluster, definition);
+        // The deployment's own platform version: a rollback's tasks run on the one it returns to.
+        const platformVersion = plan.deployments.find((d) => d.id === order.deploymentId)?.platformVersion;
         const input = {
           taskDefinition: definition.taskDefinitionArn,
           startedBy: order.deploymentId,
@@ -559,7 +561,7 @@ export class ServiceController {
           enableExecuteCommand: record.enableExecuteCommand,
           tags,
           ...(provider === undefined ? {} : { capacityProviderName: provider }),
-          ...(record.platformVersion === undefined ? {} : { platformVersion: record.platformVersion }),
+          ...(platformVersion === undefined ? {} : { platformVersion }),
         };
         made = {
           maker: new TaskMaker({

@@ -13,7 +13,7 @@ import type {
   PlacementStrategyT,
   ServiceRegistryT,
 } from "./service-shapes.ts";
-import { clusterNameOfArn } from "./tasks.ts";
+import { clusterNameOfArn, PENDING_STATUSES } from "./tasks.ts";
 
 /**
  * ECS services as stored and as DescribeServices returns them. The record is
@@ -268,7 +268,7 @@ async function taskCounts(
     const id = row.started_by ?? "";
     const entry = counts.get(id) ?? { running: 0, pending: 0 };
     if (row.last_status === "RUNNING") entry.running += row.n;
-    else if (["PROVISIONING", "PENDING", "ACTIVATING"].includes(row.last_status)) entry.pending += row.n;
+    else if (PENDING_STATUSES.has(row.last_status)) entry.pending += row.n;
     counts.set(id, entry);
   }
   return counts;
@@ -288,11 +288,15 @@ function deploymentConfigurationShape(config: DeploymentConfigurationT): Record<
  * What a service or one of its deployments runs on, as ECS shows it: its capacity provider
  * strategy, or else its launch type; and the platform fields of Fargate capacity.
  */
-function capacityShape(record: ServiceRecord, strategy: StrategyItem[] | undefined): Record<string, unknown> {
+function capacityShape(
+  record: ServiceRecord,
+  of: { capacityProviderStrategy?: StrategyItem[]; platformVersion?: string },
+): Record<string, unknown> {
+  const strategy = of.capacityProviderStrategy;
   const shape: Record<string, unknown> =
     strategy === undefined ? { launchType: record.launchType } : { capacityProviderStrategy: strategy };
   if (record.launchType === "FARGATE")
-    Object.assign(shape, { platformVersion: record.platformVersion ?? "LATEST", platformFamily: "Linux" });
+    Object.assign(shape, { platformVersion: of.platformVersion ?? "LATEST", platformFamily: "Linux" });
   return shape;
 }
 
@@ -315,7 +319,7 @@ export async function serviceShape(
       failedTasks: d.failedTasks,
       createdAt: d.createdAt / 1000,
       updatedAt: d.updatedAt / 1000,
-      ...capacityShape(record, d.capacityProviderStrategy),
+      ...capacityShape(record, d),
       rolloutState: d.rolloutState,
       rolloutStateReason: d.rolloutStateReason,
     };
@@ -335,7 +339,7 @@ export async function serviceShape(
     desiredCount: record.desiredCount,
     runningCount: total("running"),
     pendingCount: total("pending"),
-    ...capacityShape(record, record.capacityProviderStrategy),
+    ...capacityShape(record, record),
     taskDefinition: record.taskDefinition,
     deploymentConfiguration: deploymentConfigurationShape(record.deploymentConfiguration),
     deployments,

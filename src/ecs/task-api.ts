@@ -22,6 +22,7 @@ import {
 } from "./instances.ts";
 import type { InstanceNotifier } from "./notifier.ts";
 import type { InstanceSnapshot, SchedulerState } from "./scheduler-state.ts";
+import { findService } from "./services.ts";
 import { CapacityProviderStrategyItem, Tags } from "./shapes.ts";
 import { findTaskDefinition } from "./task-definitions.ts";
 import {
@@ -463,7 +464,6 @@ interface TaskStrings {
   containerArns: string[];
 }
 
-/** RunTask's and StartTask's answer, its tasks serialized as they were made. */
 /**
  * The tags of a task RunTask or StartTask starts: ECS's managed tag when asked for, the task
  * definition's when propagated, then the caller's (a key given twice keeps its last value).
@@ -515,7 +515,11 @@ async function earlierRun(tx: Tx, clusterArn: string, input: RunInput): Promise<
   const shapes: string[] = [];
   for (const arn of JSON.parse(row.task_arns) as string[]) {
     const record = await findTask(tx, arn);
-    if (record !== undefined) shapes.push(JSON.stringify(taskShape(record, true)));
+    if (record === undefined) continue;
+    // Its tags as they are now, as DescribeTasks gives them (StopTask or TagResource change them).
+    const shape = taskShape(record, false);
+    shape.tags = (await tagsOf(tx, arn)).map((t) => ({ key: t.key, value: t.value }));
+    shapes.push(JSON.stringify(shape));
   }
   return new RawJson(`{"tasks":[${shapes.join(",")}],"failures":${row.failures}}`);
 }
@@ -546,6 +550,7 @@ export async function purgeRunTaskTokens(store: Store, now: number): Promise<voi
   );
 }
 
+/** RunTask's and StartTask's answer, its tasks serialized as they were made. */
 function startedTasks(tasks: readonly MadeTask[], failures: ReadonlyArray<{ arn?: string; reason: string }>) {
   const shapes = tasks.map((made) => made.shape()).join(",");
   return new RawJson(`{"tasks":[${shapes}],"failures":${JSON.stringify(failures)}}`);
@@ -613,7 +618,18 @@ export function platformVersionOf(asked: string | undefined): string {
   return asked === undefined || asked === "LATEST" ? "1.4.0" : asked;
 }
 
-/** Checks what RunTask (and CreateService) ask for against the task definition. */
+/** What a call itself gives of a task's network, placement and platform. */
+export type GivenSettings = Pick<
+  RunInput,
+  "networkConfiguration" | "placementConstraints" | "platformVersion"
+>;
+
+/**
+ * Checks what RunTask (and CreateService, UpdateService) ask for against the task definition.
+ * ECS's limits on the network configuration, the placement constraints and the platform version
+ * apply to what the call itself gives (`given`, all of `input` unless told): a service's stored
+ * settings, which an UpdateService passes in `input`, are not refused again for a later rule.
+ */
 export function checkInput(
   input: Pick<
     RunInput,
@@ -626,13 +642,8 @@ export function checkInput(
   >,
   definition: RunnableDefinition,
   launchType: "EC2" | "FARGATE" | "EXTERNAL" = "EC2",
+  given: GivenSettings = input,
 ): void {
-  if (input.platformVersion !== undefined && launchType !== "FARGATE") {
-    throw InvalidParameter(`The platform version must be null when specifying an ${launchType} launch type.`);
-  }
-  if (input.platformVersion !== undefined && !PLATFORM_VERSIONS.has(input.platformVersion)) {
-    throw PlatformUnknown("The specified platform version doesn't exist.");
-  }
   if (launchType === "FARGATE") {
     if (!(definition.compatibilities ?? []).includes("FARGATE")) {
       throw InvalidParameter("Task definition does not support launch_type FARGATE.");
@@ -657,15 +668,6 @@ export function checkInput(
       "Network Configuration is not valid for the given networkMode of this task definition.",
     );
   }
-  // ECS: "There's a limit of 16 subnets that can be specified", and 5 security groups.
-  const vpc = input.networkConfiguration?.awsvpcConfiguration;
-  if (vpc !== undefined && vpc.subnets.length === 0) throw InvalidParameter("subnets can not be empty.");
-  if (vpc !== undefined && vpc.subnets.length > 16) {
-    throw InvalidParameter("There's a limit of 16 subnets that can be specified.");
-  }
-  if (vpc !== undefined && (vpc.securityGroups?.length ?? 0) > 5) {
-    throw InvalidParameter("There's a limit of 5 security groups that can be specified.");
-  }
   for (const override of input.overrides?.containerOverrides ?? []) {
     if (!definition.containerDefinitions.some((c) => c.name === override.name)) {
       throw InvalidParameter(
@@ -675,17 +677,37 @@ export function checkInput(
   }
   const problem = tagProblem(toTags(input.tags ?? []));
   if (problem !== undefined) throw InvalidParameter(problem);
+  checkGiven(given, definition, launchType);
+}
+
+/** ECS's limits on a call's network configuration, placement constraints and platform version. */
+function checkGiven(given: GivenSettings, definition: RunnableDefinition, launchType: string): void {
+  if (given.platformVersion !== undefined && launchType !== "FARGATE") {
+    throw InvalidParameter(`The platform version must be null when specifying an ${launchType} launch type.`);
+  }
+  if (given.platformVersion !== undefined && !PLATFORM_VERSIONS.has(given.platformVersion)) {
+    throw PlatformUnknown("The specified platform version doesn't exist.");
+  }
+  // ECS: "There's a limit of 16 subnets that can be specified", and 5 security groups.
+  const vpc = given.networkConfiguration?.awsvpcConfiguration;
+  if (vpc !== undefined && vpc.subnets.length === 0) throw InvalidParameter("subnets can not be empty.");
+  if (vpc !== undefined && vpc.subnets.length > 16) {
+    throw InvalidParameter("There's a limit of 16 subnets that can be specified.");
+  }
+  if (vpc !== undefined && (vpc.securityGroups?.length ?? 0) > 5) {
+    throw InvalidParameter("There's a limit of 5 security groups that can be specified.");
+  }
   // ECS: "You can specify a maximum of 10 constraints for each task. This limit includes
   // constraints in the task definition and those specified at runtime."
   const constraints =
-    (definition.placementConstraints?.length ?? 0) + (input.placementConstraints?.length ?? 0);
-  if (constraints > MAX_CONSTRAINTS) {
+    (definition.placementConstraints?.length ?? 0) + (given.placementConstraints?.length ?? 0);
+  if (given.placementConstraints !== undefined && constraints > MAX_CONSTRAINTS) {
     throw InvalidParameter(
       `A task can have at most ${MAX_CONSTRAINTS} placement constraints, counting those of its task definition; ${constraints} were given.`,
     );
   }
   // ECS: "You can't specify an expression if the constraint type is distinctInstance."
-  if (input.placementConstraints?.some((c) => c.type === "distinctInstance" && (c.expression ?? "") !== "")) {
+  if (given.placementConstraints?.some((c) => c.type === "distinctInstance" && (c.expression ?? "") !== "")) {
     throw InvalidParameter("An expression cannot be given for a distinctInstance placement constraint.");
   }
 }
@@ -948,14 +970,10 @@ export function taskOperations(
         if (input.family !== undefined) clauses.push("family = ?") && params.push(input.family);
         if (input.startedBy !== undefined) clauses.push("started_by = ?") && params.push(input.startedBy);
         if (input.serviceName !== undefined) {
-          const service = await tx.get(
-            "SELECT 1 FROM ecs_services WHERE cluster_arn = ? AND name = ?",
-            cluster.arn,
-            input.serviceName,
-          );
+          const service = await findService(tx, scopeOf(ctx), cluster.arn, input.serviceName);
           if (service === undefined) throw ServiceNotFound("Service not found.");
           clauses.push("service_name = ?");
-          params.push(input.serviceName);
+          params.push(service.name);
         }
         if (input.containerInstance !== undefined) {
           const instance = await resolveInstance(tx, scopeOf(ctx), cluster.arn, input.containerInstance);

@@ -154,6 +154,9 @@ export function taskShape(record: TaskRecord, includeTags: boolean): Record<stri
   return out;
 }
 
+/** The statuses of a task on its way to RUNNING: ECS's pending ones. */
+export const PENDING_STATUSES: ReadonlySet<string> = new Set(["PROVISIONING", "PENDING", "ACTIVATING"]);
+
 /** What follows every task write (the scheduler's in-memory state). */
 export interface TaskWrites {
   taskSaved(tx: Tx, record: TaskRecord): void;

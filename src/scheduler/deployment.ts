@@ -24,11 +24,13 @@ export interface DeploymentState {
   /** Its tasks that failed since one of them last became healthy (ECS's consecutive failures). */
   failedTasks: number;
   /**
-   * When the failure count last started over: the pass that first saw a task of the deployment
-   * healthy that started after the one before (ECS resets it when a task becomes healthy). Kept,
-   * so that a task that resets the count and fails later counts once. Not in ECS's shape.
+   * How many of its tasks had failed when the count last started over (ECS resets it when a task
+   * becomes healthy), and how many were healthy at the last pass: a pass that finds more healthy
+   * than that saw one become healthy. Counts, not times, so no clock is compared with an agent's;
+   * kept, so that a task that resets the count and fails later counts once. Not in ECS's shape.
    */
-  failuresResetAt?: number;
+  failuresBeforeReset?: number;
+  healthyTasks?: number;
   rolloutState: RolloutState;
   rolloutStateReason: string;
   createdAt: number;
@@ -37,10 +39,15 @@ export interface DeploymentState {
   networkConfiguration?: Record<string, unknown>;
   /** The capacity provider strategy its tasks start with, if the service has one. */
   capacityProviderStrategy?: Array<{ capacityProvider: string; weight: number; base: number }>;
+  /** The Fargate platform version its tasks run on, if the service was given one. */
+  platformVersion?: string;
 }
 
 /** What a deployment takes over from the service when it begins (and a rollback from its target). */
-export type DeploymentCarried = Pick<DeploymentState, "networkConfiguration" | "capacityProviderStrategy">;
+export type DeploymentCarried = Pick<
+  DeploymentState,
+  "networkConfiguration" | "capacityProviderStrategy" | "platformVersion"
+>;
 
 export interface RollingBounds {
   /** Healthy tasks that must stay up: ceil(desired × minimumHealthyPercent / 100). */
@@ -126,6 +133,7 @@ export function newDeployment(
     deployment.networkConfiguration = carried.networkConfiguration;
   if (carried.capacityProviderStrategy !== undefined)
     deployment.capacityProviderStrategy = carried.capacityProviderStrategy;
+  if (carried.platformVersion !== undefined) deployment.platformVersion = carried.platformVersion;
   return deployment;
 }
 

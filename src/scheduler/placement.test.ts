@@ -284,6 +284,23 @@ describe("placement: constraints", () => {
     assert.deepEqual(target("runningTasksCount == 1"), ["001"]);
   });
 
+  it("counts the tasks one call places toward runningTasksCount as it goes", () => {
+    const empty = [instance(0), instance(1), instance(2)];
+    const plan = place(
+      empty,
+      3,
+      needs(),
+      [{ type: "memberOf", expression: parseQuery("runningTasksCount == 0") }],
+      [{ type: "binpack", field: "memory" }],
+      never,
+    );
+    assert.deepEqual(
+      plan.placements.map((arn) => arn.slice(-3)).sort(),
+      ["000", "001", "002"],
+      "one to an instance: each is no longer empty once it has one",
+    );
+  });
+
   it("distinctInstance puts each task of the group on a different instance", () => {
     const instances = [
       instance(0),

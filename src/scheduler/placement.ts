@@ -332,6 +332,8 @@ function withTask(instance: InstanceView, needs: TaskNeeds, copied: boolean): In
   for (const port of needs.ports.tcp) out.ports.tcp.add(port);
   for (const port of needs.ports.udp) out.ports.udp.add(port);
   out.groups.set(needs.group, (out.groups.get(needs.group) ?? 0) + 1);
+  // A task placed is to run: runningTasksCount counts it from now on.
+  out.runningTasks++;
   return out;
 }
 

@@ -1048,7 +1048,7 @@ describe("reconcile: the circuit breaker's count", () => {
       return good;
     };
     const primary = () => world.service.deployments.find((d) => d.id === bad.id);
-    return { world, fail, healthy, primary };
+    return { world, task, fail, healthy, primary };
   }
 
   it("counts failures since a task of the deployment last became healthy, as failedTasks says", () => {
@@ -1060,6 +1060,32 @@ describe("reconcile: the circuit breaker's count", () => {
     world.step();
     assert.equal(primary()?.failedTasks, 0, "a healthy task starts the count over");
     assert.equal(primary()?.rolloutState, "IN_PROGRESS");
+  });
+
+  it("starts over for each task that becomes healthy, however long after it started", () => {
+    const { world, task, fail, primary } = rolling();
+    // Three tasks with a health check start together and turn HEALTHY one after another, with
+    // failures in between: each that turns healthy starts the count over.
+    world.now += 1000;
+    const checked = [0, 1, 2].map(() =>
+      task({
+        lastStatus: "RUNNING",
+        desiredStatus: "RUNNING",
+        failed: false,
+        checked: true,
+        startedAt: world.now,
+      }),
+    );
+    world.tasks.push(...checked);
+    for (const [i, t] of checked.entries()) {
+      world.now += 30_000;
+      t.health = "HEALTHY";
+      world.step();
+      fail(i < 2 ? 1 : 3);
+      world.step();
+    }
+    assert.equal(primary()?.failedTasks, 3, "the 3 since the last task turned healthy");
+    assert.equal(primary()?.rolloutState, "IN_PROGRESS", "5 failures in all, but never 5 in a row");
   });
 
   it("keeps the reset when the task that made it fails later: only what failed since counts", () => {

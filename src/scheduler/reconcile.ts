@@ -260,9 +260,9 @@ interface Outcome {
 /**
  * Counts an IN_PROGRESS deployment's consecutive failures; trips the circuit breaker, and rolls
  * back, when they reach its threshold. A task of the deployment that becomes healthy starts the
- * count over (ECS's resetOnHealthyTask, on unless turned off): the pass that first sees one
- * healthy that started after the last reset moves the reset to now, and the reset is kept, so
- * failures before it stay uncounted even once that task fails too.
+ * count over (ECS's resetOnHealthyTask, on unless turned off): a pass that finds more of its tasks
+ * healthy than the last one did takes the failures so far as the new base, and the base is kept,
+ * so failures before it stay uncounted even once that task fails too.
  */
 function checkBreaker(
   pass: Pass,
@@ -272,18 +272,19 @@ function checkBreaker(
 ): { deployments: DeploymentState[]; primary: DeploymentState } {
   const { service, now, tasks } = pass.snapshot;
   if (primary.rolloutState !== "IN_PROGRESS" || service.status !== "ACTIVE") return { deployments, primary };
-  const own = tasks.filter((t) => t.deploymentId === primary.id);
-  const lastReset = primary.failuresResetAt ?? primary.createdAt;
-  const reset = own.some(
-    (t) => isHealthy(t) && !pass.stopped.has(t.arn) && (t.startedAt ?? t.createdAt) > lastReset,
-  );
-  const resetAt = reset ? now : lastReset;
-  const failures = own.filter(
-    (t) => t.lastStatus === "STOPPED" && t.failed && (t.stoppedAt ?? 0) > resetAt,
-  ).length;
+  let stoppedFailed = 0;
+  let healthy = 0;
+  for (const t of tasks) {
+    if (t.deploymentId !== primary.id) continue;
+    if (t.lastStatus === "STOPPED" && t.failed) stoppedFailed++;
+    else if (isHealthy(t) && !pass.stopped.has(t.arn)) healthy++;
+  }
+  const base = healthy > (primary.healthyTasks ?? 0) ? stoppedFailed : (primary.failuresBeforeReset ?? 0);
+  const failures = stoppedFailed - base;
   let updated = primary;
   if (failures !== primary.failedTasks) updated = { ...updated, failedTasks: failures, updatedAt: now };
-  if (reset) updated = { ...updated, failuresResetAt: resetAt };
+  if (base !== (primary.failuresBeforeReset ?? 0)) updated = { ...updated, failuresBeforeReset: base };
+  if (healthy !== (primary.healthyTasks ?? 0)) updated = { ...updated, healthyTasks: healthy };
   const replace = (list: DeploymentState[]) => list.map((d) => (d.id === primary.id ? updated : d));
   if (service.circuitBreaker.enable && failures >= failureThreshold(service.desiredCount)) {
     const target = service.circuitBreaker.rollback ? service.lastCompleted : undefined;
