@@ -214,7 +214,7 @@ export function clusterOperations(store: Store): Record<string, Operation> {
       const limit = input.maxResults ?? 10;
       const after = decodeToken(input.nextToken, () => InvalidParameter("Invalid NextToken"));
       const rows = [...names].sort().filter((name) => after === undefined || name > after);
-      const page = toPage(rows.slice(0, limit + 1), limit, (name) => name);
+      const page = toPage(rows, limit, (name) => name);
       const capacityProviders = page.items.map((name) => ({
         capacityProviderArn: arnOf(name),
         name,

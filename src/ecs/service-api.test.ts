@@ -1,41 +1,23 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import type { RequestContext } from "../aws/service.ts";
 import { SqliteStore } from "../store/sqlite.ts";
-import { clusterArn, saveCluster } from "./clusters.ts";
+import { saveCluster } from "./clusters.ts";
 import { serviceOperations } from "./service-api.ts";
 import { findServiceByArn, saveService } from "./services.ts";
 import { taskDefinitionOperations } from "./task-definition-api.ts";
-import { TEST_NOW, TEST_SCOPE } from "./testing.ts";
+import { testCluster, testContext } from "./testing.ts";
 
 let store: SqliteStore;
-const ctx = (): RequestContext => ({
-  requestId: "r",
-  ...TEST_SCOPE,
-  identity: { accessKeyId: "AKIDTEST" },
-  now: new Date(TEST_NOW),
-});
 const ops = () => serviceOperations(store, () => undefined);
 const memberOf = (n: number) =>
   Array.from({ length: n }, (_, i) => ({ type: "memberOf" as const, expression: `attribute:n${i} exists` }));
 
 before(async () => {
   store = await SqliteStore.open({ path: ":memory:" });
-  await store.transaction((tx) =>
-    saveCluster(tx, {
-      arn: clusterArn(TEST_SCOPE, "default"),
-      name: "default",
-      status: "ACTIVE",
-      settings: [],
-      capacityProviders: [],
-      defaultCapacityProviderStrategy: [],
-      createdAt: TEST_NOW,
-      updatedAt: TEST_NOW,
-    }),
-  );
+  await store.transaction((tx) => saveCluster(tx, testCluster));
   await taskDefinitionOperations(store).RegisterTaskDefinition?.(
     { family: "app", containerDefinitions: [{ name: "app", image: "busybox", memory: 64 }] },
-    ctx(),
+    testContext,
   );
 });
 
@@ -47,11 +29,13 @@ describe("UpdateService and the limits on what a call gives", () => {
   it("refuses 11 placement constraints given, and keeps a service stored with them updatable", async () => {
     const created = (await ops().CreateService?.(
       { serviceName: "old", taskDefinition: "app", desiredCount: 0 },
-      ctx(),
+      testContext,
     )) as { service: { serviceArn: string } };
     const arn = created.service.serviceArn;
     await assert.rejects(
-      Promise.resolve(ops().UpdateService?.({ service: "old", placementConstraints: memberOf(11) }, ctx())),
+      Promise.resolve(
+        ops().UpdateService?.({ service: "old", placementConstraints: memberOf(11) }, testContext),
+      ),
       /InvalidParameterException.*less than or equal to 10/,
     );
     // A service stored before the limit was checked (written here as an older Wharf could have).
@@ -60,7 +44,7 @@ describe("UpdateService and the limits on what a call gives", () => {
       assert.ok(record !== undefined);
       await saveService(tx, { ...record, placementConstraints: memberOf(11) });
     });
-    const updated = (await ops().UpdateService?.({ service: "old", desiredCount: 2 }, ctx())) as {
+    const updated = (await ops().UpdateService?.({ service: "old", desiredCount: 2 }, testContext)) as {
       service: { desiredCount: number };
     };
     assert.equal(updated.service.desiredCount, 2, "its stored constraints are not refused again");

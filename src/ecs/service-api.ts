@@ -191,11 +191,9 @@ export function serviceOperations(
           enableExecuteCommand: input.enableExecuteCommand ?? false,
           deployments: [
             newDeployment(newDeploymentId(random), definition.taskDefinitionArn, desiredCount, now, {
-              ...(input.networkConfiguration === undefined
-                ? {}
-                : { networkConfiguration: input.networkConfiguration }),
-              ...(capacity.strategy === undefined ? {} : { capacityProviderStrategy: capacity.strategy }),
-              ...(input.platformVersion === undefined ? {} : { platformVersion: input.platformVersion }),
+              networkConfiguration: input.networkConfiguration,
+              capacityProviderStrategy: capacity.strategy,
+              platformVersion: input.platformVersion,
             }),
           ],
           accessKeyId: ctx.identity.accessKeyId,
@@ -375,15 +373,14 @@ async function applyUpdate(
     input.serviceRegistries !== undefined ||
     (input.platformVersion !== undefined && input.platformVersion !== (record.platformVersion ?? "LATEST"));
   if (redeploy) {
-    const next = newDeployment(newDeploymentId(random), updated.taskDefinition, updated.desiredCount, now, {
-      ...(updated.networkConfiguration === undefined
-        ? {}
-        : { networkConfiguration: updated.networkConfiguration }),
-      ...(updated.capacityProviderStrategy === undefined
-        ? {}
-        : { capacityProviderStrategy: updated.capacityProviderStrategy }),
-      ...(updated.platformVersion === undefined ? {} : { platformVersion: updated.platformVersion }),
-    });
+    // What the service has of these goes with the deployment (newDeployment keeps only those set).
+    const next = newDeployment(
+      newDeploymentId(random),
+      updated.taskDefinition,
+      updated.desiredCount,
+      now,
+      updated,
+    );
     updated.deployments = promote(record.deployments, next, now);
   } else {
     updated.deployments = record.deployments.map((d) =>

@@ -488,8 +488,15 @@ async function standaloneTags(
   return [...new Map(tags.map((tag) => [tag.key, tag])).values()];
 }
 
+/** The DescribeTasks shape of a task with its tags as the store holds them now. */
+async function taggedShape(tx: Tx, record: TaskRecord): Promise<Record<string, unknown>> {
+  const shape = taskShape(record, false);
+  shape.tags = (await tagsOf(tx, record.wire.taskArn)).map((t) => ({ key: t.key, value: t.value }));
+  return shape;
+}
+
 /** How long RunTask remembers a clientToken: as long as ECS keeps a STOPPED task describable. */
-export const RUN_TASK_TOKEN_RETENTION_MS = 60 * 60_000;
+const RUN_TASK_TOKEN_RETENTION_MS = 60 * 60_000;
 
 /** What a RunTask call asks for, but its token: the same token must come with the same request. */
 function runRequest(input: RunInput): string {
@@ -517,9 +524,7 @@ async function earlierRun(tx: Tx, clusterArn: string, input: RunInput): Promise<
     const record = await findTask(tx, arn);
     if (record === undefined) continue;
     // Its tags as they are now, as DescribeTasks gives them (StopTask or TagResource change them).
-    const shape = taskShape(record, false);
-    shape.tags = (await tagsOf(tx, arn)).map((t) => ({ key: t.key, value: t.value }));
-    shapes.push(JSON.stringify(shape));
+    shapes.push(JSON.stringify(await taggedShape(tx, record)));
   }
   return new RawJson(`{"tasks":[${shapes.join(",")}],"failures":${row.failures}}`);
 }
@@ -614,7 +619,7 @@ export async function definitionFor(
 const PLATFORM_VERSIONS = new Set(["LATEST", "1.4.0", "1.3.0"]);
 
 /** The platform version a Fargate task runs on: the one asked for, LATEST as what it is now. */
-export function platformVersionOf(asked: string | undefined): string {
+function platformVersionOf(asked: string | undefined): string {
   return asked === undefined || asked === "LATEST" ? "1.4.0" : asked;
 }
 
@@ -933,11 +938,9 @@ export function taskOperations(
             failures.push({ arn: reference, reason: "MISSING" });
             continue;
           }
-          const shape = taskShape(record, false);
-          if (input.include?.includes("TAGS")) {
-            shape.tags = (await tagsOf(tx, record.wire.taskArn)).map((t) => ({ key: t.key, value: t.value }));
-          }
-          tasks.push(shape);
+          tasks.push(
+            input.include?.includes("TAGS") ? await taggedShape(tx, record) : taskShape(record, false),
+          );
         }
         return { tasks, failures };
       });

@@ -176,7 +176,7 @@ const SHORTFALL: Partial<Record<PlacementFailure["reason"], string>> = {
 };
 
 /** ECS's event for a deployment whose minimumHealthyPercent and maximumPercent leave it no step to take. */
-export function deploymentConfigurationMessage(service: string): string {
+function deploymentConfigurationMessage(service: string): string {
   return `(service ${service}) was unable to stop or start tasks during a deployment because of the service deployment configuration. Update the minimumHealthyPercent or maximumPercent value and try again.`;
 }
 
