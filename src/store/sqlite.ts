@@ -172,9 +172,16 @@ class Queue {
  * before any later transaction starts and in-memory views never lag behind.
  *
  * With `synchronous = FULL` the log is synced after each batch's commit off
- * the event loop (`WalSync`); the next batch starts once it is, and reads
- * wait for it too, so nothing is seen, acknowledged or built upon before it
- * is durable.
+ * the event loop (`WalSync`), and the batch is acknowledged once that sync
+ * and every earlier one are done. The next batch runs meanwhile: the disk
+ * syncs one batch while the event loop runs the next (they took turns, and
+ * a sync of a batch of new tasks takes as long as a third of the batch's
+ * own work). A later batch may build on an earlier one that is not yet
+ * durable, which is safe because the log is written in order: no sync can
+ * make the later one durable without the earlier, and none of its callers
+ * is answered before both are. A read likewise answers only once what it
+ * saw is durable. A batch with afterCommit hooks is the exception: the next
+ * one waits for its sync, so hooks still run before any later transaction.
  */
 export class SqliteStore implements Store {
   private readonly writer: Connection;
@@ -184,8 +191,11 @@ export class SqliteStore implements Store {
   private draining: Promise<void> | undefined;
   /** Syncs the log after each commit, when commits must be durable before they are acknowledged. */
   private readonly wal: WalSync | undefined;
-  /** The sync of the last commit while it runs: reads wait for it. */
-  private syncing: Promise<unknown> | undefined;
+  /**
+   * While a committed batch is not yet known to be durable: settles once it and every batch
+   * committed before it are (rejects if a sync of one of them failed).
+   */
+  private durable: Promise<void> | undefined;
 
   /** Checkpoints the log off the event loop (file databases). */
   private readonly checkpointer: Checkpointer | undefined;
@@ -306,21 +316,28 @@ export class SqliteStore implements Store {
       return;
     }
     this.checkpointer?.committed();
-    if (this.wal !== undefined) {
-      const syncing = this.wal.sync();
-      this.syncing = syncing;
-      try {
-        await syncing;
-      } catch (error) {
-        // Committed (and visible) but perhaps not durable: no one is told it is, nothing is undone,
-        // and the afterCommit hooks run (the rows are there; views must stay equal to them).
-        this.settle(group, outcomes, undefined, { error });
-        return;
-      } finally {
-        this.syncing = undefined;
-      }
+    if (this.wal === undefined) {
+      this.settle(group, outcomes, undefined);
+      return;
     }
-    this.settle(group, outcomes, undefined);
+    // Durable once its own sync and the one of every batch before it are done. A batch committed
+    // while an earlier sync was still running may rest on that batch's rows, so that sync's failure
+    // is its failure too; one committed after a failure was known starts afresh.
+    const sync = this.wal.sync();
+    const earlier = this.durable;
+    const durable = earlier === undefined ? sync : Promise.all([earlier, sync]).then(() => undefined);
+    this.durable = durable;
+    const settled = durable.then(
+      () => this.settle(group, outcomes, undefined),
+      // Committed (and visible) but perhaps not durable: no one is told it is, nothing is undone,
+      // and the afterCommit hooks run (the rows are there; views must stay equal to them).
+      (error: unknown) => this.settle(group, outcomes, undefined, { error }),
+    );
+    void settled.finally(() => {
+      if (this.durable === durable) this.durable = undefined;
+    });
+    // Hooks run before any later transaction starts: such a batch is settled before the next runs.
+    if (group.some((entry) => entry.hooks.length > 0)) await settled;
   }
 
   /**
@@ -355,11 +372,9 @@ export class SqliteStore implements Store {
     }
   }
 
-  read<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
+  async read<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
     if (this.reader === this.writer || this.reader.db === this.writer.db) return this.transaction(fn);
-    return this.reads.run(async () => {
-      // A commit is seen once it is durable.
-      while (this.syncing !== undefined) await this.syncing.catch(() => undefined);
+    const value = await this.reads.run(async () => {
       const db = this.reader.db;
       db.exec("BEGIN");
       try {
@@ -368,11 +383,16 @@ export class SqliteStore implements Store {
         if (db.inTransaction) db.exec("COMMIT");
       }
     });
+    // What the read saw is answered once it is durable, as is every batch committed by now. (After
+    // a failed sync the rows are there all the same, and read as they are.)
+    await this.durable?.catch(() => undefined);
+    return value;
   }
 
   async close(): Promise<void> {
     // Let queued work finish first, so nothing acknowledged is cut off.
     while (this.draining !== undefined) await this.draining;
+    await this.durable?.catch(() => undefined);
     await this.reads.run(async () => undefined);
     await this.checkpointer?.close();
     if (this.reader.db !== this.writer.db) this.reader.db.close();

@@ -283,6 +283,110 @@ describe("SqliteStore", () => {
     await store.close();
   });
 
+  /** A store whose log syncs are each held until the test settles them, in the order they start. */
+  async function heldSyncs() {
+    const syncs: Array<{ settle: (error?: Error) => void }> = [];
+    let holding = false;
+    const store = await SqliteStore.open({
+      path: freshPath(),
+      migrations: schema,
+      onLogSync: (sync) => {
+        if (!holding) return sync;
+        return new Promise<void>((resolve, reject) => {
+          syncs.push({
+            settle: (error) => {
+              void sync.then(() => (error === undefined ? resolve() : reject(error)), reject);
+            },
+          });
+        });
+      },
+    });
+    holding = true;
+    return { store, syncs };
+  }
+
+  const turn = () => new Promise((resolve) => setTimeout(resolve, 20));
+
+  it("runs and commits the next batch while the last one's sync runs, and acknowledges each in order once its sync and every earlier one are done", async () => {
+    const { store, syncs } = await heldSyncs();
+    const acknowledged: string[] = [];
+    const first = store
+      .transaction((tx) => tx.run("INSERT INTO items (id, n) VALUES ('first', 1)"))
+      .then(() => acknowledged.push("first"));
+    await turn();
+    assert.equal(syncs.length, 1);
+    // The second batch runs, sees the first (committed, not yet durable) and commits: its sync starts.
+    const second = store
+      .transaction(async (tx) => {
+        const row = await tx.get<{ n: number }>("SELECT n FROM items WHERE id = 'first'");
+        await tx.run("INSERT INTO items (id, n) VALUES ('second', ?)", (row?.n ?? 0) + 1);
+      })
+      .then(() => acknowledged.push("second"));
+    await turn();
+    assert.equal(syncs.length, 2);
+    // The second's sync is done, the first's not: neither is acknowledged, nor a read of them answered.
+    syncs[1]?.settle();
+    let seen: unknown = "not yet";
+    const reading = store
+      .read((tx) => tx.get("SELECT n FROM items WHERE id = 'second'"))
+      .then((row) => {
+        seen = row;
+      });
+    await turn();
+    assert.deepEqual(acknowledged, []);
+    assert.equal(seen, "not yet");
+    syncs[0]?.settle();
+    await Promise.all([first, second, reading]);
+    assert.deepEqual(acknowledged, ["first", "second"]);
+    assert.deepEqual(seen, { n: 2 });
+    await store.close();
+  });
+
+  it("fails a batch committed while an earlier batch's sync ran when that sync fails, and not the batches after", async () => {
+    const { store, syncs } = await heldSyncs();
+    const first = store.transaction((tx) => tx.run("INSERT INTO items (id, n) VALUES ('first', 1)"));
+    await turn();
+    const second = store.transaction((tx) => tx.run("INSERT INTO items (id, n) VALUES ('second', 2)"));
+    await turn();
+    syncs[1]?.settle();
+    syncs[0]?.settle(new Error("EIO: sync failed"));
+    await assert.rejects(first, /EIO: sync failed/);
+    await assert.rejects(second, /EIO: sync failed/);
+    // Committed after the failure was known: it rests on rows that are there, and stands alone.
+    const third = store.transaction((tx) => tx.run("INSERT INTO items (id, n) VALUES ('third', 3)"));
+    await turn();
+    syncs[2]?.settle();
+    await third;
+    assert.deepEqual(await store.read((tx) => tx.all("SELECT id FROM items ORDER BY n")), [
+      { id: "first" },
+      { id: "second" },
+      { id: "third" },
+    ]);
+    await store.close();
+  });
+
+  it("starts no transaction after a batch with afterCommit hooks until that batch is synced and its hooks ran", async () => {
+    const { store, syncs } = await heldSyncs();
+    const order: string[] = [];
+    const first = store.transaction(async (tx) => {
+      await tx.run("INSERT INTO items (id, n) VALUES ('first', 1)");
+      tx.afterCommit(() => order.push("hook"));
+    });
+    await turn();
+    const second = store.transaction(async () => {
+      order.push("second runs");
+    });
+    await turn();
+    assert.deepEqual(order, []);
+    syncs[0]?.settle();
+    await first;
+    await turn();
+    syncs[1]?.settle();
+    await second;
+    assert.deepEqual(order, ["hook", "second runs"]);
+    await store.close();
+  });
+
   it("rejects a commit whose log sync fails, still runs its afterCommit hooks, and carries on", async () => {
     let failing = false;
     const store = await SqliteStore.open({
