@@ -1,6 +1,6 @@
-import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import type { FastifyInstance } from "fastify";
 import { AwsError } from "../aws/errors.ts";
-import { jsonText, RawJson } from "../aws/json-text.ts";
+import { RawJson } from "../aws/json-text.ts";
 import { verifySigV4 } from "../aws/sigv4.ts";
 import { AssignmentCache, type CachedAssignment } from "../ecs/assignment-cache.ts";
 import {
@@ -42,7 +42,8 @@ import {
   type TaskReport,
 } from "../shared/agent-protocol.ts";
 import type { Store, Tx } from "../store/store.ts";
-import { sendAwsError, signedRequest } from "./front-door.ts";
+import type { AgentRequest, AgentRoutes } from "./agent-http.ts";
+import { signedRequest } from "./front-door.ts";
 
 export interface AgentChannelOptions {
   store: Store;
@@ -63,8 +64,8 @@ const Unauthorized = (message: string) => new AwsError("UnauthorizedNode", messa
 /** The instance was deregistered: its agent stops (as the ECS agent does) instead of registering again. */
 const Deregistered = (message: string) => new AwsError(INSTANCE_DEREGISTERED, message, { status: 401 });
 
-function json<T>(request: FastifyRequest): T {
-  const body = Buffer.isBuffer(request.body) ? request.body.toString("utf8") : "{}";
+function json<T>(request: AgentRequest): T {
+  const body = request.body.toString("utf8");
   let parsed: unknown;
   try {
     parsed = JSON.parse(body === "" ? "{}" : body);
@@ -152,7 +153,11 @@ function instanceOptions(body: RegisterNodeRequest) {
  * The agent protocol's server end (see src/shared/agent-protocol.ts):
  * registration signed with SigV4, then a node token for polling and reports.
  */
-export function registerAgentChannel(app: FastifyInstance, options: AgentChannelOptions): void {
+export function registerAgentChannel(
+  app: FastifyInstance,
+  routes: AgentRoutes,
+  options: AgentChannelOptions,
+): void {
   const { store, notifier, state } = options;
   const scope = { region: options.region, accountId: options.accountId };
   // Polls parse only the tasks whose rows changed since the instance's last poll.
@@ -164,6 +169,7 @@ export function registerAgentChannel(app: FastifyInstance, options: AgentChannel
   let closing = false;
   app.addHook("preClose", async () => {
     closing = true;
+    routes.close();
     for (const abort of waiting) abort();
   });
 
@@ -179,7 +185,7 @@ export function registerAgentChannel(app: FastifyInstance, options: AgentChannel
     return hash;
   };
 
-  async function node(request: FastifyRequest) {
+  async function node(request: AgentRequest) {
     const header = request.headers.authorization ?? "";
     const token = header.startsWith("Bearer ") ? header.slice(7) : "";
     if (token === "") throw Unauthorized("A node token is required.");
@@ -197,19 +203,8 @@ export function registerAgentChannel(app: FastifyInstance, options: AgentChannel
     return instance;
   }
 
-  const route = (
-    path: string,
-    handler: (request: FastifyRequest, reply: FastifyReply) => Promise<unknown>,
-  ) => {
-    app.post(path, async (request, reply) => {
-      try {
-        const result = await handler(request, reply);
-        void reply.header("content-type", "application/json").send(jsonText(result));
-      } catch (error) {
-        sendAwsError(request, reply, error);
-      }
-    });
-  };
+  const route = (path: string, handler: (request: AgentRequest) => Promise<unknown>) =>
+    routes.post(path, handler);
 
   // The cluster Fargate capacity registers in; it has no row, so users never see it.
   const fargateCapacityCluster = (now: number): ClusterRecord => ({
@@ -344,14 +339,14 @@ export function registerAgentChannel(app: FastifyInstance, options: AgentChannel
       // Ends when the agent goes away or the server closes. Not AbortSignal.any, nor a listener
       // on one shared signal: with thousands of polls waiting, each would cost a walk over them all.
       const wait = notifier.wait(instance.arn, idlePollMs());
-      request.raw.once("close", wait.cancel);
+      request.response.once("close", wait.cancel);
       waiting.add(wait.cancel);
       if (closing) wait.cancel();
       try {
         await wait.done;
       } finally {
         waiting.delete(wait.cancel);
-        request.raw.off("close", wait.cancel);
+        request.response.off("close", wait.cancel);
       }
       if (wait.cancelled && tasks !== undefined) return pollResponse(tasks);
       tasks = await assignments();

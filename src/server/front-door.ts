@@ -29,7 +29,7 @@ function mediaType(request: FastifyRequest): string {
   return (request.headers["content-type"] ?? "").split(";")[0]?.trim().toLowerCase() ?? "";
 }
 
-export function signedRequest(request: FastifyRequest): SignedRequest {
+export function signedRequest(request: Pick<FastifyRequest, "method" | "raw" | "body">): SignedRequest {
   const url = request.raw.url ?? "/";
   const q = url.indexOf("?");
   return {
@@ -177,7 +177,7 @@ function parseJsonBody(body: unknown): Record<string, unknown> {
 }
 
 /** Fastify's own errors (body too large, bad content type, …) as the AWS error they are. */
-function asAwsError(error: unknown): AwsError {
+export function asAwsError(error: unknown): AwsError {
   if (error instanceof AwsError) return error;
   const fastifyError = error as { code?: string; statusCode?: number; message?: string };
   if (fastifyError.code === "FST_ERR_CTP_BODY_TOO_LARGE") return RequestTooLarge("Request entity too large");

@@ -1,7 +1,13 @@
 import { renameSync, rmSync, writeFileSync } from "node:fs";
+import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from "node:http";
 import { createServer as createHttpsServer } from "node:https";
 import { join } from "node:path";
-import Fastify, { type FastifyInstance, type FastifyServerFactory, LogController } from "fastify";
+import Fastify, {
+  type FastifyBaseLogger,
+  type FastifyInstance,
+  type FastifyServerFactory,
+  LogController,
+} from "fastify";
 import { type AccessKey, AccessKeys } from "../auth/access-keys.ts";
 import { Sealer } from "../auth/sealer.ts";
 import { ContainerStats } from "../cloudwatch/container-stats.ts";
@@ -21,6 +27,7 @@ import { SqliteStore } from "../store/sqlite.ts";
 import type { Store } from "../store/store.ts";
 import { stsService } from "../sts/service.ts";
 import { registerAgentChannel } from "./agent-channel.ts";
+import { AgentRoutes } from "./agent-http.ts";
 import type { ServerConfig } from "./config.ts";
 import { registerFrontDoor, sendAwsError } from "./front-door.ts";
 import { dataPaths } from "./paths.ts";
@@ -64,9 +71,33 @@ export async function openDataDir(dataDir: string, now: Date) {
   return { paths, sealer, store, keys, admin };
 }
 
-function buildApp(config: ServerConfig, tls: TlsMaterial | undefined): FastifyInstance {
-  const serverFactory: FastifyServerFactory | undefined =
-    tls === undefined ? undefined : (handler) => createHttpsServer({ cert: tls.cert, key: tls.key }, handler);
+/** How long an idle keep-alive connection is kept open: Fastify's default. */
+const KEEP_ALIVE_TIMEOUT_MS = 72_000;
+
+/** Fastify, with the agent protocol's routes (`AgentRoutes`) served ahead of it on the same server. */
+function buildApp(
+  config: ServerConfig,
+  tls: TlsMaterial | undefined,
+): { app: FastifyInstance; agentRoutes: AgentRoutes } {
+  let log: FastifyBaseLogger | undefined;
+  const agentRoutes = new AgentRoutes({
+    bodyLimit: config.maxRequestBytes,
+    logError: (error) => log?.error({ err: error }, "request failed"),
+  });
+  const serverFactory: FastifyServerFactory = (handler) => {
+    const serve = (request: IncomingMessage, response: ServerResponse) => {
+      if (!agentRoutes.handle(request, response)) handler(request, response);
+    };
+    const server =
+      tls === undefined
+        ? createHttpServer(serve)
+        : createHttpsServer({ cert: tls.cert, key: tls.key }, serve);
+    // What Fastify sets, by its defaults, on a server it makes itself.
+    server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
+    server.requestTimeout = 0;
+    server.setTimeout(0);
+    return server;
+  };
   const app = Fastify({
     logger: { level: config.logLevel },
     bodyLimit: config.maxRequestBytes,
@@ -75,8 +106,9 @@ function buildApp(config: ServerConfig, tls: TlsMaterial | undefined): FastifyIn
     logController: new LogController({
       disableRequestLogging: config.logLevel !== "debug" && config.logLevel !== "trace",
     }),
-    ...(serverFactory === undefined ? {} : { serverFactory }),
+    serverFactory,
   });
+  log = app.log;
   // Every AWS API body arrives as raw bytes: SigV4 hashes exactly what was sent.
   app.removeAllContentTypeParsers();
   app.addContentTypeParser("*", { parseAs: "buffer" }, (_request, body, done) => done(null, body));
@@ -85,7 +117,7 @@ function buildApp(config: ServerConfig, tls: TlsMaterial | undefined): FastifyIn
     sendAwsError(request, reply, Object.assign(new Error("Not Found"), { statusCode: 404 })),
   );
   app.get("/healthz", async () => ({ status: "ok" }));
-  return app;
+  return { app, agentRoutes };
 }
 
 /** Starts the control plane: store, credentials, every API and the registry on one port. */
@@ -103,7 +135,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps = {}): 
             : {}),
         });
   const scheme = tls === undefined ? "http" : "https";
-  const app = buildApp(config, tls);
+  const { app, agentRoutes } = buildApp(config, tls);
   let port = config.port;
   const registryHost = () => config.registryHost ?? `localhost:${port}`;
   const stats = new ContainerStats(() => clock().getTime());
@@ -128,7 +160,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps = {}): 
   // Instances and what their tasks hold, rebuilt from the store; heartbeats written out as it runs.
   const state = await SchedulerState.load(store);
   state.start(store);
-  registerAgentChannel(app, {
+  registerAgentChannel(app, agentRoutes, {
     store,
     state,
     notifier,

@@ -1,0 +1,145 @@
+import assert from "node:assert/strict";
+import { once } from "node:events";
+import { createServer, request as httpRequest, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { after, describe, it } from "node:test";
+import { AwsError } from "../aws/errors.ts";
+import { AgentRoutes } from "./agent-http.ts";
+
+interface Answer {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: string;
+}
+
+/** An HTTP server on loopback whose agent routes answer first and anything else says "fallback". */
+async function serve(routes: AgentRoutes): Promise<{ server: Server; url: string }> {
+  const server = createServer((request, response) => {
+    if (!routes.handle(request, response)) response.end("fallback");
+  });
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  return { server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` };
+}
+
+function send(url: string, method: string, path: string, body = ""): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const request = httpRequest(`${url}${path}`, { method }, (response) => {
+      const parts: Buffer[] = [];
+      response.on("data", (part: Buffer) => parts.push(part));
+      response.on("end", () =>
+        resolve({
+          status: response.statusCode ?? 0,
+          headers: response.headers,
+          body: Buffer.concat(parts).toString(),
+        }),
+      );
+    });
+    request.on("error", reject);
+    request.end(body);
+  });
+}
+
+describe("AgentRoutes", () => {
+  const servers: Server[] = [];
+  after(() => {
+    for (const server of servers) server.close();
+  });
+
+  async function start(options: { bodyLimit?: number; logged?: unknown[] } = {}) {
+    const routes = new AgentRoutes({
+      bodyLimit: options.bodyLimit ?? 1024,
+      logError: (error) => options.logged?.push(error),
+    });
+    const { server, url } = await serve(routes);
+    servers.push(server);
+    return { routes, url };
+  }
+
+  it("answers a POST to a route with its handler's result as JSON, given the body whole", async () => {
+    const { routes, url } = await start();
+    routes.post("/agent/v1/echo", async (request) => ({ got: JSON.parse(request.body.toString()) }));
+    const answer = await send(url, "POST", "/agent/v1/echo", JSON.stringify({ n: 1, s: "x".repeat(500) }));
+    assert.equal(answer.status, 200);
+    assert.equal(answer.headers["content-type"], "application/json");
+    assert.deepEqual(JSON.parse(answer.body), { got: { n: 1, s: "x".repeat(500) } });
+  });
+
+  it("leaves other methods and paths to the server's other handler", async () => {
+    const { routes, url } = await start();
+    routes.post("/agent/v1/echo", async () => ({}));
+    assert.equal((await send(url, "GET", "/agent/v1/echo")).body, "fallback");
+    assert.equal((await send(url, "POST", "/agent/v1/other")).body, "fallback");
+  });
+
+  it("answers a handler's error in the AWS JSON shape, and logs only server-side failures", async () => {
+    const logged: unknown[] = [];
+    const { routes, url } = await start({ logged });
+    routes.post("/agent/v1/refused", async () => {
+      throw new AwsError("InvalidParameterException", "taskArn is required.");
+    });
+    routes.post("/agent/v1/broken", async () => {
+      throw new Error("disk on fire");
+    });
+    const refused = await send(url, "POST", "/agent/v1/refused");
+    assert.equal(refused.status, 400);
+    assert.equal(refused.headers["x-amzn-errortype"], "InvalidParameterException");
+    assert.equal(refused.headers["content-type"], "application/x-amz-json-1.1");
+    assert.ok(typeof refused.headers["x-amzn-requestid"] === "string");
+    assert.deepEqual(JSON.parse(refused.body), {
+      __type: "InvalidParameterException",
+      message: "taskArn is required.",
+    });
+    assert.equal(logged.length, 0);
+    const broken = await send(url, "POST", "/agent/v1/broken");
+    assert.equal(broken.status, 500);
+    assert.equal(JSON.parse(broken.body).__type, "InternalFailure");
+    assert.doesNotMatch(broken.body, /disk on fire/);
+    assert.equal(logged.length, 1);
+  });
+
+  it("refuses a body over the limit with RequestEntityTooLargeException, without running the handler", async () => {
+    const { routes, url } = await start({ bodyLimit: 100 });
+    let ran = false;
+    routes.post("/agent/v1/echo", async () => {
+      ran = true;
+      return {};
+    });
+    const answer = await send(url, "POST", "/agent/v1/echo", "x".repeat(101));
+    assert.equal(answer.status, 413);
+    assert.equal(JSON.parse(answer.body).__type, "RequestEntityTooLargeException");
+    assert.equal(ran, false);
+  });
+
+  it("answers 503 once closed", async () => {
+    const { routes, url } = await start();
+    routes.post("/agent/v1/echo", async () => ({}));
+    routes.close();
+    const answer = await send(url, "POST", "/agent/v1/echo", "{}");
+    assert.equal(answer.status, 503);
+  });
+
+  it("tells a waiting handler that its client went away (a long poll ends then)", async () => {
+    const { routes, url } = await start();
+    let gone: () => void = () => undefined;
+    const ended = new Promise<void>((resolve) => {
+      gone = resolve;
+    });
+    let waiting: () => void = () => undefined;
+    const started = new Promise<void>((resolve) => {
+      waiting = resolve;
+    });
+    routes.post("/agent/v1/poll", async (request) => {
+      request.response.once("close", gone);
+      waiting();
+      await ended;
+      return {};
+    });
+    const client = httpRequest(`${url}/agent/v1/poll`, { method: "POST" });
+    client.on("error", () => undefined);
+    client.end("{}");
+    await started;
+    client.destroy();
+    await ended;
+  });
+});
