@@ -91,6 +91,7 @@ interface Service {
   healthCheckGracePeriodSeconds?: number;
   placementConstraints: Array<{ type: string; expression?: string }>;
   placementStrategy: Array<{ type: string; field?: string }>;
+  createdBy?: string;
 }
 
 /** The container's process sleeps until asked to stop, then exits at once. */
@@ -213,6 +214,7 @@ describe("ECS services on real containers", () => {
     assert.equal(service.launchType, "EC2");
     assert.equal(service.schedulingStrategy, "REPLICA");
     assert.equal(service.taskDefinition, web1);
+    assert.equal(service.createdBy, "arn:aws:iam::000000000000:user/admin");
     assert.deepEqual(service.deploymentConfiguration, {
       deploymentCircuitBreaker: { enable: false, rollback: false },
       maximumPercent: 200,

@@ -1,6 +1,21 @@
 import { randomBytes } from "node:crypto";
-import type { Store } from "../store/store.ts";
+import type { Store, Tx } from "../store/store.ts";
 import type { Sealer } from "./sealer.ts";
+
+/**
+ * The principal an access key acts as, as STS GetCallerIdentity names it: its IAM user, or the
+ * account's root for a key no user holds. ECS records it as who registered a task definition
+ * (`registeredBy`) and who created a service (`createdBy`).
+ */
+export async function principalArn(tx: Tx, accessKeyId: string, accountId: string): Promise<string> {
+  const row = await tx.get<{ user_name: string }>(
+    "SELECT user_name FROM access_keys WHERE access_key_id = ?",
+    accessKeyId,
+  );
+  return row === undefined
+    ? `arn:aws:iam::${accountId}:root`
+    : `arn:aws:iam::${accountId}:user/${row.user_name}`;
+}
 
 export interface AccessKey {
   accessKeyId: string;

@@ -50,3 +50,27 @@ describe("UpdateService and the limits on what a call gives", () => {
     assert.equal(updated.service.desiredCount, 2, "its stored constraints are not refused again");
   });
 });
+
+describe("CreateService", () => {
+  it("records who created the service (createdBy), as STS GetCallerIdentity names the caller", async () => {
+    await store.transaction((tx) =>
+      tx.run(
+        "INSERT INTO access_keys (access_key_id, secret_sealed, user_name, status, created_at) VALUES (?, ?, ?, 'Active', 0)",
+        "AKIDCREATOR",
+        "sealed",
+        "deployer",
+      ),
+    );
+    const created = (await ops().CreateService?.(
+      { serviceName: "made", taskDefinition: "app", desiredCount: 0 },
+      { ...testContext, identity: { accessKeyId: "AKIDCREATOR" } },
+    )) as { service: { createdBy?: string } };
+    const createdBy = `arn:aws:iam::${testContext.accountId}:user/deployer`;
+    assert.equal(created.service.createdBy, createdBy);
+    // An update by another key leaves it as it was.
+    const updated = (await ops().UpdateService?.({ service: "made", desiredCount: 1 }, testContext)) as {
+      service: { createdBy?: string };
+    };
+    assert.equal(updated.service.createdBy, createdBy);
+  });
+});

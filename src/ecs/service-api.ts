@@ -1,3 +1,4 @@
+import { principalArn } from "../auth/access-keys.ts";
 import { errorType } from "../aws/errors.ts";
 import { decodeToken, toPage } from "../aws/pagination.ts";
 import type { Operation, RequestContext } from "../aws/service.ts";
@@ -197,6 +198,7 @@ export function serviceOperations(
             }),
           ],
           accessKeyId: ctx.identity.accessKeyId,
+          createdBy: await principalArn(tx, ctx.identity.accessKeyId, ctx.accountId),
           createdAt: now,
           updatedAt: now,
         };

@@ -63,6 +63,8 @@ export interface ServiceRecord {
   clientToken?: string;
   /** The access key whose registry credentials the service's tasks pull with (the last to create or update it). */
   accessKeyId: string;
+  /** The principal that created the service (`principalArn`); services stored before it was kept have none. */
+  createdBy?: string;
   createdAt: number;
   updatedAt: number;
 }
@@ -354,6 +356,7 @@ export async function serviceShape(
     enableExecuteCommand: record.enableExecuteCommand,
   };
   if (record.role !== undefined) shape.roleArn = record.role;
+  if (record.createdBy !== undefined) shape.createdBy = record.createdBy;
   if (record.networkConfiguration !== undefined) shape.networkConfiguration = record.networkConfiguration;
   if (record.healthCheckGracePeriodSeconds !== undefined)
     shape.healthCheckGracePeriodSeconds = record.healthCheckGracePeriodSeconds;

@@ -1,8 +1,9 @@
+import { principalArn } from "../auth/access-keys.ts";
 import { decodeToken, encodeToken } from "../aws/pagination.ts";
 import type { Operation, RequestContext } from "../aws/service.ts";
 import { putTags, tagProblem, tagsOf } from "../aws/tags.ts";
 import { parseInput } from "../aws/validate.ts";
-import type { Store, Tx } from "../store/store.ts";
+import type { Store } from "../store/store.ts";
 import { toWireTags } from "./clusters.ts";
 import { ClientException, InvalidParameter } from "./errors.ts";
 import { draftTaskDefinition } from "./task-definition-rules.ts";
@@ -35,20 +36,6 @@ function scopeOf(ctx: RequestContext): Scope {
   return { region: ctx.region, accountId: ctx.accountId };
 }
 
-/**
- * Who registered a definition: the IAM user the access key belongs to, as
- * STS GetCallerIdentity names it.
- */
-async function principalArn(tx: Tx, ctx: RequestContext): Promise<string> {
-  const row = await tx.get<{ user_name: string }>(
-    "SELECT user_name FROM access_keys WHERE access_key_id = ?",
-    ctx.identity.accessKeyId,
-  );
-  return row === undefined
-    ? `arn:aws:iam::${ctx.accountId}:root`
-    : `arn:aws:iam::${ctx.accountId}:user/${row.user_name}`;
-}
-
 function positionToken(position: ListPosition): string {
   return encodeToken(`${position.family}:${position.revision}`);
 }
@@ -79,7 +66,7 @@ export function taskDefinitionOperations(store: Store): Record<string, Operation
           revision,
           status: "ACTIVE",
           registeredAt: ctx.now.getTime() / 1000,
-          registeredBy: await principalArn(tx, ctx),
+          registeredBy: await principalArn(tx, ctx.identity.accessKeyId, ctx.accountId),
         });
         await insertTaskDefinition(tx, definition);
         await putTags(tx, definition.taskDefinitionArn, tags);
