@@ -406,6 +406,10 @@ export function instanceOperations(
 
     async ListAttributes(raw, ctx) {
       const input = parseInput(ListAttributesInput, raw, InvalidParameter);
+      // ECS: "You must also specify an attribute name to use this parameter."
+      if (input.attributeValue !== undefined && input.attributeName === undefined) {
+        throw InvalidParameter("attributeName must be specified when attributeValue is specified.");
+      }
       const limit = input.maxResults ?? 100;
       const after = Number(decodeToken(input.nextToken, () => InvalidParameter("Invalid NextToken")) ?? "0");
       return store.read(async (tx) => {

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { CapacityProviderStrategyItem, Tags } from "./shapes.ts";
+import { CapacityProviderStrategyItem, ClientToken, Tags } from "./shapes.ts";
 import { PlacementConstraint, PlacementStrategy, RunTaskInput } from "./task-api.ts";
 
 /** ECS service request shapes, as the API reference defines them. */
@@ -38,9 +38,10 @@ export const CreateServiceInput = z.object({
   serviceName: z.string(),
   taskDefinition: z.string().optional(),
   loadBalancers: z.array(LoadBalancer).optional(),
-  serviceRegistries: z.array(ServiceRegistry).optional(),
+  // "Each service may be associated with one service registry."
+  serviceRegistries: z.array(ServiceRegistry).max(1).optional(),
   desiredCount: z.number().int().min(0).optional(),
-  clientToken: z.string().max(36).optional(),
+  clientToken: ClientToken(36).optional(),
   launchType: LaunchType.optional(),
   capacityProviderStrategy: z.array(CapacityProviderStrategyItem).optional(),
   platformVersion: z.string().optional(),
@@ -76,7 +77,8 @@ export const UpdateServiceInput = z.object({
   enableECSManagedTags: z.boolean().optional(),
   loadBalancers: z.array(LoadBalancer).optional(),
   propagateTags: PropagateTags.optional(),
-  serviceRegistries: z.array(ServiceRegistry).optional(),
+  // "Each service may be associated with one service registry."
+  serviceRegistries: z.array(ServiceRegistry).max(1).optional(),
   availabilityZoneRebalancing: z.enum(["ENABLED", "DISABLED"]).optional(),
 });
 

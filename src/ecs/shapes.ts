@@ -2,6 +2,17 @@ import { z } from "zod";
 
 /** ECS request shapes shared by several operations, as the API reference defines them. */
 
+/**
+ * An idempotency token: ECS takes "up to N ASCII characters in the range of 33-126 (inclusive)"
+ * (64 for RunTask, 36 for CreateService).
+ */
+export const ClientToken = (max: number) =>
+  z
+    .string()
+    .min(1)
+    .max(max)
+    .regex(/^[\x21-\x7e]+$/);
+
 export const Tag = z.object({ key: z.string(), value: z.string().default("") });
 export const Tags = z.array(Tag).max(50);
 

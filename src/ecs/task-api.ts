@@ -23,7 +23,7 @@ import {
 import type { InstanceNotifier } from "./notifier.ts";
 import type { InstanceSnapshot, SchedulerState } from "./scheduler-state.ts";
 import { findService } from "./services.ts";
-import { CapacityProviderStrategyItem, Tags } from "./shapes.ts";
+import { CapacityProviderStrategyItem, ClientToken, Tags } from "./shapes.ts";
 import { findTaskDefinition } from "./task-definitions.ts";
 import {
   bodyOf,
@@ -120,7 +120,7 @@ export const RunTaskInput = z.object({
   referenceId: z.string().optional(),
   platformVersion: z.string().optional(),
   enableExecuteCommand: z.boolean().optional(),
-  clientToken: z.string().optional(),
+  clientToken: ClientToken(64).optional(),
 });
 const StartTaskInput = RunTaskInput.omit({
   count: true,
