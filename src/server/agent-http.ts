@@ -25,11 +25,11 @@ export interface AgentRoutesOptions {
 
 /**
  * The agent protocol's routes, served by node:http ahead of Fastify. Each agent sends a poll and
- * a report for every change to its tasks, so a service's scale-up is mostly these requests:
- * Fastify's request and reply, hooks and content-type parsing cost ~25 µs a request on top of
- * node's own ~45 (a keep-alive POST of two task reports, measured on this machine), about a
- * tenth of the event loop's time over the scale-up. What an agent sees is the same: JSON
- * answers, errors in the AWS JSON shape. Everything else goes to Fastify as before.
+ * a report for every change to its tasks, so a service's scale-up is mostly these requests, and
+ * Fastify's request and reply, logger and content-type handling cost ~11 µs of server CPU a
+ * request on top of node's own ~41 (`bench/scheduler/transport.ts`: a keep-alive POST of two
+ * task reports). What an agent sees is the same: JSON answers, errors in the AWS JSON shape.
+ * Everything else goes to Fastify as before.
  */
 export class AgentRoutes {
   private readonly routes = new Map<string, AgentHandler>();
