@@ -341,7 +341,8 @@ export function registerAgentChannel(
       const wait = notifier.wait(instance.arn, idlePollMs());
       request.response.once("close", wait.cancel);
       waiting.add(wait.cancel);
-      if (closing) wait.cancel();
+      // The agent may have gone before the listener was there (while the poll read or wrote).
+      if (closing || request.raw.socket.destroyed) wait.cancel();
       try {
         await wait.done;
       } finally {

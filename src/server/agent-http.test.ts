@@ -49,7 +49,7 @@ describe("AgentRoutes", () => {
   async function start(options: { bodyLimit?: number; logged?: unknown[] } = {}) {
     const routes = new AgentRoutes({
       bodyLimit: options.bodyLimit ?? 1024,
-      logError: (error) => options.logged?.push(error),
+      logError: (_error, request) => options.logged?.push(request),
     });
     const { server, url } = await serve(routes);
     servers.push(server);
@@ -63,6 +63,8 @@ describe("AgentRoutes", () => {
     assert.equal(answer.status, 200);
     assert.equal(answer.headers["content-type"], "application/json");
     assert.deepEqual(JSON.parse(answer.body), { got: { n: 1, s: "x".repeat(500) } });
+    // A query string does not change the route.
+    assert.equal((await send(url, "POST", "/agent/v1/echo?x=1", "{}")).status, 200);
   });
 
   it("leaves other methods and paths to the server's other handler", async () => {
@@ -96,6 +98,7 @@ describe("AgentRoutes", () => {
     assert.equal(JSON.parse(broken.body).__type, "InternalFailure");
     assert.doesNotMatch(broken.body, /disk on fire/);
     assert.equal(logged.length, 1);
+    assert.deepEqual(logged[0], { method: "POST", url: "/agent/v1/broken" });
   });
 
   it("refuses a body over the limit with RequestEntityTooLargeException, without running the handler", async () => {

@@ -19,8 +19,8 @@ export type AgentHandler = (request: AgentRequest) => Promise<unknown>;
 export interface AgentRoutesOptions {
   /** Largest body taken, in bytes; a larger one is refused with RequestEntityTooLargeException. */
   bodyLimit: number;
-  /** Where a request that failed on the server's side is logged. */
-  logError(error: unknown): void;
+  /** Where a request that failed on the server's side is logged, with its method and URL. */
+  logError(error: unknown, request: { method: string; url: string }): void;
 }
 
 /**
@@ -50,7 +50,9 @@ export class AgentRoutes {
   /** Serves the request when it is a POST to one of the routes; false leaves it to Fastify. */
   handle(raw: IncomingMessage, response: ServerResponse): boolean {
     if (raw.method !== "POST") return false;
-    const handler = this.routes.get(raw.url ?? "");
+    const url = raw.url ?? "";
+    const query = url.indexOf("?");
+    const handler = this.routes.get(query === -1 ? url : url.slice(0, query));
     if (handler === undefined) return false;
     if (this.closing) {
       response.writeHead(503, { connection: "close", "content-length": 0 });
@@ -70,7 +72,7 @@ export class AgentRoutes {
       if (length > this.options.bodyLimit) {
         refused = true;
         response.setHeader("connection", "close");
-        this.fail(response, RequestTooLarge("Request entity too large"));
+        this.fail(raw, response, RequestTooLarge("Request entity too large"));
         return;
       }
       chunks.push(chunk);
@@ -78,7 +80,10 @@ export class AgentRoutes {
     raw.once("end", () => {
       if (refused) return;
       const body = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, length);
-      void this.serve(handler, { method: "POST", headers: raw.headers, body, raw, response });
+      // Nothing it throws may go unhandled: the process would exit.
+      this.serve(handler, { method: "POST", headers: raw.headers, body, raw, response }).catch(() =>
+        response.destroy(),
+      );
     });
     return true;
   }
@@ -93,14 +98,15 @@ export class AgentRoutes {
       });
       response.end(text);
     } catch (error) {
-      this.fail(response, error);
+      this.fail(request.raw, response, error);
     }
   }
 
   /** Answers with the error in the AWS JSON shape, as the front door does. */
-  private fail(response: ServerResponse, error: unknown): void {
+  private fail(raw: IncomingMessage, response: ServerResponse, error: unknown): void {
     const awsError = asAwsError(error);
-    if (awsError.status >= 500) this.options.logError(error);
+    if (awsError.status >= 500)
+      this.options.logError(error, { method: raw.method ?? "", url: raw.url ?? "" });
     if (response.headersSent) {
       response.destroy();
       return;

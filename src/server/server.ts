@@ -1,6 +1,13 @@
+import { lookup } from "node:dns/promises";
 import { renameSync, rmSync, writeFileSync } from "node:fs";
-import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from "node:http";
+import {
+  createServer as createHttpServer,
+  type Server as HttpServer,
+  type IncomingMessage,
+  type ServerResponse,
+} from "node:http";
 import { createServer as createHttpsServer } from "node:https";
+import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import Fastify, {
   type FastifyBaseLogger,
@@ -74,20 +81,22 @@ export async function openDataDir(dataDir: string, now: Date) {
 /** How long an idle keep-alive connection is kept open: Fastify's default. */
 const KEEP_ALIVE_TIMEOUT_MS = 72_000;
 
-/** Fastify, with the agent protocol's routes (`AgentRoutes`) served ahead of it on the same server. */
+/**
+ * Fastify, with the agent protocol's routes (`AgentRoutes`) served ahead of it on the same server.
+ * `extraServer` makes one more server of the same kind for the same app (see `listenEverywhere`).
+ */
 function buildApp(
   config: ServerConfig,
   tls: TlsMaterial | undefined,
-): { app: FastifyInstance; agentRoutes: AgentRoutes } {
+): { app: FastifyInstance; agentRoutes: AgentRoutes; extraServer: () => HttpServer } {
   let log: FastifyBaseLogger | undefined;
   const agentRoutes = new AgentRoutes({
     bodyLimit: config.maxRequestBytes,
-    logError: (error) => log?.error({ err: error }, "request failed"),
+    logError: (error, request) => log?.error({ err: error, ...request }, "request failed"),
   });
-  const serverFactory: FastifyServerFactory = (handler) => {
-    const serve = (request: IncomingMessage, response: ServerResponse) => {
-      if (!agentRoutes.handle(request, response)) handler(request, response);
-    };
+  let serve: (request: IncomingMessage, response: ServerResponse) => void = (_request, response) =>
+    response.destroy();
+  const makeServer = (): HttpServer => {
     const server =
       tls === undefined
         ? createHttpServer(serve)
@@ -97,6 +106,12 @@ function buildApp(
     server.requestTimeout = 0;
     server.setTimeout(0);
     return server;
+  };
+  const serverFactory: FastifyServerFactory = (handler) => {
+    serve = (request, response) => {
+      if (!agentRoutes.handle(request, response)) handler(request, response);
+    };
+    return makeServer();
   };
   const app = Fastify({
     logger: { level: config.logLevel },
@@ -117,7 +132,35 @@ function buildApp(
     sendAwsError(request, reply, Object.assign(new Error("Not Found"), { statusCode: 404 })),
   );
   app.get("/healthz", async () => ({ status: "ok" }));
-  return { app, agentRoutes };
+  return { app, agentRoutes, extraServer: makeServer };
+}
+
+/**
+ * Listens on every address `localhost` has, as Fastify does for a server it makes itself (it does
+ * not for one a `serverFactory` makes): clients that try only one of 127.0.0.1 and ::1 reach it.
+ */
+export async function listenEverywhere(
+  app: FastifyInstance,
+  extraServer: () => HttpServer,
+  host: string,
+  extras: HttpServer[],
+  addressesOf: (host: string) => Promise<Array<{ address: string }>> = (name) => lookup(name, { all: true }),
+): Promise<void> {
+  if (host !== "localhost") return;
+  const { address: bound, port } = app.server.address() as AddressInfo;
+  for (const { address } of await addressesOf(host)) {
+    if (address === bound) continue;
+    const server = extraServer();
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once("error", reject);
+        server.listen({ host: address, port, backlog: LISTEN_BACKLOG }, resolve);
+      });
+      extras.push(server);
+    } catch {
+      // An address this machine does not have (no IPv6): the others serve.
+    }
+  }
 }
 
 /** Starts the control plane: store, credentials, every API and the registry on one port. */
@@ -135,7 +178,15 @@ export async function startServer(config: ServerConfig, deps: ServerDeps = {}): 
             : {}),
         });
   const scheme = tls === undefined ? "http" : "https";
-  const { app, agentRoutes } = buildApp(config, tls);
+  const { app, agentRoutes, extraServer } = buildApp(config, tls);
+  // The servers listenEverywhere adds close with the app's own.
+  const extraServers: HttpServer[] = [];
+  app.addHook("onClose", async () => {
+    for (const server of extraServers) {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
   let port = config.port;
   const registryHost = () => config.registryHost ?? `localhost:${port}`;
   const stats = new ContainerStats(() => clock().getTime());
@@ -242,6 +293,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps = {}): 
     // default queue of 511 connections waiting to be accepted drops the rest (their SYNs are
     // retried after 1, 3, 7 s). The kernel caps it at net.core.somaxconn.
     await app.listen({ host: config.host, port: config.port, backlog: LISTEN_BACKLOG });
+    await listenEverywhere(app, extraServer, config.host, extraServers);
   } catch (error) {
     await registry.close();
     await state.close(store);

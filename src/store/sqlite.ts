@@ -110,14 +110,39 @@ const BACKSTOP_PAGES = 8000;
 class WalSync {
   private fd: number | undefined;
   private ino = -1;
+  /** The sync running now, and the next one, which everyone asking meanwhile shares. */
+  private running: Promise<void> | undefined;
+  private following: Promise<void> | undefined;
 
   constructor(
     private readonly path: string,
     private readonly onSync: (sync: Promise<void>) => Promise<void> = (sync) => sync,
   ) {}
 
-  /** Syncs the log as it is now; resolves once it is on disk (fails, never throws). */
-  async sync(): Promise<void> {
+  /**
+   * Resolves once the log as it is now is on disk (fails, never throws). One sync runs at a time:
+   * whoever asks while one runs shares the next, which starts when it ends and covers every
+   * commit made before it starts (one fdatasync covers the whole file).
+   */
+  sync(): Promise<void> {
+    if (this.running === undefined) return this.start();
+    this.following ??= this.running.then(settledAnyway, settledAnyway).then(() => {
+      this.following = undefined;
+      return this.start();
+    });
+    return this.following;
+  }
+
+  private start(): Promise<void> {
+    const sync = this.syncNow();
+    this.running = sync;
+    void sync.then(settledAnyway, settledAnyway).then(() => {
+      if (this.running === sync) this.running = undefined;
+    });
+    return sync;
+  }
+
+  private async syncNow(): Promise<void> {
     const fd = this.open();
     return this.onSync(
       new Promise((resolve, reject) =>
@@ -142,6 +167,8 @@ class WalSync {
     this.fd = undefined;
   }
 }
+
+function settledAnyway(): void {}
 
 /**
  * Serialises async critical sections: a connection has one transaction at a
@@ -176,7 +203,8 @@ class Queue {
  * and every earlier one are done. The next batch runs meanwhile: the disk
  * syncs one batch while the event loop runs the next (they took turns, and
  * a sync of a batch of new tasks takes as long as a third of the batch's
- * own work). A later batch may build on an earlier one that is not yet
+ * own work). One sync runs at a time; the batches that commit while it
+ * runs share the next. A later batch may build on an earlier one that is not yet
  * durable, which is safe because the log is written in order: no sync can
  * make the later one durable without the earlier, and none of its callers
  * is answered before both are. A read likewise answers only once what it
@@ -325,7 +353,14 @@ export class SqliteStore implements Store {
     // is its failure too; one committed after a failure was known starts afresh.
     const sync = this.wal.sync();
     const earlier = this.durable;
-    const durable = earlier === undefined ? sync : Promise.all([earlier, sync]).then(() => undefined);
+    // Settled only once both are, so nothing waits less than the syncs it rests on (close() too).
+    const durable =
+      earlier === undefined
+        ? sync
+        : Promise.allSettled([earlier, sync]).then(([before, own]) => {
+            if (before.status === "rejected") throw before.reason;
+            if (own.status === "rejected") throw own.reason;
+          });
     this.durable = durable;
     const settled = durable.then(
       () => this.settle(group, outcomes, undefined),

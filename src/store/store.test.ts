@@ -307,7 +307,7 @@ describe("SqliteStore", () => {
 
   const turn = () => new Promise((resolve) => setTimeout(resolve, 20));
 
-  it("runs and commits the next batch while the last one's sync runs, and acknowledges each in order once its sync and every earlier one are done", async () => {
+  it("runs and commits the next batch while the last one's sync runs, syncs it next, and acknowledges each in order once its sync and every earlier one are done", async () => {
     const { store, syncs } = await heldSyncs();
     const acknowledged: string[] = [];
     const first = store
@@ -315,7 +315,8 @@ describe("SqliteStore", () => {
       .then(() => acknowledged.push("first"));
     await turn();
     assert.equal(syncs.length, 1);
-    // The second batch runs, sees the first (committed, not yet durable) and commits: its sync starts.
+    // The second batch runs, sees the first (committed, not yet durable) and commits; the third
+    // commits too. One sync runs at a time: theirs, one for both, starts when the first's ends.
     const second = store
       .transaction(async (tx) => {
         const row = await tx.get<{ n: number }>("SELECT n FROM items WHERE id = 'first'");
@@ -323,9 +324,11 @@ describe("SqliteStore", () => {
       })
       .then(() => acknowledged.push("second"));
     await turn();
-    assert.equal(syncs.length, 2);
-    // The second's sync is done, the first's not: neither is acknowledged, nor a read of them answered.
-    syncs[1]?.settle();
+    const third = store
+      .transaction((tx) => tx.run("INSERT INTO items (id, n) VALUES ('third', 3)"))
+      .then(() => acknowledged.push("third"));
+    await turn();
+    assert.equal(syncs.length, 1, "no second sync while the first runs");
     let seen: unknown = "not yet";
     const reading = store
       .read((tx) => tx.get("SELECT n FROM items WHERE id = 'second'"))
@@ -334,11 +337,18 @@ describe("SqliteStore", () => {
       });
     await turn();
     assert.deepEqual(acknowledged, []);
-    assert.equal(seen, "not yet");
+    assert.equal(seen, "not yet", "a read answers once what it saw is durable");
     syncs[0]?.settle();
-    await Promise.all([first, second, reading]);
-    assert.deepEqual(acknowledged, ["first", "second"]);
+    await first;
+    await turn();
+    assert.deepEqual(acknowledged, ["first"]);
+    assert.equal(syncs.length, 2, "the next sync, shared by the two batches committed meanwhile");
+    assert.equal(seen, "not yet");
+    syncs[1]?.settle();
+    await Promise.all([second, third, reading]);
+    assert.deepEqual(acknowledged, ["first", "second", "third"]);
     assert.deepEqual(seen, { n: 2 });
+    assert.equal(syncs.length, 2);
     await store.close();
   });
 
@@ -348,9 +358,11 @@ describe("SqliteStore", () => {
     await turn();
     const second = store.transaction((tx) => tx.run("INSERT INTO items (id, n) VALUES ('second', 2)"));
     await turn();
-    syncs[1]?.settle();
     syncs[0]?.settle(new Error("EIO: sync failed"));
     await assert.rejects(first, /EIO: sync failed/);
+    await turn();
+    // The second's own sync succeeds; it rests on the first, so it fails with it.
+    syncs[1]?.settle();
     await assert.rejects(second, /EIO: sync failed/);
     // Committed after the failure was known: it rests on rows that are there, and stands alone.
     const third = store.transaction((tx) => tx.run("INSERT INTO items (id, n) VALUES ('third', 3)"));
