@@ -29,8 +29,14 @@ parentPort.on("message", (message) => {
 });
 `;
 
-/** How often, at most, the log is checkpointed off the event loop. */
-const INTERVAL_MS = 100;
+/**
+ * How often, at most, the log is checkpointed off the event loop. Each checkpoint copies the
+ * pages written since the last one and syncs the log and the database: a service's scale-up
+ * rewrites the same index and table pages in every batch, and at one a second instead of ten
+ * they are copied and synced a tenth as often (server CPU 11% less over six pairs of the
+ * scale-up, 6% less over three of RunTask; docs/benchmarks.md).
+ */
+const INTERVAL_MS = 1000;
 
 /**
  * Checkpoints the write-ahead log on a worker thread, so that copying the
