@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
 import { RequestTooLarge } from "../aws/errors.ts";
 import { jsonText } from "../aws/json-text.ts";
-import { asAwsError } from "./front-door.ts";
+import { asAwsError, jsonError } from "./front-door.ts";
 
 /** An agent's request, its body read whole. */
 export interface AgentRequest {
@@ -111,13 +111,12 @@ export class AgentRoutes {
       response.destroy();
       return;
     }
-    const text = JSON.stringify({ __type: awsError.code, message: awsError.message });
+    const json = jsonError(awsError);
     response.writeHead(awsError.status, {
-      "content-type": "application/x-amz-json-1.1",
-      "content-length": Buffer.byteLength(text),
+      ...json.headers,
+      "content-length": Buffer.byteLength(json.body),
       "x-amzn-RequestId": randomUUID(),
-      "x-amzn-ErrorType": awsError.code,
     });
-    response.end(text);
+    response.end(json.body);
   }
 }

@@ -205,8 +205,14 @@ export function sendAwsError(
     void reply.header("content-type", "text/xml").send(queryError(awsError, xmlNamespace, requestId));
     return;
   }
-  void reply
-    .header("content-type", "application/x-amz-json-1.1")
-    .header("x-amzn-ErrorType", awsError.code)
-    .send(JSON.stringify({ __type: awsError.code, message: awsError.message }));
+  const json = jsonError(awsError);
+  void reply.headers(json.headers).send(json.body);
+}
+
+/** An error in the AWS JSON protocol's shape: its headers (but the request id) and its body. */
+export function jsonError(awsError: AwsError): { headers: Record<string, string>; body: string } {
+  return {
+    headers: { "content-type": "application/x-amz-json-1.1", "x-amzn-ErrorType": awsError.code },
+    body: JSON.stringify({ __type: awsError.code, message: awsError.message }),
+  };
 }

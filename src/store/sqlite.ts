@@ -122,15 +122,32 @@ class WalSync {
   /**
    * Resolves once the log as it is now is on disk (fails, never throws). One sync runs at a time:
    * whoever asks while one runs shares the next, which starts when it ends and covers every
-   * commit made before it starts (one fdatasync covers the whole file).
+   * commit made before it starts (one fdatasync covers the whole file). The next fails if the
+   * one it followed did: what was committed meanwhile may rest on what that one did not make
+   * durable. Whoever asks once a failure is known starts afresh.
    */
   sync(): Promise<void> {
     if (this.running === undefined) return this.start();
-    this.following ??= this.running.then(settledAnyway, settledAnyway).then(() => {
-      this.following = undefined;
-      return this.start();
-    });
+    this.following ??= this.running.then(
+      () => {
+        this.following = undefined;
+        return this.start();
+      },
+      (error: unknown) => {
+        this.following = undefined;
+        // Synced all the same (the rows are there), and failed with the earlier one.
+        return this.start().then(
+          () => Promise.reject(error),
+          () => Promise.reject(error),
+        );
+      },
+    );
     return this.following;
+  }
+
+  /** Settles once every sync asked for so far has, whether or not it succeeded. */
+  settled(): Promise<void> {
+    return (this.following ?? this.running ?? Promise.resolve()).then(settledAnyway, settledAnyway);
   }
 
   private start(): Promise<void> {
@@ -219,11 +236,6 @@ export class SqliteStore implements Store {
   private draining: Promise<void> | undefined;
   /** Syncs the log after each commit, when commits must be durable before they are acknowledged. */
   private readonly wal: WalSync | undefined;
-  /**
-   * While a committed batch is not yet known to be durable: settles once it and every batch
-   * committed before it are (rejects if a sync of one of them failed).
-   */
-  private durable: Promise<void> | undefined;
 
   /** Checkpoints the log off the event loop (file databases). */
   private readonly checkpointer: Checkpointer | undefined;
@@ -348,29 +360,13 @@ export class SqliteStore implements Store {
       this.settle(group, outcomes, undefined);
       return;
     }
-    // Durable once its own sync and the one of every batch before it are done. A batch committed
-    // while an earlier sync was still running may rest on that batch's rows, so that sync's failure
-    // is its failure too; one committed after a failure was known starts afresh.
-    const sync = this.wal.sync();
-    const earlier = this.durable;
-    // Settled only once both are, so nothing waits less than the syncs it rests on (close() too).
-    const durable =
-      earlier === undefined
-        ? sync
-        : Promise.allSettled([earlier, sync]).then(([before, own]) => {
-            if (before.status === "rejected") throw before.reason;
-            if (own.status === "rejected") throw own.reason;
-          });
-    this.durable = durable;
-    const settled = durable.then(
+    // Durable once its sync is done, which follows every earlier one (and fails with one that did).
+    const settled = this.wal.sync().then(
       () => this.settle(group, outcomes, undefined),
       // Committed (and visible) but perhaps not durable: no one is told it is, nothing is undone,
       // and the afterCommit hooks run (the rows are there; views must stay equal to them).
       (error: unknown) => this.settle(group, outcomes, undefined, { error }),
     );
-    void settled.finally(() => {
-      if (this.durable === durable) this.durable = undefined;
-    });
     // Hooks run before any later transaction starts: such a batch is settled before the next runs.
     if (group.some((entry) => entry.hooks.length > 0)) await settled;
   }
@@ -420,14 +416,14 @@ export class SqliteStore implements Store {
     });
     // What the read saw is answered once it is durable, as is every batch committed by now. (After
     // a failed sync the rows are there all the same, and read as they are.)
-    await this.durable?.catch(() => undefined);
+    await this.wal?.settled();
     return value;
   }
 
   async close(): Promise<void> {
     // Let queued work finish first, so nothing acknowledged is cut off.
     while (this.draining !== undefined) await this.draining;
-    await this.durable?.catch(() => undefined);
+    await this.wal?.settled();
     await this.reads.run(async () => undefined);
     await this.checkpointer?.close();
     if (this.reader.db !== this.writer.db) this.reader.db.close();
