@@ -11,7 +11,7 @@ import {
   RESERVED_TCP_PORTS,
 } from "./instances.ts";
 import { type ServiceTaskEntry, serviceTaskEntry } from "./service-tasks.ts";
-import type { TaskRecord, TaskWrites } from "./tasks.ts";
+import { recordOf, TASK_COLUMNS, type TaskRecord, type TaskRow, type TaskWrites } from "./tasks.ts";
 
 /** One instance as placement sees it, with its zone and its agent's last heartbeat. */
 export interface InstanceSnapshot {
@@ -118,11 +118,11 @@ export class SchedulerState implements TaskWrites, InstanceWrites {
         state.putInstance(fromRow(row));
         state.setToken(row.arn, row.token_hash === "" ? undefined : row.token_hash);
       }
-      const tasks = await tx.all<{ body: string }>(
-        "SELECT body FROM ecs_tasks WHERE last_status != 'STOPPED'",
+      const tasks = await tx.all<TaskRow>(
+        `SELECT ${TASK_COLUMNS} FROM ecs_tasks WHERE last_status != 'STOPPED'`,
       );
       for (const row of tasks) {
-        const record = JSON.parse(row.body) as TaskRecord;
+        const record = recordOf(row);
         state.setTask(record.wire.taskArn, footprintOf(record), record.desiredVersion);
       }
     });

@@ -12,7 +12,17 @@ import { serviceOperations } from "./service-api.ts";
 import { FULL_READ_MS, ServiceController, type ServiceControllerOptions } from "./service-controller.ts";
 import { eventsSinceLastAction } from "./services.ts";
 import { taskDefinitionOperations } from "./task-definition-api.ts";
-import { applyReport, findTask, requestStop, saveTask, type TaskRecord, type TaskWrites } from "./tasks.ts";
+import {
+  applyReport,
+  findTask,
+  recordOf,
+  requestStop,
+  saveTask,
+  TASK_COLUMNS,
+  type TaskRecord,
+  type TaskRow,
+  type TaskWrites,
+} from "./tasks.ts";
 import { testInstance } from "./testing.ts";
 
 /**
@@ -56,12 +66,12 @@ const instances: string[] = [];
 
 async function tasksOf(service: string): Promise<TaskRecord[]> {
   const rows = await store.read((tx) =>
-    tx.all<{ body: string }>(
-      "SELECT body FROM ecs_tasks WHERE service_name = ? ORDER BY created_at, arn",
+    tx.all<TaskRow>(
+      `SELECT ${TASK_COLUMNS} FROM ecs_tasks WHERE service_name = ? ORDER BY created_at, arn`,
       service,
     ),
   );
-  return rows.map((row) => JSON.parse(row.body) as TaskRecord);
+  return rows.map(recordOf);
 }
 
 /** Reports tasks as their agent would: RUNNING, or STOPPED once asked to stop. */

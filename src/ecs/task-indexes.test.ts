@@ -207,6 +207,57 @@ describe("the task row", () => {
     }
   });
 
+  it("leaves to its columns what they hold, and reads back the task as it was written", async () => {
+    const store = await SqliteStore.open({ path: ":memory:" });
+    try {
+      const record = testTask({ input: { startedBy: "me" } });
+      record.serviceName = "web";
+      await store.transaction((tx) => insertTask(tx, record, 1, noWrites));
+      const row = await store.read((tx) => tx.get<{ body: string }>("SELECT body FROM ecs_tasks"));
+      const body = JSON.parse(row?.body ?? "{}");
+      for (const field of [
+        "taskArn",
+        "clusterArn",
+        "taskDefinitionArn",
+        "containerInstanceArn",
+        "startedBy",
+      ]) {
+        assert.equal(field in body.wire, false, field);
+      }
+      assert.equal("serviceName" in body, false);
+      assert.ok(body.wire.containers.length > 0);
+      for (const container of body.wire.containers) assert.equal("taskArn" in container, false);
+      const read = await store.read((tx) => findTask(tx, record.wire.taskArn));
+      assert.deepEqual(JSON.parse(JSON.stringify(read)), JSON.parse(JSON.stringify(record)));
+      // DescribeTasks lists a task's fields, and each container's, in the order the task was made with.
+      assert.deepEqual(Object.keys(read?.wire ?? {}).slice(0, 4), Object.keys(record.wire).slice(0, 4));
+      assert.deepEqual(
+        Object.keys(read?.wire.containers[0] ?? {}),
+        Object.keys(record.wire.containers[0] ?? {}),
+      );
+      // A report's save writes the body the same way.
+      await store.transaction(async (tx) => {
+        const stored = await findTask(tx, record.wire.taskArn);
+        assert.ok(stored !== undefined);
+        const report = {
+          taskArn: record.wire.taskArn,
+          lastStatus: "RUNNING" as const,
+          at: 2,
+          containers: [],
+        };
+        assert.equal(applyReport(stored, report), true);
+        await saveTask(tx, stored, 2, noWrites);
+      });
+      const after = await store.read((tx) => findTask(tx, record.wire.taskArn));
+      assert.equal(after?.wire.lastStatus, "RUNNING");
+      assert.equal(after?.wire.startedBy, "me");
+      assert.equal(after?.serviceName, "web");
+      assert.equal(after?.wire.containerInstanceArn, record.wire.containerInstanceArn);
+    } finally {
+      await store.close();
+    }
+  });
+
   it("is split into body and assignment when a store written before the split opens", async () => {
     const dir = mkdtempSync(join(tmpdir(), "wharf-task-row-"));
     const path = join(dir, "wharf.db");
