@@ -143,7 +143,20 @@ export function newContainerArn(taskArn: string): string {
 
 /** The DescribeTasks shape: timestamps as epoch seconds, internal fields left out. */
 export function taskShape(record: TaskRecord, includeTags: boolean): Record<string, unknown> {
-  const out: Record<string, unknown> = { ...record.wire };
+  const wire = record.wire;
+  // The task's names first, and each container's, as a task is made (a record read from its row
+  // has them last: `recordOf`). A copy: the record is left as it is.
+  const out: Record<string, unknown> = {
+    taskArn: wire.taskArn,
+    clusterArn: wire.clusterArn,
+    taskDefinitionArn: wire.taskDefinitionArn,
+    containerInstanceArn: wire.containerInstanceArn,
+  };
+  Object.assign(out, wire);
+  out.containers = wire.containers.map((container) =>
+    Object.assign({ containerArn: container.containerArn, taskArn: container.taskArn }, container),
+  );
+  if (wire.containerInstanceArn === undefined) delete out.containerInstanceArn;
   for (const field of TIMESTAMPS) {
     const value = record.wire[field];
     if (value !== undefined) out[field] = value / 1000;
@@ -251,17 +264,17 @@ export async function insertTask(
  * too; `recordOf` takes them from the columns either way.
  */
 export function bodyOf(record: TaskRecord): string {
-  const wire = record.wire;
+  const {
+    taskArn: _taskArn,
+    clusterArn: _clusterArn,
+    taskDefinitionArn: _taskDefinitionArn,
+    containerInstanceArn: _containerInstanceArn,
+    startedBy: _startedBy,
+    containers,
+    ...wire
+  } = record.wire;
   return JSON.stringify({
-    wire: {
-      ...wire,
-      taskArn: undefined,
-      clusterArn: undefined,
-      taskDefinitionArn: undefined,
-      containerInstanceArn: undefined,
-      startedBy: undefined,
-      containers: wire.containers.map((container) => ({ ...container, taskArn: undefined })),
-    },
+    wire: { ...wire, containers: containers.map(({ taskArn: _task, ...container }) => container) },
     reservation: record.reservation,
     desiredVersion: record.desiredVersion,
   });
@@ -285,20 +298,15 @@ export type TaskRow = {
 /** The record of a task's row (`TASK_COLUMNS`); its assignment is parsed only if something reads it. */
 export function recordOf(row: TaskRow): TaskRecord {
   const record = JSON.parse(row.body) as TaskRecord;
-  // The columns' fields first, in the order a task is made with, then the body's (a body written
-  // before `bodyOf` left them out holds the same values).
-  const wire = {
-    taskArn: row.arn,
-    clusterArn: row.cluster_arn,
-    taskDefinitionArn: row.task_definition_arn,
-  } as TaskWire;
+  // Set on the parsed objects, not copied into new ones: a copy costs more to make and to
+  // serialize again. (A body written before `bodyOf` left them out holds the same values.)
+  const wire = record.wire;
+  wire.taskArn = row.arn;
+  wire.clusterArn = row.cluster_arn;
+  wire.taskDefinitionArn = row.task_definition_arn;
   if (row.container_instance_arn !== null) wire.containerInstanceArn = row.container_instance_arn;
-  Object.assign(wire, record.wire);
   if (row.started_by !== null) wire.startedBy = row.started_by;
-  wire.containers = wire.containers.map((container) =>
-    Object.assign({ containerArn: container.containerArn, taskArn: row.arn }, container),
-  );
-  record.wire = wire;
+  for (const container of wire.containers) container.taskArn = row.arn;
   if (row.service_name !== null) record.serviceName = row.service_name;
   assignmentJsons.set(record, row.assignment);
   let assignment: TaskRecord["assignment"] | undefined;
