@@ -11,7 +11,7 @@ import {
   RESERVED_TCP_PORTS,
 } from "./instances.ts";
 import { type ServiceTaskEntry, serviceTaskEntry } from "./service-tasks.ts";
-import { recordOf, TASK_COLUMNS, type TaskRecord, type TaskRow, type TaskWrites } from "./tasks.ts";
+import { liveTasks, type TaskRecord, type TaskWrites } from "./tasks.ts";
 
 /** One instance as placement sees it, with its zone and its agent's last heartbeat. */
 export interface InstanceSnapshot {
@@ -37,7 +37,7 @@ const SWEEP_MS = 1000;
 export const HEARTBEAT_FLUSH_MS = 10_000;
 
 /** What a task holds on its instance: nothing once STOPPED or when it has no instance. */
-export function footprintOf(record: TaskRecord): TaskFootprint | undefined {
+export function footprintOf(record: Pick<TaskRecord, "wire" | "reservation">): TaskFootprint | undefined {
   const instanceArn = record.wire.containerInstanceArn;
   if (instanceArn === undefined || record.wire.lastStatus === "STOPPED") return undefined;
   return {
@@ -118,11 +118,7 @@ export class SchedulerState implements TaskWrites, InstanceWrites {
         state.putInstance(fromRow(row));
         state.setToken(row.arn, row.token_hash === "" ? undefined : row.token_hash);
       }
-      const tasks = await tx.all<TaskRow>(
-        `SELECT ${TASK_COLUMNS} FROM ecs_tasks WHERE last_status != 'STOPPED'`,
-      );
-      for (const row of tasks) {
-        const record = recordOf(row);
+      for (const record of await liveTasks(tx)) {
         state.setTask(record.wire.taskArn, footprintOf(record), record.desiredVersion);
       }
     });

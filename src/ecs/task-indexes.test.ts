@@ -12,10 +12,11 @@ import {
   findTask,
   insertTask,
   saveTask,
+  type TaskRecord,
   type TaskWrites,
   taskShape,
 } from "./tasks.ts";
-import { checkedDefinition, testTask } from "./testing.ts";
+import { awsvpcDefinition, checkedDefinition, testTask } from "./testing.ts";
 
 const noWrites: TaskWrites = { taskSaved: () => {} };
 
@@ -211,52 +212,56 @@ describe("the task row", () => {
   it("leaves to its columns what they hold, and reads back the task as it was written", async () => {
     const store = await SqliteStore.open({ path: ":memory:" });
     try {
-      const record = testTask({ input: { startedBy: "me" } });
-      record.serviceName = "web";
-      await store.transaction((tx) => insertTask(tx, record, 1, noWrites));
-      const row = await store.read((tx) => tx.get<{ body: string }>("SELECT body FROM ecs_tasks"));
-      const body = JSON.parse(row?.body ?? "{}");
-      for (const field of [
-        "taskArn",
-        "clusterArn",
-        "taskDefinitionArn",
-        "containerInstanceArn",
-        "startedBy",
-      ]) {
-        assert.equal(field in body.wire, false, field);
+      const service = testTask({ input: { startedBy: "ecs-svc/1" } });
+      service.serviceName = "web";
+      const kinds = {
+        service,
+        standalone: testTask(),
+        fargate: testTask({ definition: awsvpcDefinition(), input: { launchType: "FARGATE" } }),
+      };
+      for (const [kind, record] of Object.entries(kinds)) {
+        await store.transaction((tx) => insertTask(tx, record, 1, noWrites));
+        const row = await store.read((tx) =>
+          tx.get<{ body: string }>("SELECT body FROM ecs_tasks WHERE arn = ?", record.wire.taskArn),
+        );
+        const body = JSON.parse(row?.body ?? "{}");
+        for (const field of ["taskArn", "clusterArn", "taskDefinitionArn", "containerInstanceArn"]) {
+          assert.equal(field in body.wire, false, `${kind}: ${field}`);
+        }
+        assert.equal("serviceName" in body, false, kind);
+        assert.ok(body.wire.containers.length > 0, kind);
+        for (const container of body.wire.containers) assert.equal("taskArn" in container, false, kind);
+
+        const read = await store.read((tx) => findTask(tx, record.wire.taskArn));
+        assert.ok(read !== undefined, kind);
+        // Exactly the record written: no field missing, none added (not even one left undefined).
+        assert.deepEqual({ ...read, assignment: read.assignment }, record, kind);
+        // DescribeTasks lists a task's fields, and each container's, in the order the task was made with.
+        const shape = (task: TaskRecord) => taskShape(task, true);
+        const containerKeys = (task: TaskRecord) =>
+          (shape(task).containers as Array<Record<string, unknown>>).map((c) => Object.keys(c));
+        assert.deepEqual(Object.keys(shape(read)), Object.keys(shape(record)), kind);
+        assert.deepEqual(containerKeys(read), containerKeys(record), kind);
+
+        // A report's save writes the body the same way.
+        await store.transaction(async (tx) => {
+          const stored = await findTask(tx, record.wire.taskArn);
+          assert.ok(stored !== undefined);
+          const report = {
+            taskArn: record.wire.taskArn,
+            lastStatus: "RUNNING" as const,
+            at: 2,
+            containers: [],
+          };
+          assert.equal(applyReport(stored, report), true);
+          await saveTask(tx, stored, 2, noWrites);
+        });
+        const after = await store.read((tx) => findTask(tx, record.wire.taskArn));
+        assert.equal(after?.wire.lastStatus, "RUNNING", kind);
+        assert.equal(after?.wire.startedBy, record.wire.startedBy, kind);
+        assert.equal(after?.serviceName, record.serviceName, kind);
+        assert.equal(after?.wire.containerInstanceArn, record.wire.containerInstanceArn, kind);
       }
-      assert.equal("serviceName" in body, false);
-      assert.ok(body.wire.containers.length > 0);
-      for (const container of body.wire.containers) assert.equal("taskArn" in container, false);
-      const read = await store.read((tx) => findTask(tx, record.wire.taskArn));
-      assert.deepEqual(JSON.parse(JSON.stringify(read)), JSON.parse(JSON.stringify(record)));
-      // DescribeTasks lists a task's fields, and each container's, in the order the task was made with.
-      assert.ok(read !== undefined);
-      assert.deepEqual(Object.keys(taskShape(read, true)).slice(0, 4), Object.keys(record.wire).slice(0, 4));
-      const containers = (shape: Record<string, unknown>) =>
-        shape.containers as Array<Record<string, unknown>>;
-      assert.deepEqual(
-        Object.keys(containers(taskShape(read, true))[0] ?? {}),
-        Object.keys(record.wire.containers[0] ?? {}),
-      );
-      // A report's save writes the body the same way.
-      await store.transaction(async (tx) => {
-        const stored = await findTask(tx, record.wire.taskArn);
-        assert.ok(stored !== undefined);
-        const report = {
-          taskArn: record.wire.taskArn,
-          lastStatus: "RUNNING" as const,
-          at: 2,
-          containers: [],
-        };
-        assert.equal(applyReport(stored, report), true);
-        await saveTask(tx, stored, 2, noWrites);
-      });
-      const after = await store.read((tx) => findTask(tx, record.wire.taskArn));
-      assert.equal(after?.wire.lastStatus, "RUNNING");
-      assert.equal(after?.wire.startedBy, "me");
-      assert.equal(after?.serviceName, "web");
-      assert.equal(after?.wire.containerInstanceArn, record.wire.containerInstanceArn);
     } finally {
       await store.close();
     }

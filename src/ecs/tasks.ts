@@ -258,10 +258,11 @@ export async function insertTask(
 
 /**
  * The row's body: everything the row's other columns do not hold. The task's ARN, cluster, task
- * definition, instance, startedBy and service have columns of their own, and each container
- * names its task: left out of the body, a row is ~40% smaller (two to a 4 KiB page rather than
- * one), and every report parses and serializes that much less. A body written before holds them
- * too; `recordOf` takes them from the columns either way.
+ * definition, instance and service have columns of their own, and each container names its
+ * task: left out of the body, a row is ~40% smaller (two to a 4 KiB page rather than one), and
+ * every report parses and serializes that much less. (startedBy, which has a column too, stays:
+ * it is short, and where it sits is where DescribeTasks lists it.) A body written before holds
+ * them too; `recordOf` takes them from the columns either way.
  */
 export function bodyOf(record: TaskRecord): string {
   const {
@@ -269,34 +270,32 @@ export function bodyOf(record: TaskRecord): string {
     clusterArn: _clusterArn,
     taskDefinitionArn: _taskDefinitionArn,
     containerInstanceArn: _containerInstanceArn,
-    startedBy: _startedBy,
-    containers,
     ...wire
   } = record.wire;
-  return JSON.stringify({
-    wire: { ...wire, containers: containers.map(({ taskArn: _task, ...container }) => container) },
-    reservation: record.reservation,
-    desiredVersion: record.desiredVersion,
-  });
+  // Assigned, not spread last, so that the containers keep their place among the fields.
+  wire.containers = wire.containers.map(({ taskArn: _task, ...container }) => container as ContainerWire);
+  return JSON.stringify({ wire, reservation: record.reservation, desiredVersion: record.desiredVersion });
 }
 
-/** What a task's record is read from: its body and the columns the body leaves out (`bodyOf`). */
-export const TASK_COLUMNS =
-  "arn, cluster_arn, task_definition_arn, container_instance_arn, started_by, service_name, body, assignment";
+/** The columns a task's body leaves out (`bodyOf`), and the body. */
+const BODY_COLUMNS = "arn, cluster_arn, task_definition_arn, container_instance_arn, service_name, body";
 
-export type TaskRow = {
+/** What a task's record is read from: `BODY_COLUMNS` and the assignment. */
+export const TASK_COLUMNS = `${BODY_COLUMNS}, assignment`;
+
+type BodyRow = {
   arn: string;
   cluster_arn: string;
   task_definition_arn: string;
   container_instance_arn: string | null;
-  started_by: string | null;
   service_name: string | null;
   body: string;
-  assignment: string;
 };
 
-/** The record of a task's row (`TASK_COLUMNS`); its assignment is parsed only if something reads it. */
-export function recordOf(row: TaskRow): TaskRecord {
+export type TaskRow = BodyRow & { assignment: string };
+
+/** The record of a task's row but its assignment. */
+function withoutAssignment(row: BodyRow): Omit<TaskRecord, "assignment"> {
   const record = JSON.parse(row.body) as TaskRecord;
   // Set on the parsed objects, not copied into new ones: a copy costs more to make and to
   // serialize again. (A body written before `bodyOf` left them out holds the same values.)
@@ -305,9 +304,14 @@ export function recordOf(row: TaskRow): TaskRecord {
   wire.clusterArn = row.cluster_arn;
   wire.taskDefinitionArn = row.task_definition_arn;
   if (row.container_instance_arn !== null) wire.containerInstanceArn = row.container_instance_arn;
-  if (row.started_by !== null) wire.startedBy = row.started_by;
   for (const container of wire.containers) container.taskArn = row.arn;
   if (row.service_name !== null) record.serviceName = row.service_name;
+  return record;
+}
+
+/** The record of a task's row (`TASK_COLUMNS`); its assignment is parsed only if something reads it. */
+export function recordOf(row: TaskRow): TaskRecord {
+  const record = withoutAssignment(row) as TaskRecord;
   assignmentJsons.set(record, row.assignment);
   let assignment: TaskRecord["assignment"] | undefined;
   Object.defineProperty(record, "assignment", {
@@ -319,6 +323,15 @@ export function recordOf(row: TaskRow): TaskRecord {
     configurable: true,
   });
   return record;
+}
+
+/**
+ * Every task not yet STOPPED, without its assignment (which only an agent's poll reads): what
+ * the scheduler's state is loaded from.
+ */
+export async function liveTasks(tx: Tx): Promise<Array<Omit<TaskRecord, "assignment">>> {
+  const rows = await tx.all<BodyRow>(`SELECT ${BODY_COLUMNS} FROM ecs_tasks WHERE last_status != 'STOPPED'`);
+  return rows.map(withoutAssignment);
 }
 
 /** Hands the record to the scheduler's state and notes the columns its row is about to hold. */
