@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
+import type { ContainerReport } from "../shared/agent-protocol.ts";
 import { migrations } from "../store/migrations.ts";
 import { SqliteStore } from "../store/sqlite.ts";
 import {
@@ -22,6 +23,20 @@ const noWrites: TaskWrites = { taskSaved: () => {} };
 
 function task(startedBy?: string) {
   return testTask({ input: startedBy === undefined ? {} : { startedBy } });
+}
+
+/** A RUNNING report for the task, applied and saved in a transaction of its own, as an agent's is. */
+async function reportRunning(
+  store: SqliteStore,
+  taskArn: string,
+  containers: ContainerReport[],
+): Promise<void> {
+  await store.transaction(async (tx) => {
+    const stored = await findTask(tx, taskArn);
+    assert.ok(stored !== undefined);
+    assert.equal(applyReport(stored, { taskArn, lastStatus: "RUNNING", at: 2, containers }), true);
+    await saveTask(tx, stored, 2, noWrites);
+  });
 }
 
 /** The index each task query is answered through (SQLite's plan), or "SCAN" when none. */
@@ -179,18 +194,9 @@ describe("the task row", () => {
       const assignment = JSON.stringify(record.assignment);
       await store.transaction((tx) => insertTask(tx, record, 1, noWrites));
       for (const healthStatus of ["HEALTHY", "UNHEALTHY"] as const) {
-        await store.transaction(async (tx) => {
-          const stored = await findTask(tx, record.wire.taskArn);
-          assert.ok(stored !== undefined);
-          const report = {
-            taskArn: record.wire.taskArn,
-            lastStatus: "RUNNING" as const,
-            at: 2,
-            containers: [{ name: "web", lastStatus: "RUNNING" as const, healthStatus }],
-          };
-          assert.equal(applyReport(stored, report), true);
-          await saveTask(tx, stored, 2, noWrites);
-        });
+        await reportRunning(store, record.wire.taskArn, [
+          { name: "web", lastStatus: "RUNNING", healthStatus },
+        ]);
       }
       const row = await store.read((tx) =>
         tx.get<{ body: string; assignment: string }>("SELECT body, assignment FROM ecs_tasks"),
@@ -244,18 +250,7 @@ describe("the task row", () => {
         assert.deepEqual(containerKeys(read), containerKeys(record), kind);
 
         // A report's save writes the body the same way.
-        await store.transaction(async (tx) => {
-          const stored = await findTask(tx, record.wire.taskArn);
-          assert.ok(stored !== undefined);
-          const report = {
-            taskArn: record.wire.taskArn,
-            lastStatus: "RUNNING" as const,
-            at: 2,
-            containers: [],
-          };
-          assert.equal(applyReport(stored, report), true);
-          await saveTask(tx, stored, 2, noWrites);
-        });
+        await reportRunning(store, record.wire.taskArn, []);
         const after = await store.read((tx) => findTask(tx, record.wire.taskArn));
         assert.equal(after?.wire.lastStatus, "RUNNING", kind);
         assert.equal(after?.wire.startedBy, record.wire.startedBy, kind);
