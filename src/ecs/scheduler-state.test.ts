@@ -219,6 +219,53 @@ describe("SchedulerState", () => {
     await store.close();
   });
 
+  it("writes heartbeats out a share at a time, each instance in turn, and every one on close", async () => {
+    const store = await SqliteStore.open({ path: ":memory:" });
+    const state = await SchedulerState.load(store);
+    const arns = await store.transaction(async (tx) => {
+      await saveCluster(tx, cluster);
+      const registered: string[] = [];
+      for (let i = 0; i < 25; i++) {
+        const { record } = await registerInstance(
+          tx,
+          state,
+          { ...scope, now: NOW },
+          cluster,
+          testInstance({ cpu: 1024, memory: 1024 }),
+        );
+        registered.push(record.arn);
+      }
+      return registered;
+    });
+    const stored = async (at: number) =>
+      (
+        await store.read((tx) =>
+          tx.get<{ n: number }>(
+            "SELECT COUNT(*) AS n FROM ecs_container_instances WHERE last_heartbeat = ?",
+            at,
+          ),
+        )
+      )?.n;
+    const later = NOW + 5_000;
+    for (const arn of arns) state.heartbeat(arn, later);
+    const written: Array<number | undefined> = [];
+    for (let i = 0; i < 4; i++) {
+      await state.flush(store, 10);
+      written.push(await stored(later));
+    }
+    // Ten looked at a flush: the third goes round to the first ten again, which have nothing new.
+    assert.deepEqual(written, [10, 20, 25, 25]);
+    // Heard from again: the next flushes take up where the last stopped.
+    const again = NOW + 15_000;
+    for (const arn of arns) state.heartbeat(arn, again);
+    await state.flush(store, 10);
+    assert.equal(await stored(again), 10);
+    // Closing writes whatever is left.
+    await state.close(store);
+    assert.equal(await stored(again), 25);
+    await store.close();
+  });
+
   it("knows the agent token of every instance not INACTIVE as the rows do, through re-registrations, deregistrations and rollbacks", async () => {
     const store = await SqliteStore.open({ path: ":memory:" });
     const state = await SchedulerState.load(store);

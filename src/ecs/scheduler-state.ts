@@ -33,8 +33,15 @@ interface CachedSnapshot {
 /** How often (in the clock's time) cached snapshots look for agents that went quiet. */
 const SWEEP_MS = 1000;
 
-/** How often heartbeats kept in memory are written to the store. */
+/**
+ * How often each heartbeat kept in memory is written to the store: a tenth of the instances every
+ * tenth of this (`start`), so that thousands of agents cost a small write a second rather than one
+ * transaction of thousands of rows that holds the event loop.
+ */
 export const HEARTBEAT_FLUSH_MS = 10_000;
+
+/** Flushes a period (`HEARTBEAT_FLUSH_MS`) is written in. */
+const FLUSH_TICKS = 10;
 
 /** What a task holds on its instance: nothing once STOPPED or when it has no instance. */
 export function footprintOf(record: Pick<TaskRecord, "wire" | "reservation">): TaskFootprint | undefined {
@@ -106,6 +113,8 @@ export class SchedulerState implements TaskWrites, InstanceWrites {
   private touched = new Map<string, { clusterArn: string; serviceName: string }>();
   private timer: NodeJS.Timeout | undefined;
   private flushing: Promise<void> | undefined;
+  /** Where the last flush stopped among the heartbeats (insertion order), for the next to go on from. */
+  private cursor: Iterator<[string, number]> | undefined;
 
   /** The state of everything the store holds. */
   static async load(store: Store): Promise<SchedulerState> {
@@ -316,13 +325,17 @@ export class SchedulerState implements TaskWrites, InstanceWrites {
     return this.usage.of(instanceArn);
   }
 
-  /** Writes heartbeats kept in memory to the store every `intervalMs`. */
+  /**
+   * Writes heartbeats kept in memory to the store: every `intervalMs / FLUSH_TICKS`, those of the
+   * next tenth of the instances in turn, so each is written about once every `intervalMs`.
+   */
   start(store: Store, intervalMs = HEARTBEAT_FLUSH_MS): void {
     this.timer = setInterval(() => {
-      this.flushing ??= this.flush(store).finally(() => {
+      const limit = Math.ceil(this.heartbeats.size / FLUSH_TICKS);
+      this.flushing ??= this.flush(store, limit).finally(() => {
         this.flushing = undefined;
       });
-    }, intervalMs);
+    }, intervalMs / FLUSH_TICKS);
     this.timer.unref();
   }
 
@@ -333,12 +346,29 @@ export class SchedulerState implements TaskWrites, InstanceWrites {
     await this.flush(store);
   }
 
-  /** Writes every heartbeat newer than what the store holds, in one transaction. */
-  async flush(store: Store): Promise<void> {
+  /**
+   * Writes heartbeats newer than what the store holds, in one transaction: every one, or the next
+   * `limit` of them in turn from where the last flush stopped (the heartbeats looked at, written
+   * or not, count toward `limit`).
+   */
+  async flush(store: Store, limit = Number.POSITIVE_INFINITY): Promise<void> {
     const due: Array<[string, number]> = [];
-    for (const [arn, at] of this.heartbeats) {
+    const take = (arn: string, at: number) => {
       const record = this.records.get(arn);
       if (record !== undefined && at > record.lastHeartbeat) due.push([arn, at]);
+    };
+    if (limit >= this.heartbeats.size) {
+      for (const [arn, at] of this.heartbeats) take(arn, at);
+    } else {
+      for (let looked = 0; looked < limit; looked++) {
+        let next = this.cursor?.next();
+        if (next === undefined || next.done === true) {
+          this.cursor = this.heartbeats.entries();
+          next = this.cursor.next();
+          if (next.done === true) break;
+        }
+        take(...next.value);
+      }
     }
     if (due.length === 0) return;
     await store.transaction(async (tx) => {
