@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { setTimeout as delay } from "node:timers/promises";
 import { prng } from "../../test/support/prng.ts";
 import { jsonText } from "../aws/json-text.ts";
 import { PlacementSnapshot } from "../scheduler/placement-snapshot.ts";
@@ -263,6 +264,17 @@ describe("SchedulerState", () => {
     // Closing writes whatever is left.
     await state.close(store);
     assert.equal(await stored(again), 25);
+    // Started, it writes every instance's within a round of ticks (here 20 ms each).
+    const last = NOW + 25_000;
+    for (const arn of arns) state.heartbeat(arn, last);
+    state.start(store, 200);
+    try {
+      const deadline = Date.now() + 10_000;
+      while ((await stored(last)) !== 25 && Date.now() < deadline) await delay(20);
+      assert.equal(await stored(last), 25);
+    } finally {
+      await state.close(store);
+    }
     await store.close();
   });
 

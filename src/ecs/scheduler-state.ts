@@ -34,9 +34,9 @@ interface CachedSnapshot {
 const SWEEP_MS = 1000;
 
 /**
- * How often each heartbeat kept in memory is written to the store: a tenth of the instances every
- * tenth of this (`start`), so that thousands of agents cost a small write a second rather than one
- * transaction of thousands of rows that holds the event loop.
+ * How often each heartbeat kept in memory is written to the store, about: a tenth of the
+ * instances every tenth of this (`start`), so that thousands of agents cost a small write a second
+ * rather than one transaction of thousands of rows that holds the event loop.
  */
 export const HEARTBEAT_FLUSH_MS = 10_000;
 
@@ -327,14 +327,23 @@ export class SchedulerState implements TaskWrites, InstanceWrites {
 
   /**
    * Writes heartbeats kept in memory to the store: every `intervalMs / FLUSH_TICKS`, those of the
-   * next tenth of the instances in turn, so each is written about once every `intervalMs`.
+   * next tenth of the instances in turn, so each is written about once every `intervalMs` (up to
+   * twice that while the fleet grows: new instances join the round ahead of those not yet
+   * reached). A tick that finds the last write still running leaves its share to the next.
    */
   start(store: Store, intervalMs = HEARTBEAT_FLUSH_MS): void {
+    let ticks = 0;
     this.timer = setInterval(() => {
-      const limit = Math.ceil(this.heartbeats.size / FLUSH_TICKS);
-      this.flushing ??= this.flush(store, limit).finally(() => {
-        this.flushing = undefined;
-      });
+      ticks++;
+      if (this.flushing !== undefined) return;
+      const limit = Math.ceil((this.heartbeats.size * ticks) / FLUSH_TICKS);
+      ticks = 0;
+      this.flushing = this.flush(store, limit)
+        // The next round writes them: a failed write must not end the process.
+        .catch((error: unknown) => process.emitWarning(`heartbeat flush failed: ${String(error)}`))
+        .finally(() => {
+          this.flushing = undefined;
+        });
     }, intervalMs / FLUSH_TICKS);
     this.timer.unref();
   }
