@@ -252,7 +252,8 @@ export function instanceOperations(
           await saveTask(tx, task, now, state);
           stopped.push(task.wire.taskArn);
         }
-        const inactive: InstanceRecord = { ...record, status: "INACTIVE", updatedAt: now };
+        // With the agent's latest heartbeat, which memory may hold ahead of the row.
+        const inactive: InstanceRecord = { ...heard(record), status: "INACTIVE", updatedAt: now };
         await saveInstance(tx, inactive, state);
         return { containerInstance: instanceShape(inactive, await instanceUsage(tx, record.arn), now) };
       });
