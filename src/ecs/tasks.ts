@@ -150,13 +150,12 @@ export function taskShape(record: TaskRecord, includeTags: boolean): Record<stri
     taskArn: wire.taskArn,
     clusterArn: wire.clusterArn,
     taskDefinitionArn: wire.taskDefinitionArn,
-    containerInstanceArn: wire.containerInstanceArn,
   };
+  if (wire.containerInstanceArn !== undefined) out.containerInstanceArn = wire.containerInstanceArn;
   Object.assign(out, wire);
   out.containers = wire.containers.map((container) =>
     Object.assign({ containerArn: container.containerArn, taskArn: container.taskArn }, container),
   );
-  if (wire.containerInstanceArn === undefined) delete out.containerInstanceArn;
   for (const field of TIMESTAMPS) {
     const value = record.wire[field];
     if (value !== undefined) out[field] = value / 1000;
