@@ -485,6 +485,18 @@ describe("Fargate", () => {
         (t) => t.lastStatus === "RUNNING" && t.capacityProviderName === "FARGATE_SPOT",
       );
       assert.deepEqual(providers(moved), { FARGATE_SPOT: 3 });
+      // The old deployment stays ACTIVE until its last task has stopped, as in ECS; wait for that
+      // so the next update starts from one deployment.
+      await eventually(
+        "the spread deployment retired",
+        async () => {
+          const body = (await ecs(["describe-services", "--cluster", CLUSTER, "--services", "split"])) as {
+            services: Service[];
+          };
+          return body.services[0]?.deployments.length === 1 ? true : undefined;
+        },
+        90_000,
+      );
 
       // An empty strategy takes the service back to its launch type (ECS since June 2025), again
       // in a new deployment, whose tasks run on Fargate with no capacity provider.
