@@ -5,9 +5,12 @@
 // the instance's tasks change, or after 15 s), which keeps every instance connected.
 //
 // Registration goes through the agent's own client (`ServerClient`, SigV4). Polls and reports go,
-// by default, through `bench/wire.ts` (`client: "wire"`): the same requests, with a fraction of the CPU
-// that 5,000 agents' `node:http` clients take from the two cores the server is measured on;
-// `client: "agent"` sends them through `ServerClient` too.
+// by default, on each agent's channel as `wharf agent` sends them (`client: "channel"`, the
+// agent's own `AgentChannel`); `client: "wire"` sends them as POSTs through `bench/wire.ts` (what
+// agents did before the channel, with a fraction of the CPU that 5,000 agents' `node:http`
+// clients would take from the two cores the server is measured on); `client: "agent"` sends them
+// through `ServerClient` (which opens the channel too).
+import { AgentChannel } from "../../src/agent/channel.ts";
 import { ServerClient, ServerError } from "../../src/agent/client.ts";
 import type {
   PollRequest,
@@ -21,7 +24,7 @@ import { WireConnection } from "../wire.ts";
 
 export const ZONES = ["us-east-1a", "us-east-1b", "us-east-1c"];
 
-export type FleetClient = "wire" | "agent";
+export type FleetClient = "channel" | "wire" | "agent";
 
 /** How one simulated agent speaks to the server once registered. */
 interface AgentLink {
@@ -85,6 +88,32 @@ function wireLink(endpoint: URL, token: string): AgentLink {
     close() {
       polls.close();
       reports.close();
+    },
+  };
+}
+
+/** On the agent's channel, as `wharf agent` polls and reports. */
+function channelLink(endpoint: string, token: string): AgentLink {
+  let channel: AgentChannel | undefined;
+  const post = async <T>(path: string, body: unknown, signal?: AbortSignal): Promise<T> => {
+    if (channel === undefined || channel.closed)
+      channel = await AgentChannel.open(endpoint, token, { timeoutMs: 40_000 });
+    const answer = await channel.request(path, JSON.stringify(body), 40_000, signal);
+    if (answer.status !== 200) throw new ServerError(answer.status, "Error", answer.text);
+    return JSON.parse(answer.text) as T;
+  };
+  return {
+    poll: (request, signal) => post<PollResponse>("/agent/v1/poll", request, signal),
+    async report(batch) {
+      const request: ReportBatch = { reports: batch };
+      const answer = await post<ReportBatchResponse>("/agent/v1/reports", request);
+      return new Map(answer.failures.map((failure) => [failure.taskArn, failure.message]));
+    },
+    async open() {
+      channel = await AgentChannel.open(endpoint, token, { timeoutMs: 40_000 });
+    },
+    close() {
+      channel?.close();
     },
   };
 }
@@ -159,11 +188,11 @@ export class Fleet {
   async register(count: number, concurrency = 16): Promise<number> {
     const started = performance.now();
     const indexes = Array.from({ length: count }, (_, i) => i);
-    // Through the wire, registrations share one client (and its few sockets): each agent's own
-    // would keep a socket of its own open beside the two its link opens.
+    // Unless the agent's client is the link, registrations share one client (and its few
+    // sockets): each agent's own would keep a socket of its own open beside its link's.
     const newClient = () =>
       new ServerClient(this.server.endpoint, this.server.credentials, this.server.region);
-    const shared = this.options.client === "wire" ? newClient() : undefined;
+    const shared = this.options.client === "agent" ? undefined : newClient();
     await pool(indexes, concurrency, async (i) => {
       const client = shared ?? newClient();
       const response = await client.register({
@@ -180,9 +209,11 @@ export class Fleet {
         capacity: "EC2",
       });
       const link =
-        this.options.client === "wire"
-          ? wireLink(new URL(this.server.endpoint), response.nodeToken)
-          : agentLink(client);
+        this.options.client === "channel"
+          ? channelLink(this.server.endpoint, response.nodeToken)
+          : this.options.client === "wire"
+            ? wireLink(new URL(this.server.endpoint), response.nodeToken)
+            : agentLink(client);
       // Connected now, a few at a time: thousands of agents' first connections at once would
       // overflow the server's accept queue inside the timed phase.
       await link.open();

@@ -46,8 +46,9 @@ const USAGE = `usage: npm run bench:scheduler -- [options]
                       over the timed phases
   --client KIND       how RunTask is called: http (signed JSON over keep-alive HTTP, the default) or
                       sdk (@aws-sdk/client-ecs; costs the shared cores more, see run-task-client.ts)
-  --fleet-client KIND how the simulated agents poll and report: wire (a minimal HTTP/1.1 client, the
-                      default) or agent (the agent's own client, node:http; see fleet.ts)`;
+  --fleet-client KIND how the simulated agents poll and report: channel (each agent's channel, as
+                      wharf agent does; the default), wire (POSTs through a minimal HTTP/1.1 client,
+                      as agents did before the channel) or agent (the agent's own client; see fleet.ts)`;
 
 interface Settings {
   instances: number;
@@ -79,7 +80,7 @@ function settings(): Settings {
       "cpu-prof": { type: "string" },
       "warm-up": { type: "string" },
       client: { type: "string", default: "http" },
-      "fleet-client": { type: "string", default: "wire" },
+      "fleet-client": { type: "string", default: "channel" },
       help: { type: "boolean", default: false },
     },
   });
@@ -96,8 +97,8 @@ function settings(): Settings {
     throw new Error(`--client is http or sdk, not ${values.client}\n${USAGE}`);
   }
   const fleetClient = values["fleet-client"];
-  if (fleetClient !== "wire" && fleetClient !== "agent") {
-    throw new Error(`--fleet-client is wire or agent, not ${fleetClient}\n${USAGE}`);
+  if (fleetClient !== "channel" && fleetClient !== "wire" && fleetClient !== "agent") {
+    throw new Error(`--fleet-client is channel, wire or agent, not ${fleetClient}\n${USAGE}`);
   }
   return {
     instances: int(values.instances, values.quick ? 500 : 5000),

@@ -401,6 +401,7 @@ export class Agent {
     clearTimeout(timer);
     this.sampler.stop();
     await this.shipper.stop();
+    this.client.close();
   }
 
   /** Removes this node's bridge, task namespaces and rules (when a node is retired, and in tests). */

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { describe, it } from "node:test";
+import { AgentRoutes } from "../server/agent-http.ts";
 import type { ReportBatch, TaskReport } from "../shared/agent-protocol.ts";
 import { ServerClient, ServerError, worthRetrying } from "./client.ts";
 
@@ -120,5 +121,120 @@ describe("ServerClient reports", () => {
     assert.equal(worthRetrying(error), true);
     assert.equal(worthRetrying(new ServerError(401, "ContainerInstanceDeregistered", "gone")), false);
     assert.equal(worthRetrying(new ServerError(401, "UnauthorizedNode", "register again")), true);
+  });
+});
+
+describe("ServerClient's channel", () => {
+  /** A loopback server whose agent routes (`serving.routes`) also answer on channels; counts the channels opened. */
+  async function channelServer(routes: AgentRoutes) {
+    const serving = { routes, channels: 0, posts: [] as string[] };
+    const server = createServer((request, response) => {
+      serving.posts.push(request.url ?? "");
+      if (!serving.routes.handle(request, response)) response.writeHead(404).end();
+    });
+    server.on("upgrade", (request, socket, head) => {
+      serving.channels++;
+      serving.routes.upgrade(request, socket, head);
+    });
+    await new Promise<void>((done) => server.listen(0, "127.0.0.1", done));
+    return { server, serving, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` };
+  }
+
+  const registration = {
+    cluster: "default",
+    hostname: "h",
+    address: "127.0.0.1",
+    totalResources: { cpu: 1024, memory: 1024 },
+    attributes: [],
+    versionInfo: { agentVersion: "test" },
+    capacity: "EC2" as const,
+  };
+
+  it("polls and reports on one channel once registered, with the node token, and opens a new one after losing it", async () => {
+    let tokens = 0;
+    const heard: string[] = [];
+    const agentRoutes = () => {
+      const routes = new AgentRoutes({ bodyLimit: 1 << 20, logError: () => undefined });
+      routes.post("/agent/v1/register", async () => ({
+        containerInstanceArn: "arn",
+        clusterArn: "c",
+        nodeToken: `token-${++tokens}`,
+        pollTimeoutMs: 1000,
+      }));
+      routes.post("/agent/v1/poll", async (request) => {
+        heard.push(`poll ${request.headers.authorization}`);
+        return { tasks: [] };
+      });
+      routes.post("/agent/v1/reports", async (request) => {
+        const batch = JSON.parse(request.body.toString()) as ReportBatch;
+        heard.push(`reports ${batch.reports.length} ${request.headers.authorization}`);
+        return { failures: [] };
+      });
+      return routes;
+    };
+    const { server, serving, url } = await channelServer(agentRoutes());
+    const client = new ServerClient(url, { accessKeyId: "a", secretAccessKey: "s" }, "us-east-1");
+    try {
+      await client.register(registration);
+      assert.deepEqual(await client.poll({ known: {} }, 5_000), { tasks: [] });
+      await Promise.all([client.report(report("task/c/one")), client.report(report("task/c/two"))]);
+      assert.deepEqual(await client.poll({ known: {} }, 5_000), { tasks: [] });
+      assert.deepEqual(heard, ["poll Bearer token-1", "reports 2 Bearer token-1", "poll Bearer token-1"]);
+      assert.equal(serving.channels, 1);
+      assert.deepEqual(serving.posts, ["/agent/v1/register"], "nothing but registration as a POST");
+
+      // The server drops the channel (as it does when it closes): the request fails as one worth
+      // sending again, and the next opens another channel.
+      serving.routes.close();
+      await assert.rejects(client.poll({ known: {} }, 5_000), (error) => worthRetrying(error));
+      serving.routes = agentRoutes();
+      assert.deepEqual(await client.poll({ known: {} }, 5_000), { tasks: [] });
+      assert.equal(serving.channels, 2);
+
+      // A new registration (a new token) opens a channel of its own.
+      await client.register(registration);
+      await client.poll({ known: {} }, 5_000);
+      assert.equal(serving.channels, 3);
+      assert.equal(heard.at(-1), "poll Bearer token-2");
+    } finally {
+      client.close();
+      server.closeAllConnections();
+      await new Promise((done) => server.close(done));
+    }
+  });
+
+  it("sends POSTs to a server that does not open a channel (one without the upgrade)", async () => {
+    const routes = new AgentRoutes({ bodyLimit: 1 << 20, logError: () => undefined });
+    routes.post("/agent/v1/register", async () => ({
+      containerInstanceArn: "arn",
+      clusterArn: "c",
+      nodeToken: "token",
+      pollTimeoutMs: 1000,
+    }));
+    routes.post("/agent/v1/poll", async (request) => ({ tasks: [], token: request.headers.authorization }));
+    const posts: string[] = [];
+    // No upgrade listener: node serves the upgrade request as a plain GET, answered 404.
+    const server = createServer((request, response) => {
+      posts.push(`${request.method} ${request.url}`);
+      if (!routes.handle(request, response)) response.writeHead(404).end('{"message":"Not Found"}');
+    });
+    await new Promise<void>((done) => server.listen(0, "127.0.0.1", done));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const client = new ServerClient(url, { accessKeyId: "a", secretAccessKey: "s" }, "us-east-1");
+    try {
+      await client.register(registration);
+      assert.deepEqual(await client.poll({ known: {} }, 5_000), { tasks: [], token: "Bearer token" });
+      assert.deepEqual(await client.poll({ known: {} }, 5_000), { tasks: [], token: "Bearer token" });
+      assert.deepEqual(posts, [
+        "POST /agent/v1/register",
+        "GET /agent/v1/channel",
+        "POST /agent/v1/poll",
+        "POST /agent/v1/poll",
+      ]);
+    } finally {
+      client.close();
+      server.closeAllConnections();
+      await new Promise((done) => server.close(done));
+    }
   });
 });

@@ -16,6 +16,7 @@ import {
   type StatsBatch,
   type TaskReport,
 } from "../shared/agent-protocol.ts";
+import { AgentChannel, ChannelRefused } from "./channel.ts";
 
 export class ServerError extends Error {
   constructor(
@@ -101,30 +102,107 @@ interface WaitingReport {
   reject(error: unknown): void;
 }
 
-/** The agent's side of the agent protocol: HTTP JSON with timeouts. */
+/**
+ * The agent's side of the agent protocol: JSON with timeouts. Registration is a signed POST; the
+ * rest goes as frames on the agent's channel (one connection, src/shared/agent-frames.ts), or as
+ * POSTs to a server that does not open one.
+ */
 export class ServerClient {
   private token: string | undefined;
   private readonly agent: http.Agent;
   /** Reports not yet sent: each request carries every one waiting when it leaves. */
   private readonly reportsWaiting: WaitingReport[] = [];
   private reporting: Promise<void> | undefined;
+  /** The channel, open or opening; undefined until needed, and again once it has closed. */
+  private channel: Promise<AgentChannel> | undefined;
+  /** The server answered the upgrade without switching (an older one): POSTs from then on. */
+  private postsOnly = false;
 
   constructor(
     private readonly endpoint: string,
     private readonly credentials: { accessKeyId: string; secretAccessKey: string },
     private readonly region: string,
-    ca?: string,
+    private readonly ca?: string,
   ) {
     this.agent = endpoint.startsWith("https:")
       ? new https.Agent({ keepAlive: true, ...(ca === undefined ? {} : { ca }) })
       : new http.Agent({ keepAlive: true });
   }
 
+  /** Closes the channel and the connections kept alive; a request made later goes as a POST. */
+  close(): void {
+    this.postsOnly = true;
+    this.dropChannel();
+    this.agent.destroy();
+  }
+
+  private dropChannel(): void {
+    const channel = this.channel;
+    this.channel = undefined;
+    channel?.then(
+      (open) => open.close(),
+      () => undefined,
+    );
+  }
+
+  /** The channel, opened when there is none; undefined when the server does not open one. */
+  private async openChannel(token: string): Promise<AgentChannel | undefined> {
+    let channel = this.channel;
+    if (channel !== undefined) {
+      const open = await channel.catch(() => undefined);
+      if (open !== undefined && !open.closed) return open;
+      if (this.channel === channel) this.channel = undefined;
+    }
+    channel = this.channel ??= AgentChannel.open(this.endpoint, token, {
+      ...(this.ca === undefined ? {} : { ca: this.ca }),
+      timeoutMs: 30_000,
+    });
+    try {
+      return await channel;
+    } catch (error) {
+      if (this.channel === channel) this.channel = undefined;
+      if (error instanceof ChannelRefused) {
+        // Busy or closing: the same request may succeed later, as a 5xx POST may.
+        if (error.status >= 500) throw new ServerError(error.status, "Error", error.text);
+        this.postsOnly = true;
+        return undefined;
+      }
+      throw error;
+    }
+  }
+
   private async post<T>(path: string, body: unknown, timeoutMs: number, signal?: AbortSignal): Promise<T> {
     const url = new URL(path, this.endpoint);
     const payload = JSON.stringify(body);
+    const token = this.token;
+    const channel =
+      path.endsWith("/register") || token === undefined || this.postsOnly
+        ? undefined
+        : await this.openChannel(token);
+    const response =
+      channel !== undefined
+        ? await channel.request(url.pathname, payload, timeoutMs, signal)
+        : await this.send(url, payload, timeoutMs, signal);
+    const text = response.text;
+    if (response.status < 200 || response.status >= 300) {
+      let code = "Error";
+      let message = text;
+      try {
+        const parsed = JSON.parse(text) as { __type?: string; message?: string };
+        code = parsed.__type ?? code;
+        message = parsed.message ?? message;
+      } catch {
+        // not JSON
+      }
+      throw new ServerError(response.status, code, message);
+    }
+    return JSON.parse(text === "" ? "{}" : text) as T;
+  }
+
+  /** One POST: registration signed with SigV4, anything else with the node token. */
+  private async send(url: URL, payload: string, timeoutMs: number, signal?: AbortSignal) {
     let headers: Record<string, string> = { "content-type": "application/json", host: url.host };
-    if (path.endsWith("/register")) {
+    if (url.pathname.endsWith("/register")) {
       const signer = new SignatureV4({
         service: "ecs",
         region: this.region,
@@ -145,30 +223,18 @@ export class ServerClient {
     } else if (this.token !== undefined) {
       headers.authorization = `Bearer ${this.token}`;
     }
-    const response = await send(url, headers, payload, {
+    return send(url, headers, payload, {
       agent: this.agent,
       timeoutMs,
       ...(signal === undefined ? {} : { signal }),
     });
-    const text = response.text;
-    if (response.status < 200 || response.status >= 300) {
-      let code = "Error";
-      let message = text;
-      try {
-        const parsed = JSON.parse(text) as { __type?: string; message?: string };
-        code = parsed.__type ?? code;
-        message = parsed.message ?? message;
-      } catch {
-        // not JSON
-      }
-      throw new ServerError(response.status, code, message);
-    }
-    return JSON.parse(text === "" ? "{}" : text) as T;
   }
 
   async register(request: RegisterNodeRequest): Promise<RegisterNodeResponse> {
     const response = await this.post<RegisterNodeResponse>("/agent/v1/register", request, 30_000);
     this.token = response.nodeToken;
+    // The channel speaks with the token it was opened with: a new one needs a new channel.
+    this.dropChannel();
     return response;
   }
 

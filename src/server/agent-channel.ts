@@ -221,7 +221,7 @@ export function registerAgentChannel(
   route("/agent/v1/register", async (request) => {
     const now = options.clock();
     // Registration is signed with the agent's access key, as the ECS agent signs RegisterContainerInstance.
-    verifySigV4(signedRequest(request), {
+    verifySigV4(signedRequest({ method: request.method, raw: request, body: request.body }), {
       region: options.region,
       service: "ecs",
       now,
@@ -339,15 +339,15 @@ export function registerAgentChannel(
       // Ends when the agent goes away or the server closes. Not AbortSignal.any, nor a listener
       // on one shared signal: with thousands of polls waiting, each would cost a walk over them all.
       const wait = notifier.wait(instance.arn, idlePollMs());
-      request.response.once("close", wait.cancel);
+      const stopListening = request.onGone(wait.cancel);
       waiting.add(wait.cancel);
       // The agent may have gone before the listener was there (while the poll read or wrote).
-      if (closing || request.raw.socket.destroyed) wait.cancel();
+      if (closing || request.gone()) wait.cancel();
       try {
         await wait.done;
       } finally {
         waiting.delete(wait.cancel);
-        request.response.off("close", wait.cancel);
+        stopListening();
       }
       if (wait.cancelled && tasks !== undefined) return pollResponse(tasks);
       tasks = await assignments();

@@ -3,6 +3,7 @@ import { once } from "node:events";
 import { createServer, request as httpRequest, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { after, describe, it } from "node:test";
+import { AgentChannel, ChannelRefused } from "../agent/channel.ts";
 import { AwsError } from "../aws/errors.ts";
 import { AgentRoutes } from "./agent-http.ts";
 
@@ -17,6 +18,7 @@ async function serve(routes: AgentRoutes): Promise<{ server: Server; url: string
   const server = createServer((request, response) => {
     if (!routes.handle(request, response)) response.end("fallback");
   });
+  server.on("upgrade", (request, socket, head) => routes.upgrade(request, socket, head));
   server.listen(0, "127.0.0.1");
   await once(server, "listening");
   return { server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` };
@@ -133,7 +135,7 @@ describe("AgentRoutes", () => {
       waiting = resolve;
     });
     routes.post("/agent/v1/poll", async (request) => {
-      request.response.once("close", gone);
+      request.onGone(gone);
       waiting();
       await ended;
       return {};
@@ -144,5 +146,161 @@ describe("AgentRoutes", () => {
     await started;
     client.destroy();
     await ended;
+  });
+
+  describe("on an agent's channel", () => {
+    /** A promise and what settles it. */
+    function gate() {
+      let open: () => void = () => undefined;
+      const opened = new Promise<void>((resolve) => {
+        open = resolve;
+      });
+      return { open, opened };
+    }
+
+    it("serves each frame by its path's route, with the upgrade's headers, answering as each is ready", async () => {
+      const { routes, url } = await start();
+      const release = gate();
+      const polled = gate();
+      routes.post("/agent/v1/poll", async () => {
+        polled.open();
+        await release.opened;
+        return { tasks: [] };
+      });
+      routes.post("/agent/v1/echo", async (request) => ({
+        token: request.headers.authorization,
+        url: request.url,
+        got: JSON.parse(request.body.toString()),
+      }));
+      const channel = await AgentChannel.open(url, "node-token", { timeoutMs: 5_000 });
+      try {
+        const poll = channel.request("/agent/v1/poll", "{}", 5_000);
+        await polled.opened;
+        // The poll waits; a request sent after it is answered first, on the same connection.
+        const echo = await channel.request("/agent/v1/echo", JSON.stringify({ s: "é".repeat(300) }), 5_000);
+        assert.equal(echo.status, 200);
+        assert.deepEqual(JSON.parse(echo.text), {
+          token: "Bearer node-token",
+          url: "/agent/v1/echo",
+          got: { s: "é".repeat(300) },
+        });
+        release.open();
+        assert.deepEqual(await poll, { status: 200, text: '{"tasks":[]}' });
+      } finally {
+        channel.close();
+      }
+    });
+
+    it("answers errors as a POST's, in the AWS JSON shape, and logs only server-side failures", async () => {
+      const logged: unknown[] = [];
+      const { routes, url } = await start({ bodyLimit: 100, logged });
+      routes.post("/agent/v1/refused", async () => {
+        throw new AwsError("InvalidParameterException", "taskArn is required.");
+      });
+      routes.post("/agent/v1/broken", async () => {
+        throw new Error("disk on fire");
+      });
+      routes.post("/agent/v1/echo", async () => ({}));
+      const channel = await AgentChannel.open(url, "t", { timeoutMs: 5_000 });
+      try {
+        const refused = await channel.request("/agent/v1/refused", "{}", 5_000);
+        assert.deepEqual(
+          { status: refused.status, body: JSON.parse(refused.text) },
+          { status: 400, body: { __type: "InvalidParameterException", message: "taskArn is required." } },
+        );
+        assert.equal(logged.length, 0);
+        const broken = await channel.request("/agent/v1/broken", "{}", 5_000);
+        assert.equal(broken.status, 500);
+        assert.equal(JSON.parse(broken.text).__type, "InternalFailure");
+        assert.doesNotMatch(broken.text, /disk on fire/);
+        assert.deepEqual(logged, [{ method: "POST", url: "/agent/v1/broken" }]);
+        const unknown = await channel.request("/agent/v1/nothing", "{}", 5_000);
+        assert.equal(unknown.status, 404);
+        assert.equal(JSON.parse(unknown.text).__type, "UnknownOperationException");
+        const large = await channel.request("/agent/v1/echo", "x".repeat(101), 5_000);
+        assert.equal(large.status, 413);
+        assert.equal(JSON.parse(large.text).__type, "RequestEntityTooLargeException");
+        // The connection outlives every one of them.
+        assert.equal((await channel.request("/agent/v1/echo", "{}", 5_000)).status, 200);
+      } finally {
+        channel.close();
+      }
+    });
+
+    it("tells a waiting handler that its agent went away when the connection closes", async () => {
+      const { routes, url } = await start();
+      const ended = gate();
+      const started = gate();
+      let goneBefore: boolean | undefined;
+      routes.post("/agent/v1/poll", async (request) => {
+        goneBefore = request.gone();
+        request.onGone(ended.open);
+        started.open();
+        await ended.opened;
+        return {};
+      });
+      const channel = await AgentChannel.open(url, "t", { timeoutMs: 5_000 });
+      const poll = channel.request("/agent/v1/poll", "{}", 5_000).then(
+        () => assert.fail("answered after the connection closed"),
+        (error: unknown) => error,
+      );
+      await started.opened;
+      channel.close();
+      await ended.opened;
+      assert.equal(goneBefore, false);
+      assert.equal(((await poll) as { code?: string }).code, "ECONNRESET");
+      assert.equal(channel.closed, true);
+    });
+
+    it("once closed, answers what it was serving, refuses what comes after with 503, then ends", async () => {
+      const { routes, url } = await start();
+      const release = gate();
+      const started = gate();
+      routes.post("/agent/v1/slow", async () => {
+        started.open();
+        await release.opened;
+        return { done: true };
+      });
+      routes.post("/agent/v1/echo", async () => ({}));
+      const channel = await AgentChannel.open(url, "t", { timeoutMs: 5_000 });
+      const slow = channel.request("/agent/v1/slow", "{}", 5_000);
+      await started.opened;
+      routes.close();
+      const late = await channel.request("/agent/v1/echo", "{}", 5_000);
+      assert.equal(late.status, 503);
+      assert.equal(channel.closed, false, "open while a request is served");
+      release.open();
+      assert.deepEqual(await slow, { status: 200, text: '{"done":true}' });
+      await assert.rejects(channel.request("/agent/v1/echo", "{}", 5_000), { code: "ECONNRESET" });
+      assert.equal(channel.closed, true);
+      // A new channel is refused while closing, as busy (503).
+      const refused = await AgentChannel.open(url, "t", { timeoutMs: 5_000 }).then(
+        () => assert.fail("opened while closing"),
+        (error: unknown) => error,
+      );
+      assert.ok(refused instanceof ChannelRefused);
+      assert.equal(refused.status, 503);
+    });
+
+    it("refuses any other upgrade in the AWS JSON shape", async () => {
+      const { url } = await start();
+      const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const request = httpRequest(`${url}/v2/`, {
+          headers: { connection: "Upgrade, HTTP2-Settings", upgrade: "h2c", "http2-settings": "" },
+        });
+        request.on("response", (response) => {
+          const parts: Buffer[] = [];
+          response.on("data", (part: Buffer) => parts.push(part));
+          response.on("end", () =>
+            resolve({ status: response.statusCode ?? 0, body: Buffer.concat(parts).toString() }),
+          );
+        });
+        request.on("upgrade", () => reject(new Error("upgraded to h2c")));
+        request.on("error", reject);
+        request.end();
+      });
+      assert.equal(answer.status, 400);
+      assert.equal(JSON.parse(answer.body).__type, "UnsupportedUpgrade");
+    });
   });
 });

@@ -1,17 +1,32 @@
 import { randomUUID } from "node:crypto";
-import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
-import { RequestTooLarge } from "../aws/errors.ts";
+import { type IncomingHttpHeaders, type IncomingMessage, type ServerResponse, STATUS_CODES } from "node:http";
+import type { Socket } from "node:net";
+import type { Duplex } from "node:stream";
+import { AwsError, RequestTooLarge } from "../aws/errors.ts";
 import { jsonText } from "../aws/json-text.ts";
+import {
+  answerFrame,
+  CHANNEL_PATH,
+  CHANNEL_PROTOCOL,
+  FrameReader,
+  type FrameRequest,
+  readRequest,
+} from "../shared/agent-frames.ts";
 import { asAwsError, jsonError } from "./front-door.ts";
 
-/** An agent's request, its body read whole. */
+/** An agent's request, its body read whole: a POST, or a frame on the agent's channel. */
 export interface AgentRequest {
   method: string;
+  /** The path (and query) it was sent to. */
+  url: string;
   headers: IncomingHttpHeaders;
+  /** The headers with repeated ones kept apart, as SigV4 reads them. */
+  headersDistinct: NodeJS.Dict<string[]>;
   body: Buffer;
-  raw: IncomingMessage;
-  /** Its answer: "close" is emitted once it is sent, or when the connection goes first. */
-  response: ServerResponse;
+  /** Whether the agent has gone (its connection closed). */
+  gone(): boolean;
+  /** Calls `listener` once if the agent goes before the answer is sent; what it returns stops that. */
+  onGone(listener: () => void): () => void;
 }
 
 export type AgentHandler = (request: AgentRequest) => Promise<unknown>;
@@ -24,22 +39,28 @@ export interface AgentRoutesOptions {
 }
 
 /**
- * The agent protocol's routes, served by node:http ahead of Fastify. Each agent sends a poll and
- * a report for every change to its tasks, so a service's scale-up is mostly these requests, and
- * Fastify's request and reply, logger and content-type handling cost ~11 µs of server CPU a
- * request on top of node's own ~41 (`bench/scheduler/transport.ts`: a keep-alive POST of two
- * task reports). What an agent sees is the same: JSON answers, errors in the AWS JSON shape.
+ * The agent protocol's routes, served by node:http ahead of Fastify, as POSTs and as frames on
+ * each agent's channel (src/shared/agent-frames.ts). Each agent sends a poll and a report for
+ * every change to its tasks, so a service's scale-up is mostly these requests: Fastify's request
+ * and reply, logger and content-type handling cost ~11 µs of server CPU a request on top of
+ * node's own ~30, and a frame on an open connection ~17 in all (`bench/scheduler/transport.ts`:
+ * two task reports). What an agent sees is the same: JSON answers, errors in the AWS JSON shape.
  * Everything else goes to Fastify as before.
  */
 export class AgentRoutes {
   private readonly routes = new Map<string, AgentHandler>();
+  private readonly channels = new Set<Channel>();
   private closing = false;
 
   constructor(private readonly options: AgentRoutesOptions) {}
 
-  /** From now on every request is answered 503 and its connection closed, as Fastify does while it closes. */
+  /**
+   * From now on every request is answered 503 and its connection closed, as Fastify does while it
+   * closes; each channel is closed once what it is serving has been answered.
+   */
   close(): void {
     this.closing = true;
+    for (const channel of this.channels) channel.end();
   }
 
   /** Serves POSTs to `path` with `handler`, whose result is the JSON answer. */
@@ -80,16 +101,80 @@ export class AgentRoutes {
     raw.once("end", () => {
       if (refused) return;
       const body = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, length);
+      const request: AgentRequest = {
+        method: "POST",
+        url,
+        headers: raw.headers,
+        headersDistinct: raw.headersDistinct,
+        body,
+        gone: () => raw.socket.destroyed,
+        onGone(listener) {
+          response.once("close", listener);
+          return () => response.off("close", listener);
+        },
+      };
       // Nothing it throws may go unhandled: the process would exit.
-      this.serve(handler, { method: "POST", headers: raw.headers, body, raw, response }).catch(() =>
-        response.destroy(),
-      );
+      this.serve(handler, request, raw, response).catch(() => response.destroy());
     });
     return true;
   }
 
-  private async serve(handler: AgentHandler, request: AgentRequest): Promise<void> {
-    const response = request.response;
+  /**
+   * Takes an upgrade request (the server emits every one here): the agent channel's is switched
+   * to frames; any other is refused, as nothing else on this port upgrades.
+   */
+  upgrade(raw: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const url = raw.url ?? "";
+    const query = url.indexOf("?");
+    const path = query === -1 ? url : url.slice(0, query);
+    const protocol = raw.headers.upgrade?.toLowerCase();
+    if (path !== CHANNEL_PATH || protocol !== CHANNEL_PROTOCOL) {
+      refuse(
+        socket,
+        new AwsError("UnsupportedUpgrade", `Upgrading to ${protocol ?? ""} is not supported here.`),
+      );
+      return;
+    }
+    if (this.closing) {
+      refuse(socket, new AwsError("ServiceUnavailable", "The server is closing.", { status: 503 }));
+      return;
+    }
+    socket.write(
+      `HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: ${CHANNEL_PROTOCOL}\r\n\r\n`,
+    );
+    const channel = new Channel(socket, raw, head, this);
+    this.channels.add(channel);
+    socket.once("close", () => this.channels.delete(channel));
+  }
+
+  /** The handler a channel's frame to `path` goes to; undefined when there is none. */
+  handlerOf(path: string): AgentHandler | undefined {
+    return this.routes.get(path);
+  }
+
+  /** Whether new requests are refused (the server is closing). */
+  get isClosing(): boolean {
+    return this.closing;
+  }
+
+  /** The largest body taken. */
+  get bodyLimit(): number {
+    return this.options.bodyLimit;
+  }
+
+  /** The error an agent's request ended in, in the AWS shape; logged when it is the server's. */
+  failure(error: unknown, request: { method: string; url: string }): AwsError {
+    const awsError = asAwsError(error);
+    if (awsError.status >= 500) this.options.logError(error, request);
+    return awsError;
+  }
+
+  private async serve(
+    handler: AgentHandler,
+    request: AgentRequest,
+    raw: IncomingMessage,
+    response: ServerResponse,
+  ): Promise<void> {
     try {
       const text = jsonText(await handler(request));
       response.writeHead(200, {
@@ -98,15 +183,13 @@ export class AgentRoutes {
       });
       response.end(text);
     } catch (error) {
-      this.fail(request.raw, response, error);
+      this.fail(raw, response, error);
     }
   }
 
   /** Answers with the error in the AWS JSON shape, as the front door does. */
   private fail(raw: IncomingMessage, response: ServerResponse, error: unknown): void {
-    const awsError = asAwsError(error);
-    if (awsError.status >= 500)
-      this.options.logError(error, { method: raw.method ?? "", url: raw.url ?? "" });
+    const awsError = this.failure(error, { method: raw.method ?? "", url: raw.url ?? "" });
     if (response.headersSent) {
       response.destroy();
       return;
@@ -118,5 +201,134 @@ export class AgentRoutes {
       "x-amzn-RequestId": randomUUID(),
     });
     response.end(json.body);
+  }
+}
+
+/** Answers an upgrade request that is not taken with an error in the AWS JSON shape, and closes. */
+function refuse(socket: Duplex, error: AwsError): void {
+  const json = jsonError(error);
+  const head = [
+    `HTTP/1.1 ${error.status} ${STATUS_CODES[error.status] ?? ""}`,
+    ...Object.entries(json.headers).map(([name, value]) => `${name}: ${value}`),
+    `content-length: ${Buffer.byteLength(json.body)}`,
+    "connection: close",
+  ];
+  socket.end(`${head.join("\r\n")}\r\n\r\n${json.body}`);
+}
+
+/** A frame to a path no route serves. */
+const NO_ROUTE = (path: string) =>
+  new AwsError("UnknownOperationException", `The agent channel serves no ${path}.`, { status: 404 });
+const CLOSING = new AwsError("ServiceUnavailable", "The server is closing.", { status: 503 });
+
+/**
+ * One agent's channel: each request frame goes to the route its path names, with the upgrade
+ * request's headers (its node token), and is answered by a frame with the same id.
+ */
+class Channel {
+  private readonly reader: FrameReader;
+  /** What is called when the connection closes, for the requests still waiting on it. */
+  private readonly goneListeners = new Set<() => void>();
+  private serving = 0;
+  private ending = false;
+
+  constructor(
+    private readonly socket: Duplex,
+    private readonly upgrade: IncomingMessage,
+    head: Buffer,
+    private readonly routes: AgentRoutes,
+  ) {
+    this.reader = new FrameReader(routes.bodyLimit + 256);
+    if ("setNoDelay" in socket) {
+      (socket as Socket).setNoDelay(true);
+      // An agent that vanished without closing is noticed by the kernel, not only when a write fails.
+      (socket as Socket).setKeepAlive(true, 30_000);
+    }
+    socket.on("data", (chunk: Buffer) => this.read(chunk));
+    // node's HTTP server keeps connections half-open when the client ends its side: a channel
+    // whose agent has ended is closed (and its waiting requests learn it is gone).
+    socket.once("end", () => socket.destroy());
+    // Errors end in "close"; the listener keeps one from being thrown.
+    socket.on("error", () => undefined);
+    socket.once("close", () => {
+      for (const listener of this.goneListeners) listener();
+      this.goneListeners.clear();
+    });
+    if (head.length > 0) this.read(head);
+  }
+
+  /** Closes the connection once every request taken has been answered; later ones are answered 503. */
+  end(): void {
+    this.ending = true;
+    if (this.serving === 0) this.socket.end();
+  }
+
+  private read(chunk: Buffer): void {
+    let frames: Buffer[];
+    try {
+      frames = this.reader.push(chunk);
+    } catch {
+      // A frame larger than any request may be: the stream cannot be followed past it.
+      this.socket.destroy();
+      return;
+    }
+    for (const frame of frames) {
+      const request = readRequest(frame);
+      if (request === undefined) {
+        this.socket.destroy();
+        return;
+      }
+      this.take(request);
+    }
+  }
+
+  private take(frame: FrameRequest): void {
+    if (this.ending || this.routes.isClosing) {
+      this.fail(frame.id, CLOSING);
+      return;
+    }
+    const handler = this.routes.handlerOf(frame.path);
+    if (handler === undefined) {
+      this.fail(frame.id, NO_ROUTE(frame.path));
+      return;
+    }
+    if (frame.body.length > this.routes.bodyLimit) {
+      this.fail(frame.id, RequestTooLarge("Request entity too large"));
+      return;
+    }
+    const socket = this.socket;
+    const listeners = this.goneListeners;
+    const request: AgentRequest = {
+      method: "POST",
+      url: frame.path,
+      headers: this.upgrade.headers,
+      headersDistinct: this.upgrade.headersDistinct,
+      body: frame.body,
+      gone: () => socket.destroyed,
+      onGone(listener) {
+        listeners.add(listener);
+        return () => listeners.delete(listener);
+      },
+    };
+    this.serving++;
+    handler(request)
+      .then(
+        (result) => this.answer(frame.id, 200, jsonText(result)),
+        (error: unknown) =>
+          this.fail(frame.id, this.routes.failure(error, { method: "POST", url: frame.path })),
+      )
+      .catch(() => socket.destroy())
+      .finally(() => {
+        this.serving--;
+        if (this.ending && this.serving === 0) socket.end();
+      });
+  }
+
+  private answer(id: number, status: number, body: string): void {
+    if (!this.socket.destroyed) this.socket.write(answerFrame(id, status, body));
+  }
+
+  private fail(id: number, error: AwsError): void {
+    this.answer(id, error.status, jsonError(error).body);
   }
 }

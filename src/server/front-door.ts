@@ -29,7 +29,11 @@ function mediaType(request: FastifyRequest): string {
   return (request.headers["content-type"] ?? "").split(";")[0]?.trim().toLowerCase() ?? "";
 }
 
-export function signedRequest(request: Pick<FastifyRequest, "method" | "raw" | "body">): SignedRequest {
+export function signedRequest(request: {
+  method: string;
+  raw: { url?: string | undefined; headersDistinct: NodeJS.Dict<string[]> };
+  body: unknown;
+}): SignedRequest {
   const url = request.raw.url ?? "/";
   const q = url.indexOf("?");
   return {

@@ -105,6 +105,8 @@ function buildApp(
     server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
     server.requestTimeout = 0;
     server.setTimeout(0);
+    // The agent channel (an upgraded connection per agent); any other upgrade is refused.
+    server.on("upgrade", (request, socket, head) => agentRoutes.upgrade(request, socket, head));
     return server;
   };
   const serverFactory: FastifyServerFactory = (handler) => {

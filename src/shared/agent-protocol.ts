@@ -13,6 +13,9 @@
  *   POST /agent/v1/report     Bearer; one task's state (the single form)
  *   POST /agent/v1/logs       Bearer; container output for the awslogs driver
  *   POST /agent/v1/stats      Bearer; CPU and memory samples per container
+ *   GET  /agent/v1/channel    Bearer; upgraded to the agent's channel, on
+ *                             which the agent sends the requests above but
+ *                             registration as frames (src/shared/agent-frames.ts)
  *
  * Polling is the heartbeat: an instance whose agent has not polled within
  * the server's timeout is reported `agentConnected: false`.

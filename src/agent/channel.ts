@@ -1,0 +1,193 @@
+import http from "node:http";
+import https from "node:https";
+import type { Socket } from "node:net";
+import type { Duplex } from "node:stream";
+import {
+  CHANNEL_PATH,
+  CHANNEL_PROTOCOL,
+  FrameReader,
+  readAnswer,
+  requestFrame,
+} from "../shared/agent-frames.ts";
+
+/** An answer, as an HTTP response would have had it. */
+export interface ChannelAnswer {
+  status: number;
+  text: string;
+}
+
+/** The server answered the upgrade with a response of its own: it does not take the channel now. */
+export class ChannelRefused extends Error {
+  constructor(
+    readonly status: number,
+    readonly text: string,
+  ) {
+    super(`the server did not open the agent channel (HTTP ${status}): ${text}`);
+  }
+}
+
+/** The largest answer taken: a poll's answer lists every task of the instance. */
+const MAX_ANSWER_BYTES = 256 * 1024 * 1024;
+
+interface Waiting {
+  resolve(answer: ChannelAnswer): void;
+  reject(error: unknown): void;
+  timer: NodeJS.Timeout;
+  signal: AbortSignal | undefined;
+  onAbort: (() => void) | undefined;
+}
+
+/** A connection lost: the same code a reset HTTP request fails with, so callers retry alike. */
+function connectionLost(host: string): Error {
+  return Object.assign(new Error(`the agent channel to ${host} closed`), { code: "ECONNRESET" });
+}
+
+/**
+ * The agent's end of its channel (src/shared/agent-frames.ts): requests written as frames on one
+ * connection, each answered by the frame with its id. Once the connection closes every request
+ * still waiting fails as a reset HTTP request would, and the channel is done (`closed`): a new one
+ * is opened.
+ */
+export class AgentChannel {
+  private readonly waiting = new Map<number, Waiting>();
+  private readonly reader = new FrameReader(MAX_ANSWER_BYTES);
+  private nextId = 1;
+  private done = false;
+
+  private constructor(
+    private readonly socket: Duplex,
+    private readonly host: string,
+    head: Buffer,
+  ) {
+    if ("setNoDelay" in socket) {
+      (socket as Socket).setNoDelay(true);
+      (socket as Socket).setKeepAlive(true, 30_000);
+    }
+    // Idle, it does not keep the process alive (as a keep-alive agent's free sockets do not).
+    this.unrefIdle();
+    socket.on("data", (chunk: Buffer) => this.read(chunk));
+    // The server ending its side ends the channel.
+    socket.once("end", () => socket.destroy());
+    socket.on("error", () => undefined);
+    socket.once("close", () => this.lost());
+    if (head.length > 0) this.read(head);
+  }
+
+  /**
+   * Opens a channel to the server at `endpoint` with the node token; rejects with ChannelRefused
+   * when the server answers without switching, or as an HTTP request fails.
+   */
+  static open(
+    endpoint: string,
+    token: string,
+    options: { ca?: string; timeoutMs: number },
+  ): Promise<AgentChannel> {
+    const url = new URL(CHANNEL_PATH, endpoint);
+    return new Promise((resolve, reject) => {
+      const request = (url.protocol === "https:" ? https.request : http.request)(url, {
+        method: "GET",
+        headers: { connection: "Upgrade", upgrade: CHANNEL_PROTOCOL, authorization: `Bearer ${token}` },
+        agent: false,
+        ...(options.ca === undefined ? {} : { ca: options.ca }),
+      });
+      request.setTimeout(options.timeoutMs, () =>
+        request.destroy(new Error(`no answer from ${url.host} in ${options.timeoutMs} ms`)),
+      );
+      request.once("upgrade", (_response, socket, head) => {
+        request.setTimeout(0);
+        resolve(new AgentChannel(socket, url.host, head));
+      });
+      request.once("response", (response) => {
+        const chunks: Buffer[] = [];
+        response.on("data", (chunk: Buffer) => chunks.push(chunk));
+        response.once("end", () =>
+          reject(new ChannelRefused(response.statusCode ?? 0, Buffer.concat(chunks).toString("utf8"))),
+        );
+        response.once("error", reject);
+      });
+      request.once("error", reject);
+      request.end();
+    });
+  }
+
+  /** Whether the connection has closed: nothing more can be sent on it. */
+  get closed(): boolean {
+    return this.done;
+  }
+
+  /** Sends `body` (JSON) to `path`; resolves with its answer, or fails after `timeoutMs`, on abort or when the connection closes. */
+  request(path: string, body: string, timeoutMs: number, signal?: AbortSignal): Promise<ChannelAnswer> {
+    if (this.done) return Promise.reject(connectionLost(this.host));
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    const id = this.nextId;
+    this.nextId = this.nextId >= 0xffffffff ? 1 : this.nextId + 1;
+    return new Promise((resolve, reject) => {
+      const entry: Waiting = {
+        resolve,
+        reject,
+        timer: setTimeout(() => {
+          // As an HTTP request's timeout does, the connection goes: it may be the one at fault.
+          this.settle(id)?.reject(new Error(`no answer from ${this.host} in ${timeoutMs} ms`));
+          this.socket.destroy();
+        }, timeoutMs),
+        signal,
+        onAbort: undefined,
+      };
+      if (signal !== undefined) {
+        entry.onAbort = () => this.settle(id)?.reject(signal.reason);
+        signal.addEventListener("abort", entry.onAbort, { once: true });
+      }
+      if (this.waiting.size === 0) this.ref();
+      this.waiting.set(id, entry);
+      this.socket.write(requestFrame(id, path, body));
+    });
+  }
+
+  /** Closes the connection; requests still waiting fail. */
+  close(): void {
+    this.socket.destroy();
+  }
+
+  private read(chunk: Buffer): void {
+    let frames: Buffer[];
+    try {
+      frames = this.reader.push(chunk);
+    } catch {
+      this.socket.destroy();
+      return;
+    }
+    for (const frame of frames) {
+      const answer = readAnswer(frame);
+      if (answer === undefined) {
+        this.socket.destroy();
+        return;
+      }
+      // An answer to a request given up on (timed out or aborted) is dropped.
+      this.settle(answer.id)?.resolve({ status: answer.status, text: answer.text });
+    }
+  }
+
+  /** Takes the request out of those waiting, its timer and abort listener with it. */
+  private settle(id: number): Waiting | undefined {
+    const entry = this.waiting.get(id);
+    if (entry === undefined) return undefined;
+    this.waiting.delete(id);
+    clearTimeout(entry.timer);
+    if (entry.onAbort !== undefined) entry.signal?.removeEventListener("abort", entry.onAbort);
+    if (this.waiting.size === 0) this.unrefIdle();
+    return entry;
+  }
+
+  private lost(): void {
+    this.done = true;
+    for (const id of [...this.waiting.keys()]) this.settle(id)?.reject(connectionLost(this.host));
+  }
+
+  private ref(): void {
+    if ("ref" in this.socket) (this.socket as Socket).ref();
+  }
+
+  private unrefIdle(): void {
+    if ("unref" in this.socket) (this.socket as Socket).unref();
+  }
+}

@@ -1,0 +1,124 @@
+/**
+ * The agent channel: one connection per agent that carries its polls, reports, logs and stats as
+ * frames, instead of an HTTP request each. The agent opens it with
+ *
+ *   GET /agent/v1/channel   Connection: Upgrade, Upgrade: wharf-agent/1, Bearer <node token>
+ *
+ * and the server answers 101 Switching Protocols. From then on each side writes frames:
+ *
+ *   request  u32 length of what follows | u32 id | u8 path length | path (ASCII) | JSON body
+ *   answer   u32 length of what follows | u32 id | u16 HTTP status | JSON body
+ *
+ * A request is what the same POST to its path would be (same body, same node token, the one the
+ * channel was opened with); its answer carries the id, the status and the body that POST would
+ * have had (errors in the AWS JSON shape). Requests may overlap (a poll waits while reports go);
+ * answers come as each is ready. Registration stays a signed POST. Lengths are big-endian.
+ * Types and pure functions only, no I/O.
+ */
+
+export const CHANNEL_PATH = "/agent/v1/channel";
+export const CHANNEL_PROTOCOL = "wharf-agent/1";
+
+const LENGTH = 4;
+const REQUEST_HEAD = LENGTH + 4 + 1;
+const ANSWER_HEAD = LENGTH + 4 + 2;
+
+/** A request frame, its length first. */
+export function requestFrame(id: number, path: string, body: string): Buffer {
+  const pathBytes = Buffer.byteLength(path, "latin1");
+  if (pathBytes > 255) throw new RangeError(`path too long for a frame: ${path}`);
+  const frame = Buffer.allocUnsafe(REQUEST_HEAD + pathBytes + Buffer.byteLength(body));
+  frame.writeUInt32BE(frame.length - LENGTH, 0);
+  frame.writeUInt32BE(id, 4);
+  frame.writeUInt8(pathBytes, 8);
+  frame.write(path, REQUEST_HEAD, "latin1");
+  frame.write(body, REQUEST_HEAD + pathBytes, "utf8");
+  return frame;
+}
+
+/** An answer frame, its length first. */
+export function answerFrame(id: number, status: number, body: string): Buffer {
+  const frame = Buffer.allocUnsafe(ANSWER_HEAD + Buffer.byteLength(body));
+  frame.writeUInt32BE(frame.length - LENGTH, 0);
+  frame.writeUInt32BE(id, 4);
+  frame.writeUInt16BE(status, 8);
+  frame.write(body, ANSWER_HEAD, "utf8");
+  return frame;
+}
+
+export interface FrameRequest {
+  id: number;
+  path: string;
+  body: Buffer;
+}
+
+/** A request frame as `FrameReader` gives it (without its length); undefined when it is too short. */
+export function readRequest(frame: Buffer): FrameRequest | undefined {
+  if (frame.length < REQUEST_HEAD - LENGTH) return undefined;
+  const pathBytes = frame.readUInt8(4);
+  const start = REQUEST_HEAD - LENGTH + pathBytes;
+  if (frame.length < start) return undefined;
+  return { id: frame.readUInt32BE(0), path: frame.toString("latin1", 5, start), body: frame.subarray(start) };
+}
+
+export interface FrameAnswer {
+  id: number;
+  status: number;
+  text: string;
+}
+
+/** An answer frame as `FrameReader` gives it (without its length); undefined when it is too short. */
+export function readAnswer(frame: Buffer): FrameAnswer | undefined {
+  if (frame.length < ANSWER_HEAD - LENGTH) return undefined;
+  return {
+    id: frame.readUInt32BE(0),
+    status: frame.readUInt16BE(4),
+    text: frame.toString("utf8", ANSWER_HEAD - LENGTH),
+  };
+}
+
+export class FrameTooLarge extends Error {}
+
+/**
+ * Cuts the bytes a connection delivers, in whatever pieces, into frames (each without its
+ * length). A frame longer than `maxFrame` is an error: the connection is to be closed.
+ */
+export class FrameReader {
+  private chunks: Buffer[] = [];
+  private length = 0;
+  /** The length of the frame being read, its own four bytes included, once they have come. */
+  private need: number | undefined;
+
+  constructor(private readonly maxFrame: number) {}
+
+  /** The frames completed by `chunk`, in order; throws FrameTooLarge. */
+  push(chunk: Buffer): Buffer[] {
+    this.chunks.push(chunk);
+    this.length += chunk.length;
+    const frames: Buffer[] = [];
+    for (;;) {
+      if (this.need === undefined) {
+        if (this.length < LENGTH) break;
+        const first = this.chunks[0] as Buffer;
+        const size = (first.length >= LENGTH ? first : this.whole()).readUInt32BE(0);
+        if (size > this.maxFrame)
+          throw new FrameTooLarge(`a frame of ${size} bytes; at most ${this.maxFrame}`);
+        this.need = LENGTH + size;
+      }
+      if (this.length < this.need) break;
+      const whole = this.whole();
+      frames.push(whole.subarray(LENGTH, this.need));
+      const rest = whole.subarray(this.need);
+      this.chunks = rest.length === 0 ? [] : [rest];
+      this.length = rest.length;
+      this.need = undefined;
+    }
+    return frames;
+  }
+
+  /** What has come and is not yet a frame, as one buffer (joined only when a frame is complete). */
+  private whole(): Buffer {
+    if (this.chunks.length !== 1) this.chunks = [Buffer.concat(this.chunks, this.length)];
+    return this.chunks[0] as Buffer;
+  }
+}
