@@ -94,11 +94,26 @@ function wireLink(endpoint: URL, token: string): AgentLink {
 
 /** On the agent's channel, as `wharf agent` polls and reports. */
 function channelLink(endpoint: string, token: string): AgentLink {
-  let channel: AgentChannel | undefined;
+  // Shared while it opens: a poll and a report that both find it closed open one, not two.
+  let channel: Promise<AgentChannel> | undefined;
+  const connect = () => AgentChannel.open(endpoint, token, { timeoutMs: 40_000 });
+  const open = (): Promise<AgentChannel> => {
+    channel ??= connect();
+    const current = channel;
+    return current.then(
+      (opened) => {
+        if (!opened.closed) return opened;
+        if (channel === current) channel = connect();
+        return channel as Promise<AgentChannel>;
+      },
+      (error: unknown) => {
+        if (channel === current) channel = undefined;
+        throw error;
+      },
+    );
+  };
   const post = async <T>(path: string, body: unknown, signal?: AbortSignal): Promise<T> => {
-    if (channel === undefined || channel.closed)
-      channel = await AgentChannel.open(endpoint, token, { timeoutMs: 40_000 });
-    const answer = await channel.request(path, JSON.stringify(body), 40_000, signal);
+    const answer = await (await open()).request(path, JSON.stringify(body), 40_000, signal);
     if (answer.status !== 200) throw new ServerError(answer.status, "Error", answer.text);
     return JSON.parse(answer.text) as T;
   };
@@ -109,11 +124,12 @@ function channelLink(endpoint: string, token: string): AgentLink {
       const answer = await post<ReportBatchResponse>("/agent/v1/reports", request);
       return new Map(answer.failures.map((failure) => [failure.taskArn, failure.message]));
     },
-    async open() {
-      channel = await AgentChannel.open(endpoint, token, { timeoutMs: 40_000 });
-    },
+    open: async () => void (await open()),
     close() {
-      channel?.close();
+      void channel?.then(
+        (opened) => opened.close(),
+        () => undefined,
+      );
     },
   };
 }

@@ -1,11 +1,12 @@
 import http from "node:http";
 import https from "node:https";
-import type { Socket } from "node:net";
+import { Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import {
   CHANNEL_PATH,
   CHANNEL_PROTOCOL,
   FrameReader,
+  isOversized,
   readAnswer,
   requestFrame,
 } from "../shared/agent-frames.ts";
@@ -30,6 +31,8 @@ export class ChannelRefused extends Error {
 const MAX_ANSWER_BYTES = 256 * 1024 * 1024;
 
 interface Waiting {
+  /** When it was sent (performance.now). */
+  sentAt: number;
   resolve(answer: ChannelAnswer): void;
   reject(error: unknown): void;
   timer: NodeJS.Timeout;
@@ -53,15 +56,19 @@ export class AgentChannel {
   private readonly reader = new FrameReader(MAX_ANSWER_BYTES);
   private nextId = 1;
   private done = false;
+  /** When the server last sent anything (performance.now). */
+  private heardAt = performance.now();
 
   private constructor(
     private readonly socket: Duplex,
     private readonly host: string,
+    /** The node token it was opened with, which every request on it carries. */
+    readonly token: string,
     head: Buffer,
   ) {
-    if ("setNoDelay" in socket) {
-      (socket as Socket).setNoDelay(true);
-      (socket as Socket).setKeepAlive(true, 30_000);
+    if (socket instanceof Socket) {
+      socket.setNoDelay(true);
+      socket.setKeepAlive(true, 30_000);
     }
     // Idle, it does not keep the process alive (as a keep-alive agent's free sockets do not).
     this.unrefIdle();
@@ -95,7 +102,7 @@ export class AgentChannel {
       );
       request.once("upgrade", (_response, socket, head) => {
         request.setTimeout(0);
-        resolve(new AgentChannel(socket, url.host, head));
+        resolve(new AgentChannel(socket, url.host, token, head));
       });
       request.once("response", (response) => {
         const chunks: Buffer[] = [];
@@ -112,23 +119,26 @@ export class AgentChannel {
 
   /** Whether the connection has closed: nothing more can be sent on it. */
   get closed(): boolean {
-    return this.done;
+    return this.done || this.socket.destroyed;
   }
 
   /** Sends `body` (JSON) to `path`; resolves with its answer, or fails after `timeoutMs`, on abort or when the connection closes. */
   request(path: string, body: string, timeoutMs: number, signal?: AbortSignal): Promise<ChannelAnswer> {
-    if (this.done) return Promise.reject(connectionLost(this.host));
+    if (this.closed) return Promise.reject(connectionLost(this.host));
     if (signal?.aborted) return Promise.reject(signal.reason);
     const id = this.nextId;
     this.nextId = this.nextId >= 0xffffffff ? 1 : this.nextId + 1;
     return new Promise((resolve, reject) => {
       const entry: Waiting = {
+        sentAt: performance.now(),
         resolve,
         reject,
         timer: setTimeout(() => {
-          // As an HTTP request's timeout does, the connection goes: it may be the one at fault.
-          this.settle(id)?.reject(new Error(`no answer from ${this.host} in ${timeoutMs} ms`));
-          this.socket.destroy();
+          const timedOut = this.settle(id);
+          timedOut?.reject(new Error(`no answer from ${this.host} in ${timeoutMs} ms`));
+          // Only this request fails, unless the server has sent nothing at all since it went: then
+          // the connection is taken to be dead, as an HTTP request's timeout would take its own.
+          if (timedOut !== undefined && this.heardAt < timedOut.sentAt) this.socket.destroy();
         }, timeoutMs),
         signal,
         onAbort: undefined,
@@ -149,14 +159,16 @@ export class AgentChannel {
   }
 
   private read(chunk: Buffer): void {
-    let frames: Buffer[];
-    try {
-      frames = this.reader.push(chunk);
-    } catch {
-      this.socket.destroy();
-      return;
-    }
-    for (const frame of frames) {
+    this.heardAt = performance.now();
+    for (const frame of this.reader.push(chunk)) {
+      if (isOversized(frame)) {
+        this.settle(frame.id)?.reject(
+          new Error(
+            `an answer of ${frame.length} bytes from ${this.host}, more than ${MAX_ANSWER_BYTES} are taken`,
+          ),
+        );
+        continue;
+      }
       const answer = readAnswer(frame);
       if (answer === undefined) {
         this.socket.destroy();
@@ -184,10 +196,10 @@ export class AgentChannel {
   }
 
   private ref(): void {
-    if ("ref" in this.socket) (this.socket as Socket).ref();
+    if (this.socket instanceof Socket) this.socket.ref();
   }
 
   private unrefIdle(): void {
-    if ("unref" in this.socket) (this.socket as Socket).unref();
+    if (this.socket instanceof Socket) this.socket.unref();
   }
 }

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
+import { type AddressInfo, createServer as createNetServer, type Socket } from "node:net";
 import { describe, it } from "node:test";
 import { AgentRoutes } from "../server/agent-http.ts";
 import type { ReportBatch, TaskReport } from "../shared/agent-protocol.ts";
@@ -196,6 +196,79 @@ describe("ServerClient's channel", () => {
       await client.poll({ known: {} }, 5_000);
       assert.equal(serving.channels, 3);
       assert.equal(heard.at(-1), "poll Bearer token-2");
+    } finally {
+      client.close();
+      server.closeAllConnections();
+      await new Promise((done) => server.close(done));
+    }
+  });
+
+  it("gives up opening a channel when the request's time is up or it is aborted, as a POST would", async () => {
+    // A server that takes connections and never answers (a frozen one).
+    const held: Socket[] = [];
+    const silent = createNetServer((socket) => void held.push(socket));
+    await new Promise<void>((done) => silent.listen(0, "127.0.0.1", done));
+    const port = (silent.address() as AddressInfo).port;
+    const routes = new AgentRoutes({ bodyLimit: 1 << 20, logError: () => undefined });
+    routes.post("/agent/v1/register", async () => ({
+      containerInstanceArn: "arn",
+      clusterArn: "c",
+      nodeToken: "token",
+      pollTimeoutMs: 1000,
+    }));
+    const { server, url } = await channelServer(routes);
+    // Registered with a server, then polling one that does not answer.
+    const client = new ServerClient(url, { accessKeyId: "a", secretAccessKey: "s" }, "us-east-1");
+    try {
+      await client.register(registration);
+      Object.assign(client, { endpoint: `http://127.0.0.1:${port}` });
+      const started = performance.now();
+      const timedOut = await client.poll({ known: {} }, 300).then(
+        () => assert.fail("answered"),
+        (error: unknown) => error,
+      );
+      assert.match(String(timedOut), /no answer from .* in 300 ms/);
+      assert.equal(worthRetrying(timedOut), true);
+      const stop = new AbortController();
+      setTimeout(() => stop.abort(), 100);
+      await assert.rejects(client.poll({ known: {} }, 60_000, stop.signal), { name: "AbortError" });
+      assert.ok(performance.now() - started < 5_000, "neither waited for the opening's own 30 s");
+    } finally {
+      client.close();
+      server.closeAllConnections();
+      await new Promise((done) => server.close(done));
+      for (const socket of held) socket.destroy();
+      silent.close();
+    }
+  });
+
+  it("takes a busy server's refusal (503) as worth retrying, and opens the channel once it is served", async () => {
+    const routes = new AgentRoutes({ bodyLimit: 1 << 20, logError: () => undefined });
+    routes.post("/agent/v1/register", async () => ({
+      containerInstanceArn: "arn",
+      clusterArn: "c",
+      nodeToken: "token",
+      pollTimeoutMs: 1000,
+    }));
+    routes.post("/agent/v1/poll", async () => ({ tasks: [] }));
+    const { server, serving, url } = await channelServer(routes);
+    const client = new ServerClient(url, { accessKeyId: "a", secretAccessKey: "s" }, "us-east-1");
+    try {
+      await client.register(registration);
+      const closing = new AgentRoutes({ bodyLimit: 1 << 20, logError: () => undefined });
+      closing.close();
+      serving.routes = closing;
+      const busy = await client.poll({ known: {} }, 5_000).then(
+        () => assert.fail("answered while closing"),
+        (error: unknown) => error,
+      );
+      assert.ok(busy instanceof ServerError);
+      assert.deepEqual([busy.status, busy.code], [503, "ServiceUnavailable"]);
+      assert.equal(worthRetrying(busy), true);
+      serving.routes = routes;
+      assert.deepEqual(await client.poll({ known: {} }, 5_000), { tasks: [] });
+      assert.equal(serving.channels, 2, "the channel, not POSTs, once the server takes it");
+      assert.deepEqual(serving.posts, ["/agent/v1/register"]);
     } finally {
       client.close();
       server.closeAllConnections();

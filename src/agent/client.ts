@@ -95,6 +95,50 @@ function send(
   });
 }
 
+/** The server's answer of `status`, as the error it says (AWS JSON), or its text as the message. */
+function failed(status: number, text: string): ServerError {
+  let code = "Error";
+  let message = text;
+  try {
+    const parsed = JSON.parse(text) as { __type?: string; message?: string };
+    code = parsed.__type ?? code;
+    message = parsed.message ?? message;
+  } catch {
+    // not JSON
+  }
+  return new ServerError(status, code, message);
+}
+
+/**
+ * `promise`, or a failure after `timeoutMs` (as an HTTP request's timeout) or on abort, whichever
+ * comes first; `promise` itself goes on.
+ */
+function within<T>(
+  promise: Promise<T>,
+  timeoutMs: number,
+  signal: AbortSignal | undefined,
+  host: string,
+): Promise<T> {
+  if (signal?.aborted) return Promise.reject(signal.reason);
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(
+      () => done(() => reject(new Error(`no answer from ${host} in ${timeoutMs} ms`))),
+      timeoutMs,
+    );
+    const onAbort = () => done(() => reject(signal?.reason));
+    signal?.addEventListener("abort", onAbort, { once: true });
+    function done(settle: () => void) {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+      settle();
+    }
+    promise.then(
+      (value) => done(() => resolve(value)),
+      (error: unknown) => done(() => reject(error)),
+    );
+  });
+}
+
 /** A report waiting to go, and its sender's promise. */
 interface WaitingReport {
   report: TaskReport;
@@ -117,6 +161,7 @@ export class ServerClient {
   private channel: Promise<AgentChannel> | undefined;
   /** The server answered the upgrade without switching (an older one): POSTs from then on. */
   private postsOnly = false;
+  private closed = false;
 
   constructor(
     private readonly endpoint: string,
@@ -131,6 +176,7 @@ export class ServerClient {
 
   /** Closes the channel and the connections kept alive; a request made later goes as a POST. */
   close(): void {
+    this.closed = true;
     this.postsOnly = true;
     this.dropChannel();
     this.agent.destroy();
@@ -145,58 +191,64 @@ export class ServerClient {
     );
   }
 
-  /** The channel, opened when there is none; undefined when the server does not open one. */
-  private async openChannel(token: string): Promise<AgentChannel | undefined> {
-    let channel = this.channel;
-    if (channel !== undefined) {
-      const open = await channel.catch(() => undefined);
-      if (open !== undefined && !open.closed) return open;
-      if (this.channel === channel) this.channel = undefined;
-    }
-    channel = this.channel ??= AgentChannel.open(this.endpoint, token, {
-      ...(this.ca === undefined ? {} : { ca: this.ca }),
-      timeoutMs: 30_000,
-    });
-    try {
-      return await channel;
-    } catch (error) {
-      if (this.channel === channel) this.channel = undefined;
-      if (error instanceof ChannelRefused) {
-        // Busy or closing: the same request may succeed later, as a 5xx POST may.
-        if (error.status >= 500) throw new ServerError(error.status, "Error", error.text);
-        this.postsOnly = true;
-        return undefined;
+  /**
+   * The channel for the current token, opened when there is none; undefined when the server does
+   * not open one. Waits at most `timeoutMs` and until `signal` aborts (the opening goes on, shared
+   * with the next request).
+   */
+  private async openChannel(timeoutMs: number, signal?: AbortSignal): Promise<AgentChannel | undefined> {
+    for (;;) {
+      const token = this.token;
+      if (token === undefined || this.postsOnly) return undefined;
+      let channel = this.channel;
+      const fresh = channel === undefined;
+      if (channel === undefined) {
+        channel = AgentChannel.open(this.endpoint, token, {
+          ...(this.ca === undefined ? {} : { ca: this.ca }),
+          timeoutMs: 30_000,
+        });
+        this.channel = channel;
+        // One that fails is forgotten (the next request opens another).
+        const opening = channel;
+        opening.catch(() => {
+          if (this.channel === opening) this.channel = undefined;
+        });
       }
-      throw error;
+      let open: AgentChannel;
+      try {
+        open = await within(channel, timeoutMs, signal, new URL(this.endpoint).host);
+      } catch (error) {
+        if (error instanceof ChannelRefused) {
+          // Busy or closing: the same request may succeed later, as such a POST may.
+          if (error.status >= 500 || error.status === 408 || error.status === 429)
+            throw failed(error.status, error.text);
+          this.postsOnly = true;
+          return undefined;
+        }
+        throw error;
+      }
+      if (open.token === this.token && !open.closed) return open;
+      // Opened with the token of an earlier registration, or closed since it was opened: another
+      // one. (One closed as soon as it opened fails the request, as a reset POST would.)
+      if (this.channel === channel) this.channel = undefined;
+      if (open.token !== this.token) open.close();
+      else if (fresh)
+        throw Object.assign(new Error("the agent channel closed as it opened"), { code: "ECONNRESET" });
     }
   }
 
   private async post<T>(path: string, body: unknown, timeoutMs: number, signal?: AbortSignal): Promise<T> {
     const url = new URL(path, this.endpoint);
     const payload = JSON.stringify(body);
-    const token = this.token;
-    const channel =
-      path.endsWith("/register") || token === undefined || this.postsOnly
-        ? undefined
-        : await this.openChannel(token);
+    const deadline = performance.now() + timeoutMs;
+    const channel = path.endsWith("/register") ? undefined : await this.openChannel(timeoutMs, signal);
+    const left = Math.max(1, Math.round(deadline - performance.now()));
     const response =
       channel !== undefined
-        ? await channel.request(url.pathname, payload, timeoutMs, signal)
-        : await this.send(url, payload, timeoutMs, signal);
-    const text = response.text;
-    if (response.status < 200 || response.status >= 300) {
-      let code = "Error";
-      let message = text;
-      try {
-        const parsed = JSON.parse(text) as { __type?: string; message?: string };
-        code = parsed.__type ?? code;
-        message = parsed.message ?? message;
-      } catch {
-        // not JSON
-      }
-      throw new ServerError(response.status, code, message);
-    }
-    return JSON.parse(text === "" ? "{}" : text) as T;
+        ? await channel.request(url.pathname, payload, left, signal)
+        : await this.send(url, payload, left, signal);
+    if (response.status < 200 || response.status >= 300) throw failed(response.status, response.text);
+    return JSON.parse(response.text === "" ? "{}" : response.text) as T;
   }
 
   /** One POST: registration signed with SigV4, anything else with the node token. */
@@ -233,8 +285,10 @@ export class ServerClient {
   async register(request: RegisterNodeRequest): Promise<RegisterNodeResponse> {
     const response = await this.post<RegisterNodeResponse>("/agent/v1/register", request, 30_000);
     this.token = response.nodeToken;
-    // The channel speaks with the token it was opened with: a new one needs a new channel.
+    // The channel speaks with the token it was opened with: a new one needs a new channel (and a
+    // server that did not open one before may now: it may have been upgraded meanwhile).
     this.dropChannel();
+    if (!this.closed) this.postsOnly = false;
     return response;
   }
 

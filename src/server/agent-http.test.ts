@@ -1,7 +1,13 @@
 import assert from "node:assert/strict";
 import { once } from "node:events";
-import { createServer, request as httpRequest, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
+import {
+  createServer,
+  request as httpRequest,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+} from "node:http";
+import { type AddressInfo, connect } from "node:net";
 import { after, describe, it } from "node:test";
 import { AgentChannel, ChannelRefused } from "../agent/channel.ts";
 import { AwsError } from "../aws/errors.ts";
@@ -15,10 +21,11 @@ interface Answer {
 
 /** An HTTP server on loopback whose agent routes answer first and anything else says "fallback". */
 async function serve(routes: AgentRoutes): Promise<{ server: Server; url: string }> {
-  const server = createServer((request, response) => {
+  const handler = (request: IncomingMessage, response: ServerResponse) => {
     if (!routes.handle(request, response)) response.end("fallback");
-  });
-  server.on("upgrade", (request, socket, head) => routes.upgrade(request, socket, head));
+  };
+  const server = createServer(handler);
+  server.on("upgrade", (request, socket, head) => routes.upgrade(request, socket, head, handler));
   server.listen(0, "127.0.0.1");
   await once(server, "listening");
   return { server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` };
@@ -227,6 +234,49 @@ describe("AgentRoutes", () => {
       }
     });
 
+    it("refuses a body far over the limit with 413 and goes on serving the channel's other requests", async () => {
+      const { routes, url } = await start({ bodyLimit: 100 });
+      const release = gate();
+      const polled = gate();
+      routes.post("/agent/v1/poll", async () => {
+        polled.open();
+        await release.opened;
+        return { tasks: [] };
+      });
+      routes.post("/agent/v1/logs", async () => assert.fail("a body over the limit reached its handler"));
+      const channel = await AgentChannel.open(url, "t", { timeoutMs: 5_000 });
+      try {
+        const poll = channel.request("/agent/v1/poll", "{}", 5_000);
+        await polled.opened;
+        const large = await channel.request("/agent/v1/logs", "x".repeat(100_000), 5_000);
+        assert.equal(large.status, 413);
+        assert.equal(JSON.parse(large.text).__type, "RequestEntityTooLargeException");
+        release.open();
+        assert.equal((await poll).status, 200, "the poll waiting meanwhile is answered");
+        assert.equal(channel.closed, false);
+      } finally {
+        channel.close();
+      }
+    });
+
+    it("fails a request that times out alone, and the connection with it only when the server said nothing since", async () => {
+      const { routes, url } = await start();
+      routes.post("/agent/v1/never", () => new Promise(() => undefined));
+      routes.post("/agent/v1/echo", async () => ({}));
+      const channel = await AgentChannel.open(url, "t", { timeoutMs: 5_000 });
+      try {
+        const never = channel.request("/agent/v1/never", "{}", 300);
+        assert.equal((await channel.request("/agent/v1/echo", "{}", 5_000)).status, 200);
+        await assert.rejects(never, /no answer from .* in 300 ms/);
+        assert.equal(channel.closed, false, "the server answered since: the connection stays");
+        assert.equal((await channel.request("/agent/v1/echo", "{}", 5_000)).status, 200);
+        await assert.rejects(channel.request("/agent/v1/never", "{}", 300), /no answer/);
+        assert.equal(channel.closed, true, "nothing heard since it went: the connection is taken for dead");
+      } finally {
+        channel.close();
+      }
+    });
+
     it("tells a waiting handler that its agent went away when the connection closes", async () => {
       const { routes, url } = await start();
       const ended = gate();
@@ -282,25 +332,60 @@ describe("AgentRoutes", () => {
       assert.equal(refused.status, 503);
     });
 
-    it("refuses any other upgrade in the AWS JSON shape", async () => {
+    it("answers any other upgrade without upgrading, or refuses it in the AWS JSON shape when it has a body", async () => {
       const { url } = await start();
-      const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
-        const request = httpRequest(`${url}/v2/`, {
-          headers: { connection: "Upgrade, HTTP2-Settings", upgrade: "h2c", "http2-settings": "" },
+      const h2c = (method: string, body?: string) =>
+        new Promise<{ status: number; body: string }>((resolve, reject) => {
+          const request = httpRequest(`${url}/v2/`, {
+            method,
+            headers: { connection: "Upgrade, HTTP2-Settings", upgrade: "h2c", "http2-settings": "" },
+          });
+          request.on("response", (response) => {
+            const parts: Buffer[] = [];
+            response.on("data", (part: Buffer) => parts.push(part));
+            response.on("end", () =>
+              resolve({ status: response.statusCode ?? 0, body: Buffer.concat(parts).toString() }),
+            );
+          });
+          request.on("upgrade", () => reject(new Error("upgraded to h2c")));
+          request.on("error", reject);
+          request.end(body);
         });
-        request.on("response", (response) => {
-          const parts: Buffer[] = [];
-          response.on("data", (part: Buffer) => parts.push(part));
-          response.on("end", () =>
-            resolve({ status: response.statusCode ?? 0, body: Buffer.concat(parts).toString() }),
-          );
-        });
-        request.on("upgrade", () => reject(new Error("upgraded to h2c")));
-        request.on("error", reject);
-        request.end();
-      });
-      assert.equal(answer.status, 400);
-      assert.equal(JSON.parse(answer.body).__type, "UnsupportedUpgrade");
+      // As HTTP lets a server do, the offer is ignored: the request is served as any other.
+      assert.deepEqual(await h2c("GET"), { status: 200, body: "fallback" });
+      const refused = await h2c("POST", "{}");
+      assert.equal(refused.status, 400);
+      assert.equal(JSON.parse(refused.body).__type, "UnsupportedUpgrade");
+    });
+
+    it("outlives clients that reset a refused upgrade, and closes with an agent that never closes its end", async () => {
+      const { routes, url } = await start();
+      routes.post("/agent/v1/echo", async () => ({}));
+      const { port } = new URL(url);
+      for (let i = 0; i < 20; i++) {
+        const socket = connect(Number(port), "127.0.0.1");
+        await once(socket, "connect");
+        socket.write(
+          "POST /v2/ HTTP/1.1\r\nhost: x\r\nconnection: Upgrade\r\nupgrade: h2c\r\ncontent-length: 2\r\n\r\n{}",
+        );
+        socket.resetAndDestroy();
+      }
+      // A frozen agent: its channel opened, then nothing read, nothing closed.
+      const frozen = connect(Number(port), "127.0.0.1");
+      await once(frozen, "connect");
+      frozen.write(
+        "GET /agent/v1/channel HTTP/1.1\r\nhost: x\r\nconnection: Upgrade\r\nupgrade: wharf-agent/1\r\n\r\n",
+      );
+      await once(frozen, "data");
+      frozen.pause();
+      const channel = await AgentChannel.open(url, "t", { timeoutMs: 5_000 });
+      assert.equal((await channel.request("/agent/v1/echo", "{}", 5_000)).status, 200, "still serving");
+      channel.close();
+      routes.close();
+      const server = servers.at(-1) as Server;
+      const closed = new Promise((resolve) => server.close(resolve));
+      await closed;
+      frozen.destroy();
     });
   });
 });

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
-import { type IncomingHttpHeaders, type IncomingMessage, type ServerResponse, STATUS_CODES } from "node:http";
-import type { Socket } from "node:net";
+import { type IncomingHttpHeaders, type IncomingMessage, ServerResponse, STATUS_CODES } from "node:http";
+import { Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import { AwsError, RequestTooLarge } from "../aws/errors.ts";
 import { jsonText } from "../aws/json-text.ts";
@@ -10,6 +10,8 @@ import {
   CHANNEL_PROTOCOL,
   FrameReader,
   type FrameRequest,
+  isOversized,
+  MAX_REQUEST_HEAD,
   readRequest,
 } from "../shared/agent-frames.ts";
 import { asAwsError, jsonError } from "./front-door.ts";
@@ -61,6 +63,11 @@ export class AgentRoutes {
   close(): void {
     this.closing = true;
     for (const channel of this.channels) channel.end();
+    // An agent that does not close its end (frozen, or cut off) would hold the server's close:
+    // what is left after a grace period is closed from here.
+    setTimeout(() => {
+      for (const channel of this.channels) channel.destroy();
+    }, CLOSE_GRACE_MS).unref();
   }
 
   /** Serves POSTs to `path` with `handler`, whose result is the JSON answer. */
@@ -120,15 +127,38 @@ export class AgentRoutes {
   }
 
   /**
-   * Takes an upgrade request (the server emits every one here): the agent channel's is switched
-   * to frames; any other is refused, as nothing else on this port upgrades.
+   * Takes an upgrade request (node's server emits every one here once anything listens): the
+   * agent channel's is switched to frames. Any other is answered as if it asked for no upgrade
+   * (as HTTP allows a server to), by `otherwise`, on a connection closed after the answer: a
+   * client offering h2c (`curl --http2`) gets its HTTP/1.1 answer. One with a body, which node
+   * no longer reads once a request upgrades, is refused.
    */
-  upgrade(raw: IncomingMessage, socket: Duplex, head: Buffer): void {
+  upgrade(
+    raw: IncomingMessage,
+    socket: Duplex,
+    head: Buffer,
+    otherwise?: (request: IncomingMessage, response: ServerResponse) => void,
+  ): void {
+    // Node takes its own error listener off an upgraded socket: without one, a client that
+    // resets the connection while it is answered would end the process.
+    socket.on("error", () => socket.destroy());
     const url = raw.url ?? "";
     const query = url.indexOf("?");
     const path = query === -1 ? url : url.slice(0, query);
     const protocol = raw.headers.upgrade?.toLowerCase();
     if (path !== CHANNEL_PATH || protocol !== CHANNEL_PROTOCOL) {
+      const bodiless = (raw.method === "GET" || raw.method === "HEAD") && noBody(raw.headers);
+      if (otherwise !== undefined && bodiless && socket instanceof Socket) {
+        const response = new ServerResponse(raw);
+        response.shouldKeepAlive = false;
+        response.assignSocket(socket);
+        response.once("finish", () => {
+          response.detachSocket(socket);
+          socket.destroySoon();
+        });
+        otherwise(raw, response);
+        return;
+      }
       refuse(
         socket,
         new AwsError("UnsupportedUpgrade", `Upgrading to ${protocol ?? ""} is not supported here.`),
@@ -213,8 +243,29 @@ function refuse(socket: Duplex, error: AwsError): void {
     `content-length: ${Buffer.byteLength(json.body)}`,
     "connection: close",
   ];
-  socket.end(`${head.join("\r\n")}\r\n\r\n${json.body}`);
+  socket.write(`${head.join("\r\n")}\r\n\r\n${json.body}`);
+  closeSoon(socket);
 }
+
+/** Whether a request's headers say it has no body. */
+function noBody(headers: IncomingHttpHeaders): boolean {
+  return headers["transfer-encoding"] === undefined && Number(headers["content-length"] ?? 0) === 0;
+}
+
+/**
+ * Ends the connection and closes it once what was written has gone: node's server keeps
+ * connections half-open, and a peer that never ends its side would hold the server's close.
+ */
+function closeSoon(socket: Duplex): void {
+  if (socket instanceof Socket) socket.destroySoon();
+  else socket.end(() => socket.destroy());
+}
+
+/** How long a closing server waits for its channels' agents before it closes them itself. */
+const CLOSE_GRACE_MS = 5_000;
+
+/** A channel that carries nothing for this long has no agent polling on it: it is closed. */
+const CHANNEL_IDLE_MS = 120_000;
 
 /** A frame to a path no route serves. */
 const NO_ROUTE = (path: string) =>
@@ -238,11 +289,14 @@ class Channel {
     head: Buffer,
     private readonly routes: AgentRoutes,
   ) {
-    this.reader = new FrameReader(routes.bodyLimit + 256);
-    if ("setNoDelay" in socket) {
-      (socket as Socket).setNoDelay(true);
+    this.reader = new FrameReader(routes.bodyLimit + MAX_REQUEST_HEAD);
+    if (socket instanceof Socket) {
+      socket.setNoDelay(true);
       // An agent that vanished without closing is noticed by the kernel, not only when a write fails.
-      (socket as Socket).setKeepAlive(true, 30_000);
+      socket.setKeepAlive(true, 30_000);
+      // An agent polls again within its poll timeout; a connection silent far longer (opened and
+      // left, or an agent long gone) is closed, as an idle keep-alive connection is.
+      socket.setTimeout(CHANNEL_IDLE_MS, () => socket.destroy());
     }
     socket.on("data", (chunk: Buffer) => this.read(chunk));
     // node's HTTP server keeps connections half-open when the client ends its side: a channel
@@ -260,21 +314,28 @@ class Channel {
   /** Closes the connection once every request taken has been answered; later ones are answered 503. */
   end(): void {
     this.ending = true;
-    if (this.serving === 0) this.socket.end();
+    if (this.serving === 0) closeSoon(this.socket);
+  }
+
+  /** Closes the connection now, whatever it is serving. */
+  destroy(): void {
+    this.socket.destroy();
   }
 
   private read(chunk: Buffer): void {
-    let frames: Buffer[];
-    try {
-      frames = this.reader.push(chunk);
-    } catch {
-      // A frame larger than any request may be: the stream cannot be followed past it.
-      this.socket.destroy();
-      return;
-    }
-    for (const frame of frames) {
+    for (const frame of this.reader.push(chunk)) {
+      if (isOversized(frame)) {
+        // Passed over unread: refused as a POST's body over the limit is, and the channel goes on.
+        this.fail(frame.id, RequestTooLarge("Request entity too large"));
+        continue;
+      }
       const request = readRequest(frame);
       if (request === undefined) {
+        // Not a request frame: the agent does not speak this protocol; nothing after it can be read.
+        this.routes.failure(new Error(`a malformed frame of ${frame.length} bytes on an agent channel`), {
+          method: "POST",
+          url: CHANNEL_PATH,
+        });
         this.socket.destroy();
         return;
       }
@@ -311,21 +372,22 @@ class Channel {
       },
     };
     this.serving++;
-    handler(request)
+    // Whatever the handler throws, or its result's serialization, is answered as a POST's would be.
+    (async () => jsonText(await handler(request)))()
       .then(
-        (result) => this.answer(frame.id, 200, jsonText(result)),
+        (text) => this.answer(frame.id, 200, text),
         (error: unknown) =>
           this.fail(frame.id, this.routes.failure(error, { method: "POST", url: frame.path })),
       )
-      .catch(() => socket.destroy())
       .finally(() => {
         this.serving--;
-        if (this.ending && this.serving === 0) socket.end();
+        if (this.ending && this.serving === 0) closeSoon(socket);
       });
   }
 
   private answer(id: number, status: number, body: string): void {
-    if (!this.socket.destroyed) this.socket.write(answerFrame(id, status, body));
+    if (!this.socket.destroyed && !this.socket.writableEnded)
+      this.socket.write(answerFrame(id, status, body));
   }
 
   private fail(id: number, error: AwsError): void {

@@ -105,8 +105,11 @@ function buildApp(
     server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
     server.requestTimeout = 0;
     server.setTimeout(0);
-    // The agent channel (an upgraded connection per agent); any other upgrade is refused.
-    server.on("upgrade", (request, socket, head) => agentRoutes.upgrade(request, socket, head));
+    // The agent channel (an upgraded connection per agent); any other upgrade is served as a
+    // plain request, or refused.
+    server.on("upgrade", (request, socket, head) =>
+      agentRoutes.upgrade(request, socket, head, (other, response) => serve(other, response)),
+    );
     return server;
   };
   const serverFactory: FastifyServerFactory = (handler) => {

@@ -3,7 +3,8 @@ import { describe, it } from "node:test";
 import {
   answerFrame,
   FrameReader,
-  FrameTooLarge,
+  isOversized,
+  type Oversized,
   readAnswer,
   readRequest,
   requestFrame,
@@ -13,14 +14,14 @@ describe("agent channel frames", () => {
   it("reads back a request and an answer as written, bodies in UTF-8", () => {
     const body = JSON.stringify({ reports: [{ taskArn: "arn:aws:ecs:…/täsk", lastStatus: "RUNNING" }] });
     const [request] = new FrameReader(1024).push(requestFrame(7, "/agent/v1/reports", body));
-    assert.ok(request !== undefined);
+    assert.ok(Buffer.isBuffer(request));
     const read = readRequest(request);
     assert.deepEqual(
       { id: read?.id, path: read?.path, body: read?.body.toString("utf8") },
       { id: 7, path: "/agent/v1/reports", body },
     );
     const [answer] = new FrameReader(1024).push(answerFrame(0xffffffff, 404, '{"message":"ünknown"}'));
-    assert.ok(answer !== undefined);
+    assert.ok(Buffer.isBuffer(answer));
     assert.deepEqual(readAnswer(answer), { id: 0xffffffff, status: 404, text: '{"message":"ünknown"}' });
   });
 
@@ -33,7 +34,7 @@ describe("agent channel frames", () => {
     const all = Buffer.concat(frames);
     const expected = frames.map((frame) => Buffer.from(frame.subarray(4)));
     const bytewise = new FrameReader(4096);
-    const one: Buffer[] = [];
+    const one: Array<Buffer | Oversized> = [];
     for (let i = 0; i < all.length; i++) one.push(...bytewise.push(all.subarray(i, i + 1)));
     assert.deepEqual(one, expected);
     assert.deepEqual(new FrameReader(4096).push(all), expected);
@@ -45,10 +46,19 @@ describe("agent channel frames", () => {
     assert.equal(readRequest(expected[2] as Buffer)?.body.length, 0);
   });
 
-  it("refuses a frame longer than the limit as soon as its length has come", () => {
-    const reader = new FrameReader(100);
-    const frame = requestFrame(1, "/agent/v1/logs", "x".repeat(200));
-    assert.throws(() => reader.push(frame.subarray(0, 4)), FrameTooLarge);
+  it("passes over a frame longer than the limit, giving its id and length, and reads on", () => {
+    const big = requestFrame(5, "/agent/v1/logs", "x".repeat(5_000));
+    const next = requestFrame(6, "/agent/v1/poll", "{}");
+    const all = Buffer.concat([big, next]);
+    const expected = [{ oversized: true, id: 5, length: big.length - 4 }, Buffer.from(next.subarray(4))];
+    for (const size of [1, 3, 7, 1000, all.length]) {
+      const reader = new FrameReader(100);
+      const frames = [];
+      for (let at = 0; at < all.length; at += size) frames.push(...reader.push(all.subarray(at, at + size)));
+      assert.deepEqual(frames, expected, `pieces of ${size}`);
+    }
+    assert.equal(isOversized(expected[0] as Oversized), true);
+    assert.equal(isOversized(expected[1] as Buffer), false);
   });
 
   it("says a frame too short for its head is not one", () => {

@@ -21,6 +21,8 @@ export const CHANNEL_PROTOCOL = "wharf-agent/1";
 
 const LENGTH = 4;
 const REQUEST_HEAD = LENGTH + 4 + 1;
+/** The most a request frame holds besides its body: id, path length, the longest path. */
+export const MAX_REQUEST_HEAD = 4 + 1 + 255;
 const ANSWER_HEAD = LENGTH + 4 + 2;
 
 /** A request frame, its length first. */
@@ -77,41 +79,66 @@ export function readAnswer(frame: Buffer): FrameAnswer | undefined {
   };
 }
 
-export class FrameTooLarge extends Error {}
+/** A frame longer than the reader takes: skipped unread, but for the id it starts with. */
+export interface Oversized {
+  oversized: true;
+  id: number;
+  length: number;
+}
 
 /**
  * Cuts the bytes a connection delivers, in whatever pieces, into frames (each without its
- * length). A frame longer than `maxFrame` is an error: the connection is to be closed.
+ * length). A frame longer than `maxFrame` is not kept: once its id has come (the four bytes
+ * every frame starts with) it is given as `Oversized` and the rest of it is passed over, so that
+ * the connection carries on with the next frame.
  */
 export class FrameReader {
   private chunks: Buffer[] = [];
   private length = 0;
   /** The length of the frame being read, its own four bytes included, once they have come. */
   private need: number | undefined;
+  /** Bytes of an oversized frame still to pass over. */
+  private skip = 0;
 
   constructor(private readonly maxFrame: number) {}
 
-  /** The frames completed by `chunk`, in order; throws FrameTooLarge. */
-  push(chunk: Buffer): Buffer[] {
+  /** The frames completed by `chunk`, in order. */
+  push(chunk: Buffer): Array<Buffer | Oversized> {
+    if (this.skip > 0) {
+      const skipped = Math.min(this.skip, chunk.length);
+      this.skip -= skipped;
+      chunk = chunk.subarray(skipped);
+      if (chunk.length === 0) return [];
+    }
     this.chunks.push(chunk);
     this.length += chunk.length;
-    const frames: Buffer[] = [];
+    const frames: Array<Buffer | Oversized> = [];
     for (;;) {
       if (this.need === undefined) {
         if (this.length < LENGTH) break;
         const first = this.chunks[0] as Buffer;
-        const size = (first.length >= LENGTH ? first : this.whole()).readUInt32BE(0);
-        if (size > this.maxFrame)
-          throw new FrameTooLarge(`a frame of ${size} bytes; at most ${this.maxFrame}`);
-        this.need = LENGTH + size;
+        this.need = LENGTH + (first.length >= LENGTH ? first : this.whole()).readUInt32BE(0);
       }
-      if (this.length < this.need) break;
+      const oversized = this.need - LENGTH > this.maxFrame;
+      // Of an oversized frame, only its length and id are waited for.
+      if (this.length < (oversized ? Math.min(this.need, LENGTH + 4) : this.need)) break;
       const whole = this.whole();
-      frames.push(whole.subarray(LENGTH, this.need));
-      const rest = whole.subarray(this.need);
+      const end = Math.min(this.need, whole.length);
+      if (oversized) {
+        frames.push({
+          oversized: true,
+          id: this.need >= LENGTH + 4 ? whole.readUInt32BE(LENGTH) : 0,
+          length: this.need - LENGTH,
+        });
+        this.skip = this.need - end;
+      } else {
+        frames.push(whole.subarray(LENGTH, end));
+      }
+      const rest = whole.subarray(end);
       this.chunks = rest.length === 0 ? [] : [rest];
       this.length = rest.length;
       this.need = undefined;
+      if (this.skip > 0) break;
     }
     return frames;
   }
@@ -121,4 +148,9 @@ export class FrameReader {
     if (this.chunks.length !== 1) this.chunks = [Buffer.concat(this.chunks, this.length)];
     return this.chunks[0] as Buffer;
   }
+}
+
+/** Whether `frame` is one `FrameReader` passed over. */
+export function isOversized(frame: Buffer | Oversized): frame is Oversized {
+  return !Buffer.isBuffer(frame);
 }
