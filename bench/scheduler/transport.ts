@@ -3,7 +3,8 @@
 // What one agent exchange costs a server by transport alone: the same keep-alive request (an
 // agent's report of two tasks, as JSON) answered with the same small JSON by a Fastify route, by
 // node:http alone (how the agent routes are served since AgentRoutes), and over one raw TCP
-// connection per client with length-prefixed frames (what a framed agent channel would cost).
+// connection per client with length-prefixed frames (the agent channel's shape, without its
+// routes: src/shared/agent-frames.ts).
 // The server runs in a child process; its CPU (user + system, every thread) is read before and
 // after, and printed per request with each transport's ratio to Fastify's.
 import { fork } from "node:child_process";
