@@ -227,6 +227,10 @@ export class ServerClient {
         }
         throw error;
       }
+      if (this.closed) {
+        open.close();
+        throw new Error("the client is closed");
+      }
       if (open.token === this.token && !open.closed) return open;
       // Opened with the token of an earlier registration, or closed since it was opened: another
       // one. (One closed as soon as it opened fails the request, as a reset POST would.)
@@ -240,13 +244,13 @@ export class ServerClient {
   private async post<T>(path: string, body: unknown, timeoutMs: number, signal?: AbortSignal): Promise<T> {
     const url = new URL(path, this.endpoint);
     const payload = JSON.stringify(body);
-    const deadline = performance.now() + timeoutMs;
+    // The channel is waited for at most `timeoutMs`, and the answer then as long again: a request
+    // sent with what little time an opening left would time out on a healthy channel.
     const channel = path.endsWith("/register") ? undefined : await this.openChannel(timeoutMs, signal);
-    const left = Math.max(1, Math.round(deadline - performance.now()));
     const response =
       channel !== undefined
-        ? await channel.request(url.pathname, payload, left, signal)
-        : await this.send(url, payload, left, signal);
+        ? await channel.request(url.pathname, payload, timeoutMs, signal)
+        : await this.send(url, payload, timeoutMs, signal);
     if (response.status < 200 || response.status >= 300) throw failed(response.status, response.text);
     return JSON.parse(response.text === "" ? "{}" : response.text) as T;
   }

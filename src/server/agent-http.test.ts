@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { once } from "node:events";
 import {
   createServer,
@@ -22,13 +23,23 @@ interface Answer {
 /** An HTTP server on loopback whose agent routes answer first and anything else says "fallback". */
 async function serve(routes: AgentRoutes): Promise<{ server: Server; url: string }> {
   const handler = (request: IncomingMessage, response: ServerResponse) => {
-    if (!routes.handle(request, response)) response.end("fallback");
+    if (routes.handle(request, response)) return;
+    if (request.url === "/slow") setTimeout(() => response.end("slow"), 100);
+    else response.end("fallback");
   };
   const server = createServer(handler);
   server.on("upgrade", (request, socket, head) => routes.upgrade(request, socket, head, handler));
   server.listen(0, "127.0.0.1");
   await once(server, "listening");
   return { server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` };
+}
+
+/** Until `check` holds, looked at every 10 ms for at most 5 s. */
+async function eventually(check: () => boolean): Promise<void> {
+  for (let waited = 0; !check(); waited += 10) {
+    if (waited > 5_000) assert.fail("not in 5 s");
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
 }
 
 function send(url: string, method: string, path: string, body = ""): Promise<Answer> {
@@ -358,7 +369,28 @@ describe("AgentRoutes", () => {
       assert.equal(JSON.parse(refused.body).__type, "UnsupportedUpgrade");
     });
 
-    it("outlives clients that reset a refused upgrade, and closes with an agent that never closes its end", async () => {
+    it("answers an upgrade pipelined behind a request still being answered, after that answer", async () => {
+      const { url } = await start();
+      const { port } = new URL(url);
+      const socket = connect(Number(port), "127.0.0.1");
+      await once(socket, "connect");
+      socket.write(
+        "GET /slow HTTP/1.1\r\nhost: x\r\n\r\n" +
+          "GET /v2/ HTTP/1.1\r\nhost: x\r\nconnection: Upgrade\r\nupgrade: h2c\r\n\r\n",
+      );
+      const parts: Buffer[] = [];
+      socket.on("data", (part: Buffer) => parts.push(part));
+      await once(socket, "close");
+      const text = Buffer.concat(parts).toString();
+      assert.match(
+        text,
+        /^HTTP\/1\.1 200 OK\r\n[\s\S]*\r\n\r\n[\s\S]*slow[\s\S]*HTTP\/1\.1 200 OK\r\n[\s\S]*fallback$/,
+      );
+      // The server lives on.
+      assert.equal((await send(url, "GET", "/")).body, "fallback");
+    });
+
+    it("outlives clients that reset a refused upgrade", async () => {
       const { routes, url } = await start();
       routes.post("/agent/v1/echo", async () => ({}));
       const { port } = new URL(url);
@@ -370,22 +402,30 @@ describe("AgentRoutes", () => {
         );
         socket.resetAndDestroy();
       }
-      // A frozen agent: its channel opened, then nothing read, nothing closed.
-      const frozen = connect(Number(port), "127.0.0.1");
-      await once(frozen, "connect");
-      frozen.write(
-        "GET /agent/v1/channel HTTP/1.1\r\nhost: x\r\nconnection: Upgrade\r\nupgrade: wharf-agent/1\r\n\r\n",
-      );
-      await once(frozen, "data");
-      frozen.pause();
       const channel = await AgentChannel.open(url, "t", { timeoutMs: 5_000 });
       assert.equal((await channel.request("/agent/v1/echo", "{}", 5_000)).status, 200, "still serving");
       channel.close();
-      routes.close();
-      const server = servers.at(-1) as Server;
-      const closed = new Promise((resolve) => server.close(resolve));
-      await closed;
-      frozen.destroy();
+    });
+
+    it("closes with an agent that never closes its end (a frozen process)", async () => {
+      const { routes, url } = await start();
+      const { port } = new URL(url);
+      // Another process opens a channel, then blocks: it neither reads nor closes anything.
+      const frozen = spawn(process.execPath, [
+        "-e",
+        `const s = require("node:net").connect(${port}, "127.0.0.1", () => s.write(
+          "GET /agent/v1/channel HTTP/1.1\\r\\nhost: x\\r\\nconnection: Upgrade\\r\\nupgrade: wharf-agent/1\\r\\n\\r\\n",
+          () => { console.log("frozen"); Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 60000); }));`,
+      ]);
+      try {
+        await once(frozen.stdout, "data");
+        const server = servers.at(-1) as Server;
+        await eventually(() => routes.channelCount === 1);
+        routes.close();
+        await new Promise((resolve) => server.close(resolve));
+      } finally {
+        frozen.kill("SIGKILL");
+      }
     });
   });
 });

@@ -52,6 +52,8 @@ export interface AgentRoutesOptions {
 export class AgentRoutes {
   private readonly routes = new Map<string, AgentHandler>();
   private readonly channels = new Set<Channel>();
+  /** Upgraded connections that are not channels (served plainly, or refused), until they close. */
+  private readonly others = new Set<Duplex>();
   private closing = false;
 
   constructor(private readonly options: AgentRoutesOptions) {}
@@ -67,6 +69,7 @@ export class AgentRoutes {
     // what is left after a grace period is closed from here.
     setTimeout(() => {
       for (const channel of this.channels) channel.destroy();
+      for (const socket of this.others) socket.destroy();
     }, CLOSE_GRACE_MS).unref();
   }
 
@@ -142,6 +145,21 @@ export class AgentRoutes {
     // Node takes its own error listener off an upgraded socket: without one, a client that
     // resets the connection while it is answered would end the process.
     socket.on("error", () => socket.destroy());
+    // Pipelined behind a request node is still answering on this connection: taken after that
+    // answer, so that nothing is written into the middle of it.
+    const answering = (socket as { _httpMessage?: ServerResponse | null })._httpMessage;
+    if (answering != null)
+      answering.once("finish", () => process.nextTick(() => this.takeUpgrade(raw, socket, head, otherwise)));
+    else this.takeUpgrade(raw, socket, head, otherwise);
+  }
+
+  private takeUpgrade(
+    raw: IncomingMessage,
+    socket: Duplex,
+    head: Buffer,
+    otherwise?: (request: IncomingMessage, response: ServerResponse) => void,
+  ): void {
+    if (socket.destroyed) return;
     const url = raw.url ?? "";
     const query = url.indexOf("?");
     const path = query === -1 ? url : url.slice(0, query);
@@ -149,16 +167,24 @@ export class AgentRoutes {
     if (path !== CHANNEL_PATH || protocol !== CHANNEL_PROTOCOL) {
       const bodiless = (raw.method === "GET" || raw.method === "HEAD") && noBody(raw.headers);
       if (otherwise !== undefined && bodiless && socket instanceof Socket) {
-        const response = new ServerResponse(raw);
-        response.shouldKeepAlive = false;
-        response.assignSocket(socket);
-        response.once("finish", () => {
-          response.detachSocket(socket);
-          socket.destroySoon();
-        });
-        otherwise(raw, response);
+        this.others.add(socket);
+        socket.once("close", () => this.others.delete(socket));
+        try {
+          const response = new ServerResponse(raw);
+          response.shouldKeepAlive = false;
+          response.assignSocket(socket);
+          response.once("finish", () => {
+            response.detachSocket(socket);
+            socket.destroySoon();
+          });
+          otherwise(raw, response);
+        } catch {
+          socket.destroy();
+        }
         return;
       }
+      this.others.add(socket);
+      socket.once("close", () => this.others.delete(socket));
       refuse(
         socket,
         new AwsError("UnsupportedUpgrade", `Upgrading to ${protocol ?? ""} is not supported here.`),
@@ -175,6 +201,11 @@ export class AgentRoutes {
     const channel = new Channel(socket, raw, head, this);
     this.channels.add(channel);
     socket.once("close", () => this.channels.delete(channel));
+  }
+
+  /** How many channels are open. */
+  get channelCount(): number {
+    return this.channels.size;
   }
 
   /** The handler a channel's frame to `path` goes to; undefined when there is none. */
@@ -379,6 +410,8 @@ class Channel {
         (error: unknown) =>
           this.fail(frame.id, this.routes.failure(error, { method: "POST", url: frame.path })),
       )
+      // An answer that cannot be written (nothing should throw here) ends the channel, not the process.
+      .catch(() => socket.destroy())
       .finally(() => {
         this.serving--;
         if (this.ending && this.serving === 0) closeSoon(socket);

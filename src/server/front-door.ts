@@ -185,9 +185,10 @@ export function asAwsError(error: unknown): AwsError {
   if (error instanceof AwsError) return error;
   const fastifyError = error as { code?: string; statusCode?: number; message?: string };
   if (fastifyError.code === "FST_ERR_CTP_BODY_TOO_LARGE") return RequestTooLarge("Request entity too large");
-  if (typeof fastifyError.statusCode === "number" && fastifyError.statusCode < 500) {
+  const status = fastifyError.statusCode;
+  if (typeof status === "number" && Number.isInteger(status) && status >= 400 && status < 500) {
     return new AwsError("SerializationException", fastifyError.message ?? "Malformed request", {
-      status: fastifyError.statusCode,
+      status,
       queryCode: "MalformedQueryString",
     });
   }
