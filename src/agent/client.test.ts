@@ -140,6 +140,18 @@ describe("ServerClient's channel", () => {
     return { server, serving, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` };
   }
 
+  /** Agent routes whose registration answers with the node token `token()` gives. */
+  function registering(token: () => string): AgentRoutes {
+    const routes = new AgentRoutes({ bodyLimit: 1 << 20, logError: () => undefined });
+    routes.post("/agent/v1/register", async () => ({
+      containerInstanceArn: "arn",
+      clusterArn: "c",
+      nodeToken: token(),
+      pollTimeoutMs: 1000,
+    }));
+    return routes;
+  }
+
   const registration = {
     cluster: "default",
     hostname: "h",
@@ -154,13 +166,7 @@ describe("ServerClient's channel", () => {
     let tokens = 0;
     const heard: string[] = [];
     const agentRoutes = () => {
-      const routes = new AgentRoutes({ bodyLimit: 1 << 20, logError: () => undefined });
-      routes.post("/agent/v1/register", async () => ({
-        containerInstanceArn: "arn",
-        clusterArn: "c",
-        nodeToken: `token-${++tokens}`,
-        pollTimeoutMs: 1000,
-      }));
+      const routes = registering(() => `token-${++tokens}`);
       routes.post("/agent/v1/poll", async (request) => {
         heard.push(`poll ${request.headers.authorization}`);
         return { tasks: [] };
@@ -209,13 +215,7 @@ describe("ServerClient's channel", () => {
     const silent = createNetServer((socket) => void held.push(socket));
     await new Promise<void>((done) => silent.listen(0, "127.0.0.1", done));
     const port = (silent.address() as AddressInfo).port;
-    const routes = new AgentRoutes({ bodyLimit: 1 << 20, logError: () => undefined });
-    routes.post("/agent/v1/register", async () => ({
-      containerInstanceArn: "arn",
-      clusterArn: "c",
-      nodeToken: "token",
-      pollTimeoutMs: 1000,
-    }));
+    const routes = registering(() => "token");
     const { server, url } = await channelServer(routes);
     // Registered with a server, then polling one that does not answer.
     const client = new ServerClient(url, { accessKeyId: "a", secretAccessKey: "s" }, "us-east-1");
@@ -243,13 +243,7 @@ describe("ServerClient's channel", () => {
   });
 
   it("takes a busy server's refusal (503) as worth retrying, and opens the channel once it is served", async () => {
-    const routes = new AgentRoutes({ bodyLimit: 1 << 20, logError: () => undefined });
-    routes.post("/agent/v1/register", async () => ({
-      containerInstanceArn: "arn",
-      clusterArn: "c",
-      nodeToken: "token",
-      pollTimeoutMs: 1000,
-    }));
+    const routes = registering(() => "token");
     routes.post("/agent/v1/poll", async () => ({ tasks: [] }));
     const { server, serving, url } = await channelServer(routes);
     const client = new ServerClient(url, { accessKeyId: "a", secretAccessKey: "s" }, "us-east-1");
@@ -277,13 +271,7 @@ describe("ServerClient's channel", () => {
   });
 
   it("sends POSTs to a server that does not open a channel (one without the upgrade)", async () => {
-    const routes = new AgentRoutes({ bodyLimit: 1 << 20, logError: () => undefined });
-    routes.post("/agent/v1/register", async () => ({
-      containerInstanceArn: "arn",
-      clusterArn: "c",
-      nodeToken: "token",
-      pollTimeoutMs: 1000,
-    }));
+    const routes = registering(() => "token");
     routes.post("/agent/v1/poll", async (request) => ({ tasks: [], token: request.headers.authorization }));
     const posts: string[] = [];
     // No upgrade listener: node serves the upgrade request as a plain GET, answered 404.

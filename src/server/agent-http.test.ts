@@ -176,15 +176,21 @@ describe("AgentRoutes", () => {
       return { open, opened };
     }
 
+    /** Serves `path` with `result` once released; `started` settles when a request arrives. */
+    function held(routes: AgentRoutes, path: string, result: unknown) {
+      const started = gate();
+      const release = gate();
+      routes.post(path, async () => {
+        started.open();
+        await release.opened;
+        return result;
+      });
+      return { started: started.opened, release: release.open };
+    }
+
     it("serves each frame by its path's route, with the upgrade's headers, answering as each is ready", async () => {
       const { routes, url } = await start();
-      const release = gate();
-      const polled = gate();
-      routes.post("/agent/v1/poll", async () => {
-        polled.open();
-        await release.opened;
-        return { tasks: [] };
-      });
+      const poll = held(routes, "/agent/v1/poll", { tasks: [] });
       routes.post("/agent/v1/echo", async (request) => ({
         token: request.headers.authorization,
         url: request.url,
@@ -192,8 +198,8 @@ describe("AgentRoutes", () => {
       }));
       const channel = await AgentChannel.open(url, "node-token", { timeoutMs: 5_000 });
       try {
-        const poll = channel.request("/agent/v1/poll", "{}", 5_000);
-        await polled.opened;
+        const polled = channel.request("/agent/v1/poll", "{}", 5_000);
+        await poll.started;
         // The poll waits; a request sent after it is answered first, on the same connection.
         const echo = await channel.request("/agent/v1/echo", JSON.stringify({ s: "é".repeat(300) }), 5_000);
         assert.equal(echo.status, 200);
@@ -202,8 +208,8 @@ describe("AgentRoutes", () => {
           url: "/agent/v1/echo",
           got: { s: "é".repeat(300) },
         });
-        release.open();
-        assert.deepEqual(await poll, { status: 200, text: '{"tasks":[]}' });
+        poll.release();
+        assert.deepEqual(await polled, { status: 200, text: '{"tasks":[]}' });
       } finally {
         channel.close();
       }
@@ -247,23 +253,17 @@ describe("AgentRoutes", () => {
 
     it("refuses a body far over the limit with 413 and goes on serving the channel's other requests", async () => {
       const { routes, url } = await start({ bodyLimit: 100 });
-      const release = gate();
-      const polled = gate();
-      routes.post("/agent/v1/poll", async () => {
-        polled.open();
-        await release.opened;
-        return { tasks: [] };
-      });
+      const poll = held(routes, "/agent/v1/poll", { tasks: [] });
       routes.post("/agent/v1/logs", async () => assert.fail("a body over the limit reached its handler"));
       const channel = await AgentChannel.open(url, "t", { timeoutMs: 5_000 });
       try {
-        const poll = channel.request("/agent/v1/poll", "{}", 5_000);
-        await polled.opened;
+        const polled = channel.request("/agent/v1/poll", "{}", 5_000);
+        await poll.started;
         const large = await channel.request("/agent/v1/logs", "x".repeat(100_000), 5_000);
         assert.equal(large.status, 413);
         assert.equal(JSON.parse(large.text).__type, "RequestEntityTooLargeException");
-        release.open();
-        assert.equal((await poll).status, 200, "the poll waiting meanwhile is answered");
+        poll.release();
+        assert.equal((await polled).status, 200, "the poll waiting meanwhile is answered");
         assert.equal(channel.closed, false);
       } finally {
         channel.close();
@@ -315,22 +315,16 @@ describe("AgentRoutes", () => {
 
     it("once closed, answers what it was serving, refuses what comes after with 503, then ends", async () => {
       const { routes, url } = await start();
-      const release = gate();
-      const started = gate();
-      routes.post("/agent/v1/slow", async () => {
-        started.open();
-        await release.opened;
-        return { done: true };
-      });
+      const slowly = held(routes, "/agent/v1/slow", { done: true });
       routes.post("/agent/v1/echo", async () => ({}));
       const channel = await AgentChannel.open(url, "t", { timeoutMs: 5_000 });
       const slow = channel.request("/agent/v1/slow", "{}", 5_000);
-      await started.opened;
+      await slowly.started;
       routes.close();
       const late = await channel.request("/agent/v1/echo", "{}", 5_000);
       assert.equal(late.status, 503);
       assert.equal(channel.closed, false, "open while a request is served");
-      release.open();
+      slowly.release();
       assert.deepEqual(await slow, { status: 200, text: '{"done":true}' });
       await assert.rejects(channel.request("/agent/v1/echo", "{}", 5_000), { code: "ECONNRESET" });
       assert.equal(channel.closed, true);
