@@ -40,8 +40,16 @@ interface Waiting {
   onAbort: (() => void) | undefined;
 }
 
+/**
+ * A request that waited `timeoutMs` for `host` in vain, over a channel or as a POST: `unreachable`
+ * (client.ts) knows it by its message, as worth sending again.
+ */
+export function noAnswer(host: string, timeoutMs: number): Error {
+  return new Error(`no answer from ${host} in ${timeoutMs} ms`);
+}
+
 /** A connection lost: the same code a reset HTTP request fails with, so callers retry alike. */
-function connectionLost(host: string): Error {
+export function connectionLost(host: string): Error {
   return Object.assign(new Error(`the agent channel to ${host} closed`), { code: "ECONNRESET" });
 }
 
@@ -97,9 +105,7 @@ export class AgentChannel {
         agent: false,
         ...(options.ca === undefined ? {} : { ca: options.ca }),
       });
-      request.setTimeout(options.timeoutMs, () =>
-        request.destroy(new Error(`no answer from ${url.host} in ${options.timeoutMs} ms`)),
-      );
+      request.setTimeout(options.timeoutMs, () => request.destroy(noAnswer(url.host, options.timeoutMs)));
       request.once("upgrade", (_response, socket, head) => {
         request.setTimeout(0);
         resolve(new AgentChannel(socket, url.host, token, head));
@@ -135,7 +141,7 @@ export class AgentChannel {
         reject,
         timer: setTimeout(() => {
           const timedOut = this.settle(id);
-          timedOut?.reject(new Error(`no answer from ${this.host} in ${timeoutMs} ms`));
+          timedOut?.reject(noAnswer(this.host, timeoutMs));
           // Only this request fails, unless the server has sent nothing at all since it went: then
           // the connection is taken to be dead, as an HTTP request's timeout would take its own.
           if (timedOut !== undefined && this.heardAt < timedOut.sentAt) this.socket.destroy();

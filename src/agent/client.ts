@@ -16,7 +16,7 @@ import {
   type StatsBatch,
   type TaskReport,
 } from "../shared/agent-protocol.ts";
-import { AgentChannel, ChannelRefused } from "./channel.ts";
+import { AgentChannel, ChannelRefused, connectionLost, noAnswer } from "./channel.ts";
 
 export class ServerError extends Error {
   constructor(
@@ -87,9 +87,7 @@ function send(
         response.on("error", reject);
       },
     );
-    request.setTimeout(options.timeoutMs, () =>
-      request.destroy(new Error(`no answer from ${url.host} in ${options.timeoutMs} ms`)),
-    );
+    request.setTimeout(options.timeoutMs, () => request.destroy(noAnswer(url.host, options.timeoutMs)));
     request.on("error", reject);
     request.end(payload);
   });
@@ -121,10 +119,7 @@ function within<T>(
 ): Promise<T> {
   if (signal?.aborted) return Promise.reject(signal.reason);
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(
-      () => done(() => reject(new Error(`no answer from ${host} in ${timeoutMs} ms`))),
-      timeoutMs,
-    );
+    const timer = setTimeout(() => done(() => reject(noAnswer(host, timeoutMs))), timeoutMs);
     const onAbort = () => done(() => reject(signal?.reason));
     signal?.addEventListener("abort", onAbort, { once: true });
     function done(settle: () => void) {
@@ -160,6 +155,10 @@ export class ServerClient {
   /** The channel, open or opening; undefined until needed, and again once it has closed. */
   private channel: Promise<AgentChannel> | undefined;
   /** The server answered the upgrade without switching (an older one): POSTs from then on. */
+  /** The channel `channel` opened, once it has: what most requests go on. */
+  private ready: AgentChannel | undefined;
+  /** The server's host and port, as errors name it. */
+  private readonly host: string;
   private postsOnly = false;
   private closed = false;
 
@@ -169,6 +168,7 @@ export class ServerClient {
     private readonly region: string,
     private readonly ca?: string,
   ) {
+    this.host = new URL(endpoint).host;
     this.agent = endpoint.startsWith("https:")
       ? new https.Agent({ keepAlive: true, ...(ca === undefined ? {} : { ca }) })
       : new http.Agent({ keepAlive: true });
@@ -185,6 +185,7 @@ export class ServerClient {
   private dropChannel(): void {
     const channel = this.channel;
     this.channel = undefined;
+    this.ready = undefined;
     channel?.then(
       (open) => open.close(),
       () => undefined,
@@ -197,6 +198,9 @@ export class ServerClient {
    * with the next request).
    */
   private async openChannel(timeoutMs: number, signal?: AbortSignal): Promise<AgentChannel | undefined> {
+    // Most requests find it open: no timer, no promise of their own.
+    const ready = this.ready;
+    if (ready !== undefined && !ready.closed && ready.token === this.token && !this.postsOnly) return ready;
     for (;;) {
       const token = this.token;
       if (token === undefined || this.postsOnly) return undefined;
@@ -216,7 +220,7 @@ export class ServerClient {
       }
       let open: AgentChannel;
       try {
-        open = await within(channel, timeoutMs, signal, new URL(this.endpoint).host);
+        open = await within(channel, timeoutMs, signal, this.host);
       } catch (error) {
         if (error instanceof ChannelRefused) {
           // Busy or closing: the same request may succeed later, as such a POST may.
@@ -231,13 +235,15 @@ export class ServerClient {
         open.close();
         throw new Error("the client is closed");
       }
-      if (open.token === this.token && !open.closed) return open;
+      if (open.token === this.token && !open.closed) {
+        this.ready = open;
+        return open;
+      }
       // Opened with the token of an earlier registration, or closed since it was opened: another
       // one. (One closed as soon as it opened fails the request, as a reset POST would.)
       if (this.channel === channel) this.channel = undefined;
       if (open.token !== this.token) open.close();
-      else if (fresh)
-        throw Object.assign(new Error("the agent channel closed as it opened"), { code: "ECONNRESET" });
+      else if (fresh) throw connectionLost(this.host);
     }
   }
 
