@@ -7,10 +7,11 @@ import {
   DescribeTasksCommand,
   RegisterTaskDefinitionCommand,
   RunTaskCommand,
+  StopTaskCommand,
 } from "@aws-sdk/client-ecs";
 import { ServerClient, ServerError } from "../src/agent/client.ts";
 import { LISTEN_BACKLOG } from "../src/server/server.ts";
-import type { TaskReport } from "../src/shared/agent-protocol.ts";
+import type { PollResponse, TaskReport } from "../src/shared/agent-protocol.ts";
 import { ecsClient, startTestServer, type TestServer } from "./helpers.ts";
 
 /** A new cluster with `count` agents registered in it through their own client. */
@@ -179,6 +180,62 @@ describe("agent long poll", () => {
       assert.deepEqual(quiet, { tasks: [], unchanged: true });
       assert.equal(full.unchanged, undefined);
       assert.deepEqual(Object.fromEntries(full.tasks.map((t) => [t.taskArn, t.version])), known[1]);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it("sends a following poll each change as it happens and ends it after its hold, 'unchanged' meaning as the last change", async () => {
+    const server = await startTestServer();
+    try {
+      const ecs = ecsClient(server);
+      const [client] = (await clusterOfAgents(server, "follow", 1)) as [ServerClient];
+      await ecs.send(
+        new RegisterTaskDefinitionCommand({
+          family: "followed",
+          containerDefinitions: [{ name: "app", image: "busybox", memory: 64, essential: true }],
+        }),
+      );
+      const changes: PollResponse[] = [];
+      let ended = false;
+      const started = Date.now();
+      const poll = client
+        .poll({ known: {}, acceptUnchanged: true }, 60_000, undefined, (change) => changes.push(change))
+        .finally(() => {
+          ended = true;
+        });
+      const changed = async (count: number) => {
+        for (let waited = 0; changes.length < count; waited += 20) {
+          if (waited > 10_000) assert.fail(`${count} changes not sent in 10 s (${changes.length})`);
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        }
+        return changes[count - 1] as PollResponse;
+      };
+      const run = async () => {
+        const answer = await ecs.send(new RunTaskCommand({ cluster: "follow", taskDefinition: "followed" }));
+        return answer.tasks?.[0]?.taskArn ?? "";
+      };
+      const first = await run();
+      assert.deepEqual(
+        (await changed(1)).tasks.map((t) => [t.taskArn, t.desiredStatus]),
+        [[first, "RUNNING"]],
+      );
+      const second = await run();
+      assert.deepEqual(
+        (await changed(2)).tasks.map((t) => t.taskArn),
+        [first, second],
+      );
+      const before = changes[1]?.tasks[0]?.version ?? 0;
+      await ecs.send(new StopTaskCommand({ cluster: "follow", task: first }));
+      const stopping = (await changed(3)).tasks.find((t) => t.taskArn === first);
+      assert.equal(stopping?.desiredStatus, "STOPPED");
+      assert.ok((stopping?.version ?? 0) > before, "a stop is a new version of the task");
+      assert.equal(ended, false, "every change came while the poll was held");
+      // Nothing changes after: the poll ends with its hold (~12-15 s), and what the agent has (the
+      // last change) is what it should have.
+      assert.deepEqual(await poll, { tasks: [], unchanged: true });
+      assert.equal(changes.length, 3);
+      assert.ok(Date.now() - started >= 10_000, `the poll was held ${Date.now() - started} ms`);
     } finally {
       await server.stop();
     }

@@ -1,8 +1,9 @@
 // Simulated container instances: each registers through the real agent protocol (SigV4), then
 // long-polls as `wharf agent` does and acknowledges every new task with a RUNNING report (the
-// reports of the tasks one poll brought go in one request, as the agent's client sends them). No
-// containers. One long poll per instance is outstanding at any time (the server answers it when
-// the instance's tasks change, or after 15 s), which keeps every instance connected.
+// reports of the tasks one answer brought go in one request, as the agent's client sends them). No
+// containers. One long poll per instance is outstanding at any time, which keeps every instance
+// connected: on the channel it follows (each change comes as it happens, and the poll ends after
+// its hold, ~15 s); as a POST it is answered at the first change, or after its hold.
 //
 // Registration goes through the agent's own client (`ServerClient`, SigV4). Polls and reports go,
 // by default, on each agent's channel as `wharf agent` sends them (`client: "channel"`, the
@@ -28,7 +29,12 @@ export type FleetClient = "channel" | "wire" | "agent";
 
 /** How one simulated agent speaks to the server once registered. */
 interface AgentLink {
-  poll(request: PollRequest, signal: AbortSignal): Promise<PollResponse>;
+  /** A poll; where the link can, it follows (each change while it is held goes to `onChange`). */
+  poll(
+    request: PollRequest,
+    signal: AbortSignal,
+    onChange: (response: PollResponse) => void,
+  ): Promise<PollResponse>;
   /** Sends the reports in one request; resolves with those that failed, by task ARN. */
   report(reports: TaskReport[]): Promise<Map<string, string>>;
   /** Opens the link's connections before anything is timed (a fleet that has been up a while). */
@@ -40,7 +46,7 @@ interface AgentLink {
 /** Through the agent's client: it sends the reports made in one turn in one request. */
 function agentLink(client: ServerClient): AgentLink {
   return {
-    poll: (request, signal) => client.poll(request, 40_000, signal),
+    poll: (request, signal, onChange) => client.poll(request, 40_000, signal, onChange),
     async report(reports) {
       const failed = new Map<string, string>();
       await Promise.all(
@@ -112,13 +118,21 @@ function channelLink(endpoint: string, token: string): AgentLink {
       },
     );
   };
-  const post = async <T>(path: string, body: unknown, signal?: AbortSignal): Promise<T> => {
-    const answer = await (await open()).request(path, JSON.stringify(body), 40_000, signal);
+  const post = async <T>(
+    path: string,
+    body: unknown,
+    signal?: AbortSignal,
+    onInterim?: (text: string) => void,
+  ): Promise<T> => {
+    const answer = await (await open()).request(path, JSON.stringify(body), 40_000, signal, onInterim);
     if (answer.status !== 200) throw new ServerError(answer.status, "Error", answer.text);
     return JSON.parse(answer.text) as T;
   };
   return {
-    poll: (request, signal) => post<PollResponse>("/agent/v1/poll", request, signal),
+    poll: (request, signal, onChange) =>
+      post<PollResponse>("/agent/v1/poll", { ...request, follow: true }, signal, (text) =>
+        onChange(JSON.parse(text) as PollResponse),
+      ),
     async report(batch) {
       const request: ReportBatch = { reports: batch };
       const answer = await post<ReportBatchResponse>("/agent/v1/reports", request);
@@ -141,10 +155,15 @@ interface SimInstance {
   reported: Set<string>;
   /** The tasks to run its polls have handed it so far. */
   delivered: Set<string>;
+  /** Its reports sent so far, one request after another. */
+  reporting: Promise<void>;
 }
 
 export interface FleetCounters {
+  /** Polls answered (their final answers). */
   polls: number;
+  /** Changes that came while polls were held (interim answers). */
+  changes: number;
   pollErrors: number;
   reports: number;
   reportErrors: number;
@@ -171,6 +190,7 @@ async function pool<T>(items: readonly T[], concurrency: number, fn: (item: T) =
 export class Fleet {
   readonly counters: FleetCounters = {
     polls: 0,
+    changes: 0,
     pollErrors: 0,
     reports: 0,
     reportErrors: 0,
@@ -239,6 +259,7 @@ export class Fleet {
         known: {},
         reported: new Set(),
         delivered: new Set(),
+        reporting: Promise.resolve(),
       });
     });
     return performance.now() - started;
@@ -276,69 +297,86 @@ export class Fleet {
     const signal = stopping.signal;
     await new Promise((done) => setTimeout(done, delayMs));
     let first = true;
+    const onChange = (response: PollResponse) => {
+      this.counters.changes++;
+      this.take(instance, response.tasks);
+    };
     while (!signal.aborted) {
-      let tasks: TaskAssignment[];
       try {
-        const answering = instance.link.poll({ known: instance.known, acceptUnchanged: true }, signal);
+        const answering = instance.link.poll(
+          { known: instance.known, acceptUnchanged: true },
+          signal,
+          onChange,
+        );
         if (first) {
           first = false;
           if (--this.notPolling === 0) this.allPolling?.();
         }
         const answer = await answering;
         this.counters.polls++;
-        // Nothing changed (the poll timed out): the tasks are those known, as the agent takes it.
-        if (answer.unchanged === true) continue;
-        tasks = answer.tasks;
+        // Nothing changed (the hold ended): the tasks are those last known, as the agent takes it.
+        if (answer.unchanged !== true) this.take(instance, answer.tasks);
       } catch (error) {
-        if (signal.aborted) return;
+        if (signal.aborted) break;
         this.counters.pollErrors++;
         this.counters.lastError = String(error);
         await new Promise((done) => setTimeout(done, 500));
-        continue;
       }
-      const known: Record<string, number> = {};
-      for (const task of tasks) {
-        known[task.taskArn] = task.version;
-        if (task.desiredStatus === "RUNNING" && !instance.delivered.has(task.taskArn)) {
-          instance.delivered.add(task.taskArn);
-          this.counters.delivered++;
-          this.counters.lastDeliveredAt = performance.now();
-        }
+    }
+    await instance.reporting;
+  }
+
+  /** An answer's tasks, as the agent takes them: known from now on, and each new one reported RUNNING. */
+  private take(instance: SimInstance, tasks: TaskAssignment[]): void {
+    const known: Record<string, number> = {};
+    for (const task of tasks) {
+      known[task.taskArn] = task.version;
+      if (task.desiredStatus === "RUNNING" && !instance.delivered.has(task.taskArn)) {
+        instance.delivered.add(task.taskArn);
+        this.counters.delivered++;
+        this.counters.lastDeliveredAt = performance.now();
       }
-      instance.known = known;
-      if (!this.options.ack) continue;
-      // Each new task is reported RUNNING as a real agent's task engines would, all at once, in one
-      // request (the agent's client sends the reports waiting at the same time together).
-      const now = Date.now();
-      const fresh = tasks.filter(
-        (task) => task.desiredStatus === "RUNNING" && !instance.reported.has(task.taskArn),
+    }
+    instance.known = known;
+    if (!this.options.ack) return;
+    // Each new task is reported RUNNING as a real agent's task engines would, all at once, in one
+    // request (the agent's client sends the reports waiting at the same time together), after
+    // those the instance sent before.
+    const fresh = tasks.filter(
+      (task) => task.desiredStatus === "RUNNING" && !instance.reported.has(task.taskArn),
+    );
+    if (fresh.length === 0) return;
+    for (const task of fresh) instance.reported.add(task.taskArn);
+    instance.reporting = instance.reporting.then(() => this.report(instance, fresh));
+  }
+
+  private async report(instance: SimInstance, fresh: TaskAssignment[]): Promise<void> {
+    const now = Date.now();
+    let failed: Map<string, string>;
+    try {
+      failed = await instance.link.report(
+        fresh.map((task) => ({
+          taskArn: task.taskArn,
+          lastStatus: "RUNNING",
+          containers: task.containers.map((c) => ({ name: c.name, lastStatus: "RUNNING" })),
+          pullStartedAt: now,
+          pullStoppedAt: now,
+          at: now,
+        })),
       );
-      if (fresh.length === 0) continue;
-      let failed: Map<string, string>;
-      try {
-        failed = await instance.link.report(
-          fresh.map((task) => ({
-            taskArn: task.taskArn,
-            lastStatus: "RUNNING",
-            containers: task.containers.map((c) => ({ name: c.name, lastStatus: "RUNNING" })),
-            pullStartedAt: now,
-            pullStoppedAt: now,
-            at: now,
-          })),
-        );
-      } catch (error) {
-        failed = new Map(fresh.map((task) => [task.taskArn, String(error)]));
-      }
-      for (const task of fresh) {
-        const failure = failed.get(task.taskArn);
-        if (failure === undefined) {
-          instance.reported.add(task.taskArn);
-          this.counters.reports++;
-          this.counters.acked++;
-        } else {
-          this.counters.reportErrors++;
-          this.counters.lastError = failure;
-        }
+    } catch (error) {
+      failed = new Map(fresh.map((task) => [task.taskArn, String(error)]));
+    }
+    for (const task of fresh) {
+      const failure = failed.get(task.taskArn);
+      if (failure === undefined) {
+        this.counters.reports++;
+        this.counters.acked++;
+      } else {
+        // Sent again with the instance's next answer that lists it.
+        instance.reported.delete(task.taskArn);
+        this.counters.reportErrors++;
+        this.counters.lastError = failure;
       }
     }
   }

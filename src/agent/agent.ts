@@ -6,6 +6,7 @@ import {
   AGENT_PROTOCOL_VERSION,
   type AssignedContainer,
   INSTANCE_DEREGISTERED,
+  type PollResponse,
   type TaskAssignment,
 } from "../shared/agent-protocol.ts";
 import { ServerClient, ServerError, unreachable, worthRetrying } from "./client.ts";
@@ -323,14 +324,19 @@ export class Agent {
         const known: Record<string, number> = {};
         for (const [arn, engine] of this.engines) known[arn] = engine.state.assignment.version;
         const usedPorts = await this.network.usedPorts().catch(() => ({ tcp: [], udp: [] }));
-        const response = await this.client.poll(
-          { known, usedPorts, acceptUnchanged: true },
-          60_000,
-          this.stopped.signal,
-        );
         // Unchanged: the server's tasks are exactly those known (the engines may have moved on
-        // meanwhile, and the next poll says so).
-        if (response.unchanged !== true) this.apply(response.tasks);
+        // meanwhile, and the next poll says so). Changes while the poll is held come as they happen.
+        const apply = (response: PollResponse) => {
+          if (response.unchanged !== true) this.apply(response.tasks);
+        };
+        apply(
+          await this.client.poll(
+            { known, usedPorts, acceptUnchanged: true },
+            60_000,
+            this.stopped.signal,
+            apply,
+          ),
+        );
         backoff = 500;
       } catch (error) {
         if (this.stopped.signal.aborted) return;

@@ -6,6 +6,7 @@ import {
   CHANNEL_PATH,
   CHANNEL_PROTOCOL,
   FrameReader,
+  isInterim,
   isOversized,
   readAnswer,
   requestFrame,
@@ -38,6 +39,7 @@ interface Waiting {
   timer: NodeJS.Timeout;
   signal: AbortSignal | undefined;
   onAbort: (() => void) | undefined;
+  onInterim: ((text: string) => void) | undefined;
 }
 
 /**
@@ -128,8 +130,18 @@ export class AgentChannel {
     return this.done || this.socket.destroyed;
   }
 
-  /** Sends `body` (JSON) to `path`; resolves with its answer, or fails after `timeoutMs`, on abort or when the connection closes. */
-  request(path: string, body: string, timeoutMs: number, signal?: AbortSignal): Promise<ChannelAnswer> {
+  /**
+   * Sends `body` (JSON) to `path`; resolves with its answer, or fails after `timeoutMs`, on abort
+   * or when the connection closes. Interim answers before it go to `onInterim`, in order; one it
+   * throws on fails the request.
+   */
+  request(
+    path: string,
+    body: string,
+    timeoutMs: number,
+    signal?: AbortSignal,
+    onInterim?: (text: string) => void,
+  ): Promise<ChannelAnswer> {
     if (this.closed) return Promise.reject(connectionLost(this.host));
     if (signal?.aborted) return Promise.reject(signal.reason);
     const id = this.nextId;
@@ -148,6 +160,7 @@ export class AgentChannel {
         }, timeoutMs),
         signal,
         onAbort: undefined,
+        onInterim,
       };
       if (signal !== undefined) {
         entry.onAbort = () => this.settle(id)?.reject(signal.reason);
@@ -179,6 +192,15 @@ export class AgentChannel {
       if (answer === undefined) {
         this.socket.destroy();
         return;
+      }
+      if (isInterim(answer.status)) {
+        const entry = this.waiting.get(answer.id);
+        try {
+          entry?.onInterim?.(answer.text);
+        } catch (error) {
+          this.settle(answer.id)?.reject(error);
+        }
+        continue;
       }
       // An answer to a request given up on (timed out or aborted) is dropped.
       this.settle(answer.id)?.resolve({ status: answer.status, text: answer.text });

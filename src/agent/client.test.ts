@@ -3,7 +3,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from "node:ht
 import { type AddressInfo, createServer as createNetServer, type Socket } from "node:net";
 import { describe, it } from "node:test";
 import { AgentRoutes } from "../server/agent-http.ts";
-import type { ReportBatch, TaskReport } from "../shared/agent-protocol.ts";
+import type { PollRequest, PollResponse, ReportBatch, TaskReport } from "../shared/agent-protocol.ts";
 import { ServerClient, ServerError, worthRetrying } from "./client.ts";
 
 /** Reads a request's body as JSON. */
@@ -202,6 +202,41 @@ describe("ServerClient's channel", () => {
       await client.poll({ known: {} }, 5_000);
       assert.equal(serving.channels, 3);
       assert.equal(heard.at(-1), "poll Bearer token-2");
+    } finally {
+      client.close();
+      server.closeAllConnections();
+      await new Promise((done) => server.close(done));
+    }
+  });
+
+  it("follows a poll on the channel when asked: each change to onChange as it comes, then the poll's last word", async () => {
+    const asked: PollRequest[] = [];
+    const routes = registering(() => "token");
+    const task = (version: number) => ({ taskArn: "task/c/one", version });
+    routes.post("/agent/v1/poll", async (request) => {
+      const poll = JSON.parse(request.body.toString()) as PollRequest;
+      asked.push(poll);
+      if (poll.follow !== true) return { tasks: [task(1)] };
+      request.interim?.({ tasks: [task(1)] });
+      request.interim?.({ tasks: [task(2)] });
+      return { tasks: [], unchanged: true };
+    });
+    const { server, url } = await channelServer(routes);
+    const client = new ServerClient(url, { accessKeyId: "a", secretAccessKey: "s" }, "us-east-1");
+    try {
+      await client.register(registration);
+      const changes: PollResponse[] = [];
+      const last = await client.poll({ known: {}, acceptUnchanged: true }, 5_000, undefined, (change) =>
+        changes.push(change),
+      );
+      assert.deepEqual(changes, [{ tasks: [task(1)] }, { tasks: [task(2)] }]);
+      assert.deepEqual(last, { tasks: [], unchanged: true });
+      // Without a taker for changes the poll does not ask to follow, and gets one answer.
+      assert.deepEqual(await client.poll({ known: {} }, 5_000), { tasks: [task(1)] });
+      assert.deepEqual(
+        asked.map((poll) => poll.follow),
+        [true, undefined],
+      );
     } finally {
       client.close();
       server.closeAllConnections();

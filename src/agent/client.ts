@@ -247,15 +247,22 @@ export class ServerClient {
     }
   }
 
-  private async post<T>(path: string, body: unknown, timeoutMs: number, signal?: AbortSignal): Promise<T> {
+  private async post<T>(
+    path: string,
+    body: unknown,
+    timeoutMs: number,
+    signal?: AbortSignal,
+    onInterim?: (answer: T) => void,
+  ): Promise<T> {
     const url = new URL(path, this.endpoint);
     const payload = JSON.stringify(body);
     // The channel is waited for at most `timeoutMs`, and the answer then as long again: a request
     // sent with what little time an opening left would time out on a healthy channel.
     const channel = path.endsWith("/register") ? undefined : await this.openChannel(timeoutMs, signal);
+    const interim = onInterim === undefined ? undefined : (text: string) => onInterim(JSON.parse(text) as T);
     const response =
       channel !== undefined
-        ? await channel.request(url.pathname, payload, timeoutMs, signal)
+        ? await channel.request(url.pathname, payload, timeoutMs, signal, interim)
         : await this.send(url, payload, timeoutMs, signal);
     if (response.status < 200 || response.status >= 300) throw failed(response.status, response.text);
     return JSON.parse(response.text === "" ? "{}" : response.text) as T;
@@ -302,8 +309,19 @@ export class ServerClient {
     return response;
   }
 
-  poll(request: PollRequest, timeoutMs: number, signal?: AbortSignal): Promise<PollResponse> {
-    return this.post<PollResponse>("/agent/v1/poll", request, timeoutMs, signal);
+  /**
+   * Long-polls for the instance's tasks. With `onChange`, the poll follows its changes (on the
+   * channel; a POST cannot): each comes to `onChange` while the server holds the poll, and what it
+   * resolves with is the last word, `unchanged` meaning as the last change.
+   */
+  poll(
+    request: PollRequest,
+    timeoutMs: number,
+    signal?: AbortSignal,
+    onChange?: (response: PollResponse) => void,
+  ): Promise<PollResponse> {
+    const body = onChange === undefined ? request : { ...request, follow: true };
+    return this.post<PollResponse>("/agent/v1/poll", body, timeoutMs, signal, onChange);
   }
 
   /**

@@ -131,6 +131,19 @@ export function idlePollMs(random: () => number = Math.random): number {
 /** The answer to a poll whose tasks are exactly those it named in `known`. */
 const UNCHANGED = new RawJson('{"tasks":[],"unchanged":true}');
 
+/**
+ * A following poll whose hold has less than this left answers a change as a poll does, ending
+ * it, rather than in an interim answer followed at once by the final one.
+ */
+const MIN_FOLLOW_MS = 1000;
+
+/** The versions a poll answer gives its agent, as the agent names them in `known`. */
+function versionsOf(tasks: readonly CachedAssignment[]): Record<string, number> {
+  const versions: Record<string, number> = {};
+  for (const task of tasks) versions[task.taskArn] = task.version;
+  return versions;
+}
+
 /** A `PollResponse` built from assignments kept as JSON, without parsing them again. */
 function pollResponse(tasks: readonly CachedAssignment[]): RawJson {
   return new RawJson(`{"tasks":[${tasks.map((task) => task.json).join(",")}]}`);
@@ -280,7 +293,8 @@ export function registerAgentChannel(
   route("/agent/v1/poll", async (request) => {
     const instance = await node(request);
     const body = json<PollRequest>(request);
-    const known = body.known ?? {};
+    // The agent's tasks: those it named, then those of each interim answer it was sent.
+    let known = body.known ?? {};
     // The instance as it is now: the poll may have waited while its status or attributes changed.
     const current = async (tx: Tx) => {
       const record = await findInstance(tx, instance.arn);
@@ -335,10 +349,26 @@ export function registerAgentChannel(
         tasks = await heartbeat();
       else state.heartbeat(instance.arn, options.clock().getTime());
     }
-    if (tasks === undefined || !differs(tasks)) {
+    // A poll that follows (on the channel) is held to the end of its hold whatever changes: each
+    // change goes ahead as an interim answer, and the agent does not poll again for it.
+    const interim = body.follow === true ? request.interim : undefined;
+    const until = performance.now() + idlePollMs();
+    for (;;) {
+      if (tasks !== undefined && differs(tasks)) {
+        if (interim === undefined || until - performance.now() < MIN_FOLLOW_MS) return pollResponse(tasks);
+        interim(pollResponse(tasks));
+        known = versionsOf(tasks);
+      }
+      const left = until - performance.now();
+      // The hold is over with nothing new: an agent that understands it is told so, rather than
+      // sent every task it already has again.
+      if (left <= 0) {
+        if (body.acceptUnchanged === true) return UNCHANGED;
+        return pollResponse(tasks ?? (await assignments()));
+      }
       // Ends when the agent goes away or the server closes. Not AbortSignal.any, nor a listener
       // on one shared signal: with thousands of polls waiting, each would cost a walk over them all.
-      const wait = notifier.wait(instance.arn, idlePollMs());
+      const wait = notifier.wait(instance.arn, left);
       const stopListening = request.onGone(wait.cancel);
       waiting.add(wait.cancel);
       // The agent may have gone before the listener was there (while the poll read or wrote).
@@ -349,13 +379,9 @@ export function registerAgentChannel(
         waiting.delete(wait.cancel);
         stopListening();
       }
-      if (wait.cancelled && tasks !== undefined) return pollResponse(tasks);
+      if (wait.cancelled) return pollResponse(tasks ?? (await assignments()));
       tasks = await assignments();
-      // The wait ended with nothing new (most often it timed out): an agent that understands it is
-      // told so, rather than sent every task it already has again.
-      if (body.acceptUnchanged === true && !differs(tasks)) return UNCHANGED;
     }
-    return pollResponse(tasks);
   });
 
   const notAssigned = () => InvalidParameter("The task is not assigned to this container instance.");

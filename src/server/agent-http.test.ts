@@ -215,6 +215,55 @@ describe("AgentRoutes", () => {
       }
     });
 
+    it("sends a handler's interim answers ahead of its answer, in order; a POST's request has none", async () => {
+      const { routes, url } = await start();
+      const release = gate();
+      routes.post("/agent/v1/poll", async (request) => {
+        request.interim?.({ n: 1 });
+        request.interim?.({ n: 2 });
+        await release.opened;
+        return { n: 3 };
+      });
+      let postInterim: unknown = "not asked";
+      routes.post("/agent/v1/echo", async (request) => {
+        postInterim = request.interim;
+        return {};
+      });
+      const channel = await AgentChannel.open(url, "t", { timeoutMs: 5_000 });
+      try {
+        const seen: string[] = [];
+        const answer = channel.request("/agent/v1/poll", "{}", 5_000, undefined, (text) => seen.push(text));
+        await eventually(() => seen.length === 2);
+        assert.deepEqual(seen, ['{"n":1}', '{"n":2}']);
+        let settled = false;
+        void answer.then(() => (settled = true));
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        assert.equal(settled, false, "an interim answer does not end the request");
+        release.open();
+        assert.deepEqual(await answer, { status: 200, text: '{"n":3}' });
+        assert.deepEqual(seen, ['{"n":1}', '{"n":2}']);
+        // A request that takes no interim answers passes over them to its answer.
+        assert.deepEqual(await channel.request("/agent/v1/poll", "{}", 5_000), {
+          status: 200,
+          text: '{"n":3}',
+        });
+        // One whose taker throws fails with that error alone; the channel goes on.
+        await assert.rejects(
+          channel.request("/agent/v1/poll", "{}", 5_000, undefined, () => {
+            throw new Error("cannot take it");
+          }),
+          /cannot take it/,
+        );
+        assert.equal((await channel.request("/agent/v1/echo", "{}", 5_000)).status, 200);
+        assert.equal(typeof postInterim, "function", "a frame's request can send interim answers");
+        postInterim = "not asked";
+        assert.equal((await send(url, "POST", "/agent/v1/echo", "{}")).status, 200);
+        assert.equal(postInterim, undefined);
+      } finally {
+        channel.close();
+      }
+    });
+
     it("answers errors as a POST's, in the AWS JSON shape, and logs only server-side failures", async () => {
       const logged: unknown[] = [];
       const { routes, url } = await start({ bodyLimit: 100, logged });

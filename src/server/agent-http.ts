@@ -10,6 +10,7 @@ import {
   CHANNEL_PROTOCOL,
   FrameReader,
   type FrameRequest,
+  INTERIM,
   isOversized,
   MAX_REQUEST_HEAD,
   readRequest,
@@ -29,6 +30,11 @@ export interface AgentRequest {
   gone(): boolean;
   /** Calls `listener` once if the agent goes before the answer is sent; what it returns stops that. */
   onGone(listener: () => void): () => void;
+  /**
+   * Sends `body` (JSON) ahead of the answer, as an interim answer: only on the agent's channel
+   * (a POST has one answer), and only until the handler has returned.
+   */
+  interim?(body: unknown): void;
 }
 
 export type AgentHandler = (request: AgentRequest) => Promise<unknown>;
@@ -390,6 +396,7 @@ class Channel {
     }
     const socket = this.socket;
     const listeners = this.goneListeners;
+    let answered = false;
     const request: AgentRequest = {
       method: "POST",
       url: frame.path,
@@ -401,14 +408,22 @@ class Channel {
         listeners.add(listener);
         return () => listeners.delete(listener);
       },
+      interim: (body) => {
+        if (!answered) this.answer(frame.id, INTERIM, jsonText(body));
+      },
     };
     this.serving++;
     // Whatever the handler throws, or its result's serialization, is answered as a POST's would be.
     (async () => jsonText(await handler(request)))()
       .then(
-        (text) => this.answer(frame.id, 200, text),
-        (error: unknown) =>
-          this.fail(frame.id, this.routes.failure(error, { method: "POST", url: frame.path })),
+        (text) => {
+          answered = true;
+          this.answer(frame.id, 200, text);
+        },
+        (error: unknown) => {
+          answered = true;
+          this.fail(frame.id, this.routes.failure(error, { method: "POST", url: frame.path }));
+        },
       )
       // An answer that cannot be written (nothing should throw here) ends the channel, not the process.
       .catch(() => socket.destroy())

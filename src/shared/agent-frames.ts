@@ -12,12 +12,23 @@
  * A request is what the same POST to its path would be (same body, same node token, the one the
  * channel was opened with); its answer carries the id, the status and the body that POST would
  * have had (errors in the AWS JSON shape). Requests may overlap (a poll waits while reports go);
- * answers come as each is ready. Registration stays a signed POST. Lengths are big-endian.
+ * answers come as each is ready. Before its answer a request may have interim ones, with the
+ * same id and a 1xx status (`INTERIM`, as HTTP's informational responses come before the final
+ * one), each with a body: a poll that asked to `follow` gets its changes so. Registration stays
+ * a signed POST. Lengths are big-endian.
  * Types and pure functions only, no I/O.
  */
 
 export const CHANNEL_PATH = "/agent/v1/channel";
 export const CHANNEL_PROTOCOL = "wharf-agent/1";
+
+/** The status of an interim answer: the request's own answer is still to come. */
+export const INTERIM = 100;
+
+/** Whether an answer's status says it is interim (1xx). */
+export function isInterim(status: number): boolean {
+  return status < 200;
+}
 
 const LENGTH = 4;
 const REQUEST_HEAD = LENGTH + 4 + 1;

@@ -156,6 +156,15 @@ export interface PollRequest {
    * answered without the tasks (an agent that does not say so always gets them all).
    */
   acceptUnchanged?: boolean;
+  /**
+   * On the agent channel: while the server holds the poll, it sends each change as it happens, in
+   * an interim answer (src/shared/agent-frames.ts) holding a whole `PollResponse`, instead of
+   * ending the poll with it. The agent's tasks are then those of the last answer it had; the
+   * final answer (`unchanged` meaning as that last one) comes when the hold is over, as an idle
+   * poll's does, and the agent polls again. The server may still end the poll at a change.
+   * Ignored on a POST, which has one answer.
+   */
+  follow?: boolean;
 }
 
 export interface PollResponse {
