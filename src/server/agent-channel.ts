@@ -337,50 +337,67 @@ export function registerAgentChannel(
     };
     const differs = (tasks: ReadonlyArray<{ taskArn: string; version: number }>) =>
       tasks.length !== Object.keys(known).length || tasks.some((t) => known[t.taskArn] !== t.version);
-    // What the agent has is usually what it should have (it polls again right after each change):
+    // What the agent has is usually what it should have (it follows, or polls again after, each change):
     // the versions in memory say so without reading and parsing its tasks.
     const inMemory = [...state.assignedVersions(instance.arn)].map(([taskArn, version]) => ({
       taskArn,
       version,
     }));
-    let tasks: CachedAssignment[] | undefined = differs(inMemory) ? await heartbeat() : undefined;
-    if (tasks === undefined) {
-      if (body.usedPorts !== undefined && !samePorts(body.usedPorts, instance.usedPorts))
-        tasks = await heartbeat();
-      else state.heartbeat(instance.arn, options.clock().getTime());
-    }
     // A poll that follows (on the channel) is held to the end of its hold whatever changes: each
     // change goes ahead as an interim answer, and the agent does not poll again for it.
     const interim = body.follow === true ? request.interim : undefined;
     const until = performance.now() + idlePollMs();
-    for (;;) {
-      if (tasks !== undefined && differs(tasks)) {
-        if (interim === undefined || until - performance.now() < MIN_FOLLOW_MS) return pollResponse(tasks);
-        interim(pollResponse(tasks));
-        known = versionsOf(tasks);
-      }
-      const left = until - performance.now();
-      // The hold is over with nothing new: an agent that understands it is told so, rather than
-      // sent every task it already has again.
-      if (left <= 0) {
-        if (body.acceptUnchanged === true) return UNCHANGED;
-        return pollResponse(tasks ?? (await assignments()));
-      }
-      // Ends when the agent goes away or the server closes. Not AbortSignal.any, nor a listener
-      // on one shared signal: with thousands of polls waiting, each would cost a walk over them all.
-      const wait = notifier.wait(instance.arn, left);
+    // Each wait starts before the tasks are read, so that a change committed while they are read
+    // wakes it (the notifier wakes only waits already there). It ends when the agent goes away or
+    // the server closes. Not AbortSignal.any, nor a listener on one shared signal: with thousands
+    // of polls waiting, each would cost a walk over them all.
+    const listen = () => {
+      const wait = notifier.wait(instance.arn, Math.max(0, until - performance.now()));
       const stopListening = request.onGone(wait.cancel);
       waiting.add(wait.cancel);
       // The agent may have gone before the listener was there (while the poll read or wrote).
       if (closing || request.gone()) wait.cancel();
-      try {
-        await wait.done;
-      } finally {
-        waiting.delete(wait.cancel);
-        stopListening();
+      return {
+        wait,
+        end() {
+          wait.cancel();
+          waiting.delete(wait.cancel);
+          stopListening();
+        },
+      };
+    };
+    let listening = listen();
+    try {
+      let tasks: CachedAssignment[] | undefined = differs(inMemory) ? await heartbeat() : undefined;
+      if (tasks === undefined) {
+        if (body.usedPorts !== undefined && !samePorts(body.usedPorts, instance.usedPorts))
+          tasks = await heartbeat();
+        else state.heartbeat(instance.arn, options.clock().getTime());
       }
-      if (wait.cancelled) return pollResponse(tasks ?? (await assignments()));
-      tasks = await assignments();
+      for (;;) {
+        if (tasks !== undefined && differs(tasks)) {
+          if (interim === undefined || until - performance.now() < MIN_FOLLOW_MS) return pollResponse(tasks);
+          interim(pollResponse(tasks));
+          known = versionsOf(tasks);
+        }
+        // The hold is over with nothing new: an agent that understands it is told so, rather than
+        // sent every task it already has again.
+        if (performance.now() >= until) {
+          if (body.acceptUnchanged === true) return UNCHANGED;
+          return pollResponse(tasks ?? (await assignments()));
+        }
+        await listening.wait.done;
+        if (listening.wait.cancelled) {
+          // The agent went, or the server is closing: answered with what is, as at the end of the hold.
+          const now = tasks ?? (await assignments());
+          return body.acceptUnchanged === true && !differs(now) ? UNCHANGED : pollResponse(now);
+        }
+        listening.end();
+        listening = listen();
+        tasks = await assignments();
+      }
+    } finally {
+      listening.end();
     }
   });
 
