@@ -137,10 +137,10 @@ const UNCHANGED = new RawJson('{"tasks":[],"unchanged":true}');
  */
 const MIN_FOLLOW_MS = 1000;
 
-/** The versions a poll answer gives its agent, as the agent names them in `known`. */
-function versionsOf(tasks: readonly CachedAssignment[]): Record<string, number> {
-  const versions: Record<string, number> = {};
-  for (const task of tasks) versions[task.taskArn] = task.version;
+/** The versions of the tasks a poll answer gives its agent, by task ARN. */
+function versionsOf(tasks: readonly CachedAssignment[]): Map<string, number> {
+  const versions = new Map<string, number>();
+  for (const task of tasks) versions.set(task.taskArn, task.version);
   return versions;
 }
 
@@ -294,7 +294,9 @@ export function registerAgentChannel(
     const instance = await node(request);
     const body = json<PollRequest>(request);
     // The agent's tasks: those it named, then those of each interim answer it was sent.
-    let known = body.known ?? {};
+    const named = body.known ?? {};
+    let knownCount = Object.keys(named).length;
+    let knownVersion = (taskArn: string): number | undefined => named[taskArn];
     // The instance as it is now: the poll may have waited while its status or attributes changed.
     const current = async (tx: Tx) => {
       const record = await findInstance(tx, instance.arn);
@@ -336,7 +338,7 @@ export function registerAgentChannel(
       return tasks;
     };
     const differs = (tasks: ReadonlyArray<{ taskArn: string; version: number }>) =>
-      tasks.length !== Object.keys(known).length || tasks.some((t) => known[t.taskArn] !== t.version);
+      tasks.length !== knownCount || tasks.some((t) => knownVersion(t.taskArn) !== t.version);
     // What the agent has is usually what it should have (it follows, or polls again after, each change):
     // the versions in memory say so without reading and parsing its tasks.
     const inMemory = [...state.assignedVersions(instance.arn)].map(([taskArn, version]) => ({
@@ -378,7 +380,9 @@ export function registerAgentChannel(
         if (tasks !== undefined && differs(tasks)) {
           if (interim === undefined || until - performance.now() < MIN_FOLLOW_MS) return pollResponse(tasks);
           interim(pollResponse(tasks));
-          known = versionsOf(tasks);
+          const versions = versionsOf(tasks);
+          knownCount = versions.size;
+          knownVersion = (taskArn) => versions.get(taskArn);
         }
         // The hold is over with nothing new: an agent that understands it is told so, rather than
         // sent every task it already has again.
