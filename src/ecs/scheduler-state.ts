@@ -80,6 +80,13 @@ export function footprintOf(record: Pick<TaskRecord, "wire" | "reservation">): T
  */
 const NO_CHANGES: ReadonlyMap<string, ServiceTaskEntry | undefined> = new Map();
 
+/** The ports of an instance whose tasks and agent hold none, shared by every such view (never changed). */
+const RESERVED_ONLY: ReadonlySet<number> = new Set(RESERVED_TCP_PORTS);
+const NO_PORTS: ReadonlySet<number> = new Set();
+
+/** Each instance's attributes as views give them, by the record's list (records are replaced, not changed). */
+const ATTRIBUTES = new WeakMap<InstanceRecord["attributes"], Record<string, string>>();
+
 function serviceKey(clusterArn: string, serviceName: string): string {
   return `${clusterArn} ${serviceName}`;
 }
@@ -474,14 +481,22 @@ export class SchedulerState implements TaskWrites, InstanceWrites {
 
   private viewOf(record: InstanceRecord, connected: boolean): InstanceView {
     const totals = this.usage.of(record.arn);
-    const attributes: Record<string, string> = {};
-    for (const attribute of record.attributes) attributes[attribute.name] = attribute.value ?? "";
-    const tcp = new Set(RESERVED_TCP_PORTS);
-    const udp = new Set<number>();
-    for (const port of totals?.tcp.keys() ?? []) tcp.add(port);
-    for (const port of totals?.udp.keys() ?? []) udp.add(port);
-    for (const port of record.usedPorts.tcp) tcp.add(port);
-    for (const port of record.usedPorts.udp) udp.add(port);
+    // Views are rebuilt whenever a task lands on their instance: what did not change with it (the
+    // attributes, and the ports when none is taken) is shared rather than made again.
+    let attributes = ATTRIBUTES.get(record.attributes);
+    if (attributes === undefined) {
+      attributes = {};
+      for (const attribute of record.attributes) attributes[attribute.name] = attribute.value ?? "";
+      ATTRIBUTES.set(record.attributes, attributes);
+    }
+    const tcp =
+      (totals?.tcp.size ?? 0) === 0 && record.usedPorts.tcp.length === 0
+        ? RESERVED_ONLY
+        : new Set([...RESERVED_TCP_PORTS, ...(totals?.tcp.keys() ?? []), ...record.usedPorts.tcp]);
+    const udp =
+      (totals?.udp.size ?? 0) === 0 && record.usedPorts.udp.length === 0
+        ? NO_PORTS
+        : new Set([...(totals?.udp.keys() ?? []), ...record.usedPorts.udp]);
     return {
       arn: record.arn,
       instanceId: record.instanceId,

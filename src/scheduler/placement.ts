@@ -17,7 +17,8 @@ export interface InstanceView {
   status: string;
   connected: boolean;
   remaining: { cpu: number; memory: number };
-  ports: { tcp: Set<number>; udp: Set<number> };
+  /** Host ports taken; read-only, and shared between views (a view with a task more adds its own to copies). */
+  ports: { tcp: ReadonlySet<number>; udp: ReadonlySet<number> };
   attributes: Record<string, string>;
   /** Tasks already on the instance (not STOPPED), by task group, for spread and distinctInstance. */
   groups: Map<string, number>;
@@ -321,16 +322,17 @@ class SpreadBuckets {
 function withTask(instance: InstanceView, needs: TaskNeeds, copied: boolean): InstanceView {
   const out = copied
     ? instance
-    : {
-        ...instance,
-        remaining: { ...instance.remaining },
-        ports: { tcp: new Set(instance.ports.tcp), udp: new Set(instance.ports.udp) },
-        groups: new Map(instance.groups),
-      };
+    : { ...instance, remaining: { ...instance.remaining }, groups: new Map(instance.groups) };
   out.remaining.cpu -= needs.cpu;
   out.remaining.memory -= needs.memory;
-  for (const port of needs.ports.tcp) out.ports.tcp.add(port);
-  for (const port of needs.ports.udp) out.ports.udp.add(port);
+  // Most tasks take no host port: their views keep the instance's ports, not copies of them.
+  if (needs.ports.tcp.length > 0 || needs.ports.udp.length > 0) {
+    const tcp = new Set(out.ports.tcp);
+    const udp = new Set(out.ports.udp);
+    for (const port of needs.ports.tcp) tcp.add(port);
+    for (const port of needs.ports.udp) udp.add(port);
+    out.ports = { tcp, udp };
+  }
   out.groups.set(needs.group, (out.groups.get(needs.group) ?? 0) + 1);
   // A task placed is to run: runningTasksCount counts it from now on.
   out.runningTasks++;

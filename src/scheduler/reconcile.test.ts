@@ -119,10 +119,11 @@ class World {
   /** Instance views as the store would compute them from the tasks. */
   private views(): InstanceState[] {
     return this.instances.map((instance) => {
+      const tcp = new Set<number>();
       const view: InstanceView = {
         ...instance.view,
         remaining: { ...instance.registered },
-        ports: { tcp: new Set(), udp: new Set() },
+        ports: { tcp, udp: new Set() },
         groups: new Map(),
         runningTasks: 0,
       };
@@ -131,7 +132,7 @@ class World {
         const needs = this.placement[this.deploymentTd(task.deploymentId)]?.needs;
         view.remaining.cpu -= needs?.cpu ?? 0;
         view.remaining.memory -= needs?.memory ?? 0;
-        for (const port of needs?.ports.tcp ?? []) view.ports.tcp.add(port);
+        for (const port of needs?.ports.tcp ?? []) tcp.add(port);
         view.groups.set("service:web", (view.groups.get("service:web") ?? 0) + 1);
         if (task.desiredStatus === "RUNNING") view.runningTasks++;
       }
