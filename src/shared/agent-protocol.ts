@@ -6,7 +6,8 @@
  *   POST /agent/v1/register   SigV4-signed (the agent's access key), once:
  *                             → container instance ARN and a node token
  *   POST /agent/v1/poll       Bearer <node token>; long poll: the tasks this
- *                             instance should run, whenever they change
+ *                             instance should run, whenever they change (on
+ *                             the channel, each change as it comes: `follow`)
  *   POST /agent/v1/reports    Bearer; the state of one or more tasks and their
  *                             containers, each applied on its own (an agent
  *                             sends at once every report waiting to go)
