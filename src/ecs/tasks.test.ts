@@ -2,14 +2,18 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { prng } from "../../test/support/prng.ts";
 import { type ContainerReport, TASK_STATUSES, type TaskReport } from "../shared/agent-protocol.ts";
+import { SqliteStore } from "../store/sqlite.ts";
 import type { RunnableDefinition } from "./task-api.ts";
 import {
   applyReport,
   assignmentJson,
   assignmentOf,
   assignmentOfJson,
+  findTask,
+  insertTask,
   newTaskArn,
   requestStop,
+  type TaskRecord,
   type TaskWire,
 } from "./tasks.ts";
 import {
@@ -88,6 +92,39 @@ describe("newTask", () => {
       JSON.parse(assignmentOfJson(stopping)).stopReason,
       "Scaling activity initiated by (deployment ecs-svc/1)",
     );
+  });
+});
+
+describe("a task read from its row", () => {
+  it("parses its assignment when first asked, through one accessor every read record shares, and carries nothing a copy or JSON sees", async () => {
+    const store = await SqliteStore.open({ path: ":memory:" });
+    try {
+      const made = [testTask(), testTask({ definition: checkedDefinition() })];
+      await store.transaction(async (tx) => {
+        for (const task of made) await insertTask(tx, task, TEST_NOW, { taskSaved: () => {} });
+      });
+      const [a, b] = (await store.read((tx) =>
+        Promise.all(made.map((task) => findTask(tx, task.wire.taskArn))),
+      )) as [TaskRecord, TaskRecord];
+      const getter = (record: TaskRecord) => Object.getOwnPropertyDescriptor(record, "assignment")?.get;
+      assert.equal(typeof getter(a), "function");
+      // A getter of each record's own gave each a hidden class of its own, which kept every record
+      // read alive through the young generation's collections.
+      assert.equal(getter(a), getter(b), "one accessor for every record read");
+      assert.deepEqual(a.assignment, made[0]?.assignment);
+      assert.deepEqual(b.assignment, made[1]?.assignment);
+      assert.equal(a.assignment, a.assignment, "parsed once");
+      assert.equal(assignmentJson(b), JSON.stringify(made[1]?.assignment));
+      // What a record carries besides its fields (its row's columns, its assignment's JSON) stays
+      // out of copies, keys and JSON.
+      const copy = { ...a };
+      assert.deepEqual(Object.getOwnPropertySymbols(copy), []);
+      assert.deepEqual(Object.keys(a), Object.keys(copy));
+      assert.equal(JSON.stringify(a), JSON.stringify(copy));
+      assert.deepEqual(copy.assignment, a.assignment);
+    } finally {
+      await store.close();
+    }
   });
 });
 

@@ -184,10 +184,40 @@ interface StoredColumns {
 /**
  * The row's columns of each record read with `findTask` or saved since: a save then sets only
  * the columns that changed, so SQLite rewrites only the index entries on those (a RUNNING
- * report leaves the desired status and its index alone). A record not known here, or whose
+ * report leaves the desired status and its index alone). A record without them, or whose
  * transaction rolled back, gets every column written.
  */
-const stored = new WeakMap<TaskRecord, StoredColumns>();
+const STORED = Symbol("the row's columns");
+
+/**
+ * Each record's assignment as JSON where it is known without serializing it: a record from
+ * `TaskMaker` (which serializes what the tasks of one request share once) or read from its row.
+ * An assignment never changes, so neither does its JSON.
+ */
+const ASSIGNMENT_JSON = Symbol("the assignment's JSON");
+
+/** A read record's assignment once parsed (`recordOf`). */
+const ASSIGNMENT = Symbol("the assignment");
+
+/** What a record carries besides its fields, out of sight of JSON, spreads and Object.keys. */
+type Annotated = TaskRecord & {
+  [STORED]?: StoredColumns;
+  [ASSIGNMENT_JSON]?: string;
+  [ASSIGNMENT]?: TaskRecord["assignment"];
+};
+
+/**
+ * Sets one of a record's annotations. They are properties of the record, not entries of a
+ * WeakMap: node 20's young-generation collector keeps a WeakMap's keys alive, so every record
+ * (its row's strings and parsed body with it) outlived its transaction into the old generation.
+ * Not enumerable, so a copy of a record (`{ ...record }`) does not take them.
+ */
+function annotate(record: TaskRecord, key: typeof STORED, value: StoredColumns | undefined): void;
+function annotate(record: TaskRecord, key: typeof ASSIGNMENT_JSON, value: string): void;
+function annotate(record: TaskRecord, key: typeof ASSIGNMENT, value: TaskRecord["assignment"]): void;
+function annotate(record: TaskRecord, key: symbol, value: unknown): void {
+  Object.defineProperty(record, key, { value, writable: true, configurable: true, enumerable: false });
+}
 
 function columnsOf(wire: TaskWire): StoredColumns {
   return {
@@ -219,7 +249,7 @@ function updateSql(lastStatus: boolean, desiredStatus: boolean, stoppedAt: boole
 }
 
 export async function saveTask(tx: Tx, record: TaskRecord, now: number, writes: TaskWrites): Promise<void> {
-  const before = stored.get(record);
+  const before = (record as Annotated)[STORED];
   const columns = remember(tx, record, writes);
   const lastStatus = before === undefined || before.lastStatus !== columns.lastStatus;
   const desiredStatus = before === undefined || before.desiredStatus !== columns.desiredStatus;
@@ -311,18 +341,28 @@ function withoutAssignment(row: BodyRow): Omit<TaskRecord, "assignment"> {
 /** The record of a task's row (`TASK_COLUMNS`); its assignment is parsed only if something reads it. */
 export function recordOf(row: TaskRow): TaskRecord {
   const record = withoutAssignment(row) as TaskRecord;
-  assignmentJsons.set(record, row.assignment);
-  let assignment: TaskRecord["assignment"] | undefined;
-  Object.defineProperty(record, "assignment", {
-    get: () => {
-      assignment ??= JSON.parse(row.assignment) as TaskRecord["assignment"];
-      return assignment;
-    },
-    enumerable: true,
-    configurable: true,
-  });
+  annotate(record, ASSIGNMENT_JSON, row.assignment);
+  Object.defineProperty(record, "assignment", LAZY_ASSIGNMENT);
   return record;
 }
+
+/** A read record's assignment, parsed from its JSON the first time it is asked for. */
+function parsedAssignment(this: Annotated): TaskRecord["assignment"] {
+  let assignment = this[ASSIGNMENT];
+  if (assignment === undefined) {
+    assignment = JSON.parse(this[ASSIGNMENT_JSON] ?? "{}") as TaskRecord["assignment"];
+    annotate(this, ASSIGNMENT, assignment);
+  }
+  return assignment;
+}
+
+/**
+ * The same accessor for every record read: one with a getter of its own (a closure) gave each
+ * record a hidden class of its own, which node 20's young-generation collector keeps alive with
+ * the record until a full collection: every record read (its row's strings with it) was copied
+ * into the old generation.
+ */
+const LAZY_ASSIGNMENT: PropertyDescriptor = { get: parsedAssignment, enumerable: true, configurable: true };
 
 /**
  * Every task not yet STOPPED, without its assignment (which only an agent's poll reads): what
@@ -337,8 +377,8 @@ export async function liveTasks(tx: Tx): Promise<Array<Omit<TaskRecord, "assignm
 function remember(tx: Tx, record: TaskRecord, writes: TaskWrites): StoredColumns {
   writes.taskSaved(tx, record);
   const columns = columnsOf(record.wire);
-  stored.set(record, columns);
-  tx.onRollback(() => stored.delete(record));
+  annotate(record, STORED, columns);
+  tx.onRollback(() => annotate(record, STORED, undefined));
   return columns;
 }
 
@@ -370,7 +410,7 @@ export async function findTask(tx: Tx, arn: string): Promise<TaskRecord | undefi
   const row = await tx.get<TaskRow>(`SELECT ${TASK_COLUMNS} FROM ecs_tasks WHERE arn = ?`, arn);
   if (row === undefined) return undefined;
   const record = recordOf(row);
-  stored.set(record, columnsOf(record.wire));
+  annotate(record, STORED, columnsOf(record.wire));
   return record;
 }
 
@@ -399,24 +439,17 @@ export function assignmentOf(record: TaskRecord): TaskAssignment {
   return { ...record.assignment, ...desiredOf(record) };
 }
 
-/**
- * Each record's assignment as JSON where it is known without serializing it: a record from
- * `TaskMaker` (which serializes what the tasks of one request share once) or read from its row.
- * An assignment never changes, so neither does its JSON.
- */
-const assignmentJsons = new WeakMap<TaskRecord, string>();
-
 /** Says what `JSON.stringify(record.assignment)` gives, for a record just made. */
 export function knowAssignmentJson(record: TaskRecord, json: string): void {
-  assignmentJsons.set(record, json);
+  annotate(record, ASSIGNMENT_JSON, json);
 }
 
 /** `JSON.stringify(record.assignment)`. */
 export function assignmentJson(record: TaskRecord): string {
-  let json = assignmentJsons.get(record);
+  let json = (record as Annotated)[ASSIGNMENT_JSON];
   if (json === undefined) {
     json = JSON.stringify(record.assignment);
-    assignmentJsons.set(record, json);
+    annotate(record, ASSIGNMENT_JSON, json);
   }
   return json;
 }

@@ -82,6 +82,9 @@ function undo(entry: Pending): void {
 
 type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
 
+/** A committed transaction's function, once run: it is not kept. */
+const COMMITTED = async () => undefined;
+
 /** At most this many queued transactions share one commit, so the first of them is not kept waiting long. */
 const MAX_GROUP = 64;
 
@@ -356,6 +359,14 @@ export class SqliteStore implements Store {
       return;
     }
     this.checkpointer?.committed();
+    // Committed: nothing of the group is undone from here on. What its undo hooks and functions
+    // hold (every record they wrote) is let go now rather than once the log's sync is done, which
+    // under load is after the next group's: long enough for the young generation's collections
+    // to copy it, and to keep it as old.
+    for (const entry of group) {
+      entry.undo.length = 0;
+      entry.fn = COMMITTED;
+    }
     if (this.wal === undefined) {
       this.settle(group, outcomes, undefined);
       return;
