@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { type AddressInfo, createServer as createNetServer, type Socket } from "node:net";
 import { describe, it } from "node:test";
 import { AgentRoutes } from "../server/agent-http.ts";
@@ -125,6 +125,17 @@ describe("ServerClient reports", () => {
 });
 
 describe("ServerClient's channel", () => {
+  /** A client of the loopback server at `url`. */
+  const clientOf = (url: string): ServerClient =>
+    new ServerClient(url, { accessKeyId: "a", secretAccessKey: "s" }, "us-east-1");
+
+  /** Closes the client, then the server and every connection it still has. */
+  async function stop(client: ServerClient, server: Server): Promise<void> {
+    client.close();
+    server.closeAllConnections();
+    await new Promise((done) => server.close(done));
+  }
+
   /** A loopback server whose agent routes (`serving.routes`) also answer on channels; counts the channels opened. */
   async function channelServer(routes: AgentRoutes) {
     const serving = { routes, channels: 0, posts: [] as string[] };
@@ -179,7 +190,7 @@ describe("ServerClient's channel", () => {
       return routes;
     };
     const { server, serving, url } = await channelServer(agentRoutes());
-    const client = new ServerClient(url, { accessKeyId: "a", secretAccessKey: "s" }, "us-east-1");
+    const client = clientOf(url);
     try {
       await client.register(registration);
       assert.deepEqual(await client.poll({ known: {} }, 5_000), { tasks: [] });
@@ -203,9 +214,7 @@ describe("ServerClient's channel", () => {
       assert.equal(serving.channels, 3);
       assert.equal(heard.at(-1), "poll Bearer token-2");
     } finally {
-      client.close();
-      server.closeAllConnections();
-      await new Promise((done) => server.close(done));
+      await stop(client, server);
     }
   });
 
@@ -222,7 +231,7 @@ describe("ServerClient's channel", () => {
       return { tasks: [], unchanged: true };
     });
     const { server, url } = await channelServer(routes);
-    const client = new ServerClient(url, { accessKeyId: "a", secretAccessKey: "s" }, "us-east-1");
+    const client = clientOf(url);
     try {
       await client.register(registration);
       const changes: PollResponse[] = [];
@@ -238,9 +247,7 @@ describe("ServerClient's channel", () => {
         [true, undefined],
       );
     } finally {
-      client.close();
-      server.closeAllConnections();
-      await new Promise((done) => server.close(done));
+      await stop(client, server);
     }
   });
 
@@ -253,7 +260,7 @@ describe("ServerClient's channel", () => {
     const routes = registering(() => "token");
     const { server, url } = await channelServer(routes);
     // Registered with a server, then polling one that does not answer.
-    const client = new ServerClient(url, { accessKeyId: "a", secretAccessKey: "s" }, "us-east-1");
+    const client = clientOf(url);
     try {
       await client.register(registration);
       Object.assign(client, { endpoint: `http://127.0.0.1:${port}` });
@@ -269,9 +276,7 @@ describe("ServerClient's channel", () => {
       await assert.rejects(client.poll({ known: {} }, 60_000, stop.signal), { name: "AbortError" });
       assert.ok(performance.now() - started < 5_000, "neither waited for the opening's own 30 s");
     } finally {
-      client.close();
-      server.closeAllConnections();
-      await new Promise((done) => server.close(done));
+      await stop(client, server);
       for (const socket of held) socket.destroy();
       silent.close();
     }
@@ -281,7 +286,7 @@ describe("ServerClient's channel", () => {
     const routes = registering(() => "token");
     routes.post("/agent/v1/poll", async () => ({ tasks: [] }));
     const { server, serving, url } = await channelServer(routes);
-    const client = new ServerClient(url, { accessKeyId: "a", secretAccessKey: "s" }, "us-east-1");
+    const client = clientOf(url);
     try {
       await client.register(registration);
       const closing = new AgentRoutes({ bodyLimit: 1 << 20, logError: () => undefined });
@@ -299,9 +304,7 @@ describe("ServerClient's channel", () => {
       assert.equal(serving.channels, 2, "the channel, not POSTs, once the server takes it");
       assert.deepEqual(serving.posts, ["/agent/v1/register"]);
     } finally {
-      client.close();
-      server.closeAllConnections();
-      await new Promise((done) => server.close(done));
+      await stop(client, server);
     }
   });
 
@@ -316,7 +319,7 @@ describe("ServerClient's channel", () => {
     });
     await new Promise<void>((done) => server.listen(0, "127.0.0.1", done));
     const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-    const client = new ServerClient(url, { accessKeyId: "a", secretAccessKey: "s" }, "us-east-1");
+    const client = clientOf(url);
     try {
       await client.register(registration);
       assert.deepEqual(await client.poll({ known: {} }, 5_000), { tasks: [], token: "Bearer token" });
@@ -328,9 +331,7 @@ describe("ServerClient's channel", () => {
         "POST /agent/v1/poll",
       ]);
     } finally {
-      client.close();
-      server.closeAllConnections();
-      await new Promise((done) => server.close(done));
+      await stop(client, server);
     }
   });
 });

@@ -154,11 +154,11 @@ export class ServerClient {
   private reporting: Promise<void> | undefined;
   /** The channel, open or opening; undefined until needed, and again once it has closed. */
   private channel: Promise<AgentChannel> | undefined;
-  /** The server answered the upgrade without switching (an older one): POSTs from then on. */
   /** The channel `channel` opened, once it has: what most requests go on. */
   private ready: AgentChannel | undefined;
   /** The server's host and port, as errors name it. */
   private readonly host: string;
+  /** The server answered the upgrade without switching (an older one): POSTs from then on. */
   private postsOnly = false;
   private closed = false;
 

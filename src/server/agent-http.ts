@@ -171,10 +171,10 @@ export class AgentRoutes {
     const path = query === -1 ? url : url.slice(0, query);
     const protocol = raw.headers.upgrade?.toLowerCase();
     if (path !== CHANNEL_PATH || protocol !== CHANNEL_PROTOCOL) {
+      this.others.add(socket);
+      socket.once("close", () => this.others.delete(socket));
       const bodiless = (raw.method === "GET" || raw.method === "HEAD") && noBody(raw.headers);
       if (otherwise !== undefined && bodiless && socket instanceof Socket) {
-        this.others.add(socket);
-        socket.once("close", () => this.others.delete(socket));
         try {
           const response = new ServerResponse(raw);
           response.shouldKeepAlive = false;
@@ -189,8 +189,6 @@ export class AgentRoutes {
         }
         return;
       }
-      this.others.add(socket);
-      socket.once("close", () => this.others.delete(socket));
       refuse(
         socket,
         new AwsError("UnsupportedUpgrade", `Upgrading to ${protocol ?? ""} is not supported here.`),
@@ -198,7 +196,7 @@ export class AgentRoutes {
       return;
     }
     if (this.closing) {
-      refuse(socket, new AwsError("ServiceUnavailable", "The server is closing.", { status: 503 }));
+      refuse(socket, CLOSING);
       return;
     }
     socket.write(
