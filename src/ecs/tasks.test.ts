@@ -1,4 +1,7 @@
 import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, it } from "node:test";
 import { prng } from "../../test/support/prng.ts";
 import { type ContainerReport, TASK_STATUSES, type TaskReport } from "../shared/agent-protocol.ts";
@@ -13,8 +16,10 @@ import {
   insertTask,
   newTaskArn,
   requestStop,
+  saveTask,
   type TaskRecord,
   type TaskWire,
+  tasksForInstance,
 } from "./tasks.ts";
 import {
   awsvpcDefinition,
@@ -97,7 +102,10 @@ describe("newTask", () => {
 
 describe("a task read from its row", () => {
   it("parses its assignment when first asked, through one accessor every read record shares, and carries nothing a copy or JSON sees", async () => {
-    const store = await SqliteStore.open({ path: ":memory:" });
+    // A file, so that reads go through the reader connection, as DescribeTasks's do: the writer
+    // hands back the records it has just inserted (below).
+    const dir = mkdtempSync(join(tmpdir(), "wharf-task-read-"));
+    const store = await SqliteStore.open({ path: join(dir, "wharf.db") });
     try {
       const made = [testTask(), testTask({ definition: checkedDefinition() })];
       await store.transaction(async (tx) => {
@@ -122,6 +130,85 @@ describe("a task read from its row", () => {
       assert.deepEqual(Object.keys(a), Object.keys(copy));
       assert.equal(JSON.stringify(a), JSON.stringify(copy));
       assert.deepEqual(copy.assignment, a.assignment);
+    } finally {
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("a task just inserted", () => {
+  const noWrites = { taskSaved: () => {} };
+  const fields = (record: TaskRecord | undefined) => JSON.parse(JSON.stringify(record ?? null));
+
+  it("is read back once, by its connection's next transaction, as the record it was made as; after that from its row", async () => {
+    const store = await SqliteStore.open({ path: ":memory:" });
+    try {
+      const made = testTask();
+      const arn = made.wire.taskArn;
+      await store.transaction((tx) => insertTask(tx, made, TEST_NOW, noWrites));
+      const [first, second] = await store.transaction(async (tx) => [
+        await findTask(tx, arn),
+        await findTask(tx, arn),
+      ]);
+      assert.equal(first, made, "the record made, not its row parsed again");
+      assert.notEqual(second, made, "taken once: its reader may change it");
+      assert.deepEqual(fields(second), fields(made));
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("is not handed back once its insert is undone, nor once its task was saved from another read of its row", async () => {
+    const store = await SqliteStore.open({ path: ":memory:" });
+    try {
+      const undone = testTask();
+      await assert.rejects(
+        store.transaction(async (tx) => {
+          await insertTask(tx, undone, TEST_NOW, noWrites);
+          throw new Error("changed its mind");
+        }),
+        /changed its mind/,
+      );
+      assert.equal(await store.transaction((tx) => findTask(tx, undone.wire.taskArn)), undefined);
+
+      const made = testTask();
+      const arn = made.wire.taskArn;
+      await store.transaction((tx) => insertTask(tx, made, TEST_NOW, noWrites));
+      // Stopped through a record read by another query (not findTask, which would take the kept one).
+      await store.transaction(async (tx) => {
+        const [listed] = await tasksForInstance(tx, made.wire.containerInstanceArn ?? "");
+        assert.equal(listed?.wire.taskArn, arn);
+        assert.notEqual(listed, made);
+        requestStop(listed as TaskRecord, "Task stopped by user", "UserInitiated", TEST_NOW + 1);
+        await saveTask(tx, listed as TaskRecord, TEST_NOW + 1, noWrites);
+      });
+      const read = await store.transaction((tx) => findTask(tx, arn));
+      assert.notEqual(read, made);
+      assert.equal(read?.wire.desiredStatus, "STOPPED");
+      assert.equal(read?.wire.stoppedReason, "Task stopped by user");
+      assert.equal(made.wire.desiredStatus, "RUNNING", "the record kept was left as it was");
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("is kept among the last 4,096 a connection inserted, no more", async () => {
+    const store = await SqliteStore.open({ path: ":memory:" });
+    try {
+      const made = Array.from({ length: 4097 }, () => testTask());
+      await store.transaction(async (tx) => {
+        for (const task of made) await insertTask(tx, task, TEST_NOW, noWrites);
+      });
+      const [oldest, second, newest] = await store.transaction(async (tx) => [
+        await findTask(tx, made[0]?.wire.taskArn ?? ""),
+        await findTask(tx, made[1]?.wire.taskArn ?? ""),
+        await findTask(tx, made[4096]?.wire.taskArn ?? ""),
+      ]);
+      assert.notEqual(oldest, made[0], "the oldest went when the 4,097th came");
+      assert.deepEqual(fields(oldest), fields(made[0]));
+      assert.equal(second, made[1]);
+      assert.equal(newest, made[4096]);
     } finally {
       await store.close();
     }

@@ -249,6 +249,7 @@ function updateSql(lastStatus: boolean, desiredStatus: boolean, stoppedAt: boole
 }
 
 export async function saveTask(tx: Tx, record: TaskRecord, now: number, writes: TaskWrites): Promise<void> {
+  MADE.get(tx)?.delete(record.wire.taskArn);
   const before = (record as Annotated)[STORED];
   const columns = remember(tx, record, writes);
   const lastStatus = before === undefined || before.lastStatus !== columns.lastStatus;
@@ -283,6 +284,40 @@ export async function insertTask(
 ): Promise<void> {
   remember(tx, record, writes);
   await insertRow(tx, record, now, body);
+  keepMade(tx, record);
+}
+
+/**
+ * By connection: tasks inserted through it and neither read back nor saved since, each record
+ * exactly as its row holds it. A task's first report (its agent's RUNNING, moments after the
+ * task was made) then takes its record from here rather than reading and parsing its row, which
+ * was a tenth of a large scale-up's work. A record is taken out when read (its reader may change
+ * it), dropped when its task is saved (the row is read again after), and not served once its
+ * insert was undone (`remember` clears its columns then); past MADE_KEPT the oldest go. Only a
+ * connection's own transactions see it: the reader connection inserts nothing.
+ */
+const MADE = new WeakMap<Tx, Map<string, TaskRecord>>();
+
+/** Tasks made and not yet read back that a connection keeps at most (a scale-up's in flight are far fewer). */
+const MADE_KEPT = 4096;
+
+function keepMade(tx: Tx, record: TaskRecord): void {
+  let made = MADE.get(tx);
+  if (made === undefined) {
+    made = new Map();
+    MADE.set(tx, made);
+  }
+  if (made.size >= MADE_KEPT) made.delete(made.keys().next().value as string);
+  made.set(record.wire.taskArn, record);
+}
+
+/** The record `insertTask` kept for the task, taken out; undefined if there is none, or its insert was undone. */
+function takeMade(tx: Tx, arn: string): TaskRecord | undefined {
+  const made = MADE.get(tx);
+  const record = made?.get(arn);
+  if (record === undefined) return undefined;
+  made?.delete(arn);
+  return (record as Annotated)[STORED] === undefined ? undefined : record;
 }
 
 /**
@@ -407,6 +442,8 @@ async function insertRow(tx: Tx, record: TaskRecord, now: number, body: string):
 }
 
 export async function findTask(tx: Tx, arn: string): Promise<TaskRecord | undefined> {
+  const made = takeMade(tx, arn);
+  if (made !== undefined) return made;
   const row = await tx.get<TaskRow>(`SELECT ${TASK_COLUMNS} FROM ecs_tasks WHERE arn = ?`, arn);
   if (row === undefined) return undefined;
   const record = recordOf(row);
