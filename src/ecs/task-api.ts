@@ -290,9 +290,9 @@ export function newTask(factory: TaskFactory, instanceArn: string, zone: string 
  */
 export class TaskMaker {
   readonly reservation: TaskRecord["reservation"];
-  /** Every task's assignment but its `taskArn`, and that as JSON. */
+  /** Every task's assignment but its `taskArn`, and that as JSON without its braces. */
   private readonly shared: Omit<TaskRecord["assignment"], "taskArn">;
-  private readonly sharedJson: string;
+  private readonly sharedFields: string;
   /** By whether the task has a zone: its body's template, and its RunTask shape's once asked for. */
   private readonly templates: Array<{ body: JsonTemplate; shape: () => JsonTemplate } | undefined> = [];
 
@@ -315,7 +315,7 @@ export class TaskMaker {
       this.shared.cpu = this.reservation.cpu;
     if (definition.memory !== undefined || input.overrides?.memory !== undefined)
       this.shared.memory = this.reservation.memory;
-    this.sharedJson = JSON.stringify(this.shared);
+    this.sharedFields = JSON.stringify(this.shared).slice(1, -1);
   }
 
   make(instanceArn: string, zone: string | undefined): MadeTask {
@@ -328,7 +328,8 @@ export class TaskMaker {
       containerArns: this.shared.containers.map(() => newContainerArn(taskArn)),
     };
     const record = this.build(strings);
-    knowAssignmentJson(record, `{"taskArn":${JSON.stringify(taskArn)},${this.sharedJson.slice(1)}`);
+    const opened = `{"taskArn":${JSON.stringify(taskArn)}`;
+    knowAssignmentJson(record, this.sharedFields === "" ? opened : `${opened},${this.sharedFields}`);
     const template = this.template(zone !== undefined);
     const texts = [taskArn, instanceArn, zone ?? "", strings.attachmentId, ...strings.containerArns].map(
       (value) => JSON.stringify(value),

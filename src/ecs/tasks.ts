@@ -196,6 +196,15 @@ const STORED = Symbol("the row's columns");
  */
 const ASSIGNMENT_JSON = Symbol("the assignment's JSON");
 
+/**
+ * A made record's assignment JSON without its closing brace (`knowAssignmentJson`): the task's
+ * own start, then what the tasks of its request share, kept apart rather than sliced from the
+ * whole. Slicing a string V8 built by concatenation first copies it flat, and the slice keeps
+ * that copy: each task the server kept an answer for held a ~700-byte copy of what its request's
+ * tasks share (a quarter of the server's live heap, 74 MB with 105,000 tasks).
+ */
+const ASSIGNMENT_OPEN = Symbol("the assignment's JSON, open");
+
 /** A read record's assignment once parsed (`recordOf`). */
 const ASSIGNMENT = Symbol("the assignment");
 
@@ -203,6 +212,7 @@ const ASSIGNMENT = Symbol("the assignment");
 type Annotated = TaskRecord & {
   [STORED]?: StoredColumns;
   [ASSIGNMENT_JSON]?: string;
+  [ASSIGNMENT_OPEN]?: string;
   [ASSIGNMENT]?: TaskRecord["assignment"];
 };
 
@@ -213,7 +223,11 @@ type Annotated = TaskRecord & {
  * Not enumerable, so a copy of a record (`{ ...record }`) does not take them.
  */
 function annotate(record: TaskRecord, key: typeof STORED, value: StoredColumns | undefined): void;
-function annotate(record: TaskRecord, key: typeof ASSIGNMENT_JSON, value: string): void;
+function annotate(
+  record: TaskRecord,
+  key: typeof ASSIGNMENT_JSON | typeof ASSIGNMENT_OPEN,
+  value: string,
+): void;
 function annotate(record: TaskRecord, key: typeof ASSIGNMENT, value: TaskRecord["assignment"]): void;
 function annotate(record: TaskRecord, key: symbol, value: unknown): void {
   Object.defineProperty(record, key, { value, writable: true, configurable: true, enumerable: false });
@@ -476,16 +490,20 @@ export function assignmentOf(record: TaskRecord): TaskAssignment {
   return { ...record.assignment, ...desiredOf(record) };
 }
 
-/** Says what `JSON.stringify(record.assignment)` gives, for a record just made. */
-export function knowAssignmentJson(record: TaskRecord, json: string): void {
-  annotate(record, ASSIGNMENT_JSON, json);
+/**
+ * Says what `JSON.stringify(record.assignment)` gives, for a record just made, as that JSON
+ * without its closing brace (`ASSIGNMENT_OPEN`), built from parts that it does not copy.
+ */
+export function knowAssignmentJson(record: TaskRecord, opened: string): void {
+  annotate(record, ASSIGNMENT_OPEN, opened);
 }
 
 /** `JSON.stringify(record.assignment)`. */
 export function assignmentJson(record: TaskRecord): string {
   let json = (record as Annotated)[ASSIGNMENT_JSON];
   if (json === undefined) {
-    json = JSON.stringify(record.assignment);
+    const opened = (record as Annotated)[ASSIGNMENT_OPEN];
+    json = opened === undefined ? JSON.stringify(record.assignment) : `${opened}}`;
     annotate(record, ASSIGNMENT_JSON, json);
   }
   return json;
@@ -493,8 +511,12 @@ export function assignmentJson(record: TaskRecord): string {
 
 /** `JSON.stringify(assignmentOf(record))`, the agent protocol's form, from the assignment's JSON. */
 export function assignmentOfJson(record: TaskRecord): string {
-  const assignment = assignmentJson(record);
   const desired = JSON.stringify(desiredOf(record));
+  // A made record's parts, as they are: the assignments that polls are answered from (kept for
+  // every live task) then share what the tasks of one request share.
+  const opened = (record as Annotated)[ASSIGNMENT_OPEN];
+  if (opened !== undefined) return opened === "{" ? desired : `${opened},${desired.slice(1)}`;
+  const assignment = assignmentJson(record);
   return assignment === "{}" ? desired : `${assignment.slice(0, -1)},${desired.slice(1)}`;
 }
 
