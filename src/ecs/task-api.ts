@@ -328,8 +328,7 @@ export class TaskMaker {
       containerArns: this.shared.containers.map(() => newContainerArn(taskArn)),
     };
     const record = this.build(strings);
-    const opened = `{"taskArn":${JSON.stringify(taskArn)}`;
-    knowAssignmentJson(record, this.sharedFields === "" ? opened : `${opened},${this.sharedFields}`);
+    knowAssignmentJson(record, `{"taskArn":${JSON.stringify(taskArn)},${this.sharedFields}`);
     const template = this.template(zone !== undefined);
     const texts = [taskArn, instanceArn, zone ?? "", strings.attachmentId, ...strings.containerArns].map(
       (value) => JSON.stringify(value),
